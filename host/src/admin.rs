@@ -1,0 +1,158 @@
+//! The admin endpoint: health, Prometheus metrics, guests and their reload.
+//!
+//! Plain HTTP on loopback by default. Every request must come from an allowed
+//! network; everything but `/health` also needs the bearer token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+use crate::plugins::{GuestRegistry, PluginError};
+
+/// Shared state of the admin handlers.
+pub struct AdminState {
+    pub registry: Arc<GuestRegistry>,
+    pub metrics: Metrics,
+    pub allow: Vec<IpNet>,
+    token_digest: [u8; 32],
+}
+
+impl AdminState {
+    pub fn new(registry: Arc<GuestRegistry>, metrics: Metrics, allow: Vec<IpNet>, token: &str) -> Self {
+        Self {
+            registry,
+            metrics,
+            allow,
+            token_digest: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    fn token_matches(&self, presented: &str) -> bool {
+        // Comparing digests keeps the comparison's timing independent of how many
+        // leading bytes of the real token an attacker guessed.
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest.iter().zip(self.token_digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// A JSON error with a stable code.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(&self)).into_response()
+    }
+}
+
+/// The admin router (without the listener), for tests and for `serve`.
+pub fn router(state: Arc<AdminState>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/guests", get(guests))
+        .route("/guests/{name}/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin resource") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_allowed_address))
+        .with_state(state)
+}
+
+/// Serves the admin endpoint on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+async fn require_allowed_address(
+    State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = peer.ip().to_canonical();
+    if !state.allow.iter().any(|net| net.contains(&ip)) {
+        tracing::warn!(%peer, path = %request.uri().path(), "admin request from a address outside the allow-list");
+        return ApiError::new(StatusCode::FORBIDDEN, "address-not-allowed", "source address not allowed").into_response();
+    }
+    next.run(request).await
+}
+
+async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.token_matches(token.trim()) => next.run(request).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "bad-token", "bearer token refused").into_response(),
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing-token", "an Authorization: Bearer token is required")
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    guests: usize,
+}
+
+async fn health(State(state): State<Arc<AdminState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        guests: state.registry.list().len(),
+    })
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn guests(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    Json(state.registry.list())
+}
+
+async fn reload(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
+    tracing::info!(guest = %name, "admin: guest reload requested");
+    match state.registry.reload(&name).await {
+        Ok(info) => Json(info).into_response(),
+        Err(PluginError::UnknownGuest(name)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown-guest", format!("no guest named {name:?}")).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "guest-load-failed", e.to_string()).into_response(),
+    }
+}

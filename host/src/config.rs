@@ -1,0 +1,378 @@
+//! The one configuration file (TOML). Every key has a working default, so the
+//! switch runs with no file at all; `softswitch config default` prints the
+//! annotated defaults below.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::store::accounts::AccountTemplate;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File that failed.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File that failed.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A value parsed but makes no sense.
+    #[error("invalid config value {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// Why it is refused.
+        message: String,
+    },
+}
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where state lives (SQLite file, generated keys and certificates, guest cache).
+    /// Empty means `./data`; `--data-dir` / `SOFTSWITCH_DATA_DIR` override it.
+    pub data_dir: String,
+    pub database: DatabaseConfig,
+    pub admin: AdminConfig,
+    pub plugins: PluginsConfig,
+    pub routing: RoutingConfig,
+    pub account_template: AccountTemplate,
+    /// Guests by name. The routing guest is the one named by `routing.guest`.
+    pub guests: BTreeMap<String, GuestConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` or `mysql://user:pass@host:port/db`. Empty means
+    /// `sqlite:<data_dir>/softswitch.db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP endpoint. Loopback by default: it is an operator tool.
+    pub listen: SocketAddr,
+    /// Bearer token. Empty means: generate one into `<data_dir>/admin.token` on first start.
+    pub token: String,
+    /// Source networks allowed to talk to the admin endpoint at all.
+    pub allow: Vec<IpNet>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8089)),
+            token: String::new(),
+            allow: vec![
+                "127.0.0.0/8".parse().expect("static net"),
+                "::1/128".parse().expect("static net"),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Where compiled guests are cached. Empty means `<data_dir>/guest-cache`.
+    pub cache_dir: String,
+    /// Linear-memory cap per guest instance, in MiB.
+    pub memory_limit_mib: u64,
+    /// Wall-clock budget for one guest call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Warm instances kept per guest for reuse.
+    pub warm_instances: usize,
+    /// How often guest files are checked for changes, in milliseconds (0 = never).
+    pub watch_interval_ms: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: String::new(),
+            // A routing guest needs a few hundred KiB; 64 MiB leaves room for large
+            // configs while one runaway guest cannot take the host's memory.
+            memory_limit_mib: 64,
+            // A decision takes microseconds; 50 ms only ever cuts off a guest that is
+            // stuck, and bounds how long a SIP transaction can wait on it.
+            deadline_ms: 50,
+            // Enough for both cores plus callers waiting on the directory.
+            warm_instances: 8,
+            watch_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Name of the guest (a key of `[guests]`) that decides routing.
+    pub guest: String,
+    /// SIP code answered when the routing guest fails (trap, timeout, nonsense).
+    pub fallback_code: u16,
+    /// Reason phrase for the fallback answer.
+    pub fallback_reason: String,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            guest: "routing".into(),
+            fallback_code: 500,
+            fallback_reason: "Routing Unavailable".into(),
+        }
+    }
+}
+
+/// Which extension point a guest implements.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorldKind {
+    /// `softswitch:routing/router@0.1.0`.
+    #[default]
+    Routing,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuestConfig {
+    /// Path of the `.wasm` component; relative paths are taken from the directory
+    /// of the config file (or the current directory when there is none).
+    pub path: String,
+    /// Extension point the guest implements.
+    pub world: WorldKind,
+    /// Values the guest reads through its `config.get` import.
+    pub config: BTreeMap<String, String>,
+}
+
+/// The annotated default configuration printed by `softswitch config default`.
+/// A unit test checks that it parses to exactly `Config::default()` with the
+/// default routing guest, so it cannot drift.
+pub const DEFAULT_TOML: &str = r#"# softswitch configuration. Every key is optional; these are the defaults.
+
+# Where state lives: SQLite file, generated admin token and secret key, guest cache.
+# Empty means ./data. --data-dir and SOFTSWITCH_DATA_DIR override it.
+data_dir = ""
+
+[database]
+# sqlite:PATH or mysql://user:password@host:3306/db. Empty means sqlite:<data_dir>/softswitch.db.
+url = ""
+
+[admin]
+# Admin HTTP endpoint (health, metrics, guests, reload). Loopback by default.
+listen = "127.0.0.1:8089"
+# Bearer token; empty means generate one into <data_dir>/admin.token on first start.
+token = ""
+# Source networks allowed to reach the admin endpoint.
+allow = ["127.0.0.0/8", "::1/128"]
+
+[plugins]
+# Compiled-guest cache; empty means <data_dir>/guest-cache.
+cache_dir = ""
+# Linear-memory cap per guest instance, MiB.
+memory_limit_mib = 64
+# Time budget of one guest call, ms; a guest past it is stopped and the fallback applies.
+deadline_ms = 50
+# Warm instances kept per guest for reuse.
+warm_instances = 8
+# How often guest files are checked for changes, ms (0 disables the watch; SIGHUP and the admin API still reload).
+watch_interval_ms = 1000
+
+[routing]
+# Guest (a key of [guests]) that decides where calls and messages go.
+guest = "routing"
+# SIP answer when the routing guest fails (trap, timeout, memory cap, nonsense decision).
+fallback_code = 500
+fallback_reason = "Routing Unavailable"
+
+[account_template]
+# Applied to every new account.
+tariff = "default"
+currency = "USD"
+dialplan_rule = "DP:int-> OR onnet"
+# Initial balance in millionths of the currency unit.
+balance_micro = 0
+# plan = "basic"
+
+[guests.routing]
+# The default dialplan (SPEC 6). Relative paths start at the config file's folder
+# (the current folder when there is no config file).
+path = "guests/target/wasm32-wasip2/release/routing_default.wasm"
+world = "routing"
+
+[guests.routing.config]
+# Values the guest reads with config.get(key); the default router reads none.
+"#;
+
+impl Default for Config {
+    /// The defaults, including the default routing guest.
+    fn default() -> Config {
+        let mut guests = BTreeMap::new();
+        guests.insert(
+            "routing".into(),
+            GuestConfig {
+                path: "guests/target/wasm32-wasip2/release/routing_default.wasm".into(),
+                world: WorldKind::Routing,
+                config: BTreeMap::new(),
+            },
+        );
+        Config {
+            data_dir: String::new(),
+            database: DatabaseConfig::default(),
+            admin: AdminConfig::default(),
+            plugins: PluginsConfig::default(),
+            routing: RoutingConfig::default(),
+            account_template: AccountTemplate::default(),
+            guests,
+        }
+    }
+}
+
+impl Config {
+
+    /// Parses a configuration from TOML text.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `path`, or returns the defaults when there is no file.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let mut config = Config::from_toml(&text, path)?;
+                // Relative guest paths are relative to the file that names them.
+                let base = path.parent().unwrap_or(Path::new("."));
+                for guest in config.guests.values_mut() {
+                    let p = Path::new(&guest.path);
+                    if p.is_relative() && !guest.path.is_empty() {
+                        guest.path = base.join(p).to_string_lossy().into_owned();
+                    }
+                }
+                Ok(config)
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(400..=699).contains(&self.routing.fallback_code) {
+            return Err(ConfigError::Invalid {
+                key: "routing.fallback_code",
+                message: format!("{} is not a SIP failure code (400-699)", self.routing.fallback_code),
+            });
+        }
+        if self.plugins.memory_limit_mib == 0 || self.plugins.memory_limit_mib > 4096 {
+            return Err(ConfigError::Invalid {
+                key: "plugins.memory_limit_mib",
+                message: "must be between 1 and 4096".into(),
+            });
+        }
+        if self.plugins.deadline_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "plugins.deadline_ms",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !self.guests.contains_key(&self.routing.guest) {
+            return Err(ConfigError::Invalid {
+                key: "routing.guest",
+                message: format!("names {:?}, which is not under [guests]", self.routing.guest),
+            });
+        }
+        for (name, guest) in &self.guests {
+            if guest.path.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "guests.*.path",
+                    message: format!("guest {name} has no path"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Data directory after applying the command-line override.
+    pub fn data_dir(&self, cli: Option<&Path>) -> PathBuf {
+        match cli {
+            Some(dir) => dir.to_path_buf(),
+            None if self.data_dir.is_empty() => PathBuf::from("data"),
+            None => PathBuf::from(&self.data_dir),
+        }
+    }
+
+    /// Database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite:{}", data_dir.join("softswitch.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// Guest cache directory.
+    pub fn cache_dir(&self, data_dir: &Path) -> PathBuf {
+        if self.plugins.cache_dir.is_empty() {
+            data_dir.join("guest-cache")
+        } else {
+            PathBuf::from(&self.plugins.cache_dir)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_is_the_default_config() {
+        let parsed = Config::from_toml(DEFAULT_TOML, Path::new("default.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_toml("[admin]\nlisten_on = \"x\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn bad_fallback_code_is_refused() {
+        let err = Config::from_toml("[routing]\nfallback_code = 200\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("routing.fallback_code"), "{err}");
+    }
+
+    #[test]
+    fn relative_guest_paths_start_at_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("softswitch.toml");
+        std::fs::write(&file, "[guests.routing]\npath = \"g/r.wasm\"\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.guests["routing"].path, dir.path().join("g/r.wasm").to_string_lossy());
+    }
+}

@@ -1,0 +1,11 @@
+//! The `softswitch` host: configuration, storage, the Wasm plugin runtime and
+//! the admin endpoint. The binary (`src/main.rs`) is a thin CLI over this library.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod directory;
+pub mod metrics;
+pub mod plugins;
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,421 @@
+//! `softswitch`: the command line of the programmable softswitch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use softswitch::admin::{self, AdminState};
+use softswitch::app::{App, redact_url};
+use softswitch::config::DEFAULT_TOML;
+use softswitch::plugins::inspect;
+use softswitch::plugins::routing::{Kind, Reason, RouteDecision, RouteRequest, Routed, Transport};
+use softswitch::store::accounts::NewAccount;
+use softswitch::store::dialplan::DialplanEntry;
+use softswitch::store::gateways::{Gateway, Transport as GatewayTransport};
+
+#[derive(Parser)]
+#[command(name = "softswitch", version, about = "Programmable RCS softswitch")]
+struct Cli {
+    /// Configuration file (TOML); every key has a default.
+    #[arg(long, global = true, env = "SOFTSWITCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database, keys, guest cache); overrides `data_dir` in the file.
+    #[arg(long, global = true, env = "SOFTSWITCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the switch.
+    Run,
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage gateways (carriers) for OFFNET numbers.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Manage the local dialing plan (prefix → SIP server).
+    #[command(subcommand)]
+    Dialplan(DialplanCommand),
+    /// Ask the routing guest where a call or message goes.
+    Route(RouteArgs),
+    /// Inspect guests.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every key with its default and a comment.
+    Default,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account (from the account template) and its profile.
+    Add {
+        login: String,
+        /// SIP password (stored encrypted).
+        #[arg(long)]
+        password: String,
+        /// Phone number, E.164 without `+`.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Username (service ID).
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Access (web/app) password, stored as an argon2 hash.
+        #[arg(long)]
+        access_password: Option<String>,
+    },
+    /// List accounts.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Show one account (never its passwords).
+    Show { login: String },
+    /// Delete an account and its profile.
+    Del { login: String },
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Add a gateway serving numbers that start with PREFIX.
+    Add {
+        name: String,
+        #[arg(long)]
+        prefix: String,
+        /// HOST:PORT of the carrier's SIP server.
+        #[arg(long)]
+        address: String,
+        #[arg(long, default_value = "udp")]
+        transport: String,
+    },
+    /// List gateways.
+    List,
+    /// Delete a gateway.
+    Del { name: String },
+}
+
+#[derive(Subcommand)]
+enum DialplanCommand {
+    /// Map numbers starting with PREFIX to SIP server SERVER.
+    Add { prefix: String, server: String },
+    /// List the local dialing plan.
+    List,
+    /// Delete the entry for PREFIX.
+    Del { prefix: String },
+}
+
+#[derive(Args)]
+struct RouteArgs {
+    /// Caller's login.
+    #[arg(long)]
+    from: String,
+    /// Number or name dialled.
+    #[arg(long)]
+    to: String,
+    #[arg(long, value_enum, default_value_t = Kind::Call)]
+    kind: Kind,
+    /// Why the switch asks: a new request, or a call that was not answered.
+    #[arg(long, value_enum, default_value_t = Reason::Initial)]
+    reason: Reason,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Say which world a component implements, or why it is refused.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Config(ConfigCommand::Default) = cli.command {
+        print!("{DEFAULT_TOML}");
+        return Ok(());
+    }
+    let app = App::open(cli.config.as_deref(), cli.data_dir.as_deref()).await?;
+    match cli.command {
+        Command::Config(_) => unreachable!("handled above"),
+        Command::Run => run(app).await,
+        Command::Migrate => {
+            app.store.migrate().await?;
+            println!("database {} is up to date", redact_url(&app.config.database_url(&app.data_dir)));
+            Ok(())
+        }
+        Command::Account(cmd) => account(app, cmd).await,
+        Command::Gateway(cmd) => gateway(app, cmd).await,
+        Command::Dialplan(cmd) => dialplan(app, cmd).await,
+        Command::Route(args) => route(app, args).await,
+        Command::Guest(GuestCommand::Check { file }) => {
+            let plugins = app.plugins()?;
+            let report = inspect::check(&plugins, &file).await?;
+            println!("{} implements {} (sha256 {})", report.path, report.world, report.sha256);
+            Ok(())
+        }
+    }
+}
+
+async fn run(app: App) -> anyhow::Result<()> {
+    let registry = Arc::new(app.guests().await?);
+    // Fail now on a routing guest name that is not configured.
+    registry.router(&app.config)?;
+    let (token, token_file) = app.admin_token()?;
+    if let Some(path) = token_file {
+        tracing::info!(path = %path.display(), "admin bearer token is in this file");
+    }
+    let listener = tokio::net::TcpListener::bind(app.config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin.listen)", app.config.admin.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "admin endpoint listening");
+    let state = Arc::new(AdminState::new(
+        registry.clone(),
+        app.metrics.clone(),
+        app.config.admin.allow.clone(),
+        &token,
+    ));
+    let admin_task = tokio::spawn(admin::serve(listener, state));
+    if app.config.plugins.watch_interval_ms > 0 {
+        registry.spawn_watch(Duration::from_millis(app.config.plugins.watch_interval_ms));
+    }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tracing::info!(database = %redact_url(&app.config.database_url(&app.data_dir)), "softswitch running");
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading every guest");
+                registry.reload_all().await;
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    admin_task.abort();
+    app.store.close().await;
+    tracing::info!("softswitch stopped");
+    Ok(())
+}
+
+async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccountCommand::Add {
+            login,
+            password,
+            phone,
+            username,
+            display_name,
+            email,
+            access_password,
+        } => {
+            let account = app
+                .store
+                .add_account(&NewAccount {
+                    login,
+                    sip_password: password,
+                    access_password,
+                    phone,
+                    username,
+                    display_name,
+                    email,
+                    template: app.config.account_template.clone(),
+                })
+                .await?;
+            println!("account {} added", account.login);
+        }
+        AccountCommand::List { limit, offset } => {
+            for a in app.store.list_accounts(limit, offset).await? {
+                println!(
+                    "{}\tphone={}\tusername={}\tdisplay_name={}",
+                    a.login,
+                    a.phone.as_deref().unwrap_or("-"),
+                    a.username.as_deref().unwrap_or("-"),
+                    a.display_name.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        AccountCommand::Show { login } => {
+            let Some(a) = app.store.account_by_login(&login).await? else {
+                bail!("no account {login:?}");
+            };
+            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            println!("login: {}", a.login);
+            println!("active: {}", a.active);
+            println!("phone: {}", opt(&a.phone));
+            println!("username: {}", opt(&a.username));
+            println!("display_name: {}", opt(&a.display_name));
+            println!("email: {}", opt(&a.email));
+            println!("tariff: {}", a.tariff);
+            println!("currency: {}", a.currency);
+            println!("dialplan_rule: {}", a.dialplan_rule);
+            println!("balance: {}", format_balance(a.balance_micro));
+            println!("plan: {}", opt(&a.plan));
+            println!("voicemail: {}", if a.voicemail_enabled { "on" } else { "off" });
+        }
+        AccountCommand::Del { login } => {
+            if !app.store.delete_account(&login).await? {
+                bail!("no account {login:?}");
+            }
+            println!("account {login} deleted");
+        }
+    }
+    Ok(())
+}
+
+fn format_balance(micro: i64) -> String {
+    let sign = if micro < 0 { "-" } else { "" };
+    let abs = micro.unsigned_abs();
+    format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+}
+
+async fn gateway(app: App, cmd: GatewayCommand) -> anyhow::Result<()> {
+    match cmd {
+        GatewayCommand::Add {
+            name,
+            prefix,
+            address,
+            transport,
+        } => {
+            let transport: GatewayTransport = transport.parse()?;
+            app.store
+                .add_gateway(&Gateway {
+                    name: name.clone(),
+                    prefix,
+                    address,
+                    transport,
+                })
+                .await?;
+            println!("gateway {name} added");
+        }
+        GatewayCommand::List => {
+            for g in app.store.list_gateways().await? {
+                println!("{}\tprefix={}\taddress={}\ttransport={}", g.name, g.prefix, g.address, g.transport);
+            }
+        }
+        GatewayCommand::Del { name } => {
+            if !app.store.delete_gateway(&name).await? {
+                bail!("no gateway {name:?}");
+            }
+            println!("gateway {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn dialplan(app: App, cmd: DialplanCommand) -> anyhow::Result<()> {
+    match cmd {
+        DialplanCommand::Add { prefix, server } => {
+            app.store
+                .add_dialplan(&DialplanEntry {
+                    prefix: prefix.clone(),
+                    server,
+                })
+                .await?;
+            println!("dialplan entry {prefix} added");
+        }
+        DialplanCommand::List => {
+            for e in app.store.list_dialplan().await? {
+                println!("{}\t{}", e.prefix, e.server);
+            }
+        }
+        DialplanCommand::Del { prefix } => {
+            if !app.store.delete_dialplan(&prefix).await? {
+                bail!("no dialplan entry {prefix:?}");
+            }
+            println!("dialplan entry {prefix} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn route(app: App, args: RouteArgs) -> anyhow::Result<()> {
+    let Some(caller) = app.store.account_by_login(&args.from).await? else {
+        bail!("no account {:?} (--from names the caller's login)", args.from);
+    };
+    let registry = app.guests().await?;
+    let router = registry.router(&app.config)?;
+    let request = RouteRequest {
+        kind: args.kind,
+        caller_login: caller.login.clone(),
+        caller_display_name: caller.display_name.clone(),
+        authenticated: true,
+        target: args.to,
+        transport: Transport::Internal,
+        source_address: "127.0.0.1:0".into(),
+        dialplan_rule: caller.dialplan_rule.clone(),
+        reason: args.reason,
+    };
+    let routed = router.route(&request).await;
+    if args.json {
+        println!("{}", serde_json::to_string(&routed)?);
+    } else {
+        println!("{}", describe(&routed));
+    }
+    Ok(())
+}
+
+fn describe(routed: &Routed) -> String {
+    let mut line = match &routed.decision {
+        RouteDecision::ToUser { login } => format!("to-user {login}"),
+        RouteDecision::ToGateway { gateway, number } => format!("to-gateway {gateway} {number}"),
+        RouteDecision::ToService { name, args } => format!("to-service {name} {}", args.join(" ")).trim_end().to_string(),
+        RouteDecision::Reject { code, reason } => format!("reject {code} {reason}"),
+    };
+    if let Some(cid) = &routed.caller_id {
+        line.push_str(&format!(
+            " (caller-id {} <{}>)",
+            cid.display_name.as_deref().unwrap_or("-"),
+            cid.user.as_deref().unwrap_or("-")
+        ));
+    }
+    if let Some(kind) = routed.fallback {
+        line.push_str(&format!(" [fallback: guest {} failed: {kind}]", routed.guest));
+    }
+    line
+}

@@ -1,0 +1,73 @@
+//! Prometheus metrics served by the admin endpoint at `/metrics`.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// Every metric the switch exports. Cheap to clone (the collectors are `Arc`s).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Guest calls by guest and world.
+    pub guest_calls: IntCounterVec,
+    /// Guest failures by guest, world and kind (trap, timeout, memory, invalid-result, ...).
+    pub guest_failures: IntCounterVec,
+    /// Time to a routing decision, guest call included, by guest.
+    pub decision_seconds: HistogramVec,
+    /// Guest (re)loads by guest and outcome (ok, failed).
+    pub guest_loads: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("softswitch".into()), None).expect("static prefix");
+        let guest_calls = IntCounterVec::new(
+            Opts::new("guest_calls_total", "Guest calls"),
+            &["guest", "world"],
+        )
+        .expect("static metric");
+        let guest_failures = IntCounterVec::new(
+            Opts::new("guest_failures_total", "Guest calls that ended in the fallback"),
+            &["guest", "world", "kind"],
+        )
+        .expect("static metric");
+        // Buckets from 1 µs to 50 ms: a warm decision is a few µs, the deadline is 50 ms.
+        let decision_seconds = HistogramVec::new(
+            HistogramOpts::new("routing_decision_seconds", "Time to a routing decision").buckets(vec![
+                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2,
+            ]),
+            &["guest"],
+        )
+        .expect("static metric");
+        let guest_loads = IntCounterVec::new(
+            Opts::new("guest_loads_total", "Guest loads and reloads"),
+            &["guest", "outcome"],
+        )
+        .expect("static metric");
+        for c in [&guest_calls, &guest_failures, &guest_loads] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        registry
+            .register(Box::new(decision_seconds.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            guest_calls,
+            guest_failures,
+            decision_seconds,
+            guest_loads,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,64 @@
+//! `softswitch guest check`: which world a component implements, or why it is refused.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::engine::{Plugins, sha256_hex};
+use super::routing::{RoutingGuest, WORLD as ROUTING_WORLD};
+use super::PluginError;
+use crate::directory::MemoryDirectory;
+
+/// What a check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub path: String,
+    pub world: &'static str,
+    pub sha256: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// Compiles `path`, links it against every world the host implements and makes
+/// the smoke call. The error names the world that was expected and what the
+/// component offers instead.
+pub async fn check(plugins: &Plugins, path: &Path) -> Result<CheckReport, PluginError> {
+    let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sha256 = sha256_hex(&bytes);
+    let component = plugins.compile(path, &bytes)?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(&plugins.engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(&plugins.engine).map(|(n, _)| n.to_string()).collect();
+
+    let guest = RoutingGuest::new(
+        plugins,
+        "check",
+        path,
+        &component,
+        Default::default(),
+        Arc::new(MemoryDirectory::default()),
+    )
+    .map_err(|e| match e {
+        PluginError::WrongWorld { path, expected, message } => PluginError::WrongWorld {
+            path,
+            expected,
+            message: format!("{message} (the component exports [{}])", exports.join(", ")),
+        },
+        other => other,
+    })?;
+    guest.smoke().await.map_err(|failure| PluginError::Smoke {
+        path: path.to_path_buf(),
+        failure,
+    })?;
+    Ok(CheckReport {
+        path: path.display().to_string(),
+        world: ROUTING_WORLD,
+        sha256,
+        imports,
+        exports,
+    })
+}

@@ -1,0 +1,550 @@
+//! The routing extension point: world `softswitch:routing/router@0.1.0`.
+//!
+//! [`RoutingGuest`] is one loaded version of a routing guest with its warm
+//! instances; [`Router`] is what the switch calls: it picks the current
+//! version, applies the limits, validates the decision and turns any failure
+//! into the configured fallback.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::engine::Plugins;
+use super::state::GuestState;
+use super::{FailureKind, GuestFailure, PluginError};
+use crate::directory::{DirAccount, DirGateway, Directory};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "router",
+        path: "../wit/routing",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+use bindings::softswitch::routing::{config as wit_config, directory as wit_dir, log as wit_log, types as wit};
+pub(crate) use bindings::{Router as RouterBindings, RouterPre};
+
+/// The world's full name, for logs, metrics and `guest check`.
+pub const WORLD: &str = "softswitch:routing/router@0.1.0";
+
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    RouterBindings::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)
+}
+
+// ---------------------------------------------------------------------------
+// Host side of the imports.
+
+fn to_wit_account(a: DirAccount) -> wit_dir::Account {
+    wit_dir::Account {
+        login: a.login,
+        phone: a.phone,
+        username: a.username,
+        display_name: a.display_name,
+        voicemail_enabled: a.voicemail_enabled,
+    }
+}
+
+fn to_wit_gateway(g: DirGateway) -> wit_dir::Gateway {
+    wit_dir::Gateway {
+        name: g.name,
+        prefix: g.prefix,
+    }
+}
+
+impl wit_dir::Host for GuestState {
+    async fn account_by_login(&mut self, login: String) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(self.directory.account_by_login(&login).await?.map(to_wit_account))
+    }
+    async fn account_by_phone(&mut self, phone: String) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(self.directory.account_by_phone(&phone).await?.map(to_wit_account))
+    }
+    async fn account_by_username(&mut self, username: String) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(self.directory.account_by_username(&username).await?.map(to_wit_account))
+    }
+    async fn is_registered(&mut self, login: String) -> wasmtime::Result<bool> {
+        Ok(self.directory.is_registered(&login).await?)
+    }
+    async fn gateway_for(&mut self, number: String) -> wasmtime::Result<Option<wit_dir::Gateway>> {
+        Ok(self.directory.gateway_for(&number).await?.map(to_wit_gateway))
+    }
+}
+
+impl wit_log::Host for GuestState {
+    async fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
+        // Guests are untrusted: cap what one line may put in the host's log.
+        let message: String = message.chars().take(1024).collect();
+        let guest = &*self.guest;
+        match level {
+            wit_log::Level::Trace => tracing::trace!(guest, "{message}"),
+            wit_log::Level::Debug => tracing::debug!(guest, "{message}"),
+            wit_log::Level::Info => tracing::info!(guest, "{message}"),
+            wit_log::Level::Warn => tracing::warn!(guest, "{message}"),
+            wit_log::Level::Error => tracing::error!(guest, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl wit_config::Host for GuestState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config.get(&key).cloned())
+    }
+}
+
+impl wit::Host for GuestState {}
+
+// ---------------------------------------------------------------------------
+// Host-side request and decision types (the SIP layer never sees WIT types).
+
+/// What is being routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Call,
+    Message,
+}
+
+/// Transport a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+    Internal,
+}
+
+/// Why the switch asks (first attempt, or a call that was not answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    Initial,
+    NoAnswer,
+    Busy,
+    Declined,
+    Unavailable,
+}
+
+/// One routing question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRequest {
+    pub kind: Kind,
+    pub caller_login: String,
+    pub caller_display_name: Option<String>,
+    pub authenticated: bool,
+    pub target: String,
+    pub transport: Transport,
+    pub source_address: String,
+    pub dialplan_rule: String,
+    pub reason: Reason,
+}
+
+/// Where a call or message goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum RouteDecision {
+    ToUser { login: String },
+    ToGateway { gateway: String, number: String },
+    ToService { name: String, args: Vec<String> },
+    Reject { code: u16, reason: String },
+}
+
+/// Caller presentation toward the callee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallerId {
+    pub display_name: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A decision with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Routed {
+    #[serde(flatten)]
+    pub decision: RouteDecision,
+    pub caller_id: Option<CallerId>,
+    /// Guest that decided.
+    pub guest: String,
+    /// Set when the guest failed and this is the fallback decision.
+    pub fallback: Option<&'static str>,
+}
+
+fn to_wit_request(r: &RouteRequest) -> wit::RouteRequest {
+    wit::RouteRequest {
+        kind: match r.kind {
+            Kind::Call => wit::Kind::Call,
+            Kind::Message => wit::Kind::Message,
+        },
+        caller: wit::Caller {
+            login: r.caller_login.clone(),
+            display_name: r.caller_display_name.clone(),
+            authenticated: r.authenticated,
+        },
+        target: r.target.clone(),
+        source: wit::Source {
+            transport: match r.transport {
+                Transport::Udp => wit::Transport::Udp,
+                Transport::Tcp => wit::Transport::Tcp,
+                Transport::Tls => wit::Transport::Tls,
+                Transport::Ws => wit::Transport::Ws,
+                Transport::Wss => wit::Transport::Wss,
+                Transport::Internal => wit::Transport::Internal,
+            },
+            address: r.source_address.clone(),
+        },
+        dialplan_rule: r.dialplan_rule.clone(),
+        reason: match r.reason {
+            Reason::Initial => wit::Reason::Initial,
+            Reason::NoAnswer => wit::Reason::NoAnswer,
+            Reason::Busy => wit::Reason::Busy,
+            Reason::Declined => wit::Reason::Declined,
+            Reason::Unavailable => wit::Reason::Unavailable,
+        },
+    }
+}
+
+/// Longest string a guest may put in a decision field; SIP user parts and
+/// reason phrases beyond this are a guest bug, not a routing choice.
+const MAX_FIELD: usize = 256;
+
+fn field_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_FIELD && !s.chars().any(|c| c.is_control())
+}
+
+/// Validates what the guest returned; `Err` names what is wrong.
+fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<CallerId>), String> {
+    let decision = match r.decision {
+        wit::Decision::ToUser(login) if field_ok(&login) => RouteDecision::ToUser { login },
+        wit::Decision::ToUser(_) => return Err("to-user with an empty or malformed login".into()),
+        wit::Decision::ToGateway(g) if field_ok(&g.gateway) && field_ok(&g.number) => RouteDecision::ToGateway {
+            gateway: g.gateway,
+            number: g.number,
+        },
+        wit::Decision::ToGateway(_) => return Err("to-gateway with an empty or malformed gateway or number".into()),
+        wit::Decision::ToService(s) if field_ok(&s.name) && s.args.len() <= 16 && s.args.iter().all(|a| a.len() <= MAX_FIELD) => {
+            RouteDecision::ToService {
+                name: s.name,
+                args: s.args,
+            }
+        }
+        wit::Decision::ToService(_) => return Err("to-service with a malformed name or arguments".into()),
+        wit::Decision::Reject(r) if (400..=699).contains(&r.code) && r.reason.len() <= MAX_FIELD => {
+            RouteDecision::Reject {
+                code: r.code,
+                reason: if r.reason.is_empty() { "Rejected".into() } else { r.reason },
+            }
+        }
+        wit::Decision::Reject(r) => return Err(format!("reject with SIP code {} (must be 400-699)", r.code)),
+    };
+    let caller_id = match r.caller_id {
+        None => None,
+        Some(c) => {
+            let ok = |v: &Option<String>| v.as_deref().is_none_or(field_ok);
+            if !ok(&c.display_name) || !ok(&c.user) {
+                return Err("caller-id with an empty or malformed field".into());
+            }
+            Some(CallerId {
+                display_name: c.display_name,
+                user: c.user,
+            })
+        }
+    };
+    Ok((decision, caller_id))
+}
+
+// ---------------------------------------------------------------------------
+// One loaded version of a routing guest.
+
+struct Warm {
+    store: Store<GuestState>,
+    bindings: RouterBindings,
+}
+
+/// A compiled, linked routing guest with its pool of warm instances.
+pub struct RoutingGuest {
+    name: Arc<str>,
+    plugins: Plugins,
+    pre: RouterPre<GuestState>,
+    config: Arc<BTreeMap<String, String>>,
+    directory: Arc<dyn Directory>,
+    warm: Mutex<Vec<Warm>>,
+}
+
+impl RoutingGuest {
+    /// Links `component` against the routing world; refuses a component of another world.
+    pub fn new(
+        plugins: &Plugins,
+        name: &str,
+        path: &std::path::Path,
+        component: &Component,
+        config: BTreeMap<String, String>,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Self, PluginError> {
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            path: path.to_path_buf(),
+            expected: WORLD,
+            message: format!("{e:#}").replace('\n', " "),
+        };
+        let instance_pre = plugins.routing_linker.instantiate_pre(component).map_err(wrong_world)?;
+        let pre = RouterPre::new(instance_pre).map_err(wrong_world)?;
+        Ok(Self {
+            name: name.into(),
+            plugins: plugins.clone(),
+            pre,
+            config: Arc::new(config),
+            directory,
+            warm: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn failure(&self, kind: FailureKind, detail: impl Into<String>) -> GuestFailure {
+        GuestFailure {
+            guest: self.name.to_string(),
+            world: WORLD,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    async fn instantiate(&self) -> Result<Warm, GuestFailure> {
+        let state = GuestState::new(
+            self.name.clone(),
+            self.config.clone(),
+            self.directory.clone(),
+            self.plugins.options.memory_limit_bytes,
+        );
+        let mut store = Store::new(&self.plugins.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Instantiation runs guest start-up code: it gets the same deadline as a call.
+        store.set_epoch_deadline(self.plugins.deadline_ticks());
+        store.epoch_deadline_trap();
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.failure(FailureKind::Instantiate, format!("{e:#}")))?;
+        Ok(Warm { store, bindings })
+    }
+
+    fn take_warm(&self) -> Option<Warm> {
+        self.warm.lock().ok().and_then(|mut w| w.pop())
+    }
+
+    fn give_back(&self, warm: Warm) {
+        if let Ok(mut pool) = self.warm.lock()
+            && pool.len() < self.plugins.options.warm_instances
+        {
+            pool.push(warm);
+        }
+    }
+
+    /// One guest call under the limits; the raw, unvalidated result.
+    async fn call(&self, request: &wit::RouteRequest) -> Result<wit::RouteResult, GuestFailure> {
+        let mut warm = match self.take_warm() {
+            Some(w) => w,
+            None => self.instantiate().await?,
+        };
+        warm.store.data_mut().limits.hit = false;
+        warm.store.set_epoch_deadline(self.plugins.deadline_ticks());
+        match warm.bindings.call_route(&mut warm.store, request).await {
+            Ok(result) => {
+                self.give_back(warm);
+                Ok(result)
+            }
+            // The instance is dropped here: after a trap its state is undefined.
+            Err(e) => Err(self.classify(e, &warm.store)),
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error, store: &Store<GuestState>) -> GuestFailure {
+        let kind = if store.data().limits.hit {
+            FailureKind::Memory
+        } else if e.downcast_ref::<crate::directory::DirectoryError>().is_some() {
+            FailureKind::Directory
+        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+            FailureKind::Timeout
+        } else {
+            FailureKind::Trap
+        };
+        self.failure(kind, format!("{e:#}").replace('\n', " "))
+    }
+
+    /// Calls the guest and validates its decision.
+    pub async fn route(&self, request: &RouteRequest) -> Result<(RouteDecision, Option<CallerId>), GuestFailure> {
+        let raw = self.call(&to_wit_request(request)).await?;
+        from_wit_result(raw).map_err(|why| self.failure(FailureKind::InvalidResult, why))
+    }
+
+    /// Guest name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A fixed request the guest must answer without failing before it is put in
+    /// service. Its directory is empty, so the answer does not depend on data.
+    pub(crate) async fn smoke(&self) -> Result<(), GuestFailure> {
+        let empty: Arc<dyn Directory> = Arc::new(crate::directory::MemoryDirectory::default());
+        let probe = Self {
+            name: self.name.clone(),
+            plugins: self.plugins.clone(),
+            pre: self.pre.clone(),
+            config: self.config.clone(),
+            directory: empty,
+            warm: Mutex::new(Vec::new()),
+        };
+        let request = RouteRequest {
+            kind: Kind::Call,
+            caller_login: "smoke-test".into(),
+            caller_display_name: None,
+            authenticated: true,
+            target: "4800000000".into(),
+            transport: Transport::Internal,
+            source_address: "127.0.0.1:0".into(),
+            dialplan_rule: "DP:int-> OR onnet".into(),
+            reason: Reason::Initial,
+        };
+        probe.route(&request).await.map(|_| ())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the switch calls.
+
+/// The fallback answer when the guest fails.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// Routes through the current version of the configured routing guest.
+#[derive(Clone)]
+pub struct Router {
+    slot: Arc<super::registry::GuestSlot>,
+    fallback: Fallback,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Router {
+    pub(crate) fn new(slot: Arc<super::registry::GuestSlot>, fallback: Fallback, metrics: crate::metrics::Metrics) -> Self {
+        Self { slot, fallback, metrics }
+    }
+
+    /// Decides where a request goes. Never fails: a failing guest yields the fallback.
+    pub async fn route(&self, request: &RouteRequest) -> Routed {
+        let started = Instant::now();
+        let name = self.slot.name();
+        self.metrics.guest_calls.with_label_values(&[name, WORLD]).inc();
+        // Holding this Arc keeps the version alive until the decision is made,
+        // even if a reload swaps in a new one meanwhile.
+        let outcome = match self.slot.current_routing() {
+            Some(guest) => guest.route(request).await,
+            None => Err(GuestFailure {
+                guest: name.to_string(),
+                world: WORLD,
+                kind: FailureKind::Unavailable,
+                detail: "no version loaded".into(),
+            }),
+        };
+        let routed = match outcome {
+            Ok((decision, caller_id)) => Routed {
+                decision,
+                caller_id,
+                guest: name.to_string(),
+                fallback: None,
+            },
+            Err(failure) => {
+                tracing::warn!(guest = %failure.guest, world = failure.world, kind = %failure.kind, detail = %failure.detail, "routing guest failed; answering with the fallback");
+                self.metrics
+                    .guest_failures
+                    .with_label_values(&[name, WORLD, failure.kind.as_str()])
+                    .inc();
+                Routed {
+                    decision: RouteDecision::Reject {
+                        code: self.fallback.code,
+                        reason: self.fallback.reason.clone(),
+                    },
+                    caller_id: None,
+                    guest: name.to_string(),
+                    fallback: Some(failure.kind.as_str()),
+                }
+            }
+        };
+        self.metrics
+            .decision_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        routed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(decision: wit::Decision) -> wit::RouteResult {
+        wit::RouteResult {
+            decision,
+            caller_id: None,
+        }
+    }
+
+    #[test]
+    fn reject_codes_outside_sip_failure_range_are_refused() {
+        for code in [0, 200, 399, 700, 999] {
+            let r = result(wit::Decision::Reject(wit::Rejection {
+                code,
+                reason: "x".into(),
+            }));
+            assert!(from_wit_result(r).is_err(), "{code}");
+        }
+        let ok = result(wit::Decision::Reject(wit::Rejection {
+            code: 404,
+            reason: String::new(),
+        }));
+        assert_eq!(
+            from_wit_result(ok).unwrap().0,
+            RouteDecision::Reject {
+                code: 404,
+                reason: "Rejected".into()
+            }
+        );
+    }
+
+    #[test]
+    fn empty_or_control_fields_are_refused() {
+        assert!(from_wit_result(result(wit::Decision::ToUser(String::new()))).is_err());
+        assert!(from_wit_result(result(wit::Decision::ToUser("a\r\nVia: x".into()))).is_err());
+        assert!(
+            from_wit_result(result(wit::Decision::ToGateway(wit::GatewayTarget {
+                gateway: "gw".into(),
+                number: "x".repeat(300),
+            })))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn decisions_serialise_with_the_variant_name() {
+        let routed = Routed {
+            decision: RouteDecision::ToGateway {
+                gateway: "carrier".into(),
+                number: "4812".into(),
+            },
+            caller_id: None,
+            guest: "routing".into(),
+            fallback: None,
+        };
+        let json = serde_json::to_value(&routed).unwrap();
+        assert_eq!(json["decision"], "to-gateway");
+        assert_eq!(json["gateway"], "carrier");
+        assert_eq!(json["number"], "4812");
+    }
+}

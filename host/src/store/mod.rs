@@ -1,0 +1,369 @@
+//! Persistent state: accounts and profiles, gateways, the local dialing plan
+//! and voicemail settings.
+//!
+//! One set of queries runs on SQLite (embedded default) and MySQL/MariaDB
+//! (production, shared by several nodes) through sqlx's `Any` driver. Both
+//! accept `?` placeholders; anything dialect-specific stays in the per-dialect
+//! migrations under `migrations/`, which keep the same table and column names.
+//!
+//! `Any` only maps a few column types, which shapes the schema: every integer
+//! (booleans as 0/1 included) is stored as a 64-bit integer and read as `i64`,
+//! and MySQL text is VARCHAR (TEXT columns come back as bytes).
+
+pub mod accounts;
+pub mod dialplan;
+pub mod error;
+pub mod gateways;
+mod validate;
+pub mod voicemail;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use crate::secrets::Secrets;
+
+pub use accounts::{Account, AccountTemplate, NewAccount};
+pub use dialplan::DialplanEntry;
+pub use error::{Result, StoreError};
+pub use gateways::{Gateway, Transport};
+pub use voicemail::VoicemailSettings;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/mysql");
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// SQLite, a file under the data directory.
+    Sqlite,
+    /// MySQL or MariaDB.
+    MySql,
+}
+
+impl Backend {
+    /// The backend a connection URL selects: `sqlite:` or `mysql://` /
+    /// `mariadb://`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "mysql" | "mariadb" => Ok(Self::MySql),
+            // Never echo the URL: it may carry a password.
+            _ => Err(StoreError::Invalid(format!(
+                "unsupported database URL scheme {scheme:?} (expected sqlite: or mysql://)"
+            ))),
+        }
+    }
+}
+
+/// Handle to the database. Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    secrets: Arc<Secrets>,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    ///
+    /// `sqlite:` URLs create the database file if it is missing (the URL may
+    /// override this with its own `mode=`), turn on foreign keys and WAL.
+    /// `sqlite::memory:` is accepted for experiments; it is held on a single
+    /// connection because every new connection would see an empty database.
+    /// `mysql://` and `mariadb://` URLs need the database to exist.
+    ///
+    /// `secrets` encrypts and decrypts SIP passwords; opening the same
+    /// database with another key makes the stored ones unreadable.
+    pub async fn open(url: &str, secrets: Arc<Secrets>) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => open_sqlite(url).await?,
+            Backend::MySql => AnyPoolOptions::new().connect(url).await?,
+        };
+        let store = Self {
+            pool,
+            backend,
+            secrets,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not yet applied; a no-op when up to date. Safe
+    /// to run from several nodes at once on MySQL (sqlx takes a named lock).
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::MySql => &MYSQL_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool, for modules that keep their own tables. Queries
+    /// must stay portable: `?` placeholders and `i64`/`String` columns.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The key that protects SIP passwords.
+    pub fn secrets(&self) -> &Arc<Secrets> {
+        &self.secrets
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<AnyPool> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let in_memory = base.ends_with(":memory:") || query.split('&').any(|kv| kv == "mode=memory");
+    let url = if in_memory || query.split('&').any(|kv| kv.starts_with("mode=")) {
+        url.to_owned()
+    } else {
+        create_parent_dir(base);
+        let sep = if query.is_empty() { '?' } else { '&' };
+        format!("{url}{sep}mode=rwc")
+    };
+
+    let mut options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+        Box::pin(async move {
+            // sqlx enables foreign keys by default today; the cascades on
+            // profiles and voicemail_settings depend on it, so do not rely on
+            // a default.
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+            Ok(())
+        })
+    });
+    if in_memory {
+        options = options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    }
+    let pool = options.connect(&url).await?;
+    if !in_memory {
+        // WAL lets readers proceed while a writer commits; it is a property
+        // of the file, so setting it once per open is enough.
+        pool.execute("PRAGMA journal_mode = WAL").await?;
+    }
+    Ok(pool)
+}
+
+/// Creates the directory that will hold the database file, so a fresh data
+/// directory works on first start. Failures are left for SQLite to report
+/// with the real path.
+fn create_parent_dir(base: &str) {
+    let path = base
+        .strip_prefix("sqlite://")
+        .or_else(|| base.strip_prefix("sqlite:"))
+        .unwrap_or(base);
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                tracing::warn!(dir = %parent.display(), error = %e, "cannot create database directory");
+            }
+        }
+    }
+}
+
+/// Unix time in seconds.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Every prefix of `number` up to [`validate::PREFIX_MAX`] characters,
+/// shortest first and including the empty one, padded by repeating the
+/// longest to a fixed count: one SQL text for every look-up keeps the
+/// prepared statement cache to a single entry.
+pub(crate) fn prefixes_of(number: &str) -> Vec<&str> {
+    let mut out = Vec::with_capacity(validate::PREFIX_MAX + 1);
+    out.push("");
+    for (i, c) in number.char_indices().take(validate::PREFIX_MAX) {
+        out.push(&number[..i + c.len_utf8()]);
+    }
+    let last = out.last().copied().unwrap_or("");
+    out.resize(validate::PREFIX_MAX + 1, last);
+    out
+}
+
+/// `?, ?, …` for [`prefixes_of`].
+pub(crate) fn prefix_placeholders() -> String {
+    vec!["?"; validate::PREFIX_MAX + 1].join(", ")
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Test databases: a fresh SQLite file per test, or the MySQL/MariaDB
+    //! database named by `SOFTSWITCH_TEST_MYSQL_URL` (shared by all tests, so
+    //! they use unique names and delete what they insert).
+
+    use std::ops::Deref;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::Store;
+    use crate::secrets::Secrets;
+
+    pub(crate) const MYSQL_URL_VAR: &str = "SOFTSWITCH_TEST_MYSQL_URL";
+
+    pub(crate) struct TestStore {
+        pub(crate) store: Store,
+        // Keeps the SQLite file alive for the test's duration.
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    impl Deref for TestStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
+
+    pub(crate) async fn test_store() -> TestStore {
+        let secrets = Arc::new(Secrets::generate().unwrap());
+        match std::env::var(MYSQL_URL_VAR) {
+            Ok(url) if !url.is_empty() => TestStore {
+                store: Store::open(&url, secrets).await.unwrap(),
+                _dir: None,
+            },
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestStore {
+                    store: Store::open(&url, secrets).await.unwrap(),
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    /// A name no other test (or earlier run against the same MySQL database)
+    /// uses: `tag` plus process id, a counter and the clock.
+    pub(crate) fn unique(tag: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!("{tag}{}x{n}x{nanos}", std::process::id())
+    }
+
+    /// A unique string of `len` digits, for phone numbers and prefixes.
+    pub(crate) fn unique_digits(len: usize) -> String {
+        let mut digits: String = unique("")
+            .chars()
+            .filter(char::is_ascii_digit)
+            .rev()
+            .collect();
+        digits.truncate(len);
+        while digits.len() < len {
+            digits.push('7');
+        }
+        // Phones must not start with 0 in E.164; prefixes do not care.
+        digits.replace_range(0..1, "9");
+        digits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::test_store;
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_are_idempotent() {
+        let store = test_store().await;
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reopen_sqlite_keeps_data_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/switch.db");
+        let url = format!("sqlite:{}", path.display());
+        let secrets = Arc::new(Secrets::generate().unwrap());
+        let store = Store::open(&url, secrets.clone()).await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        store
+            .add_dialplan(&DialplanEntry {
+                prefix: "48".into(),
+                server: "pl.example.net".into(),
+            })
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        store.close().await;
+
+        let again = Store::open(&url, secrets).await.unwrap();
+        assert_eq!(again.list_dialplan().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_works() {
+        let secrets = Arc::new(Secrets::generate().unwrap());
+        let store = Store::open("sqlite::memory:", secrets).await.unwrap();
+        store
+            .add_dialplan(&DialplanEntry {
+                prefix: "1".into(),
+                server: "us.example.net".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.list_dialplan().await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(Backend::from_url("sqlite:x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("mysql://u:p@h/db").unwrap(),
+            Backend::MySql
+        );
+        assert_eq!(
+            Backend::from_url("mariadb://u:p@h/db").unwrap(),
+            Backend::MySql
+        );
+        let err = Backend::from_url("postgres://u:secretpw@h/db").unwrap_err();
+        assert!(!err.to_string().contains("secretpw"));
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = prefixes_of("486");
+        assert_eq!(p.len(), validate::PREFIX_MAX + 1);
+        assert_eq!(&p[..4], ["", "4", "48", "486"]);
+        assert!(p[4..].iter().all(|s| *s == "486"));
+        assert!(prefixes_of("").iter().all(|s| s.is_empty()));
+        let long = "1".repeat(50);
+        assert_eq!(prefixes_of(&long).last().unwrap().len(), validate::PREFIX_MAX);
+        assert_eq!(prefixes_of("ä1")[1], "ä");
+    }
+}

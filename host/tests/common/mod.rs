@@ -1,0 +1,107 @@
+//! Shared set-up for the host's integration tests: where the built guests are,
+//! and a plugin runtime with a directory held in memory.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use softswitch::config::{GuestConfig, WorldKind};
+use softswitch::directory::{DirAccount, DirGateway, Directory, MemoryDirectory};
+use softswitch::metrics::Metrics;
+use softswitch::plugins::routing::{Kind, Reason, RouteRequest, Transport};
+use softswitch::plugins::{Plugins, PluginsOptions};
+
+/// A guest built by `scripts/build-guests.sh`. Fails loudly when missing: a
+/// test that silently skipped because nothing was built would prove nothing.
+pub fn guest_wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-guests.sh (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+pub const DEFAULT_ROUTER: &str = "routing_default";
+pub const BLOCKLIST_ROUTER: &str = "routing_blocklist";
+
+pub fn plugins(cache: &std::path::Path, metrics: &Metrics) -> Plugins {
+    Plugins::new(
+        PluginsOptions {
+            cache_dir: cache.to_path_buf(),
+            // Small enough that the alloc fixture hits it in a few ms even on a
+            // loaded machine, long before the deadline (which is generous for
+            // the same reason: tests share two cores).
+            memory_limit_bytes: 8 << 20,
+            deadline: Duration::from_millis(200),
+            warm_instances: 4,
+        },
+        metrics.clone(),
+    )
+    .expect("engine")
+}
+
+fn account(login: &str, phone: Option<&str>, username: Option<&str>, voicemail: bool) -> DirAccount {
+    DirAccount {
+        login: login.into(),
+        phone: phone.map(Into::into),
+        username: username.map(Into::into),
+        display_name: username.or(phone).map(Into::into),
+        voicemail_enabled: voicemail,
+    }
+}
+
+/// alice: username login, voicemail on. 48600333444: phone login, voicemail off.
+/// carol: found by her username "carolina". Gateways by prefix 48, 486 and 49.
+pub fn directory() -> Arc<dyn Directory> {
+    Arc::new(MemoryDirectory::new(
+        vec![
+            account("alice", Some("48600111222"), Some("alice"), true),
+            account("48600333444", Some("48600333444"), None, false),
+            account("carol", None, Some("carolina"), true),
+        ],
+        HashSet::from(["alice".to_string()]),
+        vec![
+            DirGateway {
+                name: "carrier-pl".into(),
+                prefix: "48".into(),
+            },
+            DirGateway {
+                name: "carrier-pl-mobile".into(),
+                prefix: "486".into(),
+            },
+            DirGateway {
+                name: "carrier-de".into(),
+                prefix: "49".into(),
+            },
+        ],
+    ))
+}
+
+pub fn guest(path: PathBuf, config: &[(&str, &str)]) -> GuestConfig {
+    GuestConfig {
+        path: path.to_string_lossy().into_owned(),
+        world: WorldKind::Routing,
+        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+    }
+}
+
+pub fn call(from: &str, to: &str) -> RouteRequest {
+    RouteRequest {
+        kind: Kind::Call,
+        caller_login: from.into(),
+        caller_display_name: None,
+        authenticated: true,
+        target: to.into(),
+        transport: Transport::Tls,
+        source_address: "127.0.0.1:5061".into(),
+        dialplan_rule: "DP:int-> OR onnet".into(),
+        reason: Reason::Initial,
+    }
+}

@@ -1,0 +1,272 @@
+//! The plugin runtime driven through its public API with the real guests built
+//! for wasm32-wasip2: every dialplan case, the sandbox failure modes, hot reload.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use softswitch::config::{Config, GuestConfig};
+use softswitch::metrics::Metrics;
+use softswitch::plugins::routing::{CallerId, Kind, Reason, RouteDecision, RouteRequest, Router};
+use softswitch::plugins::{FailureKind, GuestRegistry, PluginError};
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-cache")
+}
+
+async fn load(guests: Vec<(&str, GuestConfig)>) -> Result<(GuestRegistry, Metrics), PluginError> {
+    let metrics = Metrics::new();
+    let plugins = plugins(&cache_dir(), &metrics);
+    let map: BTreeMap<String, GuestConfig> = guests.into_iter().map(|(n, g)| (n.to_string(), g)).collect();
+    let registry = GuestRegistry::load(plugins, &map, directory()).await?;
+    Ok((registry, metrics))
+}
+
+fn router(registry: &GuestRegistry, name: &str) -> Router {
+    let mut config = Config::default();
+    config.routing.guest = name.into();
+    registry.router(&config).expect("configured guest")
+}
+
+fn reject(code: u16, reason: &str) -> RouteDecision {
+    RouteDecision::Reject {
+        code,
+        reason: reason.into(),
+    }
+}
+
+fn service(name: &str, args: &[&str]) -> RouteDecision {
+    RouteDecision::ToService {
+        name: name.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+fn gateway(gateway: &str, number: &str) -> RouteDecision {
+    RouteDecision::ToGateway {
+        gateway: gateway.into(),
+        number: number.into(),
+    }
+}
+
+fn user(login: &str) -> RouteDecision {
+    RouteDecision::ToUser { login: login.into() }
+}
+
+#[tokio::test]
+async fn default_router_answers_every_dialplan_case() {
+    let (registry, _) = load(vec![("routing", guest(guest_wasm(DEFAULT_ROUTER), &[]))]).await.unwrap();
+    let router = router(&registry, "routing");
+    let message = |from: &str, to: &str| RouteRequest {
+        kind: Kind::Message,
+        ..call(from, to)
+    };
+    let after = |reason: Reason, from: &str, to: &str| RouteRequest { reason, ..call(from, to) };
+    let cases: Vec<(&str, RouteRequest, RouteDecision)> = vec![
+        ("ONNET number → user by login", call("alice", "48600333444"), user("48600333444")),
+        ("ONNET name → user by login", call("48600333444", "alice"), user("alice")),
+        ("ONNET → user by username", call("alice", "carolina"), user("carol")),
+        ("unknown user → 404", call("alice", "nobody"), reject(404, "Not Found")),
+        ("int + number → longest-prefix gateway", call("alice", "int4860012345"), gateway("carrier-pl-mobile", "4860012345")),
+        ("int + number, shorter prefix", call("alice", "int4822123456"), gateway("carrier-pl", "4822123456")),
+        ("int + number, other country", call("48600333444", "int4930123456"), gateway("carrier-de", "4930123456")),
+        ("int + number without gateway → 404", call("alice", "int15551234"), reject(404, "No Route")),
+        ("950 → voicemail", call("alice", "950"), service("voicemail", &["alice"])),
+        ("950msg<ID> → playback", call("alice", "950msg230"), service("voicemail-playback", &["alice", "230"])),
+        ("750 → greeting", call("alice", "750"), service("greeting", &["alice"])),
+        ("message to a service → 488", message("alice", "950"), reject(488, "Not Acceptable Here")),
+        ("message to a user", message("alice", "carolina"), user("carol")),
+        ("no answer, voicemail on → deposit", after(Reason::NoAnswer, "carol", "alice"), service("voicemail-deposit", &["alice"])),
+        ("no answer, voicemail off → 480", after(Reason::NoAnswer, "alice", "48600333444"), reject(480, "Temporarily Unavailable")),
+        ("busy, voicemail off → 486", after(Reason::Busy, "alice", "48600333444"), reject(486, "Busy Here")),
+        ("declined, voicemail off → 603", after(Reason::Declined, "alice", "48600333444"), reject(603, "Decline")),
+        ("bad dialing-plan rule → 500", RouteRequest { dialplan_rule: "nonsense".into(), ..call("alice", "bob") }, reject(500, "bad dialing-plan rule")),
+    ];
+    for (what, request, expected) in cases {
+        let routed = router.route(&request).await;
+        assert_eq!(routed.decision, expected, "{what}");
+        assert_eq!(routed.fallback, None, "{what}");
+    }
+
+    // OFFNET caller ID: a caller whose login is not a number presents their phone.
+    let routed = router.route(&call("alice", "int4860012345")).await;
+    assert_eq!(
+        routed.caller_id,
+        Some(CallerId {
+            display_name: Some("48600111222".into()),
+            user: Some("48600111222".into())
+        })
+    );
+    // A caller whose login is already the number needs no rewrite.
+    let routed = router.route(&call("48600333444", "int4930123456")).await;
+    assert_eq!(routed.caller_id, None);
+}
+
+#[tokio::test]
+async fn blocklist_router_blocks_by_caller_and_prefix_and_otherwise_routes_like_the_default() {
+    let config = [("blocked-callers", "carol"), ("blocked-prefixes", "4860,1900")];
+    let (registry, _) = load(vec![("routing", guest(guest_wasm(BLOCKLIST_ROUTER), &config))]).await.unwrap();
+    let router = router(&registry, "routing");
+    assert_eq!(router.route(&call("carol", "alice")).await.decision, reject(403, "Blocked"));
+    assert_eq!(router.route(&call("alice", "int4860012345")).await.decision, reject(403, "Blocked"));
+    assert_eq!(router.route(&call("alice", "int19005551234")).await.decision, reject(403, "Blocked"));
+    assert_eq!(router.route(&call("alice", "int4822123456")).await.decision, gateway("carrier-pl", "4822123456"));
+    assert_eq!(router.route(&call("alice", "carolina")).await.decision, user("carol"));
+}
+
+/// The misbehaving fixtures, configured to misbehave only for targets starting
+/// with "boom" so they pass the smoke call and fail in service.
+const FIXTURES: [(&str, FailureKind); 4] = [
+    ("fixture_loop", FailureKind::Timeout),
+    ("fixture_alloc", FailureKind::Memory),
+    ("fixture_trap", FailureKind::Trap),
+    ("fixture_garbage", FailureKind::InvalidResult),
+];
+
+#[tokio::test]
+async fn misbehaving_guests_yield_the_fallback_and_the_host_keeps_serving() {
+    let mut guests = vec![("routing", guest(guest_wasm(DEFAULT_ROUTER), &[]))];
+    for (name, _) in FIXTURES {
+        guests.push((name, guest(guest_wasm(name), &[("when", "boom")])));
+    }
+    let (registry, metrics) = load(guests).await.unwrap();
+    let good = router(&registry, "routing");
+    for (name, kind) in FIXTURES {
+        let bad = router(&registry, name);
+        for round in 0..2 {
+            let started = Instant::now();
+            let routed = bad.route(&call("alice", "boom")).await;
+            assert_eq!(routed.decision, reject(500, "Routing Unavailable"), "{name} round {round}");
+            assert_eq!(routed.fallback, Some(kind.as_str()), "{name} round {round}");
+            // Liveness bound, not a benchmark: the 200 ms deadline must cut a loop off.
+            assert!(started.elapsed() < Duration::from_secs(5), "{name} took {:?}", started.elapsed());
+            // The next good decision still succeeds, on the same engine.
+            let routed = good.route(&call("alice", "carolina")).await;
+            assert_eq!(routed.decision, user("carol"), "after {name}");
+            // And the guest itself serves its other inputs with a fresh instance.
+            let routed = bad.route(&call("alice", "fine")).await;
+            assert_eq!(routed.fallback, None, "{name} after its failure");
+        }
+        let exposition = metrics.render();
+        let line = format!(
+            "softswitch_guest_failures_total{{guest=\"{name}\",kind=\"{}\",world=\"softswitch:routing/router@0.1.0\"}} 2",
+            kind.as_str()
+        );
+        assert!(exposition.contains(&line), "missing {line} in\n{exposition}");
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_fails_its_smoke_call_is_refused_at_load() {
+    for (name, kind) in FIXTURES {
+        let result = load(vec![(name, guest(guest_wasm(name), &[]))]).await;
+        match result {
+            Err(PluginError::Smoke { failure, .. }) => assert_eq!(failure.kind, kind, "{name}"),
+            Err(other) => panic!("{name}: expected a smoke failure, got {other}"),
+            Ok(_) => panic!("{name}: a guest failing every call was put in service"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_component_of_another_world_is_refused_with_a_reason() {
+    let result = load(vec![("routing", guest(guest_wasm("fixture_wrong_world"), &[]))]).await;
+    match result {
+        Err(e @ PluginError::WrongWorld { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("softswitch:routing/router@0.1.0"), "{text}");
+        }
+        Err(other) => panic!("expected WrongWorld, got {other}"),
+        Ok(_) => panic!("a component of another world was loaded"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    assert!(matches!(
+        load(vec![("routing", guest(junk, &[]))]).await,
+        Err(PluginError::Compile { .. })
+    ));
+}
+
+fn replace(path: &Path, with: &Path) {
+    // Write beside and rename, as a deployment tool would: readers see the old
+    // file or the new one, never half of one.
+    let tmp = path.with_extension("tmp");
+    std::fs::copy(with, &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("router.wasm");
+    std::fs::copy(guest_wasm(DEFAULT_ROUTER), &live).unwrap();
+    let config = [("blocked-prefixes", "4860")];
+    let (registry, metrics) = load(vec![("routing", guest(live.clone(), &config))]).await.unwrap();
+    let registry = Arc::new(registry);
+    let router = router(&registry, "routing");
+    let offnet = call("alice", "int4860012345");
+    assert_eq!(router.route(&offnet).await.decision, gateway("carrier-pl-mobile", "4860012345"));
+    let first = registry.list()[0].sha256.clone();
+
+    // A new version: the next decision comes from it.
+    replace(&live, &guest_wasm(BLOCKLIST_ROUTER));
+    registry.reload_changed().await;
+    assert_eq!(router.route(&offnet).await.decision, reject(403, "Blocked"));
+    let second = registry.list()[0].sha256.clone();
+    assert_ne!(first, second);
+
+    // Broken replacements: not a component, another world, a guest failing every call.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").unwrap();
+    for broken in [junk, guest_wasm("fixture_wrong_world"), guest_wasm("fixture_trap")] {
+        replace(&live, &broken);
+        assert!(registry.reload("routing").await.is_err(), "{}", broken.display());
+        assert_eq!(router.route(&offnet).await.decision, reject(403, "Blocked"), "{}", broken.display());
+        assert_eq!(registry.list()[0].sha256, second);
+    }
+    assert!(
+        metrics
+            .render()
+            .contains("softswitch_guest_loads_total{guest=\"routing\",outcome=\"failed\"} 3")
+    );
+
+    // Decisions in flight while versions swap all complete, each from one version.
+    replace(&live, &guest_wasm(DEFAULT_ROUTER));
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let router = router.clone();
+            let offnet = offnet.clone();
+            tokio::spawn(async move { router.route(&offnet).await })
+        })
+        .collect();
+    registry.reload("routing").await.unwrap();
+    for call in calls {
+        let routed = call.await.unwrap();
+        assert_eq!(routed.fallback, None);
+        assert!(
+            routed.decision == reject(403, "Blocked")
+                || routed.decision == gateway("carrier-pl-mobile", "4860012345"),
+            "{:?}",
+            routed.decision
+        );
+    }
+    assert_eq!(router.route(&offnet).await.decision, gateway("carrier-pl-mobile", "4860012345"));
+
+    // The watch picks a change up by itself.
+    let watch = registry.spawn_watch(Duration::from_millis(50));
+    replace(&live, &guest_wasm(BLOCKLIST_ROUTER));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if router.route(&offnet).await.decision == reject(403, "Blocked") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never reloaded the guest");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch.abort();
+}

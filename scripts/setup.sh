@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing the switch needs on a Debian machine.
+# Idempotent: installs only what is missing, and says what it does.
+set -euo pipefail
+
+say() { printf '[setup] %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found: install a Rust toolchain (rustup, Rust >= 1.95) first" >&2
+    exit 1
+fi
+say "$(cargo --version)"
+
+# C toolchain for crates that build C (bundled SQLite, ring).
+packages=(build-essential pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]} (apt-get)"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+else
+    say "apt packages present: ${packages[*]}"
+fi
+
+if rustup target list --installed | grep -qx wasm32-wasip2; then
+    say "rust target wasm32-wasip2 present"
+else
+    say "installing rust target wasm32-wasip2"
+    rustup target add wasm32-wasip2
+fi

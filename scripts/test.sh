@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: guest unit tests, host unit and black-box tests on SQLite,
+# then the storage and routing tests again on a real MariaDB server that it
+# installs and starts. Also the format and lint gates.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+./scripts/setup.sh
+./scripts/build-guests.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+cargo fmt --manifest-path guests/Cargo.toml --all -- --check
+
+step "cargo clippy (host and guests)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path guests/Cargo.toml --all-targets -- -D warnings
+
+step "guest unit tests (native)"
+cargo test --manifest-path guests/Cargo.toml
+
+step "host tests on SQLite"
+cargo test --workspace
+
+step "storage and routing tests on MariaDB"
+./scripts/mariadb-test-db.sh
+export SOFTSWITCH_TEST_MYSQL_URL=mysql://softswitch:softswitch@127.0.0.1:3306/softswitch_test
+cargo test -p softswitch --lib store
+cargo test -p softswitch --test routing_store
