@@ -7,5 +7,7 @@ pub mod config;
 pub mod directory;
 pub mod metrics;
 pub mod plugins;
+pub mod ratelimit;
 pub mod secrets;
+pub mod sip;
 pub mod store;

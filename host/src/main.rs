@@ -257,7 +257,7 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             let account = app
                 .store
                 .add_account(&NewAccount {
-                    login,
+                    login: login.clone(),
                     sip_password: password,
                     access_password,
                     phone,
@@ -266,7 +266,8 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                     email,
                     template: app.config.account_template.clone(),
                 })
-                .await?;
+                .await
+                .with_context(|| format!("cannot add account {login:?}"))?;
             println!("account {} added", account.login);
         }
         AccountCommand::List { limit, offset } => {
@@ -330,7 +331,8 @@ async fn gateway(app: App, cmd: GatewayCommand) -> anyhow::Result<()> {
                     address,
                     transport,
                 })
-                .await?;
+                .await
+                .with_context(|| format!("cannot add gateway {name:?}"))?;
             println!("gateway {name} added");
         }
         GatewayCommand::List => {
@@ -356,7 +358,8 @@ async fn dialplan(app: App, cmd: DialplanCommand) -> anyhow::Result<()> {
                     prefix: prefix.clone(),
                     server,
                 })
-                .await?;
+                .await
+                .with_context(|| format!("cannot add dialplan entry {prefix:?}"))?;
             println!("dialplan entry {prefix} added");
         }
         DialplanCommand::List => {

@@ -184,8 +184,8 @@ impl Secrets {
         let hex_part = ciphertext
             .strip_prefix(PREFIX_V1)
             .ok_or_else(|| SecretError::Malformed("missing `v1:` prefix".into()))?;
-        let mut raw = hex::decode(hex_part)
-            .map_err(|e| SecretError::Malformed(format!("not hex: {e}")))?;
+        let mut raw =
+            hex::decode(hex_part).map_err(|e| SecretError::Malformed(format!("not hex: {e}")))?;
         if raw.len() < NONCE_LEN + TAG_LEN {
             return Err(SecretError::Malformed(format!(
                 "{} bytes, at least {} expected",

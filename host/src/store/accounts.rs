@@ -144,7 +144,11 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
 
 fn validate_new(new: &NewAccount) -> Result<()> {
     validate::identifier("login", &new.login)?;
-    validate::required("SIP password", &new.sip_password, validate::SIP_PASSWORD_MAX)?;
+    validate::required(
+        "SIP password",
+        &new.sip_password,
+        validate::SIP_PASSWORD_MAX,
+    )?;
     if let Some(pw) = &new.access_password {
         validate::required("access password", pw, validate::ACCESS_PASSWORD_MAX)?;
     }
@@ -545,7 +549,10 @@ mod tests {
                 .await
                 .unwrap();
         let clear = store.sip_password(&login).await.unwrap();
-        let changed = store.set_sip_password(&login, "sip-secret-2").await.unwrap();
+        let changed = store
+            .set_sip_password(&login, "sip-secret-2")
+            .await
+            .unwrap();
         let clear2 = store.sip_password(&login).await.unwrap();
         let missing = store.sip_password(&unique("none")).await.unwrap();
         store.delete_account(&login).await.unwrap();
@@ -574,8 +581,14 @@ mod tests {
                 .fetch_one(store.pool())
                 .await
                 .unwrap();
-        let right = store.verify_access_password(&login, "web-secret-1").await.unwrap();
-        let wrong = store.verify_access_password(&login, "web-secret-2").await.unwrap();
+        let right = store
+            .verify_access_password(&login, "web-secret-1")
+            .await
+            .unwrap();
+        let wrong = store
+            .verify_access_password(&login, "web-secret-2")
+            .await
+            .unwrap();
         let none_set = store
             .verify_access_password(&no_pw_login, "")
             .await

@@ -106,7 +106,10 @@ mod tests {
         let (p4, p7) = (&base[..4], &base[..7]);
         // Letters are allowed too, e.g. per-service prefixes.
         let letters = format!("svc{}", &base[..6]);
-        store.add_dialplan(&entry(p4, "a.example.net")).await.unwrap();
+        store
+            .add_dialplan(&entry(p4, "a.example.net"))
+            .await
+            .unwrap();
         store
             .add_dialplan(&entry(p7, "b.example.net:5061"))
             .await
@@ -117,7 +120,9 @@ mod tests {
             .unwrap();
 
         let long = store.server_for(&base).await;
-        let short = store.server_for(&format!("{p4}000")).await;
+        // Leaves `base` right after p4, so p7 cannot match.
+        let next = if base.as_bytes()[4] == b'1' { '2' } else { '1' };
+        let short = store.server_for(&format!("{p4}{next}00")).await;
         let by_letters = store.server_for(&format!("{letters}1")).await;
         let listed = store.list_dialplan().await;
         let dup = store.add_dialplan(&entry(p4, "d.example.net")).await;

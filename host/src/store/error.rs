@@ -24,6 +24,10 @@ pub enum StoreError {
     /// damaged.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A lock could not be obtained in time (e.g. another node has been
+    /// migrating the shared database for too long).
+    #[error("busy: {0}")]
+    Busy(String),
     /// The database failed or refused the statement.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),

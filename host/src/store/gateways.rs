@@ -110,9 +110,10 @@ impl Store {
 
     /// All gateways, by name.
     pub async fn list_gateways(&self) -> Result<Vec<Gateway>> {
-        let rows = sqlx::query("SELECT name, prefix, address, transport FROM gateways ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, prefix, address, transport FROM gateways ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(gateway_from_row).collect()
     }
 
@@ -144,7 +145,10 @@ impl Store {
         for row in &rows {
             let gw = gateway_from_row(row)?;
             // Strictly longer only, so the oldest of equal prefixes stays.
-            if best.as_ref().is_none_or(|b| gw.prefix.len() > b.prefix.len()) {
+            if best
+                .as_ref()
+                .is_none_or(|b| gw.prefix.len() > b.prefix.len())
+            {
                 best = Some(gw);
             }
         }
@@ -190,9 +194,18 @@ mod tests {
             .await
             .unwrap();
 
+        // Numbers that leave `base` right after a given length.
+        let diverge = |len: usize, tail: &str| {
+            let next = if base.as_bytes()[len] == b'1' {
+                '2'
+            } else {
+                '1'
+            };
+            format!("{}{next}{tail}", &base[..len])
+        };
         let number_long = format!("{}99", &base[..8]);
-        let number_short = format!("{}0000", &base[..7]);
-        let unrelated = format!("{}1", &base[..5]);
+        let number_short = diverge(7, "000");
+        let unrelated = diverge(5, "");
         let hit_long = store.gateway_for(&number_long).await;
         let hit_short = store.gateway_for(&number_short).await;
         let exact = store.gateway_for(&base[..6]).await;

@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 use crate::secrets::Secrets;
 
@@ -34,6 +34,8 @@ pub use voicemail::VoicemailSettings;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/mysql");
+/// How long a node waits for another one to finish migrating.
+const MIGRATE_LOCK_WAIT_SECS: i64 = 300;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,14 +97,47 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies the migrations not yet applied; a no-op when up to date. Safe
-    /// to run from several nodes at once on MySQL (sqlx takes a named lock).
+    /// Applies the migrations not yet applied; a no-op when up to date. On
+    /// MySQL/MariaDB, nodes starting together take turns through a named
+    /// server lock.
     pub async fn migrate(&self) -> Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::MySql => &MYSQL_MIGRATIONS,
-        };
-        migrator.run(&self.pool).await?;
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::MySql => self.migrate_mysql_locked().await?,
+        }
+        Ok(())
+    }
+
+    /// sqlx's migrator locks with `GET_LOCK(name, -1)`, which MariaDB
+    /// answers with NULL at once (it has no "wait forever"), so on MariaDB
+    /// concurrent migrators both apply the same version and one fails with a
+    /// duplicate key or `Dirty`. Hold our own lock, with a finite wait, while
+    /// the migrator runs. GET_LOCK is not replicated by Galera: there,
+    /// migrate from one node before starting the others.
+    async fn migrate_mysql_locked(&self) -> Result<()> {
+        const LOCK_NAME: &str = "LEFT(CONCAT('softswitch_migrate.', DATABASE()), 64)";
+        // Detached: the session, and with it any lock it still holds, ends
+        // when this connection is dropped instead of living on in the pool.
+        let mut conn = self.pool.acquire().await?.detach();
+        let got: Option<i64> = sqlx::query_scalar(&format!("SELECT GET_LOCK({LOCK_NAME}, ?)"))
+            .bind(MIGRATE_LOCK_WAIT_SECS)
+            .fetch_one(&mut conn)
+            .await?;
+        if got != Some(1) {
+            return Err(StoreError::Busy(format!(
+                "another process held the migration lock for over {MIGRATE_LOCK_WAIT_SECS} s"
+            )));
+        }
+        // The migrator runs on another pooled session: the lock only has to
+        // be held meanwhile, and `run(&mut conn)` would make this future
+        // non-Send (sqlx's "Acquire is not general enough").
+        let migrated = MYSQL_MIGRATIONS.run(&self.pool).await;
+        let released = sqlx::query(&format!("SELECT RELEASE_LOCK({LOCK_NAME})"))
+            .execute(&mut conn)
+            .await;
+        migrated?;
+        released?;
+        conn.close().await?;
         Ok(())
     }
 
@@ -172,12 +207,12 @@ fn create_parent_dir(base: &str) {
         .strip_prefix("sqlite://")
         .or_else(|| base.strip_prefix("sqlite:"))
         .unwrap_or(base);
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() && !parent.exists() {
-            if let Err(e) = std::fs::create_dir_all(parent) {
-                tracing::warn!(dir = %parent.display(), error = %e, "cannot create database directory");
-            }
-        }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+        && let Err(e) = std::fs::create_dir_all(parent)
+    {
+        tracing::warn!(dir = %parent.display(), error = %e, "cannot create database directory");
     }
 }
 
@@ -296,6 +331,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_migrations() {
+        // On a fresh MySQL/MariaDB database this is what several nodes do at
+        // start; on an up-to-date one it must stay a quiet no-op.
+        let store = test_store().await;
+        let runs = (0..4).map(|_| {
+            let s = store.store.clone();
+            tokio::spawn(async move { s.migrate().await })
+        });
+        for run in runs.collect::<Vec<_>>() {
+            run.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn reopen_sqlite_keeps_data_and_wal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/dir/switch.db");
@@ -363,7 +412,10 @@ mod tests {
         assert!(p[4..].iter().all(|s| *s == "486"));
         assert!(prefixes_of("").iter().all(|s| s.is_empty()));
         let long = "1".repeat(50);
-        assert_eq!(prefixes_of(&long).last().unwrap().len(), validate::PREFIX_MAX);
+        assert_eq!(
+            prefixes_of(&long).last().unwrap().len(),
+            validate::PREFIX_MAX
+        );
         assert_eq!(prefixes_of("ä1")[1], "ä");
     }
 }

@@ -1,0 +1,8 @@
+//! The SIP core: parsing and framing, request pre-checks, digest
+//! authentication, transactions, transports, registrar and messaging.
+//!
+//! Protocol logic is sans-io (plain types and state machines driven by tests
+//! without sockets); the tokio glue lives beside it.
+
+pub mod digest;
+pub mod parse;
