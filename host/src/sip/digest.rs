@@ -49,6 +49,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 /// Hash algorithm of a digest challenge or response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// `MD5`: the RFC 3261 default, the only one most SIP clients know.
     Md5,

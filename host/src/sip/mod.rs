@@ -6,3 +6,4 @@
 
 pub mod digest;
 pub mod parse;
+pub mod transaction;

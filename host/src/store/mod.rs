@@ -14,6 +14,8 @@ pub mod accounts;
 pub mod dialplan;
 pub mod error;
 pub mod gateways;
+pub mod location;
+pub mod messages;
 mod validate;
 pub mod voicemail;
 

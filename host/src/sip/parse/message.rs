@@ -1,0 +1,350 @@
+//! From bytes to an `rsip::SipMessage`: the start line is classified first
+//! (so 505/501/416 are told apart from a plain 400), the header section is
+//! put into the shape rsip reads, rsip parses, and the headers the SIP core
+//! relies on are then checked.
+
+use std::str::FromStr;
+
+use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::{Header, Headers, SipMessage};
+
+use super::error::ParseError;
+use super::head::{self, Field, Mode};
+use super::syntax::{name_addr_ok, split_top_level};
+use super::via::parse_via;
+
+/// Where the bytes came from, which decides how Content-Length is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// UDP: the datagram bounds the message; Content-Length may be absent
+    /// (the body is the rest of the datagram) or smaller than what follows
+    /// (the excess is dropped, RFC 3261 §18.3).
+    Datagram,
+    /// TCP/TLS: the framer cut the message using Content-Length, which is
+    /// mandatory.
+    Stream,
+}
+
+/// What the start line says, before rsip sees it.
+enum StartLine<'a> {
+    Request { method: &'a str, uri: &'a str },
+    Response,
+}
+
+pub(crate) fn parse_message(
+    bytes: &[u8],
+    max_size: usize,
+    framing: Framing,
+) -> Result<SipMessage, ParseError> {
+    if bytes.len() > max_size {
+        return Err(ParseError::TooLarge {
+            size: bytes.len(),
+            max: max_size,
+        });
+    }
+    // RFC 3261 §7.5: CRLFs before the start line are ignored.
+    let start = bytes
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .ok_or(ParseError::Empty)?;
+    let bytes = bytes.get(start..).unwrap_or_default();
+
+    let (line, after_line) = match head::find(bytes, b"\r\n", 0) {
+        Some(p) => (
+            bytes.get(..p).unwrap_or_default(),
+            bytes.get(p + 2..).unwrap_or_default(),
+        ),
+        None => (bytes, &[][..]),
+    };
+    let line = std::str::from_utf8(line).map_err(|_| ParseError::MalformedStartLine)?;
+    let start_line = classify_start_line(line)?;
+
+    // Split headers from body. A datagram without the blank line is taken
+    // as all headers (RFC 4475's `baddn` is stored that way); rsip would
+    // otherwise read everything after the first header line as body.
+    let (fields_bytes, body) = if after_line.starts_with(b"\r\n") {
+        (&[][..], after_line.get(2..).unwrap_or_default())
+    } else {
+        match head::head_end(after_line, 0) {
+            Some(end) => (
+                after_line.get(..end - 4).unwrap_or_default(),
+                after_line.get(end..).unwrap_or_default(),
+            ),
+            None => (after_line.strip_suffix(b"\r\n").unwrap_or(after_line), &[][..]),
+        }
+    };
+
+    let mut normalised = Vec::with_capacity(bytes.len() + 64);
+    normalised.extend_from_slice(line.as_bytes());
+    normalised.extend_from_slice(b"\r\n");
+    let mut content_length: Option<usize> = None;
+    let mut content_length_seen = 0usize;
+    head::for_each_field(fields_bytes, Mode::Strict, |Field { name, value }| {
+        if std::str::from_utf8(&value).is_err() {
+            return Err(ParseError::MalformedHeaderLine);
+        }
+        let long = head::expand_compact(name);
+        if head::name_is(name, "Content-Length") {
+            content_length_seen += 1;
+            content_length =
+                Some(head::parse_content_length(&value).ok_or(ParseError::BadContentLength)?);
+        }
+        normalised.extend_from_slice(long.map(str::as_bytes).unwrap_or(name));
+        normalised.extend_from_slice(b": ");
+        normalised.extend_from_slice(&value);
+        normalised.extend_from_slice(b"\r\n");
+        Ok(())
+    })?;
+    if content_length_seen > 1 {
+        return Err(ParseError::DuplicateHeader("Content-Length"));
+    }
+    let body = match (content_length, framing) {
+        (Some(n), _) => body.get(..n).ok_or(ParseError::ContentLengthTooLarge {
+            declared: n,
+            available: body.len(),
+        })?,
+        (None, Framing::Datagram) => body,
+        (None, Framing::Stream) => return Err(ParseError::MissingContentLength),
+    };
+    normalised.extend_from_slice(b"\r\n");
+    normalised.extend_from_slice(body);
+
+    let message = SipMessage::try_from(normalised.as_slice())
+        .map_err(|e| classify_rsip_error(&start_line, e))?;
+    if *message.version() != rsip::Version::V2 {
+        // classify_start_line already demanded SIP/2.0; rsip agreeing is
+        // checked anyway so a disagreement can never slip through.
+        return Err(ParseError::UnsupportedVersion(message.version().to_string()));
+    }
+    validate_headers(headers_of(&message))?;
+    Ok(message)
+}
+
+fn headers_of(message: &SipMessage) -> &Headers {
+    match message {
+        SipMessage::Request(r) => &r.headers,
+        SipMessage::Response(r) => &r.headers,
+    }
+}
+
+fn is_sip_version(s: &str) -> bool {
+    s.eq_ignore_ascii_case("SIP/2.0")
+}
+
+/// `SIP/<digits>.<digits>`: a version, if not ours.
+fn looks_like_version(s: &str) -> bool {
+    let Some((prefix, rest)) = s.split_at_checked(4) else {
+        return false;
+    };
+    prefix.eq_ignore_ascii_case("SIP/")
+        && rest
+            .split_once('.')
+            .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())
+}
+
+fn classify_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let (version, rest) = line.split_once(' ').ok_or(ParseError::MalformedStartLine)?;
+        if !is_sip_version(version) {
+            return Err(if looks_like_version(version) {
+                ParseError::UnsupportedVersion(version.to_owned())
+            } else {
+                ParseError::MalformedStartLine
+            });
+        }
+        let code = rest.split_once(' ').map_or(rest, |(code, _)| code);
+        let valid = code.len() == 3
+            && is_digits(code)
+            && code.parse::<u16>().is_ok_and(|c| (100..=699).contains(&c));
+        return if valid {
+            Ok(StartLine::Response)
+        } else {
+            Err(ParseError::MalformedStartLine)
+        };
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP
+    // each (RFC 4475 `lwsstart`, `trws`, `lwsruri`).
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::MalformedStartLine);
+    };
+    if !head::is_token(method.as_bytes()) || uri.is_empty() {
+        return Err(ParseError::MalformedStartLine);
+    }
+    if !is_sip_version(version) {
+        return Err(if looks_like_version(version) {
+            ParseError::UnsupportedVersion(version.to_owned())
+        } else {
+            ParseError::MalformedStartLine
+        });
+    }
+    if !is_known_method(method) {
+        return Err(ParseError::UnknownMethod(method.to_owned()));
+    }
+    if !request_uri_chars_ok(uri) {
+        return Err(ParseError::MalformedRequestUri);
+    }
+    Ok(StartLine::Request { method, uri })
+}
+
+/// Whether rsip has a `Method` for `method`, compared case-sensitively as
+/// RFC 3261 §7.1 requires (rsip itself would take `invite`).
+pub(crate) fn is_known_method(method: &str) -> bool {
+    rsip::Method::from_str(method).is_ok_and(|m| m.to_string() == method)
+}
+
+/// RFC 3261 §25.1: a Request-URI is made of unreserved, reserved and
+/// escaped characters only (plus brackets for IPv6 references). rsip would
+/// take `<sip:user@example.com>` (RFC 4475 `ltgtruri`) as user `<sip`.
+fn request_uri_chars_ok(uri: &str) -> bool {
+    let b = uri.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let ok = match c {
+            b'%' => {
+                let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 2;
+                true
+            }
+            c => c.is_ascii_alphanumeric() || b"-_.!~*'();/?:@&=+$,[]".contains(&c),
+        };
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    uri_scheme(uri).is_some()
+}
+
+/// The scheme of a URI, if it starts with a syntactically valid one.
+pub(crate) fn uri_scheme(uri: &str) -> Option<&str> {
+    let (scheme, _) = uri.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (first_ok && rest_ok).then_some(scheme)
+}
+
+pub(crate) fn scheme_supported(scheme: &str) -> bool {
+    ["sip", "sips", "tel"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+}
+
+/// rsip failed; say why as precisely as the start line allows.
+fn classify_rsip_error(start_line: &StartLine<'_>, e: rsip::Error) -> ParseError {
+    match start_line {
+        StartLine::Request { uri, .. } if rsip::Uri::try_from(*uri).is_err() => {
+            match uri_scheme(uri) {
+                Some(scheme) if !scheme_supported(scheme) => {
+                    ParseError::UnsupportedUriScheme(scheme.to_owned())
+                }
+                _ => ParseError::MalformedRequestUri,
+            }
+        }
+        StartLine::Request { method, .. } if !is_known_method(method) => {
+            ParseError::UnknownMethod((*method).to_owned())
+        }
+        _ => ParseError::Malformed(e.to_string()),
+    }
+}
+
+/// The checks rsip 0.4 does not make but the SIP core relies on, so that
+/// whatever leaves this module has: at most one To/From/Call-ID/CSeq/
+/// Max-Forwards; a usable CSeq, Call-ID and Max-Forwards; Vias that
+/// [`parse_via`] reads; From/To that rsip's typed form accepts and that are
+/// quoted and bracketed properly; Contacts quoted and bracketed properly.
+fn validate_headers(headers: &Headers) -> Result<(), ParseError> {
+    let mut counts = [0usize; 5];
+    for h in headers.iter() {
+        match h {
+            Header::To(to) => {
+                counts[0] += 1;
+                if to.typed().is_err() || !name_addr_ok(to.value()) {
+                    return Err(ParseError::MalformedHeader("To"));
+                }
+            }
+            Header::From(from) => {
+                counts[1] += 1;
+                if from.typed().is_err() || !name_addr_ok(from.value()) {
+                    return Err(ParseError::MalformedHeader("From"));
+                }
+            }
+            Header::CallId(call_id) => {
+                counts[2] += 1;
+                let v = call_id.value();
+                if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                    return Err(ParseError::MalformedHeader("Call-ID"));
+                }
+            }
+            Header::CSeq(cseq) => {
+                counts[3] += 1;
+                if cseq_parts(cseq.value()).is_none() {
+                    return Err(ParseError::MalformedHeader("CSeq"));
+                }
+            }
+            Header::MaxForwards(mf) => {
+                counts[4] += 1;
+                // RFC 3261 §20.22: 0-255. RFC 4475 `scalar02` sends 300.
+                let v = mf.value();
+                let significant = v.trim_start_matches('0');
+                let ok = is_digits(v)
+                    && significant.len() <= 3
+                    && significant
+                        .parse::<u16>()
+                        .map_or(significant.is_empty(), |n| n <= 255);
+                if !ok {
+                    return Err(ParseError::MalformedHeader("Max-Forwards"));
+                }
+            }
+            Header::Via(via) => {
+                parse_via(via.value())?;
+            }
+            Header::Contact(contact) => {
+                let v = contact.value();
+                if v.trim() != "*" {
+                    let ok = split_top_level(v, b',')
+                        .is_some_and(|parts| parts.iter().all(|p| name_addr_ok(p)));
+                    if !ok {
+                        return Err(ParseError::MalformedHeader("Contact"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (count, name) in counts
+        .iter()
+        .zip(["To", "From", "Call-ID", "CSeq", "Max-Forwards"])
+    {
+        if *count > 1 {
+            return Err(ParseError::DuplicateHeader(name));
+        }
+    }
+    Ok(())
+}
+
+/// `CSeq = 1*DIGIT LWS Method`, the number fitting 32 bits (RFC 3261
+/// §8.1.1.5). Kept on the raw text so an unknown method in CSeq is reported
+/// by the pre-checks as a mismatch rather than as a malformed header.
+pub(crate) fn cseq_parts(value: &str) -> Option<(u32, &str)> {
+    let (seq, method) = value.trim().split_once([' ', '\t'])?;
+    let method = method.trim();
+    if !is_digits(seq) || !head::is_token(method.as_bytes()) {
+        return None;
+    }
+    Some((seq.parse().ok()?, method))
+}

@@ -1,0 +1,249 @@
+//! The message store: every MESSAGE the switch accepted, with its delivery
+//! status, and the outbox of OFFNET messages for the SMS provider.
+
+use std::fmt;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::error::{Result, StoreError};
+use super::{Store, now};
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Waiting for a device of the recipient.
+    Deferred,
+    /// A device answered 2xx.
+    Delivered,
+    /// Every device refused it.
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deferred => "deferred",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "deferred" => Ok(Self::Deferred),
+            "delivered" => Ok(Self::Delivered),
+            "failed" => Ok(Self::Failed),
+            other => Err(StoreError::Corrupt(format!("message status {other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub sender: String,
+    pub sender_name: Option<String>,
+    pub recipient: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// System command (SPEC 5): deferred like any other, never pushed.
+    pub system: bool,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub message: NewMessage,
+    pub status: MessageStatus,
+    pub created_at: i64,
+}
+
+fn message_from_row(row: &AnyRow) -> Result<StoredMessage> {
+    let status: String = row.try_get("status")?;
+    let system: i64 = row.try_get("is_system")?;
+    Ok(StoredMessage {
+        id: row.try_get("id")?,
+        message: NewMessage {
+            sender: row.try_get("sender")?,
+            sender_name: row.try_get("sender_name")?,
+            recipient: row.try_get("recipient")?,
+            content_type: row.try_get("content_type")?,
+            body: row.try_get("body")?,
+            system: system != 0,
+        },
+        status: MessageStatus::parse(&status)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, sender, sender_name, recipient, content_type, body, status, is_system, created_at";
+
+/// An OFFNET message waiting for the SMS provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsOutboxEntry {
+    pub id: i64,
+    pub sender: String,
+    pub number: String,
+    pub gateway: String,
+    pub body: Vec<u8>,
+    pub status: String,
+}
+
+/// The id of the row the last INSERT on `conn` created. The MySQL driver
+/// reports it with the result; through `Any`, SQLite does not, so ask the
+/// same connection.
+async fn last_insert_id(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    done: &sqlx::any::AnyQueryResult,
+) -> Result<i64> {
+    if let Some(id) = done.last_insert_id() {
+        return Ok(id);
+    }
+    let id: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
+        .fetch_one(&mut **conn)
+        .await?;
+    Ok(id)
+}
+
+impl Store {
+    /// Stores a message with its first status; returns its id. The caller
+    /// answers the sender only after this returns.
+    pub async fn insert_message(&self, m: &NewMessage, status: MessageStatus) -> Result<i64> {
+        let t = now();
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(
+            "INSERT INTO messages (sender, sender_name, recipient, content_type, body, status, is_system, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&m.sender)
+        .bind(&m.sender_name)
+        .bind(&m.recipient)
+        .bind(&m.content_type)
+        .bind(&m.body)
+        .bind(status.as_str())
+        .bind(i64::from(m.system))
+        .bind(t)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+        last_insert_id(&mut conn, &done).await
+    }
+
+    /// Records a delivery outcome.
+    pub async fn set_message_status(&self, id: i64, status: MessageStatus) -> Result<bool> {
+        let done = sqlx::query("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deferred messages for a recipient, oldest first.
+    pub async fn deferred_messages(&self, recipient: &str, limit: u32) -> Result<Vec<StoredMessage>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE recipient = ? AND status = 'deferred' ORDER BY id LIMIT ?"
+        ))
+        .bind(recipient)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: i64) -> Result<Option<StoredMessage>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    /// Queues an OFFNET message for the SMS provider; returns its id.
+    pub async fn queue_sms(&self, sender: &str, number: &str, gateway: &str, body: &[u8]) -> Result<i64> {
+        let t = now();
+        let mut conn = self.pool.acquire().await?;
+        let done = sqlx::query(
+            "INSERT INTO sms_outbox (sender, number, gateway, body, status, attempts, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'queued', 0, ?, ?)",
+        )
+        .bind(sender)
+        .bind(number)
+        .bind(gateway)
+        .bind(body)
+        .bind(t)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+        last_insert_id(&mut conn, &done).await
+    }
+
+    /// The oldest queued SMS, up to `limit`.
+    pub async fn sms_outbox(&self, limit: u32) -> Result<Vec<SmsOutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, sender, number, gateway, body, status FROM sms_outbox WHERE status = 'queued' \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SmsOutboxEntry {
+                    id: row.try_get("id")?,
+                    sender: row.try_get("sender")?,
+                    number: row.try_get("number")?,
+                    gateway: row.try_get("gateway")?,
+                    body: row.try_get("body")?,
+                    status: row.try_get("status")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::{test_store, unique};
+
+    #[tokio::test]
+    async fn messages_are_stored_deferred_oldest_first_and_updated() {
+        let t = test_store().await;
+        let store = &t.store;
+        let to = unique("rcpt");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let m = NewMessage {
+                sender: "alice".into(),
+                sender_name: Some("Alice".into()),
+                recipient: to.clone(),
+                content_type: "text/plain".into(),
+                body: format!("hello {i} \u{1F44B}").into_bytes(),
+                system: i == 2,
+            };
+            ids.push(store.insert_message(&m, MessageStatus::Deferred).await.unwrap());
+        }
+        let deferred = store.deferred_messages(&to, 10).await.unwrap();
+        assert_eq!(deferred.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+        assert_eq!(deferred[0].message.body, "hello 0 \u{1F44B}".as_bytes());
+        assert!(deferred[2].message.system);
+        assert!(store.set_message_status(ids[0], MessageStatus::Delivered).await.unwrap());
+        let left = store.deferred_messages(&to, 10).await.unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(store.message(ids[0]).await.unwrap().unwrap().status, MessageStatus::Delivered);
+
+        let sms = store.queue_sms("alice", "4860012345", "carrier", b"hi").await.unwrap();
+        assert!(store.sms_outbox(1000).await.unwrap().iter().any(|e| e.id == sms && e.body == b"hi"));
+    }
+}
