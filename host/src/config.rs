@@ -50,6 +50,7 @@ pub struct Config {
     pub data_dir: String,
     pub database: DatabaseConfig,
     pub admin: AdminConfig,
+    pub sip: SipConfig,
     pub plugins: PluginsConfig,
     pub routing: RoutingConfig,
     pub account_template: AccountTemplate,
@@ -85,6 +86,73 @@ impl Default for AdminConfig {
                 "127.0.0.0/8".parse().expect("static net"),
                 "::1/128".parse().expect("static net"),
             ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// SIP domain of the accounts; also the digest realm.
+    pub domain: String,
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listeners (what handsets use).
+    pub tls: Vec<SocketAddr>,
+    /// PEM certificate chain and key; both empty means a self-signed
+    /// certificate generated into `<data_dir>/tls/`.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// Registration expiry when the device asks for none, seconds.
+    pub default_expires: u32,
+    /// Shorter requests get 423 Interval Too Brief.
+    pub min_expires: u32,
+    /// Longer requests are shortened to this.
+    pub max_expires: u32,
+    /// Lifetime of a digest nonce, seconds; older ones get `stale=true`.
+    pub nonce_ttl_secs: u64,
+    /// Digest algorithms offered, most preferred first (`MD5`, `SHA-256`).
+    pub digest_algorithms: Vec<String>,
+    /// Largest SIP message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Failed authentications one source address may make in a burst ...
+    pub auth_failure_burst: u32,
+    /// ... and how many seconds it takes to earn one more.
+    pub auth_failure_refill_secs: u64,
+    /// How long a MESSAGE waits for a device's 2xx before the sender gets 202
+    /// and the message stays deferred, milliseconds.
+    pub message_wait_ms: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            tls: vec![SocketAddr::from(([127, 0, 0, 1], 5061))],
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            default_expires: 3600,
+            // RFC 3261 suggests an hour by default; 60 s floors keep-alive-free
+            // clients from hammering the registrar.
+            min_expires: 60,
+            max_expires: 86400,
+            // Five minutes: long enough for a slow handset to answer the
+            // challenge, short enough to bound replays.
+            nonce_ttl_secs: 300,
+            // Many deployed clients (SIPp among them) answer only the first
+            // challenge and know only MD5; SHA-256 is offered beside it (RFC 8760)
+            // and an operator whose handsets all support it can put it first.
+            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
+            // RFC 3261 §18.1.1 caps UDP at the path MTU unless congestion-controlled;
+            // 64 KiB covers any real request on a stream and bounds memory per connection.
+            max_message_bytes: 65535,
+            auth_failure_burst: 20,
+            auth_failure_refill_secs: 3,
+            message_wait_ms: 5000,
         }
     }
 }
@@ -184,6 +252,32 @@ token = ""
 # Source networks allowed to reach the admin endpoint.
 allow = ["127.0.0.0/8", "::1/128"]
 
+[sip]
+# SIP domain of the accounts; also the digest realm.
+domain = "localhost"
+# Listeners. Handsets use TLS; servers may use UDP.
+udp = ["127.0.0.1:5060"]
+tcp = ["127.0.0.1:5060"]
+tls = ["127.0.0.1:5061"]
+# PEM certificate chain and key; empty means a self-signed pair generated into <data_dir>/tls/.
+tls_cert = ""
+tls_key = ""
+# Registration expiry in seconds when the device asks for none; the floor (423 below it) and the ceiling.
+default_expires = 3600
+min_expires = 60
+max_expires = 86400
+# Lifetime of a digest nonce in seconds; older ones are answered with stale=true.
+nonce_ttl_secs = 300
+# Digest algorithms offered, most preferred first. Clients that read only the first challenge need MD5 first.
+digest_algorithms = ["MD5", "SHA-256"]
+# Largest SIP message accepted, bytes.
+max_message_bytes = 65535
+# Failed authentications per source address: burst, then one more every N seconds.
+auth_failure_burst = 20
+auth_failure_refill_secs = 3
+# How long a MESSAGE waits for a device's 2xx before the sender gets 202 and it stays deferred, ms.
+message_wait_ms = 5000
+
 [plugins]
 # Compiled-guest cache; empty means <data_dir>/guest-cache.
 cache_dir = ""
@@ -238,6 +332,7 @@ impl Default for Config {
             data_dir: String::new(),
             database: DatabaseConfig::default(),
             admin: AdminConfig::default(),
+            sip: SipConfig::default(),
             plugins: PluginsConfig::default(),
             routing: RoutingConfig::default(),
             account_template: AccountTemplate::default(),
@@ -292,6 +387,30 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "plugins.memory_limit_mib",
                 message: "must be between 1 and 4096".into(),
+            });
+        }
+        if self.sip.min_expires > self.sip.max_expires || self.sip.default_expires < self.sip.min_expires {
+            return Err(ConfigError::Invalid {
+                key: "sip.min_expires",
+                message: "need min_expires <= default_expires <= max_expires".into(),
+            });
+        }
+        if self.sip.digest_algorithms.is_empty()
+            || self
+                .sip
+                .digest_algorithms
+                .iter()
+                .any(|a| a.parse::<crate::sip::digest::Algorithm>().is_err())
+        {
+            return Err(ConfigError::Invalid {
+                key: "sip.digest_algorithms",
+                message: "list one or more of \"MD5\", \"SHA-256\"".into(),
+            });
+        }
+        if self.sip.tls_cert.is_empty() != self.sip.tls_key.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sip.tls_cert",
+                message: "tls_cert and tls_key go together".into(),
             });
         }
         if self.plugins.deadline_ms == 0 {

@@ -11,3 +11,4 @@ pub mod ratelimit;
 pub mod secrets;
 pub mod sip;
 pub mod store;
+pub mod tls;

@@ -205,8 +205,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(app: App) -> anyhow::Result<()> {
     let registry = Arc::new(app.guests().await?);
-    // Fail now on a routing guest name that is not configured.
-    registry.router(&app.config)?;
+    let router = registry.router(&app.config)?;
+    let _sip = softswitch::sip::start::start(&app, router).await?;
     let (token, token_file) = app.admin_token()?;
     if let Some(path) = token_file {
         tracing::info!(path = %path.display(), "admin bearer token is in this file");

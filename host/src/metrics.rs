@@ -1,6 +1,6 @@
 //! Prometheus metrics served by the admin endpoint at `/metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Every metric the switch exports. Cheap to clone (the collectors are `Arc`s).
 #[derive(Clone)]
@@ -14,6 +14,12 @@ pub struct Metrics {
     pub decision_seconds: HistogramVec,
     /// Guest (re)loads by guest and outcome (ok, failed).
     pub guest_loads: IntCounterVec,
+    /// Live SIP transactions by side (server, client): a leak shows here.
+    pub sip_transactions: IntGaugeVec,
+    /// Accounts with at least one registered device.
+    pub sip_registered_accounts: IntGauge,
+    /// Open TCP/TLS connections.
+    pub sip_connections: IntGauge,
 }
 
 impl Default for Metrics {
@@ -48,6 +54,14 @@ impl Metrics {
             &["guest", "outcome"],
         )
         .expect("static metric");
+        let sip_transactions =
+            IntGaugeVec::new(Opts::new("sip_transactions", "Live SIP transactions"), &["side"]).expect("static metric");
+        let sip_registered_accounts =
+            IntGauge::new("sip_registered_accounts", "Accounts with a registered device").expect("static metric");
+        let sip_connections = IntGauge::new("sip_connections", "Open SIP TCP/TLS connections").expect("static metric");
+        registry.register(Box::new(sip_transactions.clone())).expect("unique metric");
+        registry.register(Box::new(sip_registered_accounts.clone())).expect("unique metric");
+        registry.register(Box::new(sip_connections.clone())).expect("unique metric");
         for c in [&guest_calls, &guest_failures, &guest_loads] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
@@ -60,6 +74,9 @@ impl Metrics {
             guest_failures,
             decision_seconds,
             guest_loads,
+            sip_transactions,
+            sip_registered_accounts,
+            sip_connections,
         }
     }
 

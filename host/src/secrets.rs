@@ -56,6 +56,9 @@ pub enum SecretError {
 /// A 256-bit key for AES-256-GCM. Cheap to share behind an `Arc`.
 pub struct Secrets {
     key: LessSafeKey,
+    /// Derives the other keys of the node (digest nonces), so one file holds
+    /// every secret and nodes sharing it agree on all of them.
+    derive: ring::hmac::Key,
     rng: SystemRandom,
 }
 
@@ -75,6 +78,7 @@ impl Secrets {
             .map_err(|_| SecretError::InvalidKey("AES-256-GCM rejected the key".into()))?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            derive: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
             rng: SystemRandom::new(),
         })
     }
@@ -87,6 +91,15 @@ impl Secrets {
             SecretError::InvalidKey(format!("expected {} hex digits: {e}", KEY_LEN * 2))
         })?;
         Self::from_bytes(&bytes)
+    }
+
+    /// A 256-bit key for another purpose, derived from this one
+    /// (HMAC-SHA256 of `label`): never the encryption key itself.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.derive, label.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     /// A fresh random key (tests, or callers that manage storage themselves).

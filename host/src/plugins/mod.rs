@@ -79,7 +79,7 @@ pub struct GuestFailure {
 #[non_exhaustive]
 pub enum PluginError {
     /// The file could not be read.
-    #[error("cannot read guest {path}: {source}")]
+    #[error("cannot read guest {path}")]
     Read { path: PathBuf, source: std::io::Error },
     /// The bytes are not a valid WebAssembly component.
     #[error("{path} is not a valid WebAssembly component: {message}")]

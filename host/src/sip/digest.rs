@@ -284,9 +284,17 @@ impl DigestAuth {
     /// the client use the first one it supports. Both share one fresh nonce.
     /// Set `stale` when answering a [`Verdict::Stale`].
     pub fn challenges(&self, now: SystemTime, stale: bool) -> Vec<String> {
+        self.challenges_for(&[Algorithm::Sha256, Algorithm::Md5], now, stale)
+    }
+
+    /// Like [`DigestAuth::challenges`], offering `algorithms` in that order of
+    /// preference (one nonce for all). Many deployed clients read only the
+    /// first challenge, so the operator chooses what comes first.
+    pub fn challenges_for(&self, algorithms: &[Algorithm], now: SystemTime, stale: bool) -> Vec<String> {
         let nonce = self.issue_nonce(now);
-        [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
+        algorithms
+            .iter()
+            .copied()
             .map(|alg| {
                 let mut v = format!(
                     "Digest realm={}, nonce=\"{nonce}\", algorithm={alg}, qop=\"auth\"",

@@ -7,3 +7,9 @@
 pub mod digest;
 pub mod parse;
 pub mod transaction;
+pub mod messaging;
+pub mod registrar;
+pub mod server;
+pub mod transport;
+pub mod util;
+pub mod start;

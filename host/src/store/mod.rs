@@ -219,6 +219,11 @@ fn create_parent_dir(base: &str) {
 }
 
 /// Unix time in seconds.
+/// Unix time in seconds, the store's clock.
+pub fn now_secs() -> i64 {
+    now()
+}
+
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -96,7 +96,7 @@ impl ParseError {
         match self {
             Self::Empty => "Bad Request - empty message".into(),
             Self::TooLarge { .. } => "Message Too Large".into(),
-            Self::MalformedStartLine => "Bad Request - malformed request line".into(),
+            Self::MalformedStartLine => "Bad Request - malformed start line".into(),
             Self::UnsupportedVersion(_) => "Version Not Supported".into(),
             Self::UnknownMethod(_) => "Not Implemented".into(),
             Self::MalformedRequestUri => "Bad Request - malformed Request-URI".into(),

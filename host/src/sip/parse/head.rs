@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn unfolds_and_trims() {
-        let head = b"TO :\r\n sip:a@b ;   tag    = 1\r\nVia  : SIP  /   2.0\r\n /UDP\r\n    h;branch=x  ";
+        let head =
+            b"TO :\r\n sip:a@b ;   tag    = 1\r\nVia  : SIP  /   2.0\r\n /UDP\r\n    h;branch=x  ";
         let fields = collect(head, Mode::Strict).unwrap();
         assert_eq!(
             fields,

@@ -10,8 +10,12 @@ use rsip::{Header, Headers, SipMessage};
 
 use super::error::ParseError;
 use super::head::{self, Field, Mode};
-use super::syntax::{name_addr_ok, split_top_level};
+use super::syntax::{name_addr_ok, split_top_level, tighten_params};
 use super::via::parse_via;
+
+/// Headers holding name-addrs with parameters, whose optional whitespace
+/// rsip's typed forms cannot read.
+const ADDRESS_HEADERS: [&str; 6] = ["From", "To", "Contact", "Route", "Record-Route", "Reply-To"];
 
 /// Where the bytes came from, which decides how Content-Length is read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,7 +74,10 @@ pub(crate) fn parse_message(
                 after_line.get(..end - 4).unwrap_or_default(),
                 after_line.get(end..).unwrap_or_default(),
             ),
-            None => (after_line.strip_suffix(b"\r\n").unwrap_or(after_line), &[][..]),
+            None => (
+                after_line.strip_suffix(b"\r\n").unwrap_or(after_line),
+                &[][..],
+            ),
         }
     };
 
@@ -91,7 +98,13 @@ pub(crate) fn parse_message(
         }
         normalised.extend_from_slice(long.map(str::as_bytes).unwrap_or(name));
         normalised.extend_from_slice(b": ");
-        normalised.extend_from_slice(&value);
+        if ADDRESS_HEADERS.iter().any(|h| head::name_is(name, h)) {
+            // Checked to be UTF-8 above.
+            let text = std::str::from_utf8(&value).unwrap_or_default();
+            normalised.extend_from_slice(tighten_params(text).as_bytes());
+        } else {
+            normalised.extend_from_slice(&value);
+        }
         normalised.extend_from_slice(b"\r\n");
         Ok(())
     })?;
@@ -114,7 +127,9 @@ pub(crate) fn parse_message(
     if *message.version() != rsip::Version::V2 {
         // classify_start_line already demanded SIP/2.0; rsip agreeing is
         // checked anyway so a disagreement can never slip through.
-        return Err(ParseError::UnsupportedVersion(message.version().to_string()));
+        return Err(ParseError::UnsupportedVersion(
+            message.version().to_string(),
+        ));
     }
     validate_headers(headers_of(&message))?;
     Ok(message)
@@ -238,8 +253,13 @@ pub(crate) fn uri_scheme(uri: &str) -> Option<&str> {
     (first_ok && rest_ok).then_some(scheme)
 }
 
+/// sip and sips. tel (RFC 3966) would be welcome but rsip 0.4 cannot hold
+/// it: `tel:+4912345` fails to parse (read as host `tel`, port `+4912345`),
+/// and a short one such as `tel:+1234` parses with the `+` lost. A 416
+/// says "not supported" honestly where a 400 or a silently changed number
+/// would not.
 pub(crate) fn scheme_supported(scheme: &str) -> bool {
-    ["sip", "sips", "tel"]
+    ["sip", "sips"]
         .iter()
         .any(|s| s.eq_ignore_ascii_case(scheme))
 }
@@ -247,7 +267,7 @@ pub(crate) fn scheme_supported(scheme: &str) -> bool {
 /// rsip failed; say why as precisely as the start line allows.
 fn classify_rsip_error(start_line: &StartLine<'_>, e: rsip::Error) -> ParseError {
     match start_line {
-        StartLine::Request { uri, .. } if rsip::Uri::try_from(*uri).is_err() => {
+        StartLine::Request { method, uri } if !request_line_parses(method, uri) => {
             match uri_scheme(uri) {
                 Some(scheme) if !scheme_supported(scheme) => {
                     ParseError::UnsupportedUriScheme(scheme.to_owned())
@@ -258,8 +278,17 @@ fn classify_rsip_error(start_line: &StartLine<'_>, e: rsip::Error) -> ParseError
         StartLine::Request { method, .. } if !is_known_method(method) => {
             ParseError::UnknownMethod((*method).to_owned())
         }
-        _ => ParseError::Malformed(e.to_string()),
+        // rsip's error text quotes the rest of the message; keep logs short.
+        _ => ParseError::Malformed(e.to_string().chars().take(120).collect()),
     }
+}
+
+/// Whether rsip reads the request line alone. `Uri::try_from` cannot tell:
+/// it succeeds on a prefix (`sip:user;par=u%40example.net` of RFC 4475
+/// `semiuri`) and leaves the rest unread.
+fn request_line_parses(method: &str, uri: &str) -> bool {
+    let line = format!("{method} {uri} SIP/2.0\r\n\r\n");
+    rsip::Request::try_from(line.as_bytes()).is_ok()
 }
 
 /// The checks rsip 0.4 does not make but the SIP core relies on, so that

@@ -1,25 +1,131 @@
-//! SIP parsing and framing (being written).
+//! The sans-io front of the SIP core (RFC 3261): bytes in, checked
+//! `rsip` messages out, and the bytes of the responses that refuse them.
+//!
+//! # The path of a datagram
+//!
+//! ```text
+//! bytes ─ parse_datagram ─┬─ Inbound::Stun / KeepAlive ── ignore
+//!                         ├─ Inbound::Message(req) ─ precheck ─┬─ Ok ── transaction layer
+//!                         │                                    └─ Rejection ── response_for / encode
+//!                         └─ ParseError ─ lenient_headers ─┬─ Some(ctx) ── reply_from_context(ctx, e.status_code(), …)
+//!                                                          └─ None ── drop
+//! ```
+//!
+//! On TCP/TLS a [`StreamFramer`] cuts the stream first and each
+//! [`Frame::Message`] goes through [`parse_frame`] the same way.
+//!
+//! # What a parsed message guarantees
+//!
+//! Parsing is `rsip` 0.4, wrapped: the header section is first put into
+//! the shape rsip reads (continuation lines unfolded, compact names such as
+//! `v:`/`i:`/`l:` expanded, no space before the colon, see `head.rs`), and
+//! what rsip accepts is then checked for what it lets through. A message
+//! returned by [`parse_datagram`] or [`parse_frame`] has:
+//!
+//! - a `SIP/2.0` start line with single spaces, a method rsip knows
+//!   (case-sensitive), a Request-URI made of URI characters only;
+//! - at most one To, From, Call-ID, CSeq, Max-Forwards and Content-Length;
+//! - a body of exactly Content-Length bytes (datagram excess dropped);
+//! - To and From that rsip's `typed()` accepts, with balanced quotes,
+//!   token-only unquoted display names and no blanks inside `<>`;
+//! - every Via readable by [`parse_via`], a CSeq `<u32> <token>`, a
+//!   non-blank Call-ID and Max-Forwards in 0-255.
+//!
+//! Presence of the mandatory headers is [`precheck`]'s job, so a request
+//! missing them can still be answered with its own 400.
+//!
+//! # What rsip 0.4 gets wrong, and what to use instead
+//!
+//! - **Request-URIs and name-addr URIs**: the user part ends at the first
+//!   `.` — `sip:j.user@example.com` parses as *host* `j.user@example.com`
+//!   with no user (it prints back unchanged, but `uri.user()` is `None`).
+//!   A `;` in the user part (RFC 4475 `semiuri`), URI headers (`?...`) and
+//!   IPv6 hosts (`sip:[2001:db8::1]`) make parsing fail. Compare users on
+//!   the raw text when it matters.
+//! - **tel URIs**: `tel:+1234` becomes host `tel`, port `1234`, no scheme
+//!   (the `+` is lost); `tel:+4912345` fails (the "port" overflows). A tel
+//!   Request-URI is therefore answered 416 ([`ParseError::UnsupportedUriScheme`]
+//!   or a [`precheck`] rejection), never routed on a changed number.
+//! - **Via**: the typed Via fails on IPv6 sent-by and unknown transports
+//!   and drops every via-parm after a comma: use [`parse_via`] and
+//!   [`via_received`] instead of `Via::typed()`.
+//! - **Methods**: a closed enum; any other method is a parse failure
+//!   ([`ParseError::UnknownMethod`], answered 501 through
+//!   [`lenient_headers`]).
+//! - **Encoding**: rsip's `Display` turns a binary body into lossy UTF-8
+//!   and prints `400 BadRequest`; use [`encode`]. `StatusCode::from(202)`
+//!   is `Other(202, "Other")` (rsip has 201 as "Accepted").
+//! - rsip never panicked on anything tried here (the RFC 4475 messages,
+//!   random bytes, and mutations of valid messages: 20,000 in every test run,
+//!   500,000 in the ignored long run), so it is called directly, without
+//!   `catch_unwind`.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod framer;
+mod head;
+mod lenient;
+mod message;
+mod precheck;
+mod response;
+mod syntax;
+mod via;
 
 #[cfg(test)]
-mod explore {
-    #[test]
-    fn explore_uri() {
-        for u in ["sip:j.user@example.com", "sip:user@example.com:5060;transport=tcp", "sip:+4912345@host;user=phone", "tel:+1234", "isbn:2983792873", "sip:sips%3Auser%40example.com@example.net", "sip:user;par=u%40example.net@example.com", "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com", "sip:user@example.com?Route=%3Csip:example.com%3E", "nobodyKnowsThisScheme:totallyopaquecontent", "soap.beep://192.0.2.103:3002", "sip:[2001:db8::1]:5060", "sip:alice:secret@atlanta.com;transport=tcp", "sip:vivekg@chair-dnrc.example.com;unknownparam", "sip:user@example.com;lr;maddr=1.2.3.4", "sips:bob@biloxi.example.com", "sip:192.0.2.1", "sip:alice@[::1]", "sip:onnet123@sw.example.com;user=phone?foo=bar"] {
-            let r = rsip::Uri::try_from(u);
-            println!("{u}\n   => {:?}", r.map(|x| (x.to_string(), x)));
-        }
-        use rsip::headers::{ToTypedHeader, UntypedHeader};
-        for v in ["SIP/2.0/UDP 192.0.2.15;;,;,,", "SIP/2.0/UDP host.example.com;branch=z9hG4bK1;rport", "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKx", "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKx", "SIP/2.0/UNKNOWN t4.example.com;branch=z9hG4bKasd0f3en", "SIP/2.0/SCTP t2.example.com;branch=z9hG4bKklasjdhf", "SIP/2.0/UDP a;branch=1, SIP/2.0/UDP b;branch=2", "SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw", "SIP/2.0/UDP 192.0.2.1;received=1.2.3.4;branch=x;rport=5060", "garbage", "", "SIP/2.0/TCP host.example.com;received=192.0.2.5;branch=verylong"] {
-            let r = rsip::headers::Via::new(v).typed();
-            println!("VIA {v}\n   => {:?}", r.map(|x| (x.to_string(), x)));
-        }
-        for v in ["\"Mr. J. User <sip:j.user@example.com>", "sip:caller@example.net;tag=93334", "Bell, Alexander <sip:a.g.bell@example.com>;tag=43", "\"Watson, Thomas\" < sip:t.watson@example.org >", "isbn:2983792873", "<http://www.example.com>;tag=3234233", "\"J Rosenberg \\\\\\\"\" <sip:jdrosen@example.com> ; tag = 98asjd8", "caller<sip:caller@example.com>;tag=323", "sip:%75se%72@example.com", "<sip:I%20have%20spaces@example.net>;tag=938", "\"BEL:\x07 NUL:\0 DEL:\x7f\" <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>", "Alice <sip:alice@atlanta.com>;tag=1928301774", "<sip:+13035551111@ift.client.example.net;user=phone>", "sip:+16505552222@ss1.example.net;user=phone", ""] {
-            let r = rsip::headers::From::new(v).typed();
-            println!("FROM {v}\n   => {:?}", r.map(|x| (x.to_string(), x)));
-        }
-        for v in ["0009 INVITE", "36893488147419103232 REGISTER", "8 INVITE", "1 FOO", "-1 INVITE", "2 invite", "x"] {
-            let r = rsip::headers::CSeq::new(v).typed();
-            println!("CSEQ {v} => {:?}", r);
-        }
+mod tests;
+
+pub use error::{FramingError, ParseError};
+pub use framer::{Frame, StreamFramer};
+pub use lenient::{ReplyContext, bad_request, lenient_headers, reply_from_context};
+pub use precheck::{Rejection, precheck};
+pub use response::{Encode, encode, response_for, standard_reason};
+pub use via::{ViaParam, ViaParm, parse_via, via_received};
+
+use message::{Framing, parse_message};
+
+/// The largest message accepted by default: 64 KiB covers any UDP datagram
+/// (65,507 bytes of payload at most) and is far above real SIP traffic
+/// (a few KiB even with large SDP or MESSAGE bodies), so anything bigger is
+/// a mistake or an attack.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// What a datagram turned out to be.
+// Returned once per datagram and matched at once: moving the message is
+// cheaper than the allocation a Box would add to every one of them.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A SIP request or response.
+    Message(rsip::SipMessage),
+    /// A datagram of CRLFs only: a keep-alive (RFC 5626 §4.4.1); ignore it.
+    KeepAlive,
+    /// A STUN packet sharing the SIP port (first byte 0-3, RFC 7983 §7);
+    /// hand it to STUN or ignore it.
+    Stun,
+}
+
+/// Parses one UDP datagram with the default size limit.
+pub fn parse_datagram(bytes: &[u8]) -> Result<Inbound, ParseError> {
+    parse_datagram_with_limit(bytes, DEFAULT_MAX_MESSAGE_SIZE)
+}
+
+/// Parses one UDP datagram, refusing one over `max_size` bytes.
+///
+/// Content-Length may be absent (the body is the rest of the datagram) and
+/// may be smaller than what follows (the excess is dropped, RFC 3261
+/// §18.3); larger is [`ParseError::ContentLengthTooLarge`]. Never panics.
+pub fn parse_datagram_with_limit(bytes: &[u8], max_size: usize) -> Result<Inbound, ParseError> {
+    match bytes.first() {
+        None => Err(ParseError::Empty),
+        Some(0..=3) => Ok(Inbound::Stun),
+        Some(_) if bytes.iter().all(|&c| c == b'\r' || c == b'\n') => Ok(Inbound::KeepAlive),
+        Some(_) => parse_message(bytes, max_size, Framing::Datagram).map(Inbound::Message),
     }
+}
+
+/// Parses one message cut by a [`StreamFramer`] (Content-Length is
+/// mandatory), refusing one over `max_size` bytes. Never panics.
+pub fn parse_frame(bytes: &[u8], max_size: usize) -> Result<rsip::SipMessage, ParseError> {
+    parse_message(bytes, max_size, Framing::Stream)
 }

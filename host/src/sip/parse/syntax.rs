@@ -42,6 +42,53 @@ pub(crate) fn split_top_level(s: &str, sep: u8) -> Option<Vec<&str>> {
     Some(parts)
 }
 
+/// Removes the optional whitespace RFC 3261 allows around `;` and `=` in
+/// header parameters (`SEMI` and `EQUAL` are `SWS x SWS`) and before them
+/// after a `>`, outside quoted strings and `<...>`. The result means the same
+/// and is what rsip's typed From/To/Contact can read (RFC 4475 `wsinv`).
+pub(crate) fn tighten_params(value: &str) -> std::borrow::Cow<'_, str> {
+    let b = value.as_bytes();
+    let needs = b
+        .windows(2)
+        .any(|w| matches!(w, [b' ' | b'\t', b';' | b'='] | [b';' | b'=', b' ' | b'\t']));
+    if !needs {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut in_angle = false;
+    let mut skip_ws = false;
+    for c in value.chars() {
+        if in_quotes {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_quotes = false,
+                _ => {}
+            }
+            out.push(c);
+            continue;
+        }
+        if skip_ws && (c == ' ' || c == '\t') {
+            continue;
+        }
+        skip_ws = false;
+        match c {
+            '"' => in_quotes = true,
+            '<' => in_angle = true,
+            '>' => in_angle = false,
+            ';' | '=' if !in_angle => {
+                out.truncate(out.trim_end_matches([' ', '\t']).len());
+                skip_ws = true;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn is_lws(c: u8) -> bool {
     matches!(c, b' ' | b'\t')
 }
@@ -130,8 +177,9 @@ fn angle_addr_ok(bytes: &[u8]) -> bool {
         && params_ok(bytes.get(close + 1..).unwrap_or_default())
 }
 
-/// Whatever follows the address: nothing, or `;`-separated parameters with
-/// balanced quotes and no further brackets.
+/// Whatever follows the address: nothing, or `;`-separated parameters
+/// with closed quoted strings and no brackets outside them (a quoted value
+/// may hold some: `+sip.instance="<urn:uuid:...>"`).
 fn params_ok(rest: &[u8]) -> bool {
     let rest = super::head::trim_wsp(rest);
     if rest.is_empty() {
@@ -140,10 +188,25 @@ fn params_ok(rest: &[u8]) -> bool {
     if rest.first() != Some(&b';') {
         return false;
     }
-    std::str::from_utf8(rest)
-        .ok()
-        .and_then(|s| split_top_level(s, b';'))
-        .is_some_and(|_| !rest.contains(&b'<') && !rest.contains(&b'>'))
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for &c in rest {
+        if in_quotes {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_quotes = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => in_quotes = true,
+                b'<' | b'>' => return false,
+                _ => {}
+            }
+        }
+    }
+    !in_quotes
 }
 
 #[cfg(test)]
@@ -161,6 +224,22 @@ mod tests {
     }
 
     #[test]
+    fn tightens_parameter_whitespace() {
+        assert_eq!(
+            tighten_params("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n"),
+            "sip:vivekg@chair-dnrc.example.com;tag=1918181833n"
+        );
+        assert_eq!(
+            tighten_params("\"a ; b = c\" <sip:x ;y = z> ; q = 0.33 ;\tflag"),
+            "\"a ; b = c\" <sip:x ;y = z>;q=0.33;flag"
+        );
+        assert!(matches!(
+            tighten_params("<sip:a@b>;tag=1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
     fn name_addr_shapes() {
         for ok in [
             "sip:caller@example.net;tag=93334",
@@ -171,6 +250,7 @@ mod tests {
             "isbn:2983792873",
             "<name:John_Smith>",
             "sip:+19725552222@gw1.example.net;unknownparam",
+            "<sips:bob@client.example.com>;+sip.instance=\"<urn:uuid:0-1>\";expires=3600",
         ] {
             assert!(name_addr_ok(ok), "{ok}");
         }
@@ -183,6 +263,8 @@ mod tests {
             "",
             "a@b <sip:x>",
             "Bell",
+            "<sip:a@b>;p=\"open",
+            "<sip:a@b>;p=<x>",
         ] {
             assert!(!name_addr_ok(bad), "{bad}");
         }

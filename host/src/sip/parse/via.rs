@@ -286,7 +286,10 @@ mod tests {
     #[test]
     fn parses_the_usual_and_the_tortured() {
         let v = one("SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKx");
-        assert_eq!((v.transport.as_str(), v.host.as_str(), v.port), ("UDP", "10.0.0.1", Some(5060)));
+        assert_eq!(
+            (v.transport.as_str(), v.host.as_str(), v.port),
+            ("UDP", "10.0.0.1", Some(5060))
+        );
         assert_eq!(v.branch(), Some("z9hG4bKx"));
         assert_eq!(v.param("RPORT"), Some(None));
 
@@ -302,7 +305,10 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].branch(), Some("z9hG4bK9ikj8"));
         assert_eq!(all[1].host, "192.168.255.111");
-        assert_eq!(all[1].to_string(), "SIP/2.0/UDP 192.168.255.111;branch=z9hG4bK30239");
+        assert_eq!(
+            all[1].to_string(),
+            "SIP/2.0/UDP 192.168.255.111;branch=z9hG4bK30239"
+        );
 
         let v = one("SIP/2.0/UNKNOWN t4.example.com;branch=z9hG4bKasd0f3en;x=\"a;b, c\"");
         assert_eq!(v.transport, "UNKNOWN");
@@ -349,7 +355,11 @@ mod tests {
         );
         // rport with a value is left alone; a stale received is replaced.
         assert_eq!(
-            via_received("SIP/2.0/TCP 10.0.0.1;rport=1;received=1.1.1.1;branch=b", src).unwrap(),
+            via_received(
+                "SIP/2.0/TCP 10.0.0.1;rport=1;received=1.1.1.1;branch=b",
+                src
+            )
+            .unwrap(),
             "SIP/2.0/TCP 10.0.0.1;rport=1;received=192.0.2.7;branch=b"
         );
         // Only the first via-parm changes.

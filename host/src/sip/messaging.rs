@@ -1,0 +1,252 @@
+//! MESSAGE (RFC 3428): routed by the routing guest, stored before it is
+//! acknowledged, delivered to every registered device, deferred while the
+//! recipient is offline and delivered oldest first when a device registers.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rsip::headers::{self, UntypedHeader};
+use rsip::{Header, Method};
+use tokio::task::JoinSet;
+
+use super::parse::response_for;
+use super::registrar::flow_of;
+use super::server::{ClientOutcome, SipServer};
+use super::transaction::new_branch;
+use super::transport::Flow;
+use super::util::{display_name_of, header_value, new_call_id, new_tag, user_of};
+use crate::plugins::routing::{Kind, Reason, RouteDecision, RouteRequest, Transport as RouteTransport};
+use crate::store::location::Binding;
+use crate::store::messages::{MessageStatus, NewMessage, StoredMessage};
+
+/// Content type of system commands (SPEC §5: "Contacts add", file and
+/// location commands): deferred like any message, never announced by push.
+pub const SYSTEM_COMMAND_TYPE: &str = "application/vnd.softswitch.command+json";
+
+/// How many deferred messages one delivery round reads at a time.
+const DEFERRED_BATCH: u32 = 100;
+
+/// An incoming MESSAGE from a client.
+pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Request, tag: &str) -> rsip::Response {
+    let login = match server.authenticate(flow, req, true, tag).await {
+        Ok(login) => login,
+        Err(resp) => return resp,
+    };
+    let from = header_value(&req.headers, "From").unwrap_or("");
+    if user_of(from).as_deref() != Some(login.as_str()) {
+        return response_for(req, 403, "Forbidden - From does not match the authenticated user", Some(tag), &[]);
+    }
+    let Some(target) = user_of(&req.uri.to_string()) else {
+        return response_for(req, 404, "Not Found", Some(tag), &[]);
+    };
+    let caller = match server.store.account_by_login(&login).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return response_for(req, 403, "Forbidden", Some(tag), &[]),
+        Err(e) => {
+            tracing::error!(error = %e, "account look-up failed");
+            return response_for(req, 500, "Server Internal Error", Some(tag), &[]);
+        }
+    };
+    let sender_name = display_name_of(from).or(caller.display_name.clone());
+    let routed = server
+        .router
+        .route(&RouteRequest {
+            kind: Kind::Message,
+            caller_login: login.clone(),
+            caller_display_name: sender_name.clone(),
+            authenticated: true,
+            target,
+            transport: match flow.proto {
+                super::transport::Proto::Udp => RouteTransport::Udp,
+                super::transport::Proto::Tcp => RouteTransport::Tcp,
+                super::transport::Proto::Tls => RouteTransport::Tls,
+            },
+            source_address: flow.remote.to_string(),
+            dialplan_rule: caller.dialplan_rule.clone(),
+            reason: Reason::Initial,
+        })
+        .await;
+    let content_type = header_value(&req.headers, "Content-Type").unwrap_or("text/plain").trim().to_string();
+    match routed.decision {
+        RouteDecision::ToUser { login: recipient } => {
+            let message = NewMessage {
+                sender: login,
+                sender_name,
+                recipient,
+                system: content_type.eq_ignore_ascii_case(SYSTEM_COMMAND_TYPE),
+                content_type,
+                body: req.body.clone(),
+            };
+            // In the database before any answer leaves: a crash after this
+            // point loses nothing the sender was told we accepted.
+            let id = match server.store.insert_message(&message, MessageStatus::Deferred).await {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!(error = %e, "message not stored");
+                    return response_for(req, 500, "Server Internal Error", Some(tag), &[("Retry-After".into(), "5".into())]);
+                }
+            };
+            let stored = StoredMessage {
+                id,
+                message,
+                status: MessageStatus::Deferred,
+                created_at: crate::store::now_secs(),
+            };
+            let bindings = server.registrar.bindings(&stored.message.recipient, crate::store::now_secs());
+            if bindings.is_empty() {
+                tracing::debug!(id, recipient = %stored.message.recipient, "recipient offline: message deferred");
+                return response_for(req, 202, "Accepted", Some(tag), &[]);
+            }
+            if deliver(server, &stored, bindings, Some(server.settings.message_wait)).await {
+                response_for(req, 200, "OK", Some(tag), &[])
+            } else {
+                response_for(req, 202, "Accepted", Some(tag), &[])
+            }
+        }
+        RouteDecision::ToGateway { gateway, number } => {
+            // OFFNET: the SMS provider extension point drains this outbox.
+            match server.store.queue_sms(&login, &number, &gateway, &req.body).await {
+                Ok(id) => {
+                    tracing::debug!(id, number, gateway, "OFFNET message queued for SMS");
+                    response_for(req, 202, "Accepted", Some(tag), &[])
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SMS not queued");
+                    response_for(req, 500, "Server Internal Error", Some(tag), &[])
+                }
+            }
+        }
+        RouteDecision::ToService { .. } => response_for(req, 488, "Not Acceptable Here", Some(tag), &[]),
+        RouteDecision::Reject { code, reason } => response_for(req, code, &reason, Some(tag), &[]),
+    }
+}
+
+/// Sends a stored message to every binding; true once a device answered 2xx
+/// (the message is then marked delivered). With `wait`, gives up waiting
+/// after that long and lets the remaining attempts finish in the background.
+async fn deliver(server: &Arc<SipServer>, stored: &StoredMessage, bindings: Vec<Binding>, wait: Option<Duration>) -> bool {
+    let mut attempts = JoinSet::new();
+    for binding in bindings {
+        let Some(flow) = flow_of(&binding) else { continue };
+        if server.transports().is_some_and(|t| !t.is_reachable(&flow)) {
+            continue;
+        }
+        let request = build_message(server, &binding, &flow, stored);
+        let server = server.clone();
+        tracing::debug!(id = stored.id, remote = %flow.remote, "sending message to a device");
+        attempts.spawn(async move {
+            let outcome = server.request(flow, request).await;
+            tracing::debug!(remote = %flow.remote, ?outcome, "device answered");
+            outcome
+        });
+    }
+    let id = stored.id;
+    let store = server.store.clone();
+    let first_success = async move {
+        while let Some(outcome) = attempts.join_next().await {
+            if let Ok(ClientOutcome::Response(resp)) = outcome
+                && (200..300).contains(&resp.status_code.code())
+            {
+                if let Err(e) = store.set_message_status(id, MessageStatus::Delivered).await {
+                    tracing::error!(error = %e, id, "delivery not recorded");
+                }
+                // Other devices' attempts finish on their own; one 2xx is enough.
+                attempts.detach_all();
+                return true;
+            }
+        }
+        false
+    };
+    match wait {
+        None => first_success.await,
+        Some(wait) => {
+            let handle = tokio::spawn(first_success);
+            tokio::time::timeout(wait, handle).await.ok().and_then(|r| r.ok()).unwrap_or(false)
+        }
+    }
+}
+
+/// A MESSAGE from the switch to one device, over the flow its REGISTER came on.
+fn build_message(server: &SipServer, binding: &Binding, flow: &Flow, stored: &StoredMessage) -> rsip::Request {
+    let domain = &server.settings.domain;
+    let m = &stored.message;
+    let from = match &m.sender_name {
+        Some(name) => format!("\"{}\" <sip:{}@{domain}>;tag={}", quote(name), m.sender, new_tag()),
+        None => format!("<sip:{}@{domain}>;tag={}", m.sender, new_tag()),
+    };
+    let uri = rsip::Uri::try_from(binding.contact.as_str())
+        .unwrap_or_else(|_| rsip::Uri::try_from(format!("sip:{}@{}", binding.login, flow.remote).as_str()).unwrap_or_default());
+    let headers: Vec<Header> = vec![
+        Header::Via(headers::Via::new(format!(
+            "SIP/2.0/{} {};branch={};rport",
+            flow.proto.via_name(),
+            flow.local,
+            new_branch()
+        ))),
+        Header::MaxForwards(headers::MaxForwards::new("70")),
+        Header::From(headers::From::new(from)),
+        Header::To(headers::To::new(format!("<sip:{}@{domain}>", m.recipient))),
+        Header::CallId(headers::CallId::new(new_call_id(domain))),
+        Header::CSeq(headers::CSeq::new("1 MESSAGE")),
+        Header::ContentType(headers::ContentType::new(m.content_type.clone())),
+        Header::ContentLength(headers::ContentLength::from(m.body.len() as u32)),
+    ];
+    rsip::Request {
+        method: Method::Message,
+        uri,
+        version: rsip::Version::V2,
+        headers: headers.into(),
+        body: m.body.clone(),
+    }
+}
+
+fn quote(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            _ => vec![c],
+        })
+        .collect()
+}
+
+fn delivering() -> &'static Mutex<HashSet<String>> {
+    static DELIVERING: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    DELIVERING.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// After a REGISTER: delivers the recipient's deferred messages, oldest
+/// first, stopping at the first one no device accepts (it stays deferred).
+pub fn deliver_deferred(server: Arc<SipServer>, login: String) {
+    // One delivery round per login at a time: two REGISTERs in a row must not
+    // send every message twice.
+    if !delivering().lock().unwrap_or_else(|p| p.into_inner()).insert(login.clone()) {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let batch = match server.store.deferred_messages(&login, DEFERRED_BATCH).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, login, "cannot read deferred messages");
+                    break;
+                }
+            };
+            let full = batch.len() as u32 == DEFERRED_BATCH;
+            let mut stuck = false;
+            for message in batch {
+                let bindings = server.registrar.bindings(&login, crate::store::now_secs());
+                if bindings.is_empty() || !deliver(&server, &message, bindings, None).await {
+                    stuck = true;
+                    break;
+                }
+                tracing::debug!(id = message.id, login, "deferred message delivered");
+            }
+            if stuck || !full {
+                break;
+            }
+        }
+        delivering().lock().unwrap_or_else(|p| p.into_inner()).remove(&login);
+    });
+}

@@ -1,0 +1,496 @@
+//! The SIP server: takes what the transports deliver, runs it through the
+//! transaction layer, and hands new requests to the handlers (registrar,
+//! messaging, OPTIONS). One tokio task per transaction drives its state
+//! machine; the maps below route retransmissions and responses to it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use rsip::{Method, SipMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use super::digest::{DigestAuth, Verdict, parse_credentials};
+use super::parse::{Inbound, bad_request, lenient_headers, parse_datagram_with_limit, parse_frame, precheck, response_for, via_received};
+use rsip::headers::UntypedHeader;
+
+use super::registrar::{RegisterError, Registrar};
+use super::transaction::{Action, ClientKey, ClientTransaction, ServerKey, ServerTransaction, Timers, Transaction, client_key, encode, server_key};
+use super::transport::{Flow, Handler, Proto, Transports};
+use super::util::{header_value, header_values, new_tag, user_of};
+use crate::config::SipConfig;
+use crate::plugins::routing::Router;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+
+/// Methods this switch implements today; others get 501 (RFC 3261 §8.2.1).
+pub const ALLOWED: &[Method] = &[Method::Register, Method::Message, Method::Options, Method::Ack, Method::Cancel];
+/// Option tags we support (`Require` with anything else gets 420).
+pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu"];
+
+/// What the handlers need to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub domain: String,
+    pub digest_algorithms: Vec<super::digest::Algorithm>,
+    pub max_message_bytes: usize,
+    pub message_wait: Duration,
+    pub timers: Timers,
+}
+
+impl Settings {
+    pub fn from_config(sip: &SipConfig) -> Self {
+        Self {
+            domain: sip.domain.clone(),
+            // Validated when the configuration was read.
+            digest_algorithms: sip.digest_algorithms.iter().filter_map(|a| a.parse().ok()).collect(),
+            max_message_bytes: sip.max_message_bytes,
+            message_wait: Duration::from_millis(sip.message_wait_ms),
+            timers: Timers::default(),
+        }
+    }
+}
+
+/// The outcome of a request the switch sent.
+#[derive(Debug)]
+pub enum ClientOutcome {
+    /// The final response.
+    Response(rsip::Response),
+    /// Timer F (or B) fired: no final response.
+    Timeout,
+    /// The transport could not send it.
+    TransportError,
+}
+
+enum ServerEvent {
+    /// A retransmission (or an ACK) matching the transaction.
+    Message(SipMessage),
+}
+
+/// Everything the SIP core holds.
+pub struct SipServer {
+    pub settings: Settings,
+    pub store: Store,
+    pub router: Router,
+    pub registrar: Registrar,
+    pub(crate) auth: DigestAuth,
+    pub(crate) auth_failures: RateLimiter<IpAddr>,
+    transports: OnceLock<Arc<Transports>>,
+    server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
+    client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
+}
+
+type TuFuture = Pin<Box<dyn Future<Output = rsip::Response> + Send>>;
+
+impl SipServer {
+    pub fn new(settings: Settings, store: Store, router: Router, registrar: Registrar, auth: DigestAuth, auth_failures: RateLimiter<IpAddr>) -> Self {
+        Self {
+            settings,
+            store,
+            router,
+            registrar,
+            auth,
+            auth_failures,
+            transports: OnceLock::new(),
+            server_txs: Mutex::new(HashMap::new()),
+            client_txs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Wires the transports in once they are bound.
+    pub fn attach(&self, transports: Arc<Transports>) {
+        let _ = self.transports.set(transports);
+    }
+
+    pub fn transports(&self) -> Option<&Arc<Transports>> {
+        self.transports.get()
+    }
+
+    /// Transactions alive now (a leak shows up here).
+    pub fn transaction_count(&self) -> (usize, usize) {
+        let s = self.server_txs.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let c = self.client_txs.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (s, c)
+    }
+
+    async fn send(&self, flow: &Flow, bytes: Vec<u8>) -> bool {
+        match self.transports.get() {
+            Some(t) => match t.send(flow, bytes).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(remote = %flow.remote, error = %e, "send failed");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    fn receive(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
+        let parsed = match flow.proto {
+            Proto::Udp => parse_datagram_with_limit(&bytes, self.settings.max_message_bytes),
+            _ => parse_frame(&bytes, self.settings.max_message_bytes).map(Inbound::Message),
+        };
+        match parsed {
+            Ok(Inbound::Message(SipMessage::Request(req))) => self.on_request(flow, req),
+            Ok(Inbound::Message(SipMessage::Response(resp))) => self.on_response(resp),
+            Ok(Inbound::KeepAlive | Inbound::Stun) => {}
+            Err(e) => {
+                // Answer a broken request with a 400 naming the fault when enough
+                // of it survives to route a response; otherwise drop it.
+                match lenient_headers(&bytes) {
+                    Some(ctx) => {
+                        let reply = bad_request(&ctx, &e.reason_phrase(), &new_tag());
+                        tracing::debug!(remote = %flow.remote, error = %e, "malformed request answered with 400");
+                        tokio::spawn(async move {
+                            self.send(&flow, reply).await;
+                        });
+                    }
+                    None => tracing::debug!(remote = %flow.remote, error = %e, "malformed message dropped"),
+                }
+            }
+        }
+    }
+
+    fn on_response(&self, resp: rsip::Response) {
+        let Some(key) = client_key(&resp) else {
+            tracing::debug!("response without a usable branch dropped");
+            return;
+        };
+        let tx = self.client_txs.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(SipMessage::Response(resp));
+            }
+            None => tracing::debug!(branch = key.branch(), "response matching no transaction dropped"),
+        }
+    }
+
+    fn on_request(self: Arc<Self>, flow: Flow, mut req: rsip::Request) {
+        // RFC 3581 / RFC 3261 §18.2.1: record where the request really came from
+        // in its top Via, so the response (and the client) see the NAT mapping.
+        stamp_received(&mut req, &flow);
+        let Some(key) = server_key(&req) else {
+            // RFC 2543 peers (no magic cookie): answered statelessly.
+            if req.method != Method::Ack {
+                tokio::spawn(async move {
+                    let resp = self.clone().handle(flow, req).await;
+                    self.send(&flow, encode(&SipMessage::Response(resp))).await;
+                });
+            }
+            return;
+        };
+        {
+            let txs = self.server_txs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = txs.get(&key) {
+                let _ = tx.send(ServerEvent::Message(SipMessage::Request(req)));
+                return;
+            }
+        }
+        match req.method {
+            // An ACK that matches no transaction acknowledges a 2xx: it belongs to
+            // a dialog, and this switch has none yet.
+            Method::Ack => {}
+            // CANCEL of a non-INVITE or of an INVITE we never had.
+            Method::Cancel => {
+                let resp = response_for(&req, 481, "Call/Transaction Does Not Exist", Some(&new_tag()), &[]);
+                tokio::spawn(async move {
+                    self.send(&flow, encode(&SipMessage::Response(resp))).await;
+                });
+            }
+            _ => self.start_server_transaction(key, flow, req),
+        }
+    }
+
+    fn start_server_transaction(self: Arc<Self>, key: ServerKey, flow: Flow, req: rsip::Request) {
+        let now = Instant::now();
+        let (machine, actions) = match ServerTransaction::new(req.clone(), flow.proto.reliability(), self.settings.timers, now) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot start a server transaction");
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.server_txs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        let tu: TuFuture = Box::pin(self.clone().handle(flow, req));
+        tokio::spawn(self.run_server_transaction(key, flow, machine, actions, rx, tu));
+    }
+
+    async fn run_server_transaction(
+        self: Arc<Self>,
+        key: ServerKey,
+        flow: Flow,
+        mut machine: ServerTransaction,
+        first: Vec<Action>,
+        mut rx: mpsc::UnboundedReceiver<ServerEvent>,
+        tu: TuFuture,
+    ) {
+        self.execute(&flow, first).await;
+        let mut tu = Some(tu);
+        while !machine.is_terminated() {
+            let deadline = machine.next_deadline();
+            let actions = tokio::select! {
+                resp = async { tu.as_mut().expect("guarded").await }, if tu.is_some() => {
+                    tu = None;
+                    match machine.on_tu_response(resp, Instant::now()) {
+                        Ok(actions) => actions,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "handler produced a response the transaction refused");
+                            Vec::new()
+                        }
+                    }
+                }
+                event = rx.recv() => match event {
+                    Some(ServerEvent::Message(msg)) => machine.on_message(msg, Instant::now()),
+                    None => break,
+                },
+                _ = sleep_until(deadline) => machine.on_timer(Instant::now()),
+            };
+            self.execute(&flow, actions).await;
+            if tu.is_none() && machine.next_deadline().is_none() && !machine.is_terminated() {
+                // Answered, nothing scheduled, not terminated: only a stray
+                // message could move it on; it cannot leak because Timer J/L/H
+                // are always scheduled after a final response.
+            }
+        }
+        self.server_txs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
+    async fn execute(&self, flow: &Flow, actions: Vec<Action>) {
+        for action in actions {
+            if let Action::Send(bytes) = action {
+                self.send(flow, bytes).await;
+            }
+        }
+    }
+
+    /// Sends a request through a client transaction and waits for its final
+    /// response (provisional ones are skipped).
+    pub async fn request(self: &Arc<Self>, flow: Flow, req: rsip::Request) -> ClientOutcome {
+        let Some(key) = ClientKey::from_request(&req) else {
+            return ClientOutcome::TransportError;
+        };
+        let now = Instant::now();
+        let (mut machine, first) = match ClientTransaction::new(req, flow.proto.reliability(), self.settings.timers, now) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a client transaction");
+                return ClientOutcome::TransportError;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.client_txs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        let (done_tx, done_rx) = oneshot::channel();
+        let server = self.clone();
+        tokio::spawn(async move {
+            let mut done = Some(done_tx);
+            let mut pending = first;
+            loop {
+                for action in std::mem::take(&mut pending) {
+                    match action {
+                        Action::Send(bytes) => {
+                            if !server.send(&flow, bytes).await {
+                                pending.extend(machine.on_transport_error(Instant::now()));
+                            }
+                        }
+                        Action::Deliver(SipMessage::Response(resp)) if resp.status_code.code() >= 200 => {
+                            if let Some(d) = done.take() {
+                                let _ = d.send(ClientOutcome::Response(resp));
+                            }
+                        }
+                        Action::Deliver(_) => {}
+                        Action::Timeout => {
+                            if let Some(d) = done.take() {
+                                let _ = d.send(ClientOutcome::Timeout);
+                            }
+                        }
+                        Action::TransportError => {
+                            if let Some(d) = done.take() {
+                                let _ = d.send(ClientOutcome::TransportError);
+                            }
+                        }
+                    }
+                }
+                if !pending.is_empty() {
+                    continue;
+                }
+                if machine.is_terminated() {
+                    break;
+                }
+                let deadline = machine.next_deadline();
+                pending = tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(msg) => machine.on_message(msg, Instant::now()),
+                        None => break,
+                    },
+                    _ = sleep_until(deadline) => machine.on_timer(Instant::now()),
+                };
+            }
+            server.client_txs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        });
+        done_rx.await.unwrap_or(ClientOutcome::TransportError)
+    }
+
+    /// The transaction user: one request in, its final response out.
+    async fn handle(self: Arc<Self>, flow: Flow, req: rsip::Request) -> rsip::Response {
+        let tag = new_tag();
+        if let Err(rejection) = precheck(&req, ALLOWED, SUPPORTED) {
+            return rejection.response(&req, Some(&tag));
+        }
+        match req.method {
+            Method::Options => response_for(
+                &req,
+                200,
+                "OK",
+                Some(&tag),
+                &[
+                    ("Allow".into(), allow_header()),
+                    ("Accept".into(), "text/plain, application/im-iscomposing+xml, */*".into()),
+                    ("Supported".into(), SUPPORTED.join(", ")),
+                ],
+            ),
+            Method::Register => self.on_register(&flow, &req, &tag).await,
+            Method::Message => super::messaging::on_message(&self, &flow, &req, &tag).await,
+            _ => response_for(&req, 501, "Not Implemented", Some(&tag), &[("Allow".into(), allow_header())]),
+        }
+    }
+
+    async fn on_register(self: &Arc<Self>, flow: &Flow, req: &rsip::Request, tag: &str) -> rsip::Response {
+        let login = match self.authenticate(flow, req, false, tag).await {
+            Ok(login) => login,
+            Err(resp) => return resp,
+        };
+        // The account registers only its own address of record.
+        let to_user = header_value(&req.headers, "To").and_then(user_of);
+        if to_user.as_deref() != Some(login.as_str()) {
+            return response_for(req, 403, "Forbidden - To does not match the authenticated user", Some(tag), &[]);
+        }
+        let now = crate::store::now_secs();
+        match self.registrar.register(req, flow, &login, now).await {
+            Ok(registered) => {
+                let contacts: Vec<(String, String)> = registered
+                    .bindings
+                    .iter()
+                    .map(|b| ("Contact".to_string(), format!("<{}>;expires={}", b.contact, (b.expires_at - now).max(0))))
+                    .collect();
+                if registered.refreshed {
+                    super::messaging::deliver_deferred(self.clone(), login.clone());
+                }
+                tracing::debug!(login, bindings = contacts.len(), "registered");
+                response_for(req, 200, "OK", Some(tag), &contacts)
+            }
+            Err(RegisterError::Bad(reason)) => response_for(req, 400, reason, Some(tag), &[]),
+            Err(RegisterError::TooBrief(min)) => response_for(
+                req,
+                423,
+                "Interval Too Brief",
+                Some(tag),
+                &[("Min-Expires".into(), min.to_string())],
+            ),
+            Err(RegisterError::Store(e)) => {
+                tracing::error!(error = %e, login, "registration not stored");
+                response_for(req, 500, "Server Internal Error", Some(tag), &[("Retry-After".into(), "5".into())])
+            }
+        }
+    }
+
+    /// Digest authentication (RFC 3261 §22): REGISTER is challenged by the
+    /// registrar (401), everything else by the proxy (407). Returns the
+    /// authenticated login, or the response to send instead.
+    pub(crate) async fn authenticate(&self, flow: &Flow, req: &rsip::Request, proxy: bool, tag: &str) -> Result<String, rsip::Response> {
+        let ip = flow.remote.ip();
+        let now = Instant::now();
+        if !self.auth_failures.allows(&ip, now) {
+            return Err(response_for(req, 403, "Forbidden - too many failed authentications", Some(tag), &[]));
+        }
+        let (header, code, reason, challenge_header) = if proxy {
+            ("Proxy-Authorization", 407, "Proxy Authentication Required", "Proxy-Authenticate")
+        } else {
+            ("Authorization", 401, "Unauthorized", "WWW-Authenticate")
+        };
+        let challenge = |stale: bool| {
+            let extra: Vec<(String, String)> = self
+                .auth
+                .challenges_for(&self.settings.digest_algorithms, SystemTime::now(), stale)
+                .into_iter()
+                .map(|v| (challenge_header.to_string(), v))
+                .collect();
+            response_for(req, code, reason, Some(tag), &extra)
+        };
+        // Only credentials for our realm count; a client may carry others for proxies upstream.
+        let creds = header_values(&req.headers, header)
+            .filter_map(|v| parse_credentials(v).ok())
+            .find(|c| c.realm == self.auth.realm());
+        let Some(creds) = creds else {
+            return Err(challenge(false));
+        };
+        // RFC 3261 §22.4 wants the digest uri to equal the Request-URI, but
+        // common clients (SIPp among them) put the server address there. The
+        // response hashes the uri the client names, and nonce counts stop
+        // replays, so a mismatch is logged rather than refused (as Kamailio does).
+        if !same_uri(&creds.uri, &req.uri.to_string()) {
+            tracing::debug!(digest_uri = %creds.uri, request_uri = %req.uri, "digest uri differs from the Request-URI");
+        }
+        let password = match self.store.sip_password(&creds.username).await {
+            Ok(Some(p)) => p,
+            // An unknown user is answered like a wrong password, so the challenge
+            // does not tell which logins exist.
+            Ok(None) => {
+                self.auth_failures.check(&ip, now);
+                return Err(challenge(false));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "account look-up failed during authentication");
+                return Err(response_for(req, 500, "Server Internal Error", Some(tag), &[("Retry-After".into(), "5".into())]));
+            }
+        };
+        match self.auth.verify(&creds, req.method.to_string().as_str(), &password, SystemTime::now()) {
+            Verdict::Ok => Ok(creds.username),
+            Verdict::Stale => Err(challenge(true)),
+            verdict => {
+                tracing::info!(remote = %flow.remote, user = %creds.username, ?verdict, "authentication failed");
+                self.auth_failures.check(&ip, now);
+                Err(challenge(false))
+            }
+        }
+    }
+}
+
+impl Handler for SipServer {
+    fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
+        self.receive(flow, bytes);
+    }
+}
+
+fn allow_header() -> String {
+    ALLOWED.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Digest `uri` against the Request-URI: clients quote it as they sent it,
+/// modulo case in the scheme and host.
+fn same_uri(digest_uri: &str, request_uri: &str) -> bool {
+    digest_uri.trim().eq_ignore_ascii_case(request_uri.trim())
+}
+
+fn stamp_received(req: &mut rsip::Request, flow: &Flow) {
+    for h in req.headers.iter_mut() {
+        if let rsip::Header::Via(via) = h {
+            let value = via.value().to_string();
+            if let Ok(stamped) = via_received(&value, flow.remote) {
+                *via = rsip::headers::Via::new(stamped);
+            }
+            return;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

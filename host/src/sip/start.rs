@@ -1,0 +1,110 @@
+//! Starting the SIP core from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::digest::DigestAuth;
+use super::registrar::{ExpiryPolicy, Registrar};
+use super::server::{Settings, SipServer};
+use super::transport::{self, Proto};
+use crate::app::App;
+use crate::plugins::routing::Router;
+use crate::ratelimit::RateLimiter;
+use crate::tls::{CertSource, ensure_cert, server_config};
+
+/// Failed-authentication buckets kept at most; beyond this the fullest
+/// (least suspicious) are forgotten first.
+const AUTH_LIMITER_KEYS: usize = 100_000;
+
+/// Binds the listeners and serves SIP until the process ends.
+pub async fn start(app: &App, router: Router) -> anyhow::Result<Arc<SipServer>> {
+    let sip = &app.config.sip;
+    let tls_config = if sip.tls.is_empty() {
+        None
+    } else {
+        let files = (!sip.tls_cert.is_empty()).then(|| (sip.tls_cert.clone().into(), sip.tls_key.clone().into()));
+        let source = CertSource {
+            files,
+            generated_dir: app.data_dir.join("tls"),
+            names: vec![sip.domain.clone(), "localhost".into(), "127.0.0.1".into()],
+        };
+        let (cert, key) = ensure_cert(&source)?;
+        Some(server_config(&cert, &key)?)
+    };
+    let node = format!(
+        "sip:{}",
+        sip.udp.first().or(sip.tcp.first()).or(sip.tls.first()).map(|a| a.to_string()).unwrap_or_default()
+    );
+    let registrar = Registrar::load(
+        app.store.clone(),
+        ExpiryPolicy {
+            default: sip.default_expires,
+            min: sip.min_expires,
+            max: sip.max_expires,
+        },
+        node,
+    )
+    .await
+    .context("cannot load registrations")?;
+    let auth = DigestAuth::new(
+        sip.domain.clone(),
+        app.store.secrets().derive("sip-digest-nonce"),
+        Duration::from_secs(sip.nonce_ttl_secs),
+    );
+    let limiter = RateLimiter::new(
+        sip.auth_failure_burst,
+        Duration::from_secs(sip.auth_failure_refill_secs),
+        AUTH_LIMITER_KEYS,
+    );
+    let server = Arc::new(SipServer::new(
+        Settings::from_config(sip),
+        app.store.clone(),
+        router,
+        registrar,
+        auth,
+        limiter,
+    ));
+    let (transports, _tasks) = transport::start(
+        &sip.udp,
+        &sip.tcp,
+        &sip.tls,
+        tls_config,
+        sip.max_message_bytes,
+        server.clone(),
+    )
+    .await
+    .context("cannot bind the SIP listeners (sip.udp, sip.tcp, sip.tls)")?;
+    for (proto, addr) in &transports.bound {
+        tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
+    }
+    debug_assert!(transports.local_addr(Proto::Udp).is_some() || sip.udp.is_empty());
+    server.attach(transports);
+    spawn_housekeeping(server.clone(), app.metrics.clone());
+    Ok(server)
+}
+
+/// Purges expired bindings and keeps the SIP gauges current.
+fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut seconds = 0u64;
+        loop {
+            tick.tick().await;
+            seconds += 1;
+            let (server_txs, client_txs) = server.transaction_count();
+            metrics.sip_transactions.with_label_values(&["server"]).set(server_txs as i64);
+            metrics.sip_transactions.with_label_values(&["client"]).set(client_txs as i64);
+            metrics.sip_registered_accounts.set(server.registrar.registered_accounts() as i64);
+            if let Some(t) = server.transports() {
+                metrics.sip_connections.set(t.connection_count() as i64);
+            }
+            if seconds % 60 == 0
+                && let Err(e) = server.store.purge_expired_bindings(crate::store::now_secs()).await
+            {
+                tracing::warn!(error = %e, "cannot purge expired bindings");
+            }
+        }
+    });
+}

@@ -1,0 +1,346 @@
+//! SIP transports: UDP sockets, TCP and TLS connections, and the table that
+//! lets a response or a later request reach a device over the connection it
+//! opened (handsets sit behind NAT and cannot be connected to).
+//!
+//! This is the tokio glue: it moves bytes and cuts streams into frames; what
+//! the bytes mean is the [`Handler`]'s business.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::parse::{Frame, StreamFramer};
+use super::transaction::Reliability;
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Proto {
+    /// The name in a Via header.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
+        }
+    }
+
+    /// The lowercase name stored with bindings and used in `transport=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Proto> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(Proto::Udp),
+            "tcp" => Some(Proto::Tcp),
+            "tls" => Some(Proto::Tls),
+            _ => None,
+        }
+    }
+
+    pub fn reliability(self) -> Reliability {
+        match self {
+            Proto::Udp => Reliability::Unreliable,
+            Proto::Tcp | Proto::Tls => Reliability::Reliable,
+        }
+    }
+}
+
+/// Where a message came from, and so how to answer it: the protocol, our
+/// listener address and the peer's address as seen by us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub proto: Proto,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// Errors sending.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No open connection to that peer (stream transports cannot dial a handset).
+    #[error("no {proto:?} connection to {remote}")]
+    NoConnection { proto: Proto, remote: SocketAddr },
+    /// No UDP socket to send from.
+    #[error("no UDP listener")]
+    NoSocket,
+    /// The socket refused the datagram.
+    #[error("send to {remote} failed: {source}")]
+    Io { remote: SocketAddr, source: std::io::Error },
+}
+
+/// What the SIP core does with what arrives.
+pub trait Handler: Send + Sync + 'static {
+    /// One datagram, or one framed stream message.
+    fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>);
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// The open sockets and connections.
+pub struct Transports {
+    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
+    conns: Mutex<HashMap<(Proto, SocketAddr), Conn>>,
+    next_conn: AtomicU64,
+    max_message: usize,
+    /// Local addresses actually bound (port 0 in the config becomes a real port).
+    pub bound: Vec<(Proto, SocketAddr)>,
+}
+
+/// How many writes may queue on one connection before the sender is told it
+/// is not keeping up; a slow reader must not grow memory without bound.
+const CONN_QUEUE: usize = 256;
+
+/// A connection silent this long is closed: RFC 5626 clients ping every
+/// 2 minutes or so, so 10 minutes without a byte means the peer is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Transports {
+    /// Sends bytes along a flow: from the UDP socket it names, or down the
+    /// stream connection the peer opened.
+    pub async fn send(&self, flow: &Flow, bytes: Vec<u8>) -> Result<(), TransportError> {
+        match flow.proto {
+            Proto::Udp => {
+                let socket = self
+                    .udp
+                    .get(&flow.local)
+                    .or_else(|| self.udp.values().next())
+                    .ok_or(TransportError::NoSocket)?;
+                socket.send_to(&bytes, flow.remote).await.map_err(|source| TransportError::Io {
+                    remote: flow.remote,
+                    source,
+                })?;
+                Ok(())
+            }
+            Proto::Tcp | Proto::Tls => {
+                let tx = {
+                    let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                    conns.get(&(flow.proto, flow.remote)).map(|c| c.tx.clone())
+                };
+                let no_conn = || TransportError::NoConnection {
+                    proto: flow.proto,
+                    remote: flow.remote,
+                };
+                let tx = tx.ok_or_else(no_conn)?;
+                tx.send(bytes).await.map_err(|_| no_conn())
+            }
+        }
+    }
+
+    /// True when a stream connection to the peer is open (always true for UDP).
+    pub fn is_reachable(&self, flow: &Flow) -> bool {
+        match flow.proto {
+            Proto::Udp => true,
+            _ => self
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&(flow.proto, flow.remote)),
+        }
+    }
+
+    /// Open stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The first bound address of a protocol, for Via and Contact headers.
+    pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
+        self.bound.iter().find(|(p, _)| *p == proto).map(|(_, a)| *a)
+    }
+}
+
+/// Binds every listener and starts serving. Returns the transports and the
+/// listener tasks.
+pub async fn start(
+    udp: &[SocketAddr],
+    tcp: &[SocketAddr],
+    tls: &[SocketAddr],
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    max_message: usize,
+    handler: Arc<dyn Handler>,
+) -> std::io::Result<(Arc<Transports>, Vec<JoinHandle<()>>)> {
+    let mut udp_sockets = HashMap::new();
+    let mut bound = Vec::new();
+    for addr in udp {
+        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let local = socket.local_addr()?;
+        bound.push((Proto::Udp, local));
+        udp_sockets.insert(local, socket);
+    }
+    let mut tcp_listeners = Vec::new();
+    for addr in tcp {
+        let listener = TcpListener::bind(addr).await?;
+        bound.push((Proto::Tcp, listener.local_addr()?));
+        tcp_listeners.push((Proto::Tcp, listener));
+    }
+    if tls_config.is_some() {
+        for addr in tls {
+            let listener = TcpListener::bind(addr).await?;
+            bound.push((Proto::Tls, listener.local_addr()?));
+            tcp_listeners.push((Proto::Tls, listener));
+        }
+    }
+    let transports = Arc::new(Transports {
+        udp: udp_sockets.clone(),
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+        max_message,
+        bound,
+    });
+    let mut tasks = Vec::new();
+    for (local, socket) in udp_sockets {
+        tasks.push(tokio::spawn(serve_udp(socket, local, max_message, handler.clone())));
+    }
+    let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
+    for (proto, listener) in tcp_listeners {
+        tasks.push(tokio::spawn(serve_stream_listener(
+            proto,
+            listener,
+            acceptor.clone(),
+            transports.clone(),
+            handler.clone(),
+        )));
+    }
+    Ok((transports, tasks))
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, local: SocketAddr, max_message: usize, handler: Arc<dyn Handler>) {
+    // One byte more than the limit, so an oversized datagram is seen as such
+    // instead of being silently truncated into something that parses.
+    let mut buf = vec![0u8; max_message.saturating_add(1).max(2048)];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, remote)) => {
+                let flow = Flow {
+                    proto: Proto::Udp,
+                    local,
+                    remote,
+                };
+                handler.clone().on_message(flow, buf[..n].to_vec());
+            }
+            // ICMP port-unreachable from an earlier send shows up here on some
+            // systems; it concerns one peer, not the socket.
+            Err(e) => tracing::debug!(%local, error = %e, "udp receive error"),
+        }
+    }
+}
+
+async fn serve_stream_listener(
+    proto: Proto,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    transports: Arc<Transports>,
+    handler: Arc<dyn Handler>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        let flow = Flow { proto, local, remote };
+        let transports = transports.clone();
+        let handler = handler.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match (proto, acceptor) {
+                (Proto::Tls, Some(acceptor)) => {
+                    // A peer that never finishes the handshake must not hold a task forever.
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, flow, transports, handler).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
+                _ => serve_connection(stream, flow, transports, handler).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, flow: Flow, transports: Arc<Transports>, handler: Arc<dyn Handler>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
+    let id = transports.next_conn.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
+        // A newer connection from the same address replaces an older one: the
+        // device reconnected through the same NAT mapping.
+        conns.insert((flow.proto, flow.remote), Conn { id, tx: tx.clone() });
+    }
+    let writer_task = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let mut framer = StreamFramer::new(transports.max_message);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => n,
+        };
+        framer.push(&buf[..n]);
+        for frame in framer.by_ref() {
+            match frame {
+                Ok(Frame::KeepAlive) => {
+                    // RFC 5626 §4.4.1: a CRLFCRLF ping gets a CRLF pong.
+                    if tx.send(b"\r\n".to_vec()).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(Frame::Message(bytes)) => handler.clone().on_message(flow, bytes),
+                Err(e) => {
+                    // Framing is lost for good: nothing after this can be trusted.
+                    tracing::debug!(remote = %flow.remote, error = %e, "closing stream after a framing error");
+                    break 'read;
+                }
+            }
+        }
+    }
+    {
+        let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.get(&(flow.proto, flow.remote)).is_some_and(|c| c.id == id) {
+            conns.remove(&(flow.proto, flow.remote));
+        }
+    }
+    drop(tx);
+    let _ = writer_task.await;
+}
