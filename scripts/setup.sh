@@ -11,8 +11,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 say "$(cargo --version)"
 
-# C toolchain for crates that build C (bundled SQLite, ring).
-packages=(build-essential pkg-config)
+# C toolchain for crates that build C (bundled SQLite, ring); SIPp (sip-tester)
+# as the real SIP peer of the black-box tests.
+packages=(build-essential pkg-config sip-tester)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -22,7 +22,8 @@ use softswitch::plugins::{GuestRegistry, Plugins, PluginsOptions};
 use softswitch_dialplan as dialplan;
 
 fn guest_path() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/target/wasm32-wasip2/release/routing_default.wasm");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/target/wasm32-wasip2/release/routing_default.wasm");
     assert!(path.is_file(), "run scripts/build-guests.sh first");
     path
 }
@@ -90,22 +91,34 @@ fn to_dp(a: DirAccount) -> dialplan::Account {
 
 impl dialplan::Directory for Native {
     fn account_by_login(&self, login: &str) -> Option<dialplan::Account> {
-        now(self.0.account_by_login(login)).ok().flatten().map(to_dp)
+        now(self.0.account_by_login(login))
+            .ok()
+            .flatten()
+            .map(to_dp)
     }
     fn account_by_phone(&self, phone: &str) -> Option<dialplan::Account> {
-        now(self.0.account_by_phone(phone)).ok().flatten().map(to_dp)
+        now(self.0.account_by_phone(phone))
+            .ok()
+            .flatten()
+            .map(to_dp)
     }
     fn account_by_username(&self, username: &str) -> Option<dialplan::Account> {
-        now(self.0.account_by_username(username)).ok().flatten().map(to_dp)
+        now(self.0.account_by_username(username))
+            .ok()
+            .flatten()
+            .map(to_dp)
     }
     fn is_registered(&self, login: &str) -> bool {
         now(self.0.is_registered(login)).unwrap_or(false)
     }
     fn gateway_for(&self, number: &str) -> Option<dialplan::Gateway> {
-        now(self.0.gateway_for(number)).ok().flatten().map(|g| dialplan::Gateway {
-            name: g.name,
-            prefix: g.prefix,
-        })
+        now(self.0.gateway_for(number))
+            .ok()
+            .flatten()
+            .map(|g| dialplan::Gateway {
+                name: g.name,
+                prefix: g.prefix,
+            })
     }
 }
 
@@ -123,7 +136,11 @@ fn native_request(r: &RouteRequest) -> dialplan::Request {
     }
 }
 
-fn router(rt: &tokio::runtime::Runtime, warm_instances: usize, dir: Arc<MemoryDirectory>) -> Router {
+fn router(
+    rt: &tokio::runtime::Runtime,
+    warm_instances: usize,
+    dir: Arc<MemoryDirectory>,
+) -> Router {
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-guest-cache");
     let plugins = Plugins::new(
         PluginsOptions {
@@ -145,11 +162,18 @@ fn router(rt: &tokio::runtime::Runtime, warm_instances: usize, dir: Arc<MemoryDi
         },
     );
     let dir: Arc<dyn Directory> = dir;
-    let registry = rt.block_on(GuestRegistry::load(plugins, &guests, dir)).unwrap();
+    let registry = rt
+        .block_on(GuestRegistry::load(plugins, &guests, dir))
+        .unwrap();
     registry.router(&Config::default()).unwrap()
 }
 
-fn percentiles(label: &str, threads: usize, per_thread: u64, decide: impl Fn() + Send + Sync + Clone + 'static) {
+fn percentiles(
+    label: &str,
+    threads: usize,
+    per_thread: u64,
+    decide: impl Fn() + Send + Sync + Clone + 'static,
+) {
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -179,7 +203,11 @@ fn percentiles(label: &str, threads: usize, per_thread: u64, decide: impl Fn() +
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = directory();
     let warm = router(&rt, 8, dir.clone());
     let fresh = router(&rt, 0, dir.clone());
@@ -196,12 +224,19 @@ fn main() {
     ));
     assert!(expected.fallback.is_none(), "{expected:?}");
 
-    let local = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("route");
-    group.bench_function("native", |b| b.iter(|| dialplan::route(&native_req, &native)));
+    group.bench_function("native", |b| {
+        b.iter(|| dialplan::route(&native_req, &native))
+    });
     group.bench_function("wasm-warm", |b| b.iter(|| local.block_on(warm.route(&req))));
-    group.bench_function("wasm-fresh", |b| b.iter(|| local.block_on(fresh.route(&req))));
+    group.bench_function("wasm-fresh", |b| {
+        b.iter(|| local.block_on(fresh.route(&req)))
+    });
     group.finish();
     c.final_summary();
 
@@ -212,7 +247,10 @@ fn main() {
         percentiles("native", threads, 200_000, move || {
             std::hint::black_box(dialplan::route(&nr, &*native));
         });
-        for (label, router, n) in [("wasm-warm", warm.clone(), 100_000), ("wasm-fresh", fresh.clone(), 20_000)] {
+        for (label, router, n) in [
+            ("wasm-warm", warm.clone(), 100_000),
+            ("wasm-fresh", fresh.clone(), 20_000),
+        ] {
             let req = req.clone();
             percentiles(label, threads, n, move || {
                 thread_local! {

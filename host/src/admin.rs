@@ -28,7 +28,12 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(registry: Arc<GuestRegistry>, metrics: Metrics, allow: Vec<IpNet>, token: &str) -> Self {
+    pub fn new(
+        registry: Arc<GuestRegistry>,
+        metrics: Metrics,
+        allow: Vec<IpNet>,
+        token: &str,
+    ) -> Self {
         Self {
             registry,
             metrics,
@@ -41,7 +46,11 @@ impl AdminState {
         // Comparing digests keeps the comparison's timing independent of how many
         // leading bytes of the real token an attacker guessed.
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.iter().zip(self.token_digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        digest
+            .iter()
+            .zip(self.token_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 
@@ -80,13 +89,21 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(protected)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin resource") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_allowed_address))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin resource")
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_allowed_address,
+        ))
         .with_state(state)
 }
 
 /// Serves the admin endpoint on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -103,12 +120,21 @@ async fn require_allowed_address(
     let ip = peer.ip().to_canonical();
     if !state.allow.iter().any(|net| net.contains(&ip)) {
         tracing::warn!(%peer, path = %request.uri().path(), "admin request from a address outside the allow-list");
-        return ApiError::new(StatusCode::FORBIDDEN, "address-not-allowed", "source address not allowed").into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "address-not-allowed",
+            "source address not allowed",
+        )
+        .into_response();
     }
     next.run(request).await
 }
 
-async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -116,9 +142,18 @@ async fn require_token(State(state): State<Arc<AdminState>>, request: Request, n
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(token) if state.token_matches(token.trim()) => next.run(request).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "bad-token", "bearer token refused").into_response(),
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing-token", "an Authorization: Bearer token is required")
-            .into_response(),
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad-token",
+            "bearer token refused",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing-token",
+            "an Authorization: Bearer token is required",
+        )
+        .into_response(),
     }
 }
 
@@ -150,9 +185,17 @@ async fn reload(State(state): State<Arc<AdminState>>, Path(name): Path<String>) 
     tracing::info!(guest = %name, "admin: guest reload requested");
     match state.registry.reload(&name).await {
         Ok(info) => Json(info).into_response(),
-        Err(PluginError::UnknownGuest(name)) => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown-guest", format!("no guest named {name:?}")).into_response()
-        }
-        Err(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "guest-load-failed", e.to_string()).into_response(),
+        Err(PluginError::UnknownGuest(name)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-guest",
+            format!("no guest named {name:?}"),
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "guest-load-failed",
+            e.to_string(),
+        )
+        .into_response(),
     }
 }

@@ -113,6 +113,9 @@ mod tests {
             redact_url("mysql://sw:s3cret@db:3306/softswitch"),
             "mysql://sw:***@db:3306/softswitch"
         );
-        assert_eq!(redact_url("sqlite:data/softswitch.db"), "sqlite:data/softswitch.db");
+        assert_eq!(
+            redact_url("sqlite:data/softswitch.db"),
+            "sqlite:data/softswitch.db"
+        );
     }
 }

@@ -342,7 +342,6 @@ impl Default for Config {
 }
 
 impl Config {
-
     /// Parses a configuration from TOML text.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -380,7 +379,10 @@ impl Config {
         if !(400..=699).contains(&self.routing.fallback_code) {
             return Err(ConfigError::Invalid {
                 key: "routing.fallback_code",
-                message: format!("{} is not a SIP failure code (400-699)", self.routing.fallback_code),
+                message: format!(
+                    "{} is not a SIP failure code (400-699)",
+                    self.routing.fallback_code
+                ),
             });
         }
         if self.plugins.memory_limit_mib == 0 || self.plugins.memory_limit_mib > 4096 {
@@ -389,7 +391,9 @@ impl Config {
                 message: "must be between 1 and 4096".into(),
             });
         }
-        if self.sip.min_expires > self.sip.max_expires || self.sip.default_expires < self.sip.min_expires {
+        if self.sip.min_expires > self.sip.max_expires
+            || self.sip.default_expires < self.sip.min_expires
+        {
             return Err(ConfigError::Invalid {
                 key: "sip.min_expires",
                 message: "need min_expires <= default_expires <= max_expires".into(),
@@ -422,7 +426,10 @@ impl Config {
         if !self.guests.contains_key(&self.routing.guest) {
             return Err(ConfigError::Invalid {
                 key: "routing.guest",
-                message: format!("names {:?}, which is not under [guests]", self.routing.guest),
+                message: format!(
+                    "names {:?}, which is not under [guests]",
+                    self.routing.guest
+                ),
             });
         }
         for (name, guest) in &self.guests {
@@ -476,13 +483,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = Config::from_toml("[admin]\nlisten_on = \"x\"\n", Path::new("x.toml")).unwrap_err();
+        let err =
+            Config::from_toml("[admin]\nlisten_on = \"x\"\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("listen_on"), "{err}");
     }
 
     #[test]
     fn bad_fallback_code_is_refused() {
-        let err = Config::from_toml("[routing]\nfallback_code = 200\n", Path::new("x.toml")).unwrap_err();
+        let err =
+            Config::from_toml("[routing]\nfallback_code = 200\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("routing.fallback_code"), "{err}");
     }
 
@@ -492,6 +501,9 @@ mod tests {
         let file = dir.path().join("softswitch.toml");
         std::fs::write(&file, "[guests.routing]\npath = \"g/r.wasm\"\n").unwrap();
         let config = Config::load(Some(&file)).unwrap();
-        assert_eq!(config.guests["routing"].path, dir.path().join("g/r.wasm").to_string_lossy());
+        assert_eq!(
+            config.guests["routing"].path,
+            dir.path().join("g/r.wasm").to_string_lossy()
+        );
     }
 }

@@ -41,10 +41,18 @@ pub type DirResult<T> = Result<T, DirectoryError>;
 
 /// The look-ups granted to routing guests.
 pub trait Directory: Send + Sync + 'static {
-    fn account_by_login<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
-    fn account_by_phone<'a>(&'a self, phone: &'a str) -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
-    fn account_by_username<'a>(&'a self, username: &'a str)
-    -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
+    fn account_by_login<'a>(
+        &'a self,
+        login: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
+    fn account_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
+    fn account_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
     fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>>;
     fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>>;
 }
@@ -80,13 +88,19 @@ fn to_dir_account(a: crate::store::accounts::Account) -> DirAccount {
 }
 
 impl Directory for StoreDirectory {
-    fn account_by_login<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+    fn account_by_login<'a>(
+        &'a self,
+        login: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
         Box::pin(async move {
             let found = self.store.account_by_login(login).await.map_err(db_err)?;
             Ok(found.map(to_dir_account))
         })
     }
-    fn account_by_phone<'a>(&'a self, phone: &'a str) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+    fn account_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
         Box::pin(async move {
             let found = self.store.account_by_phone(phone).await.map_err(db_err)?;
             Ok(found.map(to_dir_account))
@@ -97,7 +111,11 @@ impl Directory for StoreDirectory {
         username: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
         Box::pin(async move {
-            let found = self.store.account_by_username(username).await.map_err(db_err)?;
+            let found = self
+                .store
+                .account_by_username(username)
+                .await
+                .map_err(db_err)?;
             Ok(found.map(to_dir_account))
         })
     }
@@ -125,8 +143,16 @@ pub struct MemoryDirectory {
 }
 
 impl MemoryDirectory {
-    pub fn new(accounts: Vec<DirAccount>, registered: HashSet<String>, gateways: Vec<DirGateway>) -> Self {
-        let by_login = accounts.iter().enumerate().map(|(i, a)| (a.login.clone(), i)).collect();
+    pub fn new(
+        accounts: Vec<DirAccount>,
+        registered: HashSet<String>,
+        gateways: Vec<DirGateway>,
+    ) -> Self {
+        let by_login = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.login.clone(), i))
+            .collect();
         Self {
             accounts,
             registered,
@@ -141,11 +167,17 @@ impl MemoryDirectory {
 }
 
 impl Directory for MemoryDirectory {
-    fn account_by_login<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+    fn account_by_login<'a>(
+        &'a self,
+        login: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
         let found = self.by_login.get(login).map(|&i| self.accounts[i].clone());
         Box::pin(std::future::ready(Ok(found)))
     }
-    fn account_by_phone<'a>(&'a self, phone: &'a str) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+    fn account_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
         let found = self.find(|a| a.phone.as_deref() == Some(phone));
         Box::pin(std::future::ready(Ok(found)))
     }

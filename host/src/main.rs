@@ -48,6 +48,9 @@ enum Command {
     /// Manage the local dialing plan (prefix → SIP server).
     #[command(subcommand)]
     Dialplan(DialplanCommand),
+    /// Inspect the message store.
+    #[command(subcommand)]
+    Message(MessageCommand),
     /// Ask the routing guest where a call or message goes.
     Route(RouteArgs),
     /// Inspect guests.
@@ -125,6 +128,18 @@ enum DialplanCommand {
     Del { prefix: String },
 }
 
+#[derive(Subcommand)]
+enum MessageCommand {
+    /// The newest messages with their delivery status.
+    List {
+        /// Only messages to this login.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
 #[derive(Args)]
 struct RouteArgs {
     /// Caller's login.
@@ -151,7 +166,11 @@ enum GuestCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Run) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -160,7 +179,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -187,17 +209,43 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run => run(app).await,
         Command::Migrate => {
             app.store.migrate().await?;
-            println!("database {} is up to date", redact_url(&app.config.database_url(&app.data_dir)));
+            println!(
+                "database {} is up to date",
+                redact_url(&app.config.database_url(&app.data_dir))
+            );
             Ok(())
         }
         Command::Account(cmd) => account(app, cmd).await,
         Command::Gateway(cmd) => gateway(app, cmd).await,
         Command::Dialplan(cmd) => dialplan(app, cmd).await,
         Command::Route(args) => route(app, args).await,
+        Command::Message(MessageCommand::List { to, limit }) => {
+            for m in app.store.list_messages(to.as_deref(), limit).await? {
+                let body = String::from_utf8_lossy(&m.message.body);
+                let preview: String = body
+                    .chars()
+                    .take(40)
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                println!(
+                    "{}\t{}\t{} -> {}\t{}\t{}",
+                    m.id,
+                    m.status,
+                    m.message.sender,
+                    m.message.recipient,
+                    m.message.content_type,
+                    preview
+                );
+            }
+            Ok(())
+        }
         Command::Guest(GuestCommand::Check { file }) => {
             let plugins = app.plugins()?;
             let report = inspect::check(&plugins, &file).await?;
-            println!("{} implements {} (sha256 {})", report.path, report.world, report.sha256);
+            println!(
+                "{} implements {} (sha256 {})",
+                report.path, report.world, report.sha256
+            );
             Ok(())
         }
     }
@@ -213,7 +261,12 @@ async fn run(app: App) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(app.config.admin.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (admin.listen)", app.config.admin.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (admin.listen)",
+                app.config.admin.listen
+            )
+        })?;
     tracing::info!(address = %listener.local_addr()?, "admin endpoint listening");
     let state = Arc::new(AdminState::new(
         registry.clone(),
@@ -298,7 +351,10 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             println!("dialplan_rule: {}", a.dialplan_rule);
             println!("balance: {}", format_balance(a.balance_micro));
             println!("plan: {}", opt(&a.plan));
-            println!("voicemail: {}", if a.voicemail_enabled { "on" } else { "off" });
+            println!(
+                "voicemail: {}",
+                if a.voicemail_enabled { "on" } else { "off" }
+            );
         }
         AccountCommand::Del { login } => {
             if !app.store.delete_account(&login).await? {
@@ -338,7 +394,10 @@ async fn gateway(app: App, cmd: GatewayCommand) -> anyhow::Result<()> {
         }
         GatewayCommand::List => {
             for g in app.store.list_gateways().await? {
-                println!("{}\tprefix={}\taddress={}\ttransport={}", g.name, g.prefix, g.address, g.transport);
+                println!(
+                    "{}\tprefix={}\taddress={}\ttransport={}",
+                    g.name, g.prefix, g.address, g.transport
+                );
             }
         }
         GatewayCommand::Del { name } => {
@@ -380,7 +439,10 @@ async fn dialplan(app: App, cmd: DialplanCommand) -> anyhow::Result<()> {
 
 async fn route(app: App, args: RouteArgs) -> anyhow::Result<()> {
     let Some(caller) = app.store.account_by_login(&args.from).await? else {
-        bail!("no account {:?} (--from names the caller's login)", args.from);
+        bail!(
+            "no account {:?} (--from names the caller's login)",
+            args.from
+        );
     };
     let registry = app.guests().await?;
     let router = registry.router(&app.config)?;
@@ -408,7 +470,9 @@ fn describe(routed: &Routed) -> String {
     let mut line = match &routed.decision {
         RouteDecision::ToUser { login } => format!("to-user {login}"),
         RouteDecision::ToGateway { gateway, number } => format!("to-gateway {gateway} {number}"),
-        RouteDecision::ToService { name, args } => format!("to-service {name} {}", args.join(" ")).trim_end().to_string(),
+        RouteDecision::ToService { name, args } => format!("to-service {name} {}", args.join(" "))
+            .trim_end()
+            .to_string(),
         RouteDecision::Reject { code, reason } => format!("reject {code} {reason}"),
     };
     if let Some(cid) = &routed.caller_id {
@@ -419,7 +483,10 @@ fn describe(routed: &Routed) -> String {
         ));
     }
     if let Some(kind) = routed.fallback {
-        line.push_str(&format!(" [fallback: guest {} failed: {kind}]", routed.guest));
+        line.push_str(&format!(
+            " [fallback: guest {} failed: {kind}]",
+            routed.guest
+        ));
     }
     line
 }

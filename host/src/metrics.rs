@@ -1,6 +1,9 @@
 //! Prometheus metrics served by the admin endpoint at `/metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// Every metric the switch exports. Cheap to clone (the collectors are `Arc`s).
 #[derive(Clone)]
@@ -30,22 +33,28 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("softswitch".into()), None).expect("static prefix");
+        let registry =
+            Registry::new_custom(Some("softswitch".into()), None).expect("static prefix");
         let guest_calls = IntCounterVec::new(
             Opts::new("guest_calls_total", "Guest calls"),
             &["guest", "world"],
         )
         .expect("static metric");
         let guest_failures = IntCounterVec::new(
-            Opts::new("guest_failures_total", "Guest calls that ended in the fallback"),
+            Opts::new(
+                "guest_failures_total",
+                "Guest calls that ended in the fallback",
+            ),
             &["guest", "world", "kind"],
         )
         .expect("static metric");
         // Buckets from 1 µs to 50 ms: a warm decision is a few µs, the deadline is 50 ms.
         let decision_seconds = HistogramVec::new(
-            HistogramOpts::new("routing_decision_seconds", "Time to a routing decision").buckets(vec![
-                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2,
-            ]),
+            HistogramOpts::new("routing_decision_seconds", "Time to a routing decision").buckets(
+                vec![
+                    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2,
+                ],
+            ),
             &["guest"],
         )
         .expect("static metric");
@@ -54,16 +63,31 @@ impl Metrics {
             &["guest", "outcome"],
         )
         .expect("static metric");
-        let sip_transactions =
-            IntGaugeVec::new(Opts::new("sip_transactions", "Live SIP transactions"), &["side"]).expect("static metric");
-        let sip_registered_accounts =
-            IntGauge::new("sip_registered_accounts", "Accounts with a registered device").expect("static metric");
-        let sip_connections = IntGauge::new("sip_connections", "Open SIP TCP/TLS connections").expect("static metric");
-        registry.register(Box::new(sip_transactions.clone())).expect("unique metric");
-        registry.register(Box::new(sip_registered_accounts.clone())).expect("unique metric");
-        registry.register(Box::new(sip_connections.clone())).expect("unique metric");
+        let sip_transactions = IntGaugeVec::new(
+            Opts::new("sip_transactions", "Live SIP transactions"),
+            &["side"],
+        )
+        .expect("static metric");
+        let sip_registered_accounts = IntGauge::new(
+            "sip_registered_accounts",
+            "Accounts with a registered device",
+        )
+        .expect("static metric");
+        let sip_connections = IntGauge::new("sip_connections", "Open SIP TCP/TLS connections")
+            .expect("static metric");
+        registry
+            .register(Box::new(sip_transactions.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(sip_registered_accounts.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(sip_connections.clone()))
+            .expect("unique metric");
         for c in [&guest_calls, &guest_failures, &guest_loads] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         registry
             .register(Box::new(decision_seconds.clone()))

@@ -62,8 +62,10 @@ pub fn ensure_cert(source: &CertSource) -> Result<(PathBuf, PathBuf), TlsError> 
         message: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(|e| generate_err(&e))?;
-    let certified = rcgen::generate_simple_self_signed(source.names.clone()).map_err(|e| generate_err(&e))?;
-    crate::app::write_private(&key_path, &certified.signing_key.serialize_pem()).map_err(|e| generate_err(&e))?;
+    let certified =
+        rcgen::generate_simple_self_signed(source.names.clone()).map_err(|e| generate_err(&e))?;
+    crate::app::write_private(&key_path, &certified.signing_key.serialize_pem())
+        .map_err(|e| generate_err(&e))?;
     std::fs::write(&cert_path, certified.cert.pem()).map_err(|e| generate_err(&e))?;
     tracing::info!(cert = %cert_path.display(), names = ?source.names, "no TLS certificate configured: generated a self-signed one");
     Ok((cert_path, key_path))
@@ -103,12 +105,20 @@ mod tests {
         let first = std::fs::read(&cert).unwrap();
         server_config(&cert, &key).unwrap();
         let (cert2, _) = ensure_cert(&source).unwrap();
-        assert_eq!(std::fs::read(cert2).unwrap(), first, "generated once, then reused");
+        assert_eq!(
+            std::fs::read(cert2).unwrap(),
+            first,
+            "generated once, then reused"
+        );
     }
 
     #[test]
     fn a_missing_configured_file_is_a_clear_error() {
-        let err = server_config(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem")).unwrap_err();
+        let err = server_config(
+            Path::new("/nonexistent/cert.pem"),
+            Path::new("/nonexistent/key.pem"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
 }

@@ -21,7 +21,10 @@ fn cache_dir() -> PathBuf {
 async fn load(guests: Vec<(&str, GuestConfig)>) -> Result<(GuestRegistry, Metrics), PluginError> {
     let metrics = Metrics::new();
     let plugins = plugins(&cache_dir(), &metrics);
-    let map: BTreeMap<String, GuestConfig> = guests.into_iter().map(|(n, g)| (n.to_string(), g)).collect();
+    let map: BTreeMap<String, GuestConfig> = guests
+        .into_iter()
+        .map(|(n, g)| (n.to_string(), g))
+        .collect();
     let registry = GuestRegistry::load(plugins, &map, directory()).await?;
     Ok((registry, metrics))
 }
@@ -54,37 +57,119 @@ fn gateway(gateway: &str, number: &str) -> RouteDecision {
 }
 
 fn user(login: &str) -> RouteDecision {
-    RouteDecision::ToUser { login: login.into() }
+    RouteDecision::ToUser {
+        login: login.into(),
+    }
 }
 
 #[tokio::test]
 async fn default_router_answers_every_dialplan_case() {
-    let (registry, _) = load(vec![("routing", guest(guest_wasm(DEFAULT_ROUTER), &[]))]).await.unwrap();
+    let (registry, _) = load(vec![("routing", guest(guest_wasm(DEFAULT_ROUTER), &[]))])
+        .await
+        .unwrap();
     let router = router(&registry, "routing");
     let message = |from: &str, to: &str| RouteRequest {
         kind: Kind::Message,
         ..call(from, to)
     };
-    let after = |reason: Reason, from: &str, to: &str| RouteRequest { reason, ..call(from, to) };
+    let after = |reason: Reason, from: &str, to: &str| RouteRequest {
+        reason,
+        ..call(from, to)
+    };
     let cases: Vec<(&str, RouteRequest, RouteDecision)> = vec![
-        ("ONNET number → user by login", call("alice", "48600333444"), user("48600333444")),
-        ("ONNET name → user by login", call("48600333444", "alice"), user("alice")),
-        ("ONNET → user by username", call("alice", "carolina"), user("carol")),
-        ("unknown user → 404", call("alice", "nobody"), reject(404, "Not Found")),
-        ("int + number → longest-prefix gateway", call("alice", "int4860012345"), gateway("carrier-pl-mobile", "4860012345")),
-        ("int + number, shorter prefix", call("alice", "int4822123456"), gateway("carrier-pl", "4822123456")),
-        ("int + number, other country", call("48600333444", "int4930123456"), gateway("carrier-de", "4930123456")),
-        ("int + number without gateway → 404", call("alice", "int15551234"), reject(404, "No Route")),
-        ("950 → voicemail", call("alice", "950"), service("voicemail", &["alice"])),
-        ("950msg<ID> → playback", call("alice", "950msg230"), service("voicemail-playback", &["alice", "230"])),
-        ("750 → greeting", call("alice", "750"), service("greeting", &["alice"])),
-        ("message to a service → 488", message("alice", "950"), reject(488, "Not Acceptable Here")),
-        ("message to a user", message("alice", "carolina"), user("carol")),
-        ("no answer, voicemail on → deposit", after(Reason::NoAnswer, "carol", "alice"), service("voicemail-deposit", &["alice"])),
-        ("no answer, voicemail off → 480", after(Reason::NoAnswer, "alice", "48600333444"), reject(480, "Temporarily Unavailable")),
-        ("busy, voicemail off → 486", after(Reason::Busy, "alice", "48600333444"), reject(486, "Busy Here")),
-        ("declined, voicemail off → 603", after(Reason::Declined, "alice", "48600333444"), reject(603, "Decline")),
-        ("bad dialing-plan rule → 500", RouteRequest { dialplan_rule: "nonsense".into(), ..call("alice", "bob") }, reject(500, "bad dialing-plan rule")),
+        (
+            "ONNET number → user by login",
+            call("alice", "48600333444"),
+            user("48600333444"),
+        ),
+        (
+            "ONNET name → user by login",
+            call("48600333444", "alice"),
+            user("alice"),
+        ),
+        (
+            "ONNET → user by username",
+            call("alice", "carolina"),
+            user("carol"),
+        ),
+        (
+            "unknown user → 404",
+            call("alice", "nobody"),
+            reject(404, "Not Found"),
+        ),
+        (
+            "int + number → longest-prefix gateway",
+            call("alice", "int4860012345"),
+            gateway("carrier-pl-mobile", "4860012345"),
+        ),
+        (
+            "int + number, shorter prefix",
+            call("alice", "int4822123456"),
+            gateway("carrier-pl", "4822123456"),
+        ),
+        (
+            "int + number, other country",
+            call("48600333444", "int4930123456"),
+            gateway("carrier-de", "4930123456"),
+        ),
+        (
+            "int + number without gateway → 404",
+            call("alice", "int15551234"),
+            reject(404, "No Route"),
+        ),
+        (
+            "950 → voicemail",
+            call("alice", "950"),
+            service("voicemail", &["alice"]),
+        ),
+        (
+            "950msg<ID> → playback",
+            call("alice", "950msg230"),
+            service("voicemail-playback", &["alice", "230"]),
+        ),
+        (
+            "750 → greeting",
+            call("alice", "750"),
+            service("greeting", &["alice"]),
+        ),
+        (
+            "message to a service → 488",
+            message("alice", "950"),
+            reject(488, "Not Acceptable Here"),
+        ),
+        (
+            "message to a user",
+            message("alice", "carolina"),
+            user("carol"),
+        ),
+        (
+            "no answer, voicemail on → deposit",
+            after(Reason::NoAnswer, "carol", "alice"),
+            service("voicemail-deposit", &["alice"]),
+        ),
+        (
+            "no answer, voicemail off → 480",
+            after(Reason::NoAnswer, "alice", "48600333444"),
+            reject(480, "Temporarily Unavailable"),
+        ),
+        (
+            "busy, voicemail off → 486",
+            after(Reason::Busy, "alice", "48600333444"),
+            reject(486, "Busy Here"),
+        ),
+        (
+            "declined, voicemail off → 603",
+            after(Reason::Declined, "alice", "48600333444"),
+            reject(603, "Decline"),
+        ),
+        (
+            "bad dialing-plan rule → 500",
+            RouteRequest {
+                dialplan_rule: "nonsense".into(),
+                ..call("alice", "bob")
+            },
+            reject(500, "bad dialing-plan rule"),
+        ),
     ];
     for (what, request, expected) in cases {
         let routed = router.route(&request).await;
@@ -108,14 +193,40 @@ async fn default_router_answers_every_dialplan_case() {
 
 #[tokio::test]
 async fn blocklist_router_blocks_by_caller_and_prefix_and_otherwise_routes_like_the_default() {
-    let config = [("blocked-callers", "carol"), ("blocked-prefixes", "4860,1900")];
-    let (registry, _) = load(vec![("routing", guest(guest_wasm(BLOCKLIST_ROUTER), &config))]).await.unwrap();
+    let config = [
+        ("blocked-callers", "carol"),
+        ("blocked-prefixes", "4860,1900"),
+    ];
+    let (registry, _) = load(vec![(
+        "routing",
+        guest(guest_wasm(BLOCKLIST_ROUTER), &config),
+    )])
+    .await
+    .unwrap();
     let router = router(&registry, "routing");
-    assert_eq!(router.route(&call("carol", "alice")).await.decision, reject(403, "Blocked"));
-    assert_eq!(router.route(&call("alice", "int4860012345")).await.decision, reject(403, "Blocked"));
-    assert_eq!(router.route(&call("alice", "int19005551234")).await.decision, reject(403, "Blocked"));
-    assert_eq!(router.route(&call("alice", "int4822123456")).await.decision, gateway("carrier-pl", "4822123456"));
-    assert_eq!(router.route(&call("alice", "carolina")).await.decision, user("carol"));
+    assert_eq!(
+        router.route(&call("carol", "alice")).await.decision,
+        reject(403, "Blocked")
+    );
+    assert_eq!(
+        router.route(&call("alice", "int4860012345")).await.decision,
+        reject(403, "Blocked")
+    );
+    assert_eq!(
+        router
+            .route(&call("alice", "int19005551234"))
+            .await
+            .decision,
+        reject(403, "Blocked")
+    );
+    assert_eq!(
+        router.route(&call("alice", "int4822123456")).await.decision,
+        gateway("carrier-pl", "4822123456")
+    );
+    assert_eq!(
+        router.route(&call("alice", "carolina")).await.decision,
+        user("carol")
+    );
 }
 
 /// The misbehaving fixtures, configured to misbehave only for targets starting
@@ -140,10 +251,18 @@ async fn misbehaving_guests_yield_the_fallback_and_the_host_keeps_serving() {
         for round in 0..2 {
             let started = Instant::now();
             let routed = bad.route(&call("alice", "boom")).await;
-            assert_eq!(routed.decision, reject(500, "Routing Unavailable"), "{name} round {round}");
+            assert_eq!(
+                routed.decision,
+                reject(500, "Routing Unavailable"),
+                "{name} round {round}"
+            );
             assert_eq!(routed.fallback, Some(kind.as_str()), "{name} round {round}");
             // Liveness bound, not a benchmark: the 200 ms deadline must cut a loop off.
-            assert!(started.elapsed() < Duration::from_secs(5), "{name} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{name} took {:?}",
+                started.elapsed()
+            );
             // The next good decision still succeeds, on the same engine.
             let routed = good.route(&call("alice", "carolina")).await;
             assert_eq!(routed.decision, user("carol"), "after {name}");
@@ -156,7 +275,10 @@ async fn misbehaving_guests_yield_the_fallback_and_the_host_keeps_serving() {
             "softswitch_guest_failures_total{{guest=\"{name}\",kind=\"{}\",world=\"softswitch:routing/router@0.1.0\"}} 2",
             kind.as_str()
         );
-        assert!(exposition.contains(&line), "missing {line} in\n{exposition}");
+        assert!(
+            exposition.contains(&line),
+            "missing {line} in\n{exposition}"
+        );
     }
 }
 
@@ -174,7 +296,11 @@ async fn a_guest_that_fails_its_smoke_call_is_refused_at_load() {
 
 #[tokio::test]
 async fn a_component_of_another_world_is_refused_with_a_reason() {
-    let result = load(vec![("routing", guest(guest_wasm("fixture_wrong_world"), &[]))]).await;
+    let result = load(vec![(
+        "routing",
+        guest(guest_wasm("fixture_wrong_world"), &[]),
+    )])
+    .await;
     match result {
         Err(e @ PluginError::WrongWorld { .. }) => {
             let text = e.to_string();
@@ -206,11 +332,16 @@ async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
     let live = dir.path().join("router.wasm");
     std::fs::copy(guest_wasm(DEFAULT_ROUTER), &live).unwrap();
     let config = [("blocked-prefixes", "4860")];
-    let (registry, metrics) = load(vec![("routing", guest(live.clone(), &config))]).await.unwrap();
+    let (registry, metrics) = load(vec![("routing", guest(live.clone(), &config))])
+        .await
+        .unwrap();
     let registry = Arc::new(registry);
     let router = router(&registry, "routing");
     let offnet = call("alice", "int4860012345");
-    assert_eq!(router.route(&offnet).await.decision, gateway("carrier-pl-mobile", "4860012345"));
+    assert_eq!(
+        router.route(&offnet).await.decision,
+        gateway("carrier-pl-mobile", "4860012345")
+    );
     let first = registry.list()[0].sha256.clone();
 
     // A new version: the next decision comes from it.
@@ -223,10 +354,23 @@ async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
     // Broken replacements: not a component, another world, a guest failing every call.
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"definitely not wasm").unwrap();
-    for broken in [junk, guest_wasm("fixture_wrong_world"), guest_wasm("fixture_trap")] {
+    for broken in [
+        junk,
+        guest_wasm("fixture_wrong_world"),
+        guest_wasm("fixture_trap"),
+    ] {
         replace(&live, &broken);
-        assert!(registry.reload("routing").await.is_err(), "{}", broken.display());
-        assert_eq!(router.route(&offnet).await.decision, reject(403, "Blocked"), "{}", broken.display());
+        assert!(
+            registry.reload("routing").await.is_err(),
+            "{}",
+            broken.display()
+        );
+        assert_eq!(
+            router.route(&offnet).await.decision,
+            reject(403, "Blocked"),
+            "{}",
+            broken.display()
+        );
         assert_eq!(registry.list()[0].sha256, second);
     }
     assert!(
@@ -255,7 +399,10 @@ async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
             routed.decision
         );
     }
-    assert_eq!(router.route(&offnet).await.decision, gateway("carrier-pl-mobile", "4860012345"));
+    assert_eq!(
+        router.route(&offnet).await.decision,
+        gateway("carrier-pl-mobile", "4860012345")
+    );
 
     // The watch picks a change up by itself.
     let watch = registry.spawn_watch(Duration::from_millis(50));
@@ -265,7 +412,10 @@ async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
         if router.route(&offnet).await.decision == reject(403, "Blocked") {
             break;
         }
-        assert!(Instant::now() < deadline, "the watch never reloaded the guest");
+        assert!(
+            Instant::now() < deadline,
+            "the watch never reloaded the guest"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();

@@ -37,7 +37,11 @@ fn unique_digits() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{:05}{:09}", std::process::id() % 100_000, nanos % 1_000_000_000)
+    format!(
+        "{:05}{:09}",
+        std::process::id() % 100_000,
+        nanos % 1_000_000_000
+    )
 }
 
 #[tokio::test]
@@ -60,9 +64,18 @@ async fn the_default_router_decides_from_the_database() {
         username: username.map(Into::into),
         ..Default::default()
     };
-    store.add_account(&new(&alice, Some(&alice_phone), None)).await.unwrap();
-    store.add_account(&new(&bob, Some(&bob), None)).await.unwrap();
-    store.add_account(&new(&carol, None, Some(&carol_username))).await.unwrap();
+    store
+        .add_account(&new(&alice, Some(&alice_phone), None))
+        .await
+        .unwrap();
+    store
+        .add_account(&new(&bob, Some(&bob), None))
+        .await
+        .unwrap();
+    store
+        .add_account(&new(&carol, None, Some(&carol_username)))
+        .await
+        .unwrap();
     store
         .set_voicemail_settings(&VoicemailSettings {
             login: bob.clone(),
@@ -85,19 +98,34 @@ async fn the_default_router_decides_from_the_database() {
     let metrics = Metrics::new();
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
     let directory: Arc<dyn Directory> = Arc::new(StoreDirectory::new(store.clone()));
-    let guests = BTreeMap::from([("routing".to_string(), guest(guest_wasm(DEFAULT_ROUTER), &[]))]);
-    let registry = GuestRegistry::load(plugins(&cache, &metrics), &guests, directory).await.unwrap();
+    let guests = BTreeMap::from([(
+        "routing".to_string(),
+        guest(guest_wasm(DEFAULT_ROUTER), &[]),
+    )]);
+    let registry = GuestRegistry::load(plugins(&cache, &metrics), &guests, directory)
+        .await
+        .unwrap();
     let router = registry.router(&Config::default()).unwrap();
 
     let decide = |request: RouteRequest| {
         let router = router.clone();
         async move { router.route(&request).await }
     };
-    let to_user = |login: &str| RouteDecision::ToUser { login: login.into() };
+    let to_user = |login: &str| RouteDecision::ToUser {
+        login: login.into(),
+    };
 
     assert_eq!(decide(call(&alice, &bob)).await.decision, to_user(&bob));
-    assert_eq!(decide(call(&bob, &alice_phone)).await.decision, to_user(&alice), "by phone");
-    assert_eq!(decide(call(&alice, &carol_username)).await.decision, to_user(&carol), "by username");
+    assert_eq!(
+        decide(call(&bob, &alice_phone)).await.decision,
+        to_user(&alice),
+        "by phone"
+    );
+    assert_eq!(
+        decide(call(&alice, &carol_username)).await.decision,
+        to_user(&carol),
+        "by username"
+    );
     assert_eq!(
         decide(call(&alice, &format!("nobody{tag}"))).await.decision,
         RouteDecision::Reject {
@@ -114,7 +142,10 @@ async fn the_default_router_decides_from_the_database() {
             number
         }
     );
-    assert_eq!(offnet.caller_id.unwrap().user.as_deref(), Some(alice_phone.as_str()));
+    assert_eq!(
+        offnet.caller_id.unwrap().user.as_deref(),
+        Some(alice_phone.as_str())
+    );
     let no_answer = |to: &str| RouteRequest {
         reason: Reason::NoAnswer,
         ..call(&carol, to)

@@ -73,8 +73,10 @@ impl Plugins {
         spawn_epoch_ticker(&engine);
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
-        super::routing::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        super::routing::add_to_linker(&mut linker)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
             routing_linker: Arc::new(linker),
@@ -95,14 +97,13 @@ impl Plugins {
     /// recompiled and overwritten.
     pub fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
         let hash = sha256_hex(bytes);
-        let cached = self
-            .options
-            .cache_dir
-            .join(format!("{hash}.cwasm"));
+        let cached = self.options.cache_dir.join(format!("{hash}.cwasm"));
         if cached.is_file() {
             match deserialize_cached(&self.engine, &cached) {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable compiled-guest cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable compiled-guest cache entry")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::PluginError;
 use super::engine::{Plugins, sha256_hex};
 use super::routing::{RoutingGuest, WORLD as ROUTING_WORLD};
-use super::PluginError;
 use crate::directory::MemoryDirectory;
 
 /// What a check found.
@@ -31,8 +31,14 @@ pub async fn check(plugins: &Plugins, path: &Path) -> Result<CheckReport, Plugin
     let sha256 = sha256_hex(&bytes);
     let component = plugins.compile(path, &bytes)?;
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(&plugins.engine).map(|(n, _)| n.to_string()).collect();
-    let exports: Vec<String> = ty.exports(&plugins.engine).map(|(n, _)| n.to_string()).collect();
+    let imports: Vec<String> = ty
+        .imports(&plugins.engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(&plugins.engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
 
     let guest = RoutingGuest::new(
         plugins,
@@ -43,7 +49,11 @@ pub async fn check(plugins: &Plugins, path: &Path) -> Result<CheckReport, Plugin
         Arc::new(MemoryDirectory::default()),
     )
     .map_err(|e| match e {
-        PluginError::WrongWorld { path, expected, message } => PluginError::WrongWorld {
+        PluginError::WrongWorld {
+            path,
+            expected,
+            message,
+        } => PluginError::WrongWorld {
             path,
             expected,
             message: format!("{message} (the component exports [{}])", exports.join(", ")),

@@ -80,7 +80,10 @@ pub struct GuestFailure {
 pub enum PluginError {
     /// The file could not be read.
     #[error("cannot read guest {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The bytes are not a valid WebAssembly component.
     #[error("{path} is not a valid WebAssembly component: {message}")]
     Compile { path: PathBuf, message: String },
@@ -93,7 +96,10 @@ pub enum PluginError {
     },
     /// The component loaded but its smoke call failed.
     #[error("{path} failed its smoke call: {failure}")]
-    Smoke { path: PathBuf, failure: GuestFailure },
+    Smoke {
+        path: PathBuf,
+        failure: GuestFailure,
+    },
     /// No guest by that name is configured.
     #[error("no guest named {0:?} is configured")]
     UnknownGuest(String),

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use super::PluginError;
 use super::engine::{Plugins, sha256_hex};
 use super::routing::{Fallback, Router, RoutingGuest, WORLD as ROUTING_WORLD};
-use super::PluginError;
 use crate::config::{Config, GuestConfig, WorldKind};
 use crate::directory::Directory;
 
@@ -84,7 +84,11 @@ fn unix_now() -> u64 {
 impl GuestRegistry {
     /// Loads every configured guest. Fails on the first guest that cannot be
     /// loaded: at start-up an operator wants to hear about a bad file at once.
-    pub async fn load(plugins: Plugins, guests: &BTreeMap<String, GuestConfig>, directory: Arc<dyn Directory>) -> Result<Self, PluginError> {
+    pub async fn load(
+        plugins: Plugins,
+        guests: &BTreeMap<String, GuestConfig>,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Self, PluginError> {
         let mut slots = BTreeMap::new();
         for (name, config) in guests {
             let slot = Arc::new(GuestSlot {
@@ -131,13 +135,20 @@ impl GuestRegistry {
     /// Loads the guest's file again and swaps it in if it passes every check.
     /// On failure the previous version stays in service and the error says why.
     pub async fn reload(&self, name: &str) -> Result<GuestInfo, PluginError> {
-        let slot = self.slots.get(name).ok_or_else(|| PluginError::UnknownGuest(name.into()))?;
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| PluginError::UnknownGuest(name.into()))?;
         let _one_at_a_time = slot.reloading.lock().await;
         let path = PathBuf::from(&slot.config.path);
         *slot.seen.lock().unwrap_or_else(|p| p.into_inner()) = file_stamp(&path);
         let result = self.load_version(slot, &path).await;
         let outcome = if result.is_ok() { "ok" } else { "failed" };
-        self.plugins.metrics.guest_loads.with_label_values(&[name, outcome]).inc();
+        self.plugins
+            .metrics
+            .guest_loads
+            .with_label_values(&[name, outcome])
+            .inc();
         match result {
             Ok(version) => {
                 let info = version.info.clone();
@@ -146,7 +157,10 @@ impl GuestRegistry {
                 Ok(info)
             }
             Err(e) => {
-                let kept = slot.info().map(|i| i.sha256).unwrap_or_else(|| "none".into());
+                let kept = slot
+                    .info()
+                    .map(|i| i.sha256)
+                    .unwrap_or_else(|| "none".into());
                 tracing::error!(guest = name, error = %e, kept_version = %kept, "guest load failed; previous version stays in service");
                 Err(e)
             }
@@ -154,10 +168,12 @@ impl GuestRegistry {
     }
 
     async fn load_version(&self, slot: &GuestSlot, path: &Path) -> Result<Version, PluginError> {
-        let bytes = tokio::fs::read(path).await.map_err(|source| PluginError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| PluginError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let sha256 = sha256_hex(&bytes);
         // Compiling is CPU-bound for a tenth of a second or more: keep it off the reactor.
         let plugins = self.plugins.clone();

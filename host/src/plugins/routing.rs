@@ -27,7 +27,9 @@ mod bindings {
     });
 }
 
-use bindings::softswitch::routing::{config as wit_config, directory as wit_dir, log as wit_log, types as wit};
+use bindings::softswitch::routing::{
+    config as wit_config, directory as wit_dir, log as wit_log, types as wit,
+};
 pub(crate) use bindings::{Router as RouterBindings, RouterPre};
 
 /// The world's full name, for logs, metrics and `guest check`.
@@ -58,20 +60,45 @@ fn to_wit_gateway(g: DirGateway) -> wit_dir::Gateway {
 }
 
 impl wit_dir::Host for GuestState {
-    async fn account_by_login(&mut self, login: String) -> wasmtime::Result<Option<wit_dir::Account>> {
-        Ok(self.directory.account_by_login(&login).await?.map(to_wit_account))
+    async fn account_by_login(
+        &mut self,
+        login: String,
+    ) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(self
+            .directory
+            .account_by_login(&login)
+            .await?
+            .map(to_wit_account))
     }
-    async fn account_by_phone(&mut self, phone: String) -> wasmtime::Result<Option<wit_dir::Account>> {
-        Ok(self.directory.account_by_phone(&phone).await?.map(to_wit_account))
+    async fn account_by_phone(
+        &mut self,
+        phone: String,
+    ) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(self
+            .directory
+            .account_by_phone(&phone)
+            .await?
+            .map(to_wit_account))
     }
-    async fn account_by_username(&mut self, username: String) -> wasmtime::Result<Option<wit_dir::Account>> {
-        Ok(self.directory.account_by_username(&username).await?.map(to_wit_account))
+    async fn account_by_username(
+        &mut self,
+        username: String,
+    ) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(self
+            .directory
+            .account_by_username(&username)
+            .await?
+            .map(to_wit_account))
     }
     async fn is_registered(&mut self, login: String) -> wasmtime::Result<bool> {
         Ok(self.directory.is_registered(&login).await?)
     }
     async fn gateway_for(&mut self, number: String) -> wasmtime::Result<Option<wit_dir::Gateway>> {
-        Ok(self.directory.gateway_for(&number).await?.map(to_wit_gateway))
+        Ok(self
+            .directory
+            .gateway_for(&number)
+            .await?
+            .map(to_wit_gateway))
     }
 }
 
@@ -223,25 +250,43 @@ fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<CallerI
     let decision = match r.decision {
         wit::Decision::ToUser(login) if field_ok(&login) => RouteDecision::ToUser { login },
         wit::Decision::ToUser(_) => return Err("to-user with an empty or malformed login".into()),
-        wit::Decision::ToGateway(g) if field_ok(&g.gateway) && field_ok(&g.number) => RouteDecision::ToGateway {
-            gateway: g.gateway,
-            number: g.number,
-        },
-        wit::Decision::ToGateway(_) => return Err("to-gateway with an empty or malformed gateway or number".into()),
-        wit::Decision::ToService(s) if field_ok(&s.name) && s.args.len() <= 16 && s.args.iter().all(|a| a.len() <= MAX_FIELD) => {
+        wit::Decision::ToGateway(g) if field_ok(&g.gateway) && field_ok(&g.number) => {
+            RouteDecision::ToGateway {
+                gateway: g.gateway,
+                number: g.number,
+            }
+        }
+        wit::Decision::ToGateway(_) => {
+            return Err("to-gateway with an empty or malformed gateway or number".into());
+        }
+        wit::Decision::ToService(s)
+            if field_ok(&s.name)
+                && s.args.len() <= 16
+                && s.args.iter().all(|a| a.len() <= MAX_FIELD) =>
+        {
             RouteDecision::ToService {
                 name: s.name,
                 args: s.args,
             }
         }
-        wit::Decision::ToService(_) => return Err("to-service with a malformed name or arguments".into()),
-        wit::Decision::Reject(r) if (400..=699).contains(&r.code) && r.reason.len() <= MAX_FIELD => {
+        wit::Decision::ToService(_) => {
+            return Err("to-service with a malformed name or arguments".into());
+        }
+        wit::Decision::Reject(r)
+            if (400..=699).contains(&r.code) && r.reason.len() <= MAX_FIELD =>
+        {
             RouteDecision::Reject {
                 code: r.code,
-                reason: if r.reason.is_empty() { "Rejected".into() } else { r.reason },
+                reason: if r.reason.is_empty() {
+                    "Rejected".into()
+                } else {
+                    r.reason
+                },
             }
         }
-        wit::Decision::Reject(r) => return Err(format!("reject with SIP code {} (must be 400-699)", r.code)),
+        wit::Decision::Reject(r) => {
+            return Err(format!("reject with SIP code {} (must be 400-699)", r.code));
+        }
     };
     let caller_id = match r.caller_id {
         None => None,
@@ -292,7 +337,10 @@ impl RoutingGuest {
             expected: WORLD,
             message: format!("{e:#}").replace('\n', " "),
         };
-        let instance_pre = plugins.routing_linker.instantiate_pre(component).map_err(wrong_world)?;
+        let instance_pre = plugins
+            .routing_linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
         let pre = RouterPre::new(instance_pre).map_err(wrong_world)?;
         Ok(Self {
             name: name.into(),
@@ -366,9 +414,15 @@ impl RoutingGuest {
     fn classify(&self, e: wasmtime::Error, store: &Store<GuestState>) -> GuestFailure {
         let kind = if store.data().limits.hit {
             FailureKind::Memory
-        } else if e.downcast_ref::<crate::directory::DirectoryError>().is_some() {
+        } else if e
+            .downcast_ref::<crate::directory::DirectoryError>()
+            .is_some()
+        {
             FailureKind::Directory
-        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        } else if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
             FailureKind::Timeout
         } else {
             FailureKind::Trap
@@ -377,7 +431,10 @@ impl RoutingGuest {
     }
 
     /// Calls the guest and validates its decision.
-    pub async fn route(&self, request: &RouteRequest) -> Result<(RouteDecision, Option<CallerId>), GuestFailure> {
+    pub async fn route(
+        &self,
+        request: &RouteRequest,
+    ) -> Result<(RouteDecision, Option<CallerId>), GuestFailure> {
         let raw = self.call(&to_wit_request(request)).await?;
         from_wit_result(raw).map_err(|why| self.failure(FailureKind::InvalidResult, why))
     }
@@ -433,15 +490,26 @@ pub struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(slot: Arc<super::registry::GuestSlot>, fallback: Fallback, metrics: crate::metrics::Metrics) -> Self {
-        Self { slot, fallback, metrics }
+    pub(crate) fn new(
+        slot: Arc<super::registry::GuestSlot>,
+        fallback: Fallback,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        Self {
+            slot,
+            fallback,
+            metrics,
+        }
     }
 
     /// Decides where a request goes. Never fails: a failing guest yields the fallback.
     pub async fn route(&self, request: &RouteRequest) -> Routed {
         let started = Instant::now();
         let name = self.slot.name();
-        self.metrics.guest_calls.with_label_values(&[name, WORLD]).inc();
+        self.metrics
+            .guest_calls
+            .with_label_values(&[name, WORLD])
+            .inc();
         // Holding this Arc keeps the version alive until the decision is made,
         // even if a reload swaps in a new one meanwhile.
         let outcome = match self.slot.current_routing() {

@@ -290,7 +290,12 @@ impl DigestAuth {
     /// Like [`DigestAuth::challenges`], offering `algorithms` in that order of
     /// preference (one nonce for all). Many deployed clients read only the
     /// first challenge, so the operator chooses what comes first.
-    pub fn challenges_for(&self, algorithms: &[Algorithm], now: SystemTime, stale: bool) -> Vec<String> {
+    pub fn challenges_for(
+        &self,
+        algorithms: &[Algorithm],
+        now: SystemTime,
+        stale: bool,
+    ) -> Vec<String> {
         let nonce = self.issue_nonce(now);
         algorithms
             .iter()

@@ -16,7 +16,9 @@ use super::server::{ClientOutcome, SipServer};
 use super::transaction::new_branch;
 use super::transport::Flow;
 use super::util::{display_name_of, header_value, new_call_id, new_tag, user_of};
-use crate::plugins::routing::{Kind, Reason, RouteDecision, RouteRequest, Transport as RouteTransport};
+use crate::plugins::routing::{
+    Kind, Reason, RouteDecision, RouteRequest, Transport as RouteTransport,
+};
 use crate::store::location::Binding;
 use crate::store::messages::{MessageStatus, NewMessage, StoredMessage};
 
@@ -28,14 +30,25 @@ pub const SYSTEM_COMMAND_TYPE: &str = "application/vnd.softswitch.command+json";
 const DEFERRED_BATCH: u32 = 100;
 
 /// An incoming MESSAGE from a client.
-pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Request, tag: &str) -> rsip::Response {
+pub async fn on_message(
+    server: &Arc<SipServer>,
+    flow: &Flow,
+    req: &rsip::Request,
+    tag: &str,
+) -> rsip::Response {
     let login = match server.authenticate(flow, req, true, tag).await {
         Ok(login) => login,
         Err(resp) => return resp,
     };
     let from = header_value(&req.headers, "From").unwrap_or("");
     if user_of(from).as_deref() != Some(login.as_str()) {
-        return response_for(req, 403, "Forbidden - From does not match the authenticated user", Some(tag), &[]);
+        return response_for(
+            req,
+            403,
+            "Forbidden - From does not match the authenticated user",
+            Some(tag),
+            &[],
+        );
     }
     let Some(target) = user_of(&req.uri.to_string()) else {
         return response_for(req, 404, "Not Found", Some(tag), &[]);
@@ -67,7 +80,10 @@ pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Reques
             reason: Reason::Initial,
         })
         .await;
-    let content_type = header_value(&req.headers, "Content-Type").unwrap_or("text/plain").trim().to_string();
+    let content_type = header_value(&req.headers, "Content-Type")
+        .unwrap_or("text/plain")
+        .trim()
+        .to_string();
     match routed.decision {
         RouteDecision::ToUser { login: recipient } => {
             let message = NewMessage {
@@ -80,11 +96,21 @@ pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Reques
             };
             // In the database before any answer leaves: a crash after this
             // point loses nothing the sender was told we accepted.
-            let id = match server.store.insert_message(&message, MessageStatus::Deferred).await {
+            let id = match server
+                .store
+                .insert_message(&message, MessageStatus::Deferred)
+                .await
+            {
                 Ok(id) => id,
                 Err(e) => {
                     tracing::error!(error = %e, "message not stored");
-                    return response_for(req, 500, "Server Internal Error", Some(tag), &[("Retry-After".into(), "5".into())]);
+                    return response_for(
+                        req,
+                        500,
+                        "Server Internal Error",
+                        Some(tag),
+                        &[("Retry-After".into(), "5".into())],
+                    );
                 }
             };
             let stored = StoredMessage {
@@ -93,12 +119,21 @@ pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Reques
                 status: MessageStatus::Deferred,
                 created_at: crate::store::now_secs(),
             };
-            let bindings = server.registrar.bindings(&stored.message.recipient, crate::store::now_secs());
+            let bindings = server
+                .registrar
+                .bindings(&stored.message.recipient, crate::store::now_secs());
             if bindings.is_empty() {
                 tracing::debug!(id, recipient = %stored.message.recipient, "recipient offline: message deferred");
                 return response_for(req, 202, "Accepted", Some(tag), &[]);
             }
-            if deliver(server, &stored, bindings, Some(server.settings.message_wait)).await {
+            if deliver(
+                server,
+                &stored,
+                bindings,
+                Some(server.settings.message_wait),
+            )
+            .await
+            {
                 response_for(req, 200, "OK", Some(tag), &[])
             } else {
                 response_for(req, 202, "Accepted", Some(tag), &[])
@@ -106,7 +141,11 @@ pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Reques
         }
         RouteDecision::ToGateway { gateway, number } => {
             // OFFNET: the SMS provider extension point drains this outbox.
-            match server.store.queue_sms(&login, &number, &gateway, &req.body).await {
+            match server
+                .store
+                .queue_sms(&login, &number, &gateway, &req.body)
+                .await
+            {
                 Ok(id) => {
                     tracing::debug!(id, number, gateway, "OFFNET message queued for SMS");
                     response_for(req, 202, "Accepted", Some(tag), &[])
@@ -117,7 +156,9 @@ pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Reques
                 }
             }
         }
-        RouteDecision::ToService { .. } => response_for(req, 488, "Not Acceptable Here", Some(tag), &[]),
+        RouteDecision::ToService { .. } => {
+            response_for(req, 488, "Not Acceptable Here", Some(tag), &[])
+        }
         RouteDecision::Reject { code, reason } => response_for(req, code, &reason, Some(tag), &[]),
     }
 }
@@ -125,10 +166,17 @@ pub async fn on_message(server: &Arc<SipServer>, flow: &Flow, req: &rsip::Reques
 /// Sends a stored message to every binding; true once a device answered 2xx
 /// (the message is then marked delivered). With `wait`, gives up waiting
 /// after that long and lets the remaining attempts finish in the background.
-async fn deliver(server: &Arc<SipServer>, stored: &StoredMessage, bindings: Vec<Binding>, wait: Option<Duration>) -> bool {
+async fn deliver(
+    server: &Arc<SipServer>,
+    stored: &StoredMessage,
+    bindings: Vec<Binding>,
+    wait: Option<Duration>,
+) -> bool {
     let mut attempts = JoinSet::new();
     for binding in bindings {
-        let Some(flow) = flow_of(&binding) else { continue };
+        let Some(flow) = flow_of(&binding) else {
+            continue;
+        };
         if server.transports().is_some_and(|t| !t.is_reachable(&flow)) {
             continue;
         }
@@ -162,21 +210,37 @@ async fn deliver(server: &Arc<SipServer>, stored: &StoredMessage, bindings: Vec<
         None => first_success.await,
         Some(wait) => {
             let handle = tokio::spawn(first_success);
-            tokio::time::timeout(wait, handle).await.ok().and_then(|r| r.ok()).unwrap_or(false)
+            tokio::time::timeout(wait, handle)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or(false)
         }
     }
 }
 
 /// A MESSAGE from the switch to one device, over the flow its REGISTER came on.
-fn build_message(server: &SipServer, binding: &Binding, flow: &Flow, stored: &StoredMessage) -> rsip::Request {
+fn build_message(
+    server: &SipServer,
+    binding: &Binding,
+    flow: &Flow,
+    stored: &StoredMessage,
+) -> rsip::Request {
     let domain = &server.settings.domain;
     let m = &stored.message;
     let from = match &m.sender_name {
-        Some(name) => format!("\"{}\" <sip:{}@{domain}>;tag={}", quote(name), m.sender, new_tag()),
+        Some(name) => format!(
+            "\"{}\" <sip:{}@{domain}>;tag={}",
+            quote(name),
+            m.sender,
+            new_tag()
+        ),
         None => format!("<sip:{}@{domain}>;tag={}", m.sender, new_tag()),
     };
-    let uri = rsip::Uri::try_from(binding.contact.as_str())
-        .unwrap_or_else(|_| rsip::Uri::try_from(format!("sip:{}@{}", binding.login, flow.remote).as_str()).unwrap_or_default());
+    let uri = rsip::Uri::try_from(binding.contact.as_str()).unwrap_or_else(|_| {
+        rsip::Uri::try_from(format!("sip:{}@{}", binding.login, flow.remote).as_str())
+            .unwrap_or_default()
+    });
     let headers: Vec<Header> = vec![
         Header::Via(headers::Via::new(format!(
             "SIP/2.0/{} {};branch={};rport",
@@ -221,7 +285,11 @@ fn delivering() -> &'static Mutex<HashSet<String>> {
 pub fn deliver_deferred(server: Arc<SipServer>, login: String) {
     // One delivery round per login at a time: two REGISTERs in a row must not
     // send every message twice.
-    if !delivering().lock().unwrap_or_else(|p| p.into_inner()).insert(login.clone()) {
+    if !delivering()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(login.clone())
+    {
         return;
     }
     tokio::spawn(async move {
@@ -247,6 +315,9 @@ pub fn deliver_deferred(server: Arc<SipServer>, login: String) {
                 break;
             }
         }
-        delivering().lock().unwrap_or_else(|p| p.into_inner()).remove(&login);
+        delivering()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&login);
     });
 }

@@ -5,11 +5,11 @@
 //! without sockets); the tokio glue lives beside it.
 
 pub mod digest;
-pub mod parse;
-pub mod transaction;
 pub mod messaging;
+pub mod parse;
 pub mod registrar;
 pub mod server;
+pub mod start;
+pub mod transaction;
 pub mod transport;
 pub mod util;
-pub mod start;

@@ -76,7 +76,9 @@ fn parse_contact(part: &str) -> Result<ContactSpec, RegisterError> {
         if name.eq_ignore_ascii_case("expires") {
             spec.expires = Some(value.and_then(|v| v.parse().ok()).ok_or(bad.clone())?);
         } else if name.eq_ignore_ascii_case("+sip.instance") {
-            spec.instance = value.map(|v| v.trim_matches('"').to_string()).filter(|v| !v.is_empty() && v.len() <= 200);
+            spec.instance = value
+                .map(|v| v.trim_matches('"').to_string())
+                .filter(|v| !v.is_empty() && v.len() <= 200);
         } else if name.eq_ignore_ascii_case("reg-id") {
             spec.reg_id = Some(value.and_then(|v| v.parse().ok()).ok_or(bad.clone())?);
         }
@@ -99,7 +101,10 @@ fn split_params(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 impl ContactSpec {
@@ -124,7 +129,11 @@ pub struct Registrar {
 
 impl Registrar {
     /// Loads the live bindings: a restart loses no registration.
-    pub async fn load(store: Store, policy: ExpiryPolicy, node: String) -> crate::store::Result<Self> {
+    pub async fn load(
+        store: Store,
+        policy: ExpiryPolicy,
+        node: String,
+    ) -> crate::store::Result<Self> {
         let mut cache: HashMap<String, Vec<Binding>> = HashMap::new();
         for b in store.live_bindings(crate::store::now_secs()).await? {
             cache.entry(b.login.clone()).or_default().push(b);
@@ -153,14 +162,27 @@ impl Registrar {
     }
 
     /// Applies a REGISTER from `login` (already authenticated) received on `flow`.
-    pub async fn register(&self, req: &rsip::Request, flow: &Flow, login: &str, now: i64) -> Result<Registered, RegisterError> {
-        let call_id = header_value(&req.headers, "Call-ID").unwrap_or("").trim().to_string();
+    pub async fn register(
+        &self,
+        req: &rsip::Request,
+        flow: &Flow,
+        login: &str,
+        now: i64,
+    ) -> Result<Registered, RegisterError> {
+        let call_id = header_value(&req.headers, "Call-ID")
+            .unwrap_or("")
+            .trim()
+            .to_string();
         let cseq: i64 = header_value(&req.headers, "CSeq")
             .and_then(|v| v.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .ok_or(RegisterError::Bad("Bad Request - malformed CSeq"))?;
         let header_expires: Option<u32> = match header_value(&req.headers, "Expires") {
-            Some(v) => Some(v.trim().parse().map_err(|_| RegisterError::Bad("Bad Request - malformed Expires"))?),
+            Some(v) => Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| RegisterError::Bad("Bad Request - malformed Expires"))?,
+            ),
             None => None,
         };
         let mut contacts = Vec::new();
@@ -176,7 +198,9 @@ impl Registrar {
         }
         // RFC 3261 §10.3 step 6: "*" only alone and only with Expires: 0.
         if star && (!contacts.is_empty() || header_expires != Some(0)) {
-            return Err(RegisterError::Bad("Bad Request - Contact * needs Expires: 0 and no other Contact"));
+            return Err(RegisterError::Bad(
+                "Bad Request - Contact * needs Expires: 0 and no other Contact",
+            ));
         }
         let existing = self.bindings(login, now);
         let mut removals = Vec::new();
@@ -188,9 +212,14 @@ impl Registrar {
                 && old.cseq >= cseq
             {
                 // §10.3 step 7: an out-of-order REGISTER of the same dialog must not win.
-                return Err(RegisterError::Bad("Bad Request - CSeq not above the stored one"));
+                return Err(RegisterError::Bad(
+                    "Bad Request - CSeq not above the stored one",
+                ));
             }
-            let asked = contact.expires.or(header_expires).unwrap_or(self.policy.default);
+            let asked = contact
+                .expires
+                .or(header_expires)
+                .unwrap_or(self.policy.default);
             if asked == 0 {
                 removals.push(key);
                 continue;
@@ -212,7 +241,8 @@ impl Registrar {
                 source: flow.remote.to_string(),
                 local: flow.local.to_string(),
                 node: self.node.clone(),
-                user_agent: header_value(&req.headers, "User-Agent").map(|s| s.chars().take(255).collect()),
+                user_agent: header_value(&req.headers, "User-Agent")
+                    .map(|s| s.chars().take(255).collect()),
             });
         }
         if star || !removals.is_empty() || !upserts.is_empty() {
@@ -235,7 +265,10 @@ impl Registrar {
         if list.is_empty() {
             cache.remove(login);
         }
-        Ok(Registered { bindings, refreshed })
+        Ok(Registered {
+            bindings,
+            refreshed,
+        })
     }
 }
 
@@ -258,9 +291,15 @@ mod tests {
             .unwrap();
         assert_eq!(c.uri, "sip:alice@10.0.0.2:5060;transport=tls");
         assert_eq!(c.expires, Some(600));
-        assert_eq!(c.instance.as_deref(), Some("<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"));
+        assert_eq!(
+            c.instance.as_deref(),
+            Some("<urn:uuid:00000000-0000-1000-8000-000A95A0E128>")
+        );
         assert_eq!(c.reg_id, Some(1));
-        assert_eq!(c.binding_key(), "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>;reg-id=1");
+        assert_eq!(
+            c.binding_key(),
+            "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>;reg-id=1"
+        );
         let plain = parse_contact("sip:bob@192.0.2.1:5062;expires=0").unwrap();
         assert_eq!(plain.expires, Some(0));
         assert_eq!(plain.binding_key(), "sip:bob@192.0.2.1:5062");

@@ -14,11 +14,17 @@ use rsip::{Method, SipMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use super::digest::{DigestAuth, Verdict, parse_credentials};
-use super::parse::{Inbound, bad_request, lenient_headers, parse_datagram_with_limit, parse_frame, precheck, response_for, via_received};
+use super::parse::{
+    Inbound, lenient_headers, parse_datagram_with_limit, parse_frame, precheck, reply_from_context,
+    response_for, via_received,
+};
 use rsip::headers::UntypedHeader;
 
 use super::registrar::{RegisterError, Registrar};
-use super::transaction::{Action, ClientKey, ClientTransaction, ServerKey, ServerTransaction, Timers, Transaction, client_key, encode, server_key};
+use super::transaction::{
+    Action, ClientKey, ClientTransaction, ServerKey, ServerTransaction, Timers, Transaction,
+    client_key, encode, server_key,
+};
 use super::transport::{Flow, Handler, Proto, Transports};
 use super::util::{header_value, header_values, new_tag, user_of};
 use crate::config::SipConfig;
@@ -27,7 +33,13 @@ use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
 /// Methods this switch implements today; others get 501 (RFC 3261 §8.2.1).
-pub const ALLOWED: &[Method] = &[Method::Register, Method::Message, Method::Options, Method::Ack, Method::Cancel];
+pub const ALLOWED: &[Method] = &[
+    Method::Register,
+    Method::Message,
+    Method::Options,
+    Method::Ack,
+    Method::Cancel,
+];
 /// Option tags we support (`Require` with anything else gets 420).
 pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu"];
 
@@ -46,7 +58,11 @@ impl Settings {
         Self {
             domain: sip.domain.clone(),
             // Validated when the configuration was read.
-            digest_algorithms: sip.digest_algorithms.iter().filter_map(|a| a.parse().ok()).collect(),
+            digest_algorithms: sip
+                .digest_algorithms
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
             max_message_bytes: sip.max_message_bytes,
             message_wait: Duration::from_millis(sip.message_wait_ms),
             timers: Timers::default(),
@@ -86,7 +102,14 @@ pub struct SipServer {
 type TuFuture = Pin<Box<dyn Future<Output = rsip::Response> + Send>>;
 
 impl SipServer {
-    pub fn new(settings: Settings, store: Store, router: Router, registrar: Registrar, auth: DigestAuth, auth_failures: RateLimiter<IpAddr>) -> Self {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        router: Router,
+        registrar: Registrar,
+        auth: DigestAuth,
+        auth_failures: RateLimiter<IpAddr>,
+    ) -> Self {
         Self {
             settings,
             store,
@@ -111,8 +134,16 @@ impl SipServer {
 
     /// Transactions alive now (a leak shows up here).
     pub fn transaction_count(&self) -> (usize, usize) {
-        let s = self.server_txs.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let c = self.client_txs.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let s = self
+            .server_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let c = self
+            .client_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
         (s, c)
     }
 
@@ -143,13 +174,21 @@ impl SipServer {
                 // of it survives to route a response; otherwise drop it.
                 match lenient_headers(&bytes) {
                     Some(ctx) => {
-                        let reply = bad_request(&ctx, &e.reason_phrase(), &new_tag());
+                        let reply = reply_from_context(
+                            &ctx,
+                            e.status_code(),
+                            &e.reason_phrase(),
+                            &new_tag(),
+                            &[],
+                        );
                         tracing::debug!(remote = %flow.remote, error = %e, "malformed request answered with 400");
                         tokio::spawn(async move {
                             self.send(&flow, reply).await;
                         });
                     }
-                    None => tracing::debug!(remote = %flow.remote, error = %e, "malformed message dropped"),
+                    None => {
+                        tracing::debug!(remote = %flow.remote, error = %e, "malformed message dropped")
+                    }
                 }
             }
         }
@@ -160,12 +199,20 @@ impl SipServer {
             tracing::debug!("response without a usable branch dropped");
             return;
         };
-        let tx = self.client_txs.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let tx = self
+            .client_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
         match tx {
             Some(tx) => {
                 let _ = tx.send(SipMessage::Response(resp));
             }
-            None => tracing::debug!(branch = key.branch(), "response matching no transaction dropped"),
+            None => tracing::debug!(
+                branch = key.branch(),
+                "response matching no transaction dropped"
+            ),
         }
     }
 
@@ -196,7 +243,13 @@ impl SipServer {
             Method::Ack => {}
             // CANCEL of a non-INVITE or of an INVITE we never had.
             Method::Cancel => {
-                let resp = response_for(&req, 481, "Call/Transaction Does Not Exist", Some(&new_tag()), &[]);
+                let resp = response_for(
+                    &req,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    Some(&new_tag()),
+                    &[],
+                );
                 tokio::spawn(async move {
                     self.send(&flow, encode(&SipMessage::Response(resp))).await;
                 });
@@ -207,7 +260,12 @@ impl SipServer {
 
     fn start_server_transaction(self: Arc<Self>, key: ServerKey, flow: Flow, req: rsip::Request) {
         let now = Instant::now();
-        let (machine, actions) = match ServerTransaction::new(req.clone(), flow.proto.reliability(), self.settings.timers, now) {
+        let (machine, actions) = match ServerTransaction::new(
+            req.clone(),
+            flow.proto.reliability(),
+            self.settings.timers,
+            now,
+        ) {
             Ok(started) => started,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot start a server transaction");
@@ -215,7 +273,10 @@ impl SipServer {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        self.server_txs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        self.server_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), tx);
         let tu: TuFuture = Box::pin(self.clone().handle(flow, req));
         tokio::spawn(self.run_server_transaction(key, flow, machine, actions, rx, tu));
     }
@@ -257,7 +318,10 @@ impl SipServer {
                 // are always scheduled after a final response.
             }
         }
-        self.server_txs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        self.server_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
     }
 
     async fn execute(&self, flow: &Flow, actions: Vec<Action>) {
@@ -275,7 +339,12 @@ impl SipServer {
             return ClientOutcome::TransportError;
         };
         let now = Instant::now();
-        let (mut machine, first) = match ClientTransaction::new(req, flow.proto.reliability(), self.settings.timers, now) {
+        let (mut machine, first) = match ClientTransaction::new(
+            req,
+            flow.proto.reliability(),
+            self.settings.timers,
+            now,
+        ) {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a client transaction");
@@ -283,7 +352,10 @@ impl SipServer {
             }
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.client_txs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        self.client_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), tx);
         let (done_tx, done_rx) = oneshot::channel();
         let server = self.clone();
         tokio::spawn(async move {
@@ -297,7 +369,9 @@ impl SipServer {
                                 pending.extend(machine.on_transport_error(Instant::now()));
                             }
                         }
-                        Action::Deliver(SipMessage::Response(resp)) if resp.status_code.code() >= 200 => {
+                        Action::Deliver(SipMessage::Response(resp))
+                            if resp.status_code.code() >= 200 =>
+                        {
                             if let Some(d) = done.take() {
                                 let _ = d.send(ClientOutcome::Response(resp));
                             }
@@ -330,7 +404,11 @@ impl SipServer {
                     _ = sleep_until(deadline) => machine.on_timer(Instant::now()),
                 };
             }
-            server.client_txs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            server
+                .client_txs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
         });
         done_rx.await.unwrap_or(ClientOutcome::TransportError)
     }
@@ -349,17 +427,31 @@ impl SipServer {
                 Some(&tag),
                 &[
                     ("Allow".into(), allow_header()),
-                    ("Accept".into(), "text/plain, application/im-iscomposing+xml, */*".into()),
+                    (
+                        "Accept".into(),
+                        "text/plain, application/im-iscomposing+xml, */*".into(),
+                    ),
                     ("Supported".into(), SUPPORTED.join(", ")),
                 ],
             ),
             Method::Register => self.on_register(&flow, &req, &tag).await,
             Method::Message => super::messaging::on_message(&self, &flow, &req, &tag).await,
-            _ => response_for(&req, 501, "Not Implemented", Some(&tag), &[("Allow".into(), allow_header())]),
+            _ => response_for(
+                &req,
+                501,
+                "Not Implemented",
+                Some(&tag),
+                &[("Allow".into(), allow_header())],
+            ),
         }
     }
 
-    async fn on_register(self: &Arc<Self>, flow: &Flow, req: &rsip::Request, tag: &str) -> rsip::Response {
+    async fn on_register(
+        self: &Arc<Self>,
+        flow: &Flow,
+        req: &rsip::Request,
+        tag: &str,
+    ) -> rsip::Response {
         let login = match self.authenticate(flow, req, false, tag).await {
             Ok(login) => login,
             Err(resp) => return resp,
@@ -367,7 +459,13 @@ impl SipServer {
         // The account registers only its own address of record.
         let to_user = header_value(&req.headers, "To").and_then(user_of);
         if to_user.as_deref() != Some(login.as_str()) {
-            return response_for(req, 403, "Forbidden - To does not match the authenticated user", Some(tag), &[]);
+            return response_for(
+                req,
+                403,
+                "Forbidden - To does not match the authenticated user",
+                Some(tag),
+                &[],
+            );
         }
         let now = crate::store::now_secs();
         match self.registrar.register(req, flow, &login, now).await {
@@ -375,7 +473,12 @@ impl SipServer {
                 let contacts: Vec<(String, String)> = registered
                     .bindings
                     .iter()
-                    .map(|b| ("Contact".to_string(), format!("<{}>;expires={}", b.contact, (b.expires_at - now).max(0))))
+                    .map(|b| {
+                        (
+                            "Contact".to_string(),
+                            format!("<{}>;expires={}", b.contact, (b.expires_at - now).max(0)),
+                        )
+                    })
                     .collect();
                 if registered.refreshed {
                     super::messaging::deliver_deferred(self.clone(), login.clone());
@@ -393,7 +496,13 @@ impl SipServer {
             ),
             Err(RegisterError::Store(e)) => {
                 tracing::error!(error = %e, login, "registration not stored");
-                response_for(req, 500, "Server Internal Error", Some(tag), &[("Retry-After".into(), "5".into())])
+                response_for(
+                    req,
+                    500,
+                    "Server Internal Error",
+                    Some(tag),
+                    &[("Retry-After".into(), "5".into())],
+                )
             }
         }
     }
@@ -401,14 +510,31 @@ impl SipServer {
     /// Digest authentication (RFC 3261 §22): REGISTER is challenged by the
     /// registrar (401), everything else by the proxy (407). Returns the
     /// authenticated login, or the response to send instead.
-    pub(crate) async fn authenticate(&self, flow: &Flow, req: &rsip::Request, proxy: bool, tag: &str) -> Result<String, rsip::Response> {
+    pub(crate) async fn authenticate(
+        &self,
+        flow: &Flow,
+        req: &rsip::Request,
+        proxy: bool,
+        tag: &str,
+    ) -> Result<String, rsip::Response> {
         let ip = flow.remote.ip();
         let now = Instant::now();
         if !self.auth_failures.allows(&ip, now) {
-            return Err(response_for(req, 403, "Forbidden - too many failed authentications", Some(tag), &[]));
+            return Err(response_for(
+                req,
+                403,
+                "Forbidden - too many failed authentications",
+                Some(tag),
+                &[],
+            ));
         }
         let (header, code, reason, challenge_header) = if proxy {
-            ("Proxy-Authorization", 407, "Proxy Authentication Required", "Proxy-Authenticate")
+            (
+                "Proxy-Authorization",
+                407,
+                "Proxy Authentication Required",
+                "Proxy-Authenticate",
+            )
         } else {
             ("Authorization", 401, "Unauthorized", "WWW-Authenticate")
         };
@@ -445,10 +571,21 @@ impl SipServer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "account look-up failed during authentication");
-                return Err(response_for(req, 500, "Server Internal Error", Some(tag), &[("Retry-After".into(), "5".into())]));
+                return Err(response_for(
+                    req,
+                    500,
+                    "Server Internal Error",
+                    Some(tag),
+                    &[("Retry-After".into(), "5".into())],
+                ));
             }
         };
-        match self.auth.verify(&creds, req.method.to_string().as_str(), &password, SystemTime::now()) {
+        match self.auth.verify(
+            &creds,
+            req.method.to_string().as_str(),
+            &password,
+            SystemTime::now(),
+        ) {
             Verdict::Ok => Ok(creds.username),
             Verdict::Stale => Err(challenge(true)),
             verdict => {
@@ -467,7 +604,11 @@ impl Handler for SipServer {
 }
 
 fn allow_header() -> String {
-    ALLOWED.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+    ALLOWED
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Digest `uri` against the Request-URI: clients quote it as they sent it,

@@ -24,7 +24,8 @@ pub async fn start(app: &App, router: Router) -> anyhow::Result<Arc<SipServer>> 
     let tls_config = if sip.tls.is_empty() {
         None
     } else {
-        let files = (!sip.tls_cert.is_empty()).then(|| (sip.tls_cert.clone().into(), sip.tls_key.clone().into()));
+        let files = (!sip.tls_cert.is_empty())
+            .then(|| (sip.tls_cert.clone().into(), sip.tls_key.clone().into()));
         let source = CertSource {
             files,
             generated_dir: app.data_dir.join("tls"),
@@ -35,7 +36,12 @@ pub async fn start(app: &App, router: Router) -> anyhow::Result<Arc<SipServer>> 
     };
     let node = format!(
         "sip:{}",
-        sip.udp.first().or(sip.tcp.first()).or(sip.tls.first()).map(|a| a.to_string()).unwrap_or_default()
+        sip.udp
+            .first()
+            .or(sip.tcp.first())
+            .or(sip.tls.first())
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     );
     let registrar = Registrar::load(
         app.store.clone(),
@@ -94,14 +100,25 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
             tick.tick().await;
             seconds += 1;
             let (server_txs, client_txs) = server.transaction_count();
-            metrics.sip_transactions.with_label_values(&["server"]).set(server_txs as i64);
-            metrics.sip_transactions.with_label_values(&["client"]).set(client_txs as i64);
-            metrics.sip_registered_accounts.set(server.registrar.registered_accounts() as i64);
+            metrics
+                .sip_transactions
+                .with_label_values(&["server"])
+                .set(server_txs as i64);
+            metrics
+                .sip_transactions
+                .with_label_values(&["client"])
+                .set(client_txs as i64);
+            metrics
+                .sip_registered_accounts
+                .set(server.registrar.registered_accounts() as i64);
             if let Some(t) = server.transports() {
                 metrics.sip_connections.set(t.connection_count() as i64);
             }
-            if seconds % 60 == 0
-                && let Err(e) = server.store.purge_expired_bindings(crate::store::now_secs()).await
+            if seconds.is_multiple_of(60)
+                && let Err(e) = server
+                    .store
+                    .purge_expired_bindings(crate::store::now_secs())
+                    .await
             {
                 tracing::warn!(error = %e, "cannot purge expired bindings");
             }

@@ -84,7 +84,10 @@ pub enum TransportError {
     NoSocket,
     /// The socket refused the datagram.
     #[error("send to {remote} failed: {source}")]
-    Io { remote: SocketAddr, source: std::io::Error },
+    Io {
+        remote: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the SIP core does with what arrives.
@@ -127,10 +130,13 @@ impl Transports {
                     .get(&flow.local)
                     .or_else(|| self.udp.values().next())
                     .ok_or(TransportError::NoSocket)?;
-                socket.send_to(&bytes, flow.remote).await.map_err(|source| TransportError::Io {
-                    remote: flow.remote,
-                    source,
-                })?;
+                socket
+                    .send_to(&bytes, flow.remote)
+                    .await
+                    .map_err(|source| TransportError::Io {
+                        remote: flow.remote,
+                        source,
+                    })?;
                 Ok(())
             }
             Proto::Tcp | Proto::Tls => {
@@ -167,7 +173,10 @@ impl Transports {
 
     /// The first bound address of a protocol, for Via and Contact headers.
     pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
-        self.bound.iter().find(|(p, _)| *p == proto).map(|(_, a)| *a)
+        self.bound
+            .iter()
+            .find(|(p, _)| *p == proto)
+            .map(|(_, a)| *a)
     }
 }
 
@@ -211,7 +220,12 @@ pub async fn start(
     });
     let mut tasks = Vec::new();
     for (local, socket) in udp_sockets {
-        tasks.push(tokio::spawn(serve_udp(socket, local, max_message, handler.clone())));
+        tasks.push(tokio::spawn(serve_udp(
+            socket,
+            local,
+            max_message,
+            handler.clone(),
+        )));
     }
     let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
     for (proto, listener) in tcp_listeners {
@@ -226,7 +240,12 @@ pub async fn start(
     Ok((transports, tasks))
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, local: SocketAddr, max_message: usize, handler: Arc<dyn Handler>) {
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    max_message: usize,
+    handler: Arc<dyn Handler>,
+) {
     // One byte more than the limit, so an oversized datagram is seen as such
     // instead of being silently truncated into something that parses.
     let mut buf = vec![0u8; max_message.saturating_add(1).max(2048)];
@@ -269,7 +288,11 @@ async fn serve_stream_listener(
             Ok(a) => a,
             Err(_) => continue,
         };
-        let flow = Flow { proto, local, remote };
+        let flow = Flow {
+            proto,
+            local,
+            remote,
+        };
         let transports = transports.clone();
         let handler = handler.clone();
         let acceptor = acceptor.clone();
@@ -277,7 +300,9 @@ async fn serve_stream_listener(
             match (proto, acceptor) {
                 (Proto::Tls, Some(acceptor)) => {
                     // A peer that never finishes the handshake must not hold a task forever.
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => serve_connection(tls, flow, transports, handler).await,
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -289,8 +314,12 @@ async fn serve_stream_listener(
     }
 }
 
-async fn serve_connection<S>(stream: S, flow: Flow, transports: Arc<Transports>, handler: Arc<dyn Handler>)
-where
+async fn serve_connection<S>(
+    stream: S,
+    flow: Flow,
+    transports: Arc<Transports>,
+    handler: Arc<dyn Handler>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -337,7 +366,10 @@ where
     }
     {
         let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if conns.get(&(flow.proto, flow.remote)).is_some_and(|c| c.id == id) {
+        if conns
+            .get(&(flow.proto, flow.remote))
+            .is_some_and(|c| c.id == id)
+        {
             conns.remove(&(flow.proto, flow.remote));
         }
     }

@@ -5,7 +5,10 @@ use rsip::headers::UntypedHeader;
 
 /// Every value of the header called `name` (case-insensitive long name; the
 /// parser has already expanded compact forms).
-pub fn header_values<'a>(headers: &'a rsip::Headers, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+pub fn header_values<'a>(
+    headers: &'a rsip::Headers,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers.iter().filter_map(move |h| {
         let (n, v) = name_value(h)?;
         n.eq_ignore_ascii_case(name).then_some(v)
@@ -83,7 +86,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+            && let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
         {
             out.push(b);
             i += 3;
@@ -135,12 +141,21 @@ mod tests {
 
     #[test]
     fn users_display_names_and_tags() {
-        assert_eq!(user_of("\"Alice\" <sip:alice@example.com>;tag=1").as_deref(), Some("alice"));
-        assert_eq!(user_of("sip:48600%31@h;user=phone").as_deref(), Some("486001"));
+        assert_eq!(
+            user_of("\"Alice\" <sip:alice@example.com>;tag=1").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            user_of("sip:48600%31@h;user=phone").as_deref(),
+            Some("486001")
+        );
         assert_eq!(user_of("<sips:bob:secret@h:5061>").as_deref(), Some("bob"));
         assert_eq!(user_of("<sip:example.com>"), None);
         assert_eq!(user_of("<tel:+48600>").as_deref(), Some("+48600"));
-        assert_eq!(display_name_of("\"Alice A\" <sip:a@h>").as_deref(), Some("Alice A"));
+        assert_eq!(
+            display_name_of("\"Alice A\" <sip:a@h>").as_deref(),
+            Some("Alice A")
+        );
         assert_eq!(display_name_of("<sip:a@h>"), None);
         assert_eq!(tag_of("<sip:a@h;x=y>;tag=abc;foo"), Some("abc"));
         assert_eq!(tag_of("<sip:a@h>"), None);

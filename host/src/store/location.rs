@@ -204,22 +204,43 @@ mod tests {
         let now = now();
         let a = binding(&login, "a", now + 100);
         let b = binding(&login, "b", now + 100);
-        store.apply_registration(&login, false, &[], &[a.clone(), b]).await.unwrap();
+        store
+            .apply_registration(&login, false, &[], &[a.clone(), b])
+            .await
+            .unwrap();
         let mut refreshed = a.clone();
         refreshed.cseq = 2;
         refreshed.expires_at = now + 200;
-        store.apply_registration(&login, false, &[], &[refreshed.clone()]).await.unwrap();
+        store
+            .apply_registration(&login, false, &[], &[refreshed.clone()])
+            .await
+            .unwrap();
         let live = store.bindings_of(&login, now).await.unwrap();
         assert_eq!(live.len(), 2);
         assert_eq!(live[0], refreshed);
 
-        store.apply_registration(&login, false, &["b".into()], &[]).await.unwrap();
+        store
+            .apply_registration(&login, false, &["b".into()], &[])
+            .await
+            .unwrap();
         assert_eq!(store.bindings_of(&login, now).await.unwrap().len(), 1);
         // Expired bindings are not live and are purged.
-        assert!(store.bindings_of(&login, now + 300).await.unwrap().is_empty());
+        assert!(
+            store
+                .bindings_of(&login, now + 300)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.purge_expired_bindings(now + 300).await.unwrap() >= 1);
-        store.apply_registration(&login, false, &[], &[binding(&login, "c", now + 50)]).await.unwrap();
-        store.apply_registration(&login, true, &[], &[]).await.unwrap();
+        store
+            .apply_registration(&login, false, &[], &[binding(&login, "c", now + 50)])
+            .await
+            .unwrap();
+        store
+            .apply_registration(&login, true, &[], &[])
+            .await
+            .unwrap();
         assert!(store.bindings_of(&login, now).await.unwrap().is_empty());
         assert!(store.delete_account(&login).await.unwrap());
     }

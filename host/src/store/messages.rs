@@ -84,7 +84,8 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage> {
     })
 }
 
-const COLUMNS: &str = "id, sender, sender_name, recipient, content_type, body, status, is_system, created_at";
+const COLUMNS: &str =
+    "id, sender, sender_name, recipient, content_type, body, status, is_system, created_at";
 
 /// An OFFNET message waiting for the SMS provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +150,11 @@ impl Store {
     }
 
     /// Deferred messages for a recipient, oldest first.
-    pub async fn deferred_messages(&self, recipient: &str, limit: u32) -> Result<Vec<StoredMessage>> {
+    pub async fn deferred_messages(
+        &self,
+        recipient: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM messages WHERE recipient = ? AND status = 'deferred' ORDER BY id LIMIT ?"
         ))
@@ -157,6 +162,33 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    /// The newest messages, optionally only those to `recipient`.
+    pub async fn list_messages(
+        &self,
+        recipient: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>> {
+        let rows =
+            match recipient {
+                Some(r) => sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM messages WHERE recipient = ? ORDER BY id DESC LIMIT ?"
+                ))
+                .bind(r)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+                None => {
+                    sqlx::query(&format!(
+                        "SELECT {COLUMNS} FROM messages ORDER BY id DESC LIMIT ?"
+                    ))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
         rows.iter().map(message_from_row).collect()
     }
 
@@ -170,7 +202,13 @@ impl Store {
     }
 
     /// Queues an OFFNET message for the SMS provider; returns its id.
-    pub async fn queue_sms(&self, sender: &str, number: &str, gateway: &str, body: &[u8]) -> Result<i64> {
+    pub async fn queue_sms(
+        &self,
+        sender: &str,
+        number: &str,
+        gateway: &str,
+        body: &[u8],
+    ) -> Result<i64> {
         let t = now();
         let mut conn = self.pool.acquire().await?;
         let done = sqlx::query(
@@ -232,18 +270,41 @@ mod tests {
                 body: format!("hello {i} \u{1F44B}").into_bytes(),
                 system: i == 2,
             };
-            ids.push(store.insert_message(&m, MessageStatus::Deferred).await.unwrap());
+            ids.push(
+                store
+                    .insert_message(&m, MessageStatus::Deferred)
+                    .await
+                    .unwrap(),
+            );
         }
         let deferred = store.deferred_messages(&to, 10).await.unwrap();
         assert_eq!(deferred.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
         assert_eq!(deferred[0].message.body, "hello 0 \u{1F44B}".as_bytes());
         assert!(deferred[2].message.system);
-        assert!(store.set_message_status(ids[0], MessageStatus::Delivered).await.unwrap());
+        assert!(
+            store
+                .set_message_status(ids[0], MessageStatus::Delivered)
+                .await
+                .unwrap()
+        );
         let left = store.deferred_messages(&to, 10).await.unwrap();
         assert_eq!(left.len(), 2);
-        assert_eq!(store.message(ids[0]).await.unwrap().unwrap().status, MessageStatus::Delivered);
+        assert_eq!(
+            store.message(ids[0]).await.unwrap().unwrap().status,
+            MessageStatus::Delivered
+        );
 
-        let sms = store.queue_sms("alice", "4860012345", "carrier", b"hi").await.unwrap();
-        assert!(store.sms_outbox(1000).await.unwrap().iter().any(|e| e.id == sms && e.body == b"hi"));
+        let sms = store
+            .queue_sms("alice", "4860012345", "carrier", b"hi")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .sms_outbox(1000)
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.id == sms && e.body == b"hi")
+        );
     }
 }

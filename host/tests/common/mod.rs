@@ -47,7 +47,12 @@ pub fn plugins(cache: &std::path::Path, metrics: &Metrics) -> Plugins {
     .expect("engine")
 }
 
-fn account(login: &str, phone: Option<&str>, username: Option<&str>, voicemail: bool) -> DirAccount {
+fn account(
+    login: &str,
+    phone: Option<&str>,
+    username: Option<&str>,
+    voicemail: bool,
+) -> DirAccount {
     DirAccount {
         login: login.into(),
         phone: phone.map(Into::into),
@@ -88,7 +93,10 @@ pub fn guest(path: PathBuf, config: &[(&str, &str)]) -> GuestConfig {
     GuestConfig {
         path: path.to_string_lossy().into_owned(),
         world: WorldKind::Routing,
-        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 

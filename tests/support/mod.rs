@@ -1,0 +1,227 @@
+//! Test support shared by the black-box tests: a switch installation in a
+//! temporary folder, the `softswitch` binary, and a running switch.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_softswitch");
+
+pub fn guest_wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-guests.sh",
+        path.display()
+    );
+    path
+}
+
+/// A switch installation in a temporary folder: config file + data dir.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn new(extra_config: &str) -> Site {
+        Site::build(
+            "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntls = [\"127.0.0.1:0\"]\n",
+            extra_config,
+        )
+    }
+
+    /// A site whose SIP listeners are on known ports: UDP and TCP on `sip`,
+    /// TLS on `tls`; `sip_extra` goes into the `[sip]` section.
+    pub fn with_sip(sip: u16, tls: u16, sip_extra: &str, extra_config: &str) -> Site {
+        Site::build(
+            &format!(
+                "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"127.0.0.1:{tls}\"]\n{sip_extra}\n"
+            ),
+            extra_config,
+        )
+    }
+
+    fn build(sip_section: &str, extra_config: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let guest = dir.path().join("router.wasm");
+        std::fs::copy(guest_wasm("routing_default"), &guest).unwrap();
+        let config = format!(
+            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}",
+            cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("cli-guest-cache")
+                .display(),
+        );
+        std::fs::write(dir.path().join("softswitch.toml"), config).unwrap();
+        Site { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("SOFTSWITCH_CONFIG", self.path("softswitch.toml"))
+            .env("SOFTSWITCH_DATA_DIR", self.path("data"))
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "softswitch {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects one clear error line and a non-zero exit; returns it.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "softswitch {args:?} should have failed"
+        );
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+        lines[0].to_string()
+    }
+
+    pub fn route(&self, from: &str, to: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["route", "--from", from, "--to", to, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    pub fn populate(&self) {
+        self.ok(&[
+            "account",
+            "add",
+            "alice",
+            "--password",
+            "alice-sip-secret",
+            "--phone",
+            "48600111222",
+            "--username",
+            "alice",
+            "--display-name",
+            "Alice",
+        ]);
+        self.ok(&[
+            "account",
+            "add",
+            "48600333444",
+            "--password",
+            "bob-sip-secret",
+            "--phone",
+            "48600333444",
+        ]);
+        self.ok(&[
+            "gateway",
+            "add",
+            "carrier-pl",
+            "--prefix",
+            "48",
+            "--address",
+            "127.0.0.1:5080",
+        ]);
+        self.ok(&[
+            "gateway",
+            "add",
+            "carrier-pl-mobile",
+            "--prefix",
+            "486",
+            "--address",
+            "127.0.0.1:5081",
+            "--transport",
+            "tcp",
+        ]);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `softswitch run`, killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub base: String,
+    pub stderr: PathBuf,
+}
+
+impl Running {
+    pub fn start(site: &Site, port: u16) -> Running {
+        let stderr = site.path("run.log");
+        let child = site
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Running {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stderr,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.base)).send().await
+                && (r.status().is_success() || r.status() == reqwest::StatusCode::FORBIDDEN)
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("softswitch run exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "softswitch run never answered: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
