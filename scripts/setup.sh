@@ -12,8 +12,8 @@ fi
 say "$(cargo --version)"
 
 # C toolchain for crates that build C (bundled SQLite, ring); SIPp (sip-tester)
-# as the real SIP peer of the black-box tests.
-packages=(build-essential pkg-config sip-tester)
+# and baresip as the real SIP peers of the black-box tests.
+packages=(build-essential pkg-config sip-tester baresip-core)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -143,10 +143,11 @@ impl Default for SipConfig {
             // Five minutes: long enough for a slow handset to answer the
             // challenge, short enough to bound replays.
             nonce_ttl_secs: 300,
-            // Many deployed clients (SIPp among them) answer only the first
-            // challenge and know only MD5; SHA-256 is offered beside it (RFC 8760)
-            // and an operator whose handsets all support it can put it first.
-            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
+            // MD5 only by default: deployed clients (Debian's baresip 1.0 among
+            // them) abort on a SHA-256 challenge they do not know, and others
+            // (SIPp) read only the first one. Both algorithms are verified; an
+            // operator whose handsets support RFC 8760 adds "SHA-256" (first).
+            digest_algorithms: vec!["MD5".into()],
             // RFC 3261 §18.1.1 caps UDP at the path MTU unless congestion-controlled;
             // 64 KiB covers any real request on a stream and bounds memory per connection.
             max_message_bytes: 65535,
@@ -268,8 +269,8 @@ min_expires = 60
 max_expires = 86400
 # Lifetime of a digest nonce in seconds; older ones are answered with stale=true.
 nonce_ttl_secs = 300
-# Digest algorithms offered, most preferred first. Clients that read only the first challenge need MD5 first.
-digest_algorithms = ["MD5", "SHA-256"]
+# Digest algorithms offered, most preferred first ("MD5", "SHA-256"). Older clients abort on a SHA-256 challenge.
+digest_algorithms = ["MD5"]
 # Largest SIP message accepted, bytes.
 max_message_bytes = 65535
 # Failed authentications per source address: burst, then one more every N seconds.

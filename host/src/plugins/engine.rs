@@ -15,6 +15,10 @@ use crate::metrics::Metrics;
 /// One epoch tick. Deadlines are counted in ticks, so this is their resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// Fiber stack of an async guest call: wasmtime's default, above the 512 KiB
+/// wasm stack limit it must exceed.
+const ASYNC_STACK_SIZE: usize = 2 << 20;
+
 /// Limits every guest call runs under.
 #[derive(Debug, Clone)]
 pub struct PluginsOptions {
@@ -67,8 +71,13 @@ impl Plugins {
             .total_stacks(256)
             .max_memories_per_component(4)
             .max_core_instances_per_component(16)
-            .max_memory_size(options.memory_limit_bytes);
+            .max_memory_size(options.memory_limit_bytes)
+            // Fresh instances: reuse a slot's first pages instead of faulting
+            // them in again after every instance.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.async_stack_size(ASYNC_STACK_SIZE);
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         spawn_epoch_ticker(&engine);
 

@@ -105,7 +105,14 @@ impl wit_dir::Host for GuestState {
 impl wit_log::Host for GuestState {
     async fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
         // Guests are untrusted: cap what one line may put in the host's log.
-        let message: String = message.chars().take(1024).collect();
+        let mut message = message;
+        if message.len() > 1024 {
+            let mut end = 1024;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
         let guest = &*self.guest;
         match level {
             wit_log::Level::Trace => tracing::trace!(guest, "{message}"),
@@ -487,6 +494,9 @@ pub struct Router {
     slot: Arc<super::registry::GuestSlot>,
     fallback: Fallback,
     metrics: crate::metrics::Metrics,
+    // Resolved once: a label look-up per decision costs a hash and allocations.
+    calls: prometheus::IntCounter,
+    seconds: prometheus::Histogram,
 }
 
 impl Router {
@@ -495,10 +505,14 @@ impl Router {
         fallback: Fallback,
         metrics: crate::metrics::Metrics,
     ) -> Self {
+        let calls = metrics.guest_calls.with_label_values(&[slot.name(), WORLD]);
+        let seconds = metrics.decision_seconds.with_label_values(&[slot.name()]);
         Self {
             slot,
             fallback,
             metrics,
+            calls,
+            seconds,
         }
     }
 
@@ -506,10 +520,7 @@ impl Router {
     pub async fn route(&self, request: &RouteRequest) -> Routed {
         let started = Instant::now();
         let name = self.slot.name();
-        self.metrics
-            .guest_calls
-            .with_label_values(&[name, WORLD])
-            .inc();
+        self.calls.inc();
         // Holding this Arc keeps the version alive until the decision is made,
         // even if a reload swaps in a new one meanwhile.
         let outcome = match self.slot.current_routing() {
@@ -545,10 +556,7 @@ impl Router {
                 }
             }
         };
-        self.metrics
-            .decision_seconds
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
+        self.seconds.observe(started.elapsed().as_secs_f64());
         routed
     }
 }

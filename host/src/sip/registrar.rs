@@ -50,8 +50,13 @@ struct ContactSpec {
 /// `<uri>;p=v;q` or `uri;p=v` → the URI and its header parameters.
 fn parse_contact(part: &str) -> Result<ContactSpec, RegisterError> {
     let bad = RegisterError::Bad("Bad Request - malformed Contact");
-    let (uri, params) = match (part.find('<'), part.rfind('>')) {
-        (Some(a), Some(b)) if a < b => (&part[a + 1..b], &part[b + 1..]),
+    // The first '>' after '<' closes the URI: a quoted +sip.instance value
+    // later on carries angle brackets of its own.
+    let close = part
+        .find('<')
+        .and_then(|a| part[a..].find('>').map(|b| (a, a + b)));
+    let (uri, params) = match (part.find('<'), close) {
+        (Some(_), Some((a, b))) => (&part[a + 1..b], &part[b + 1..]),
         (None, None) => match part.split_once(';') {
             Some((u, p)) => (u, p),
             None => (part, ""),
