@@ -151,6 +151,16 @@ fn rand_suffix() -> String {
     )
 }
 
+/// A SIPp device process, killed when dropped (also when a test panics).
+struct Device(Child);
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A device that registers and stays up answering MESSAGEs for `hold_ms`.
 fn device(
     switch: &Switch,
@@ -158,7 +168,7 @@ fn device(
     password: &str,
     transport: &str,
     hold_ms: u64,
-) -> (Child, PathBuf) {
+) -> (Device, PathBuf) {
     let users = switch.users(&format!("{user}-dev.csv"), user, password);
     let trace = switch
         .site
@@ -186,7 +196,7 @@ fn device(
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp must be installed");
-    (child, trace)
+    (Device(child), trace)
 }
 
 impl Switch {
@@ -248,9 +258,8 @@ impl Switch {
     }
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+fn stop(device: Device) {
+    drop(device);
 }
 
 #[tokio::test(flavor = "multi_thread")]

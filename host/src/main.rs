@@ -86,6 +86,10 @@ enum AccountCommand {
         #[arg(long)]
         access_password: Option<String>,
     },
+    /// Create accounts in bulk from a file of `login;sip_password` lines (the
+    /// SIPp injection-file format: a SEQUENTIAL/RANDOM first line and extra
+    /// fields are ignored). Existing logins are skipped.
+    Import { file: PathBuf },
     /// List accounts.
     List {
         #[arg(long, default_value_t = 100)]
@@ -323,6 +327,32 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot add account {login:?}"))?;
             println!("account {} added", account.login);
+        }
+        AccountCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (mut added, mut skipped) = (0u64, 0u64);
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || matches!(line, "SEQUENTIAL" | "RANDOM" | "USER") {
+                    continue;
+                }
+                let mut fields = line.split(';');
+                let (Some(login), Some(password)) = (fields.next(), fields.next()) else {
+                    bail!("{}:{}: expected login;password", file.display(), n + 1);
+                };
+                let new = NewAccount {
+                    login: login.trim().to_string(),
+                    sip_password: password.trim().to_string(),
+                    template: app.config.account_template.clone(),
+                    ..Default::default()
+                };
+                match app.store.add_account(&new).await {
+                    Ok(_) => added += 1,
+                    Err(softswitch::store::StoreError::Conflict(_)) => skipped += 1,
+                    Err(e) => return Err(e).with_context(|| format!("{}:{}", file.display(), n + 1)),
+                }
+            }
+            println!("{added} accounts added, {skipped} already present");
         }
         AccountCommand::List { limit, offset } => {
             for a in app.store.list_accounts(limit, offset).await? {
