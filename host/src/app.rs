@@ -11,6 +11,7 @@ use crate::directory::{Directory, StoreDirectory};
 use crate::metrics::Metrics;
 use crate::plugins::{GuestRegistry, Plugins, PluginsOptions};
 use crate::secrets::Secrets;
+use crate::sip::registrar::Registrar;
 use crate::store::Store;
 
 /// An opened switch: configuration, data directory and database.
@@ -51,9 +52,11 @@ impl App {
         )?)
     }
 
-    /// Loads every configured guest, answering directory look-ups from the database.
-    pub async fn guests(&self) -> anyhow::Result<GuestRegistry> {
-        let directory: Arc<dyn Directory> = Arc::new(StoreDirectory::new(self.store.clone()));
+    /// Loads every configured guest, answering directory look-ups from the
+    /// database and, when the switch runs, registrations from its registrar.
+    pub async fn guests(&self, registrar: Option<Arc<Registrar>>) -> anyhow::Result<GuestRegistry> {
+        let directory: Arc<dyn Directory> =
+            Arc::new(StoreDirectory::new(self.store.clone(), registrar));
         Ok(GuestRegistry::load(self.plugins()?, &self.config.guests, directory).await?)
     }
 

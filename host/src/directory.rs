@@ -8,6 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
+use crate::sip::registrar::Registrar;
 use crate::store::Store;
 
 /// A boxed future, so the trait stays object-safe.
@@ -59,17 +62,17 @@ pub trait Directory: Send + Sync + 'static {
 
 /// The directory backed by the database.
 ///
-/// Registrations: until the registrar lands (SIP core), no device is ever
-/// registered, so `is_registered` answers from the location set the SIP
-/// layer will keep; today that set is empty and the answer is `false`.
+/// Registrations come from the running registrar's memory when there is one
+/// (the switch), else from the bindings table (the CLI).
 #[derive(Clone)]
 pub struct StoreDirectory {
     store: Store,
+    registrar: Option<Arc<Registrar>>,
 }
 
 impl StoreDirectory {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, registrar: Option<Arc<Registrar>>) -> Self {
+        Self { store, registrar }
     }
 }
 
@@ -119,8 +122,19 @@ impl Directory for StoreDirectory {
             Ok(found.map(to_dir_account))
         })
     }
-    fn is_registered<'a>(&'a self, _login: &'a str) -> BoxFuture<'a, DirResult<bool>> {
-        Box::pin(async move { Ok(false) })
+    fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>> {
+        Box::pin(async move {
+            let now = crate::store::now_secs();
+            match &self.registrar {
+                Some(registrar) => Ok(!registrar.bindings(login, now).is_empty()),
+                None => Ok(!self
+                    .store
+                    .bindings_of(login, now)
+                    .await
+                    .map_err(db_err)?
+                    .is_empty()),
+            }
+        })
     }
     fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>> {
         Box::pin(async move {

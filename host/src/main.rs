@@ -256,9 +256,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(app: App) -> anyhow::Result<()> {
-    let registry = Arc::new(app.guests().await?);
+    let registrar = softswitch::sip::start::load_registrar(&app).await?;
+    let registry = Arc::new(app.guests(Some(registrar.clone())).await?);
     let router = registry.router(&app.config)?;
-    let _sip = softswitch::sip::start::start(&app, router).await?;
+    let _sip = softswitch::sip::start::start(&app, router, registrar).await?;
     let (token, token_file) = app.admin_token()?;
     if let Some(path) = token_file {
         tracing::info!(path = %path.display(), "admin bearer token is in this file");
@@ -329,11 +330,15 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             println!("account {} added", account.login);
         }
         AccountCommand::Import { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let (mut added, mut skipped) = (0u64, 0u64);
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
-                if line.is_empty() || line.starts_with('#') || matches!(line, "SEQUENTIAL" | "RANDOM" | "USER") {
+                if line.is_empty()
+                    || line.starts_with('#')
+                    || matches!(line, "SEQUENTIAL" | "RANDOM" | "USER")
+                {
                     continue;
                 }
                 let mut fields = line.split(';');
@@ -349,7 +354,9 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                 match app.store.add_account(&new).await {
                     Ok(_) => added += 1,
                     Err(softswitch::store::StoreError::Conflict(_)) => skipped += 1,
-                    Err(e) => return Err(e).with_context(|| format!("{}:{}", file.display(), n + 1)),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("{}:{}", file.display(), n + 1));
+                    }
                 }
             }
             println!("{added} accounts added, {skipped} already present");
@@ -474,7 +481,7 @@ async fn route(app: App, args: RouteArgs) -> anyhow::Result<()> {
             args.from
         );
     };
-    let registry = app.guests().await?;
+    let registry = app.guests(None).await?;
     let router = registry.router(&app.config)?;
     let request = RouteRequest {
         kind: args.kind,

@@ -97,7 +97,7 @@ async fn the_default_router_decides_from_the_database() {
 
     let metrics = Metrics::new();
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
-    let directory: Arc<dyn Directory> = Arc::new(StoreDirectory::new(store.clone()));
+    let directory: Arc<dyn Directory> = Arc::new(StoreDirectory::new(store.clone(), None));
     let guests = BTreeMap::from([(
         "routing".to_string(),
         guest(guest_wasm(DEFAULT_ROUTER), &[]),
@@ -165,6 +165,31 @@ async fn the_default_router_decides_from_the_database() {
         },
         "voicemail turned off in the database"
     );
+
+    // is-registered answers from the bindings table when no registrar runs.
+    let lookups = StoreDirectory::new(store.clone(), None);
+    assert!(!lookups.is_registered(&bob).await.unwrap());
+    let now = softswitch::store::now_secs();
+    let binding = softswitch::store::location::Binding {
+        login: bob.clone(),
+        binding_key: "sip:bob@192.0.2.1:5060".into(),
+        contact: "sip:bob@192.0.2.1:5060".into(),
+        instance: None,
+        reg_id: None,
+        call_id: "c".into(),
+        cseq: 1,
+        expires_at: now + 60,
+        transport: "udp".into(),
+        source: "192.0.2.1:5060".into(),
+        local: "127.0.0.1:5060".into(),
+        node: "sip:127.0.0.1:5060".into(),
+        user_agent: None,
+    };
+    store
+        .apply_registration(&bob, false, &[], &[binding])
+        .await
+        .unwrap();
+    assert!(lookups.is_registered(&bob).await.unwrap());
 
     for login in [&alice, &bob, &carol] {
         assert!(store.delete_account(login).await.unwrap());

@@ -91,7 +91,7 @@ pub struct SipServer {
     pub settings: Settings,
     pub store: Store,
     pub router: Router,
-    pub registrar: Registrar,
+    pub registrar: Arc<Registrar>,
     pub(crate) auth: DigestAuth,
     pub(crate) auth_failures: RateLimiter<IpAddr>,
     transports: OnceLock<Arc<Transports>>,
@@ -106,7 +106,7 @@ impl SipServer {
         settings: Settings,
         store: Store,
         router: Router,
-        registrar: Registrar,
+        registrar: Arc<Registrar>,
         auth: DigestAuth,
         auth_failures: RateLimiter<IpAddr>,
     ) -> Self {

@@ -18,22 +18,10 @@ use crate::tls::{CertSource, ensure_cert, server_config};
 /// (least suspicious) are forgotten first.
 const AUTH_LIMITER_KEYS: usize = 100_000;
 
-/// Binds the listeners and serves SIP until the process ends.
-pub async fn start(app: &App, router: Router) -> anyhow::Result<Arc<SipServer>> {
+/// Loads the registrations; done before the guests, whose directory answers
+/// `is-registered` from it.
+pub async fn load_registrar(app: &App) -> anyhow::Result<Arc<Registrar>> {
     let sip = &app.config.sip;
-    let tls_config = if sip.tls.is_empty() {
-        None
-    } else {
-        let files = (!sip.tls_cert.is_empty())
-            .then(|| (sip.tls_cert.clone().into(), sip.tls_key.clone().into()));
-        let source = CertSource {
-            files,
-            generated_dir: app.data_dir.join("tls"),
-            names: vec![sip.domain.clone(), "localhost".into(), "127.0.0.1".into()],
-        };
-        let (cert, key) = ensure_cert(&source)?;
-        Some(server_config(&cert, &key)?)
-    };
     let node = format!(
         "sip:{}",
         sip.udp
@@ -54,6 +42,29 @@ pub async fn start(app: &App, router: Router) -> anyhow::Result<Arc<SipServer>> 
     )
     .await
     .context("cannot load registrations")?;
+    Ok(Arc::new(registrar))
+}
+
+/// Binds the listeners and serves SIP until the process ends.
+pub async fn start(
+    app: &App,
+    router: Router,
+    registrar: Arc<Registrar>,
+) -> anyhow::Result<Arc<SipServer>> {
+    let sip = &app.config.sip;
+    let tls_config = if sip.tls.is_empty() {
+        None
+    } else {
+        let files = (!sip.tls_cert.is_empty())
+            .then(|| (sip.tls_cert.clone().into(), sip.tls_key.clone().into()));
+        let source = CertSource {
+            files,
+            generated_dir: app.data_dir.join("tls"),
+            names: vec![sip.domain.clone(), "localhost".into(), "127.0.0.1".into()],
+        };
+        let (cert, key) = ensure_cert(&source)?;
+        Some(server_config(&cert, &key)?)
+    };
     let auth = DigestAuth::new(
         sip.domain.clone(),
         app.store.secrets().derive("sip-digest-nonce"),
