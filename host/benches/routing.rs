@@ -240,6 +240,10 @@ fn main() {
     group.finish();
     c.final_summary();
 
+    // ROUTING_BENCH_PERCENTILES=0 skips this part, e.g. to profile one criterion case alone.
+    if std::env::var("ROUTING_BENCH_PERCENTILES").is_ok_and(|v| v == "0") {
+        return;
+    }
     println!("\npercentiles per decision (limits on):");
     for threads in [1, 2] {
         let native = Arc::new(Native(dir.clone()));

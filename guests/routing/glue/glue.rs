@@ -20,7 +20,6 @@
 )]
 
 use alloc::string::String;
-use core::fmt::Write as _;
 
 use softswitch_dialplan as dp;
 
@@ -124,40 +123,15 @@ pub fn result_to_wit(r: dp::RouteResult) -> types::RouteResult {
     }
 }
 
-/// One line per routed request, so an operator can follow a guest's choices.
-fn summary(req: &dp::Request, res: &dp::RouteResult) -> String {
-    let mut line = String::with_capacity(96);
-    let kind = match req.kind {
-        dp::Kind::Call => "call",
-        dp::Kind::Message => "message",
-    };
-    let _ = write!(
-        line,
-        "{kind} {:?} -> {:?} ({:?}): ",
-        req.caller.login, req.target, req.reason
-    );
-    let _ = match &res.decision {
-        dp::Decision::ToUser(login) => write!(line, "to-user {login:?}"),
-        dp::Decision::ToGateway { gateway, number } => {
-            write!(line, "to-gateway {gateway:?} number {number:?}")
-        }
-        dp::Decision::ToService { name, args } => write!(line, "to-service {name:?} {args:?}"),
-        dp::Decision::Reject { code, reason } => write!(line, "reject {code} {reason:?}"),
-    };
-    if let Some(id) = &res.caller_id {
-        let _ = write!(line, " caller-id {:?}/{:?}", id.display_name, id.user);
-    }
-    line
-}
-
 struct Router;
 
 impl Guest for Router {
     fn route(request: RouteRequest) -> RouteResult {
         let req = request_from_wit(request);
-        let res = crate::decide(&req, &WitDirectory);
-        log(Level::Debug, &summary(&req, &res));
-        result_to_wit(res)
+        // No per-call log line here: formatting one inside the guest costs more
+        // than the decision itself, and the host logs every decision (debug)
+        // with structured fields anyway.
+        result_to_wit(crate::decide(&req, &WitDirectory))
     }
 }
 

@@ -533,12 +533,15 @@ impl Router {
             }),
         };
         let routed = match outcome {
-            Ok((decision, caller_id)) => Routed {
-                decision,
-                caller_id,
-                guest: name.to_string(),
-                fallback: None,
-            },
+            Ok((decision, caller_id)) => {
+                tracing::debug!(guest = name, kind = ?request.kind, caller = %request.caller_login, target = %request.target, reason = ?request.reason, ?decision, ?caller_id, "routed");
+                Routed {
+                    decision,
+                    caller_id,
+                    guest: name.to_string(),
+                    fallback: None,
+                }
+            }
             Err(failure) => {
                 tracing::warn!(guest = %failure.guest, world = failure.world, kind = %failure.kind, detail = %failure.detail, "routing guest failed; answering with the fallback");
                 self.metrics
