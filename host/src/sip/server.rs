@@ -95,6 +95,7 @@ pub struct SipServer {
     pub(crate) auth: DigestAuth,
     pub(crate) auth_failures: RateLimiter<IpAddr>,
     transports: OnceLock<Arc<Transports>>,
+    passwords: PasswordCache,
     server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
 }
@@ -118,6 +119,7 @@ impl SipServer {
             auth,
             auth_failures,
             transports: OnceLock::new(),
+            passwords: PasswordCache::default(),
             server_txs: Mutex::new(HashMap::new()),
             client_txs: Mutex::new(HashMap::new()),
         }
@@ -561,7 +563,7 @@ impl SipServer {
         if !same_uri(&creds.uri, &req.uri.to_string()) {
             tracing::debug!(digest_uri = %creds.uri, request_uri = %req.uri, "digest uri differs from the Request-URI");
         }
-        let password = match self.store.sip_password(&creds.username).await {
+        let password = match self.sip_password(&creds.username).await {
             Ok(Some(p)) => p,
             // An unknown user is answered like a wrong password, so the challenge
             // does not tell which logins exist.
@@ -594,6 +596,50 @@ impl SipServer {
                 Err(challenge(false))
             }
         }
+    }
+}
+
+/// SIP passwords recently read, so a registration storm does not turn into a
+/// database read and an AES-GCM decryption per request. Entries live
+/// [`PASSWORD_TTL`]: a password changed by another process (the CLI, a second
+/// node) is picked up within that time.
+#[derive(Default)]
+struct PasswordCache {
+    entries: Mutex<HashMap<String, (Arc<str>, Instant)>>,
+}
+
+/// How long a cached password is trusted.
+const PASSWORD_TTL: Duration = Duration::from_secs(30);
+/// Entries kept at most; the map is cleared when full (refilled on demand).
+const PASSWORD_CACHE_MAX: usize = 200_000;
+
+impl SipServer {
+    async fn sip_password(&self, login: &str) -> crate::store::Result<Option<Arc<str>>> {
+        let now = Instant::now();
+        if let Some((password, at)) = self
+            .passwords
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(login)
+            && now.duration_since(*at) < PASSWORD_TTL
+        {
+            return Ok(Some(password.clone()));
+        }
+        let Some(password) = self.store.sip_password(login).await? else {
+            return Ok(None);
+        };
+        let password: Arc<str> = password.into();
+        let mut entries = self
+            .passwords
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= PASSWORD_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(login.to_string(), (password.clone(), now));
+        Ok(Some(password))
     }
 }
 
