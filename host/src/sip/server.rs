@@ -313,12 +313,9 @@ impl SipServer {
                 },
                 _ = sleep_until(deadline) => machine.on_timer(Instant::now()),
             };
+            // After a final response Timer J, L or H is always scheduled, so an
+            // answered transaction always reaches Terminated and leaves the map.
             self.execute(&flow, actions).await;
-            if tu.is_none() && machine.next_deadline().is_none() && !machine.is_terminated() {
-                // Answered, nothing scheduled, not terminated: only a stray
-                // message could move it on; it cannot leak because Timer J/L/H
-                // are always scheduled after a final response.
-            }
         }
         self.server_txs
             .lock()
