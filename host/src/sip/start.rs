@@ -8,7 +8,7 @@ use anyhow::Context;
 use super::digest::DigestAuth;
 use super::registrar::{ExpiryPolicy, Registrar};
 use super::server::{Settings, SipServer};
-use super::transport::{self, Proto};
+use super::transport;
 use crate::app::App;
 use crate::plugins::routing::Router;
 use crate::ratelimit::RateLimiter;
@@ -96,7 +96,6 @@ pub async fn start(
     for (proto, addr) in &transports.bound {
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
-    debug_assert!(transports.local_addr(Proto::Udp).is_some() || sip.udp.is_empty());
     server.attach(transports);
     spawn_housekeeping(server.clone(), app.metrics.clone());
     Ok(server)
