@@ -232,6 +232,25 @@ impl Switch {
         }
     }
 
+    /// One authenticated MESSAGE from the account in `users` to `to`, with
+    /// SIPp expecting the final answer `expect`; returns (as expected, trace).
+    fn message(&self, users: &Path, to: &str, expect: u16) -> (bool, String) {
+        let scenario_file = if expect == 200 {
+            scenario("uac_message_auth.xml")
+        } else {
+            self.variant(
+                "uac_message_auth.xml",
+                "<recv response=\"200\" rtd=\"1\"",
+                &format!("<recv response=\"{expect}\" rtd=\"1\""),
+            )
+        };
+        sipp(
+            self,
+            &scenario_file,
+            &["-inf", users.to_str().unwrap(), "-s", to],
+        )
+    }
+
     /// `softswitch message list --to LOGIN` lines.
     fn messages_to(&self, login: &str) -> Vec<String> {
         self.site
@@ -337,16 +356,7 @@ async fn two_devices_register_and_unregister_removes_them() {
     assert!(ok, "unregister failed:\n{trace}");
     // With no device left, a message to alice is deferred (202).
     let bob = switch.users("bob.csv", "bob", "bob-pw");
-    let expect_202 = switch.variant(
-        "uac_message_auth.xml",
-        "<recv response=\"200\" rtd=\"1\"",
-        "<recv response=\"202\" rtd=\"1\"",
-    );
-    let (ok, trace) = sipp(
-        &switch,
-        &expect_202,
-        &["-inf", bob.to_str().unwrap(), "-s", "alice"],
-    );
+    let (ok, trace) = switch.message(&bob, "alice", 202);
     assert!(ok, "expected 202 after unregister:\n{trace}");
 }
 
@@ -358,11 +368,7 @@ async fn messages_reach_online_users_wait_for_offline_ones_and_404_unknown_ones(
     // Online: bob's device gets it, alice gets 200.
     let (bob_dev, _) = device(&switch, "bob", "bob-pw", "u1", 8000);
     switch.wait_registered(1).await;
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("uac_message_auth.xml"),
-        &["-inf", alice.to_str().unwrap(), "-s", "bob"],
-    );
+    let (ok, trace) = switch.message(&alice, "bob", 200);
     assert!(
         ok,
         "MESSAGE to an online user must get 200:\n{trace}\n{}",
@@ -377,29 +383,11 @@ async fn messages_reach_online_users_wait_for_offline_ones_and_404_unknown_ones(
     stop(bob_dev);
 
     // Unknown user: 404.
-    let expect_404 = switch.variant(
-        "uac_message_auth.xml",
-        "<recv response=\"200\" rtd=\"1\"",
-        "<recv response=\"404\" rtd=\"1\"",
-    );
-    let (ok, trace) = sipp(
-        &switch,
-        &expect_404,
-        &["-inf", alice.to_str().unwrap(), "-s", "nobody"],
-    );
+    let (ok, trace) = switch.message(&alice, "nobody", 404);
     assert!(ok, "unknown user must get 404:\n{trace}");
 
     // Offline: 202, then delivered when carol's device registers.
-    let expect_202 = switch.variant(
-        "uac_message_auth.xml",
-        "<recv response=\"200\" rtd=\"1\"",
-        "<recv response=\"202\" rtd=\"1\"",
-    );
-    let (ok, trace) = sipp(
-        &switch,
-        &expect_202,
-        &["-inf", alice.to_str().unwrap(), "-s", "carol"],
-    );
+    let (ok, trace) = switch.message(&alice, "carol", 202);
     assert!(ok, "offline user must get 202:\n{trace}");
     assert!(switch.messages_to("carol")[0].contains("\tdeferred\t"));
     let (carol_dev, _) = device(&switch, "carol", "carol-pw", "t1", 5000);
@@ -411,16 +399,7 @@ async fn messages_reach_online_users_wait_for_offline_ones_and_404_unknown_ones(
 async fn a_deferred_message_survives_a_crash() {
     let mut switch = Switch::start("").await;
     let alice = switch.users("alice.csv", "alice", "alice-pw");
-    let expect_202 = switch.variant(
-        "uac_message_auth.xml",
-        "<recv response=\"200\" rtd=\"1\"",
-        "<recv response=\"202\" rtd=\"1\"",
-    );
-    let (ok, trace) = sipp(
-        &switch,
-        &expect_202,
-        &["-inf", alice.to_str().unwrap(), "-s", "bob"],
-    );
+    let (ok, trace) = switch.message(&alice, "bob", 202);
     assert!(ok, "{trace}");
     switch.crash();
     switch.boot().await;
@@ -442,11 +421,7 @@ async fn a_registration_survives_a_crash() {
     switch.boot().await;
     // No new REGISTER: the binding came back from the database.
     let alice = switch.users("alice.csv", "alice", "alice-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("uac_message_auth.xml"),
-        &["-inf", alice.to_str().unwrap(), "-s", "bob"],
-    );
+    let (ok, trace) = switch.message(&alice, "bob", 200);
     assert!(
         ok,
         "the binding must survive a restart:\n{trace}\n{}",
@@ -600,11 +575,7 @@ async fn baresip_registers_over_tls_and_receives_a_message() {
     let _alice = Baresip::start(&switch, "alice", "alice-pw", switch.tls);
     switch.wait_registered(1).await;
     let bob = switch.users("bob.csv", "bob", "bob-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("uac_message_auth.xml"),
-        &["-inf", bob.to_str().unwrap(), "-s", "alice"],
-    );
+    let (ok, trace) = switch.message(&bob, "alice", 200);
     assert!(
         ok,
         "baresip over TLS must accept the MESSAGE (200):\n{trace}\n{}",
