@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::error::Result;
-use super::{Store, now};
+use super::{Backend, Store, now};
 
 /// One device binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,12 @@ impl Store {
         removals: &[String],
         upserts: &[Binding],
     ) -> Result<()> {
+        // The common REGISTER (one device refreshing its binding) is one
+        // upsert statement: one round trip to the database instead of four
+        // (BEGIN, UPDATE, INSERT, COMMIT), which is what bounds the rate.
+        if let ([b], false, []) = (upserts, remove_all, removals) {
+            return self.upsert_binding(b).await;
+        }
         let mut tx = self.pool.begin().await?;
         if remove_all {
             sqlx::query("DELETE FROM bindings WHERE login = ?")
@@ -127,6 +133,47 @@ impl Store {
             }
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts or replaces one binding in a single statement (the dialects
+    /// spell upserts differently; the columns are the same).
+    async fn upsert_binding(&self, b: &Binding) -> Result<()> {
+        let on_conflict = match self.backend {
+            Backend::Sqlite => {
+                "ON CONFLICT (login, binding_key) DO UPDATE SET contact = excluded.contact, \
+                 instance = excluded.instance, reg_id = excluded.reg_id, call_id = excluded.call_id, \
+                 cseq = excluded.cseq, expires_at = excluded.expires_at, transport = excluded.transport, \
+                 source = excluded.source, local = excluded.local, node = excluded.node, \
+                 user_agent = excluded.user_agent, updated_at = excluded.updated_at"
+            }
+            Backend::MySql => {
+                "ON DUPLICATE KEY UPDATE contact = VALUES(contact), instance = VALUES(instance), \
+                 reg_id = VALUES(reg_id), call_id = VALUES(call_id), cseq = VALUES(cseq), \
+                 expires_at = VALUES(expires_at), transport = VALUES(transport), source = VALUES(source), \
+                 local = VALUES(local), node = VALUES(node), user_agent = VALUES(user_agent), \
+                 updated_at = VALUES(updated_at)"
+            }
+        };
+        sqlx::query(&format!(
+            "INSERT INTO bindings ({COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
+        ))
+        .bind(&b.login)
+        .bind(&b.binding_key)
+        .bind(&b.contact)
+        .bind(&b.instance)
+        .bind(b.reg_id)
+        .bind(&b.call_id)
+        .bind(b.cseq)
+        .bind(b.expires_at)
+        .bind(&b.transport)
+        .bind(&b.source)
+        .bind(&b.local)
+        .bind(&b.node)
+        .bind(&b.user_agent)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
