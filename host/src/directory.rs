@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::sip::registrar::Registrar;
 use crate::store::Store;
@@ -64,15 +65,76 @@ pub trait Directory: Send + Sync + 'static {
 ///
 /// Registrations come from the running registrar's memory when there is one
 /// (the switch), else from the bindings table (the CLI).
+///
+/// Answers are cached for [`CACHE_TTL`] (unknown accounts too): a routing
+/// decision makes two or three look-ups, and a message storm would otherwise
+/// be a storm of identical queries. A change made through the database shows
+/// in routing within that time.
 #[derive(Clone)]
 pub struct StoreDirectory {
     store: Store,
     registrar: Option<Arc<Registrar>>,
+    accounts: Arc<TtlCache<Option<DirAccount>>>,
+    gateways: Arc<TtlCache<Option<DirGateway>>>,
 }
 
 impl StoreDirectory {
     pub fn new(store: Store, registrar: Option<Arc<Registrar>>) -> Self {
-        Self { store, registrar }
+        Self {
+            store,
+            registrar,
+            accounts: Arc::default(),
+            gateways: Arc::default(),
+        }
+    }
+
+    async fn account(
+        &self,
+        key: String,
+        fetch: impl Future<Output = crate::store::Result<Option<crate::store::accounts::Account>>>,
+    ) -> DirResult<Option<DirAccount>> {
+        if let Some(hit) = self.accounts.get(&key) {
+            return Ok(hit);
+        }
+        let found = fetch.await.map_err(db_err)?.map(to_dir_account);
+        self.accounts.put(key, found.clone());
+        Ok(found)
+    }
+}
+
+/// How long a directory answer is reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Entries kept per cache; it is cleared when full and refills on demand.
+const CACHE_MAX: usize = 100_000;
+
+/// A small map of answers that expire after [`CACHE_TTL`].
+pub struct TtlCache<V> {
+    entries: Mutex<HashMap<String, (V, Instant)>>,
+}
+
+impl<V> Default for TtlCache<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Clone> TtlCache<V> {
+    pub fn get(&self, key: &str) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(v, _)| v.clone())
+    }
+
+    pub fn put(&self, key: String, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key, (value, Instant::now()));
     }
 }
 
@@ -95,32 +157,22 @@ impl Directory for StoreDirectory {
         &'a self,
         login: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        Box::pin(async move {
-            let found = self.store.account_by_login(login).await.map_err(db_err)?;
-            Ok(found.map(to_dir_account))
-        })
+        Box::pin(self.account(format!("l:{login}"), self.store.account_by_login(login)))
     }
     fn account_by_phone<'a>(
         &'a self,
         phone: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        Box::pin(async move {
-            let found = self.store.account_by_phone(phone).await.map_err(db_err)?;
-            Ok(found.map(to_dir_account))
-        })
+        Box::pin(self.account(format!("p:{phone}"), self.store.account_by_phone(phone)))
     }
     fn account_by_username<'a>(
         &'a self,
         username: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        Box::pin(async move {
-            let found = self
-                .store
-                .account_by_username(username)
-                .await
-                .map_err(db_err)?;
-            Ok(found.map(to_dir_account))
-        })
+        Box::pin(self.account(
+            format!("u:{username}"),
+            self.store.account_by_username(username),
+        ))
     }
     fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>> {
         Box::pin(async move {
@@ -138,11 +190,20 @@ impl Directory for StoreDirectory {
     }
     fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>> {
         Box::pin(async move {
-            let found = self.store.gateway_for(number).await.map_err(db_err)?;
-            Ok(found.map(|g| DirGateway {
-                name: g.name,
-                prefix: g.prefix,
-            }))
+            if let Some(hit) = self.gateways.get(number) {
+                return Ok(hit);
+            }
+            let found = self
+                .store
+                .gateway_for(number)
+                .await
+                .map_err(db_err)?
+                .map(|g| DirGateway {
+                    name: g.name,
+                    prefix: g.prefix,
+                });
+            self.gateways.put(number.to_string(), found.clone());
+            Ok(found)
         })
     }
 }
@@ -213,5 +274,28 @@ impl Directory for MemoryDirectory {
             .max_by_key(|g| g.prefix.len())
             .cloned();
         Box::pin(std::future::ready(Ok(found)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_answers_negatives_too_and_stays_bounded() {
+        let cache: TtlCache<Option<u32>> = TtlCache::default();
+        assert_eq!(cache.get("a"), None);
+        cache.put("a".into(), None);
+        assert_eq!(
+            cache.get("a"),
+            Some(None),
+            "an unknown account is cached as unknown"
+        );
+        cache.put("b".into(), Some(7));
+        assert_eq!(cache.get("b"), Some(Some(7)));
+        for i in 0..CACHE_MAX + 10 {
+            cache.put(format!("k{i}"), Some(1));
+        }
+        assert!(cache.entries.lock().unwrap().len() <= CACHE_MAX);
     }
 }
