@@ -15,7 +15,7 @@ pub fn guest_wasm(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/build-guests.sh",
+        "{} is missing: run scripts/build-guests.sh (the README's test command does)",
         path.display()
     );
     path

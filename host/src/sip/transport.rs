@@ -170,14 +170,6 @@ impl Transports {
     pub fn connection_count(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-
-    /// The first bound address of a protocol, for Via and Contact headers.
-    pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
-        self.bound
-            .iter()
-            .find(|(p, _)| *p == proto)
-            .map(|(_, a)| *a)
-    }
 }
 
 /// Binds every listener and starts serving. Returns the transports and the

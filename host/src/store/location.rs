@@ -55,6 +55,29 @@ fn binding_from_row(row: &AnyRow) -> Result<Binding> {
     })
 }
 
+/// The upsert of [`Store::upsert_sql`] with one binding's values bound.
+fn upsert_query<'q>(
+    sql: &'q str,
+    b: &'q Binding,
+    updated_at: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(&b.login)
+        .bind(&b.binding_key)
+        .bind(&b.contact)
+        .bind(&b.instance)
+        .bind(b.reg_id)
+        .bind(&b.call_id)
+        .bind(b.cseq)
+        .bind(b.expires_at)
+        .bind(&b.transport)
+        .bind(&b.source)
+        .bind(&b.local)
+        .bind(&b.node)
+        .bind(&b.user_agent)
+        .bind(updated_at)
+}
+
 impl Store {
     /// Applies one REGISTER atomically: `remove_all` (Contact: *) first, then
     /// the removals (expires=0), then the upserts.
@@ -68,8 +91,10 @@ impl Store {
         // The common REGISTER (one device refreshing its binding) is one
         // upsert statement: one round trip to the database instead of four
         // (BEGIN, UPDATE, INSERT, COMMIT), which is what bounds the rate.
+        let sql = self.upsert_sql();
         if let ([b], false, []) = (upserts, remove_all, removals) {
-            return self.upsert_binding(b).await;
+            upsert_query(&sql, b, now()).execute(&self.pool).await?;
+            return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         if remove_all {
@@ -87,50 +112,7 @@ impl Store {
         }
         let updated_at = now();
         for b in upserts {
-            // UPDATE then INSERT: portable across both dialects, and inside the
-            // transaction no other writer can slip between the two.
-            let done = sqlx::query(
-                "UPDATE bindings SET contact = ?, instance = ?, reg_id = ?, call_id = ?, cseq = ?, \
-                 expires_at = ?, transport = ?, source = ?, local = ?, node = ?, user_agent = ?, \
-                 updated_at = ? WHERE login = ? AND binding_key = ?",
-            )
-            .bind(&b.contact)
-            .bind(&b.instance)
-            .bind(b.reg_id)
-            .bind(&b.call_id)
-            .bind(b.cseq)
-            .bind(b.expires_at)
-            .bind(&b.transport)
-            .bind(&b.source)
-            .bind(&b.local)
-            .bind(&b.node)
-            .bind(&b.user_agent)
-            .bind(updated_at)
-            .bind(&b.login)
-            .bind(&b.binding_key)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                sqlx::query(&format!(
-                    "INSERT INTO bindings ({COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ))
-                .bind(&b.login)
-                .bind(&b.binding_key)
-                .bind(&b.contact)
-                .bind(&b.instance)
-                .bind(b.reg_id)
-                .bind(&b.call_id)
-                .bind(b.cseq)
-                .bind(b.expires_at)
-                .bind(&b.transport)
-                .bind(&b.source)
-                .bind(&b.local)
-                .bind(&b.node)
-                .bind(&b.user_agent)
-                .bind(updated_at)
-                .execute(&mut *tx)
-                .await?;
-            }
+            upsert_query(&sql, b, updated_at).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -138,7 +120,7 @@ impl Store {
 
     /// Inserts or replaces one binding in a single statement (the dialects
     /// spell upserts differently; the columns are the same).
-    async fn upsert_binding(&self, b: &Binding) -> Result<()> {
+    fn upsert_sql(&self) -> String {
         let on_conflict = match self.backend {
             Backend::Sqlite => {
                 "ON CONFLICT (login, binding_key) DO UPDATE SET contact = excluded.contact, \
@@ -155,26 +137,9 @@ impl Store {
                  updated_at = VALUES(updated_at)"
             }
         };
-        sqlx::query(&format!(
+        format!(
             "INSERT INTO bindings ({COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
-        ))
-        .bind(&b.login)
-        .bind(&b.binding_key)
-        .bind(&b.contact)
-        .bind(&b.instance)
-        .bind(b.reg_id)
-        .bind(&b.call_id)
-        .bind(b.cseq)
-        .bind(b.expires_at)
-        .bind(&b.transport)
-        .bind(&b.source)
-        .bind(&b.local)
-        .bind(&b.node)
-        .bind(&b.user_agent)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        )
     }
 
     /// Every binding that has not expired at `now` (unix seconds), for the

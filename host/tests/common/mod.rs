@@ -14,19 +14,10 @@ use softswitch::metrics::Metrics;
 use softswitch::plugins::routing::{Kind, Reason, RouteRequest, Transport};
 use softswitch::plugins::{Plugins, PluginsOptions};
 
-/// A guest built by `scripts/build-guests.sh`. Fails loudly when missing: a
-/// test that silently skipped because nothing was built would prove nothing.
-pub fn guest_wasm(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../guests/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-guests.sh (the README's test command does)",
-        path.display()
-    );
-    path
-}
+// One definition of where the built guests are, shared with the black-box tests.
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+pub use support::guest_wasm;
 
 pub const DEFAULT_ROUTER: &str = "routing_default";
 pub const BLOCKLIST_ROUTER: &str = "routing_blocklist";
