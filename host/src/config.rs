@@ -53,6 +53,7 @@ pub struct Config {
     pub sip: SipConfig,
     pub plugins: PluginsConfig,
     pub routing: RoutingConfig,
+    pub calls: CallsConfig,
     pub account_template: AccountTemplate,
     /// Guests by name. The routing guest is the one named by `routing.guest`.
     pub guests: BTreeMap<String, GuestConfig>,
@@ -192,6 +193,28 @@ impl Default for PluginsConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Seconds devices ring before the routing guest is asked again with
+    /// the reason `no-answer` (voicemail); 0 rings until the caller gives up.
+    pub no_answer_secs: u64,
+    /// Longest an answered call may last, seconds, for dialogs whose peers
+    /// vanished without a session timer; 0 means no limit.
+    pub max_duration_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            no_answer_secs: 30,
+            // Four hours: far beyond a real call, short enough that a leaked
+            // dialog does not live for days.
+            max_duration_secs: 4 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Name of the guest (a key of `[guests]`) that decides routing.
     pub guest: String,
@@ -298,6 +321,14 @@ guest = "routing"
 fallback_code = 500
 fallback_reason = "Routing Unavailable"
 
+[calls]
+# Seconds devices ring before the routing guest is asked again with reason "no-answer"
+# (voicemail); 0 rings until the caller gives up.
+no_answer_secs = 30
+# Longest an answered call may last, seconds (a dialog whose peers vanished without a
+# session timer ends then); 0 means no limit.
+max_duration_secs = 14400
+
 [account_template]
 # Applied to every new account.
 tariff = "default"
@@ -336,6 +367,7 @@ impl Default for Config {
             sip: SipConfig::default(),
             plugins: PluginsConfig::default(),
             routing: RoutingConfig::default(),
+            calls: CallsConfig::default(),
             account_template: AccountTemplate::default(),
             guests,
         }

@@ -51,6 +51,12 @@ enum Command {
     /// Inspect the message store.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Manage numbers (DIDs) carriers deliver to accounts.
+    #[command(subcommand)]
+    Did(DidCommand),
+    /// Inspect call records.
+    #[command(subcommand)]
+    Cdr(CdrCommand),
     /// Ask the routing guest where a call or message goes.
     Route(RouteArgs),
     /// Inspect guests.
@@ -120,6 +126,29 @@ enum GatewayCommand {
     List,
     /// Delete a gateway.
     Del { name: String },
+}
+
+#[derive(Subcommand)]
+enum DidCommand {
+    /// Ring LOGIN's devices when a trusted gateway delivers a call to NUMBER.
+    Add { number: String, login: String },
+    /// List DIDs.
+    List,
+    /// Delete a DID.
+    Del { number: String },
+}
+
+#[derive(Subcommand)]
+enum CdrCommand {
+    /// The newest call records (start time UTC, caller, callee, gateway,
+    /// disposition, status, seconds, end reason).
+    List {
+        /// Only calls LOGIN made or received.
+        #[arg(long)]
+        login: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +250,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Account(cmd) => account(app, cmd).await,
         Command::Gateway(cmd) => gateway(app, cmd).await,
+        Command::Did(cmd) => did(app, cmd).await,
+        Command::Cdr(CdrCommand::List { login, limit }) => {
+            for c in app.store.list_cdrs(login.as_deref(), limit).await? {
+                let c = c.cdr;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    format_ms(c.started_at),
+                    c.caller,
+                    c.callee,
+                    c.gateway.as_deref().unwrap_or("-"),
+                    c.disposition,
+                    c.code,
+                    c.duration_secs(),
+                    c.end_reason.as_deref().unwrap_or("-"),
+                );
+            }
+            Ok(())
+        }
         Command::Dialplan(cmd) => dialplan(app, cmd).await,
         Command::Route(args) => route(app, args).await,
         Command::Message(MessageCommand::List { to, limit }) => {
@@ -445,6 +492,61 @@ async fn gateway(app: App, cmd: GatewayCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn did(app: App, cmd: DidCommand) -> anyhow::Result<()> {
+    // Numbers are stored as E.164 digits without `+` (SPEC §4).
+    let digits = |n: &str| -> String {
+        n.chars()
+            .filter(|c| !matches!(c, '+' | ' ' | '-'))
+            .collect()
+    };
+    match cmd {
+        DidCommand::Add { number, login } => {
+            let number = digits(&number);
+            app.store
+                .add_did(&number, &login)
+                .await
+                .with_context(|| format!("cannot add DID {number:?}"))?;
+            println!("DID {number} rings {login}");
+        }
+        DidCommand::List => {
+            for d in app.store.list_dids().await? {
+                println!("{}\t{}", d.number, d.login);
+            }
+        }
+        DidCommand::Del { number } => {
+            let number = digits(&number);
+            if !app.store.delete_did(&number).await? {
+                bail!("no DID {number:?}");
+            }
+            println!("DID {number} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
 }
 
 async fn dialplan(app: App, cmd: DialplanCommand) -> anyhow::Result<()> {

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub sip_registered_accounts: IntGauge,
     /// Open TCP/TLS connections.
     pub sip_connections: IntGauge,
+    /// Calls in progress (one task each): a leak shows here.
+    pub calls_active: IntGauge,
+    /// Dialogs the B2BUA holds (two per answered call).
+    pub sip_dialogs: IntGauge,
 }
 
 impl Default for Metrics {
@@ -75,6 +79,15 @@ impl Metrics {
         .expect("static metric");
         let sip_connections = IntGauge::new("sip_connections", "Open SIP TCP/TLS connections")
             .expect("static metric");
+        let calls_active =
+            IntGauge::new("calls_active", "Calls in progress").expect("static metric");
+        let sip_dialogs =
+            IntGauge::new("sip_dialogs", "SIP dialogs held by the B2BUA").expect("static metric");
+        for g in [&calls_active, &sip_dialogs] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
         registry
             .register(Box::new(sip_transactions.clone()))
             .expect("unique metric");
@@ -101,6 +114,8 @@ impl Metrics {
             sip_transactions,
             sip_registered_accounts,
             sip_connections,
+            calls_active,
+            sip_dialogs,
         }
     }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sipp;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

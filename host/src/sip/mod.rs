@@ -4,6 +4,8 @@
 //! Protocol logic is sans-io (plain types and state machines driven by tests
 //! without sockets); the tokio glue lives beside it.
 
+pub mod call;
+pub mod dialog;
 pub mod digest;
 pub mod messaging;
 pub mod parse;

@@ -20,6 +20,8 @@ use super::parse::{
 };
 use rsip::headers::UntypedHeader;
 
+use super::call::{CallSettings, Calls};
+use super::dialog::DialogId;
 use super::registrar::{RegisterError, Registrar};
 use super::transaction::{
     Action, ClientKey, ClientTransaction, ServerKey, ServerTransaction, Timers, Transaction,
@@ -34,14 +36,21 @@ use crate::store::Store;
 
 /// Methods this switch implements today; others get 501 (RFC 3261 §8.2.1).
 pub const ALLOWED: &[Method] = &[
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Update,
+    Method::PRack,
+    Method::Info,
     Method::Register,
     Method::Message,
     Method::Options,
-    Method::Ack,
-    Method::Cancel,
 ];
-/// Option tags we support (`Require` with anything else gets 420).
-pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu"];
+/// Option tags we support (`Require` with anything else gets 420). 100rel
+/// and timer are the callers' and callees' business: the B2BUA relays
+/// PRACK, RSeq/RAck and Session-Expires between the legs.
+pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu", "100rel", "timer"];
 
 /// What the handlers need to know of the configuration.
 #[derive(Debug, Clone)]
@@ -70,6 +79,24 @@ impl Settings {
     }
 }
 
+/// Where the transaction user sends provisional responses to an INVITE
+/// while it works on the final one.
+pub type ProvisionalSink = mpsc::UnboundedSender<rsip::Response>;
+
+/// What a client transaction reports, as it happens.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// A 1xx.
+    Provisional(rsip::Response),
+    /// A final response; for an INVITE every 2xx (retransmissions and other
+    /// forks' answers included, RFC 6026) comes this way.
+    Final(rsip::Response),
+    /// Timer B or F fired.
+    Timeout,
+    /// The transport could not send it.
+    TransportError,
+}
+
 /// The outcome of a request the switch sent.
 #[derive(Debug)]
 pub enum ClientOutcome {
@@ -92,6 +119,7 @@ pub struct SipServer {
     pub store: Store,
     pub router: Router,
     pub registrar: Arc<Registrar>,
+    pub calls: Calls,
     pub(crate) auth: DigestAuth,
     pub(crate) auth_failures: RateLimiter<IpAddr>,
     transports: OnceLock<Arc<Transports>>,
@@ -100,7 +128,12 @@ pub struct SipServer {
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
 }
 
-type TuFuture = Pin<Box<dyn Future<Output = rsip::Response> + Send>>;
+/// The transaction user's side of a server transaction: its final answer
+/// to come, and the provisional responses it sends meanwhile.
+struct Tu {
+    answer: Pin<Box<dyn Future<Output = rsip::Response> + Send>>,
+    provisional: mpsc::UnboundedReceiver<rsip::Response>,
+}
 
 impl SipServer {
     pub fn new(
@@ -108,6 +141,7 @@ impl SipServer {
         store: Store,
         router: Router,
         registrar: Arc<Registrar>,
+        calls: CallSettings,
         auth: DigestAuth,
         auth_failures: RateLimiter<IpAddr>,
     ) -> Self {
@@ -116,6 +150,7 @@ impl SipServer {
             store,
             router,
             registrar,
+            calls: Calls::new(calls),
             auth,
             auth_failures,
             transports: OnceLock::new(),
@@ -147,6 +182,12 @@ impl SipServer {
             .unwrap_or_else(|p| p.into_inner())
             .len();
         (s, c)
+    }
+
+    /// Sends bytes outside any transaction (a 2xx retransmission, the ACK
+    /// of a 2xx).
+    pub(crate) async fn send_raw(&self, flow: &Flow, bytes: Vec<u8>) -> bool {
+        self.send(flow, bytes).await
     }
 
     async fn send(&self, flow: &Flow, bytes: Vec<u8>) -> bool {
@@ -226,7 +267,8 @@ impl SipServer {
             // RFC 2543 peers (no magic cookie): answered statelessly.
             if req.method != Method::Ack {
                 tokio::spawn(async move {
-                    let resp = self.clone().handle(flow, req).await;
+                    let (sink, _) = mpsc::unbounded_channel();
+                    let resp = self.clone().handle(flow, req, sink).await;
                     self.send(&flow, encode(&SipMessage::Response(resp))).await;
                 });
             }
@@ -240,22 +282,9 @@ impl SipServer {
             }
         }
         match req.method {
-            // An ACK that matches no transaction acknowledges a 2xx: it belongs to
-            // a dialog, and this switch has none yet.
-            Method::Ack => {}
-            // CANCEL of a non-INVITE or of an INVITE we never had.
-            Method::Cancel => {
-                let resp = response_for(
-                    &req,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    Some(&new_tag()),
-                    &[],
-                );
-                tokio::spawn(async move {
-                    self.send(&flow, encode(&SipMessage::Response(resp))).await;
-                });
-            }
+            // An ACK that matches no transaction acknowledges a 2xx: it
+            // belongs to a call's dialog.
+            Method::Ack => self.calls.on_ack(req),
             _ => self.start_server_transaction(key, flow, req),
         }
     }
@@ -279,7 +308,11 @@ impl SipServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), tx);
-        let tu: TuFuture = Box::pin(self.clone().handle(flow, req));
+        let (sink, provisional) = mpsc::unbounded_channel();
+        let tu = Tu {
+            answer: Box::pin(self.clone().handle(flow, req, sink)),
+            provisional,
+        };
         tokio::spawn(self.run_server_transaction(key, flow, machine, actions, rx, tu));
     }
 
@@ -290,8 +323,12 @@ impl SipServer {
         mut machine: ServerTransaction,
         first: Vec<Action>,
         mut rx: mpsc::UnboundedReceiver<ServerEvent>,
-        tu: TuFuture,
+        tu: Tu,
     ) {
+        let Tu {
+            answer: tu,
+            mut provisional,
+        } = tu;
         self.execute(&flow, first).await;
         let mut tu = Some(tu);
         while !machine.is_terminated() {
@@ -306,6 +343,9 @@ impl SipServer {
                             Vec::new()
                         }
                     }
+                }
+                Some(resp) = provisional.recv(), if tu.is_some() => {
+                    machine.on_tu_response(resp, Instant::now()).unwrap_or_default()
                 }
                 event = rx.recv() => match event {
                     Some(ServerEvent::Message(msg)) => machine.on_message(msg, Instant::now()),
@@ -334,8 +374,33 @@ impl SipServer {
     /// Sends a request through a client transaction and waits for its final
     /// response (provisional ones are skipped).
     pub async fn request(self: &Arc<Self>, flow: Flow, req: rsip::Request) -> ClientOutcome {
+        let (done_tx, done_rx) = oneshot::channel();
+        let mut done = Some(done_tx);
+        self.send_request(flow, req, move |event| {
+            let outcome = match event {
+                ClientEvent::Provisional(_) => return,
+                ClientEvent::Final(resp) => ClientOutcome::Response(resp),
+                ClientEvent::Timeout => ClientOutcome::Timeout,
+                ClientEvent::TransportError => ClientOutcome::TransportError,
+            };
+            if let Some(d) = done.take() {
+                let _ = d.send(outcome);
+            }
+        });
+        done_rx.await.unwrap_or(ClientOutcome::TransportError)
+    }
+
+    /// Sends a request through a client transaction; `on_event` hears every
+    /// response as it arrives, and the end of the transaction if it fails.
+    pub fn send_request(
+        self: &Arc<Self>,
+        flow: Flow,
+        req: rsip::Request,
+        mut on_event: impl FnMut(ClientEvent) + Send + 'static,
+    ) {
         let Some(key) = ClientKey::from_request(&req) else {
-            return ClientOutcome::TransportError;
+            on_event(ClientEvent::TransportError);
+            return;
         };
         let now = Instant::now();
         let (mut machine, first) = match ClientTransaction::new(
@@ -347,7 +412,8 @@ impl SipServer {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a client transaction");
-                return ClientOutcome::TransportError;
+                on_event(ClientEvent::TransportError);
+                return;
             }
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -355,10 +421,8 @@ impl SipServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), tx);
-        let (done_tx, done_rx) = oneshot::channel();
         let server = self.clone();
         tokio::spawn(async move {
-            let mut done = Some(done_tx);
             let mut pending = first;
             loop {
                 for action in std::mem::take(&mut pending) {
@@ -368,24 +432,16 @@ impl SipServer {
                                 pending.extend(machine.on_transport_error(Instant::now()));
                             }
                         }
-                        Action::Deliver(SipMessage::Response(resp))
-                            if resp.status_code.code() >= 200 =>
-                        {
-                            if let Some(d) = done.take() {
-                                let _ = d.send(ClientOutcome::Response(resp));
-                            }
+                        Action::Deliver(SipMessage::Response(resp)) => {
+                            on_event(if resp.status_code.code() >= 200 {
+                                ClientEvent::Final(resp)
+                            } else {
+                                ClientEvent::Provisional(resp)
+                            })
                         }
                         Action::Deliver(_) => {}
-                        Action::Timeout => {
-                            if let Some(d) = done.take() {
-                                let _ = d.send(ClientOutcome::Timeout);
-                            }
-                        }
-                        Action::TransportError => {
-                            if let Some(d) = done.take() {
-                                let _ = d.send(ClientOutcome::TransportError);
-                            }
-                        }
+                        Action::Timeout => on_event(ClientEvent::Timeout),
+                        Action::TransportError => on_event(ClientEvent::TransportError),
                     }
                 }
                 if !pending.is_empty() {
@@ -409,14 +465,23 @@ impl SipServer {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
         });
-        done_rx.await.unwrap_or(ClientOutcome::TransportError)
     }
 
     /// The transaction user: one request in, its final response out.
-    async fn handle(self: Arc<Self>, flow: Flow, req: rsip::Request) -> rsip::Response {
+    async fn handle(
+        self: Arc<Self>,
+        flow: Flow,
+        req: rsip::Request,
+        provisional: ProvisionalSink,
+    ) -> rsip::Response {
         let tag = new_tag();
         if let Err(rejection) = precheck(&req, ALLOWED, SUPPORTED) {
             return rejection.response(&req, Some(&tag));
+        }
+        if req.method != Method::Cancel
+            && let Some(resp) = self.calls.in_dialog(req.clone()).await
+        {
+            return resp;
         }
         match req.method {
             Method::Options => response_for(
@@ -435,6 +500,32 @@ impl SipServer {
             ),
             Method::Register => self.on_register(&flow, &req, &tag).await,
             Method::Message => super::messaging::on_message(&self, &flow, &req, &tag).await,
+            // A request for a dialog no call owns (RFC 3261 §12.2.2).
+            Method::Invite | Method::Bye | Method::Update | Method::PRack | Method::Info
+                if DialogId::of_request(&req).is_some() =>
+            {
+                response_for(
+                    &req,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    Some(&tag),
+                    &[],
+                )
+            }
+            Method::Invite => super::call::on_invite(&self, &flow, &req, &tag, provisional).await,
+            Method::Cancel => {
+                if self.calls.cancel(&req) {
+                    response_for(&req, 200, "OK", Some(&tag), &[])
+                } else {
+                    response_for(
+                        &req,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        Some(&tag),
+                        &[],
+                    )
+                }
+            }
             _ => response_for(
                 &req,
                 501,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::call::CallSettings;
 use super::digest::DigestAuth;
 use super::registrar::{ExpiryPolicy, Registrar};
 use super::server::{Settings, SipServer};
@@ -80,6 +81,7 @@ pub async fn start(
         app.store.clone(),
         router,
         registrar,
+        CallSettings::from_config(&app.config.calls),
         auth,
         limiter,
     ));
@@ -118,6 +120,8 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
                 .sip_transactions
                 .with_label_values(&["client"])
                 .set(client_txs as i64);
+            metrics.calls_active.set(server.calls.active() as i64);
+            metrics.sip_dialogs.set(server.calls.dialog_count() as i64);
             metrics
                 .sip_registered_accounts
                 .set(server.registrar.registered_accounts() as i64);

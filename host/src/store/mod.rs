@@ -11,6 +11,7 @@
 //! and MySQL text is VARCHAR (TEXT columns come back as bytes).
 
 pub mod accounts;
+pub mod calls;
 pub mod dialplan;
 pub mod error;
 pub mod gateways;

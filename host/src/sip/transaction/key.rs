@@ -54,6 +54,15 @@ impl ServerKey {
     pub fn method(&self) -> rsip::Method {
         self.method
     }
+
+    /// The key of the transaction with the same branch and sent-by and
+    /// another method: a CANCEL finds the INVITE it cancels this way (§9.2).
+    pub fn with_method(&self, method: rsip::Method) -> ServerKey {
+        ServerKey {
+            method,
+            ..self.clone()
+        }
+    }
 }
 
 // rsip::Method has no Hash; its discriminant is exactly the identity Eq uses.

@@ -1,0 +1,990 @@
+//! One call: the caller's leg, the legs it forked to, and the task that
+//! relays between them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rsip::Method;
+use rsip::headers::{self, UntypedHeader};
+use tokio::sync::{mpsc, oneshot};
+
+use super::relay::{
+    any_header, max_forwards_across, name_addr, passed_headers, rack_across, response_across,
+    sdp_for_leg, session_expires,
+};
+use super::{CallEvent, CallTx, Origin, Target, gateway_flow};
+use crate::plugins::routing::{Reason, RouteDecision, Routed};
+use crate::sip::dialog::{Dialog, DialogId, contact_for, cseq_number, via_for};
+use crate::sip::parse::{encode, response_for};
+use crate::sip::registrar::flow_of;
+use crate::sip::server::{ClientEvent, ProvisionalSink, SipServer};
+use crate::sip::transaction::ServerKey;
+use crate::sip::transport::{Flow, Proto};
+use crate::sip::util::{header_value, new_call_id, new_tag, tag_of};
+use crate::store::Gateway;
+use crate::store::calls::{Cdr, Disposition};
+
+/// How long a relayed 2xx waits for its ACK, and a cancelled branch for its
+/// final response (64·T1 with the default T1).
+const ACK_WAIT: Duration = Duration::from_secs(32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    /// INVITE sent, nothing back yet (a CANCEL must wait for a 1xx, §9.1).
+    Trying,
+    /// A provisional response arrived.
+    Early,
+    /// Answered 2xx (the winner, or a loser the switch hung up).
+    Answered,
+    /// A final non-2xx, a timeout or a transport error.
+    Done,
+}
+
+/// One B leg: the INVITE to one device or gateway.
+struct Branch {
+    invite: rsip::Request,
+    /// The switch as UAC toward the device.
+    b: Dialog,
+    /// The switch as UAS toward the caller, for what this branch says.
+    a: Dialog,
+    state: BranchState,
+    /// The final status, once there is one.
+    code: Option<rsip::Response>,
+    /// Cancel as soon as a provisional response allows it.
+    cancel_wanted: bool,
+    /// When a sent CANCEL stops being waited for.
+    cancel_deadline: Option<Instant>,
+    /// The ACK sent for this branch's 2xx, resent when the 2xx is.
+    ack: Option<Vec<u8>>,
+}
+
+/// A 2xx the switch relayed and whose ACK it waits for.
+struct AwaitAck {
+    /// Where the ACK arrives.
+    from: DialogId,
+    /// Which side's dialog gets the ACK then: true for the B leg.
+    to_b: bool,
+    branch: usize,
+    /// CSeq of the INVITE on the side the ACK goes to.
+    cseq: u32,
+    /// The 2xx bytes and flow to retransmit on (unreliable transports).
+    resend: Option<(Vec<u8>, Flow)>,
+    next: Instant,
+    interval: Duration,
+    deadline: Instant,
+}
+
+pub(super) struct Call {
+    server: Arc<SipServer>,
+    tx: CallTx,
+    rx: mpsc::UnboundedReceiver<CallEvent>,
+    invite: rsip::Request,
+    a_flow: Flow,
+    a_tag: String,
+    a_key: ServerKey,
+    a_cseq: u32,
+    a_template: Dialog,
+    origin: Origin,
+    provisional: ProvisionalSink,
+    final_tx: Option<oneshot::Sender<rsip::Response>>,
+    branches: Vec<Branch>,
+    winner: Option<usize>,
+    callee: String,
+    gateway: Option<String>,
+    started_at: i64,
+    answered_at: Option<i64>,
+    code: u16,
+    disposition: Option<Disposition>,
+    end_reason: Option<&'static str>,
+    /// Set once the answered call is over (BYE, timer).
+    hung_up: bool,
+    no_answer_at: Option<Instant>,
+    rerouted: bool,
+    session_deadline: Option<Instant>,
+    max_end: Option<Instant>,
+    awaiting: Vec<AwaitAck>,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Call {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        server: Arc<SipServer>,
+        flow: &Flow,
+        req: &rsip::Request,
+        tag: &str,
+        a_key: ServerKey,
+        origin: Origin,
+        provisional: ProvisionalSink,
+        final_tx: oneshot::Sender<rsip::Response>,
+    ) -> Option<Call> {
+        let a_template = Dialog::uas(req, tag.to_owned(), *flow)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Some(Call {
+            server,
+            tx,
+            rx,
+            invite: req.clone(),
+            a_flow: *flow,
+            a_tag: tag.to_owned(),
+            a_key,
+            a_cseq: cseq_number(&req.headers).unwrap_or(1),
+            a_template,
+            gateway: origin.gateway.clone(),
+            origin,
+            provisional,
+            final_tx: Some(final_tx),
+            branches: Vec::new(),
+            winner: None,
+            callee: String::new(),
+            started_at: unix_ms(),
+            answered_at: None,
+            code: 0,
+            disposition: None,
+            end_reason: None,
+            hung_up: false,
+            no_answer_at: None,
+            rerouted: false,
+            session_deadline: None,
+            max_end: None,
+            awaiting: Vec::new(),
+        })
+    }
+
+    /// Acts on the routing decision and, if devices are called, runs the
+    /// call in its own task.
+    pub(super) async fn start(mut self, routed: Routed, gateways: Arc<Vec<Gateway>>) {
+        self.follow(routed, &gateways).await;
+        if self.final_tx.is_none() && self.branches.is_empty() {
+            // Answered at once (a refusal): nothing to run, but it is a call record.
+            self.write_cdr().await;
+            return;
+        }
+        let calls = &self.server.calls;
+        calls
+            .invites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.a_key.clone(), self.tx.clone());
+        calls.active.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("call", call_id = %self.a_template.call_id);
+        tokio::spawn(tracing::Instrument::instrument(self.run(), span));
+    }
+
+    /// Forks to what the guest decided, or answers the caller.
+    async fn follow(&mut self, routed: Routed, gateways: &[Gateway]) {
+        let caller_id = routed.caller_id.clone();
+        let domain = self.server.settings.domain.clone();
+        let from_user = caller_id
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_else(|| self.origin.caller.clone());
+        let from_name = caller_id
+            .as_ref()
+            .and_then(|c| c.display_name.clone())
+            .or_else(|| self.origin.display_name.clone());
+        let from = name_addr(from_name.as_deref(), &format!("sip:{from_user}@{domain}"));
+        let targets: Vec<Target> = match routed.decision {
+            RouteDecision::ToUser { login } => {
+                let bindings = self
+                    .server
+                    .registrar
+                    .bindings(&login, crate::store::now_secs());
+                self.callee = login.clone();
+                let transports = self.server.transports().cloned();
+                let targets: Vec<Target> = bindings
+                    .iter()
+                    .filter_map(|b| {
+                        let flow = flow_of(b)?;
+                        if transports.as_ref().is_some_and(|t| !t.is_reachable(&flow)) {
+                            return None;
+                        }
+                        Some(Target {
+                            uri: b.contact.clone(),
+                            to: format!("<sip:{login}@{domain}>"),
+                            flow,
+                        })
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    return self.answer_now(480, "Temporarily Unavailable");
+                }
+                targets
+            }
+            RouteDecision::ToGateway { gateway, number } => {
+                self.callee = number.clone();
+                self.gateway = Some(gateway.clone());
+                let Some(flow) = gateways
+                    .iter()
+                    .find(|g| g.name == gateway)
+                    .and_then(|g| gateway_flow(&self.server, g))
+                else {
+                    tracing::warn!(gateway, "gateway unknown or not reachable over UDP");
+                    return self.answer_now(503, "Service Unavailable");
+                };
+                vec![Target {
+                    uri: format!("sip:{number}@{}", flow.remote),
+                    to: format!("<sip:{number}@{}>", flow.remote),
+                    flow,
+                }]
+            }
+            RouteDecision::ToService { name, .. } => {
+                // IVR and voicemail are not there yet: the caller hears the
+                // failure the service would have covered.
+                self.callee = name;
+                return self.answer_now(480, "Temporarily Unavailable");
+            }
+            RouteDecision::Reject { code, reason } => {
+                if self.callee.is_empty() {
+                    self.callee = self
+                        .origin
+                        .route
+                        .as_ref()
+                        .map(|r| r.target.clone())
+                        .unwrap_or_default();
+                }
+                return self.answer_now(code, &reason);
+            }
+        };
+        for target in targets {
+            self.fork(target, &from).await;
+        }
+        if !self.settings_no_answer().is_zero() {
+            self.no_answer_at = Some(Instant::now() + self.settings_no_answer());
+        }
+    }
+
+    fn settings_no_answer(&self) -> Duration {
+        self.server.calls.settings.no_answer
+    }
+
+    /// Answers the caller with a final non-2xx (no branch involved).
+    fn answer_now(&mut self, code: u16, reason: &str) {
+        let resp = response_for(&self.invite, code, reason, Some(&self.a_tag), &[]);
+        self.finish(resp, disposition_of(code));
+    }
+
+    fn finish(&mut self, resp: rsip::Response, disposition: Disposition) {
+        self.code = resp.status_code.code();
+        if self.disposition.is_none() {
+            self.disposition = Some(disposition);
+        }
+        if let Some(tx) = self.final_tx.take() {
+            let _ = tx.send(resp);
+        }
+        self.server.calls.forget_invite(&self.a_key);
+    }
+
+    /// Sends the INVITE of a new B leg.
+    async fn fork(&mut self, target: Target, from: &str) {
+        let index = self.branches.len();
+        let flow = target.flow;
+        let contact = contact_for(&flow);
+        let Ok(uri) = rsip::Uri::try_from(target.uri.as_str()) else {
+            tracing::debug!(uri = target.uri, "unusable contact skipped");
+            return;
+        };
+        let domain = &self.server.settings.domain;
+        let mut hs: Vec<rsip::Header> = vec![
+            rsip::Header::Via(headers::Via::new(via_for(&flow))),
+            max_forwards_across(&self.invite.headers)
+                .unwrap_or_else(|| rsip::Header::MaxForwards(headers::MaxForwards::new("69"))),
+            rsip::Header::From(headers::From::new(format!("{from};tag={}", new_tag()))),
+            rsip::Header::To(headers::To::new(target.to.clone())),
+            rsip::Header::CallId(headers::CallId::new(new_call_id(domain))),
+            rsip::Header::CSeq(headers::CSeq::new("1 INVITE")),
+            rsip::Header::Contact(headers::Contact::new(contact)),
+        ];
+        hs.extend(passed_headers(&self.invite.headers));
+        let invite = rsip::Request {
+            method: Method::Invite,
+            uri,
+            version: rsip::Version::V2,
+            headers: hs.into(),
+            body: sdp_for_leg(&self.invite.body),
+        };
+        let Some(b) = Dialog::uac(&invite, flow) else {
+            return;
+        };
+        let mut a = self.a_template.clone();
+        a.local_tag = if index == 0 {
+            self.a_tag.clone()
+        } else {
+            new_tag()
+        };
+        self.server.calls.register(b.id(), self.tx.clone());
+        self.server.calls.register(a.id(), self.tx.clone());
+        self.branches.push(Branch {
+            invite: invite.clone(),
+            b,
+            a,
+            state: BranchState::Trying,
+            code: None,
+            cancel_wanted: false,
+            cancel_deadline: None,
+            ack: None,
+        });
+        let events = self.tx.clone();
+        tracing::debug!(branch = index, remote = %flow.remote, "forking");
+        self.server.send_request(flow, invite, move |event| {
+            let _ = events.send(CallEvent::Branch { index, event });
+        });
+    }
+
+    async fn run(mut self) {
+        let mut recorded = false;
+        while !self.is_over() {
+            // The record is written when the caller's side is over, not when
+            // the last straggling branch (a device that never answered) is.
+            if !recorded && self.final_tx.is_none() && (self.winner.is_none() || self.hung_up) {
+                self.write_cdr().await;
+                recorded = true;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                event = self.rx.recv() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => break,
+                },
+                _ = sleep_until(deadline) => self.on_timer().await,
+            }
+        }
+        let ids: Vec<DialogId> = self
+            .branches
+            .iter()
+            .flat_map(|b| [b.a.id(), b.b.id()])
+            .collect();
+        self.server.calls.forget(&ids, Some(&self.a_key));
+        self.server.calls.active.fetch_sub(1, Ordering::Relaxed);
+        if !recorded {
+            self.write_cdr().await;
+        }
+    }
+
+    fn is_over(&self) -> bool {
+        let branches_settled = self
+            .branches
+            .iter()
+            .enumerate()
+            .all(|(i, b)| match b.state {
+                BranchState::Done => true,
+                BranchState::Answered => Some(i) != self.winner || self.hung_up,
+                _ => false,
+            });
+        self.final_tx.is_none() && branches_settled && self.awaiting.is_empty()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut all: Vec<Instant> = Vec::new();
+        if self.final_tx.is_some() {
+            all.extend(self.no_answer_at);
+        }
+        if !self.hung_up {
+            all.extend(self.session_deadline);
+            all.extend(self.max_end);
+        }
+        for a in &self.awaiting {
+            all.push(a.deadline);
+            if a.resend.is_some() {
+                all.push(a.next);
+            }
+        }
+        all.extend(self.branches.iter().filter_map(|b| b.cancel_deadline));
+        all.into_iter().min()
+    }
+
+    async fn on_event(&mut self, event: CallEvent) {
+        match event {
+            CallEvent::Cancel => {
+                if self.final_tx.is_some() {
+                    self.cancel_branches(None).await;
+                    let resp = response_for(
+                        &self.invite,
+                        487,
+                        "Request Terminated",
+                        Some(&self.a_tag),
+                        &[],
+                    );
+                    self.finish(resp, Disposition::Cancelled);
+                }
+            }
+            CallEvent::Branch { index, event } => self.on_branch(index, event).await,
+            CallEvent::Ack { id, req } => self.on_ack(id, req).await,
+            CallEvent::Request { id, req, respond } => self.on_request(id, req, respond).await,
+            CallEvent::Reinvited {
+                ack_from,
+                cseq,
+                resend,
+                session_expires,
+            } => {
+                self.refresh_session(session_expires);
+                let Some((branch, from_b)) = self.locate(&ack_from) else {
+                    return;
+                };
+                let now = Instant::now();
+                let t1 = self.server.settings.timers.t1;
+                self.awaiting.push(AwaitAck {
+                    from: ack_from,
+                    to_b: !from_b,
+                    branch,
+                    cseq,
+                    resend,
+                    next: now + t1,
+                    interval: t1,
+                    deadline: now + ACK_WAIT,
+                });
+            }
+            CallEvent::Refreshed { session_expires } => self.refresh_session(session_expires),
+            CallEvent::PeerGone { from } => {
+                if self.winner.is_some() && !self.hung_up {
+                    // The side that sent the request is alive; the other is gone.
+                    let from_b = self.locate(&from).is_some_and(|(_, b)| b);
+                    tracing::info!("peer of a confirmed dialog is gone: call torn down");
+                    self.hang_up(!from_b, from_b, "peer-gone").await;
+                }
+            }
+        }
+    }
+
+    /// Which branch a dialog id is, and whether it is the B side.
+    fn locate(&self, id: &DialogId) -> Option<(usize, bool)> {
+        self.branches.iter().enumerate().find_map(|(i, b)| {
+            if b.b.call_id == id.call_id && b.b.local_tag == id.local_tag {
+                Some((i, true))
+            } else if b.a.call_id == id.call_id && b.a.local_tag == id.local_tag {
+                Some((i, false))
+            } else {
+                None
+            }
+        })
+    }
+
+    async fn on_branch(&mut self, index: usize, event: ClientEvent) {
+        let resp = match event {
+            ClientEvent::Provisional(resp) | ClientEvent::Final(resp) => resp,
+            ClientEvent::Timeout => response_for(
+                &self.branches[index].invite,
+                408,
+                "Request Timeout",
+                None,
+                &[],
+            ),
+            ClientEvent::TransportError => response_for(
+                &self.branches[index].invite,
+                503,
+                "Service Unavailable",
+                None,
+                &[],
+            ),
+        };
+        let code = resp.status_code.code();
+        match code {
+            100 => {}
+            101..=199 => self.on_provisional(index, resp).await,
+            200..=299 => self.on_answer(index, resp).await,
+            _ => self.on_failure(index, resp).await,
+        }
+    }
+
+    async fn on_provisional(&mut self, index: usize, resp: rsip::Response) {
+        let branch = &mut self.branches[index];
+        if branch.state == BranchState::Trying {
+            branch.state = BranchState::Early;
+        }
+        if header_value(&resp.headers, "To").is_some_and(|to| tag_of(to).is_some()) {
+            branch.b.learn_from_response(&resp);
+        }
+        if branch.cancel_wanted && branch.cancel_deadline.is_none() {
+            self.send_cancel(index).await;
+            return;
+        }
+        if self.final_tx.is_none() {
+            return;
+        }
+        let branch = &self.branches[index];
+        let out = response_across(
+            &self.invite,
+            &resp,
+            Some(&branch.a.local_tag),
+            &contact_for(&self.a_flow),
+        );
+        let _ = self.provisional.send(out);
+    }
+
+    async fn on_answer(&mut self, index: usize, resp: rsip::Response) {
+        let branch = &mut self.branches[index];
+        if let Some(ack) = &branch.ack {
+            // The device retransmits its 2xx: our ACK was lost.
+            let (flow, ack) = (branch.b.flow, ack.clone());
+            self.server.send_raw(&flow, ack).await;
+            return;
+        }
+        if branch.state == BranchState::Answered {
+            // A retransmission while the caller's ACK is awaited.
+            return;
+        }
+        branch.state = BranchState::Answered;
+        branch.b.learn_from_response(&resp);
+        branch.cancel_deadline = None;
+        if self.final_tx.is_none() || self.winner.is_some() {
+            // Too late (another device answered, or the caller gave up):
+            // acknowledge and hang up this one.
+            let ack = branch
+                .b
+                .ack(1, &contact_for(&branch.b.flow), vec![], vec![]);
+            let bytes = encode(&ack);
+            branch.ack = Some(bytes.clone());
+            let flow = branch.b.flow;
+            self.server.send_raw(&flow, bytes).await;
+            self.send_bye(index, true);
+            return;
+        }
+        self.winner = Some(index);
+        self.answered_at = Some(unix_ms());
+        let contact = contact_for(&self.a_flow);
+        let a_tag = self.branches[index].a.local_tag.clone();
+        let out = response_across(&self.invite, &resp, Some(&a_tag), &contact);
+        self.refresh_session(session_expires(&resp.headers));
+        if !self.server.calls.settings.max_duration.is_zero() {
+            self.max_end = Some(Instant::now() + self.server.calls.settings.max_duration);
+        }
+        let now = Instant::now();
+        let t1 = self.server.settings.timers.t1;
+        let resend = (self.a_flow.proto == Proto::Udp).then(|| (encode(&out), self.a_flow));
+        self.awaiting.push(AwaitAck {
+            from: self.branches[index].a.id(),
+            to_b: true,
+            branch: index,
+            cseq: 1,
+            resend,
+            next: now + t1,
+            interval: t1,
+            deadline: now + ACK_WAIT,
+        });
+        self.cancel_branches(Some(index)).await;
+        self.finish(out, Disposition::Answered);
+    }
+
+    async fn on_failure(&mut self, index: usize, resp: rsip::Response) {
+        let branch = &mut self.branches[index];
+        if matches!(branch.state, BranchState::Done | BranchState::Answered) {
+            return;
+        }
+        branch.state = BranchState::Done;
+        branch.cancel_deadline = None;
+        branch.code = Some(resp);
+        if self.final_tx.is_none() {
+            return;
+        }
+        if self
+            .branches
+            .iter()
+            .any(|b| matches!(b.state, BranchState::Trying | BranchState::Early))
+        {
+            return;
+        }
+        let best = self
+            .branches
+            .iter()
+            .filter_map(|b| b.code.as_ref())
+            .min_by_key(|r| rank(r.status_code.code()))
+            .cloned();
+        let out = match best {
+            // A device or carrier challenging the switch, or redirecting it,
+            // means nothing to the caller: the callee is unavailable.
+            Some(r) if matches!(r.status_code.code(), 300..=399 | 401 | 407) => response_for(
+                &self.invite,
+                480,
+                "Temporarily Unavailable",
+                Some(&self.a_tag),
+                &[],
+            ),
+            Some(r) => response_across(
+                &self.invite,
+                &r,
+                Some(&self.a_tag),
+                &contact_for(&self.a_flow),
+            ),
+            None => response_for(
+                &self.invite,
+                480,
+                "Temporarily Unavailable",
+                Some(&self.a_tag),
+                &[],
+            ),
+        };
+        let code = out.status_code.code();
+        self.finish(out, disposition_of(code));
+    }
+
+    /// CANCELs every ringing branch except `keep` (§9.1: only once it has
+    /// answered provisionally; until then the wish is remembered).
+    async fn cancel_branches(&mut self, keep: Option<usize>) {
+        for index in 0..self.branches.len() {
+            if Some(index) == keep {
+                continue;
+            }
+            match self.branches[index].state {
+                BranchState::Early if self.branches[index].cancel_deadline.is_none() => {
+                    self.send_cancel(index).await
+                }
+                BranchState::Trying => self.branches[index].cancel_wanted = true,
+                _ => {}
+            }
+        }
+    }
+
+    async fn send_cancel(&mut self, index: usize) {
+        let branch = &mut self.branches[index];
+        branch.cancel_wanted = false;
+        branch.cancel_deadline = Some(Instant::now() + ACK_WAIT);
+        let invite = &branch.invite;
+        let keep: Vec<rsip::Header> = invite
+            .headers
+            .iter()
+            .filter(|h| {
+                matches!(
+                    h,
+                    rsip::Header::Via(_)
+                        | rsip::Header::From(_)
+                        | rsip::Header::To(_)
+                        | rsip::Header::CallId(_)
+                        | rsip::Header::MaxForwards(_)
+                        | rsip::Header::Route(_)
+                )
+            })
+            .cloned()
+            .chain([rsip::Header::CSeq(headers::CSeq::new("1 CANCEL"))])
+            .collect();
+        let cancel = rsip::Request {
+            method: Method::Cancel,
+            uri: invite.uri.clone(),
+            version: rsip::Version::V2,
+            headers: keep.into(),
+            body: Vec::new(),
+        };
+        let server = self.server.clone();
+        let flow = branch.b.flow;
+        tokio::spawn(async move {
+            server.request(flow, cancel).await;
+        });
+    }
+
+    /// A BYE on one side, not waited for.
+    fn send_bye(&mut self, index: usize, to_b: bool) {
+        let branch = &mut self.branches[index];
+        let dialog = if to_b { &mut branch.b } else { &mut branch.a };
+        let contact = contact_for(&dialog.flow);
+        let bye = dialog.request(Method::Bye, &contact, vec![], vec![]);
+        let flow = dialog.flow;
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            server.request(flow, bye).await;
+        });
+    }
+
+    /// Ends an answered call, sending BYE to the sides asked.
+    async fn hang_up(&mut self, bye_a: bool, bye_b: bool, reason: &'static str) {
+        let Some(winner) = self.winner else {
+            return;
+        };
+        if self.hung_up {
+            return;
+        }
+        self.hung_up = true;
+        self.end_reason = Some(reason);
+        self.awaiting.clear();
+        if bye_a {
+            self.send_bye(winner, false);
+        }
+        if bye_b {
+            self.send_bye(winner, true);
+        }
+    }
+
+    async fn on_ack(&mut self, id: DialogId, req: rsip::Request) {
+        let Some(pos) = self.awaiting.iter().position(|a| a.from == id) else {
+            return;
+        };
+        let pending = self.awaiting.remove(pos);
+        let branch = &mut self.branches[pending.branch];
+        let dialog = if pending.to_b {
+            &mut branch.b
+        } else {
+            &mut branch.a
+        };
+        let contact = contact_for(&dialog.flow);
+        let ack = dialog.ack(
+            pending.cseq,
+            &contact,
+            passed_headers(&req.headers),
+            sdp_for_leg(&req.body),
+        );
+        let bytes = encode(&ack);
+        let flow = dialog.flow;
+        if pending.to_b && pending.cseq == 1 {
+            branch.ack = Some(bytes.clone());
+        }
+        self.server.send_raw(&flow, bytes).await;
+    }
+
+    async fn on_request(
+        &mut self,
+        id: DialogId,
+        req: rsip::Request,
+        respond: oneshot::Sender<rsip::Response>,
+    ) {
+        let Some((index, from_b)) = self.locate(&id) else {
+            let _ = respond.send(response_for(
+                &req,
+                481,
+                "Call/Transaction Does Not Exist",
+                None,
+                &[],
+            ));
+            return;
+        };
+        if req.method == Method::Bye {
+            let _ = respond.send(response_for(&req, 200, "OK", None, &[]));
+            if self.winner == Some(index) {
+                let reason = if from_b { "callee" } else { "caller" };
+                self.hang_up(from_b, !from_b, reason).await;
+            } else if !from_b && self.final_tx.is_some() {
+                // A BYE in an early dialog ends the attempt like a CANCEL.
+                self.cancel_branches(None).await;
+                let resp = response_for(
+                    &self.invite,
+                    487,
+                    "Request Terminated",
+                    Some(&self.a_tag),
+                    &[],
+                );
+                self.finish(resp, Disposition::Cancelled);
+            }
+            return;
+        }
+        let a_cseq = self.a_cseq;
+        let branch = &mut self.branches[index];
+        let (this, other) = if from_b {
+            (&mut branch.b, &mut branch.a)
+        } else {
+            (&mut branch.a, &mut branch.b)
+        };
+        if matches!(req.method, Method::Invite | Method::Update) {
+            this.refresh_target(&req.headers);
+        }
+        let mut extra = passed_headers(&req.headers);
+        match max_forwards_across(&req.headers) {
+            Some(mf) => extra.push(mf),
+            None => {
+                let _ = respond.send(response_for(&req, 483, "Too Many Hops", None, &[]));
+                return;
+            }
+        }
+        if req.method == Method::PRack {
+            let invite_cseq = if from_b { a_cseq } else { 1 };
+            if let Some(rack) =
+                any_header(&req.headers, "RAck").and_then(|r| rack_across(&r, invite_cseq))
+            {
+                extra.push(rack);
+            }
+        }
+        let contact_other = contact_for(&other.flow);
+        let out = other.request(req.method, &contact_other, extra, sdp_for_leg(&req.body));
+        let out_cseq = other.local_cseq;
+        let other_flow = other.flow;
+        let this_contact = contact_for(&this.flow);
+        let this_flow = this.flow;
+        let confirmed = self.winner == Some(index);
+        let server = self.server.clone();
+        let events = self.tx.clone();
+        tokio::spawn(async move {
+            let answer = match server.request(other_flow, out).await {
+                crate::sip::server::ClientOutcome::Response(resp) => {
+                    response_across(&req, &resp, None, &this_contact)
+                }
+                crate::sip::server::ClientOutcome::Timeout => {
+                    response_for(&req, 408, "Request Timeout", None, &[])
+                }
+                crate::sip::server::ClientOutcome::TransportError => {
+                    response_for(&req, 503, "Service Unavailable", None, &[])
+                }
+            };
+            let code = answer.status_code.code();
+            if confirmed && matches!(code, 408 | 481) {
+                // RFC 5057: the dialog on the other side is gone.
+                let _ = events.send(CallEvent::PeerGone { from: id.clone() });
+            }
+            if (200..300).contains(&code) {
+                let se = session_expires(&answer.headers);
+                if req.method == Method::Invite {
+                    let resend =
+                        (this_flow.proto == Proto::Udp).then(|| (encode(&answer), this_flow));
+                    let _ = events.send(CallEvent::Reinvited {
+                        ack_from: id,
+                        cseq: out_cseq,
+                        resend,
+                        session_expires: se,
+                    });
+                } else if req.method == Method::Update {
+                    let _ = events.send(CallEvent::Refreshed {
+                        session_expires: se,
+                    });
+                }
+            }
+            let _ = respond.send(answer);
+        });
+    }
+
+    fn refresh_session(&mut self, session_expires: Option<u64>) {
+        if let Some(secs) = session_expires.filter(|s| *s > 0) {
+            // RFC 4028 §10: without a refresh by then, the session is dead.
+            // The last third is the slack the refresher is given.
+            let slack = Duration::from_secs(secs / 3).max(Duration::from_secs(2));
+            self.session_deadline = Some(Instant::now() + Duration::from_secs(secs) + slack);
+        } else if self.session_deadline.is_some() {
+            // Refreshed without a new interval: the old one restarts.
+            self.session_deadline = None;
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.final_tx.is_some() && self.no_answer_at.is_some_and(|t| t <= now) {
+            self.no_answer_at = None;
+            self.on_no_answer().await;
+        }
+        if !self.hung_up && self.session_deadline.is_some_and(|t| t <= now) {
+            self.session_deadline = None;
+            tracing::info!("session timer expired without a refresh");
+            self.hang_up(true, true, "session-timer").await;
+        }
+        if !self.hung_up && self.max_end.is_some_and(|t| t <= now) {
+            self.max_end = None;
+            self.hang_up(true, true, "max-duration").await;
+        }
+        let mut expired = false;
+        for a in &mut self.awaiting {
+            if a.deadline <= now {
+                expired = true;
+            } else if let Some((bytes, flow)) = &a.resend
+                && a.next <= now
+            {
+                self.server.send_raw(flow, bytes.clone()).await;
+                a.interval = (a.interval * 2).min(self.server.settings.timers.t2);
+                a.next = now + a.interval;
+            }
+        }
+        if expired {
+            self.awaiting.retain(|a| a.deadline > now);
+            // §13.3.1.4: no ACK for the 2xx, the session is not established.
+            self.hang_up(true, true, "ack-timeout").await;
+        }
+        for branch in &mut self.branches {
+            if branch.cancel_deadline.is_some_and(|t| t <= now) {
+                branch.cancel_deadline = None;
+                if branch.state == BranchState::Early {
+                    branch.state = BranchState::Done;
+                }
+            }
+        }
+    }
+
+    /// Nobody answered in time: stop the ringing and ask the guest again.
+    async fn on_no_answer(&mut self) {
+        self.cancel_branches(None).await;
+        let decision = match (&self.origin.route, self.rerouted) {
+            (Some(route), false) => {
+                self.rerouted = true;
+                let mut again = route.clone();
+                again.reason = Reason::NoAnswer;
+                Some(self.server.router.route(&again).await)
+            }
+            _ => None,
+        };
+        match decision {
+            Some(
+                routed @ Routed {
+                    decision: RouteDecision::ToUser { .. } | RouteDecision::ToGateway { .. },
+                    ..
+                },
+            ) => {
+                let gateways = self.server.calls.gateways(&self.server).await;
+                let before = self.branches.len();
+                self.follow(routed, &gateways).await;
+                if self.final_tx.is_some() && self.branches.len() == before {
+                    self.answer_now(480, "Temporarily Unavailable");
+                }
+            }
+            Some(Routed {
+                decision: RouteDecision::Reject { code, reason },
+                ..
+            }) => {
+                let resp = response_for(&self.invite, code, &reason, Some(&self.a_tag), &[]);
+                self.finish(resp, Disposition::NoAnswer);
+            }
+            _ => {
+                let resp = response_for(
+                    &self.invite,
+                    480,
+                    "Temporarily Unavailable",
+                    Some(&self.a_tag),
+                    &[],
+                );
+                self.finish(resp, Disposition::NoAnswer);
+            }
+        }
+    }
+
+    async fn write_cdr(&self) {
+        let cdr = Cdr {
+            call_id: self.a_template.call_id.clone(),
+            caller: self.origin.caller.clone(),
+            callee: self.callee.clone(),
+            gateway: self.gateway.clone(),
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at: unix_ms(),
+            disposition: self.disposition.unwrap_or(Disposition::Failed),
+            code: self.code,
+            end_reason: self.end_reason.map(str::to_owned),
+        };
+        if let Err(e) = self.server.store.insert_cdr(&cdr).await {
+            tracing::error!(error = %e, call_id = cdr.call_id, "call record not written");
+        }
+    }
+}
+
+/// RFC 3261 §16.7 in short: a 6xx ends the search, then busy, then the other
+/// client errors, then server errors, then the rest.
+fn rank(code: u16) -> (u8, u16) {
+    match code {
+        600..=699 => (0, code),
+        486 => (1, code),
+        400..=499 => (2, code),
+        500..=599 => (3, code),
+        _ => (4, code),
+    }
+}
+
+fn disposition_of(code: u16) -> Disposition {
+    match code {
+        200..=299 => Disposition::Answered,
+        486 | 600 => Disposition::Busy,
+        487 => Disposition::Cancelled,
+        _ => Disposition::Failed,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

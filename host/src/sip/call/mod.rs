@@ -1,0 +1,360 @@
+//! Calls: the switch as a back-to-back user agent.
+//!
+//! Every call is one tokio task (a [`leg::Call`]) that owns both sides: the
+//! caller's dialog (the A leg, where the switch is the UAS) and one dialog per
+//! device or gateway it forked to (the B legs, where the switch is the UAC).
+//! The SIP server finds the call of an in-dialog request, an ACK or a CANCEL
+//! through the maps below and hands the message to the task; the task relays
+//! it to the other side with that side's own Call-ID, tags, CSeq and Via.
+
+mod leg;
+pub mod relay;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::dialog::DialogId;
+use super::parse::response_for;
+use super::server::{ClientEvent, ProvisionalSink, SipServer};
+use super::transaction::{ServerKey, server_key};
+use super::transport::{Flow, Proto};
+use super::util::{display_name_of, header_value, user_of};
+use crate::config::CallsConfig;
+use crate::plugins::routing::{
+    Kind, Reason, RouteDecision, RouteRequest, Routed, Transport as RouteTransport,
+};
+use crate::store::Gateway;
+
+/// What the call task is told.
+pub(crate) enum CallEvent {
+    /// The caller cancelled the INVITE.
+    Cancel,
+    /// An ACK for a 2xx the switch relayed.
+    Ack { id: DialogId, req: rsip::Request },
+    /// A request inside one of the call's dialogs.
+    Request {
+        id: DialogId,
+        req: rsip::Request,
+        respond: oneshot::Sender<rsip::Response>,
+    },
+    /// What a B leg's INVITE transaction reported.
+    Branch { index: usize, event: ClientEvent },
+    /// A relayed re-INVITE was answered 2xx: the side that sent it will ACK
+    /// (under `ack_from`), and the switch then ACKs the other side with `cseq`.
+    Reinvited {
+        ack_from: DialogId,
+        cseq: u32,
+        resend: Option<(Vec<u8>, Flow)>,
+        session_expires: Option<u64>,
+    },
+    /// A session refresh (UPDATE) went through.
+    Refreshed { session_expires: Option<u64> },
+    /// The peer of a confirmed dialog is gone (408/481 to a relayed request).
+    PeerGone { from: DialogId },
+}
+
+type CallTx = mpsc::UnboundedSender<CallEvent>;
+
+/// Limits of a call.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// How long devices ring before the routing guest is asked again.
+    pub no_answer: Duration,
+    /// Longest an answered call may last; 0 means no limit.
+    pub max_duration: Duration,
+}
+
+impl CallSettings {
+    pub fn from_config(c: &CallsConfig) -> Self {
+        Self {
+            no_answer: Duration::from_secs(c.no_answer_secs),
+            max_duration: Duration::from_secs(c.max_duration_secs),
+        }
+    }
+}
+
+/// How long the list of gateways is trusted before it is read again.
+const GATEWAYS_TTL: Duration = Duration::from_secs(10);
+
+/// The calls in progress.
+pub struct Calls {
+    pub settings: CallSettings,
+    dialogs: Mutex<HashMap<DialogId, CallTx>>,
+    invites: Mutex<HashMap<ServerKey, CallTx>>,
+    active: AtomicUsize,
+    gateways: Mutex<Option<(Instant, Arc<Vec<Gateway>>)>>,
+}
+
+impl Calls {
+    pub fn new(settings: CallSettings) -> Self {
+        Self {
+            settings,
+            dialogs: Mutex::new(HashMap::new()),
+            invites: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            gateways: Mutex::new(None),
+        }
+    }
+
+    /// Calls whose task is running.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Dialogs registered (two per answered call, more while forking): a
+    /// leak shows here.
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn register(&self, id: DialogId, tx: CallTx) {
+        self.dialogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+    }
+
+    fn forget(&self, ids: &[DialogId], invite: Option<&ServerKey>) {
+        let mut dialogs = self.dialogs.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            dialogs.remove(id);
+        }
+        drop(dialogs);
+        if let Some(key) = invite {
+            self.forget_invite(key);
+        }
+    }
+
+    fn forget_invite(&self, key: &ServerKey) {
+        self.invites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn call_of(&self, req: &rsip::Request) -> Option<(DialogId, CallTx)> {
+        let id = DialogId::of_request(req)?;
+        let tx = self
+            .dialogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()?;
+        Some((id, tx))
+    }
+
+    /// Whether an in-dialog request belongs to a call.
+    pub fn owns(&self, req: &rsip::Request) -> bool {
+        self.call_of(req).is_some()
+    }
+
+    /// An ACK outside any transaction: the ACK of a 2xx, for the call's task.
+    pub fn on_ack(&self, req: rsip::Request) {
+        if let Some((id, tx)) = self.call_of(&req) {
+            let _ = tx.send(CallEvent::Ack { id, req });
+        }
+    }
+
+    /// The caller's CANCEL: true when it matched an INVITE still ringing.
+    pub fn cancel(&self, cancel: &rsip::Request) -> bool {
+        let Some(key) = server_key(cancel).map(|k| k.with_method(rsip::Method::Invite)) else {
+            return false;
+        };
+        let tx = self
+            .invites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        tx.is_some_and(|tx| tx.send(CallEvent::Cancel).is_ok())
+    }
+
+    /// A request inside a call's dialog; `None` when no call owns it.
+    pub async fn in_dialog(&self, req: rsip::Request) -> Option<rsip::Response> {
+        let (id, tx) = self.call_of(&req)?;
+        let (respond, answer) = oneshot::channel();
+        let fallback = response_for(&req, 481, "Call/Transaction Does Not Exist", None, &[]);
+        if tx.send(CallEvent::Request { id, req, respond }).is_err() {
+            return Some(fallback);
+        }
+        Some(answer.await.unwrap_or(fallback))
+    }
+
+    async fn gateways(&self, server: &SipServer) -> Arc<Vec<Gateway>> {
+        let now = Instant::now();
+        if let Some((at, list)) = &*self.gateways.lock().unwrap_or_else(|p| p.into_inner())
+            && now.duration_since(*at) < GATEWAYS_TTL
+        {
+            return list.clone();
+        }
+        let list = match server.store.list_gateways().await {
+            Ok(list) => Arc::new(list),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read gateways");
+                Arc::new(Vec::new())
+            }
+        };
+        *self.gateways.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, list.clone()));
+        list
+    }
+}
+
+/// Who placed the call, for routing and the call record.
+#[derive(Debug, Clone)]
+struct Origin {
+    /// Login of the caller, or the number a gateway presented.
+    caller: String,
+    display_name: Option<String>,
+    /// Gateway the call came in from.
+    gateway: Option<String>,
+    route: Option<RouteRequest>,
+}
+
+/// A new INVITE from outside any dialog.
+pub async fn on_invite(
+    server: &Arc<SipServer>,
+    flow: &Flow,
+    req: &rsip::Request,
+    tag: &str,
+    provisional: ProvisionalSink,
+) -> rsip::Response {
+    let calls = &server.calls;
+    let gateways = calls.gateways(server).await;
+    let from = header_value(&req.headers, "From").unwrap_or("");
+    let Some(target) = user_of(&req.uri.to_string()) else {
+        return response_for(req, 404, "Not Found", Some(tag), &[]);
+    };
+    let (origin, routed) = match gateways
+        .iter()
+        .find(|g| g.address.parse::<SocketAddr>().ok() == Some(flow.remote))
+    {
+        // A carrier delivering a call to one of our numbers: trusted by its
+        // source address, routed by the DID table.
+        Some(gateway) => {
+            let number = target.trim_start_matches('+').to_owned();
+            let owner = match server.store.did_owner(&number).await {
+                Ok(Some(owner)) => owner,
+                Ok(None) => return response_for(req, 404, "Not Found", Some(tag), &[]),
+                Err(e) => {
+                    tracing::error!(error = %e, "DID look-up failed");
+                    return response_for(req, 500, "Server Internal Error", Some(tag), &[]);
+                }
+            };
+            let origin = Origin {
+                caller: user_of(from).unwrap_or_default(),
+                display_name: display_name_of(from),
+                gateway: Some(gateway.name.clone()),
+                route: None,
+            };
+            let routed = Routed {
+                decision: RouteDecision::ToUser { login: owner },
+                caller_id: None,
+                guest: String::new(),
+                fallback: None,
+            };
+            (origin, routed)
+        }
+        None => {
+            let login = match server.authenticate(flow, req, true, tag).await {
+                Ok(login) => login,
+                Err(resp) => return resp,
+            };
+            if user_of(from).as_deref() != Some(login.as_str()) {
+                return response_for(
+                    req,
+                    403,
+                    "Forbidden - From does not match the authenticated user",
+                    Some(tag),
+                    &[],
+                );
+            }
+            let account = match server.store.account_by_login(&login).await {
+                Ok(Some(a)) => a,
+                Ok(None) => return response_for(req, 403, "Forbidden", Some(tag), &[]),
+                Err(e) => {
+                    tracing::error!(error = %e, "account look-up failed");
+                    return response_for(req, 500, "Server Internal Error", Some(tag), &[]);
+                }
+            };
+            let display_name = display_name_of(from).or(account.display_name.clone());
+            let route = RouteRequest {
+                kind: Kind::Call,
+                caller_login: login.clone(),
+                caller_display_name: display_name.clone(),
+                authenticated: true,
+                target,
+                transport: match flow.proto {
+                    Proto::Udp => RouteTransport::Udp,
+                    Proto::Tcp => RouteTransport::Tcp,
+                    Proto::Tls => RouteTransport::Tls,
+                },
+                source_address: flow.remote.to_string(),
+                dialplan_rule: account.dialplan_rule.clone(),
+                reason: Reason::Initial,
+            };
+            let routed = server.router.route(&route).await;
+            let origin = Origin {
+                caller: login,
+                display_name,
+                gateway: None,
+                route: Some(route),
+            };
+            (origin, routed)
+        }
+    };
+    let Some(a_key) = server_key(req) else {
+        return response_for(req, 400, "Bad Request - Via branch", Some(tag), &[]);
+    };
+    let (final_tx, final_rx) = oneshot::channel();
+    let Some(call) = leg::Call::new(
+        server.clone(),
+        flow,
+        req,
+        tag,
+        a_key,
+        origin,
+        provisional,
+        final_tx,
+    ) else {
+        return response_for(req, 400, "Bad Request - Contact", Some(tag), &[]);
+    };
+    call.start(routed, gateways).await;
+    final_rx
+        .await
+        .unwrap_or_else(|_| response_for(req, 500, "Server Internal Error", Some(tag), &[]))
+}
+
+/// Where a B leg goes.
+struct Target {
+    /// The Request-URI.
+    uri: String,
+    /// To of the B leg (the callee as addressed).
+    to: String,
+    flow: Flow,
+}
+
+/// The flow toward a gateway: UDP from one of our UDP listeners. Stream
+/// transports to carriers need an outbound connection this switch does not
+/// open yet.
+fn gateway_flow(server: &SipServer, gateway: &Gateway) -> Option<Flow> {
+    let remote: SocketAddr = gateway.address.parse().ok()?;
+    if gateway.transport != crate::store::Transport::Udp {
+        return None;
+    }
+    let local = server
+        .transports()?
+        .bound
+        .iter()
+        .find(|(p, a)| *p == Proto::Udp && a.is_ipv4() == remote.is_ipv4())
+        .map(|(_, a)| *a)?;
+    Some(Flow {
+        proto: Proto::Udp,
+        local,
+        remote,
+    })
+}

@@ -1,0 +1,428 @@
+//! Calls through the B2BUA, seen from outside: SIPp callers, SIPp devices
+//! registered as callees, a SIPp carrier; call records read back with the CLI.
+
+mod support;
+
+use std::time::Duration;
+
+use support::sipp::*;
+
+/// A running switch with alice and bob; `extra` adds config sections.
+async fn switch(extra: &str) -> Switch {
+    Switch::start_with("", extra).await
+}
+
+/// `softswitch cdr list` lines for a login.
+fn cdrs(switch: &Switch, login: &str) -> Vec<String> {
+    switch
+        .site
+        .ok(&["cdr", "list", "--login", login])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `login` has `n` call records; returns them newest first.
+async fn wait_cdrs(switch: &Switch, login: &str, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let lines = cdrs(switch, login);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{login} has call records {lines:?}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Columns of a `cdr list` line: start, caller, callee, gateway,
+/// disposition, status, seconds, end reason.
+fn columns(line: &str) -> Vec<&str> {
+    line.split('\t').collect()
+}
+
+/// Waits (up to 5 s) until a SIPp trace file contains `needle`.
+async fn wait_trace(path: &std::path::Path, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never showed {needle:?}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// No call, dialog or transaction left behind once the calls are over.
+async fn nothing_leaks(switch: &Switch) {
+    switch
+        .wait_metric("softswitch_calls_active", |v| v == 0)
+        .await;
+    switch
+        .wait_metric("softswitch_sip_dialogs", |v| v == 0)
+        .await;
+}
+
+/// A caller run (alice calling `to`) with the scenario `file`; `-d` is the hold time.
+fn call(switch: &Switch, file: &std::path::Path, to: &str, hold_ms: u64) -> (bool, String) {
+    let users = switch.users(&format!("alice-{}.csv", rand_suffix()), "alice", "alice-pw");
+    sipp(
+        switch,
+        file,
+        &[
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            to,
+            "-d",
+            &hold_ms.to_string(),
+        ],
+    )
+}
+
+fn expect_failure(switch: &Switch, code: u16) -> std::path::PathBuf {
+    switch.variant(
+        "call_uac_fail.xml",
+        "<recv response=\"CODE\"",
+        &format!("<recv response=\"{code}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answered_call_ends_with_a_bye_from_either_side() {
+    let switch = switch("").await;
+    let (_bob, bob_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas.xml"),
+    );
+    switch.wait_registered(1).await;
+
+    let (ok, trace) = call(&switch, &scenario("call_uac.xml"), "bob", 200);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    // The B2BUA's legs are separate: bob sees neither alice's Call-ID nor her Contact.
+    let bob_side = std::fs::read_to_string(&bob_trace).unwrap_or_default();
+    assert!(bob_side.contains("INVITE sip:bob@"), "{bob_side}");
+    assert!(
+        bob_side.contains("From: \"Caller alice\" <sip:alice@localhost>"),
+        "{bob_side}"
+    );
+    let caller_call_id = trace
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .expect("call id")
+        .trim()
+        .to_string();
+    assert!(
+        !bob_side.contains(&caller_call_id),
+        "Call-ID leaked to the callee"
+    );
+
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["alice", "bob", "-", "answered", "200"],
+        "{lines:?}"
+    );
+    assert_eq!(c[7], "caller");
+    drop(_bob);
+
+    // Now the callee hangs up.
+    let (_carol, _) = device_with(
+        &switch,
+        "carol",
+        "carol-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_bye.xml"),
+    );
+    switch.wait_registered(2).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "carol", 0);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    let lines = wait_cdrs(&switch, "alice", 2).await;
+    let c = columns(&lines[0]);
+    assert_eq!(&c[4..6], ["answered", "200"], "{lines:?}");
+    assert_eq!(c[7], "callee");
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way() {
+    let switch = switch("[calls]\nno_answer_secs = 2\n").await;
+
+    // bob offline, nobody unknown to the directory.
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "bob", 0);
+    assert!(ok, "offline callee:\n{trace}\n{}", switch.log());
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 404), "nobody", 0);
+    assert!(ok, "unknown callee:\n{trace}\n{}", switch.log());
+
+    let (busy, _) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_busy.xml"),
+    );
+    switch.wait_registered(1).await;
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 486), "bob", 0);
+    assert!(ok, "busy callee:\n{trace}\n{}", switch.log());
+    drop(busy);
+
+    let (ringing, ring_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_ring.xml"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac_cancel.xml"), "bob", 0);
+    assert!(ok, "cancelled call:\n{trace}\n{}", switch.log());
+    // The device saw the CANCEL the switch sent on its own leg.
+    wait_trace(&ring_trace, "CANCEL sip:").await;
+
+    // Nobody answers within no_answer_secs: the guest is asked again and its
+    // fallback (no voicemail yet) is what the caller hears.
+    let started = std::time::Instant::now();
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "bob", 0);
+    assert!(ok, "unanswered call:\n{trace}\n{}", switch.log());
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    drop(ringing);
+
+    let lines = wait_cdrs(&switch, "alice", 5).await;
+    let dispositions: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            let c = columns(l);
+            (c[4], c[5])
+        })
+        .collect();
+    assert_eq!(
+        dispositions,
+        [
+            ("no-answer", "480"),
+            ("cancelled", "487"),
+            ("busy", "486"),
+            ("failed", "404"),
+            ("failed", "480"),
+        ],
+        "{lines:?}"
+    );
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_forks_to_every_device_and_the_others_are_cancelled() {
+    let switch = switch("").await;
+    let (_first, first_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_ring.xml"),
+    );
+    let (_second, second_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_late.xml"),
+    );
+    // Two bindings for one account.
+    wait_trace(&first_trace, "SIP/2.0 200 OK").await;
+    wait_trace(&second_trace, "SIP/2.0 200 OK").await;
+    let (ok, trace) = call(&switch, &scenario("call_uac.xml"), "bob", 200);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    // The ringing device is cancelled; the one that answered gets the BYE.
+    wait_trace(&first_trace, "CANCEL sip:").await;
+    wait_trace(&second_trace, "BYE sip:").await;
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_go_out_through_gateways_and_come_in_on_dids() {
+    let switch = switch("").await;
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dora",
+        "--password",
+        "dora-pw",
+        "--phone",
+        "48600111222",
+        "--display-name",
+        "Dora",
+    ]);
+    let carrier_port = free_sip_port();
+    switch.site.ok(&[
+        "gateway",
+        "add",
+        "carrier",
+        "--prefix",
+        "4860",
+        "--address",
+        &format!("127.0.0.1:{carrier_port}"),
+    ]);
+    // The carrier expects `int` stripped and Dora's number as the caller ID.
+    let carrier_scenario = switch.variant("call_gw_uas.xml", "EXPECT_RURI", "4860012345");
+    let text = std::fs::read_to_string(&carrier_scenario).unwrap();
+    std::fs::write(
+        &carrier_scenario,
+        text.replace("EXPECT_FROM", "sip:48600111222@"),
+    )
+    .unwrap();
+    let carrier = std::process::Command::new("sipp")
+        .args(["-sf", carrier_scenario.to_str().unwrap()])
+        .args([
+            "-p",
+            &carrier_port.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20",
+            "-timeout_error",
+        ])
+        .args([
+            "-trace_msg",
+            "-message_file",
+            switch.site.path("carrier.log").to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(switch.site.path("carrier.err")).unwrap())
+        .spawn()
+        .expect("sipp");
+    let mut carrier = Device(carrier);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-d",
+            "200",
+        ],
+    );
+    assert!(ok, "OFFNET call failed:\n{trace}\n{}", switch.log());
+    let status = carrier.0.wait().unwrap();
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    let carrier_err = std::fs::read_to_string(switch.site.path("carrier.err")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the carrier's checks failed ({status}):\n{carrier_err}\n{carrier_log}"
+    );
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["dora", "4860012345", "carrier", "answered", "200"],
+        "{lines:?}"
+    );
+
+    // Inbound: the carrier (trusted by its address) calls a DID of alice.
+    switch.site.ok(&["did", "add", "+48 22 555 0100", "alice"]);
+    assert!(
+        switch
+            .site
+            .ok(&["did", "list"])
+            .contains("48225550100\talice")
+    );
+    let (_alice, _) = device_with(
+        &switch,
+        "alice",
+        "alice-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas.xml"),
+    );
+    switch.wait_registered(1).await;
+    let caller = switch.site.path("carrier-caller.csv");
+    std::fs::write(&caller, "SEQUENTIAL\n48221234567;x;\n").unwrap();
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_gw_uac.xml"),
+        &[
+            "-inf",
+            caller.to_str().unwrap(),
+            "-s",
+            "48225550100",
+            "-p",
+            &carrier_port.to_string(),
+        ],
+    );
+    assert!(ok, "inbound DID call failed:\n{trace}\n{}", switch.log());
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["48221234567", "alice", "carrier", "answered", "200"],
+        "{lines:?}"
+    );
+    // A DID nobody owns.
+    let (ok, trace) = sipp(
+        &switch,
+        &expect_failure_unauthenticated(&switch, 404),
+        &[
+            "-inf",
+            caller.to_str().unwrap(),
+            "-s",
+            "48225550199",
+            "-p",
+            &carrier_port.to_string(),
+        ],
+    );
+    assert!(ok, "unknown DID:\n{trace}\n{}", switch.log());
+    nothing_leaks(&switch).await;
+}
+
+/// The carrier's INVITE (no credentials) expecting a final `code`.
+fn expect_failure_unauthenticated(switch: &Switch, code: u16) -> std::path::PathBuf {
+    switch.variant(
+        "call_gw_uac_fail.xml",
+        "<recv response=\"CODE\"",
+        &format!("<recv response=\"{code}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hold_and_resume_re_invites_cross_the_b2bua() {
+    let switch = switch("").await;
+    let (_bob, bob_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_hold.xml"),
+    );
+    switch.wait_registered(1).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac_hold.xml"), "bob", 0);
+    let bob_side = std::fs::read_to_string(&bob_trace).unwrap_or_default();
+    assert!(ok, "caller failed:\n{trace}\n{bob_side}\n{}", switch.log());
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    assert_eq!(&columns(&lines[0])[4..6], ["answered", "200"]);
+    nothing_leaks(&switch).await;
+}

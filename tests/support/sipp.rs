@@ -1,0 +1,318 @@
+//! SIPp (Debian's sip-tester) as real peers against a running switch:
+//! the switch on known ports, one-shot SIPp runs, and SIPp devices that
+//! register and stay up answering what the switch sends them.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
+}
+
+/// A port free for both UDP and TCP on loopback.
+pub fn free_sip_port() -> u16 {
+    loop {
+        let port = free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A switch with SIP on known ports, accounts alice/bob/carol, running.
+pub struct Switch {
+    pub site: Site,
+    pub running: Option<Running>,
+    pub sip: u16,
+    pub tls: u16,
+    pub admin: u16,
+}
+
+impl Switch {
+    pub async fn start(sip_extra: &str) -> Switch {
+        Switch::start_with(sip_extra, "").await
+    }
+
+    /// Like [`Switch::start`], with `extra_config` (whole sections) added.
+    pub async fn start_with(sip_extra: &str, extra_config: &str) -> Switch {
+        let sip = free_sip_port();
+        let tls = free_port();
+        let admin = free_port();
+        let site = Site::with_sip(
+            sip,
+            tls,
+            sip_extra,
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra_config}"),
+        );
+        for (login, password) in [
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("carol", "carol-pw"),
+        ] {
+            site.ok(&["account", "add", login, "--password", password]);
+        }
+        let mut switch = Switch {
+            site,
+            running: None,
+            sip,
+            tls,
+            admin,
+        };
+        switch.boot().await;
+        switch
+    }
+
+    pub async fn boot(&mut self) {
+        let mut running = Running::start(&self.site, self.admin);
+        running.wait_ready(&reqwest::Client::new()).await;
+        self.running = Some(running);
+    }
+
+    /// Kills the switch without warning (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.sip)
+    }
+
+    pub fn log(&self) -> String {
+        self.running.as_ref().map(|r| r.log()).unwrap_or_default()
+    }
+
+    /// An injection file for SIPp as the bench kit uses it: field0 = user,
+    /// field1 = password, field2 = the auth keyword.
+    pub fn users(&self, name: &str, user: &str, password: &str) -> PathBuf {
+        let path = self.site.path(name);
+        std::fs::write(
+            &path,
+            format!("SEQUENTIAL\n{user};{password};[authentication username={user} password={password}]\n"),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A copy of a scenario with `from` replaced by `to` (e.g. the expected code).
+    pub fn variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
+        let text = std::fs::read_to_string(scenario(name)).unwrap();
+        assert!(text.contains(from), "{name} has no {from}");
+        let path = self.site.path(&format!("variant-{}-{name}", rand_suffix()));
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        path
+    }
+}
+
+/// One SIPp run to completion; returns (success, message trace).
+pub fn sipp(switch: &Switch, scenario_file: &Path, args: &[&str]) -> (bool, String) {
+    let trace = switch.site.path(&format!("sipp-{}.log", rand_suffix()));
+    let out = Command::new("sipp")
+        .arg(switch.target())
+        .arg("-sf")
+        .arg(scenario_file)
+        .args([
+            "-key",
+            "domain",
+            "localhost",
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20",
+            "-timeout_error",
+        ])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    let log = std::fs::read_to_string(&trace).unwrap_or_default();
+    (out.status.success(), log)
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A SIPp device process, killed when dropped (also when a test panics).
+pub struct Device(pub Child);
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A device that registers and stays up answering MESSAGEs for `hold_ms`.
+pub fn device(
+    switch: &Switch,
+    user: &str,
+    password: &str,
+    transport: &str,
+    hold_ms: u64,
+) -> (Device, PathBuf) {
+    device_with(
+        switch,
+        user,
+        password,
+        transport,
+        hold_ms,
+        &scenario("ooc_answer_message.xml"),
+    )
+}
+
+/// A device that registers and stays up for `hold_ms`, answering what the
+/// switch sends it with the out-of-call scenario `ooc`.
+pub fn device_with(
+    switch: &Switch,
+    user: &str,
+    password: &str,
+    transport: &str,
+    hold_ms: u64,
+    ooc: &Path,
+) -> (Device, PathBuf) {
+    let users = switch.users(&format!("{user}-dev.csv"), user, password);
+    let trace = switch
+        .site
+        .path(&format!("device-{user}-{}.log", rand_suffix()));
+    let child = Command::new("sipp")
+        .arg(switch.target())
+        .arg("-sf")
+        .arg(switch.variant(
+            "register_and_hold.xml",
+            "<pause milliseconds=\"5000\"/>",
+            &format!("<pause milliseconds=\"{hold_ms}\"/>"),
+        ))
+        .arg("-oocsf")
+        .arg(ooc)
+        .arg("-inf")
+        .arg(&users)
+        .args(["-t", transport, "-key", "domain", "localhost"])
+        // One user that registers and holds (and registers again when the hold
+        // ends); out-of-call MESSAGEs count as calls for -m, so allow plenty.
+        .args(["-users", "1", "-m", "50", "-nostdin"])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp must be installed");
+    (Device(child), trace)
+}
+
+impl Switch {
+    /// Waits until `n` accounts have a registered device (the admin gauge).
+    pub async fn wait_registered(&self, n: i64) {
+        self.wait_metric("softswitch_sip_registered_accounts", |v| v >= n)
+            .await;
+    }
+
+    /// The current value of a gauge or counter without labels.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let token = std::fs::read_to_string(self.site.path("data/admin.token")).unwrap();
+        let metrics = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' '))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 15 s) until the metric `name` satisfies `ok`.
+    pub async fn wait_metric(&self, name: &str, ok: impl Fn(i64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let value = self.metric(name).await;
+            if ok(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stuck at {value}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One authenticated MESSAGE from the account in `users` to `to`, with
+    /// SIPp expecting the final answer `expect`; returns (as expected, trace).
+    pub fn message(&self, users: &Path, to: &str, expect: u16) -> (bool, String) {
+        let scenario_file = if expect == 200 {
+            scenario("uac_message_auth.xml")
+        } else {
+            self.variant(
+                "uac_message_auth.xml",
+                "<recv response=\"200\" rtd=\"1\"",
+                &format!("<recv response=\"{expect}\" rtd=\"1\""),
+            )
+        };
+        sipp(
+            self,
+            &scenario_file,
+            &["-inf", users.to_str().unwrap(), "-s", to],
+        )
+    }
+
+    /// `softswitch message list --to LOGIN` lines.
+    pub fn messages_to(&self, login: &str) -> Vec<String> {
+        self.site
+            .ok(&["message", "list", "--to", login])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub async fn wait_delivered(&self, login: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let lines = self.messages_to(login);
+            if lines.iter().filter(|l| l.contains("\tdelivered\t")).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "messages to {login} never delivered: {lines:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn stop(device: Device) {
+    drop(device);
+}
