@@ -5,12 +5,18 @@
 # persisted (SQLite under a temporary data dir). Run Kamailio with the same kit
 # in the same sitting to quote a ratio:
 #   ../shared/bench-anchors/run.sh                      (SCENARIOS=register, then message-auth)
-# Knobs: N_USERS (10000), REG_RATES, MSG_RATES, DURATION, QUICK=1, ANCHORS (kit folder).
+# Calls (INVITE challenged with 407, as the switch does; the default routing
+# guest decides every call):       SCENARIOS=call-auth bench/sip.sh
+# After the runs the switch's gauges are read once every transaction has timed
+# out: live calls, dialogs and transactions must be back to 0 (no leak).
+# Knobs: N_USERS (10000), REG_RATES, MSG_RATES, CALL_RATES, DURATION, QUICK=1,
+# ANCHORS (kit folder).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ANCHORS=${ANCHORS:-$(cd ../shared/bench-anchors && pwd)}
 N_USERS=${N_USERS:-10000}
 PORT=${PORT:-5090}
+ADMIN_PORT=${ADMIN_PORT:-$((PORT + 1))}
 ./scripts/setup.sh
 # The kit generates Kamailio's user database too, so it needs these even here.
 # coturn too: the kit prints its version and stops under `set -e` when it is missing.
@@ -32,7 +38,7 @@ tcp = []
 tls = []
 domain = "127.0.0.1"
 [admin]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:$ADMIN_PORT"
 [guests.routing]
 path = "$PWD/guests/target/wasm32-wasip2/release/routing_default.wasm"
 TOML
@@ -49,3 +55,7 @@ for scenario in ${SCENARIOS:-register message-auth}; do
   SERVER=none TARGET=127.0.0.1:$PORT DOMAIN=127.0.0.1 SERVER_PID=$SW STUN=0 N_USERS=$N_USERS \
     SCENARIOS=$scenario LABEL=softswitch OUT="$WORK/out-$scenario" "$ANCHORS/run.sh"
 done
+echo "==> waiting 40 s for lingering transactions (64*T1), then the leak gauges"
+sleep 40
+curl -s -H "Authorization: Bearer $(cat "$WORK/data/admin.token")" "http://127.0.0.1:$ADMIN_PORT/metrics" \
+  | grep -E '^softswitch_(calls_active|sip_dialogs|sip_transactions)' || true

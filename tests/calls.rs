@@ -426,3 +426,46 @@ async fn hold_and_resume_re_invites_cross_the_b2bua() {
     assert_eq!(&columns(&lines[0])[4..6], ["answered", "200"]);
     nothing_leaks(&switch).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_baresips_over_tls_call_each_other() {
+    let switch = switch("").await;
+    let _bob = Baresip::start_with(&switch, "bob", "bob-pw", ";answermode=auto", &[]);
+    switch.wait_registered(1).await;
+    let _alice = Baresip::start_with(&switch, "alice", "alice-pw", "", &["/dial bob"]);
+    switch
+        .wait_metric("softswitch_calls_answered_total", |v| v >= 1)
+        .await;
+    // Bob's baresip answered; alice hangs up by quitting.
+    _alice.quit();
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["alice", "bob", "-", "answered", "200"],
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_its_maximum_duration_is_hung_up_on_both_sides() {
+    let switch = switch("[calls]\nmax_duration_secs = 1\n").await;
+    let (_bob, bob_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas.xml"),
+    );
+    switch.wait_registered(1).await;
+    // The caller never hangs up: it waits for the switch's BYE.
+    let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "bob", 0);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    wait_trace(&bob_trace, "BYE sip:").await;
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(&c[4..6], ["answered", "200"], "{lines:?}");
+    assert_eq!(c[7], "max-duration");
+    nothing_leaks(&switch).await;
+}

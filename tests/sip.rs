@@ -251,58 +251,10 @@ async fn bad_input_gets_the_right_error_and_the_switch_keeps_serving() {
 
 /// A baresip user agent registered over TLS, trusting the switch's generated
 /// certificate. Killed on drop.
-struct Baresip(Child);
-
-impl Baresip {
-    fn start(switch: &Switch, user: &str, password: &str, tls_port: u16) -> Baresip {
-        let dir = switch.site.path(&format!("baresip-{user}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cert = switch.site.path("data/tls/self-signed-cert.pem");
-        assert!(
-            cert.is_file(),
-            "the switch generates its certificate at start"
-        );
-        std::fs::write(
-            dir.join("config"),
-            format!(
-                "sip_listen 127.0.0.1:0\nsip_cafile {}\nsip_trans_def tls\n\
-                 module_path /usr/lib/baresip/modules\nmodule account.so\nmodule contact.so\nmodule menu.so\n",
-                cert.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            format!(
-                "<sip:{user}@localhost;transport=tls>;auth_pass={password};\
-                 outbound=\"sip:127.0.0.1:{tls_port};transport=tls\";regint=600\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(&dir)
-            .args(["-t", "60"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("baresip (Debian package baresip-core) must be installed: scripts/setup.sh installs it");
-        Baresip(child)
-    }
-}
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn baresip_registers_over_tls_and_receives_a_message() {
     let switch = Switch::start("").await;
-    let _alice = Baresip::start(&switch, "alice", "alice-pw", switch.tls);
+    let _alice = Baresip::start(&switch, "alice", "alice-pw");
     switch.wait_registered(1).await;
     let bob = switch.users("bob.csv", "bob", "bob-pw");
     let (ok, trace) = switch.message(&bob, "alice", 200);

@@ -1,8 +1,8 @@
 //! Prometheus metrics served by the admin endpoint at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the switch exports. Cheap to clone (the collectors are `Arc`s).
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub calls_active: IntGauge,
     /// Dialogs the B2BUA holds (two per answered call).
     pub sip_dialogs: IntGauge,
+    /// Calls answered since start.
+    pub calls_answered: IntCounter,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,11 @@ impl Metrics {
             IntGauge::new("calls_active", "Calls in progress").expect("static metric");
         let sip_dialogs =
             IntGauge::new("sip_dialogs", "SIP dialogs held by the B2BUA").expect("static metric");
+        let calls_answered =
+            IntCounter::new("calls_answered_total", "Calls answered").expect("static metric");
+        registry
+            .register(Box::new(calls_answered.clone()))
+            .expect("unique metric");
         for g in [&calls_active, &sip_dialogs] {
             registry
                 .register(Box::new(g.clone()))
@@ -116,6 +123,7 @@ impl Metrics {
             sip_connections,
             calls_active,
             sip_dialogs,
+            calls_answered,
         }
     }
 

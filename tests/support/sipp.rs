@@ -316,3 +316,88 @@ impl Switch {
 pub fn stop(device: Device) {
     drop(device);
 }
+
+/// A baresip user agent registered over TLS, killed when dropped.
+pub struct Baresip(pub Child);
+
+impl Baresip {
+    /// Registers `user` over TLS and stays up 60 s.
+    pub fn start(switch: &Switch, user: &str, password: &str) -> Baresip {
+        Baresip::start_with(switch, user, password, "", &[])
+    }
+
+    /// Like [`Baresip::start`], with extra account parameters (e.g.
+    /// `;answermode=auto`) and commands to run (e.g. `/dial bob`). Audio is a
+    /// sine source and a bridge player, so calls need no sound card.
+    pub fn start_with(
+        switch: &Switch,
+        user: &str,
+        password: &str,
+        account_params: &str,
+        commands: &[&str],
+    ) -> Baresip {
+        let dir = switch.site.path(&format!("baresip-{user}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = switch.site.path("data/tls/self-signed-cert.pem");
+        assert!(
+            cert.is_file(),
+            "the switch generates its certificate at start"
+        );
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "sip_listen 127.0.0.1:0\nsip_cafile {}\nsip_trans_def tls\n\
+                 module_path /usr/lib/baresip/modules\nmodule account.so\nmodule contact.so\nmodule menu.so\n\
+                 module g711.so\nmodule ausine.so\nmodule aubridge.so\n\
+                 audio_player aubridge,bridge\naudio_source ausine,440\naudio_alert aubridge,bridge\n\
+                 ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n",
+                cert.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!(
+                "<sip:{user}@localhost;transport=tls>;auth_pass={password};\
+                 outbound=\"sip:127.0.0.1:{tls};transport=tls\";regint=600{account_params}\n",
+                tls = switch.tls
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("baresip");
+        cmd.arg("-f").arg(&dir).args(["-t", "60"]);
+        for c in commands {
+            cmd.arg("-e").arg(c);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip (Debian package baresip-core) must be installed: scripts/setup.sh installs it");
+        Baresip(child)
+    }
+}
+
+impl Baresip {
+    /// Asks baresip to quit (SIGTERM), which hangs up its calls with BYE.
+    pub fn quit(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -121,6 +121,10 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
                 .with_label_values(&["client"])
                 .set(client_txs as i64);
             metrics.calls_active.set(server.calls.active() as i64);
+            let answered = server.calls.answered();
+            metrics
+                .calls_answered
+                .inc_by(answered.saturating_sub(metrics.calls_answered.get()));
             metrics.sip_dialogs.set(server.calls.dialog_count() as i64);
             metrics
                 .sip_registered_accounts

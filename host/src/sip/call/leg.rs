@@ -547,6 +547,7 @@ impl Call {
         }
         self.winner = Some(index);
         self.answered_at = Some(unix_ms());
+        self.server.calls.answered.fetch_add(1, Ordering::Relaxed);
         let contact = contact_for(&self.a_flow);
         let a_tag = self.branches[index].a.local_tag.clone();
         let out = response_across(&self.invite, &resp, Some(&a_tag), &contact);

@@ -12,7 +12,7 @@ pub mod relay;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,7 @@ pub struct Calls {
     dialogs: Mutex<HashMap<DialogId, CallTx>>,
     invites: Mutex<HashMap<ServerKey, CallTx>>,
     active: AtomicUsize,
+    answered: AtomicU64,
     gateways: Mutex<Option<(Instant, Arc<Vec<Gateway>>)>>,
 }
 
@@ -97,6 +98,7 @@ impl Calls {
             dialogs: Mutex::new(HashMap::new()),
             invites: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
             gateways: Mutex::new(None),
         }
     }
@@ -104,6 +106,11 @@ impl Calls {
     /// Calls whose task is running.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Calls answered since start.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Dialogs registered (two per answered call, more while forking): a
