@@ -6,7 +6,6 @@ mod support;
 
 use std::net::UdpSocket;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::sipp::*;
