@@ -479,7 +479,7 @@ impl SipServer {
             return rejection.response(&req, Some(&tag));
         }
         if req.method != Method::Cancel
-            && let Some(resp) = self.calls.in_dialog(req.clone()).await
+            && let Some(resp) = self.calls.in_dialog(&req).await
         {
             return resp;
         }

@@ -2,10 +2,14 @@
 //! be reached. Written before the registrar answers 200, read back at start so
 //! a restart loses no registration.
 
+use std::collections::HashMap;
+
+use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use tokio::sync::{mpsc, oneshot};
 
-use super::error::Result;
+use super::error::{Result, StoreError};
 use super::{Backend, Store, now};
 
 /// One device binding.
@@ -55,14 +59,13 @@ fn binding_from_row(row: &AnyRow) -> Result<Binding> {
     })
 }
 
-/// The upsert of [`Store::upsert_sql`] with one binding's values bound.
-fn upsert_query<'q>(
-    sql: &'q str,
+/// Binds one binding's values, in [`COLUMNS`] order plus `updated_at`.
+fn bind_binding<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     b: &'q Binding,
     updated_at: i64,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    sqlx::query(sql)
-        .bind(&b.login)
+    q.bind(&b.login)
         .bind(&b.binding_key)
         .bind(&b.contact)
         .bind(&b.instance)
@@ -78,6 +81,97 @@ fn upsert_query<'q>(
         .bind(updated_at)
 }
 
+/// Inserts or replaces `rows` bindings in a single statement (the dialects
+/// spell upserts differently; the columns are the same).
+fn upsert_sql(backend: Backend, rows: usize) -> String {
+    let on_conflict = match backend {
+        Backend::Sqlite => {
+            "ON CONFLICT (login, binding_key) DO UPDATE SET contact = excluded.contact, \
+             instance = excluded.instance, reg_id = excluded.reg_id, call_id = excluded.call_id, \
+             cseq = excluded.cseq, expires_at = excluded.expires_at, transport = excluded.transport, \
+             source = excluded.source, local = excluded.local, node = excluded.node, \
+             user_agent = excluded.user_agent, updated_at = excluded.updated_at"
+        }
+        Backend::MySql => {
+            "ON DUPLICATE KEY UPDATE contact = VALUES(contact), instance = VALUES(instance), \
+             reg_id = VALUES(reg_id), call_id = VALUES(call_id), cseq = VALUES(cseq), \
+             expires_at = VALUES(expires_at), transport = VALUES(transport), source = VALUES(source), \
+             local = VALUES(local), node = VALUES(node), user_agent = VALUES(user_agent), \
+             updated_at = VALUES(updated_at)"
+        }
+    };
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let values = vec![row; rows.max(1)].join(", ");
+    format!("INSERT INTO bindings ({COLUMNS}, updated_at) VALUES {values} {on_conflict}")
+}
+
+/// A binding to write and who waits for the outcome.
+type PendingBinding = (Binding, oneshot::Sender<Result<()>>);
+
+/// The queue of the task that writes single-binding registrations.
+#[derive(Debug)]
+pub(crate) struct BindingWriter(mpsc::UnboundedSender<PendingBinding>);
+
+/// Most rows one statement carries (14 parameters each, far below SQLite's
+/// and MySQL's limits).
+const BINDING_BATCH: usize = 256;
+
+async fn run_binding_writer(
+    pool: AnyPool,
+    backend: Backend,
+    mut queue: mpsc::UnboundedReceiver<PendingBinding>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BINDING_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let updated_at = now();
+        let outcome = {
+            // One row per binding: a later REGISTER of the same binding in
+            // the batch wins (the statement may not touch a row twice).
+            let mut latest: HashMap<(&str, &str), &Binding> = HashMap::new();
+            for (b, _) in &batch {
+                latest.insert((&b.login, &b.binding_key), b);
+            }
+            let rows: Vec<&Binding> = latest.into_values().collect();
+            let sql = upsert_sql(backend, rows.len());
+            let mut q = sqlx::query(&sql);
+            for b in &rows {
+                q = bind_binding(q, b, updated_at);
+            }
+            q.execute(&pool).await.map(|_| ())
+        };
+        match outcome {
+            Ok(()) => {
+                for (_, done) in batch {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some((_, done)) = batch.pop() {
+                    let _ = done.send(Err(e.into()));
+                }
+            }
+            // One bad row must not fail its neighbours: retry them one by one.
+            Err(_) => {
+                let one = upsert_sql(backend, 1);
+                for (b, done) in batch {
+                    let result = bind_binding(sqlx::query(&one), &b, updated_at)
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(StoreError::from);
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     /// Applies one REGISTER atomically: `remove_all` (Contact: *) first, then
     /// the removals (expires=0), then the upserts.
@@ -91,11 +185,10 @@ impl Store {
         // The common REGISTER (one device refreshing its binding) is one
         // upsert statement: one round trip to the database instead of four
         // (BEGIN, UPDATE, INSERT, COMMIT), which is what bounds the rate.
-        let sql = self.upsert_sql();
         if let ([b], false, []) = (upserts, remove_all, removals) {
-            upsert_query(&sql, b, now()).execute(&self.pool).await?;
-            return Ok(());
+            return self.write_binding(b.clone()).await;
         }
+        let sql = upsert_sql(self.backend, 1);
         let mut tx = self.pool.begin().await?;
         if remove_all {
             sqlx::query("DELETE FROM bindings WHERE login = ?")
@@ -112,34 +205,28 @@ impl Store {
         }
         let updated_at = now();
         for b in upserts {
-            upsert_query(&sql, b, updated_at).execute(&mut *tx).await?;
+            bind_binding(sqlx::query(&sql), b, updated_at)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Inserts or replaces one binding in a single statement (the dialects
-    /// spell upserts differently; the columns are the same).
-    fn upsert_sql(&self) -> String {
-        let on_conflict = match self.backend {
-            Backend::Sqlite => {
-                "ON CONFLICT (login, binding_key) DO UPDATE SET contact = excluded.contact, \
-                 instance = excluded.instance, reg_id = excluded.reg_id, call_id = excluded.call_id, \
-                 cseq = excluded.cseq, expires_at = excluded.expires_at, transport = excluded.transport, \
-                 source = excluded.source, local = excluded.local, node = excluded.node, \
-                 user_agent = excluded.user_agent, updated_at = excluded.updated_at"
-            }
-            Backend::MySql => {
-                "ON DUPLICATE KEY UPDATE contact = VALUES(contact), instance = VALUES(instance), \
-                 reg_id = VALUES(reg_id), call_id = VALUES(call_id), cseq = VALUES(cseq), \
-                 expires_at = VALUES(expires_at), transport = VALUES(transport), source = VALUES(source), \
-                 local = VALUES(local), node = VALUES(node), user_agent = VALUES(user_agent), \
-                 updated_at = VALUES(updated_at)"
-            }
-        };
-        format!(
-            "INSERT INTO bindings ({COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
-        )
+    /// One binding written with whatever other single-binding REGISTERs are
+    /// waiting at the same moment, in one statement: under load the database
+    /// sees one round trip per batch instead of one per REGISTER. Returns
+    /// once the row is stored.
+    async fn write_binding(&self, binding: Binding) -> Result<()> {
+        let writer = self.binding_writer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_binding_writer(self.pool.clone(), self.backend, rx));
+            BindingWriter(tx)
+        });
+        let (done, result) = oneshot::channel();
+        let gone = || StoreError::Busy("the binding writer stopped".into());
+        writer.0.send((binding, done)).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     /// Every binding that has not expired at `now` (unix seconds), for the
@@ -198,6 +285,44 @@ mod tests {
             node: "sip:127.0.0.1:5060".into(),
             user_agent: None,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_registrations_are_written_together_and_all_land() {
+        let t = test_store().await;
+        let store = t.store.clone();
+        let login = unique("batch");
+        store
+            .add_account(&NewAccount {
+                login: login.clone(),
+                sip_password: "pw".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let now = now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let (store, login) = (store.clone(), login.clone());
+            // Keys repeat: several REGISTERs of one binding may share a batch.
+            let b = binding(&login, &format!("k{}", i % 40), now + 100 + i);
+            tasks.spawn(async move { store.apply_registration(&login, false, &[], &[b]).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let stored = store.bindings_of(&login, now).await.unwrap();
+        assert_eq!(stored.len(), 40);
+        // A row that cannot be written fails alone: this account does not exist.
+        let orphan = binding(&unique("ghost"), "x", now + 100);
+        let good = binding(&login, "k0", now + 500);
+        let (bad, ok) = tokio::join!(
+            store.apply_registration(&orphan.login, false, &[], std::slice::from_ref(&orphan)),
+            store.apply_registration(&login, false, &[], std::slice::from_ref(&good)),
+        );
+        assert!(bad.is_err());
+        ok.unwrap();
+        store.delete_account(&login).await.unwrap();
     }
 
     #[tokio::test]

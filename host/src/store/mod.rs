@@ -71,6 +71,9 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     secrets: Arc<Secrets>,
+    /// Started on first use (see [`location`]): writes concurrent
+    /// registrations together.
+    binding_writer: Arc<std::sync::OnceLock<location::BindingWriter>>,
 }
 
 impl Store {
@@ -95,6 +98,7 @@ impl Store {
             pool,
             backend,
             secrets,
+            binding_writer: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)

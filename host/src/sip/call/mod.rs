@@ -155,11 +155,6 @@ impl Calls {
         Some((id, tx))
     }
 
-    /// Whether an in-dialog request belongs to a call.
-    pub fn owns(&self, req: &rsip::Request) -> bool {
-        self.call_of(req).is_some()
-    }
-
     /// An ACK outside any transaction: the ACK of a 2xx, for the call's task.
     pub fn on_ack(&self, req: rsip::Request) {
         if let Some((id, tx)) = self.call_of(&req) {
@@ -182,10 +177,11 @@ impl Calls {
     }
 
     /// A request inside a call's dialog; `None` when no call owns it.
-    pub async fn in_dialog(&self, req: rsip::Request) -> Option<rsip::Response> {
-        let (id, tx) = self.call_of(&req)?;
+    pub async fn in_dialog(&self, req: &rsip::Request) -> Option<rsip::Response> {
+        let (id, tx) = self.call_of(req)?;
         let (respond, answer) = oneshot::channel();
-        let fallback = response_for(&req, 481, "Call/Transaction Does Not Exist", None, &[]);
+        let fallback = response_for(req, 481, "Call/Transaction Does Not Exist", None, &[]);
+        let req = req.clone();
         if tx.send(CallEvent::Request { id, req, respond }).is_err() {
             return Some(fallback);
         }
