@@ -36,30 +36,14 @@ pub async fn on_message(
     req: &rsip::Request,
     tag: &str,
 ) -> rsip::Response {
-    let login = match server.authenticate(flow, req, true, tag).await {
-        Ok(login) => login,
+    let caller = match server.identify_caller(flow, req, tag).await {
+        Ok(caller) => caller,
         Err(resp) => return resp,
     };
+    let login = caller.login.clone();
     let from = header_value(&req.headers, "From").unwrap_or("");
-    if user_of(from).as_deref() != Some(login.as_str()) {
-        return response_for(
-            req,
-            403,
-            "Forbidden - From does not match the authenticated user",
-            Some(tag),
-            &[],
-        );
-    }
     let Some(target) = user_of(&req.uri.to_string()) else {
         return response_for(req, 404, "Not Found", Some(tag), &[]);
-    };
-    let caller = match server.store.account_by_login(&login).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return response_for(req, 403, "Forbidden", Some(tag), &[]),
-        Err(e) => {
-            tracing::error!(error = %e, "account look-up failed");
-            return response_for(req, 500, "Server Internal Error", Some(tag), &[]);
-        }
     };
     let sender_name = display_name_of(from).or(caller.display_name.clone());
     let routed = server

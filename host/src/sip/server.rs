@@ -30,9 +30,10 @@ use super::transaction::{
 use super::transport::{Flow, Handler, Proto, Transports};
 use super::util::{header_value, header_values, new_tag, user_of};
 use crate::config::SipConfig;
+use crate::directory::TtlCache;
 use crate::plugins::routing::Router;
 use crate::ratelimit::RateLimiter;
-use crate::store::Store;
+use crate::store::{Account, Store};
 
 /// Methods this switch implements today; others get 501 (RFC 3261 §8.2.1).
 pub const ALLOWED: &[Method] = &[
@@ -124,6 +125,7 @@ pub struct SipServer {
     pub(crate) auth_failures: RateLimiter<IpAddr>,
     transports: OnceLock<Arc<Transports>>,
     passwords: PasswordCache,
+    accounts: TtlCache<Option<Arc<Account>>>,
     server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
 }
@@ -155,6 +157,7 @@ impl SipServer {
             auth_failures,
             transports: OnceLock::new(),
             passwords: PasswordCache::default(),
+            accounts: TtlCache::default(),
             server_txs: Mutex::new(HashMap::new()),
             client_txs: Mutex::new(HashMap::new()),
         }
@@ -728,6 +731,56 @@ impl SipServer {
         }
         entries.insert(login.to_string(), (password.clone(), now));
         Ok(Some(password))
+    }
+}
+
+impl SipServer {
+    /// The caller of a request from a client (MESSAGE, INVITE): challenged
+    /// with 407, and the authenticated login must be the From user (SPEC:
+    /// nobody sends as someone else). The answer to send otherwise.
+    pub(crate) async fn identify_caller(
+        &self,
+        flow: &Flow,
+        req: &rsip::Request,
+        tag: &str,
+    ) -> Result<Arc<Account>, rsip::Response> {
+        let login = self.authenticate(flow, req, true, tag).await?;
+        let from = header_value(&req.headers, "From").unwrap_or("");
+        if user_of(from).as_deref() != Some(login.as_str()) {
+            return Err(response_for(
+                req,
+                403,
+                "Forbidden - From does not match the authenticated user",
+                Some(tag),
+                &[],
+            ));
+        }
+        match self.account(&login).await {
+            Ok(Some(account)) => Ok(account),
+            Ok(None) => Err(response_for(req, 403, "Forbidden", Some(tag), &[])),
+            Err(e) => {
+                tracing::error!(error = %e, "account look-up failed");
+                Err(response_for(
+                    req,
+                    500,
+                    "Server Internal Error",
+                    Some(tag),
+                    &[],
+                ))
+            }
+        }
+    }
+
+    /// An account, from a short-lived cache: a call or message reads the
+    /// caller's settings (dialing plan, display name) without a database
+    /// round trip; changes show within the directory's cache lifetime.
+    pub(crate) async fn account(&self, login: &str) -> crate::store::Result<Option<Arc<Account>>> {
+        if let Some(hit) = self.accounts.get(login) {
+            return Ok(hit);
+        }
+        let found = self.store.account_by_login(login).await?.map(Arc::new);
+        self.accounts.put(login.to_string(), found.clone());
+        Ok(found)
     }
 }
 

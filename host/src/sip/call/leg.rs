@@ -403,15 +403,7 @@ impl Call {
         match event {
             CallEvent::Cancel => {
                 if self.final_tx.is_some() {
-                    self.cancel_branches(None).await;
-                    let resp = response_for(
-                        &self.invite,
-                        487,
-                        "Request Terminated",
-                        Some(&self.a_tag),
-                        &[],
-                    );
-                    self.finish(resp, Disposition::Cancelled);
+                    self.caller_gave_up().await;
                 }
             }
             CallEvent::Branch { index, event } => self.on_branch(index, event).await,
@@ -624,6 +616,19 @@ impl Call {
         self.finish(out, disposition_of(code));
     }
 
+    /// The caller hung up before an answer: stop the ringing, 487 (§9.2).
+    async fn caller_gave_up(&mut self) {
+        self.cancel_branches(None).await;
+        let resp = response_for(
+            &self.invite,
+            487,
+            "Request Terminated",
+            Some(&self.a_tag),
+            &[],
+        );
+        self.finish(resp, Disposition::Cancelled);
+    }
+
     /// CANCELs every ringing branch except `keep` (§9.1: only once it has
     /// answered provisionally; until then the wish is remembered).
     async fn cancel_branches(&mut self, keep: Option<usize>) {
@@ -758,15 +763,7 @@ impl Call {
                 self.hang_up(from_b, !from_b, reason).await;
             } else if !from_b && self.final_tx.is_some() {
                 // A BYE in an early dialog ends the attempt like a CANCEL.
-                self.cancel_branches(None).await;
-                let resp = response_for(
-                    &self.invite,
-                    487,
-                    "Request Terminated",
-                    Some(&self.a_tag),
-                    &[],
-                );
-                self.finish(resp, Disposition::Cancelled);
+                self.caller_gave_up().await;
             }
             return;
         }

@@ -263,27 +263,11 @@ pub async fn on_invite(
             (origin, routed)
         }
         None => {
-            let login = match server.authenticate(flow, req, true, tag).await {
-                Ok(login) => login,
+            let account = match server.identify_caller(flow, req, tag).await {
+                Ok(account) => account,
                 Err(resp) => return resp,
             };
-            if user_of(from).as_deref() != Some(login.as_str()) {
-                return response_for(
-                    req,
-                    403,
-                    "Forbidden - From does not match the authenticated user",
-                    Some(tag),
-                    &[],
-                );
-            }
-            let account = match server.store.account_by_login(&login).await {
-                Ok(Some(a)) => a,
-                Ok(None) => return response_for(req, 403, "Forbidden", Some(tag), &[]),
-                Err(e) => {
-                    tracing::error!(error = %e, "account look-up failed");
-                    return response_for(req, 500, "Server Internal Error", Some(tag), &[]);
-                }
-            };
+            let login = account.login.clone();
             let display_name = display_name_of(from).or(account.display_name.clone());
             let route = RouteRequest {
                 kind: Kind::Call,
