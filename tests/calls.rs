@@ -469,3 +469,44 @@ async fn a_call_past_its_maximum_duration_is_hung_up_on_both_sides() {
     assert_eq!(c[7], "max-duration");
     nothing_leaks(&switch).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reliable_provisionals_are_acknowledged_across_the_b2bua() {
+    let switch = switch("").await;
+    let (_bob, bob_trace) = device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        20_000,
+        &scenario("call_uas_prack.xml"),
+    );
+    switch.wait_registered(1).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac_prack.xml"), "bob", 0);
+    let bob_side = std::fs::read_to_string(&bob_trace).unwrap_or_default();
+    assert!(ok, "caller failed:\n{trace}\n{bob_side}\n{}", switch.log());
+    // The callee's own leg carried the PRACK, mapped to its INVITE's CSeq.
+    assert!(bob_side.contains("RAck: 1 1 INVITE"), "{bob_side}");
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_timer_nobody_refreshes_ends_the_call() {
+    let switch = switch("").await;
+    // The callee asks for a 2 s session refreshed by the caller, who never does.
+    let callee = switch.variant(
+        "call_uas.xml",
+        "      Content-Type: application/sdp",
+        "      Session-Expires: 2;refresher=uac\n      Content-Type: application/sdp",
+    );
+    let (_bob, bob_trace) = device_with(&switch, "bob", "bob-pw", "u1", 20_000, &callee);
+    switch.wait_registered(1).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "bob", 0);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    wait_trace(&bob_trace, "BYE sip:").await;
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(&c[4..6], ["answered", "200"], "{lines:?}");
+    assert_eq!(c[7], "session-timer");
+    nothing_leaks(&switch).await;
+}
