@@ -39,9 +39,12 @@ pub const ALLOWED: &[Method] = &[
     Method::Options,
     Method::Ack,
     Method::Cancel,
+    Method::Subscribe,
+    Method::Publish,
+    Method::Notify,
 ];
 /// Option tags we support (`Require` with anything else gets 420).
-pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu"];
+pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu", "eventlist"];
 
 /// What the handlers need to know of the configuration.
 #[derive(Debug, Clone)]
@@ -98,6 +101,7 @@ pub struct SipServer {
     passwords: PasswordCache,
     server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
+    presence: OnceLock<Arc<super::presence::Presence>>,
 }
 
 type TuFuture = Pin<Box<dyn Future<Output = rsip::Response> + Send>>;
@@ -122,7 +126,18 @@ impl SipServer {
             passwords: PasswordCache::default(),
             server_txs: Mutex::new(HashMap::new()),
             client_txs: Mutex::new(HashMap::new()),
+            presence: OnceLock::new(),
         }
+    }
+
+    /// Wires the presence service in once its state is loaded.
+    pub fn attach_presence(&self, presence: Arc<super::presence::Presence>) {
+        let _ = self.presence.set(presence);
+    }
+
+    /// The presence service, once attached.
+    pub fn presence(&self) -> Option<&Arc<super::presence::Presence>> {
+        self.presence.get()
     }
 
     /// Wires the transports in once they are bound.
@@ -435,6 +450,9 @@ impl SipServer {
             ),
             Method::Register => self.on_register(&flow, &req, &tag).await,
             Method::Message => super::messaging::on_message(&self, &flow, &req, &tag).await,
+            Method::Subscribe => super::presence::on_subscribe(&self, &flow, &req, &tag).await,
+            Method::Publish => super::presence::on_publish(&self, &flow, &req, &tag).await,
+            Method::Notify => super::presence::on_notify(&req, &tag),
             _ => response_for(
                 &req,
                 501,

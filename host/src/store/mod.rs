@@ -11,11 +11,13 @@
 //! and MySQL text is VARCHAR (TEXT columns come back as bytes).
 
 pub mod accounts;
+pub mod contacts;
 pub mod dialplan;
 pub mod error;
 pub mod gateways;
 pub mod location;
 pub mod messages;
+pub mod presence;
 mod validate;
 pub mod voicemail;
 
