@@ -313,6 +313,40 @@ impl Store {
             .collect()
     }
 
+    /// Counts of many mailboxes (those with no message are left out), in
+    /// grouped queries of a bounded number of logins each.
+    pub async fn mailbox_counts_of(
+        &self,
+        logins: &[String],
+    ) -> Result<std::collections::HashMap<String, MailboxCounts>> {
+        // Keeps each statement well under both backends' placeholder limits.
+        const CHUNK: usize = 500;
+        let mut out = std::collections::HashMap::new();
+        for chunk in logins.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT login, heard, COUNT(*) AS n FROM voicemail_messages \
+                 WHERE login IN ({}) GROUP BY login, heard",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for l in chunk {
+                q = q.bind(l);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let login: String = r.try_get("login")?;
+                let heard: i64 = r.try_get("heard")?;
+                let n: i64 = r.try_get("n")?;
+                let c: &mut MailboxCounts = out.entry(login).or_default();
+                if heard == 0 {
+                    c.new += n;
+                } else {
+                    c.old += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// New and heard message counts of a mailbox.
     pub async fn mailbox_counts(&self, login: &str) -> Result<MailboxCounts> {
         let rows = sqlx::query(
@@ -451,6 +485,12 @@ mod tests {
             MailboxCounts { new: 1, old: 1 }
         );
         assert_eq!(store.voice_messages(&login).await.unwrap().len(), 2);
+        let many = store
+            .mailbox_counts_of(&[login.clone(), "nobody-here-x".into()])
+            .await
+            .unwrap();
+        assert_eq!(many.len(), 1);
+        assert_eq!(many[&login], MailboxCounts { new: 1, old: 1 });
         assert_eq!(
             store.set_voice_message_heard(i64::MAX, true).await.unwrap(),
             None

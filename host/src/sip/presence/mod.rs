@@ -518,6 +518,8 @@ impl Presence {
                     .subs
                     .get_mut(&key)
                     .and_then(|sub| this.build_notify(sub, terminated, Content::Mwi(counts), now))
+                    .into_iter()
+                    .collect()
             }
             (Package::Presence, true) => {
                 // The list is the address book as it is now: entries that
@@ -540,24 +542,53 @@ impl Presence {
                     .iter()
                     .map(|b| this.compose_locked(state, &b.login, b.avatar_updated_at))
                     .collect();
-                let members: Vec<(&Buddy, Option<&UserPresence>)> =
-                    buddies.iter().zip(docs.iter().map(Some)).collect();
-                let built = this.build_notify(
-                    &mut sub,
-                    terminated,
-                    Content::List {
+                let mut out = Vec::new();
+                if terminated.is_some() {
+                    // The last word lists the members without their documents.
+                    let members: Vec<(&Buddy, Option<&UserPresence>)> =
+                        buddies.iter().map(|b| (b, None)).collect();
+                    let content = Content::List {
                         full: true,
                         members: &members,
-                    },
-                    now,
-                );
+                    };
+                    out.extend(this.build_notify(&mut sub, terminated, content, now));
+                } else {
+                    let budget = body_budget(&sub.stored.transport);
+                    let chunks = chunk_members(&buddies, &docs, budget, |b, d| {
+                        d.to_pidf(&this.uri_of(&b.login), &b.login).len()
+                    });
+                    for (i, range) in chunks.into_iter().enumerate() {
+                        // The first NOTIFY is the full state: every member
+                        // listed, documents for those that fit; the rest
+                        // follow as partial NOTIFYs (RFC 4662 §5.2 allows a
+                        // resource listed without an instance).
+                        let members: Vec<(&Buddy, Option<&UserPresence>)> = if i == 0 {
+                            buddies
+                                .iter()
+                                .zip(docs.iter())
+                                .enumerate()
+                                .map(|(j, (b, d))| (b, range.contains(&j).then_some(d)))
+                                .collect()
+                        } else {
+                            buddies[range.clone()]
+                                .iter()
+                                .zip(docs[range].iter().map(Some))
+                                .collect()
+                        };
+                        let content = Content::List {
+                            full: i == 0,
+                            members: &members,
+                        };
+                        out.extend(this.build_notify(&mut sub, None, content, now));
+                    }
+                }
                 for (b, d) in buddies.iter().zip(docs) {
                     state.documents.insert(b.login.clone(), d);
                 }
                 if terminated.is_none() {
                     state.insert(sub);
                 }
-                built
+                out
             }
             (Package::Presence, false) => {
                 let avatar = this
@@ -573,12 +604,25 @@ impl Presence {
                     .subs
                     .get_mut(&key)
                     .and_then(|sub| this.build_notify(sub, terminated, Content::Pidf(&doc), now))
+                    .into_iter()
+                    .collect()
             }
         };
         if terminated.is_some() {
             this.forget(&key).await;
         }
-        Self::send_all(server, outgoing.into_iter().collect()).await;
+        Self::send_in_order(server, outgoing).await;
+    }
+
+    /// Sends one dialog's NOTIFYs one after the other, so they arrive in
+    /// CSeq (and RLMI version) order; stops at the first failure, which
+    /// ends the subscription.
+    async fn send_in_order(server: &Arc<SipServer>, outgoing: Vec<Outgoing>) {
+        for o in outgoing {
+            if Self::send_all(server, vec![o]).await == 0 {
+                return;
+            }
+        }
     }
 
     /// Tells MWI watchers of `login` the new counts (the voicemail engine
@@ -640,12 +684,15 @@ impl Presence {
                 let now = crate::store::now_secs();
                 let (expired_subs, expired_pubs, mailboxes) = {
                     let mut state = this.lock();
-                    let subs: Vec<DialogKey> = state
-                        .subs
-                        .values()
-                        .filter(|s| s.stored.expires_at <= now)
-                        .map(Subscription::key)
-                        .collect();
+                    let mut subs: Vec<DialogKey> = Vec::new();
+                    for sub in state.subs.values_mut() {
+                        if sub.stored.expires_at <= now {
+                            // Not picked again by the next tick while its
+                            // terminating NOTIFY is on the way.
+                            sub.stored.expires_at = i64::MAX;
+                            subs.push(sub.key());
+                        }
+                    }
                     let mut logins = Vec::new();
                     state.publications.retain(|login, pubs| {
                         let before = pubs.len();
@@ -678,15 +725,74 @@ impl Presence {
                         Self::document_changed(&server, &login).await;
                     }
                 }
-                if last_poll.elapsed() >= this.settings.mwi_poll {
+                if last_poll.elapsed() >= this.settings.mwi_poll && !mailboxes.is_empty() {
                     last_poll = Instant::now();
-                    for login in mailboxes {
-                        Self::mailbox_changed(&server, &login).await;
+                    // One grouped query for every watched mailbox; only the
+                    // ones whose counts moved are notified.
+                    match this.store.mailbox_counts_of(&mailboxes).await {
+                        Ok(counts) => {
+                            let changed: Vec<String> = {
+                                let state = this.lock();
+                                mailboxes
+                                    .into_iter()
+                                    .filter(|l| {
+                                        let now = counts.get(l).copied().unwrap_or_default();
+                                        state.mailboxes.get(l) != Some(&now)
+                                    })
+                                    .collect()
+                            };
+                            for login in changed {
+                                Self::mailbox_changed(&server, &login).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "mailbox counts unavailable"),
                     }
                 }
             }
         });
     }
+}
+
+/// How many body bytes one list NOTIFY may carry. A 500-buddy list is a
+/// few hundred kilobytes of PIDF: more than one UDP datagram can hold and
+/// more than peers accept in one message (ours refuses over 64 KiB). Over
+/// UDP stay near the size RFC 3261 §18.1.1 tolerates for fragmenting
+/// paths; over streams, well under common message size limits.
+fn body_budget(transport: &str) -> usize {
+    match Proto::parse(transport) {
+        Some(Proto::Udp) | None => 8 * 1024,
+        Some(_) => 48 * 1024,
+    }
+}
+
+/// Splits the members into runs whose documents fit `budget` bytes per
+/// NOTIFY (each run holds at least one member). The first run also pays
+/// for listing every member in the full-state RLMI.
+fn chunk_members<B, D>(
+    buddies: &[B],
+    docs: &[D],
+    budget: usize,
+    doc_len: impl Fn(&B, &D) -> usize,
+) -> Vec<std::ops::Range<usize>> {
+    // Multipart headers and the RLMI <resource>/<instance> line per member.
+    const PER_MEMBER: usize = 320;
+    const LISTED: usize = 160;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut used = LISTED * buddies.len();
+    for (i, (b, d)) in buddies.iter().zip(docs).enumerate() {
+        let cost = doc_len(b, d) + PER_MEMBER;
+        if i > start && used + cost > budget {
+            runs.push(start..i);
+            start = i;
+            used = 0;
+        }
+        used += cost;
+    }
+    if start < buddies.len() || runs.is_empty() {
+        runs.push(start..buddies.len());
+    }
+    runs
 }
 
 /// Our Contact in subscription dialogs: the listener the watcher reached,
@@ -1194,6 +1300,28 @@ pub fn on_notify(req: &rsip::Request, tag: &str) -> rsip::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_lists_are_split_into_runs_that_fit() {
+        let buddies = vec![(); 500];
+        let docs = vec![(); 500];
+        let runs = chunk_members(&buddies, &docs, 48 * 1024, |_, _| 450);
+        assert_eq!(runs.first().unwrap().start, 0);
+        assert_eq!(runs.last().unwrap().end, 500);
+        for w in runs.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for r in &runs[1..] {
+            assert!(r.len() * (450 + 320) <= 48 * 1024, "{r:?}");
+        }
+        // An empty list is still one (full-state) NOTIFY.
+        assert_eq!(chunk_members::<(), ()>(&[], &[], 100, |_, _| 0), vec![0..0]);
+        // A member bigger than the budget goes alone.
+        assert_eq!(
+            chunk_members(&[(), ()], &[(), ()], 10, |_, _| 50),
+            vec![0..1, 1..2]
+        );
+    }
 
     #[test]
     fn contact_uris() {
