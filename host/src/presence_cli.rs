@@ -22,6 +22,12 @@ pub enum ContactCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Add many numbers to OWNER_LOGIN's address book from a file of
+    /// `number[;name[;id]]` lines (numbers already there are skipped).
+    Import {
+        owner_login: String,
+        file: std::path::PathBuf,
+    },
     /// OWNER_LOGIN's address book, with the service user behind each number.
     List { owner_login: String },
     /// Remove NUMBER from OWNER_LOGIN's address book.
@@ -90,6 +96,44 @@ pub async fn contact(app: App, cmd: ContactCommand) -> anyhow::Result<()> {
                     format!("cannot add {normalized} to {owner_login}'s address book")
                 })?;
             println!("contact {id} {normalized} added to {owner_login}");
+        }
+        ContactCommand::Import { owner_login, file } => {
+            let cc = country_code(&app, &owner_login).await?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let (mut added, mut skipped) = (0u64, 0u64);
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut fields = line.split(';').map(str::trim);
+                let number = fields.next().unwrap_or("");
+                let name = fields.next().filter(|s| !s.is_empty());
+                let Some(normalized) = normalize_number(number, &cc) else {
+                    bail!(
+                        "{}:{}: {number:?} is not a phone number",
+                        file.display(),
+                        n + 1
+                    );
+                };
+                let id = fields
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .map_or_else(|| normalized.clone(), str::to_string);
+                match app
+                    .store
+                    .add_contact(&owner_login, &id, name, &normalized)
+                    .await
+                {
+                    Ok(()) => added += 1,
+                    Err(softswitch::store::StoreError::Conflict(_)) => skipped += 1,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("{}:{}", file.display(), n + 1));
+                    }
+                }
+            }
+            println!("{added} contacts added to {owner_login}, {skipped} already there");
         }
         ContactCommand::List { owner_login } => {
             for c in app.store.list_contacts(&owner_login).await? {

@@ -196,7 +196,7 @@ impl Presence {
             };
             let is_list = s.is_list;
             let owner = s.resource.clone();
-            let mut sub = Subscription::new(s, package);
+            let mut sub = Subscription::reloaded(s, package);
             if is_list {
                 sub.buddies = store.buddies(&owner).await?;
             }
@@ -362,27 +362,46 @@ impl Presence {
         })
     }
 
-    /// Sends NOTIFYs concurrently; a watcher that answers 481, times out or
-    /// cannot be reached loses its subscription (RFC 6665 §4.2.2). Returns
-    /// how many got a 2xx.
-    async fn send_all(server: &Arc<SipServer>, outgoing: Vec<Outgoing>) -> usize {
+    /// Sends NOTIFYs concurrently and waits for their responses; a watcher
+    /// that answers 481, times out or cannot be reached loses its
+    /// subscription (RFC 6665 §4.2.2). With `then_pending`, each dialog
+    /// then goes on with what changed while its NOTIFY was in flight.
+    /// Returns how many got a 2xx.
+    async fn send_all(
+        server: &Arc<SipServer>,
+        outgoing: Vec<Outgoing>,
+        then_pending: bool,
+    ) -> usize {
         let mut set = JoinSet::new();
         for o in outgoing {
             let server = server.clone();
             set.spawn(async move {
-                let outcome = server.request(o.flow, o.request).await;
-                (o.key, outcome)
+                let key = o.key.clone();
+                let ok = Self::send_one(&server, o).await;
+                if then_pending && ok.is_some() {
+                    Self::spawn_pending(server, key);
+                }
+                ok == Some(true)
             });
         }
         let mut ok = 0;
         while let Some(done) = set.join_next().await {
-            let Ok((key, outcome)) = done else { continue };
-            let drop_it = match &outcome {
-                ClientOutcome::Response(r) => {
-                    let code = r.status_code.code();
-                    if (200..300).contains(&code) {
-                        ok += 1;
-                    }
+            if let Ok(true) = done {
+                ok += 1;
+            }
+        }
+        ok
+    }
+
+    /// One NOTIFY: `Some(2xx?)` while the subscription lives on, `None`
+    /// when the answer ended it.
+    async fn send_one(server: &Arc<SipServer>, o: Outgoing) -> Option<bool> {
+        let outcome = server.request(o.flow, o.request).await;
+        let (ok, gone) = match &outcome {
+            ClientOutcome::Response(r) => {
+                let code = r.status_code.code();
+                (
+                    (200..300).contains(&code),
                     matches!(
                         code,
                         404 | 405
@@ -398,20 +417,94 @@ impl Presence {
                             | 489
                             | 501
                             | 604
-                    )
-                }
-                ClientOutcome::Timeout | ClientOutcome::TransportError => true,
-            };
-            if drop_it && let Some(p) = server.presence() {
+                    ),
+                )
+            }
+            ClientOutcome::Timeout | ClientOutcome::TransportError => (false, true),
+        };
+        if gone {
+            if let Some(p) = server.presence() {
                 tracing::debug!(
-                    call_id = key.0,
+                    call_id = o.key.0,
                     ?outcome,
                     "watcher gone: subscription removed"
                 );
-                p.forget(&key).await;
+                p.forget(&o.key).await;
             }
+            return None;
         }
-        ok
+        Some(ok)
+    }
+
+    /// Sends a dialog's pending change once its NOTIFY in flight is answered,
+    /// and so on until nothing is pending.
+    fn spawn_pending(server: Arc<SipServer>, key: DialogKey) {
+        tokio::spawn(async move {
+            loop {
+                let Some(next) = server.presence().and_then(|p| p.next_pending(&key)) else {
+                    return;
+                };
+                if Self::send_one(&server, next).await.is_none() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Frees the dialog, or builds the NOTIFY for what changed meanwhile
+    /// from the latest state (keeping the dialog busy).
+    fn next_pending(&self, key: &DialogKey) -> Option<Outgoing> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let sub = state.subs.get_mut(key)?;
+        if !sub.dirty {
+            sub.in_flight = false;
+            return None;
+        }
+        sub.dirty = false;
+        let changed = std::mem::take(&mut sub.dirty_buddies);
+        let now = crate::store::now_secs();
+        let built = match sub.package {
+            Package::MessageSummary => {
+                let counts = state
+                    .mailboxes
+                    .get(&sub.stored.resource)
+                    .copied()
+                    .unwrap_or_default();
+                self.build_notify(sub, None, Content::Mwi(counts), now)
+            }
+            Package::Presence if sub.stored.is_list => {
+                let members: Vec<Buddy> = sub
+                    .buddies
+                    .iter()
+                    .filter(|b| changed.contains(&b.login))
+                    .cloned()
+                    .collect();
+                let docs: Vec<Option<&UserPresence>> = members
+                    .iter()
+                    .map(|b| state.documents.get(&b.login))
+                    .collect();
+                let pairs: Vec<(&Buddy, Option<&UserPresence>)> =
+                    members.iter().zip(docs).collect();
+                self.build_notify(
+                    sub,
+                    None,
+                    Content::List {
+                        full: false,
+                        members: &pairs,
+                    },
+                    now,
+                )
+            }
+            Package::Presence => match state.documents.get(&sub.stored.resource) {
+                Some(doc) => self.build_notify(sub, None, Content::Pidf(doc), now),
+                None => None,
+            },
+        };
+        if built.is_none() {
+            sub.in_flight = false;
+        }
+        built
     }
 
     /// Removes a subscription without a NOTIFY.
@@ -455,6 +548,13 @@ impl Presence {
                 let Some(sub) = state.subs.get_mut(&key) else {
                     continue;
                 };
+                if sub.in_flight {
+                    sub.dirty = true;
+                    if sub.stored.is_list {
+                        sub.dirty_buddies.insert(login.to_string());
+                    }
+                    continue;
+                }
                 let built = if sub.stored.is_list {
                     let Some(buddy) = sub.buddies.iter().find(|b| b.login == login).cloned() else {
                         continue;
@@ -472,13 +572,14 @@ impl Presence {
                 } else {
                     this.build_notify(sub, None, Content::Pidf(&doc), now)
                 };
+                sub.in_flight = built.is_some();
                 out.extend(built);
             }
             state.documents.insert(login.to_string(), doc);
             out
         };
         let watchers = outgoing.len();
-        let notified = Self::send_all(server, outgoing).await;
+        let notified = Self::send_all(server, outgoing, true).await;
         tracing::info!(
             login,
             watchers,
@@ -517,7 +618,10 @@ impl Presence {
                 state
                     .subs
                     .get_mut(&key)
-                    .and_then(|sub| this.build_notify(sub, terminated, Content::Mwi(counts), now))
+                    .and_then(|sub| {
+                        sub.in_flight = true;
+                        this.build_notify(sub, terminated, Content::Mwi(counts), now)
+                    })
                     .into_iter()
                     .collect()
             }
@@ -586,6 +690,7 @@ impl Presence {
                     state.documents.insert(b.login.clone(), d);
                 }
                 if terminated.is_none() {
+                    sub.in_flight = !out.is_empty();
                     state.insert(sub);
                 }
                 out
@@ -603,7 +708,10 @@ impl Presence {
                 state
                     .subs
                     .get_mut(&key)
-                    .and_then(|sub| this.build_notify(sub, terminated, Content::Pidf(&doc), now))
+                    .and_then(|sub| {
+                        sub.in_flight = true;
+                        this.build_notify(sub, terminated, Content::Pidf(&doc), now)
+                    })
                     .into_iter()
                     .collect()
             }
@@ -618,11 +726,15 @@ impl Presence {
     /// CSeq (and RLMI version) order; stops at the first failure, which
     /// ends the subscription.
     async fn send_in_order(server: &Arc<SipServer>, outgoing: Vec<Outgoing>) {
+        let Some(key) = outgoing.first().map(|o| o.key.clone()) else {
+            return;
+        };
         for o in outgoing {
-            if Self::send_all(server, vec![o]).await == 0 {
+            if Self::send_one(server, o).await.is_none() {
                 return;
             }
         }
+        Self::spawn_pending(server.clone(), key);
     }
 
     /// Tells MWI watchers of `login` the new counts (the voicemail engine
@@ -655,7 +767,13 @@ impl Presence {
             let mut out = Vec::with_capacity(keys.len());
             for k in &keys {
                 if let Some(sub) = state.subs.get_mut(k) {
-                    out.extend(this.build_notify(sub, None, Content::Mwi(counts), now));
+                    if sub.in_flight {
+                        sub.dirty = true;
+                        continue;
+                    }
+                    let built = this.build_notify(sub, None, Content::Mwi(counts), now);
+                    sub.in_flight = built.is_some();
+                    out.extend(built);
                 }
             }
             out
@@ -666,7 +784,7 @@ impl Presence {
             old = counts.old,
             "mailbox change notified"
         );
-        Self::send_all(server, outgoing).await;
+        Self::send_all(server, outgoing, true).await;
     }
 
     /// Once a second: ends expired subscriptions with a terminating NOTIFY,
@@ -966,17 +1084,14 @@ pub async fn on_subscribe(
             return response_for(req, 481, "Subscription Does Not Exist", Some(tag), &[]);
         };
         if expires == 0 {
-            let server = server.clone();
-            tokio::spawn(async move {
-                Presence::notify_full(&server, key, Some("timeout")).await;
-            });
+            spawn_notify(server, key, Some("timeout"));
             return ok(Vec::new());
         }
         if let Err(e) = this.store.refresh_subscription(&stored).await {
             tracing::error!(error = %e, "subscription refresh not stored");
             return server_error(req, tag);
         }
-        spawn_initial(server, key);
+        spawn_notify(server, key, None);
         return ok(Vec::new());
     }
 
@@ -1071,28 +1186,26 @@ pub async fn on_subscribe(
         expires_at,
     };
     let key = (call_id, tag.to_string());
+    let sub = Subscription::fresh(stored, package);
     if expires == 0 {
         // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over.
-        this.lock().insert(Subscription::new(stored, package));
-        let server = server.clone();
-        tokio::spawn(async move {
-            Presence::notify_full(&server, key, Some("timeout")).await;
-        });
+        this.lock().insert(sub);
+        spawn_notify(server, key, Some("timeout"));
         return ok(Vec::new());
     }
-    if let Err(e) = this.store.insert_subscription(&stored).await {
+    if let Err(e) = this.store.insert_subscription(&sub.stored).await {
         tracing::error!(error = %e, "subscription not stored");
         return server_error(req, tag);
     }
     tracing::debug!(
         watcher = login,
-        resource = stored.resource,
+        resource = sub.stored.resource,
         list = is_list,
         event = package.as_str(),
         "subscription created"
     );
-    this.lock().insert(Subscription::new(stored, package));
-    spawn_initial(server, key);
+    this.lock().insert(sub);
+    spawn_notify(server, key, None);
     let extra = if is_list {
         vec![("Require".to_string(), "eventlist".to_string())]
     } else {
@@ -1101,15 +1214,16 @@ pub async fn on_subscribe(
     ok(extra)
 }
 
-/// The full-state NOTIFY after a SUBSCRIBE or refresh.
-fn spawn_initial(server: &Arc<SipServer>, key: DialogKey) {
+/// The NOTIFY a SUBSCRIBE calls for: full state after a new subscription
+/// or a refresh, the terminating one after an unsubscribe or a fetch.
+fn spawn_notify(server: &Arc<SipServer>, key: DialogKey, terminated: Option<&'static str>) {
     let server = server.clone();
     tokio::spawn(async move {
         // RFC 6665 lets the NOTIFY overtake the 200; a short pause makes the
         // usual order (200 first) the common case, which simple clients and
         // scripted peers expect.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        Presence::notify_full(&server, key, None).await;
+        Presence::notify_full(&server, key, terminated).await;
     });
 }
 

@@ -133,16 +133,42 @@ pub struct Subscription {
     pub cseq: i64,
     /// The list members (list subscriptions only).
     pub buddies: Vec<Buddy>,
+    /// A NOTIFY of this dialog awaits its response: the next one waits, so
+    /// NOTIFYs arrive in order and a burst of changes is coalesced into the
+    /// latest state (as RFC 6446 rate control would).
+    pub in_flight: bool,
+    /// Something changed while a NOTIFY was in flight.
+    pub dirty: bool,
+    /// For lists, the members that changed meanwhile.
+    pub dirty_buddies: std::collections::BTreeSet<String>,
 }
 
 impl Subscription {
-    pub fn new(stored: StoredSubscription, package: Package) -> Subscription {
+    /// A new dialog: NOTIFYs start at CSeq 1, and the floor to store is
+    /// already ahead of it (so the first NOTIFYs cost no write).
+    pub fn fresh(mut stored: StoredSubscription, package: Package) -> Subscription {
+        stored.cseq_floor = 1 + CSEQ_HEADROOM;
         Subscription {
-            // A new dialog starts at 1; a reloaded one at its floor.
+            cseq: 0,
+            stored,
+            package,
+            buddies: Vec::new(),
+            in_flight: false,
+            dirty: false,
+            dirty_buddies: Default::default(),
+        }
+    }
+
+    /// A dialog loaded after a restart: NOTIFYs resume at its stored floor.
+    pub fn reloaded(stored: StoredSubscription, package: Package) -> Subscription {
+        Subscription {
             cseq: stored.cseq_floor.max(1) - 1,
             stored,
             package,
             buddies: Vec::new(),
+            in_flight: false,
+            dirty: false,
+            dirty_buddies: Default::default(),
         }
     }
 
@@ -234,17 +260,27 @@ mod tests {
             local: "1.2.3.4:5061".into(),
             expires_at: 0,
         };
-        let mut s = Subscription::new(stored.clone(), Package::Presence);
-        assert_eq!(s.next_cseq(), (1, Some(1 + CSEQ_HEADROOM)));
+        let mut s = Subscription::fresh(stored.clone(), Package::Presence);
+        assert_eq!(s.stored.cseq_floor, 1 + CSEQ_HEADROOM);
+        assert_eq!(s.next_cseq(), (1, None));
         assert_eq!(s.next_cseq(), (2, None));
+        s.cseq = CSEQ_HEADROOM - 1;
+        assert_eq!(s.next_cseq(), (CSEQ_HEADROOM, None));
+        assert_eq!(
+            s.next_cseq(),
+            (CSEQ_HEADROOM + 1, Some(1 + 2 * CSEQ_HEADROOM))
+        );
         // After a restart the dialog resumes at the stored floor.
-        let mut again = Subscription::new(
+        let mut again = Subscription::reloaded(
             StoredSubscription {
                 cseq_floor: 1 + CSEQ_HEADROOM,
                 ..stored
             },
             Package::Presence,
         );
-        assert_eq!(again.next_cseq().0, 1 + CSEQ_HEADROOM);
+        assert_eq!(
+            again.next_cseq(),
+            (1 + CSEQ_HEADROOM, Some(1 + 2 * CSEQ_HEADROOM))
+        );
     }
 }
