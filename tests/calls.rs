@@ -182,16 +182,18 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
     assert!(ok, "busy callee:\n{trace}\n{}", switch.log());
     drop(busy);
 
+    // Another callee: bob's busy device may linger as a binding whose
+    // INVITEs go unanswered until Timer B.
     let (ringing, ring_trace) = device_with(
         &switch,
-        "bob",
-        "bob-pw",
+        "carol",
+        "carol-pw",
         "u1",
         20_000,
         &scenario("call_uas_ring.xml"),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, trace) = call(&switch, &scenario("call_uac_cancel.xml"), "bob", 0);
+    switch.wait_registered(2).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac_cancel.xml"), "carol", 0);
     assert!(ok, "cancelled call:\n{trace}\n{}", switch.log());
     // The device saw the CANCEL the switch sent on its own leg.
     wait_trace(&ring_trace, "CANCEL sip:").await;
@@ -199,7 +201,7 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
     // Nobody answers within no_answer_secs: the guest is asked again and its
     // fallback (no voicemail yet) is what the caller hears.
     let started = std::time::Instant::now();
-    let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "bob", 0);
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "carol", 0);
     assert!(ok, "unanswered call:\n{trace}\n{}", switch.log());
     assert!(started.elapsed() >= Duration::from_secs(2));
     drop(ringing);

@@ -51,6 +51,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub admin: AdminConfig,
     pub sip: SipConfig,
+    pub presence: PresenceConfig,
     pub plugins: PluginsConfig,
     pub routing: RoutingConfig,
     pub calls: CallsConfig,
@@ -256,6 +257,59 @@ pub struct GuestConfig {
 }
 
 /// The annotated default configuration printed by `softswitch config default`.
+/// Presence (SUBSCRIBE/NOTIFY, PUBLISH, buddy lists, MWI).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// User part of a buddy-list URI; `{login}` is the list owner.
+    pub list_uri_user: String,
+    /// Who may SUBSCRIBE to one user's presence: `address-book` (only users
+    /// the presentity has in its address book) or `open` (any user).
+    pub watch_policy: WatchPolicy,
+    /// Subscription expiry when none is asked, seconds; floor (423) and ceiling.
+    pub subscribe_default_expires: u32,
+    pub subscribe_min_expires: u32,
+    pub subscribe_max_expires: u32,
+    /// Publication expiry when none is asked, seconds; floor (423) and ceiling.
+    pub publish_default_expires: u32,
+    pub publish_min_expires: u32,
+    pub publish_max_expires: u32,
+    /// How often voicemail counts are checked for MWI watchers, ms (the
+    /// voicemail table may be written by another process or node).
+    pub mwi_poll_ms: u64,
+    /// Calling code for normalising address-book numbers of users whose own
+    /// number does not give one (SPEC §4).
+    pub default_country_code: String,
+}
+
+/// Who may watch one user's presence.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchPolicy {
+    AddressBook,
+    Open,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            list_uri_user: "{login}-buddies".into(),
+            watch_policy: WatchPolicy::AddressBook,
+            // SPEC §6: subscriptions last an hour like registrations.
+            subscribe_default_expires: 3600,
+            subscribe_min_expires: 60,
+            subscribe_max_expires: 86400,
+            publish_default_expires: 3600,
+            publish_min_expires: 60,
+            publish_max_expires: 86400,
+            // A second: a new voicemail shows on the handset about as fast as
+            // its push, for one grouped query per second.
+            mwi_poll_ms: 1000,
+            default_country_code: "1".into(),
+        }
+    }
+}
+
 /// A unit test checks that it parses to exactly `Config::default()` with the
 /// default routing guest, so it cannot drift.
 pub const DEFAULT_TOML: &str = r#"# softswitch configuration. Every key is optional; these are the defaults.
@@ -301,6 +355,24 @@ auth_failure_burst = 20
 auth_failure_refill_secs = 3
 # How long a MESSAGE waits for a device's 2xx before the sender gets 202 and it stays deferred, ms.
 message_wait_ms = 5000
+
+[presence]
+# User part of buddy-list URIs (sip:<user>@<domain>); {login} is the list owner.
+list_uri_user = "{login}-buddies"
+# Who may SUBSCRIBE to one user's presence: "address-book" (users in that user's address book) or "open".
+watch_policy = "address-book"
+# Subscription expiry in seconds when none is asked; the floor (423 below it) and the ceiling.
+subscribe_default_expires = 3600
+subscribe_min_expires = 60
+subscribe_max_expires = 86400
+# Same for PUBLISH.
+publish_default_expires = 3600
+publish_min_expires = 60
+publish_max_expires = 86400
+# How often voicemail counts are checked for MWI subscribers, ms.
+mwi_poll_ms = 1000
+# Calling code for normalising address-book numbers when the owner's own phone gives none.
+default_country_code = "1"
 
 [plugins]
 # Compiled-guest cache; empty means <data_dir>/guest-cache.
@@ -365,6 +437,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             admin: AdminConfig::default(),
             sip: SipConfig::default(),
+            presence: PresenceConfig::default(),
             plugins: PluginsConfig::default(),
             routing: RoutingConfig::default(),
             calls: CallsConfig::default(),
@@ -448,6 +521,40 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "sip.tls_cert",
                 message: "tls_cert and tls_key go together".into(),
+            });
+        }
+        let p = &self.presence;
+        if p.subscribe_min_expires > p.subscribe_max_expires
+            || p.subscribe_default_expires < p.subscribe_min_expires
+            || p.subscribe_default_expires > p.subscribe_max_expires
+            || p.publish_min_expires > p.publish_max_expires
+            || p.publish_default_expires < p.publish_min_expires
+            || p.publish_default_expires > p.publish_max_expires
+        {
+            return Err(ConfigError::Invalid {
+                key: "presence.subscribe_min_expires",
+                message: "need min <= default <= max for subscribe_* and publish_*".into(),
+            });
+        }
+        if crate::sip::presence::subscription::ListPattern::new(&p.list_uri_user).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "presence.list_uri_user",
+                message: "must hold {login} exactly once, with text beside it".into(),
+            });
+        }
+        if p.default_country_code.is_empty()
+            || p.default_country_code.len() > 3
+            || !p.default_country_code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ConfigError::Invalid {
+                key: "presence.default_country_code",
+                message: "must be 1 to 3 digits".into(),
+            });
+        }
+        if p.mwi_poll_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "presence.mwi_poll_ms",
+                message: "must be at least 1".into(),
             });
         }
         if self.plugins.deadline_ms == 0 {

@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod presence_cli;
+
+use presence_cli::{ContactCommand, PresenceCommand, VoicemailCommand};
 use softswitch::admin::{self, AdminState};
 use softswitch::app::{App, redact_url};
 use softswitch::config::DEFAULT_TOML;
@@ -62,6 +65,15 @@ enum Command {
     /// Inspect guests.
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// Manage users' address books (buddy lists are built from them).
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Manage voice messages (MWI counts follow them).
+    #[command(subcommand)]
+    Voicemail(VoicemailCommand),
+    /// Inspect stored presence state.
+    #[command(subcommand)]
+    Presence(PresenceCommand),
 }
 
 #[derive(Subcommand)]
@@ -290,6 +302,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Contact(cmd) => presence_cli::contact(app, cmd).await,
+        Command::Voicemail(cmd) => presence_cli::voicemail(app, cmd).await,
+        Command::Presence(cmd) => presence_cli::presence(app, cmd).await,
         Command::Guest(GuestCommand::Check { file }) => {
             let plugins = app.plugins()?;
             let report = inspect::check(&plugins, &file).await?;

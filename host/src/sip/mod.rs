@@ -1,5 +1,5 @@
 //! The SIP core: parsing and framing, request pre-checks, digest
-//! authentication, transactions, transports, registrar and messaging.
+//! authentication, transactions, transports, registrar, messaging and presence.
 //!
 //! Protocol logic is sans-io (plain types and state machines driven by tests
 //! without sockets); the tokio glue lives beside it.
@@ -9,6 +9,7 @@ pub mod dialog;
 pub mod digest;
 pub mod messaging;
 pub mod parse;
+pub mod presence;
 pub mod registrar;
 pub mod server;
 pub mod start;

@@ -47,11 +47,14 @@ pub const ALLOWED: &[Method] = &[
     Method::Register,
     Method::Message,
     Method::Options,
+    Method::Subscribe,
+    Method::Publish,
+    Method::Notify,
 ];
 /// Option tags we support (`Require` with anything else gets 420). 100rel
 /// and timer are the callers' and callees' business: the B2BUA relays
 /// PRACK, RSeq/RAck and Session-Expires between the legs.
-pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu", "100rel", "timer"];
+pub const SUPPORTED: &[&str] = &["path", "outbound", "gruu", "eventlist", "100rel", "timer"];
 
 /// What the handlers need to know of the configuration.
 #[derive(Debug, Clone)]
@@ -128,6 +131,7 @@ pub struct SipServer {
     accounts: TtlCache<Option<Arc<Account>>>,
     server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
+    presence: OnceLock<Arc<super::presence::Presence>>,
 }
 
 /// The transaction user's side of a server transaction: its final answer
@@ -160,7 +164,18 @@ impl SipServer {
             accounts: TtlCache::default(),
             server_txs: Mutex::new(HashMap::new()),
             client_txs: Mutex::new(HashMap::new()),
+            presence: OnceLock::new(),
         }
+    }
+
+    /// Wires the presence service in once its state is loaded.
+    pub fn attach_presence(&self, presence: Arc<super::presence::Presence>) {
+        let _ = self.presence.set(presence);
+    }
+
+    /// The presence service, once attached.
+    pub fn presence(&self) -> Option<&Arc<super::presence::Presence>> {
+        self.presence.get()
     }
 
     /// Wires the transports in once they are bound.
@@ -529,6 +544,9 @@ impl SipServer {
                     )
                 }
             }
+            Method::Subscribe => super::presence::on_subscribe(&self, &flow, &req, &tag).await,
+            Method::Publish => super::presence::on_publish(&self, &flow, &req, &tag).await,
+            Method::Notify => super::presence::on_notify(&req, &tag),
             _ => response_for(
                 &req,
                 501,

@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use super::call::CallSettings;
 use super::digest::DigestAuth;
+use super::presence::{Presence, PresenceSettings};
 use super::registrar::{ExpiryPolicy, Registrar};
 use super::server::{Settings, SipServer};
 use super::transport;
@@ -99,6 +100,16 @@ pub async fn start(
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
     server.attach(transports);
+    let presence = Presence::load(
+        PresenceSettings::from_config(&app.config.presence),
+        sip.domain.clone(),
+        app.store.clone(),
+        server.registrar.clone(),
+    )
+    .await
+    .context("cannot load presence subscriptions and publications")?;
+    server.attach_presence(Arc::new(presence));
+    Presence::spawn_housekeeping(server.clone());
     spawn_housekeeping(server.clone(), app.metrics.clone());
     Ok(server)
 }

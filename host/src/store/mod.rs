@@ -12,11 +12,13 @@
 
 pub mod accounts;
 pub mod calls;
+pub mod contacts;
 pub mod dialplan;
 pub mod error;
 pub mod gateways;
 pub mod location;
 pub mod messages;
+pub mod presence;
 mod validate;
 pub mod voicemail;
 

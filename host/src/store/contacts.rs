@@ -1,0 +1,331 @@
+//! Address books (SPEC §5): every user's contacts, one row per number, with
+//! numbers normalised to E.164 without '+' (SPEC §4). Presence builds buddy
+//! lists from here; the client API fills it (the CLI does until then).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::error::{Result, StoreError, is_foreign_key_violation, unique_violation};
+use super::{Store, now, validate};
+
+/// One number of one address-book entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contact {
+    pub owner: String,
+    /// The entry's id on the handset (the number itself when none was given).
+    pub contact_id: String,
+    pub name: Option<String>,
+    /// E.164 without '+'.
+    pub number: String,
+    /// The service user with this number, if any.
+    pub login: Option<String>,
+}
+
+/// An address-book entry that is a service user: a member of the owner's
+/// buddy list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buddy {
+    pub login: String,
+    pub name: Option<String>,
+    pub number: String,
+    pub avatar_updated_at: Option<i64>,
+}
+
+/// Two-digit ITU-T E.164 country calling codes; the rest are one digit (1, 7)
+/// or three. Enough to find the country code at the start of a number.
+const TWO_DIGIT_CODES: &[&str] = &[
+    "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47",
+    "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65",
+    "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+];
+
+/// The country calling code an E.164 number (without '+') starts with.
+pub fn country_code_of(e164: &str) -> Option<&str> {
+    if e164.len() < 4 || !e164.bytes().all(|b| b.is_ascii_digit()) || e164.starts_with('0') {
+        return None;
+    }
+    if e164.starts_with('1') || e164.starts_with('7') {
+        return Some(&e164[..1]);
+    }
+    if TWO_DIGIT_CODES.contains(&&e164[..2]) {
+        return Some(&e164[..2]);
+    }
+    Some(&e164[..3])
+}
+
+/// SPEC §4: `+` or `00` stripped, `011` stripped, a single leading `0`
+/// replaced by the country code, no prefix → country code prepended.
+/// Spaces, dashes, dots and brackets are dropped first, as handsets store
+/// numbers formatted. `None` when what is left is not a plausible number.
+pub fn normalize_number(raw: &str, country_code: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let plus = trimmed.starts_with('+');
+    let digits: String = trimmed
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/' | '+'))
+        .collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let e164 = if plus {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_string()
+    } else if let Some(rest) = digits.strip_prefix("011") {
+        rest.to_string()
+    } else if let Some(rest) = digits.strip_prefix('0') {
+        format!("{country_code}{rest}")
+    } else {
+        format!("{country_code}{digits}")
+    };
+    // E.164 allows at most 15 digits; a very short one is a typo or a service code.
+    (4..=15).contains(&e164.len()).then_some(e164)
+}
+
+impl Store {
+    /// Adds a number to `owner`'s address book (already normalised).
+    /// `Conflict` if the entry already has it, `NotFound` if there is no
+    /// such owner.
+    pub async fn add_contact(
+        &self,
+        owner: &str,
+        contact_id: &str,
+        name: Option<&str>,
+        number: &str,
+    ) -> Result<()> {
+        validate::optional("name", name, 255)?;
+        if contact_id.is_empty() || contact_id.len() > 128 {
+            return Err(StoreError::Invalid(
+                "contact id must be 1 to 128 characters".into(),
+            ));
+        }
+        let done = sqlx::query(
+            "INSERT INTO contacts (owner, contact_id, name, number, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(owner)
+        .bind(contact_id)
+        .bind(name)
+        .bind(number)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_violation(&e) => {
+                Err(StoreError::NotFound(format!("account {owner:?}")))
+            }
+            Err(e) if unique_violation(&e).is_some() => Err(StoreError::Conflict(format!(
+                "contact {contact_id:?} with number {number}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a number from `owner`'s address book (from every entry that
+    /// has it); the number of rows removed.
+    pub async fn del_contact(&self, owner: &str, number: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM contacts WHERE owner = ? AND number = ?")
+            .bind(owner)
+            .bind(number)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// `owner`'s address book, with the service user behind each number.
+    pub async fn list_contacts(&self, owner: &str) -> Result<Vec<Contact>> {
+        let rows = sqlx::query(
+            "SELECT c.contact_id, c.name, c.number, COALESCE(p.login, a.login) AS login \
+             FROM contacts c LEFT JOIN profiles p ON p.phone = c.number \
+             LEFT JOIN accounts a ON a.login = c.number \
+             WHERE c.owner = ? ORDER BY c.contact_id, c.number",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Contact {
+                    owner: owner.to_string(),
+                    contact_id: r.try_get("contact_id")?,
+                    name: r.try_get("name")?,
+                    number: r.try_get("number")?,
+                    login: r.try_get("login")?,
+                })
+            })
+            .collect()
+    }
+
+    /// `owner`'s buddy list: address-book numbers that belong to service
+    /// users (by phone, or by login in generic mode), the owner excluded,
+    /// one entry per user.
+    pub async fn buddies(&self, owner: &str) -> Result<Vec<Buddy>> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(p.login, a.login) AS login, c.name, c.number, \
+             COALESCE(p.avatar_updated_at, pa.avatar_updated_at) AS avatar \
+             FROM contacts c LEFT JOIN profiles p ON p.phone = c.number \
+             LEFT JOIN accounts a ON a.login = c.number \
+             LEFT JOIN profiles pa ON pa.login = a.login \
+             WHERE c.owner = ? AND (p.login IS NOT NULL OR a.login IS NOT NULL) \
+             ORDER BY c.contact_id, c.number",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<Buddy> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let login: String = r.try_get("login")?;
+            if login == owner || out.iter().any(|b| b.login == login) {
+                continue;
+            }
+            out.push(Buddy {
+                login,
+                name: r.try_get("name")?,
+                number: r.try_get("number")?,
+                avatar_updated_at: r.try_get("avatar")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether `watcher` (by phone or login) is in `owner`'s address book:
+    /// the default rule for who may watch `owner`'s presence.
+    pub async fn has_in_address_book(&self, owner: &str, watcher: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS hit FROM contacts c WHERE c.owner = ? AND (c.number = ? OR c.number IN \
+             (SELECT p.phone FROM profiles p WHERE p.login = ? AND p.phone IS NOT NULL)) LIMIT 1",
+        )
+        .bind(owner)
+        .bind(watcher)
+        .bind(watcher)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// The phone of an account's profile, for normalising its contacts.
+    pub async fn phone_of(&self, login: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT phone FROM profiles WHERE login = ?")
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("phone")?,
+            None => None,
+        })
+    }
+
+    /// Avatar last-update time of an account (Unix seconds), if any.
+    pub async fn avatar_updated_at(&self, login: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT avatar_updated_at FROM profiles WHERE login = ?")
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("avatar_updated_at")?,
+            None => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{test_store, unique, unique_digits};
+    use super::*;
+    use crate::store::NewAccount;
+
+    #[test]
+    fn normalisation_follows_spec_4() {
+        assert_eq!(
+            normalize_number("0600345698", "48").as_deref(),
+            Some("48600345698")
+        );
+        assert_eq!(
+            normalize_number("600456789", "48").as_deref(),
+            Some("48600456789")
+        );
+        assert_eq!(
+            normalize_number("+44 20 7946 0958", "48").as_deref(),
+            Some("442079460958")
+        );
+        assert_eq!(
+            normalize_number("0044207946", "48").as_deref(),
+            Some("44207946")
+        );
+        assert_eq!(
+            normalize_number("01148600111222", "1").as_deref(),
+            Some("48600111222")
+        );
+        assert_eq!(
+            normalize_number("(600) 456-789", "48").as_deref(),
+            Some("48600456789")
+        );
+        assert_eq!(normalize_number("abc", "48"), None);
+        assert_eq!(normalize_number("", "48"), None);
+        assert_eq!(normalize_number("1234567890123456789", "48"), None);
+    }
+
+    #[test]
+    fn country_codes() {
+        assert_eq!(country_code_of("48600111222"), Some("48"));
+        assert_eq!(country_code_of("12125550100"), Some("1"));
+        assert_eq!(country_code_of("380501234567"), Some("380"));
+        assert_eq!(country_code_of("alice"), None);
+    }
+
+    async fn account(store: &Store, phone: Option<&str>) -> String {
+        let login = unique("pc");
+        store
+            .add_account(&NewAccount {
+                login: login.clone(),
+                sip_password: "pw-secret-1".into(),
+                phone: phone.map(str::to_string),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        login
+    }
+
+    #[tokio::test]
+    async fn buddies_are_contacts_that_are_users() {
+        let store = test_store().await;
+        let bob_phone = unique_digits(11);
+        let alice = account(&store, None).await;
+        let bob = account(&store, Some(&bob_phone)).await;
+        let carol = account(&store, None).await;
+        store
+            .add_contact(&alice, "1", Some("Bob"), &bob_phone)
+            .await
+            .unwrap();
+        store
+            .add_contact(&alice, "2", Some("Nobody"), "48999000111")
+            .await
+            .unwrap();
+        // Generic-mode login used as the number.
+        store.add_contact(&alice, "3", None, &carol).await.unwrap();
+        let conflict = store.add_contact(&alice, "1", None, &bob_phone).await;
+        assert!(matches!(conflict, Err(StoreError::Conflict(_))));
+        let missing = store
+            .add_contact("no-such-owner-x", "1", None, "123456")
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
+
+        let buddies = store.buddies(&alice).await.unwrap();
+        let logins: Vec<&str> = buddies.iter().map(|b| b.login.as_str()).collect();
+        assert_eq!(logins, [bob.as_str(), carol.as_str()]);
+        assert_eq!(buddies[0].name.as_deref(), Some("Bob"));
+        assert_eq!(store.list_contacts(&alice).await.unwrap().len(), 3);
+
+        assert!(!store.has_in_address_book(&bob, &alice).await.unwrap());
+        store.add_contact(&bob, "9", None, &alice).await.unwrap();
+        assert!(store.has_in_address_book(&bob, &alice).await.unwrap());
+        assert!(store.has_in_address_book(&alice, &bob).await.unwrap());
+
+        assert_eq!(store.del_contact(&alice, &bob_phone).await.unwrap(), 1);
+        assert_eq!(store.buddies(&alice).await.unwrap().len(), 1);
+        for login in [alice, bob, carol] {
+            store.delete_account(&login).await.unwrap();
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Presence seen from outside: SIPp watchers and presentities against the
+//! built binary on loopback. Buddy lists from address books (RFC 4662),
+//! PUBLISH (RFC 3903), who may watch whom, expiry and refresh (RFC 6665), a
+//! restart keeping subscriptions and documents, and MWI (RFC 3842).
+
+mod support;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
+}
+
+fn free_sip_port() -> u16 {
+    loop {
+        let port = free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A switch on known ports with alice (+48 600 111 222), bob and carol.
+struct Switch {
+    site: Site,
+    running: Option<Running>,
+    sip: u16,
+    admin: u16,
+}
+
+impl Switch {
+    async fn start(presence: &str) -> Switch {
+        let sip = free_sip_port();
+        let admin = free_port();
+        let site = Site::with_sip(
+            sip,
+            free_port(),
+            "",
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[presence]\n{presence}\n"),
+        );
+        for (login, phone) in [
+            ("alice", "48600111222"),
+            ("bob", "48600333444"),
+            ("carol", "48600555666"),
+        ] {
+            site.ok(&[
+                "account",
+                "add",
+                login,
+                "--password",
+                &format!("{login}-pw"),
+                "--phone",
+                phone,
+            ]);
+        }
+        let mut switch = Switch {
+            site,
+            running: None,
+            sip,
+            admin,
+        };
+        switch.boot().await;
+        switch
+    }
+
+    async fn boot(&mut self) {
+        let mut running = Running::start(&self.site, self.admin);
+        running.wait_ready(&reqwest::Client::new()).await;
+        self.running = Some(running);
+    }
+
+    /// SIGKILL, as a crash would.
+    fn crash(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        self.running.as_ref().map(|r| r.log()).unwrap_or_default()
+    }
+
+    fn users(&self, user: &str) -> PathBuf {
+        let path = self.site.path(&format!("{user}-{}.csv", suffix()));
+        let password = format!("{user}-pw");
+        std::fs::write(
+            &path,
+            format!("SEQUENTIAL\n{user};{password};[authentication username={user} password={password}]\n"),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A copy of a scenario with each `(from, to)` replaced.
+    fn variant(&self, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+        let mut text = std::fs::read_to_string(scenario(name)).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{name} has no {from}");
+            text = text.replace(from, to);
+        }
+        let path = self.site.path(&format!("variant-{}-{name}", suffix()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// presence_watch.xml expecting `notifies` NOTIFYs before it unsubscribes.
+    fn watch_scenario(&self, notifies: usize, event: &str) -> PathBuf {
+        let text = std::fs::read_to_string(scenario("presence_watch.xml")).unwrap();
+        let start = text.find("<!--NOTIFY-->").unwrap();
+        let end = text.find("<!--/NOTIFY-->").unwrap();
+        let block = &text[start..end];
+        let text = format!(
+            "{}{}{}",
+            &text[..start],
+            block.repeat(notifies),
+            &text[end..]
+        )
+        .replace("Event: presence", &format!("Event: {event}"));
+        let path = self.site.path(&format!("watch-{}.xml", suffix()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts SIPp in the background as `user` against `service`.
+    fn sipp(&self, scenario_file: &Path, user: &str, service: &str) -> Peer {
+        let trace = self.site.path(&format!("sipp-{user}-{}.log", suffix()));
+        let child = Command::new("sipp")
+            .arg(format!("127.0.0.1:{}", self.sip))
+            .arg("-sf")
+            .arg(scenario_file)
+            .arg("-inf")
+            .arg(self.users(user))
+            .args(["-s", service, "-key", "domain", "localhost"])
+            .args([
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "30",
+                "-timeout_error",
+            ])
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(&trace)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it",
+            );
+        Peer {
+            child,
+            trace,
+            name: format!("{user} -> {service}"),
+        }
+    }
+
+    /// Waits until `softswitch presence subscriptions` has `n` lines.
+    fn wait_subscriptions(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = self.site.ok(&["presence", "subscriptions"]);
+            if out.lines().count() == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {n} subscriptions, have:\n{out}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A SIPp process, killed when dropped (also when a test panics).
+struct Peer {
+    child: Child,
+    trace: PathBuf,
+    name: String,
+}
+
+impl Peer {
+    fn trace(&self) -> String {
+        std::fs::read_to_string(&self.trace).unwrap_or_default()
+    }
+
+    /// Waits for SIPp to end and asserts it succeeded.
+    fn finish(mut self, switch: &Switch) -> String {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let trace = self.trace();
+                assert!(
+                    status.success(),
+                    "{} failed ({status}):\n{trace}\nswitch log:\n{}",
+                    self.name,
+                    switch.log()
+                );
+                return trace;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never ended:\n{}",
+                self.name,
+                self.trace()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the trace holds `needle`.
+    fn wait_for(&self, needle: &str, switch: &Switch) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.trace().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never saw {needle:?}:\n{}\nswitch log:\n{}",
+                self.name,
+                self.trace(),
+                switch.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The NOTIFY requests a SIPp trace received, in order.
+fn notifies(trace: &str) -> Vec<String> {
+    trace
+        .split("message received")
+        .skip(1)
+        .filter_map(|chunk| {
+            let start = chunk.find("NOTIFY sip:")?;
+            let msg = &chunk[start..];
+            // The next trace separator line starts with dashes.
+            let end = msg.find("\n----------").unwrap_or(msg.len());
+            Some(msg[..end].to_string())
+        })
+        .filter(|m| m.starts_with("NOTIFY "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buddy_list_follows_publications_and_address_books() {
+    let switch = Switch::start("").await;
+    // Alice's handset stores Bob in local format: normalised with her +48.
+    switch.site.ok(&[
+        "contact",
+        "add",
+        "alice",
+        "600333444",
+        "--name",
+        "Bob",
+        "--id",
+        "7",
+    ]);
+    switch
+        .site
+        .ok(&["contact", "add", "alice", "+1 202 555 0100"]);
+    let book = switch.site.ok(&["contact", "list", "alice"]);
+    assert!(book.contains("7\t48600333444\tBob\tuser bob"), "{book}");
+    assert!(book.contains("12025550100\t-\tnot a user"), "{book}");
+    let refused = switch
+        .site
+        .fails(&["contact", "add", "alice", "not-a-number"]);
+    assert!(refused.contains("not a phone number"), "{refused}");
+
+    let watcher = switch.sipp(
+        &switch.watch_scenario(3, "presence"),
+        "alice",
+        "alice-buddies",
+    );
+    switch.wait_subscriptions(1);
+    switch
+        .sipp(&scenario("presence_publish.xml"), "bob", "bob")
+        .finish(&switch);
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 4, "initial, open, closed, terminated:\n{trace}");
+
+    let full = &n[0];
+    assert!(full.contains("Require: eventlist"), "{full}");
+    assert!(full.contains("multipart/related"), "{full}");
+    assert!(full.contains("fullState=\"true\""), "{full}");
+    assert!(
+        full.contains("<resource uri=\"sip:bob@localhost\""),
+        "{full}"
+    );
+    assert!(full.contains("<name>Bob</name>"), "{full}");
+    assert!(
+        !full.contains("carol"),
+        "carol is not in alice's book: {full}"
+    );
+    assert!(full.contains("<basic>closed</basic>"), "{full}");
+    assert!(
+        full.contains("<ss:reachability>offline</ss:reachability>"),
+        "{full}"
+    );
+
+    let open = &n[1];
+    assert!(open.contains("fullState=\"false\""), "{open}");
+    assert!(open.contains("<basic>open</basic>"), "{open}");
+    assert!(open.contains("<note>Available</note>"), "{open}");
+    let closed = &n[2];
+    assert!(closed.contains("<basic>closed</basic>"), "{closed}");
+    assert!(closed.contains("<note>Gone home</note>"), "{closed}");
+    assert!(n[3].contains("Subscription-State: terminated"), "{}", n[3]);
+
+    // Carol is not in alice's book: she may not watch alice, nor anyone's list.
+    for service in ["alice", "alice-buddies"] {
+        switch
+            .sipp(
+                &scenario("presence_subscribe_refused.xml"),
+                "carol",
+                service,
+            )
+            .finish(&switch);
+    }
+    // A list subscription without `Supported: eventlist` is 421; an unknown
+    // event package is 489.
+    switch
+        .sipp(
+            &switch.variant(
+                "presence_subscribe_refused.xml",
+                &[
+                    ("Supported: eventlist\n", ""),
+                    ("response=\"403\"", "response=\"421\""),
+                ],
+            ),
+            "alice",
+            "alice-buddies",
+        )
+        .finish(&switch);
+    switch
+        .sipp(
+            &switch.variant(
+                "presence_subscribe_refused.xml",
+                &[
+                    ("Event: presence", "Event: dialog"),
+                    ("response=\"403\"", "response=\"489\""),
+                ],
+            ),
+            "alice",
+            "alice",
+        )
+        .finish(&switch);
+    switch.wait_subscriptions(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_expire_and_refresh() {
+    let switch = Switch::start("subscribe_min_expires = 1").await;
+    // Bob lets alice watch him by having her in his address book.
+    switch.site.ok(&["contact", "add", "bob", "0600111222"]);
+    let trace = switch
+        .sipp(&scenario("presence_expiry.xml"), "alice", "bob")
+        .finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 3, "{trace}");
+    assert!(
+        n[0].contains("Content-Type: application/pidf+xml"),
+        "{}",
+        n[0]
+    );
+    assert!(n[0].contains("entity=\"sip:bob@localhost\""), "{}", n[0]);
+    switch.wait_subscriptions(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_keeps_subscriptions_and_documents() {
+    let mut switch = Switch::start("").await;
+    switch.site.ok(&["contact", "add", "alice", "+48600333444"]);
+    switch
+        .site
+        .ok(&["contact", "add", "alice", "+48 600 555 666"]);
+    // The presentities publish `open` and keep it.
+    let full = std::fs::read_to_string(scenario("presence_publish.xml")).unwrap();
+    let cut = full.find("<!--END-OPEN-->").unwrap();
+    let publish_open = switch.site.path("publish-open.xml");
+    std::fs::write(
+        &publish_open,
+        format!(
+            "{}<Reference variables=\"etag\"/>\n</scenario>\n",
+            &full[..cut]
+        ),
+    )
+    .unwrap();
+
+    let watcher = switch.sipp(
+        &switch.watch_scenario(3, "presence"),
+        "alice",
+        "alice-buddies",
+    );
+    switch.wait_subscriptions(1);
+    switch.sipp(&publish_open, "bob", "bob").finish(&switch);
+    watcher.wait_for("<basic>open</basic>", &switch);
+
+    switch.crash();
+    switch.boot().await;
+    switch.wait_subscriptions(1);
+
+    // Bob's document survived: a new watcher's first NOTIFY shows him open.
+    let second = switch
+        .sipp(
+            &switch.watch_scenario(1, "presence"),
+            "alice",
+            "alice-buddies",
+        )
+        .finish(&switch);
+    let n = notifies(&second);
+    assert!(n[0].contains("<basic>open</basic>"), "{second}");
+    switch.wait_subscriptions(1);
+
+    // The first watcher's subscription survived: carol's change reaches it.
+    switch.sipp(&publish_open, "carol", "carol").finish(&switch);
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 4, "{trace}");
+    assert!(
+        n[2].contains("<resource uri=\"sip:carol@localhost\""),
+        "{}",
+        n[2]
+    );
+    assert!(
+        !n[2].contains("sip:bob@localhost"),
+        "partial: only carol: {}",
+        n[2]
+    );
+    assert!(n[2].contains("<basic>open</basic>"), "{}", n[2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mwi_counts_follow_the_voicemail_table() {
+    let switch = Switch::start("mwi_poll_ms = 100").await;
+    let watcher = switch.sipp(
+        &switch.watch_scenario(3, "message-summary"),
+        "alice",
+        "alice",
+    );
+    watcher.wait_for("Voice-Message: 0/0", &switch);
+    let added = switch
+        .site
+        .ok(&["voicemail", "add", "alice", "--from", "bob"]);
+    let id = added.split_whitespace().nth(2).unwrap().to_string();
+    watcher.wait_for("Voice-Message: 1/0", &switch);
+    switch.site.ok(&["voicemail", "heard", &id]);
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 4, "{trace}");
+    assert!(n[0].contains("Messages-Waiting: no"), "{}", n[0]);
+    assert!(n[1].contains("Messages-Waiting: yes"), "{}", n[1]);
+    assert!(
+        n[1].contains("Message-Account: sip:alice@localhost"),
+        "{}",
+        n[1]
+    );
+    assert!(n[2].contains("Voice-Message: 0/1"), "{}", n[2]);
+    let listed = switch.site.ok(&["voicemail", "list", "alice"]);
+    assert!(listed.starts_with("alice: 0 new, 1 heard"), "{listed}");
+}
