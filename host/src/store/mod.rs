@@ -16,6 +16,8 @@ pub mod error;
 pub mod gateways;
 pub mod location;
 pub mod messages;
+pub mod phone_signups;
+pub mod sms;
 mod validate;
 pub mod voicemail;
 
