@@ -58,6 +58,10 @@ pub struct Config {
     pub account_template: AccountTemplate,
     /// Guests by name. The routing guest is the one named by `routing.guest`.
     pub guests: BTreeMap<String, GuestConfig>,
+    /// The client HTTPS API.
+    pub api: crate::api::ApiConfig,
+    /// SMS provider guests and the SMS queue.
+    pub sms: crate::sms::SmsConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -410,6 +414,50 @@ dialplan_rule = "DP:int-> OR onnet"
 balance_micro = 0
 # plan = "basic"
 
+[api]
+# Client HTTPS API listeners (JSON under /v1/, document at /v1/openapi.json); empty disables it.
+listen = ["127.0.0.1:8443"]
+# PEM certificate chain and key; empty means the SIP TLS certificate (sip.tls_cert), else the generated self-signed one.
+tls_cert = ""
+tls_key = ""
+# Largest request body, bytes.
+max_body_bytes = 65536
+# Sign-up, code and login requests per source address: burst, then one more every N seconds.
+address_burst = 30
+address_refill_secs = 2
+# The same per identity (phone number or public ID).
+identity_burst = 10
+identity_refill_secs = 30
+# Text of the sign-up code SMS; [CODE] is replaced by the 4 digits.
+code_sms_text = "Your verification code is [CODE]"
+# Code SMS per phone number and device, seconds before a resend, wrong codes before the device is refused (SPEC 3).
+sms_per_device = 5
+resend_after_secs = 60
+code_attempts = 3
+# Testing aid: a file holding seconds added to the sign-up rules' clock. Empty: the system clock.
+clock_offset_file = ""
+
+[sms]
+# Provider guest (a key of [sms.providers]) for sign-up codes and OFFNET messages; empty: no SMS.
+provider = ""
+# Sender ID or number handed to the provider; empty: the guest's own "from" value.
+sender = ""
+# Attempts before an SMS fails; retry delay doubles from retry_base_secs up to retry_max_secs.
+max_attempts = 5
+retry_base_secs = 5
+retry_max_secs = 300
+# Queue check interval when nothing wakes the worker, ms; timeout of one vendor request, ms.
+poll_interval_ms = 1000
+http_timeout_ms = 10000
+# Public base URL of this API that vendors call back with delivery reports
+# (https://host:8443); empty: reports are not requested.
+callback_base_url = ""
+
+# [sms.providers.vonage]
+# path = "guests/target/wasm32-wasip2/release/sms_vonage.wasm"
+# allowed_hosts = ["rest.nexmo.com"]
+# config = { api_key = "...", api_secret = "...", from = "Softswitch" }
+
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
 # (the current folder when there is no config file).
@@ -443,6 +491,8 @@ impl Default for Config {
             calls: CallsConfig::default(),
             account_template: AccountTemplate::default(),
             guests,
+            api: crate::api::ApiConfig::default(),
+            sms: crate::sms::SmsConfig::default(),
         }
     }
 }
@@ -474,6 +524,12 @@ impl Config {
                     let p = Path::new(&guest.path);
                     if p.is_relative() && !guest.path.is_empty() {
                         guest.path = base.join(p).to_string_lossy().into_owned();
+                    }
+                }
+                for provider in config.sms.providers.values_mut() {
+                    let p = Path::new(&provider.path);
+                    if p.is_relative() && !provider.path.is_empty() {
+                        provider.path = base.join(p).to_string_lossy().into_owned();
                     }
                 }
                 Ok(config)

@@ -2,6 +2,7 @@
 //! the admin endpoint. The binary (`src/main.rs`) is a thin CLI over this library.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod directory;
@@ -10,5 +11,6 @@ pub mod plugins;
 pub mod ratelimit;
 pub mod secrets;
 pub mod sip;
+pub mod sms;
 pub mod store;
 pub mod tls;

@@ -23,6 +23,10 @@ pub fn guest_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// The `[api]` section of sites that do not test the client API: no
+/// listener, so parallel tests never compete for its default port.
+const NO_API: &str = "listen = []\n";
+
 /// A switch installation in a temporary folder: config file + data dir.
 pub struct Site {
     pub dir: tempfile::TempDir,
@@ -32,6 +36,17 @@ impl Site {
     pub fn new(extra_config: &str) -> Site {
         Site::build(
             "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntls = [\"127.0.0.1:0\"]\n",
+            NO_API,
+            extra_config,
+        )
+    }
+
+    /// A site with the client API configured by `api_section` (the body of
+    /// its `[api]` section).
+    pub fn with_api(api_section: &str, extra_config: &str) -> Site {
+        Site::build(
+            "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntls = [\"127.0.0.1:0\"]\n",
+            api_section,
             extra_config,
         )
     }
@@ -43,16 +58,17 @@ impl Site {
             &format!(
                 "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"127.0.0.1:{tls}\"]\n{sip_extra}\n"
             ),
+            NO_API,
             extra_config,
         )
     }
 
-    fn build(sip_section: &str, extra_config: &str) -> Site {
+    fn build(sip_section: &str, api_section: &str, extra_config: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let guest = dir.path().join("router.wasm");
         std::fs::copy(guest_wasm("routing_default"), &guest).unwrap();
         let config = format!(
-            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}",
+            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[api]\n{api_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}",
             cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
                 .join("cli-guest-cache")
                 .display(),

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod inspect;
 pub mod registry;
 pub mod routing;
+pub mod sms;
 mod state;
 
 use std::path::PathBuf;

@@ -127,6 +127,11 @@ impl GuestRegistry {
         ))
     }
 
+    /// The engine and limits guests run under (shared with other worlds' loaders).
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
     /// Current versions, by name.
     pub fn list(&self) -> Vec<GuestInfo> {
         self.slots.values().filter_map(|s| s.info()).collect()

@@ -101,7 +101,7 @@ pub struct SmsOutboxEntry {
 /// The id of the row the last INSERT on `conn` created. The MySQL driver
 /// reports it with the result; through `Any`, SQLite does not, so ask the
 /// same connection.
-async fn last_insert_id(
+pub(crate) async fn last_insert_id(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
     done: &sqlx::any::AnyQueryResult,
 ) -> Result<i64> {

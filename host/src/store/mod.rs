@@ -18,7 +18,9 @@ pub mod error;
 pub mod gateways;
 pub mod location;
 pub mod messages;
+pub mod phone_signups;
 pub mod presence;
+pub mod sms;
 mod validate;
 pub mod voicemail;
 

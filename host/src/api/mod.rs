@@ -1,0 +1,236 @@
+//! The client HTTPS API (SPEC §3): versioned JSON under `/v1/`, described by
+//! `/v1/openapi.json`, errors as `{ "code", "message" }`.
+//!
+//! - [`listener`]: TLS on axum (same certificate logic as SIP TLS);
+//! - [`error`]: the error answers and the JSON/query extractors that use them;
+//! - [`phone`]: number normalisation (SPEC §4);
+//! - [`phone_signup`]: sign-up by SMS code; [`login`]: public ID + password;
+//! - [`sms_reports`]: the vendors' delivery-report webhook.
+//!
+//! Abuse limits: a body-size cap on every request, and token buckets per
+//! source address and per identity (phone number or public ID) on the
+//! endpoints that cost something (SMS, password hashing).
+
+pub mod clock;
+pub mod error;
+pub mod listener;
+pub mod login;
+pub mod phone;
+pub mod phone_signup;
+pub mod sms_reports;
+pub mod start;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{any, get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::ratelimit::RateLimiter;
+use crate::sms::SmsService;
+use crate::store::{AccountTemplate, Store};
+
+pub use error::ApiError;
+
+/// `[api]`: the client HTTPS API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// HTTPS listeners; empty disables the API.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain and key; both empty means the SIP TLS
+    /// certificate (`sip.tls_cert`), else the generated self-signed one.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Costly requests (sign-up, code checks, login) one address may make in a burst ...
+    pub address_burst: u32,
+    /// ... and the seconds it takes to earn one more.
+    pub address_refill_secs: u64,
+    /// The same per identity (phone number or public ID), whatever the address.
+    pub identity_burst: u32,
+    pub identity_refill_secs: u64,
+    /// Text of the code SMS; `[CODE]` is replaced by the code.
+    pub code_sms_text: String,
+    /// Code SMS per phone number and device (SPEC §3: 5).
+    pub sms_per_device: u32,
+    /// Seconds before a device may ask for the code again (SPEC §3: 60).
+    pub resend_after_secs: u64,
+    /// Wrong codes before the device is refused (SPEC §3: 3).
+    pub code_attempts: u32,
+    /// Testing aid: a file holding seconds added to the clock of the sign-up
+    /// rules. Empty (the default) means the system clock.
+    pub clock_offset_file: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8443))],
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            // Sign-up and login bodies are a few hundred bytes; 64 KiB bounds
+            // what a client can make the switch buffer.
+            max_body_bytes: 64 << 10,
+            // A handset signing up makes a handful of these calls; a NAT of a
+            // few hundred handsets still fits in 30 plus one every 2 s.
+            address_burst: 30,
+            address_refill_secs: 2,
+            // Per phone or ID: enough for a user fumbling, not for guessing.
+            identity_burst: 10,
+            identity_refill_secs: 30,
+            code_sms_text: "Your verification code is [CODE]".into(),
+            sms_per_device: 5,
+            resend_after_secs: 60,
+            code_attempts: 3,
+            clock_offset_file: String::new(),
+        }
+    }
+}
+
+/// Keys of the limiters kept at most (see `ratelimit` for the eviction).
+const LIMITER_KEYS: usize = 100_000;
+
+/// What every handler shares.
+pub struct ApiState {
+    pub config: ApiConfig,
+    pub store: Store,
+    pub sms: Arc<SmsService>,
+    pub template: AccountTemplate,
+    /// SIP domain returned with credentials.
+    pub sip_domain: String,
+    pub clock: clock::Clock,
+    by_address: RateLimiter<IpAddr>,
+    by_identity: RateLimiter<String>,
+}
+
+impl ApiState {
+    pub fn new(
+        config: ApiConfig,
+        store: Store,
+        sms: Arc<SmsService>,
+        template: AccountTemplate,
+        sip_domain: String,
+    ) -> Self {
+        Self {
+            by_address: RateLimiter::new(
+                config.address_burst,
+                Duration::from_secs(config.address_refill_secs),
+                LIMITER_KEYS,
+            ),
+            by_identity: RateLimiter::new(
+                config.identity_burst,
+                Duration::from_secs(config.identity_refill_secs),
+                LIMITER_KEYS,
+            ),
+            clock: clock::Clock::new(&config.clock_offset_file),
+            config,
+            store,
+            sms,
+            template,
+            sip_domain,
+        }
+    }
+
+    /// Spends one token of the address's bucket.
+    pub fn limit_address(&self, peer: SocketAddr) -> Result<(), ApiError> {
+        if self
+            .by_address
+            .check(&peer.ip().to_canonical(), Instant::now())
+        {
+            Ok(())
+        } else {
+            tracing::info!(%peer, "API rate limit hit (address)");
+            Err(ApiError::rate_limited().retry_after(self.config.address_refill_secs))
+        }
+    }
+
+    /// Spends one token of the identity's bucket.
+    pub fn limit_identity(&self, identity: &str) -> Result<(), ApiError> {
+        if self
+            .by_identity
+            .check(&identity.to_string(), Instant::now())
+        {
+            Ok(())
+        } else {
+            tracing::info!(identity, "API rate limit hit (identity)");
+            Err(ApiError::rate_limited().retry_after(self.config.identity_refill_secs))
+        }
+    }
+}
+
+/// SIP credentials as returned by sign-up and login.
+#[derive(Debug, Serialize)]
+pub struct SipCredentials {
+    pub login: String,
+    pub sip_password: String,
+    pub sip_domain: String,
+}
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// The API router (without the listener).
+pub fn router(state: Arc<ApiState>) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/signup/phone", post(phone_signup::start))
+        .route("/v1/signup/phone/verify", post(phone_signup::verify))
+        .route("/v1/signup/phone/status", get(phone_signup::status))
+        .route("/v1/signup/phone/call-me", post(phone_signup::call_me))
+        .route("/v1/login", post(login::login))
+        .route("/v1/sms/reports/{provider}", any(sms_reports::report))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this resource",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(listener: listener::TlsListener, state: Arc<ApiState>) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    axum::serve(
+        // tap_io gives the listener axum's ConnectInfo<SocketAddr> support.
+        listener.tap_io(|_| {}),
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_document_is_json_with_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for path in [
+            "/v1/signup/phone",
+            "/v1/signup/phone/verify",
+            "/v1/signup/phone/status",
+            "/v1/signup/phone/call-me",
+            "/v1/login",
+            "/v1/sms/reports/{provider}",
+            "/v1/openapi.json",
+        ] {
+            assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Starting the SMS worker and the HTTPS API from the configuration.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{ApiState, listener::TlsListener};
+use crate::app::App;
+use crate::plugins::Plugins;
+use crate::sms::{SmsService, worker};
+use crate::tls::{CertSource, ensure_cert, server_config};
+
+/// What keeps the API and the SMS worker running; dropping it stops them.
+pub struct ApiHandles {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ApiHandles {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Loads the SMS provider guests, starts the queue worker and binds the
+/// HTTPS listeners.
+pub async fn start(app: &App, plugins: &Plugins) -> anyhow::Result<ApiHandles> {
+    let sms = SmsService::load(&app.config.sms, plugins, app.store.clone())
+        .await
+        .context("cannot start SMS")?;
+    let mut tasks = vec![worker::spawn(sms.clone())];
+    let api = &app.config.api;
+    if api.listen.is_empty() {
+        return Ok(ApiHandles { tasks });
+    }
+    let sip = &app.config.sip;
+    // The same certificate as SIP TLS unless the API has its own.
+    let files = if !api.tls_cert.is_empty() {
+        Some((api.tls_cert.clone().into(), api.tls_key.clone().into()))
+    } else {
+        (!sip.tls_cert.is_empty())
+            .then(|| (sip.tls_cert.clone().into(), sip.tls_key.clone().into()))
+    };
+    let source = CertSource {
+        files,
+        generated_dir: app.data_dir.join("tls"),
+        names: vec![sip.domain.clone(), "localhost".into(), "127.0.0.1".into()],
+    };
+    let (cert, key) = ensure_cert(&source)?;
+    let tls = server_config(&cert, &key)?;
+    let state = Arc::new(ApiState::new(
+        api.clone(),
+        app.store.clone(),
+        sms,
+        app.config.account_template.clone(),
+        sip.domain.clone(),
+    ));
+    for addr in &api.listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (api.listen)"))?;
+        let listener = TlsListener::new(tcp, tls.clone())?;
+        tracing::info!(address = %addr, "client API listening (HTTPS)");
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = super::serve(listener, state).await {
+                tracing::error!(error = %e, "client API stopped");
+            }
+        }));
+    }
+    Ok(ApiHandles { tasks })
+}

@@ -1,0 +1,330 @@
+//! The SMS provider extension point: world `softswitch:sms-provider/provider@0.1.0`.
+//!
+//! A provider guest only translates: message → HTTP request, HTTP response →
+//! outcome, callback request → delivery report. The host does the I/O
+//! (`crate::sms`). Calls are rare (one or two per SMS), so every call gets a
+//! fresh instance: no state survives between calls and a trap costs nothing
+//! but that instance.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::engine::Plugins;
+use super::state::MemoryCap;
+use super::{FailureKind, GuestFailure, PluginError};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "provider",
+        path: "../wit/sms-provider",
+        exports: { default: async },
+    });
+}
+
+use bindings::softswitch::sms_provider::types as wit;
+use bindings::{Provider, ProviderPre};
+
+/// The world's full name, for logs and errors.
+pub const WORLD: &str = "softswitch:sms-provider/provider@0.1.0";
+
+/// Largest HTTP body a guest may ask the host to send, or that the host hands
+/// a guest: SMS APIs exchange a few hundred bytes.
+pub const MAX_BODY: usize = 64 << 10;
+
+/// One text message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingSms {
+    pub to: String,
+    pub sender: String,
+    pub text: String,
+    pub reference: String,
+}
+
+/// An HTTP exchange half, in host types.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpMessage {
+    /// Method (requests only).
+    pub method: String,
+    /// Absolute URL (outgoing) or path and query (callbacks).
+    pub url: String,
+    /// Status (responses only).
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the vendor said about a send request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Accepted { provider_id: String },
+    Rejected { reason: String },
+    RetryAfter { secs: u32 },
+}
+
+/// Delivery state at the handset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Delivered,
+    Failed,
+    Pending,
+}
+
+/// A parsed delivery report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub provider_id: String,
+    pub state: DeliveryState,
+    pub detail: Option<String>,
+}
+
+/// Store data of one provider call: a WASI context that grants nothing (for
+/// guests built with std) and the memory cap.
+struct ProviderState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: MemoryCap,
+}
+
+impl WasiView for ProviderState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A compiled, linked provider guest.
+pub struct SmsProviderGuest {
+    name: Arc<str>,
+    plugins: Plugins,
+    pre: ProviderPre<ProviderState>,
+    config: Vec<(String, String)>,
+}
+
+fn header_pairs(h: Vec<wit::Header>) -> Vec<(String, String)> {
+    h.into_iter().map(|h| (h.name, h.value)).collect()
+}
+
+fn wit_headers(h: &[(String, String)]) -> Vec<wit::Header> {
+    h.iter()
+        .map(|(n, v)| wit::Header {
+            name: n.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
+fn error_text(e: wit::Error) -> String {
+    match e {
+        wit::Error::Config(k) => format!("configuration value {k:?} missing or invalid"),
+        wit::Error::Invalid(m) => format!("invalid input: {m}"),
+        wit::Error::Other(m) => m,
+    }
+}
+
+impl SmsProviderGuest {
+    /// Compiles and links the guest at `path`; refuses a component of another world.
+    pub async fn load(
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        config: BTreeMap<String, String>,
+    ) -> Result<Self, PluginError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| PluginError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let compiler = plugins.clone();
+        let owned = path.to_path_buf();
+        let component: Component =
+            tokio::task::spawn_blocking(move || compiler.compile(&owned, &bytes))
+                .await
+                .map_err(|e| PluginError::Engine(e.to_string()))??;
+        let mut linker: Linker<ProviderState> = Linker::new(&plugins.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            path: path.to_path_buf(),
+            expected: WORLD,
+            message: format!("{e:#}").replace('\n', " "),
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = ProviderPre::new(instance_pre).map_err(wrong_world)?;
+        tracing::info!(guest = name, world = WORLD, path = %path.display(), "SMS provider guest loaded");
+        Ok(Self {
+            name: name.into(),
+            plugins: plugins.clone(),
+            pre,
+            config: config.into_iter().collect(),
+        })
+    }
+
+    /// Guest name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn failure(&self, kind: FailureKind, detail: impl Into<String>) -> GuestFailure {
+        GuestFailure {
+            guest: self.name.to_string(),
+            world: WORLD,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Runs `f` on a fresh instance under the memory cap and deadline.
+    async fn with_instance<T>(
+        &self,
+        f: impl AsyncFnOnce(&Provider, &mut Store<ProviderState>) -> wasmtime::Result<T>,
+    ) -> Result<T, GuestFailure> {
+        let state = ProviderState {
+            wasi: WasiCtxBuilder::new()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            table: ResourceTable::new(),
+            limits: MemoryCap {
+                max_bytes: self.plugins.options.memory_limit_bytes,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.plugins.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.plugins.deadline_ticks());
+        store.epoch_deadline_trap();
+        let result = match self.pre.instantiate_async(&mut store).await {
+            Ok(bindings) => f(&bindings, &mut store).await,
+            Err(e) => {
+                return Err(self.failure(FailureKind::Instantiate, format!("{e:#}")));
+            }
+        };
+        result.map_err(|e| {
+            let kind = if store.data().limits.hit {
+                FailureKind::Memory
+            } else if matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            ) {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Trap
+            };
+            let failure = self.failure(kind, format!("{e:#}").replace('\n', " "));
+            self.plugins
+                .metrics
+                .guest_failures
+                .with_label_values(&[&*self.name, WORLD, kind.as_str()])
+                .inc();
+            failure
+        })
+    }
+
+    /// The request that sends `sms`; `extra` adds host-provided configuration
+    /// values (the delivery-report callback URL).
+    pub async fn build_send(
+        &self,
+        sms: &OutgoingSms,
+        extra: &[(String, String)],
+    ) -> Result<HttpMessage, GuestFailure> {
+        let message = wit::Message {
+            to: sms.to.clone(),
+            sender: sms.sender.clone(),
+            text: sms.text.clone(),
+            reference: sms.reference.clone(),
+        };
+        let mut config = self.config.clone();
+        config.extend(extra.iter().cloned());
+        let result = self
+            .with_instance(async |b, store| b.call_build_send(store, &message, &config).await)
+            .await?;
+        let req = result.map_err(|e| self.failure(FailureKind::InvalidResult, error_text(e)))?;
+        if req.body.len() > MAX_BODY {
+            return Err(self.failure(FailureKind::InvalidResult, "request body too large"));
+        }
+        Ok(HttpMessage {
+            method: req.method,
+            url: req.url,
+            status: 0,
+            headers: header_pairs(req.headers),
+            body: req.body,
+        })
+    }
+
+    /// Interprets the vendor's answer.
+    pub async fn parse_send_response(
+        &self,
+        response: &HttpMessage,
+    ) -> Result<SendOutcome, GuestFailure> {
+        let wit_response = wit::HttpResponse {
+            status: response.status,
+            headers: wit_headers(&response.headers),
+            body: response.body.clone(),
+        };
+        let config = self.config.clone();
+        let result = self
+            .with_instance(async |b, store| {
+                b.call_parse_send_response(store, &wit_response, &config)
+                    .await
+            })
+            .await?;
+        Ok(match result {
+            wit::SendResult::Accepted(id) if !id.is_empty() && id.len() <= 255 => {
+                SendOutcome::Accepted { provider_id: id }
+            }
+            wit::SendResult::Accepted(_) => {
+                return Err(self.failure(
+                    FailureKind::InvalidResult,
+                    "accepted with an empty or over-long message id",
+                ));
+            }
+            wit::SendResult::Rejected(reason) => SendOutcome::Rejected { reason },
+            wit::SendResult::RetryAfter(secs) => SendOutcome::RetryAfter { secs },
+        })
+    }
+
+    /// Interprets a delivery-report callback. `Ok(Err(_))` is the guest
+    /// saying the request is not a report it understands.
+    pub async fn parse_delivery_report(
+        &self,
+        request: &HttpMessage,
+    ) -> Result<Result<DeliveryReport, String>, GuestFailure> {
+        let wit_request = wit::HttpRequest {
+            method: request.method.clone(),
+            url: request.url.clone(),
+            headers: wit_headers(&request.headers),
+            body: request.body.clone(),
+        };
+        let config = self.config.clone();
+        let result = self
+            .with_instance(async |b, store| {
+                b.call_parse_delivery_report(store, &wit_request, &config)
+                    .await
+            })
+            .await?;
+        Ok(match result {
+            Ok(r) if !r.provider_id.is_empty() && r.provider_id.len() <= 255 => {
+                Ok(DeliveryReport {
+                    provider_id: r.provider_id,
+                    state: match r.state {
+                        wit::DeliveryState::Delivered => DeliveryState::Delivered,
+                        wit::DeliveryState::Failed => DeliveryState::Failed,
+                        wit::DeliveryState::Pending => DeliveryState::Pending,
+                    },
+                    detail: r.detail,
+                })
+            }
+            Ok(_) => Err("report with an empty or over-long message id".into()),
+            Err(e) => Err(error_text(e)),
+        })
+    }
+}

@@ -1,0 +1,714 @@
+//! Black-box tests of the client HTTPS API: the real binary, real TLS, SMS
+//! through the real provider guests to local stand-ins that speak (and
+//! check) each vendor's documented HTTP protocol, delivery reports sent back
+//! to the switch's webhook.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use support::*;
+
+/// One request a stand-in vendor received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    /// The body as `application/x-www-form-urlencoded` pairs.
+    fn form(&self) -> HashMap<String, String> {
+        let decode = |s: &str| {
+            let bytes = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'+' => out.push(b' '),
+                    b'%' => {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 2;
+                    }
+                    b => out.push(b),
+                }
+                i += 1;
+            }
+            String::from_utf8(out).unwrap()
+        };
+        std::str::from_utf8(&self.body)
+            .unwrap()
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect()
+    }
+}
+
+type Answer = Arc<dyn Fn(&Received, usize) -> Response + Send + Sync>;
+
+/// A local HTTP server standing in for an SMS vendor: records every request
+/// and answers with `answer(request, index)`.
+struct StandIn {
+    base: String,
+    port: u16,
+    rx: mpsc::UnboundedReceiver<Received>,
+}
+
+impl StandIn {
+    async fn start(answer: Answer) -> StandIn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let count = Arc::new(Mutex::new(0usize));
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let (tx, answer, count) = (tx.clone(), answer.clone(), count.clone());
+                async move {
+                    let received = Received {
+                        method,
+                        path: uri.path().to_string(),
+                        headers,
+                        body,
+                    };
+                    let n = {
+                        let mut c = count.lock().unwrap();
+                        *c += 1;
+                        *c - 1
+                    };
+                    let response = answer(&received, n);
+                    let _ = tx.send(received);
+                    response
+                }
+            },
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        StandIn {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            rx,
+        }
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(20), self.rx.recv())
+            .await
+            .expect("the vendor stand-in received nothing within 20 s")
+            .unwrap()
+    }
+
+    /// Asserts that nothing arrives within `wait`.
+    async fn nothing_within(&mut self, wait: Duration) {
+        if let Ok(Some(r)) = tokio::time::timeout(wait, self.rx.recv()).await {
+            panic!("unexpected request to the stand-in: {r:?}");
+        }
+    }
+}
+
+/// A running switch with its client API, and an HTTPS client that trusts the
+/// switch's generated certificate.
+struct Api {
+    running: Running,
+    site: Site,
+    base: String,
+    client: reqwest::Client,
+}
+
+fn api_section(port: u16, extra: &str) -> String {
+    format!("listen = [\"127.0.0.1:{port}\"]\nclock_offset_file = \"CLOCK\"\n{extra}\n")
+}
+
+impl Api {
+    /// `provider`: (name, guest file, TOML body of its config table, allowed hosts).
+    async fn start(api_extra: &str, provider: (&str, &str, &str, &str), sms_extra: &str) -> Api {
+        let port = free_port();
+        let admin = free_port();
+        let (name, wasm, config, allowed) = provider;
+        let extra = format!(
+            "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n\n[sms]\nprovider = \"{name}\"\n\
+             poll_interval_ms = 100\nretry_base_secs = 1\ncallback_base_url = \"https://127.0.0.1:{port}\"\n{sms_extra}\n\
+             [sms.providers.{name}]\npath = \"{name}.wasm\"\nallowed_hosts = [{allowed}]\n\n\
+             [sms.providers.{name}.config]\n{config}\n"
+        );
+        let site = Site::with_api(&api_section(port, api_extra), &extra);
+        // The clock file path is only known now.
+        let toml = std::fs::read_to_string(site.path("softswitch.toml"))
+            .unwrap()
+            .replace(
+                "\"CLOCK\"",
+                &format!("{:?}", site.path("clock").display().to_string()),
+            );
+        std::fs::write(site.path("softswitch.toml"), toml).unwrap();
+        std::fs::copy(guest_wasm(wasm), site.path(&format!("{name}.wasm"))).unwrap();
+        let mut running = Running::start(&site, admin);
+        running.wait_ready(&reqwest::Client::new()).await;
+        let cert = std::fs::read(site.path("data/tls/self-signed-cert.pem")).unwrap();
+        softswitch::tls::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .build()
+            .unwrap();
+        let base = format!("https://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client
+            .get(format!("{base}/v1/openapi.json"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "API never answered: {}",
+                running.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Api {
+            running,
+            site,
+            base,
+            client,
+        }
+    }
+
+    fn set_clock(&self, offset_secs: i64) {
+        std::fs::write(self.site.path("clock"), offset_secs.to_string()).unwrap();
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the delivery status until it is `want`.
+    async fn wait_delivery(&self, query: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, body) = self.get(&format!("/v1/signup/phone/status?{query}")).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            if body["delivery"] == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery stayed {body} instead of {want}: {}",
+                self.running.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Sends a delivery report the way vendors do: again until the switch takes
+/// it (it answers 404 while it has not recorded the vendor's acceptance).
+async fn report(api: &Api, request: impl Fn() -> reqwest::RequestBuilder) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request().send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            return;
+        }
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{:?}", r.text().await);
+        assert!(
+            Instant::now() < deadline,
+            "report never taken: {}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn code_in(text: &str) -> String {
+    let code: String = text.chars().filter(char::is_ascii_digit).collect();
+    assert_eq!(code.len(), 4, "no 4-digit code in {text:?}");
+    code
+}
+
+fn generic_answer() -> Answer {
+    Arc::new(|r: &Received, n: usize| {
+        assert_eq!(r.path, "/send");
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "data": { "id": format!("gen-{n}") } })),
+        )
+            .into_response()
+    })
+}
+
+fn generic_config(stand_in: &StandIn) -> String {
+    format!(
+        "url = \"{}/send\"\n\"response.id\" = \"data.id\"\n\"header.Authorization\" = \"Bearer test-key\"\n",
+        stand_in.base
+    )
+}
+
+#[tokio::test]
+async fn phone_sign_up_follows_every_rule_of_spec_3() {
+    let mut vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "identity_burst = 1000\naddress_burst = 1000",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    let device =
+        json!({ "phone": "0600 100 200", "country_code": "48", "udid": "dev-1", "os": "android" });
+    let status_query = "phone=%2B48600100200&udid=dev-1";
+
+    // The OpenAPI document is served.
+    let (s, doc) = api.get("/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+
+    // First request: a code by SMS, through the generic guest.
+    let (s, body) = api.post("/v1/signup/phone", device.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["phone"], "48600100200");
+    assert_eq!(body["sms_left"], 4);
+    let sms = vendor.next().await;
+    assert_eq!(sms.method, Method::POST);
+    assert_eq!(sms.headers["authorization"], "Bearer test-key");
+    let sent: Value = serde_json::from_slice(&sms.body).unwrap();
+    assert_eq!(sent["to"], "48600100200");
+    let code = code_in(sent["text"].as_str().unwrap());
+    assert!(
+        sent["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your verification code is ")
+    );
+
+    // Delivery status: pending until the vendor reports, then delivered.
+    api.wait_delivery(status_query, "pending").await;
+    report(&api, || {
+        api.client
+            .post(format!("{}/v1/sms/reports/generic", api.base))
+            .json(&json!({ "id": "gen-0", "status": "delivered" }))
+    })
+    .await;
+    api.wait_delivery(status_query, "delivered").await;
+
+    // A resend before 60 s is refused with the time left.
+    let (s, body) = api.post("/v1/signup/phone", device.clone()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["code"], "resend-too-soon");
+    let left = body["retry_after_secs"].as_u64().unwrap();
+    assert!((55..=60).contains(&left), "{body}");
+
+    // After 60 s it is sent again (the same code), four more times in all ...
+    for (i, sms_left) in [3, 2, 1, 0].into_iter().enumerate() {
+        api.set_clock(61 * (i as i64 + 1));
+        let (s, body) = api.post("/v1/signup/phone", device.clone()).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["sms_left"], sms_left);
+        let again: Value = serde_json::from_slice(&vendor.next().await.body).unwrap();
+        assert_eq!(code_in(again["text"].as_str().unwrap()), code);
+    }
+    // ... and then no more: at most 5 SMS per phone and device.
+    api.set_clock(61 * 6);
+    let (s, body) = api.post("/v1/signup/phone", device.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too-many-sms"))
+    );
+    vendor.nothing_within(Duration::from_millis(500)).await;
+
+    // Two wrong codes, then the right one creates the account.
+    let wrong = if code == "0000" { "1111" } else { "0000" };
+    let with_code = |c: &str| json!({ "phone": "+48600100200", "udid": "dev-1", "code": c });
+    for left in [2, 1] {
+        let (s, body) = api.post("/v1/signup/phone/verify", with_code(wrong)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            (body["code"].as_str(), body["attempts_left"].as_i64()),
+            (Some("wrong-code"), Some(left))
+        );
+    }
+    let (s, creds) = api.post("/v1/signup/phone/verify", with_code(&code)).await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    assert_eq!(creds["login"], "48600100200");
+    assert_eq!(creds["sip_domain"], "localhost");
+    let sip_password = creds["sip_password"].as_str().unwrap().to_string();
+    assert_eq!(sip_password.len(), 20);
+    // The account exists, from the template, with its profile's phone.
+    let shown = api.site.ok(&["account", "show", "48600100200"]);
+    assert!(
+        shown.contains("phone: 48600100200") && shown.contains("dialplan_rule: DP:int-> OR onnet"),
+        "{shown}"
+    );
+
+    // Re-install on the same device: credentials at once, no SMS.
+    let (s, again) = api.post("/v1/signup/phone", device.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["sip_password"], sip_password.as_str());
+    vendor.nothing_within(Duration::from_millis(500)).await;
+
+    // Another device: its own code; three wrong codes and it is refused for good.
+    let dev2 =
+        json!({ "phone": "+48600100200", "country_code": "48", "udid": "dev-2", "os": "ios" });
+    let (s, _) = api.post("/v1/signup/phone", dev2).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let sent: Value = serde_json::from_slice(&vendor.next().await.body).unwrap();
+    let code2 = code_in(sent["text"].as_str().unwrap());
+    let wrong2 = if code2 == "0000" { "1111" } else { "0000" };
+    let v2 = |c: &str| json!({ "phone": "+48600100200", "udid": "dev-2", "code": c });
+    api.post("/v1/signup/phone/verify", v2(wrong2)).await;
+    api.post("/v1/signup/phone/verify", v2(wrong2)).await;
+    let (s, body) = api.post("/v1/signup/phone/verify", v2(wrong2)).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("device-refused"))
+    );
+    let (s, body) = api.post("/v1/signup/phone/verify", v2(&code2)).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("device-refused"))
+    );
+
+    // "Call me" is documented as not available yet.
+    let (s, body) = api.post("/v1/signup/phone/call-me", json!({})).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("call-me-not-available"))
+    );
+}
+
+#[tokio::test]
+async fn errors_have_stable_codes_and_limits_hold() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "address_burst = 1000\nidentity_burst = 2\nidentity_refill_secs = 3600\nmax_body_bytes = 4096",
+        ("generic", "sms_generic", &generic_config(&vendor), "\"127.0.0.1\""),
+        "",
+    )
+    .await;
+    let (s, body) = api
+        .post(
+            "/v1/signup/phone",
+            json!({ "phone": "600100200", "udid": "d", "os": "android" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-phone"))
+    );
+    assert!(body["message"].as_str().unwrap().contains("country code"));
+
+    let (s, body) = api.get("/v1/nothing-here").await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+
+    let big = json!({ "id": "x".repeat(8000), "password": "p" });
+    let (s, body) = api.post("/v1/login", big).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too-large"))
+    );
+
+    let r = api
+        .client
+        .post(format!("{}/v1/login", api.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid-request");
+
+    // Login: unknown ID and wrong password look the same; an identity is
+    // limited whatever the address, and the limit does not touch others.
+    api.site.ok(&[
+        "account",
+        "add",
+        "carol",
+        "--password",
+        "carol-sip",
+        "--username",
+        "carol",
+        "--access-password",
+        "carol-web",
+    ]);
+    let login = |id: &str, pw: &str| json!({ "id": id, "password": pw });
+    let (s, body) = api.post("/v1/login", login("carol", "nope")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad-credentials"))
+    );
+    let (s, creds) = api.post("/v1/login", login("carol", "carol-web")).await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    assert_eq!(
+        (creds["login"].as_str(), creds["sip_password"].as_str()),
+        (Some("carol"), Some("carol-sip"))
+    );
+    let (s, body) = api.post("/v1/login", login("carol", "carol-web")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate-limited"))
+    );
+    let (s, body) = api.post("/v1/login", login("nobody", "x")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad-credentials"))
+    );
+}
+
+#[tokio::test]
+async fn requests_from_one_address_are_rate_limited() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "address_burst = 3\naddress_refill_secs = 3600",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    for i in 0..3 {
+        let (s, _) = api
+            .post(
+                "/v1/login",
+                json!({ "id": format!("u{i}"), "password": "x" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let r = api
+        .client
+        .post(format!("{}/v1/login", api.base))
+        .json(&json!({ "id": "u9", "password": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "rate-limited");
+}
+
+async fn start_and_take_code(api: &Api, phone: &str) {
+    let (s, body) = api
+        .post(
+            "/v1/signup/phone",
+            json!({ "phone": phone, "udid": "dev", "os": "android" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test]
+async fn vonage_guest_speaks_the_vonage_sms_api() {
+    let mut vendor = StandIn::start(Arc::new(|r: &Received, _| {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/sms/json"));
+        (
+            StatusCode::OK,
+            axum::Json(json!({
+                "message-count": "1",
+                "messages": [{
+                    "to": "447700900001", "message-id": "0A0000000123ABCD1", "status": "0",
+                    "remaining-balance": "3.14159265", "message-price": "0.03330000", "network": "23410"
+                }]
+            })),
+        )
+            .into_response()
+    }))
+    .await;
+    let config = format!(
+        "api_key = \"abcd1234\"\napi_secret = \"s3cr3tPa55\"\nfrom = \"Softswitch\"\nurl = \"{}/sms/json\"\n",
+        vendor.base
+    );
+    let api = Api::start("", ("vonage", "sms_vonage", &config, "\"127.0.0.1\""), "").await;
+    start_and_take_code(&api, "+447700900001").await;
+    let sms = vendor.next().await;
+    assert_eq!(
+        sms.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let form = sms.form();
+    assert_eq!(form["api_key"], "abcd1234");
+    assert_eq!(form["api_secret"], "s3cr3tPa55");
+    assert_eq!(form["from"], "Softswitch");
+    assert_eq!(form["to"], "447700900001");
+    assert_eq!(form["type"], "unicode");
+    code_in(&form["text"]);
+    assert!(form["client-ref"].starts_with("sms-"));
+    assert_eq!(
+        form["callback"],
+        format!("{}/v1/sms/reports/vonage", api.base)
+    );
+    let query = "phone=%2B447700900001&udid=dev";
+    api.wait_delivery(query, "pending").await;
+    // Vonage's default delivery receipt: a GET with the fields in the query.
+    report(&api, || {
+        api.client.get(format!(
+            "{}?msisdn=447700900001&to=Softswitch&network-code=23410&messageId=0A0000000123ABCD1\
+             &price=0.03330000&status=delivered&scts=2001011400&err-code=0&api-key=abcd1234\
+             &message-timestamp=2020-01-01+12%3A00%3A00",
+            form["callback"]
+        ))
+    })
+    .await;
+    api.wait_delivery(query, "delivered").await;
+    // A report the guest does not understand is refused with a stable code.
+    let bad = api
+        .client
+        .get(format!("{}?status=delivered", form["callback"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json::<Value>().await.unwrap()["code"], "bad-report");
+    let _ = vendor.port;
+}
+
+#[tokio::test]
+async fn twilio_guest_speaks_the_twilio_messages_api() {
+    let mut vendor = StandIn::start(Arc::new(|r: &Received, _| {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/2010-04-01/Accounts/AC0123456789/Messages.json")
+        );
+        (
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "sid": "SM1f0e8ae6ade43cb3c0ce4525424e404f", "status": "queued",
+                "account_sid": "AC0123456789", "to": "+48600777888"
+            })),
+        )
+            .into_response()
+    }))
+    .await;
+    let config = format!(
+        "account_sid = \"AC0123456789\"\nauth_token = \"tw-token\"\nfrom = \"+15005550006\"\nbase_url = \"{}\"\n",
+        vendor.base
+    );
+    let api = Api::start(
+        "",
+        (
+            "twilio",
+            "sms_twilio",
+            &config,
+            &format!("\"127.0.0.1:{}\"", vendor.port),
+        ),
+        "",
+    )
+    .await;
+    start_and_take_code(&api, "+48600777888").await;
+    let sms = vendor.next().await;
+    // HTTP Basic with AccountSid:AuthToken.
+    assert_eq!(
+        sms.headers["authorization"],
+        "Basic QUMwMTIzNDU2Nzg5OnR3LXRva2Vu"
+    );
+    let form = sms.form();
+    assert_eq!(form["To"], "+48600777888");
+    assert_eq!(form["From"], "+15005550006");
+    code_in(&form["Body"]);
+    assert_eq!(
+        form["StatusCallback"],
+        format!("{}/v1/sms/reports/twilio", api.base)
+    );
+    let query = "phone=%2B48600777888&udid=dev";
+    api.wait_delivery(query, "pending").await;
+    // Twilio's status callback: a form POST.
+    report(&api, || {
+        api.client.post(&form["StatusCallback"]).form(&[
+            ("MessageSid", "SM1f0e8ae6ade43cb3c0ce4525424e404f"),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30003"),
+            ("AccountSid", "AC0123456789"),
+            ("To", "+48600777888"),
+        ])
+    })
+    .await;
+    api.wait_delivery(query, "failed").await;
+}
+
+#[tokio::test]
+async fn sms_are_retried_after_vendor_errors_and_never_sent_to_other_hosts() {
+    // The vendor is down for the first attempt, then takes the message.
+    let mut vendor = StandIn::start(Arc::new(|_: &Received, n: usize| {
+        if n == 0 {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "1")],
+                "down",
+            )
+                .into_response()
+        } else {
+            (StatusCode::OK, axum::Json(json!({ "id": "gen-ok" }))).into_response()
+        }
+    }))
+    .await;
+    let config = format!("url = \"{}/send\"\n", vendor.base);
+    let api = Api::start("", ("generic", "sms_generic", &config, "\"127.0.0.1\""), "").await;
+    start_and_take_code(&api, "+48600555001").await;
+    vendor.next().await;
+    vendor.next().await;
+    let query = "phone=%2B48600555001&udid=dev";
+    report(&api, || {
+        api.client
+            .post(format!("{}/v1/sms/reports/generic", api.base))
+            .json(&json!({ "id": "gen-ok", "status": "delivered" }))
+    })
+    .await;
+    api.wait_delivery(query, "delivered").await;
+    drop(api);
+
+    // A guest pointing at a host that is not allowed: refused, SMS failed.
+    let mut other = StandIn::start(generic_answer()).await;
+    let config = format!("url = \"http://localhost:{}/send\"\n", other.port);
+    let api = Api::start(
+        "",
+        ("generic", "sms_generic", &config, "\"sms.example.net\""),
+        "",
+    )
+    .await;
+    start_and_take_code(&api, "+48600555002").await;
+    api.wait_delivery("phone=%2B48600555002&udid=dev", "failed")
+        .await;
+    other.nothing_within(Duration::from_millis(300)).await;
+    assert!(
+        api.running
+            .log()
+            .contains("not in the provider's allowed_hosts")
+    );
+}
