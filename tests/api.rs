@@ -712,3 +712,207 @@ async fn sms_are_retried_after_vendor_errors_and_never_sent_to_other_hosts() {
             .contains("not in the provider's allowed_hosts")
     );
 }
+
+/// A real SMTP server on loopback (Debian's python3-aiosmtpd) storing what
+/// it receives in a maildir.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    async fn start() -> SmtpSink {
+        let port = free_port();
+        let maildir = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir(maildir.path().join(sub)).unwrap();
+        }
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3-aiosmtpd is needed: run scripts/setup.sh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the SMTP sink never listened");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        SmtpSink {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// The next message not seen yet, as text.
+    async fn next(&self, seen: &mut Vec<std::path::PathBuf>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(dir) = std::fs::read_dir(self.maildir.path().join("new")) {
+                for entry in dir.flatten() {
+                    let path = entry.path();
+                    if !seen.contains(&path) {
+                        seen.push(path.clone());
+                        return std::fs::read_to_string(path).unwrap();
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no e-mail arrived within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Undoes quoted-printable soft line breaks and `=3D`, then finds the link.
+fn activation_link(mail: &str, base: &str) -> String {
+    let text = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let start = text
+        .find(&format!("{base}/v1/activate?token="))
+        .unwrap_or_else(|| panic!("no activation link in {mail}"));
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn username_sign_up_is_activated_by_the_e_mailed_link() {
+    let smtp = SmtpSink::start().await;
+    let vendor = StandIn::start(generic_answer()).await;
+    let templates = tempfile::tempdir().unwrap();
+    let template = templates.path().join("activation.txt");
+    std::fs::write(
+        &template,
+        "Subject: Welcome [USER_NAME]\nContent-Type: text/plain\n\nHello [USER_NAME], open [LINK] to activate.\n",
+    )
+    .unwrap();
+    let email = format!(
+        "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\nfrom = \"noreply@switch.test\"\n\
+         from_name = \"Switch Test\"\nreply_to = \"help@switch.test\"\nbcc = \"audit@switch.test\"\n\
+         activation_template = {:?}\n",
+        smtp.port,
+        template.display().to_string()
+    );
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        &email,
+    )
+    .await;
+    let mut seen = Vec::new();
+
+    let (s, body) = api
+        .get("/v1/signup/username/available?username=bob.smith")
+        .await;
+    assert_eq!((s, &body["available"]), (StatusCode::OK, &json!(true)));
+    let signup = json!({ "username": "bob.smith", "password": "bob-web-pass", "email": "bob@example.org", "country": "pl" });
+    let (s, body) = api.post("/v1/signup/username", signup.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}: {}", api.running.log());
+    let (_, body) = api
+        .get("/v1/signup/username/available?username=bob.smith")
+        .await;
+    assert_eq!(body["available"], false);
+    let (s, body) = api.post("/v1/signup/username", signup).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("username-taken"))
+    );
+    let (s, body) = api
+        .post("/v1/signup/username", json!({ "username": "12345", "password": "long-enough", "email": "a@b.c", "country": "PL" }))
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-username"))
+    );
+
+    // Login before activation: "not active".
+    let login = json!({ "id": "bob.smith", "password": "bob-web-pass" });
+    let (s, body) = api.post("/v1/login", login.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not-active"))
+    );
+
+    // The e-mail, from the template, with its headers.
+    let mail = smtp.next(&mut seen).await;
+    assert!(mail.contains("Subject: Welcome bob.smith"), "{mail}");
+    assert!(
+        mail.contains("Switch Test") && mail.contains("noreply@switch.test"),
+        "{mail}"
+    );
+    assert!(mail.contains("Reply-To: help@switch.test"), "{mail}");
+    assert!(
+        mail.contains("X-RcptTo: bob@example.org, audit@switch.test"),
+        "{mail}"
+    );
+    let link = activation_link(&mail, &api.base);
+
+    // A tampered link is refused on an HTML page; the real one activates.
+    let tampered = format!("{}0", link);
+    let page = api.client.get(&tampered).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    assert!(page.text().await.unwrap().contains("Activation failed"));
+    let page = api.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("Account activated"));
+
+    let (s, creds) = api.post("/v1/login", login).await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    assert_eq!(creds["login"], "bob.smith");
+    assert_eq!(creds["sip_password"].as_str().unwrap().len(), 20);
+    let shown = api.site.ok(&["account", "show", "bob.smith"]);
+    assert!(
+        shown.contains("active: true") && shown.contains("email: bob@example.org"),
+        "{shown}"
+    );
+
+    // A link followed after it expired (a day by default) does nothing.
+    let (s, _) = api
+        .post("/v1/signup/username", json!({ "username": "eve.late", "password": "eve-web-pass", "email": "eve@example.org", "country": "DE" }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let late = activation_link(&smtp.next(&mut seen).await, &api.base);
+    api.set_clock(86_401);
+    let page = api.client.get(&late).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    assert!(page.text().await.unwrap().contains("expired"));
+    let (s, body) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "eve.late", "password": "eve-web-pass" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not-active"))
+    );
+}

@@ -19,6 +19,8 @@ pub mod phone;
 pub mod phone_signup;
 pub mod sms_reports;
 pub mod start;
+pub mod token;
+pub mod username_signup;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 
+use crate::notify::email::{Mailer, Template};
 use crate::ratelimit::RateLimiter;
 use crate::sms::SmsService;
 use crate::store::{AccountTemplate, Store};
@@ -106,18 +109,30 @@ pub struct ApiState {
     /// SIP domain returned with credentials.
     pub sip_domain: String,
     pub clock: clock::Clock,
+    /// E-mail for activation links.
+    pub mailer: Arc<Mailer>,
+    pub activation_template: Template,
+    /// `https://host:port` that e-mailed links start with.
+    pub link_base: String,
+    /// Key of the signed tokens in e-mailed links.
+    pub token_key: [u8; 32],
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
 
+/// What [`ApiState`] is made of besides the configuration and the store.
+pub struct ApiParts {
+    pub sms: Arc<SmsService>,
+    pub template: AccountTemplate,
+    pub sip_domain: String,
+    pub mailer: Arc<Mailer>,
+    pub activation_template: Template,
+    pub link_base: String,
+}
+
 impl ApiState {
-    pub fn new(
-        config: ApiConfig,
-        store: Store,
-        sms: Arc<SmsService>,
-        template: AccountTemplate,
-        sip_domain: String,
-    ) -> Self {
+    pub fn new(config: ApiConfig, store: Store, parts: ApiParts) -> Self {
+        let token_key = store.secrets().derive("api-link-tokens");
         Self {
             by_address: RateLimiter::new(
                 config.address_burst,
@@ -132,9 +147,13 @@ impl ApiState {
             clock: clock::Clock::new(&config.clock_offset_file),
             config,
             store,
-            sms,
-            template,
-            sip_domain,
+            sms: parts.sms,
+            template: parts.template,
+            sip_domain: parts.sip_domain,
+            mailer: parts.mailer,
+            activation_template: parts.activation_template,
+            link_base: parts.link_base,
+            token_key,
         }
     }
 
@@ -188,6 +207,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/signup/phone/verify", post(phone_signup::verify))
         .route("/v1/signup/phone/status", get(phone_signup::status))
         .route("/v1/signup/phone/call-me", post(phone_signup::call_me))
+        .route("/v1/signup/username", post(username_signup::start))
+        .route(
+            "/v1/signup/username/available",
+            get(username_signup::available),
+        )
+        .route("/v1/activate", get(username_signup::activate))
         .route("/v1/login", post(login::login))
         .route("/v1/sms/reports/{provider}", any(sms_reports::report))
         .fallback(|| async {
@@ -227,6 +252,9 @@ mod tests {
             "/v1/signup/phone/status",
             "/v1/signup/phone/call-me",
             "/v1/login",
+            "/v1/signup/username",
+            "/v1/signup/username/available",
+            "/v1/activate",
             "/v1/sms/reports/{provider}",
             "/v1/openapi.json",
         ] {

@@ -18,6 +18,7 @@ pub mod location;
 pub mod messages;
 pub mod phone_signups;
 pub mod sms;
+pub mod username_signups;
 mod validate;
 pub mod voicemail;
 
