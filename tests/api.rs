@@ -916,3 +916,165 @@ async fn username_sign_up_is_activated_by_the_e_mailed_link() {
         (StatusCode::FORBIDDEN, Some("not-active"))
     );
 }
+
+/// Finds `<base><path>?<param>=...` in an e-mail (quoted-printable undone).
+fn link_in(mail: &str, prefix: &str) -> String {
+    let text = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+        .replace("&amp;", "&");
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in {mail}"));
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn passwords_are_changed_in_the_app_and_reset_through_the_e_mailed_form() {
+    let smtp = SmtpSink::start().await;
+    let vendor = StandIn::start(generic_answer()).await;
+    let email = format!(
+        "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
+        smtp.port
+    );
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        &email,
+    )
+    .await;
+    let mut seen = Vec::new();
+    api.site.ok(&[
+        "account",
+        "add",
+        "dave",
+        "--password",
+        "dave-sip",
+        "--username",
+        "dave",
+        "--email",
+        "dave@example.org",
+        "--access-password",
+        "dave-pass-1",
+    ]);
+    let login = |pw: &str| json!({ "id": "dave", "password": pw });
+
+    // Change from the app: the old password is needed.
+    let (s, body) = api
+        .post(
+            "/v1/password/change",
+            json!({ "id": "dave", "password": "wrong", "new_password": "dave-pass-2" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad-credentials"))
+    );
+    let (s, body) = api
+        .post(
+            "/v1/password/change",
+            json!({ "id": "dave", "password": "dave-pass-1", "new_password": "short" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("weak-password"))
+    );
+    let (s, _) = api
+        .post(
+            "/v1/password/change",
+            json!({ "id": "dave", "password": "dave-pass-1", "new_password": "dave-pass-2" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-1")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-2")).await.0,
+        StatusCode::OK
+    );
+
+    // Forgot: the same answer for an unknown ID, and no e-mail for it.
+    let (s, unknown) = api
+        .post("/v1/password/forgot", json!({ "id": "nobody" }))
+        .await;
+    let (s2, known) = api
+        .post("/v1/password/forgot", json!({ "id": "dave" }))
+        .await;
+    assert_eq!((s, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(unknown, known);
+    let mail = smtp.next(&mut seen).await;
+    assert!(mail.contains("Subject: Reset your password dave"), "{mail}");
+    assert!(mail.contains("X-RcptTo: dave@example.org"), "{mail}");
+    let link = link_in(&mail, &format!("{}/v1/password/reset?code=", api.base));
+
+    // The link opens a form; submitting it sets the new password.
+    let form = api.client.get(&link).send().await.unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    let html = form.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\" action=\"/v1/password/reset\">"),
+        "{html}"
+    );
+    let code = link.split_once("code=").unwrap().1.to_string();
+    let too_short = api
+        .client
+        .post(format!("{}/v1/password/reset", api.base))
+        .form(&[("code", code.as_str()), ("password", "short")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        too_short
+            .text()
+            .await
+            .unwrap()
+            .contains("at least 8 characters")
+    );
+    let done = api
+        .client
+        .post(format!("{}/v1/password/reset", api.base))
+        .form(&[("code", code.as_str()), ("password", "dave-pass-3")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("Password changed"));
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-2")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-3")).await.0,
+        StatusCode::OK
+    );
+
+    // A forged or expired code changes nothing.
+    let forged = api
+        .client
+        .post(format!("{}/v1/password/reset", api.base))
+        .form(&[
+            ("code", format!("{code}0").as_str()),
+            ("password", "mallory-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    api.set_clock(3601);
+    let expired = api.client.get(&link).send().await.unwrap();
+    assert_eq!(expired.status(), StatusCode::BAD_REQUEST);
+    assert!(expired.text().await.unwrap().contains("expired"));
+}

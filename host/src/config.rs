@@ -374,6 +374,8 @@ bcc = ""
 # Activation template file (Subject:/Content-Type: lines, blank line, body with [USER_NAME], [LINK], [CODE]);
 # empty: the built-in one.
 activation_template = ""
+# Password-reset template file (same format; [LINK] leads to the reset form); empty: the built-in one.
+reset_template = ""
 # Base URL of links in e-mails (https://sip.example.net:8443); empty: https:// + the first api.listen address.
 link_base_url = ""
 # How long an activation link works, seconds.

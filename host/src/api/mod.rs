@@ -15,6 +15,7 @@ pub mod clock;
 pub mod error;
 pub mod listener;
 pub mod login;
+pub mod password;
 pub mod phone;
 pub mod phone_signup;
 pub mod sms_reports;
@@ -112,6 +113,7 @@ pub struct ApiState {
     /// E-mail for activation links.
     pub mailer: Arc<Mailer>,
     pub activation_template: Template,
+    pub reset_template: Template,
     /// `https://host:port` that e-mailed links start with.
     pub link_base: String,
     /// Key of the signed tokens in e-mailed links.
@@ -127,6 +129,7 @@ pub struct ApiParts {
     pub sip_domain: String,
     pub mailer: Arc<Mailer>,
     pub activation_template: Template,
+    pub reset_template: Template,
     pub link_base: String,
 }
 
@@ -152,6 +155,7 @@ impl ApiState {
             sip_domain: parts.sip_domain,
             mailer: parts.mailer,
             activation_template: parts.activation_template,
+            reset_template: parts.reset_template,
             link_base: parts.link_base,
             token_key,
         }
@@ -214,6 +218,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/activate", get(username_signup::activate))
         .route("/v1/login", post(login::login))
+        .route("/v1/password/change", post(password::change))
+        .route("/v1/password/forgot", post(password::forgot))
+        .route(
+            "/v1/password/reset",
+            get(password::reset_page).post(password::reset_submit),
+        )
         .route("/v1/sms/reports/{provider}", any(sms_reports::report))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
@@ -255,6 +265,9 @@ mod tests {
             "/v1/signup/username",
             "/v1/signup/username/available",
             "/v1/activate",
+            "/v1/password/change",
+            "/v1/password/forgot",
+            "/v1/password/reset",
             "/v1/sms/reports/{provider}",
             "/v1/openapi.json",
         ] {

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::{ApiParts, ApiState, listener::TlsListener};
 use crate::app::App;
-use crate::notify::email::{DEFAULT_ACTIVATION_TEMPLATE, Mailer, Template};
+use crate::notify::email::{DEFAULT_ACTIVATION_TEMPLATE, DEFAULT_RESET_TEMPLATE, Mailer, Template};
 use crate::plugins::Plugins;
 use crate::sms::{SmsService, worker};
 use crate::tls::{CertSource, ensure_cert, server_config};
@@ -54,6 +54,7 @@ pub async fn start(app: &App, plugins: &Plugins) -> anyhow::Result<ApiHandles> {
     let mailer = Arc::new(Mailer::new(email)?);
     let activation_template =
         Template::load(&email.activation_template, DEFAULT_ACTIVATION_TEMPLATE)?;
+    let reset_template = Template::load(&email.reset_template, DEFAULT_RESET_TEMPLATE)?;
     let link_base = if email.link_base_url.is_empty() {
         format!("https://{}", api.listen[0])
     } else {
@@ -68,6 +69,7 @@ pub async fn start(app: &App, plugins: &Plugins) -> anyhow::Result<ApiHandles> {
             sip_domain: sip.domain.clone(),
             mailer,
             activation_template,
+            reset_template,
             link_base,
         },
     ));

@@ -189,7 +189,7 @@ pub struct TokenQuery {
     pub token: String,
 }
 
-fn page(status: StatusCode, title: &str, text: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title></head>\

@@ -42,6 +42,8 @@ pub struct EmailConfig {
     pub bcc: String,
     /// Activation e-mail template file; empty: the built-in one.
     pub activation_template: String,
+    /// Password-reset e-mail template file; empty: the built-in one.
+    pub reset_template: String,
     /// Base URL of the API in links (`https://sip.example.net:8443`);
     /// empty: `https://` + the first `api.listen` address.
     pub link_base_url: String,
@@ -62,6 +64,7 @@ impl Default for EmailConfig {
             reply_to: String::new(),
             bcc: String::new(),
             activation_template: String::new(),
+            reset_template: String::new(),
             link_base_url: String::new(),
             // A day: long enough for a user who signs up in the evening.
             activation_ttl_secs: 86_400,
@@ -75,6 +78,14 @@ Content-Type: text/html\n\
 \n\
 <p>Hello [USER_NAME],</p>\n\
 <p>Follow this link to activate your account:<br><a href=\"[LINK]\">[LINK]</a></p>\n";
+
+/// The built-in password-reset template.
+pub const DEFAULT_RESET_TEMPLATE: &str = "Subject: Reset your password [USER_NAME]\n\
+Content-Type: text/html\n\
+\n\
+<p>Hello [USER_NAME],</p>\n\
+<p>Follow this link within an hour to choose a new password:<br><a href=\"[LINK]\">[LINK]</a></p>\n\
+<p>If you did not ask for it, ignore this e-mail.</p>\n";
 
 /// Errors preparing or sending an e-mail.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +294,7 @@ mod tests {
 
     #[test]
     fn templates_parse_and_render() {
+        assert!(Template::parse(DEFAULT_RESET_TEMPLATE, "r").unwrap().html);
         let t = Template::parse(DEFAULT_ACTIVATION_TEMPLATE, "x").unwrap();
         assert!(t.html);
         let (subject, body) = t.render(&[("USER_NAME", "<bob>"), ("LINK", "https://h/a?t=1&x")]);
