@@ -285,7 +285,10 @@ pub async fn start(
             queue_code(&state, row.id, &phone, &row.code).await?;
             row.sms_left - 1
         }
-        (StartDecision::Resend, None) => unreachable!("decide_start resends only existing rows"),
+        // decide_start resends only existing rows; answer rather than panic.
+        (StartDecision::Resend, None) => {
+            return Err(ApiError::internal("resend decided without a sign-up row"));
+        }
     };
     Ok((
         StatusCode::ACCEPTED,
