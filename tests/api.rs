@@ -123,6 +123,18 @@ struct Api {
     site: Site,
     base: String,
     client: reqwest::Client,
+    /// SIP over UDP and TCP on loopback.
+    sip: u16,
+}
+
+/// A port free for both UDP and TCP on loopback.
+fn free_sip_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn api_section(port: u16, extra: &str) -> String {
@@ -141,7 +153,8 @@ impl Api {
              [sms.providers.{name}]\npath = \"{name}.wasm\"\nallowed_hosts = [{allowed}]\n\n\
              [sms.providers.{name}.config]\n{config}\n"
         );
-        let site = Site::with_api(&api_section(port, api_extra), &extra);
+        let sip = free_sip_port();
+        let site = Site::with_api(sip, &api_section(port, api_extra), &extra);
         // The clock file path is only known now.
         let toml = std::fs::read_to_string(site.path("softswitch.toml"))
             .unwrap()
@@ -179,6 +192,7 @@ impl Api {
             site,
             base,
             client,
+            sip,
         }
     }
 
@@ -369,6 +383,45 @@ async fn phone_sign_up_follows_every_rule_of_spec_3() {
     assert!(
         shown.contains("phone: 48600100200") && shown.contains("dialplan_rule: DP:int-> OR onnet"),
         "{shown}"
+    );
+
+    // The credentials register over SIP (digest, SIPp as the handset).
+    let users = api.site.path("users.csv");
+    std::fs::write(
+        &users,
+        format!("SEQUENTIAL\n48600100200;{sip_password};[authentication username=48600100200 password={sip_password}]\n"),
+    )
+    .unwrap();
+    let sipp = std::process::Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", api.sip))
+        .arg("-sf")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/sipp/register_auth.xml"),
+        )
+        .arg("-inf")
+        .arg(&users)
+        .args([
+            "-key",
+            "domain",
+            "localhost",
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20",
+            "-timeout_error",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    assert!(
+        sipp.success(),
+        "REGISTER with the signed-up credentials failed: {}",
+        api.running.log()
     );
 
     // Re-install on the same device: credentials at once, no SMS.
