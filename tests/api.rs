@@ -1131,3 +1131,34 @@ async fn passwords_are_changed_in_the_app_and_reset_through_the_e_mailed_form() 
     assert_eq!(expired.status(), StatusCode::BAD_REQUEST);
     assert!(expired.text().await.unwrap().contains("expired"));
 }
+
+#[tokio::test]
+async fn a_trapping_provider_guest_fails_the_sms_and_the_switch_keeps_serving() {
+    let api = Api::start(
+        "",
+        ("trap", "fixture_sms_trap", "", "\"127.0.0.1\""),
+        "max_attempts = 2\n",
+    )
+    .await;
+    start_and_take_code(&api, "+48600555003").await;
+    // Two attempts (the second a second later), each a trap; then failed.
+    api.wait_delivery("phone=%2B48600555003&udid=dev", "failed")
+        .await;
+    let log = api.running.log();
+    assert!(
+        log.contains("out of attempts") && log.contains("trap"),
+        "{log}"
+    );
+    let r = api
+        .client
+        .post(format!("{}/v1/sms/reports/trap", api.base))
+        .body("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "provider-failed");
+    // Still serving.
+    let (s, _) = api.get("/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+}
