@@ -1162,3 +1162,100 @@ async fn a_trapping_provider_guest_fails_the_sms_and_the_switch_keeps_serving() 
     let (s, _) = api.get("/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_profile_is_read_and_edited_with_the_login_token() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    api.site.ok(&[
+        "account",
+        "add",
+        "48600999111",
+        "--password",
+        "erin-sip",
+        "--phone",
+        "48600999111",
+        "--access-password",
+        "erin-pass-1",
+    ]);
+    let (s, creds) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "0600999111", "country_code": "48", "password": "erin-pass-1" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    let token = creds["token"].as_str().unwrap().to_string();
+
+    let r = api
+        .client
+        .get(format!("{}/v1/profile", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "missing-token");
+    let r = api
+        .client
+        .get(format!("{}/v1/profile", api.base))
+        .bearer_auth(format!("{token}0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad-token");
+
+    let patch = |body: Value| {
+        api.client
+            .patch(format!("{}/v1/profile", api.base))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let r = patch(json!({ "first_name": "Erin", "city": "Gdańsk", "username": "erin" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        (p["first_name"].as_str(), p["city"].as_str()),
+        (Some("Erin"), Some("Gdańsk"))
+    );
+    assert_eq!(
+        (p["username"].as_str(), p["phone"].as_str()),
+        (Some("erin"), Some("48600999111"))
+    );
+    let r = patch(json!({ "username": "erin2" })).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "username-already-set"
+    );
+    let r = patch(json!({ "nickname": "x" })).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // The username now logs in too.
+    let (s, _) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "erin", "password": "erin-pass-1" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = api
+        .client
+        .get(format!("{}/v1/profile", api.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["last_name"], Value::Null);
+}

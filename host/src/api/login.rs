@@ -87,6 +87,7 @@ pub async fn login(
         .ok_or_else(|| ApiError::internal("account without SIP password"))?;
     tracing::info!(login = %account.login, "login");
     Ok(Json(SipCredentials {
+        token: state.session_token(&account.login),
         login: account.login,
         sip_password,
         sip_domain: state.sip_domain.clone(),

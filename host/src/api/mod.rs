@@ -18,6 +18,7 @@ pub mod login;
 pub mod password;
 pub mod phone;
 pub mod phone_signup;
+pub mod profile;
 pub mod sms_reports;
 pub mod start;
 pub mod token;
@@ -194,6 +195,44 @@ pub struct SipCredentials {
     pub login: String,
     pub sip_password: String,
     pub sip_domain: String,
+    /// Bearer token for the account's own resources (`/v1/profile`).
+    pub token: String,
+}
+
+/// Token purpose of API bearer tokens.
+pub const SESSION: &str = "session";
+/// Bearer tokens last 30 days; the app gets a new one at each login. They are
+/// stateless (signed, not stored), so they end only by expiring or by
+/// replacing the secret key.
+const SESSION_TTL_SECS: i64 = 30 * 86_400;
+
+impl ApiState {
+    /// A bearer token for `login`.
+    pub fn session_token(&self, login: &str) -> String {
+        token::sign(
+            &self.token_key,
+            SESSION,
+            login,
+            self.clock.now() + SESSION_TTL_SECS,
+        )
+    }
+
+    /// The login a request's `Authorization: Bearer` token was issued for.
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing-token",
+                    "an Authorization: Bearer token from login or sign-up is required",
+                )
+            })?;
+        token::verify(&self.token_key, SESSION, presented, self.clock.now())
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad-token", e.to_string()))
+    }
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -219,6 +258,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/activate", get(username_signup::activate))
         .route("/v1/login", post(login::login))
         .route("/v1/password/change", post(password::change))
+        .route(
+            "/v1/profile",
+            get(profile::get_profile).patch(profile::update_profile),
+        )
         .route("/v1/password/forgot", post(password::forgot))
         .route(
             "/v1/password/reset",
@@ -266,6 +309,7 @@ mod tests {
             "/v1/signup/username/available",
             "/v1/activate",
             "/v1/password/change",
+            "/v1/profile",
             "/v1/password/forgot",
             "/v1/password/reset",
             "/v1/sms/reports/{provider}",

@@ -171,6 +171,7 @@ async fn credentials(state: &ApiState, login: &str) -> Result<SipCredentials, Ap
         .await?
         .ok_or_else(|| ApiError::internal(format!("account {login} vanished")))?;
     Ok(SipCredentials {
+        token: state.session_token(login),
         login: login.to_string(),
         sip_password: password,
         sip_domain: state.sip_domain.clone(),

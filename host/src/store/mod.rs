@@ -17,6 +17,7 @@ pub mod gateways;
 pub mod location;
 pub mod messages;
 pub mod phone_signups;
+pub mod profiles_api;
 pub mod sms;
 pub mod username_signups;
 mod validate;
