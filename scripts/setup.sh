@@ -12,8 +12,9 @@ fi
 say "$(cargo --version)"
 
 # C toolchain for crates that build C (bundled SQLite, ring); SIPp (sip-tester)
-# and baresip as the real SIP peers of the black-box tests.
-packages=(build-essential pkg-config sip-tester baresip-core)
+# and baresip as the real SIP peers of the black-box tests; python3-aiosmtpd
+# as the SMTP server the client API tests send e-mails to.
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

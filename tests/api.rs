@@ -123,6 +123,18 @@ struct Api {
     site: Site,
     base: String,
     client: reqwest::Client,
+    /// SIP over UDP and TCP on loopback.
+    sip: u16,
+}
+
+/// A port free for both UDP and TCP on loopback.
+fn free_sip_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn api_section(port: u16, extra: &str) -> String {
@@ -141,7 +153,8 @@ impl Api {
              [sms.providers.{name}]\npath = \"{name}.wasm\"\nallowed_hosts = [{allowed}]\n\n\
              [sms.providers.{name}.config]\n{config}\n"
         );
-        let site = Site::with_api(&api_section(port, api_extra), &extra);
+        let sip = free_sip_port();
+        let site = Site::with_api(sip, &api_section(port, api_extra), &extra);
         // The clock file path is only known now.
         let toml = std::fs::read_to_string(site.path("softswitch.toml"))
             .unwrap()
@@ -179,6 +192,7 @@ impl Api {
             site,
             base,
             client,
+            sip,
         }
     }
 
@@ -369,6 +383,45 @@ async fn phone_sign_up_follows_every_rule_of_spec_3() {
     assert!(
         shown.contains("phone: 48600100200") && shown.contains("dialplan_rule: DP:int-> OR onnet"),
         "{shown}"
+    );
+
+    // The credentials register over SIP (digest, SIPp as the handset).
+    let users = api.site.path("users.csv");
+    std::fs::write(
+        &users,
+        format!("SEQUENTIAL\n48600100200;{sip_password};[authentication username=48600100200 password={sip_password}]\n"),
+    )
+    .unwrap();
+    let sipp = std::process::Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", api.sip))
+        .arg("-sf")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/sipp/register_auth.xml"),
+        )
+        .arg("-inf")
+        .arg(&users)
+        .args([
+            "-key",
+            "domain",
+            "localhost",
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20",
+            "-timeout_error",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    assert!(
+        sipp.success(),
+        "REGISTER with the signed-up credentials failed: {}",
+        api.running.log()
     );
 
     // Re-install on the same device: credentials at once, no SMS.
@@ -711,4 +764,498 @@ async fn sms_are_retried_after_vendor_errors_and_never_sent_to_other_hosts() {
             .log()
             .contains("not in the provider's allowed_hosts")
     );
+}
+
+/// A real SMTP server on loopback (Debian's python3-aiosmtpd) storing what
+/// it receives in a maildir.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    async fn start() -> SmtpSink {
+        let port = free_port();
+        let maildir = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir(maildir.path().join(sub)).unwrap();
+        }
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3-aiosmtpd is needed: run scripts/setup.sh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the SMTP sink never listened");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        SmtpSink {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// The next message not seen yet, as text.
+    async fn next(&self, seen: &mut Vec<std::path::PathBuf>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(dir) = std::fs::read_dir(self.maildir.path().join("new")) {
+                for entry in dir.flatten() {
+                    let path = entry.path();
+                    if !seen.contains(&path) {
+                        seen.push(path.clone());
+                        return std::fs::read_to_string(path).unwrap();
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no e-mail arrived within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Undoes quoted-printable soft line breaks and `=3D`, then finds the link.
+fn activation_link(mail: &str, base: &str) -> String {
+    let text = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let start = text
+        .find(&format!("{base}/v1/activate?token="))
+        .unwrap_or_else(|| panic!("no activation link in {mail}"));
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn username_sign_up_is_activated_by_the_e_mailed_link() {
+    let smtp = SmtpSink::start().await;
+    let vendor = StandIn::start(generic_answer()).await;
+    let templates = tempfile::tempdir().unwrap();
+    let template = templates.path().join("activation.txt");
+    std::fs::write(
+        &template,
+        "Subject: Welcome [USER_NAME]\nContent-Type: text/plain\n\nHello [USER_NAME], open [LINK] to activate.\n",
+    )
+    .unwrap();
+    let email = format!(
+        "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\nfrom = \"noreply@switch.test\"\n\
+         from_name = \"Switch Test\"\nreply_to = \"help@switch.test\"\nbcc = \"audit@switch.test\"\n\
+         activation_template = {:?}\n",
+        smtp.port,
+        template.display().to_string()
+    );
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        &email,
+    )
+    .await;
+    let mut seen = Vec::new();
+
+    let (s, body) = api
+        .get("/v1/signup/username/available?username=bob.smith")
+        .await;
+    assert_eq!((s, &body["available"]), (StatusCode::OK, &json!(true)));
+    let signup = json!({ "username": "bob.smith", "password": "bob-web-pass", "email": "bob@example.org", "country": "pl" });
+    let (s, body) = api.post("/v1/signup/username", signup.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}: {}", api.running.log());
+    let (_, body) = api
+        .get("/v1/signup/username/available?username=bob.smith")
+        .await;
+    assert_eq!(body["available"], false);
+    let (s, body) = api.post("/v1/signup/username", signup).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("username-taken"))
+    );
+    let (s, body) = api
+        .post("/v1/signup/username", json!({ "username": "12345", "password": "long-enough", "email": "a@b.c", "country": "PL" }))
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-username"))
+    );
+
+    // Login before activation: "not active".
+    let login = json!({ "id": "bob.smith", "password": "bob-web-pass" });
+    let (s, body) = api.post("/v1/login", login.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not-active"))
+    );
+
+    // The e-mail, from the template, with its headers.
+    let mail = smtp.next(&mut seen).await;
+    assert!(mail.contains("Subject: Welcome bob.smith"), "{mail}");
+    assert!(
+        mail.contains("Switch Test") && mail.contains("noreply@switch.test"),
+        "{mail}"
+    );
+    assert!(mail.contains("Reply-To: help@switch.test"), "{mail}");
+    assert!(
+        mail.contains("X-RcptTo: bob@example.org, audit@switch.test"),
+        "{mail}"
+    );
+    let link = activation_link(&mail, &api.base);
+
+    // A tampered link is refused on an HTML page; the real one activates.
+    let tampered = format!("{}0", link);
+    let page = api.client.get(&tampered).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    assert!(page.text().await.unwrap().contains("Activation failed"));
+    let page = api.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("Account activated"));
+
+    let (s, creds) = api.post("/v1/login", login).await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    assert_eq!(creds["login"], "bob.smith");
+    assert_eq!(creds["sip_password"].as_str().unwrap().len(), 20);
+    let shown = api.site.ok(&["account", "show", "bob.smith"]);
+    assert!(
+        shown.contains("active: true") && shown.contains("email: bob@example.org"),
+        "{shown}"
+    );
+
+    // A link followed after it expired (a day by default) does nothing.
+    let (s, _) = api
+        .post("/v1/signup/username", json!({ "username": "eve.late", "password": "eve-web-pass", "email": "eve@example.org", "country": "DE" }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let late = activation_link(&smtp.next(&mut seen).await, &api.base);
+    api.set_clock(86_401);
+    let page = api.client.get(&late).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    assert!(page.text().await.unwrap().contains("expired"));
+    let (s, body) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "eve.late", "password": "eve-web-pass" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not-active"))
+    );
+}
+
+/// Finds `<base><path>?<param>=...` in an e-mail (quoted-printable undone).
+fn link_in(mail: &str, prefix: &str) -> String {
+    let text = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+        .replace("&amp;", "&");
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in {mail}"));
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn passwords_are_changed_in_the_app_and_reset_through_the_e_mailed_form() {
+    let smtp = SmtpSink::start().await;
+    let vendor = StandIn::start(generic_answer()).await;
+    let email = format!(
+        "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
+        smtp.port
+    );
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        &email,
+    )
+    .await;
+    let mut seen = Vec::new();
+    api.site.ok(&[
+        "account",
+        "add",
+        "dave",
+        "--password",
+        "dave-sip",
+        "--username",
+        "dave",
+        "--email",
+        "dave@example.org",
+        "--access-password",
+        "dave-pass-1",
+    ]);
+    let login = |pw: &str| json!({ "id": "dave", "password": pw });
+
+    // Change from the app: the old password is needed.
+    let (s, body) = api
+        .post(
+            "/v1/password/change",
+            json!({ "id": "dave", "password": "wrong", "new_password": "dave-pass-2" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad-credentials"))
+    );
+    let (s, body) = api
+        .post(
+            "/v1/password/change",
+            json!({ "id": "dave", "password": "dave-pass-1", "new_password": "short" }),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("weak-password"))
+    );
+    let (s, _) = api
+        .post(
+            "/v1/password/change",
+            json!({ "id": "dave", "password": "dave-pass-1", "new_password": "dave-pass-2" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-1")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-2")).await.0,
+        StatusCode::OK
+    );
+
+    // Forgot: the same answer for an unknown ID, and no e-mail for it.
+    let (s, unknown) = api
+        .post("/v1/password/forgot", json!({ "id": "nobody" }))
+        .await;
+    let (s2, known) = api
+        .post("/v1/password/forgot", json!({ "id": "dave" }))
+        .await;
+    assert_eq!((s, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(unknown, known);
+    let mail = smtp.next(&mut seen).await;
+    assert!(mail.contains("Subject: Reset your password dave"), "{mail}");
+    assert!(mail.contains("X-RcptTo: dave@example.org"), "{mail}");
+    let link = link_in(&mail, &format!("{}/v1/password/reset?code=", api.base));
+
+    // The link opens a form; submitting it sets the new password.
+    let form = api.client.get(&link).send().await.unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    let html = form.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\" action=\"/v1/password/reset\">"),
+        "{html}"
+    );
+    let code = link.split_once("code=").unwrap().1.to_string();
+    let too_short = api
+        .client
+        .post(format!("{}/v1/password/reset", api.base))
+        .form(&[("code", code.as_str()), ("password", "short")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        too_short
+            .text()
+            .await
+            .unwrap()
+            .contains("at least 8 characters")
+    );
+    let done = api
+        .client
+        .post(format!("{}/v1/password/reset", api.base))
+        .form(&[("code", code.as_str()), ("password", "dave-pass-3")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("Password changed"));
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-2")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.post("/v1/login", login("dave-pass-3")).await.0,
+        StatusCode::OK
+    );
+
+    // A forged or expired code changes nothing.
+    let forged = api
+        .client
+        .post(format!("{}/v1/password/reset", api.base))
+        .form(&[
+            ("code", format!("{code}0").as_str()),
+            ("password", "mallory-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    api.set_clock(3601);
+    let expired = api.client.get(&link).send().await.unwrap();
+    assert_eq!(expired.status(), StatusCode::BAD_REQUEST);
+    assert!(expired.text().await.unwrap().contains("expired"));
+}
+
+#[tokio::test]
+async fn a_trapping_provider_guest_fails_the_sms_and_the_switch_keeps_serving() {
+    let api = Api::start(
+        "",
+        ("trap", "fixture_sms_trap", "", "\"127.0.0.1\""),
+        "max_attempts = 2\n",
+    )
+    .await;
+    start_and_take_code(&api, "+48600555003").await;
+    // Two attempts (the second a second later), each a trap; then failed.
+    api.wait_delivery("phone=%2B48600555003&udid=dev", "failed")
+        .await;
+    let log = api.running.log();
+    assert!(
+        log.contains("out of attempts") && log.contains("trap"),
+        "{log}"
+    );
+    let r = api
+        .client
+        .post(format!("{}/v1/sms/reports/trap", api.base))
+        .body("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "provider-failed");
+    // Still serving.
+    let (s, _) = api.get("/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_profile_is_read_and_edited_with_the_login_token() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    api.site.ok(&[
+        "account",
+        "add",
+        "48600999111",
+        "--password",
+        "erin-sip",
+        "--phone",
+        "48600999111",
+        "--access-password",
+        "erin-pass-1",
+    ]);
+    let (s, creds) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "0600999111", "country_code": "48", "password": "erin-pass-1" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    let token = creds["token"].as_str().unwrap().to_string();
+
+    let r = api
+        .client
+        .get(format!("{}/v1/profile", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "missing-token");
+    let r = api
+        .client
+        .get(format!("{}/v1/profile", api.base))
+        .bearer_auth(format!("{token}0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad-token");
+
+    let patch = |body: Value| {
+        api.client
+            .patch(format!("{}/v1/profile", api.base))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let r = patch(json!({ "first_name": "Erin", "city": "Gdańsk", "username": "erin" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        (p["first_name"].as_str(), p["city"].as_str()),
+        (Some("Erin"), Some("Gdańsk"))
+    );
+    assert_eq!(
+        (p["username"].as_str(), p["phone"].as_str()),
+        (Some("erin"), Some("48600999111"))
+    );
+    let r = patch(json!({ "username": "erin2" })).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "username-already-set"
+    );
+    let r = patch(json!({ "nickname": "x" })).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // The username now logs in too.
+    let (s, _) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "erin", "password": "erin-pass-1" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = api
+        .client
+        .get(format!("{}/v1/profile", api.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["last_name"], Value::Null);
 }

@@ -62,6 +62,8 @@ pub struct Config {
     pub api: crate::api::ApiConfig,
     /// SMS provider guests and the SMS queue.
     pub sms: crate::sms::SmsConfig,
+    /// SMTP server and sender of activation e-mails.
+    pub email: crate::notify::email::EmailConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -452,11 +454,35 @@ http_timeout_ms = 10000
 # Public base URL of this API that vendors call back with delivery reports
 # (https://host:8443); empty: reports are not requested.
 callback_base_url = ""
-
+# Provider guests, one table each, e.g.:
 # [sms.providers.vonage]
 # path = "guests/target/wasm32-wasip2/release/sms_vonage.wasm"
 # allowed_hosts = ["rest.nexmo.com"]
 # config = { api_key = "...", api_secret = "...", from = "Softswitch" }
+
+[email]
+# SMTP server for activation e-mails; empty host: no e-mail (username sign-up answers email-unavailable).
+smtp_host = ""
+smtp_port = 25
+# Credentials; an empty user means no authentication.
+smtp_user = ""
+smtp_password = ""
+# "none", "starttls" or "tls" (implicit TLS, usually port 465).
+smtp_tls = "starttls"
+# Sender address and display name; optional Reply-To and Bcc.
+from = "softswitch@localhost"
+from_name = "Softswitch"
+reply_to = ""
+bcc = ""
+# Activation template file (Subject:/Content-Type: lines, blank line, body with [USER_NAME], [LINK], [CODE]);
+# empty: the built-in one.
+activation_template = ""
+# Password-reset template file (same format; [LINK] leads to the reset form); empty: the built-in one.
+reset_template = ""
+# Base URL of links in e-mails (https://sip.example.net:8443); empty: https:// + the first api.listen address.
+link_base_url = ""
+# How long an activation link works, seconds.
+activation_ttl_secs = 86400
 
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
@@ -493,6 +519,7 @@ impl Default for Config {
             guests,
             api: crate::api::ApiConfig::default(),
             sms: crate::sms::SmsConfig::default(),
+            email: crate::notify::email::EmailConfig::default(),
         }
     }
 }

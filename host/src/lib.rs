@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod directory;
 pub mod metrics;
+pub mod notify;
 pub mod plugins;
 pub mod ratelimit;
 pub mod secrets;

@@ -42,10 +42,12 @@ impl Site {
     }
 
     /// A site with the client API configured by `api_section` (the body of
-    /// its `[api]` section).
-    pub fn with_api(api_section: &str, extra_config: &str) -> Site {
+    /// its `[api]` section) and SIP over UDP and TCP on `sip` (0: any port).
+    pub fn with_api(sip: u16, api_section: &str, extra_config: &str) -> Site {
         Site::build(
-            "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntls = [\"127.0.0.1:0\"]\n",
+            &format!(
+                "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"127.0.0.1:0\"]\n"
+            ),
             api_section,
             extra_config,
         )

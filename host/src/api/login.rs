@@ -24,7 +24,7 @@ pub struct LoginRequest {
     pub country_code: Option<String>,
 }
 
-fn bad_credentials() -> ApiError {
+pub(crate) fn bad_credentials() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "bad-credentials",
@@ -33,11 +33,15 @@ fn bad_credentials() -> ApiError {
 }
 
 /// The account a public ID names: a username first, else a phone number.
-async fn resolve(state: &ApiState, req: &LoginRequest) -> Result<Option<Account>, ApiError> {
-    if let Some(a) = state.store.account_by_username(&req.id).await? {
+pub(crate) async fn resolve(
+    state: &ApiState,
+    id: &str,
+    country_code: Option<&str>,
+) -> Result<Option<Account>, ApiError> {
+    if let Some(a) = state.store.account_by_username(id).await? {
         return Ok(Some(a));
     }
-    match normalize(&req.id, req.country_code.as_deref()) {
+    match normalize(id, country_code) {
         Ok(phone) => Ok(state.store.account_by_phone(&phone).await?),
         Err(_) => Ok(None),
     }
@@ -56,7 +60,7 @@ pub async fn login(
         ));
     }
     state.limit_identity(&format!("id:{}", req.id))?;
-    let Some(account) = resolve(&state, &req).await? else {
+    let Some(account) = resolve(&state, &req.id, req.country_code.as_deref()).await? else {
         return Err(bad_credentials());
     };
     if !state
@@ -83,6 +87,7 @@ pub async fn login(
         .ok_or_else(|| ApiError::internal("account without SIP password"))?;
     tracing::info!(login = %account.login, "login");
     Ok(Json(SipCredentials {
+        token: state.session_token(&account.login),
         login: account.login,
         sip_password,
         sip_domain: state.sip_domain.clone(),

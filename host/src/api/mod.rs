@@ -15,10 +15,14 @@ pub mod clock;
 pub mod error;
 pub mod listener;
 pub mod login;
+pub mod password;
 pub mod phone;
 pub mod phone_signup;
+pub mod profile;
 pub mod sms_reports;
 pub mod start;
+pub mod token;
+pub mod username_signup;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 
+use crate::notify::email::{Mailer, Template};
 use crate::ratelimit::RateLimiter;
 use crate::sms::SmsService;
 use crate::store::{AccountTemplate, Store};
@@ -106,18 +111,32 @@ pub struct ApiState {
     /// SIP domain returned with credentials.
     pub sip_domain: String,
     pub clock: clock::Clock,
+    /// E-mail for activation links.
+    pub mailer: Arc<Mailer>,
+    pub activation_template: Template,
+    pub reset_template: Template,
+    /// `https://host:port` that e-mailed links start with.
+    pub link_base: String,
+    /// Key of the signed tokens in e-mailed links.
+    pub token_key: [u8; 32],
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
 
+/// What [`ApiState`] is made of besides the configuration and the store.
+pub struct ApiParts {
+    pub sms: Arc<SmsService>,
+    pub template: AccountTemplate,
+    pub sip_domain: String,
+    pub mailer: Arc<Mailer>,
+    pub activation_template: Template,
+    pub reset_template: Template,
+    pub link_base: String,
+}
+
 impl ApiState {
-    pub fn new(
-        config: ApiConfig,
-        store: Store,
-        sms: Arc<SmsService>,
-        template: AccountTemplate,
-        sip_domain: String,
-    ) -> Self {
+    pub fn new(config: ApiConfig, store: Store, parts: ApiParts) -> Self {
+        let token_key = store.secrets().derive("api-link-tokens");
         Self {
             by_address: RateLimiter::new(
                 config.address_burst,
@@ -132,9 +151,14 @@ impl ApiState {
             clock: clock::Clock::new(&config.clock_offset_file),
             config,
             store,
-            sms,
-            template,
-            sip_domain,
+            sms: parts.sms,
+            template: parts.template,
+            sip_domain: parts.sip_domain,
+            mailer: parts.mailer,
+            activation_template: parts.activation_template,
+            reset_template: parts.reset_template,
+            link_base: parts.link_base,
+            token_key,
         }
     }
 
@@ -171,6 +195,44 @@ pub struct SipCredentials {
     pub login: String,
     pub sip_password: String,
     pub sip_domain: String,
+    /// Bearer token for the account's own resources (`/v1/profile`).
+    pub token: String,
+}
+
+/// Token purpose of API bearer tokens.
+pub const SESSION: &str = "session";
+/// Bearer tokens last 30 days; the app gets a new one at each login. They are
+/// stateless (signed, not stored), so they end only by expiring or by
+/// replacing the secret key.
+const SESSION_TTL_SECS: i64 = 30 * 86_400;
+
+impl ApiState {
+    /// A bearer token for `login`.
+    pub fn session_token(&self, login: &str) -> String {
+        token::sign(
+            &self.token_key,
+            SESSION,
+            login,
+            self.clock.now() + SESSION_TTL_SECS,
+        )
+    }
+
+    /// The login a request's `Authorization: Bearer` token was issued for.
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing-token",
+                    "an Authorization: Bearer token from login or sign-up is required",
+                )
+            })?;
+        token::verify(&self.token_key, SESSION, presented, self.clock.now())
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad-token", e.to_string()))
+    }
 }
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -188,7 +250,23 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/signup/phone/verify", post(phone_signup::verify))
         .route("/v1/signup/phone/status", get(phone_signup::status))
         .route("/v1/signup/phone/call-me", post(phone_signup::call_me))
+        .route("/v1/signup/username", post(username_signup::start))
+        .route(
+            "/v1/signup/username/available",
+            get(username_signup::available),
+        )
+        .route("/v1/activate", get(username_signup::activate))
         .route("/v1/login", post(login::login))
+        .route("/v1/password/change", post(password::change))
+        .route(
+            "/v1/profile",
+            get(profile::get_profile).patch(profile::update_profile),
+        )
+        .route("/v1/password/forgot", post(password::forgot))
+        .route(
+            "/v1/password/reset",
+            get(password::reset_page).post(password::reset_submit),
+        )
         .route("/v1/sms/reports/{provider}", any(sms_reports::report))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
@@ -227,6 +305,13 @@ mod tests {
             "/v1/signup/phone/status",
             "/v1/signup/phone/call-me",
             "/v1/login",
+            "/v1/signup/username",
+            "/v1/signup/username/available",
+            "/v1/activate",
+            "/v1/password/change",
+            "/v1/profile",
+            "/v1/password/forgot",
+            "/v1/password/reset",
             "/v1/sms/reports/{provider}",
             "/v1/openapi.json",
         ] {

@@ -171,6 +171,7 @@ async fn credentials(state: &ApiState, login: &str) -> Result<SipCredentials, Ap
         .await?
         .ok_or_else(|| ApiError::internal(format!("account {login} vanished")))?;
     Ok(SipCredentials {
+        token: state.session_token(login),
         login: login.to_string(),
         sip_password: password,
         sip_domain: state.sip_domain.clone(),
@@ -285,7 +286,10 @@ pub async fn start(
             queue_code(&state, row.id, &phone, &row.code).await?;
             row.sms_left - 1
         }
-        (StartDecision::Resend, None) => unreachable!("decide_start resends only existing rows"),
+        // decide_start resends only existing rows; answer rather than panic.
+        (StartDecision::Resend, None) => {
+            return Err(ApiError::internal("resend decided without a sign-up row"));
+        }
     };
     Ok((
         StatusCode::ACCEPTED,

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{ApiState, listener::TlsListener};
+use super::{ApiParts, ApiState, listener::TlsListener};
 use crate::app::App;
+use crate::notify::email::{DEFAULT_ACTIVATION_TEMPLATE, DEFAULT_RESET_TEMPLATE, Mailer, Template};
 use crate::plugins::Plugins;
 use crate::sms::{SmsService, worker};
 use crate::tls::{CertSource, ensure_cert, server_config};
@@ -49,12 +50,28 @@ pub async fn start(app: &App, plugins: &Plugins) -> anyhow::Result<ApiHandles> {
     };
     let (cert, key) = ensure_cert(&source)?;
     let tls = server_config(&cert, &key)?;
+    let email = &app.config.email;
+    let mailer = Arc::new(Mailer::new(email)?);
+    let activation_template =
+        Template::load(&email.activation_template, DEFAULT_ACTIVATION_TEMPLATE)?;
+    let reset_template = Template::load(&email.reset_template, DEFAULT_RESET_TEMPLATE)?;
+    let link_base = if email.link_base_url.is_empty() {
+        format!("https://{}", api.listen[0])
+    } else {
+        email.link_base_url.trim_end_matches('/').to_string()
+    };
     let state = Arc::new(ApiState::new(
         api.clone(),
         app.store.clone(),
-        sms,
-        app.config.account_template.clone(),
-        sip.domain.clone(),
+        ApiParts {
+            sms,
+            template: app.config.account_template.clone(),
+            sip_domain: sip.domain.clone(),
+            mailer,
+            activation_template,
+            reset_template,
+            link_base,
+        },
     ));
     for addr in &api.listen {
         let tcp = tokio::net::TcpListener::bind(addr)

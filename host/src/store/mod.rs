@@ -20,7 +20,9 @@ pub mod location;
 pub mod messages;
 pub mod phone_signups;
 pub mod presence;
+pub mod profiles_api;
 pub mod sms;
+pub mod username_signups;
 mod validate;
 pub mod voicemail;
 

@@ -1,0 +1,3 @@
+//! Outbound notifications other than SMS: e-mail ([`email`]).
+
+pub mod email;
