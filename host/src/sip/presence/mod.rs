@@ -1189,7 +1189,9 @@ pub async fn on_subscribe(
         expires_at,
     };
     let key = (call_id, tag.to_string());
-    let sub = Subscription::fresh(stored, package);
+    let mut sub = Subscription::fresh(stored, package);
+    // The initial NOTIFY goes first: a change before it is sent after it.
+    sub.in_flight = true;
     if expires == 0 {
         // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over.
         this.lock().insert(sub);
@@ -1291,6 +1293,7 @@ pub async fn on_publish(
         match pidf::parse_device_status(&req.body) {
             Ok(s) => Some(s),
             Err(e) => {
+                tracing::debug!(login, error = %e, body = %String::from_utf8_lossy(&req.body), "published document refused");
                 return response_for(req, 400, &format!("Bad Request - {e}"), Some(tag), &[]);
             }
         }
