@@ -601,3 +601,37 @@ async fn two_softphones_with_each_other_in_their_books_see_each_other() {
         switch.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contact_who_becomes_a_user_joins_the_buddy_list() {
+    let switch = Switch::start("").await;
+    switch
+        .site
+        .ok(&["contact", "add", "alice", "0600777888", "--name", "Dave"]);
+    let watcher = switch.sipp(
+        &switch.watch_scenario(2, "presence"),
+        "alice",
+        "alice-buddies",
+    );
+    watcher.wait_for("fullState=\"true\"", &switch);
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dave",
+        "--password",
+        "dave-pw",
+        "--phone",
+        "48600777888",
+    ]);
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 3, "{trace}");
+    assert!(!n[0].contains("<resource "), "nobody yet: {}", n[0]);
+    assert!(n[1].contains("fullState=\"true\""), "{}", n[1]);
+    assert!(
+        n[1].contains("<resource uri=\"sip:dave@localhost\""),
+        "{}",
+        n[1]
+    );
+    assert!(n[1].contains("<name>Dave</name>"), "{}", n[1]);
+}
