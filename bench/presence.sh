@@ -79,7 +79,7 @@ echo "==> $N_WATCHERS watchers subscribe to bob at $RATE/s"
 # and the retransmissions would measure SIPp, not the switch.
 sipp 127.0.0.1:$PORT -t "${TRANSPORT:-tn}" -sf "$WORK/watch.xml" -inf "$WORK/watchers.csv" -s bob -key domain localhost \
   -r "$RATE" -m "$N_WATCHERS" -l "$N_WATCHERS" -max_socket $(( N_WATCHERS + 100 )) -aa -nostdin -timeout 120 -timeout_error \
-  -trace_err -error_file "$WORK/watch-errors.log" -trace_stat -stf "$WORK/watch-stat.csv" \
+  -trace_err -error_file "$WORK/watch-errors.log" \
   > /dev/null 2>&1 &
 WATCH=$!
 # Polling the database from another process would slow the writes being
