@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Presence fan-out and buddy-list size, with SIPp as watchers and presentity:
-#  1. N_WATCHERS (1000) accounts each SUBSCRIBE to bob's presence (UDP), bob
+#  1. N_WATCHERS (1000) accounts each SUBSCRIBE to bob's presence (TCP), bob
 #     PUBLISHes three changes (open, closed, removal); for each change the
 #     switch logs how long it took from the PUBLISH being stored to every
 #     watcher's 2xx to its NOTIFY ("presence change notified ... elapsed_ms").
@@ -74,9 +74,12 @@ open(sys.argv[1], "w").write(text[:b] + f'<pause milliseconds="{sys.argv[2]}"/>\
 PY
 
 echo "==> $N_WATCHERS watchers subscribe to bob at $RATE/s"
-sipp 127.0.0.1:$PORT -sf "$WORK/watch.xml" -inf "$WORK/watchers.csv" -s bob -key domain localhost \
-  -r "$RATE" -m "$N_WATCHERS" -l "$N_WATCHERS" -aa -nostdin -timeout 120 -timeout_error \
-  -trace_err -error_file "$WORK/watch-errors.log" -trace_stat -stf "$WORK/watch-stat.csv" \
+# TCP, one connection per watcher (TRANSPORT=un for UDP with a socket each): a
+# burst of 1,000 datagrams at one SIPp socket overflows its receive buffer,
+# and the retransmissions would measure SIPp, not the switch.
+sipp 127.0.0.1:$PORT -t "${TRANSPORT:-tn}" -sf "$WORK/watch.xml" -inf "$WORK/watchers.csv" -s bob -key domain localhost \
+  -r "$RATE" -m "$N_WATCHERS" -l "$N_WATCHERS" -max_socket $(( N_WATCHERS + 100 )) -aa -nostdin -timeout 120 -timeout_error \
+  -trace_err -error_file "$WORK/watch-errors.log" \
   > /dev/null 2>&1 &
 WATCH=$!
 # Polling the database from another process would slow the writes being

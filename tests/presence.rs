@@ -42,16 +42,18 @@ struct Switch {
     site: Site,
     running: Option<Running>,
     sip: u16,
+    tls: u16,
     admin: u16,
 }
 
 impl Switch {
     async fn start(presence: &str) -> Switch {
         let sip = free_sip_port();
+        let tls = free_port();
         let admin = free_port();
         let site = Site::with_sip(
             sip,
-            free_port(),
+            tls,
             "",
             &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[presence]\n{presence}\n"),
         );
@@ -74,6 +76,7 @@ impl Switch {
             site,
             running: None,
             sip,
+            tls,
             admin,
         };
         switch.boot().await;
@@ -485,4 +488,150 @@ async fn mwi_counts_follow_the_voicemail_table() {
     assert!(n[2].contains("Voice-Message: 0/1"), "{}", n[2]);
     let listed = switch.site.ok(&["voicemail", "list", "alice"]);
     assert!(listed.starts_with("alice: 0 new, 1 heard"), "{listed}");
+}
+
+/// A baresip softphone over TLS with the presence module: it PUBLISHes its
+/// status, SUBSCRIBEs to each contact, prints status changes, and exits
+/// (publishing `closed`) after `seconds`.
+struct Baresip {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Baresip {
+    fn start(switch: &Switch, user: &str, contact: &str, seconds: u32) -> Baresip {
+        let dir = switch.site.path(&format!("baresip-{user}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = switch.site.path("data/tls/self-signed-cert.pem");
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "sip_listen 127.0.0.1:0\nsip_cafile {}\nsip_trans_def tls\n\
+                 module_path /usr/lib/baresip/modules\nmodule account.so\nmodule contact.so\n\
+                 module menu.so\nmodule presence.so\n",
+                cert.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!(
+                "<sip:{user}@localhost;transport=tls>;auth_pass={user}-pw;\
+                 outbound=\"sip:127.0.0.1:{};transport=tls\";regint=600;pubint=60\n",
+                switch.tls
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("contacts"),
+            format!("\"{contact}\" <sip:{contact}@localhost>;presence=p2p\n"),
+        )
+        .unwrap();
+        let out = dir.join("out.log");
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .args(["-t", &seconds.to_string()])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip (Debian package baresip-core) must be installed: scripts/setup.sh installs it");
+        Baresip { child, out }
+    }
+
+    /// Waits for baresip to exit; its output without colour codes.
+    fn finish(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "baresip never exited");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let raw = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // Skip an ANSI colour sequence up to its final letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_softphones_with_each_other_in_their_books_see_each_other() {
+    let switch = Switch::start("").await;
+    switch
+        .site
+        .ok(&["contact", "add", "alice", "0600333444", "--name", "Bob"]);
+    switch
+        .site
+        .ok(&["contact", "add", "bob", "0600111222", "--name", "Alice"]);
+    // baresip prints a change only once it knows a first state: alice
+    // (up first, 8 s) sees bob come online; bob (up second, 10 s) sees alice
+    // go offline when her phone closes (it removes its publication).
+    let alice = Baresip::start(&switch, "alice", "bob", 8);
+    switch.wait_subscriptions(1);
+    let bob = Baresip::start(&switch, "bob", "alice", 10);
+    let alice_out = alice.finish();
+    let bob_out = bob.finish();
+    assert!(
+        alice_out.contains("<sip:bob@localhost> changed status from Offline to Online"),
+        "alice sees bob come online:\n{alice_out}\n{}",
+        switch.log()
+    );
+    assert!(
+        bob_out.contains("<sip:alice@localhost> changed status from Online to Offline"),
+        "bob sees alice leave:\n{bob_out}\n{}",
+        switch.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contact_who_becomes_a_user_joins_the_buddy_list() {
+    let switch = Switch::start("").await;
+    switch
+        .site
+        .ok(&["contact", "add", "alice", "0600777888", "--name", "Dave"]);
+    let watcher = switch.sipp(
+        &switch.watch_scenario(2, "presence"),
+        "alice",
+        "alice-buddies",
+    );
+    watcher.wait_for("fullState=\"true\"", &switch);
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dave",
+        "--password",
+        "dave-pw",
+        "--phone",
+        "48600777888",
+    ]);
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 3, "{trace}");
+    assert!(!n[0].contains("<resource "), "nobody yet: {}", n[0]);
+    assert!(n[1].contains("fullState=\"true\""), "{}", n[1]);
+    assert!(
+        n[1].contains("<resource uri=\"sip:dave@localhost\""),
+        "{}",
+        n[1]
+    );
+    assert!(n[1].contains("<name>Dave</name>"), "{}", n[1]);
 }

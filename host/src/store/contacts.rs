@@ -203,6 +203,47 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Accounts created after the one with id `after` (oldest first, at most
+    /// `limit`): `(id, login)`. The newest id is where the next call starts.
+    pub async fn accounts_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT id, login FROM accounts WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("login")?)))
+            .collect()
+    }
+
+    /// The highest account id (0 when there is none).
+    pub async fn last_account_id(&self) -> Result<i64> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM accounts")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// Owners of address books that hold one of these users (by phone or
+    /// login): whose buddy lists they join.
+    pub async fn owners_knowing(&self, logins: &[String]) -> Result<Vec<String>> {
+        if logins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; logins.len()].join(", ");
+        let sql = format!(
+            "SELECT DISTINCT c.owner FROM contacts c WHERE c.number IN ({marks}) \
+             OR c.number IN (SELECT p.phone FROM profiles p WHERE p.login IN ({marks}) \
+             AND p.phone IS NOT NULL)"
+        );
+        let mut q = sqlx::query(&sql);
+        for l in logins.iter().chain(logins) {
+            q = q.bind(l);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("owner")?)).collect()
+    }
+
     /// The phone of an account's profile, for normalising its contacts.
     pub async fn phone_of(&self, login: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT phone FROM profiles WHERE login = ?")
@@ -321,6 +362,18 @@ mod tests {
         store.add_contact(&bob, "9", None, &alice).await.unwrap();
         assert!(store.has_in_address_book(&bob, &alice).await.unwrap());
         assert!(store.has_in_address_book(&alice, &bob).await.unwrap());
+
+        let known = store
+            .owners_knowing(std::slice::from_ref(&bob))
+            .await
+            .unwrap();
+        assert_eq!(known, vec![alice.clone()]);
+        assert!(store.owners_knowing(&[]).await.unwrap().is_empty());
+        let last = store.last_account_id().await.unwrap();
+        let dave = account(&store, None).await;
+        let newer = store.accounts_after(last, 10).await.unwrap();
+        assert_eq!(newer.iter().map(|a| &a.1).collect::<Vec<_>>(), vec![&dave]);
+        store.delete_account(&dave).await.unwrap();
 
         assert_eq!(store.del_contact(&alice, &bob_phone).await.unwrap(), 1);
         assert_eq!(store.buddies(&alice).await.unwrap().len(), 1);

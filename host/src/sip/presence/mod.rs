@@ -149,7 +149,15 @@ pub struct Presence {
     store: Store,
     registrar: Arc<Registrar>,
     state: Mutex<State>,
+    /// The newest account id seen: accounts created after it may join
+    /// buddy lists (SPEC §5: a contact who becomes a user).
+    last_account: std::sync::atomic::AtomicI64,
 }
+
+/// How often new accounts are looked for in watched buddy lists. The
+/// accounts come from the API, the CLI or another node, so the switch asks
+/// the database; one indexed query per period.
+const NEW_USERS_POLL: Duration = Duration::from_secs(2);
 
 /// A NOTIFY ready to go.
 struct Outgoing {
@@ -207,12 +215,14 @@ impl Presence {
             publications = state.publications.len(),
             "presence state loaded"
         );
+        let last_account = store.last_account_id().await?;
         Ok(Presence {
             settings,
             domain,
             store,
             registrar,
             state: Mutex::new(state),
+            last_account: std::sync::atomic::AtomicI64::new(last_account),
         })
     }
 
@@ -790,6 +800,52 @@ impl Presence {
         Self::send_all(server, outgoing, true).await;
     }
 
+    /// Accounts created since the last look that are in the address book
+    /// of someone watching their buddy list: those lists are read again and
+    /// sent in full.
+    async fn new_users_join_lists(server: &Arc<SipServer>) {
+        let Some(this) = server.presence() else {
+            return;
+        };
+        use std::sync::atomic::Ordering;
+        let after = this.last_account.load(Ordering::Relaxed);
+        let fresh = match this.store.accounts_after(after, 1000).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "new accounts unavailable");
+                return;
+            }
+        };
+        let Some(newest) = fresh.last().map(|a| a.0) else {
+            return;
+        };
+        this.last_account.store(newest, Ordering::Relaxed);
+        let logins: Vec<String> = fresh.into_iter().map(|a| a.1).collect();
+        let owners = match this.store.owners_knowing(&logins).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "address books unavailable");
+                return;
+            }
+        };
+        let keys: Vec<DialogKey> = {
+            let state = this.lock();
+            state
+                .subs
+                .values()
+                .filter(|s| s.stored.is_list && owners.contains(&s.stored.resource))
+                .map(Subscription::key)
+                .collect()
+        };
+        for key in keys {
+            tracing::debug!(
+                call_id = key.0,
+                "a contact became a user: buddy list sent again"
+            );
+            Self::notify_full(server, key, None).await;
+        }
+    }
+
     /// Once a second: ends expired subscriptions with a terminating NOTIFY,
     /// drops expired publications (re-notifying their users), and polls the
     /// mailboxes MWI watchers follow.
@@ -797,6 +853,7 @@ impl Presence {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut last_poll = Instant::now();
+            let mut last_users = Instant::now();
             loop {
                 tick.tick().await;
                 let Some(this) = server.presence() else {
@@ -844,6 +901,17 @@ impl Presence {
                     }
                     for login in expired_pubs {
                         Self::document_changed(&server, &login).await;
+                    }
+                }
+                if last_users.elapsed() >= NEW_USERS_POLL {
+                    last_users = Instant::now();
+                    let watched_lists = this.lock().subs.values().any(|s| s.stored.is_list);
+                    if watched_lists {
+                        Self::new_users_join_lists(&server).await;
+                    } else if let Ok(id) = this.store.last_account_id().await {
+                        // Nobody to tell: just move the mark forward.
+                        this.last_account
+                            .store(id, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 if last_poll.elapsed() >= this.settings.mwi_poll && !mailboxes.is_empty() {
@@ -1189,7 +1257,9 @@ pub async fn on_subscribe(
         expires_at,
     };
     let key = (call_id, tag.to_string());
-    let sub = Subscription::fresh(stored, package);
+    let mut sub = Subscription::fresh(stored, package);
+    // The initial NOTIFY goes first: a change before it is sent after it.
+    sub.in_flight = true;
     if expires == 0 {
         // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over.
         this.lock().insert(sub);
@@ -1291,6 +1361,7 @@ pub async fn on_publish(
         match pidf::parse_device_status(&req.body) {
             Ok(s) => Some(s),
             Err(e) => {
+                tracing::debug!(login, error = %e, body = %String::from_utf8_lossy(&req.body), "published document refused");
                 return response_for(req, 400, &format!("Bad Request - {e}"), Some(tag), &[]);
             }
         }
