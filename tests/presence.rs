@@ -583,11 +583,12 @@ async fn two_softphones_with_each_other_in_their_books_see_each_other() {
         .site
         .ok(&["contact", "add", "bob", "0600111222", "--name", "Alice"]);
     // baresip prints a change only once it knows a first state: alice
-    // (up first, 8 s) sees bob come online; bob (up second, 10 s) sees alice
-    // go offline when her phone closes (it removes its publication).
+    // (up first, 8 s) sees bob come online; bob (up second, 16 s, so a busy
+    // machine still leaves him time) sees alice go offline when her phone
+    // closes (it removes its publication).
     let alice = Baresip::start(&switch, "alice", "bob", 8);
     switch.wait_subscriptions(1);
-    let bob = Baresip::start(&switch, "bob", "alice", 10);
+    let bob = Baresip::start(&switch, "bob", "alice", 16);
     let alice_out = alice.finish();
     let bob_out = bob.finish();
     assert!(

@@ -420,3 +420,92 @@ async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
     }
     watch.abort();
 }
+
+/// A directory whose every answer takes `delay` (a database under load).
+struct SlowDirectory {
+    inner: Arc<dyn softswitch::directory::Directory>,
+    delay: Duration,
+}
+
+impl softswitch::directory::Directory for SlowDirectory {
+    fn account_by_login<'a>(
+        &'a self,
+        login: &'a str,
+    ) -> softswitch::directory::BoxFuture<
+        'a,
+        softswitch::directory::DirResult<Option<softswitch::directory::DirAccount>>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.account_by_login(login).await
+        })
+    }
+    fn account_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> softswitch::directory::BoxFuture<
+        'a,
+        softswitch::directory::DirResult<Option<softswitch::directory::DirAccount>>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.account_by_phone(phone).await
+        })
+    }
+    fn account_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> softswitch::directory::BoxFuture<
+        'a,
+        softswitch::directory::DirResult<Option<softswitch::directory::DirAccount>>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.account_by_username(username).await
+        })
+    }
+    fn is_registered<'a>(
+        &'a self,
+        login: &'a str,
+    ) -> softswitch::directory::BoxFuture<'a, softswitch::directory::DirResult<bool>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.is_registered(login).await
+        })
+    }
+    fn gateway_for<'a>(
+        &'a self,
+        number: &'a str,
+    ) -> softswitch::directory::BoxFuture<
+        'a,
+        softswitch::directory::DirResult<Option<softswitch::directory::DirGateway>>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.gateway_for(number).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn time_spent_waiting_for_the_directory_does_not_count_against_the_deadline() {
+    // One look-up alone takes longer than the 200 ms deadline: only the
+    // guest's own work may count.
+    let slow: Arc<dyn softswitch::directory::Directory> = Arc::new(SlowDirectory {
+        inner: directory(),
+        delay: Duration::from_millis(300),
+    });
+    let metrics = Metrics::new();
+    let map = BTreeMap::from([(
+        "routing".to_string(),
+        guest(guest_wasm(DEFAULT_ROUTER), &[]),
+    )]);
+    let registry = GuestRegistry::load(plugins(&cache_dir(), &metrics), &map, slow)
+        .await
+        .expect("loads");
+    let routed = router(&registry, "routing")
+        .route(&call("alice", "48600333444"))
+        .await;
+    assert_eq!(routed.fallback, None, "{routed:?}");
+    assert_eq!(routed.decision, user("48600333444"));
+}

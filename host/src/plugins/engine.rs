@@ -13,7 +13,7 @@ use super::state::GuestState;
 use crate::metrics::Metrics;
 
 /// One epoch tick. Deadlines are counted in ticks, so this is their resolution.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Fiber stack of an async guest call: wasmtime's default, above the 512 KiB
 /// wasm stack limit it must exceed.

@@ -59,14 +59,24 @@ fn to_wit_gateway(g: DirGateway) -> wit_dir::Gateway {
     }
 }
 
+impl GuestState {
+    /// Runs a directory look-up, recording how long it waited.
+    async fn timed<T>(&mut self, lookup: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = lookup.await;
+        self.host_wait.record(started.elapsed());
+        out
+    }
+}
+
 impl wit_dir::Host for GuestState {
     async fn account_by_login(
         &mut self,
         login: String,
     ) -> wasmtime::Result<Option<wit_dir::Account>> {
+        let directory = self.directory.clone();
         Ok(self
-            .directory
-            .account_by_login(&login)
+            .timed(directory.account_by_login(&login))
             .await?
             .map(to_wit_account))
     }
@@ -74,9 +84,9 @@ impl wit_dir::Host for GuestState {
         &mut self,
         phone: String,
     ) -> wasmtime::Result<Option<wit_dir::Account>> {
+        let directory = self.directory.clone();
         Ok(self
-            .directory
-            .account_by_phone(&phone)
+            .timed(directory.account_by_phone(&phone))
             .await?
             .map(to_wit_account))
     }
@@ -84,19 +94,20 @@ impl wit_dir::Host for GuestState {
         &mut self,
         username: String,
     ) -> wasmtime::Result<Option<wit_dir::Account>> {
+        let directory = self.directory.clone();
         Ok(self
-            .directory
-            .account_by_username(&username)
+            .timed(directory.account_by_username(&username))
             .await?
             .map(to_wit_account))
     }
     async fn is_registered(&mut self, login: String) -> wasmtime::Result<bool> {
-        Ok(self.directory.is_registered(&login).await?)
+        let directory = self.directory.clone();
+        Ok(self.timed(directory.is_registered(&login)).await?)
     }
     async fn gateway_for(&mut self, number: String) -> wasmtime::Result<Option<wit_dir::Gateway>> {
+        let directory = self.directory.clone();
         Ok(self
-            .directory
-            .gateway_for(&number)
+            .timed(directory.gateway_for(&number))
             .await?
             .map(to_wit_gateway))
     }
@@ -379,7 +390,7 @@ impl RoutingGuest {
         store.limiter(|s| &mut s.limits);
         // Instantiation runs guest start-up code: it gets the same deadline as a call.
         store.set_epoch_deadline(self.plugins.deadline_ticks());
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(super::state::on_deadline);
         let bindings = self
             .pre
             .instantiate_async(&mut store)
@@ -407,6 +418,7 @@ impl RoutingGuest {
             None => self.instantiate().await?,
         };
         warm.store.data_mut().limits.hit = false;
+        warm.store.data_mut().host_wait = Default::default();
         warm.store.set_epoch_deadline(self.plugins.deadline_ticks());
         match warm.bindings.call_route(&mut warm.store, request).await {
             Ok(result) => {

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::directory::Directory;
@@ -42,6 +43,48 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// Time one guest call spent waiting in host imports (a directory look-up
+/// that went to the database). The deadline is for the guest's own work, so
+/// this time is handed back to it, up to [`HostWait::MAX`] per call: a slow
+/// database must not turn into "the guest timed out" under load.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostWait {
+    /// Waited, not yet handed back.
+    unclaimed: Duration,
+    /// Handed back so far in this call.
+    granted: Duration,
+}
+
+impl HostWait {
+    /// Most waiting handed back in one call.
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    pub fn record(&mut self, waited: Duration) {
+        self.unclaimed += waited;
+    }
+
+    /// Extra epoch ticks of `tick` each for the waiting not yet handed back
+    /// (0 when there is none, or the per-call cap is used up).
+    pub fn claim(&mut self, tick: Duration) -> u64 {
+        let grant = self.unclaimed.min(Self::MAX.saturating_sub(self.granted));
+        self.unclaimed = Duration::ZERO;
+        self.granted += grant;
+        (grant.as_micros() / tick.as_micros().max(1)) as u64
+    }
+}
+
+/// The epoch-deadline callback of every guest store: the deadline moves by
+/// the time spent in host imports since it was set; otherwise the guest is
+/// interrupted (classified as a timeout).
+pub(crate) fn on_deadline(
+    mut ctx: StoreContextMut<'_, GuestState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    match ctx.data_mut().host_wait.claim(super::engine::EPOCH_TICK) {
+        0 => Err(wasmtime::Trap::Interrupt.into()),
+        ticks => Ok(UpdateDeadline::Continue(ticks)),
+    }
+}
+
 /// Data of one guest `Store`.
 pub(crate) struct GuestState {
     wasi: WasiCtx,
@@ -50,6 +93,7 @@ pub(crate) struct GuestState {
     pub guest: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub directory: Arc<dyn Directory>,
+    pub host_wait: HostWait,
 }
 
 impl GuestState {
@@ -78,6 +122,7 @@ impl GuestState {
             guest,
             config,
             directory,
+            host_wait: HostWait::default(),
         }
     }
 }
@@ -88,5 +133,24 @@ impl WasiView for GuestState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_waits_are_handed_back_once_and_capped() {
+        let tick = Duration::from_millis(1);
+        let mut w = HostWait::default();
+        assert_eq!(w.claim(tick), 0, "no waiting, no extension");
+        w.record(Duration::from_millis(30));
+        assert_eq!(w.claim(tick), 30);
+        assert_eq!(w.claim(tick), 0, "the same wait is not handed back twice");
+        w.record(Duration::from_secs(5));
+        assert_eq!(w.claim(tick), 970, "at most HostWait::MAX per call");
+        w.record(Duration::from_millis(10));
+        assert_eq!(w.claim(tick), 0);
     }
 }
