@@ -8,7 +8,7 @@
 # Calls (INVITE challenged with 407, as the switch does; the default routing
 # guest decides every call):       SCENARIOS=call-auth bench/sip.sh
 # After the runs the switch's gauges are read once every transaction has timed
-# out: live calls, dialogs and transactions must be back to 0 (no leak).
+# out (70 s): live calls, dialogs and transactions must be back to 0 (no leak).
 # Knobs: N_USERS (10000), REG_RATES, MSG_RATES, CALL_RATES, DURATION, QUICK=1,
 # ANCHORS (kit folder).
 set -euo pipefail
@@ -55,7 +55,10 @@ for scenario in ${SCENARIOS:-register message-auth}; do
   SERVER=none TARGET=127.0.0.1:$PORT DOMAIN=127.0.0.1 SERVER_PID=$SW STUN=0 N_USERS=$N_USERS \
     SCENARIOS=$scenario LABEL=softswitch OUT="$WORK/out-$scenario" "$ANCHORS/run.sh"
 done
-echo "==> waiting 40 s for lingering transactions (64*T1), then the leak gauges"
-sleep 40
+# A call whose callee never answered ends after Timer B or the no-answer timer
+# (30-32 s); its caller's INVITE transaction then waits Timer H (32 s) for an
+# ACK an aborted SIPp call never sends: 70 s covers both.
+echo "==> waiting 70 s for lingering transactions, then the leak gauges"
+sleep 70
 curl -s -H "Authorization: Bearer $(cat "$WORK/data/admin.token")" "http://127.0.0.1:$ADMIN_PORT/metrics" \
   | grep -E '^softswitch_(calls_active|sip_dialogs|sip_transactions)' || true

@@ -211,13 +211,21 @@ pub async fn start(
         bound,
     });
     let mut tasks = Vec::new();
+    // Parsing happens in the receive loop, so one loop per socket would put
+    // every datagram through one task (one core) and overflow the socket's
+    // buffer under load while the other core idles. One loop per core reads
+    // the same socket, as Kamailio's UDP workers do; SIP over UDP tolerates
+    // the reordering this allows.
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
     for (local, socket) in udp_sockets {
-        tasks.push(tokio::spawn(serve_udp(
-            socket,
-            local,
-            max_message,
-            handler.clone(),
-        )));
+        for _ in 0..readers {
+            tasks.push(tokio::spawn(serve_udp(
+                socket.clone(),
+                local,
+                max_message,
+                handler.clone(),
+            )));
+        }
     }
     let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
     for (proto, listener) in tcp_listeners {
