@@ -252,8 +252,13 @@ impl Call {
                 return self.answer_now(code, &reason);
             }
         };
+        let before = self.branches.len();
         for target in targets {
             self.fork(target, &from).await;
+        }
+        if self.branches.len() == before {
+            // Every contact was unusable: nothing rings.
+            return self.answer_now(480, "Temporarily Unavailable");
         }
         if !self.settings_no_answer().is_zero() {
             self.no_answer_at = Some(Instant::now() + self.settings_no_answer());
@@ -913,12 +918,10 @@ impl Call {
                     ..
                 },
             ) => {
+                // Forwarding on no answer: `follow` answers 480 itself when
+                // nothing new rings.
                 let gateways = self.server.calls.gateways(&self.server).await;
-                let before = self.branches.len();
                 self.follow(routed, &gateways).await;
-                if self.final_tx.is_some() && self.branches.len() == before {
-                    self.answer_now(480, "Temporarily Unavailable");
-                }
             }
             Some(Routed {
                 decision: RouteDecision::Reject { code, reason },
