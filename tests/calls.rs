@@ -12,6 +12,13 @@ async fn switch(extra: &str) -> Switch {
     Switch::start_with("", extra).await
 }
 
+/// A SIPp device registered (over UDP) as `login` (password `<login>-pw`)
+/// for 20 s, answering calls with the scenario `file`; returns it and its
+/// message trace.
+fn callee(switch: &Switch, login: &str, file: &std::path::Path) -> (Device, std::path::PathBuf) {
+    device_with(switch, login, &format!("{login}-pw"), "u1", 20_000, file)
+}
+
 /// `softswitch cdr list` lines for a login.
 fn cdrs(switch: &Switch, login: &str) -> Vec<String> {
     switch
@@ -100,14 +107,7 @@ fn expect_failure(switch: &Switch, code: u16) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answered_call_ends_with_a_bye_from_either_side() {
     let switch = switch("").await;
-    let (_bob, bob_trace) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas.xml"),
-    );
+    let (_bob, bob_trace) = callee(&switch, "bob", &scenario("call_uas.xml"));
     switch.wait_registered(1).await;
 
     let (ok, trace) = call(&switch, &scenario("call_uac.xml"), "bob", 200);
@@ -141,14 +141,7 @@ async fn an_answered_call_ends_with_a_bye_from_either_side() {
     drop(_bob);
 
     // Now the callee hangs up.
-    let (_carol, _) = device_with(
-        &switch,
-        "carol",
-        "carol-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_bye.xml"),
-    );
+    let (_carol, _) = callee(&switch, "carol", &scenario("call_uas_bye.xml"));
     switch.wait_registered(2).await;
     let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "carol", 0);
     assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
@@ -169,14 +162,7 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
     let (ok, trace) = call(&switch, &expect_failure(&switch, 404), "nobody", 0);
     assert!(ok, "unknown callee:\n{trace}\n{}", switch.log());
 
-    let (busy, _) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_busy.xml"),
-    );
+    let (busy, _) = callee(&switch, "bob", &scenario("call_uas_busy.xml"));
     switch.wait_registered(1).await;
     let (ok, trace) = call(&switch, &expect_failure(&switch, 486), "bob", 0);
     assert!(ok, "busy callee:\n{trace}\n{}", switch.log());
@@ -184,14 +170,7 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
 
     // Another callee: bob's busy device may linger as a binding whose
     // INVITEs go unanswered until Timer B.
-    let (ringing, ring_trace) = device_with(
-        &switch,
-        "carol",
-        "carol-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_ring.xml"),
-    );
+    let (ringing, ring_trace) = callee(&switch, "carol", &scenario("call_uas_ring.xml"));
     switch.wait_registered(2).await;
     let (ok, trace) = call(&switch, &scenario("call_uac_cancel.xml"), "carol", 0);
     assert!(ok, "cancelled call:\n{trace}\n{}", switch.log());
@@ -231,22 +210,8 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_forks_to_every_device_and_the_others_are_cancelled() {
     let switch = switch("").await;
-    let (_first, first_trace) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_ring.xml"),
-    );
-    let (_second, second_trace) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_late.xml"),
-    );
+    let (_first, first_trace) = callee(&switch, "bob", &scenario("call_uas_ring.xml"));
+    let (_second, second_trace) = callee(&switch, "bob", &scenario("call_uas_late.xml"));
     // Two bindings for one account.
     wait_trace(&first_trace, "SIP/2.0 200 OK").await;
     wait_trace(&second_trace, "SIP/2.0 200 OK").await;
@@ -352,14 +317,7 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
             .ok(&["did", "list"])
             .contains("48225550100\talice")
     );
-    let (_alice, _) = device_with(
-        &switch,
-        "alice",
-        "alice-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas.xml"),
-    );
+    let (_alice, _) = callee(&switch, "alice", &scenario("call_uas.xml"));
     switch.wait_registered(1).await;
     let caller = switch.site.path("carrier-caller.csv");
     std::fs::write(&caller, "SEQUENTIAL\n48221234567;x;\n").unwrap();
@@ -412,14 +370,7 @@ fn expect_failure_unauthenticated(switch: &Switch, code: u16) -> std::path::Path
 #[tokio::test(flavor = "multi_thread")]
 async fn hold_and_resume_re_invites_cross_the_b2bua() {
     let switch = switch("").await;
-    let (_bob, bob_trace) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_hold.xml"),
-    );
+    let (_bob, bob_trace) = callee(&switch, "bob", &scenario("call_uas_hold.xml"));
     switch.wait_registered(1).await;
     let (ok, trace) = call(&switch, &scenario("call_uac_hold.xml"), "bob", 0);
     let bob_side = std::fs::read_to_string(&bob_trace).unwrap_or_default();
@@ -452,14 +403,7 @@ async fn two_baresips_over_tls_call_each_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_past_its_maximum_duration_is_hung_up_on_both_sides() {
     let switch = switch("[calls]\nmax_duration_secs = 1\n").await;
-    let (_bob, bob_trace) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas.xml"),
-    );
+    let (_bob, bob_trace) = callee(&switch, "bob", &scenario("call_uas.xml"));
     switch.wait_registered(1).await;
     // The caller never hangs up: it waits for the switch's BYE.
     let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "bob", 0);
@@ -475,14 +419,7 @@ async fn a_call_past_its_maximum_duration_is_hung_up_on_both_sides() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reliable_provisionals_are_acknowledged_across_the_b2bua() {
     let switch = switch("").await;
-    let (_bob, bob_trace) = device_with(
-        &switch,
-        "bob",
-        "bob-pw",
-        "u1",
-        20_000,
-        &scenario("call_uas_prack.xml"),
-    );
+    let (_bob, bob_trace) = callee(&switch, "bob", &scenario("call_uas_prack.xml"));
     switch.wait_registered(1).await;
     let (ok, trace) = call(&switch, &scenario("call_uac_prack.xml"), "bob", 0);
     let bob_side = std::fs::read_to_string(&bob_trace).unwrap_or_default();
@@ -496,12 +433,12 @@ async fn reliable_provisionals_are_acknowledged_across_the_b2bua() {
 async fn a_session_timer_nobody_refreshes_ends_the_call() {
     let switch = switch("").await;
     // The callee asks for a 2 s session refreshed by the caller, who never does.
-    let callee = switch.variant(
+    let answers = switch.variant(
         "call_uas.xml",
         "      Content-Type: application/sdp",
         "      Session-Expires: 2;refresher=uac\n      Content-Type: application/sdp",
     );
-    let (_bob, bob_trace) = device_with(&switch, "bob", "bob-pw", "u1", 20_000, &callee);
+    let (_bob, bob_trace) = callee(&switch, "bob", &answers);
     switch.wait_registered(1).await;
     let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "bob", 0);
     assert!(ok, "caller failed:\n{trace}\n{}", switch.log());

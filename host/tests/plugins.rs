@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use softswitch::config::{Config, GuestConfig};
+use softswitch::directory::{BoxFuture, DirAccount, DirGateway, DirResult, Directory};
 use softswitch::metrics::Metrics;
 use softswitch::plugins::routing::{CallerId, Kind, Reason, RouteDecision, RouteRequest, Router};
 use softswitch::plugins::{FailureKind, GuestRegistry, PluginError};
@@ -423,67 +424,46 @@ async fn hot_reload_swaps_good_versions_and_keeps_serving_through_bad_ones() {
 
 /// A directory whose every answer takes `delay` (a database under load).
 struct SlowDirectory {
-    inner: Arc<dyn softswitch::directory::Directory>,
+    inner: Arc<dyn Directory>,
     delay: Duration,
 }
 
-impl softswitch::directory::Directory for SlowDirectory {
+impl SlowDirectory {
+    fn slow<'a, T: Send + 'a>(
+        &'a self,
+        answer: BoxFuture<'a, DirResult<T>>,
+    ) -> BoxFuture<'a, DirResult<T>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            answer.await
+        })
+    }
+}
+
+impl Directory for SlowDirectory {
     fn account_by_login<'a>(
         &'a self,
         login: &'a str,
-    ) -> softswitch::directory::BoxFuture<
-        'a,
-        softswitch::directory::DirResult<Option<softswitch::directory::DirAccount>>,
-    > {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.account_by_login(login).await
-        })
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+        self.slow(self.inner.account_by_login(login))
     }
     fn account_by_phone<'a>(
         &'a self,
         phone: &'a str,
-    ) -> softswitch::directory::BoxFuture<
-        'a,
-        softswitch::directory::DirResult<Option<softswitch::directory::DirAccount>>,
-    > {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.account_by_phone(phone).await
-        })
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+        self.slow(self.inner.account_by_phone(phone))
     }
     fn account_by_username<'a>(
         &'a self,
         username: &'a str,
-    ) -> softswitch::directory::BoxFuture<
-        'a,
-        softswitch::directory::DirResult<Option<softswitch::directory::DirAccount>>,
-    > {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.account_by_username(username).await
-        })
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+        self.slow(self.inner.account_by_username(username))
     }
-    fn is_registered<'a>(
-        &'a self,
-        login: &'a str,
-    ) -> softswitch::directory::BoxFuture<'a, softswitch::directory::DirResult<bool>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.is_registered(login).await
-        })
+    fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>> {
+        self.slow(self.inner.is_registered(login))
     }
-    fn gateway_for<'a>(
-        &'a self,
-        number: &'a str,
-    ) -> softswitch::directory::BoxFuture<
-        'a,
-        softswitch::directory::DirResult<Option<softswitch::directory::DirGateway>>,
-    > {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.gateway_for(number).await
-        })
+    fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>> {
+        self.slow(self.inner.gateway_for(number))
     }
 }
 
@@ -491,7 +471,7 @@ impl softswitch::directory::Directory for SlowDirectory {
 async fn time_spent_waiting_for_the_directory_does_not_count_against_the_deadline() {
     // One look-up alone takes longer than the 200 ms deadline: only the
     // guest's own work may count.
-    let slow: Arc<dyn softswitch::directory::Directory> = Arc::new(SlowDirectory {
+    let slow: Arc<dyn Directory> = Arc::new(SlowDirectory {
         inner: directory(),
         delay: Duration::from_millis(300),
     });

@@ -180,12 +180,17 @@ impl Calls {
     pub async fn in_dialog(&self, req: &rsip::Request) -> Option<rsip::Response> {
         let (id, tx) = self.call_of(req)?;
         let (respond, answer) = oneshot::channel();
-        let fallback = response_for(req, 481, "Call/Transaction Does Not Exist", None, &[]);
-        let req = req.clone();
-        if tx.send(CallEvent::Request { id, req, respond }).is_err() {
-            return Some(fallback);
+        // The call ended meanwhile: the dialog is gone (built only then).
+        let gone = || response_for(req, 481, "Call/Transaction Does Not Exist", None, &[]);
+        let event = CallEvent::Request {
+            id,
+            req: req.clone(),
+            respond,
+        };
+        if tx.send(event).is_err() {
+            return Some(gone());
         }
-        Some(answer.await.unwrap_or(fallback))
+        Some(answer.await.unwrap_or_else(|_| gone()))
     }
 
     async fn gateways(&self, server: &SipServer) -> Arc<Vec<Gateway>> {

@@ -49,7 +49,27 @@ fn name_value(h: &Header) -> Option<(String, String)> {
 /// The headers of `from` that cross to the other leg.
 pub fn passed_headers(from: &Headers) -> Vec<Header> {
     from.iter()
-        .filter(|h| !matches!(h, Header::Via(_) | Header::ContentLength(_)))
+        // Topology and hop-by-hop headers never cross; skipping them by
+        // variant spares printing them just to read their name.
+        .filter(|h| {
+            !matches!(
+                h,
+                Header::Via(_)
+                    | Header::From(_)
+                    | Header::To(_)
+                    | Header::CallId(_)
+                    | Header::CSeq(_)
+                    | Header::Contact(_)
+                    | Header::Route(_)
+                    | Header::RecordRoute(_)
+                    | Header::MaxForwards(_)
+                    | Header::ContentLength(_)
+                    | Header::Authorization(_)
+                    | Header::ProxyAuthorization(_)
+                    | Header::UserAgent(_)
+                    | Header::Server(_)
+            )
+        })
         .filter_map(|h| {
             let (name, _) = name_value(h)?;
             PASSED
@@ -84,18 +104,21 @@ pub fn response_across(
     contact: &str,
 ) -> rsip::Response {
     let code = resp.status_code.code();
-    let mut extra: Vec<(String, String)> = passed_headers(&resp.headers)
-        .iter()
-        .filter_map(name_value)
-        .collect();
-    if (101..300).contains(&code) {
-        extra.push(("Contact".into(), contact.to_owned()));
-    }
     let reason = match &resp.status_code {
         rsip::StatusCode::Other(_, r) => r.clone(),
         _ => String::new(),
     };
-    let mut out = response_for(req, code, &reason, to_tag, &extra);
+    let mut out = response_for(req, code, &reason, to_tag, &[]);
+    // The other side's headers are already parsed: cloned across as they
+    // are, not printed and parsed again. `encode` writes Content-Length last
+    // whatever the order.
+    for h in passed_headers(&resp.headers) {
+        out.headers.push(h);
+    }
+    if (101..300).contains(&code) {
+        out.headers
+            .push(Header::Contact(headers::Contact::new(contact.to_owned())));
+    }
     out.body = sdp_for_leg(&resp.body);
     out
 }
@@ -116,8 +139,12 @@ pub fn rack_across(rack: &str, invite_cseq: u32) -> Option<Header> {
 /// Max-Forwards for the other leg: one less than received (70 when absent);
 /// `None` when it ran out (483).
 pub fn max_forwards_across(headers: &Headers) -> Option<Header> {
-    let mf = any_header(headers, "Max-Forwards")
-        .and_then(|v| v.trim().parse::<u32>().ok())
+    let mf = headers
+        .iter()
+        .find_map(|h| match h {
+            Header::MaxForwards(mf) => mf.value().trim().parse::<u32>().ok(),
+            _ => None,
+        })
         .unwrap_or(70);
     (mf > 0).then(|| Header::MaxForwards(headers::MaxForwards::new((mf - 1).to_string())))
 }
