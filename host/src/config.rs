@@ -3,7 +3,7 @@
 //! annotated defaults below.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -55,6 +55,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub routing: RoutingConfig,
     pub calls: CallsConfig,
+    /// The RTP relay that anchors calls' media.
+    pub media: MediaConfig,
     pub account_template: AccountTemplate,
     /// Guests by name. The routing guest is the one named by `routing.guest`.
     pub guests: BTreeMap<String, GuestConfig>,
@@ -216,6 +218,39 @@ impl Default for CallsConfig {
             // Four hours: far beyond a real call, short enough that a leaked
             // dialog does not live for days.
             max_duration_secs: 4 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Relay calls' media; false lets SDP cross unchanged (media goes
+    /// straight between the parties, which NATs and carriers rarely allow).
+    pub enabled: bool,
+    /// Address the relay's ports are bound on.
+    pub bind: IpAddr,
+    /// Address written into SDP for the relay; unset means `bind` (set it
+    /// when `bind` is 0.0.0.0 or the switch is behind a 1:1 NAT).
+    pub advertised: Option<IpAddr>,
+    /// The port range: an RTP/RTCP pair per stream and side, four ports
+    /// per audio call.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// An answered call with no packet either way for this long is hung up
+    /// (a phone that vanished); 0 never.
+    pub silence_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            advertised: None,
+            port_min: 20000,
+            port_max: 29999,
+            silence_secs: 60,
         }
     }
 }
@@ -515,6 +550,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             routing: RoutingConfig::default(),
             calls: CallsConfig::default(),
+            media: MediaConfig::default(),
             account_template: AccountTemplate::default(),
             guests,
             api: crate::api::ApiConfig::default(),
@@ -565,6 +601,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.media.port_min < 1024 || self.media.port_max < self.media.port_min.saturating_add(3)
+        {
+            return Err(ConfigError::Invalid {
+                key: "media.port_min",
+                message: "need 1024 <= port_min and room for one call (port_max >= port_min + 3)"
+                    .into(),
+            });
+        }
         if !(400..=699).contains(&self.routing.fallback_code) {
             return Err(ConfigError::Invalid {
                 key: "routing.fallback_code",

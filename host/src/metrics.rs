@@ -29,6 +29,14 @@ pub struct Metrics {
     pub sip_dialogs: IntGauge,
     /// Calls answered since start.
     pub calls_answered: IntCounter,
+    /// Relay streams open (one per m-line of a call): a leak shows here.
+    pub media_streams: IntGauge,
+    /// Relay ports bound: a leak shows here.
+    pub media_ports_in_use: IntGauge,
+    /// Packets the relay forwarded.
+    pub media_packets_relayed: IntCounter,
+    /// Packets the relay had nowhere to send, or failed to send.
+    pub media_packets_dropped: IntCounter,
 }
 
 impl Default for Metrics {
@@ -87,10 +95,33 @@ impl Metrics {
             IntGauge::new("sip_dialogs", "SIP dialogs held by the B2BUA").expect("static metric");
         let calls_answered =
             IntCounter::new("calls_answered_total", "Calls answered").expect("static metric");
-        registry
-            .register(Box::new(calls_answered.clone()))
-            .expect("unique metric");
-        for g in [&calls_active, &sip_dialogs] {
+        let media_streams =
+            IntGauge::new("media_streams", "Relay streams open").expect("static metric");
+        let media_ports_in_use =
+            IntGauge::new("media_ports_in_use", "Relay ports bound").expect("static metric");
+        let media_packets_relayed =
+            IntCounter::new("media_packets_relayed_total", "Packets the relay forwarded")
+                .expect("static metric");
+        let media_packets_dropped = IntCounter::new(
+            "media_packets_dropped_total",
+            "Packets the relay could not forward",
+        )
+        .expect("static metric");
+        for c in [
+            &calls_answered,
+            &media_packets_relayed,
+            &media_packets_dropped,
+        ] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        for g in [
+            &calls_active,
+            &sip_dialogs,
+            &media_streams,
+            &media_ports_in_use,
+        ] {
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -124,6 +155,10 @@ impl Metrics {
             calls_active,
             sip_dialogs,
             calls_answered,
+            media_streams,
+            media_ports_in_use,
+            media_packets_relayed,
+            media_packets_dropped,
         }
     }
 

@@ -1,6 +1,8 @@
-//! Media engine of the softswitch.
-//!
-//! This crate will hold the RTP/RTCP relay, SRTP pass-through, codecs (Opus, G.711),
-//! the jitter buffer, RFC 4733 DTMF, and the player/recorder the IVR guests drive.
-//! It is empty until the media-path work lands; see `README.md` beside this crate.
+//! Media engine of the softswitch: the RTP/RTCP relay that anchors calls'
+//! media, with the codecs, player and recorder to come (see `README.md`).
 #![forbid(unsafe_code)]
+
+pub mod ports;
+pub mod relay;
+
+pub use relay::{Relay, RelayConfig, RelayError, RelayStats, Side, Stream};

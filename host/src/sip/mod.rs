@@ -11,6 +11,7 @@ pub mod messaging;
 pub mod parse;
 pub mod presence;
 pub mod registrar;
+pub mod sdp;
 pub mod server;
 pub mod start;
 pub mod transaction;

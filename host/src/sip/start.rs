@@ -1,6 +1,7 @@
 //! Starting the SIP core from the configuration.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -82,7 +83,7 @@ pub async fn start(
         app.store.clone(),
         router,
         registrar,
-        CallSettings::from_config(&app.config.calls),
+        CallSettings::from_config(&app.config.calls, &app.config.media),
         auth,
         limiter,
     ));
@@ -137,6 +138,22 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
                 .calls_answered
                 .inc_by(answered.saturating_sub(metrics.calls_answered.get()));
             metrics.sip_dialogs.set(server.calls.dialog_count() as i64);
+            if let Some(media) = &server.calls.settings.media {
+                let stats = media.relay.stats();
+                metrics
+                    .media_streams
+                    .set(stats.streams.load(Ordering::Relaxed) as i64);
+                metrics
+                    .media_ports_in_use
+                    .set(stats.ports_in_use.load(Ordering::Relaxed) as i64);
+                for (counter, value) in [
+                    (&metrics.media_packets_relayed, &stats.packets_relayed),
+                    (&metrics.media_packets_dropped, &stats.packets_dropped),
+                ] {
+                    let value = value.load(Ordering::Relaxed);
+                    counter.inc_by(value.saturating_sub(counter.get()));
+                }
+            }
             metrics
                 .sip_registered_accounts
                 .set(server.registrar.registered_accounts() as i64);

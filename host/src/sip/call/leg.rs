@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use media::Side;
 use rsip::Method;
 use rsip::headers::{self, UntypedHeader};
 use tokio::sync::{mpsc, oneshot};
 
+use super::media_session::{CallMedia, SharedMedia};
 use super::relay::{
     any_header, max_forwards_across, name_addr, passed_headers, rack_across, response_across,
-    sdp_for_leg, session_expires,
+    session_expires,
 };
 use super::{CallEvent, CallTx, Origin, Target, gateway_flow};
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
@@ -104,6 +106,10 @@ pub(super) struct Call {
     session_deadline: Option<Instant>,
     max_end: Option<Instant>,
     awaiting: Vec<AwaitAck>,
+    /// The call's streams on the relay and its SDP rewriting.
+    media: SharedMedia,
+    /// When the relay is next looked at for silence.
+    silence_check_at: Option<Instant>,
 }
 
 fn unix_ms() -> i64 {
@@ -125,6 +131,7 @@ impl Call {
         final_tx: oneshot::Sender<rsip::Response>,
     ) -> Option<Call> {
         let a_template = Dialog::uas(req, tag.to_owned(), *flow)?;
+        let server_media = server.calls.settings.media.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         Some(Call {
             server,
@@ -154,6 +161,8 @@ impl Call {
             session_deadline: None,
             max_end: None,
             awaiting: Vec::new(),
+            media: CallMedia::shared(server_media),
+            silence_check_at: None,
         })
     }
 
@@ -265,6 +274,14 @@ impl Call {
         }
     }
 
+    /// A body sent by `from` as the other side gets it.
+    fn sdp(&self, body: &[u8], from: Side) -> Vec<u8> {
+        if body.is_empty() {
+            return Vec::new();
+        }
+        lock(&self.media).rewrite(body, from, self.gateway.is_some())
+    }
+
     fn settings_no_answer(&self) -> Duration {
         self.server.calls.settings.no_answer
     }
@@ -312,7 +329,7 @@ impl Call {
             uri,
             version: rsip::Version::V2,
             headers: hs.into(),
-            body: sdp_for_leg(&self.invite.body),
+            body: self.sdp(&self.invite.body, Side::A),
         };
         let Some(b) = Dialog::uac(&invite, flow) else {
             return;
@@ -393,6 +410,9 @@ impl Call {
         if !self.hung_up {
             all.extend(self.session_deadline);
             all.extend(self.max_end);
+            if self.winner.is_some() {
+                all.extend(self.silence_check_at);
+            }
         }
         for a in &self.awaiting {
             all.push(a.deadline);
@@ -504,12 +524,14 @@ impl Call {
         if self.final_tx.is_none() {
             return;
         }
+        let body = self.sdp(&resp.body, Side::B);
         let branch = &self.branches[index];
         let out = response_across(
             &self.invite,
             &resp,
             Some(&branch.a.local_tag),
             &contact_for(&self.a_flow),
+            body,
         );
         let _ = self.provisional.send(out);
     }
@@ -547,11 +569,15 @@ impl Call {
         self.server.calls.answered.fetch_add(1, Ordering::Relaxed);
         let contact = contact_for(&self.a_flow);
         let a_tag = self.branches[index].a.local_tag.clone();
-        let out = response_across(&self.invite, &resp, Some(&a_tag), &contact);
+        let body = self.sdp(&resp.body, Side::B);
+        let out = response_across(&self.invite, &resp, Some(&a_tag), &contact, body);
         self.refresh_session(session_expires(&resp.headers));
         if !self.server.calls.settings.max_duration.is_zero() {
             self.max_end = Some(Instant::now() + self.server.calls.settings.max_duration);
         }
+        self.silence_check_at = lock(&self.media)
+            .silence_check()
+            .map(|every| Instant::now() + every);
         let now = Instant::now();
         let t1 = self.server.settings.timers.t1;
         let resend = (self.a_flow.proto == Proto::Udp).then(|| (encode(&out), self.a_flow));
@@ -608,6 +634,7 @@ impl Call {
                 &r,
                 Some(&self.a_tag),
                 &contact_for(&self.a_flow),
+                r.body.clone(),
             ),
             None => response_for(
                 &self.invite,
@@ -711,6 +738,7 @@ impl Call {
         self.hung_up = true;
         self.end_reason = Some(reason);
         self.awaiting.clear();
+        lock(&self.media).close();
         if bye_a {
             self.send_bye(winner, false);
         }
@@ -724,6 +752,8 @@ impl Call {
             return;
         };
         let pending = self.awaiting.remove(pos);
+        let from = if pending.to_b { Side::A } else { Side::B };
+        let body = self.sdp(&req.body, from);
         let branch = &mut self.branches[pending.branch];
         let dialog = if pending.to_b {
             &mut branch.b
@@ -731,12 +761,7 @@ impl Call {
             &mut branch.a
         };
         let contact = contact_for(&dialog.flow);
-        let ack = dialog.ack(
-            pending.cseq,
-            &contact,
-            passed_headers(&req.headers),
-            sdp_for_leg(&req.body),
-        );
+        let ack = dialog.ack(pending.cseq, &contact, passed_headers(&req.headers), body);
         let bytes = encode(&ack);
         let flow = dialog.flow;
         if pending.to_b && pending.cseq == 1 {
@@ -773,6 +798,10 @@ impl Call {
             return;
         }
         let a_cseq = self.a_cseq;
+        let from = if from_b { Side::B } else { Side::A };
+        let body = self.sdp(&req.body, from);
+        let offnet = self.gateway.is_some();
+        let media = self.media.clone();
         let branch = &mut self.branches[index];
         let (this, other) = if from_b {
             (&mut branch.b, &mut branch.a)
@@ -799,7 +828,7 @@ impl Call {
             }
         }
         let contact_other = contact_for(&other.flow);
-        let out = other.request(req.method, &contact_other, extra, sdp_for_leg(&req.body));
+        let out = other.request(req.method, &contact_other, extra, body);
         let out_cseq = other.local_cseq;
         let other_flow = other.flow;
         let this_contact = contact_for(&this.flow);
@@ -810,7 +839,8 @@ impl Call {
         tokio::spawn(async move {
             let answer = match server.request(other_flow, out).await {
                 crate::sip::server::ClientOutcome::Response(resp) => {
-                    response_across(&req, &resp, None, &this_contact)
+                    let body = lock(&media).rewrite(&resp.body, from.other(), offnet);
+                    response_across(&req, &resp, None, &this_contact, body)
                 }
                 crate::sip::server::ClientOutcome::Timeout => {
                     response_for(&req, 408, "Request Timeout", None, &[])
@@ -871,6 +901,17 @@ impl Call {
         if !self.hung_up && self.max_end.is_some_and(|t| t <= now) {
             self.max_end = None;
             self.hang_up(true, true, "max-duration").await;
+        }
+        if !self.hung_up && self.silence_check_at.is_some_and(|t| t <= now) {
+            let (silent, every) = {
+                let media = lock(&self.media);
+                (media.silent(), media.silence_check())
+            };
+            self.silence_check_at = every.map(|e| now + e);
+            if silent {
+                tracing::info!("no media either way: call torn down");
+                self.hang_up(true, true, "media-timeout").await;
+            }
         }
         let mut expired = false;
         for a in &mut self.awaiting {
@@ -981,6 +1022,10 @@ fn disposition_of(code: u16) -> Disposition {
         487 => Disposition::Cancelled,
         _ => Disposition::Failed,
     }
+}
+
+fn lock(media: &SharedMedia) -> std::sync::MutexGuard<'_, CallMedia> {
+    media.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -8,10 +8,11 @@
 //! it to the other side with that side's own Call-ID, tags, CSeq and Via.
 
 mod leg;
+mod media_session;
 pub mod relay;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,11 +25,12 @@ use super::server::{ClientEvent, ProvisionalSink, SipServer};
 use super::transaction::{ServerKey, server_key};
 use super::transport::{Flow, Proto};
 use super::util::{display_name_of, header_value, user_of};
-use crate::config::CallsConfig;
+use crate::config::{CallsConfig, MediaConfig};
 use crate::plugins::routing::{
     Kind, Reason, RouteDecision, RouteRequest, Routed, Transport as RouteTransport,
 };
 use crate::store::Gateway;
+use media::{Relay, RelayConfig};
 
 /// What the call task is told.
 pub(crate) enum CallEvent {
@@ -67,13 +69,35 @@ pub struct CallSettings {
     pub no_answer: Duration,
     /// Longest an answered call may last; 0 means no limit.
     pub max_duration: Duration,
+    /// The media relay, unless SDP crosses unchanged.
+    pub media: Option<MediaSettings>,
+}
+
+/// The relay calls anchor their media on.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub relay: Relay,
+    /// The relay's address as written into SDP.
+    pub advertised: IpAddr,
+    /// Silence after which an answered call is hung up; zero never.
+    pub silence: Duration,
 }
 
 impl CallSettings {
-    pub fn from_config(c: &CallsConfig) -> Self {
+    pub fn from_config(c: &CallsConfig, m: &MediaConfig) -> Self {
+        let media = m.enabled.then(|| MediaSettings {
+            relay: Relay::new(RelayConfig {
+                bind: m.bind,
+                port_min: m.port_min,
+                port_max: m.port_max,
+            }),
+            advertised: m.advertised.unwrap_or(m.bind),
+            silence: Duration::from_secs(m.silence_secs),
+        });
         Self {
             no_answer: Duration::from_secs(c.no_answer_secs),
             max_duration: Duration::from_secs(c.max_duration_secs),
+            media,
         }
     }
 }

@@ -88,20 +88,16 @@ pub fn any_header(headers: &Headers, name: &str) -> Option<String> {
     })
 }
 
-/// The session description as it goes to the other leg. Today it passes
-/// unchanged; the media path rewrites it here (relay candidates, anchoring).
-pub fn sdp_for_leg(body: &[u8]) -> Vec<u8> {
-    body.to_vec()
-}
-
 /// A response to `req` (the request on this side) carrying what `resp` (the
-/// other side's answer) said: status, session headers and body, with this
-/// side's tag and this node's Contact on dialog-creating responses.
+/// other side's answer) said: status and session headers, with `body` (its
+/// body as this side gets it), this side's tag and this node's Contact on
+/// dialog-creating responses.
 pub fn response_across(
     req: &rsip::Request,
     resp: &rsip::Response,
     to_tag: Option<&str>,
     contact: &str,
+    body: Vec<u8>,
 ) -> rsip::Response {
     let code = resp.status_code.code();
     let reason = match &resp.status_code {
@@ -119,7 +115,7 @@ pub fn response_across(
         out.headers
             .push(Header::Contact(headers::Contact::new(contact.to_owned())));
     }
-    out.body = sdp_for_leg(&resp.body);
+    out.body = body;
     out
 }
 
@@ -224,7 +220,13 @@ v=0
         ) else {
             panic!()
         };
-        let out = response_across(&req, &resp, Some("atag"), "<sip:127.0.0.1:5060>");
+        let out = response_across(
+            &req,
+            &resp,
+            Some("atag"),
+            "<sip:127.0.0.1:5060>",
+            resp.body.clone(),
+        );
         let text = String::from_utf8(encode(&out)).unwrap();
         assert!(
             text.starts_with("SIP/2.0 183 Session Progress\r\n"),

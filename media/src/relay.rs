@@ -1,0 +1,517 @@
+//! The RTP/RTCP relay: per media stream, a port pair facing each side of a
+//! call, and packets that arrive on one side's pair leave from the other's.
+//!
+//! Nothing is decrypted or parsed beyond what routing needs: SRTP, SRTCP and
+//! DTLS pass as opaque bytes. STUN is told apart (RFC 7983) only so that a
+//! connectivity check's answer goes back to the very address that asked,
+//! which makes the relay's candidate behave like a TURN relay for ICE: the
+//! checks, and so the nomination, stay end to end between the two agents.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+
+use crate::ports::PortPool;
+
+/// Which side of a call a port faces: `A` the caller, `B` the callee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+/// Where the relay binds and which ports it may use.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub bind: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("no free relay port pair left in the range")]
+    Exhausted,
+    #[error("cannot bind relay port {port}: {source}")]
+    Bind { port: u16, source: io::Error },
+}
+
+/// Counters for /metrics. A leak shows as `ports_in_use` or `streams` that
+/// do not return to zero when calls are over.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub streams: AtomicUsize,
+    pub ports_in_use: AtomicUsize,
+    pub packets_relayed: AtomicU64,
+    /// Packets with nowhere to go yet (the other side has not been heard
+    /// from and announced no address) or that could not be sent.
+    pub packets_dropped: AtomicU64,
+}
+
+struct RelayInner {
+    config: RelayConfig,
+    pool: Mutex<PortPool>,
+    stats: Arc<RelayStats>,
+}
+
+/// The port range and what is open on it. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<RelayInner>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Relay {
+    pub fn new(config: RelayConfig) -> Relay {
+        let pool = PortPool::new(config.port_min, config.port_max);
+        Relay {
+            inner: Arc::new(RelayInner {
+                config,
+                pool: Mutex::new(pool),
+                stats: Arc::new(RelayStats::default()),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.inner.stats.clone()
+    }
+
+    pub fn bind_address(&self) -> IpAddr {
+        self.inner.config.bind
+    }
+
+    /// Opens a stream: an RTP/RTCP port pair for each side, relaying at once.
+    /// Must be called inside a tokio runtime.
+    pub fn open(&self) -> Result<Stream, RelayError> {
+        let a = self.bind_pair()?;
+        let b = match self.bind_pair() {
+            Ok(b) => b,
+            Err(e) => {
+                self.give_back(a.port);
+                return Err(e);
+            }
+        };
+        let shared = Arc::new(Shared::new(self.inner.stats.clone()));
+        let mut tasks = Vec::with_capacity(4);
+        for component in 0..2 {
+            for (side, mine, theirs) in [(Side::A, &a, &b), (Side::B, &b, &a)] {
+                let task = tokio::spawn(pump(
+                    shared.clone(),
+                    side,
+                    component,
+                    mine.sockets[component].clone(),
+                    theirs.sockets[component].clone(),
+                ));
+                tasks.push(task.abort_handle());
+            }
+        }
+        self.inner.stats.streams.fetch_add(1, Ordering::Relaxed);
+        Ok(Stream {
+            relay: self.clone(),
+            ports: [a.port, b.port],
+            shared,
+            tasks,
+        })
+    }
+
+    /// Binds the next free pair; a pair some other program holds is skipped.
+    fn bind_pair(&self) -> Result<Pair, RelayError> {
+        let ip = self.inner.config.bind;
+        let mut last_err = None;
+        for _ in 0..64 {
+            let Some(port) = lock(&self.inner.pool).take() else {
+                break;
+            };
+            match (bind(ip, port), bind(ip, port + 1)) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    self.inner
+                        .stats
+                        .ports_in_use
+                        .fetch_add(2, Ordering::Relaxed);
+                    return Ok(Pair {
+                        port,
+                        sockets: [Arc::new(rtp), Arc::new(rtcp)],
+                    });
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    // Another program holds it: tried again much later.
+                    tracing::debug!(port, error = %e, "relay port pair busy: skipped");
+                    lock(&self.inner.pool).give(port);
+                    last_err = Some(RelayError::Bind { port, source: e });
+                }
+            }
+        }
+        Err(last_err.unwrap_or(RelayError::Exhausted))
+    }
+
+    fn give_back(&self, port: u16) {
+        lock(&self.inner.pool).give(port);
+        self.inner
+            .stats
+            .ports_in_use
+            .fetch_sub(2, Ordering::Relaxed);
+    }
+}
+
+fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    let socket = StdUdpSocket::bind(SocketAddr::new(ip, port))?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Pair {
+    port: u16,
+    sockets: [Arc<UdpSocket>; 2],
+}
+
+/// STUN transactions remembered per side, to send each answer back to the
+/// address that asked. ICE sends a few checks per pair; a short memory is
+/// enough and bounds what a flood can cost.
+const PENDING_CHECKS: usize = 32;
+
+#[derive(Default)]
+struct Peer {
+    /// Where packets for this side go: the source of the latest packet
+    /// received from it (symmetric latching, which also crosses NATs).
+    latched: Option<SocketAddr>,
+    /// What its SDP announced, used until it has sent anything.
+    announced: Option<SocketAddr>,
+    /// STUN requests received from this side: transaction id → source.
+    pending: VecDeque<([u8; 12], SocketAddr)>,
+}
+
+struct Shared {
+    /// By side, then component (0 RTP, 1 RTCP).
+    peers: [[Mutex<Peer>; 2]; 2],
+    born: Instant,
+    /// Milliseconds after `born` of the latest packet, for silence detection.
+    last_packet_ms: AtomicU64,
+    stats: Arc<RelayStats>,
+}
+
+impl Shared {
+    fn new(stats: Arc<RelayStats>) -> Shared {
+        Shared {
+            peers: Default::default(),
+            born: Instant::now(),
+            last_packet_ms: AtomicU64::new(0),
+            stats,
+        }
+    }
+
+    fn peer(&self, side: Side, component: usize) -> MutexGuard<'_, Peer> {
+        lock(&self.peers[side.index()][component])
+    }
+
+    /// Learns from a packet that arrived from `side` and says where it goes.
+    fn route(
+        &self,
+        side: Side,
+        component: usize,
+        src: SocketAddr,
+        packet: &[u8],
+    ) -> Option<SocketAddr> {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_packet_ms.store(ms, Ordering::Relaxed);
+        let stun = stun_kind(packet);
+        {
+            let mut me = self.peer(side, component);
+            me.latched = Some(src);
+            if let Some(StunKind::Request(id)) = stun {
+                if me.pending.len() == PENDING_CHECKS {
+                    me.pending.pop_front();
+                }
+                me.pending.push_back((id, src));
+            }
+        }
+        let mut other = self.peer(side.other(), component);
+        if let Some(StunKind::Response(id)) = stun
+            && let Some(pos) = other.pending.iter().position(|(t, _)| *t == id)
+        {
+            return other.pending.remove(pos).map(|(_, asked)| asked);
+        }
+        other.latched.or(other.announced)
+    }
+}
+
+enum StunKind {
+    Request([u8; 12]),
+    Response([u8; 12]),
+    Indication,
+}
+
+/// RFC 7983 demultiplexing plus the RFC 5389 magic cookie: RTP and RTCP
+/// start with version 2 (first byte 128..191), STUN with 0..3.
+fn stun_kind(p: &[u8]) -> Option<StunKind> {
+    if p.len() < 20 || p[0] > 3 || p[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+        return None;
+    }
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&p[8..20]);
+    // The class is bits C1 (0x0100) and C0 (0x0010) of the message type.
+    Some(match (p[0] & 0x01, p[1] & 0x10) {
+        (0, 0) => StunKind::Request(id),
+        (0, _) => StunKind::Indication,
+        _ => StunKind::Response(id),
+    })
+}
+
+async fn pump(
+    shared: Arc<Shared>,
+    side: Side,
+    component: usize,
+    mine: Arc<UdpSocket>,
+    theirs: Arc<UdpSocket>,
+) {
+    // Larger than any UDP payload an Ethernet path carries; jumbo
+    // datagrams are truncated, which no RTP stack sends.
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, src) = match mine.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some
+                // systems; they say nothing about this socket.
+                tracing::trace!(error = %e, "relay receive error");
+                continue;
+            }
+        };
+        let Some(dest) = shared.route(side, component, src, &buf[..n]) else {
+            shared.stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        match theirs.send_to(&buf[..n], dest).await {
+            Ok(_) => shared.stats.packets_relayed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => shared.stats.packets_dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// One media stream (an SDP m-line) of a call. Dropping it stops relaying
+/// and returns its ports.
+pub struct Stream {
+    relay: Relay,
+    ports: [u16; 2],
+    shared: Arc<Shared>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Stream {
+    /// The RTP port facing `side`: what that side's SDP must point at.
+    pub fn rtp_port(&self, side: Side) -> u16 {
+        self.ports[side.index()]
+    }
+
+    /// The RTCP port facing `side` (RTP port + 1).
+    pub fn rtcp_port(&self, side: Side) -> u16 {
+        self.ports[side.index()] + 1
+    }
+
+    /// What `side`'s SDP announced: where its packets go until it is heard from.
+    pub fn announce(&self, side: Side, rtp: SocketAddr, rtcp: SocketAddr) {
+        self.shared.peer(side, 0).announced = Some(rtp);
+        self.shared.peer(side, 1).announced = Some(rtcp);
+    }
+
+    /// The address `side` sends RTP from, once it has sent any.
+    pub fn latched(&self, side: Side) -> Option<SocketAddr> {
+        self.shared.peer(side, 0).latched
+    }
+
+    /// Time since the last packet either way (since opening if none).
+    pub fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.shared.last_packet_ms.load(Ordering::Relaxed));
+        self.shared.born.elapsed().saturating_sub(last)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for port in self.ports {
+            self.relay.give_back(port);
+        }
+        self.relay
+            .inner
+            .stats
+            .streams
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("ports", &self.ports)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(min: u16, max: u16) -> Relay {
+        Relay::new(RelayConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port_min: min,
+            port_max: max,
+        })
+    }
+
+    async fn socket() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    async fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 2048];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+            .await
+            .expect("packet relayed in time")
+            .unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    fn rtp(seq: u8) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00, 0x00, seq];
+        p.extend_from_slice(&[0u8; 8]);
+        p.extend_from_slice(&[seq; 160]);
+        p
+    }
+
+    #[tokio::test]
+    async fn packets_cross_byte_identical_from_the_relay_ports() {
+        let relay = relay(41000, 41099);
+        let stream = relay.open().unwrap();
+        let (a, b) = (socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        let b_addr = b.local_addr().unwrap();
+        stream.announce(
+            Side::B,
+            b_addr,
+            SocketAddr::new(b_addr.ip(), b_addr.port() + 1),
+        );
+        // A speaks first: B is reached at its announced address.
+        a.send_to(&rtp(1), relay_a).await.unwrap();
+        let (got, from) = recv(&b).await;
+        assert_eq!((got, from), (rtp(1), relay_b));
+        // B answers; A was latched from its first packet.
+        b.send_to(&rtp(2), relay_b).await.unwrap();
+        let (got, from) = recv(&a).await;
+        assert_eq!((got, from), (rtp(2), relay_a));
+        assert_eq!(stream.latched(Side::A), Some(a.local_addr().unwrap()));
+        assert_eq!(relay.stats().packets_relayed.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn latching_follows_a_side_that_moves() {
+        let relay = relay(41100, 41199);
+        let stream = relay.open().unwrap();
+        let (a1, a2, b) = (socket().await, socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        b.send_to(&rtp(1), relay_b).await.unwrap();
+        a1.send_to(&rtp(2), relay_a).await.unwrap();
+        recv(&b).await;
+        // A's NAT binding changed: its new address takes over.
+        a2.send_to(&rtp(3), relay_a).await.unwrap();
+        recv(&b).await;
+        b.send_to(&rtp(4), relay_b).await.unwrap();
+        assert_eq!(recv(&a2).await.0, rtp(4));
+    }
+
+    #[tokio::test]
+    async fn a_stun_answer_goes_back_to_the_address_that_asked() {
+        let relay = relay(41200, 41299);
+        let stream = relay.open().unwrap();
+        let (a_host, a_other, b) = (socket().await, socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        b.send_to(&rtp(1), relay_b).await.unwrap();
+        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        request.extend_from_slice(&[7u8; 12]);
+        a_host.send_to(&request, relay_a).await.unwrap();
+        assert_eq!(recv(&b).await.0, request);
+        // Another of A's candidates sends later: plain latching would send
+        // the answer there.
+        a_other.send_to(&rtp(9), relay_a).await.unwrap();
+        recv(&b).await;
+        let mut response = vec![0x01, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        response.extend_from_slice(&[7u8; 12]);
+        b.send_to(&response, relay_b).await.unwrap();
+        assert_eq!(recv(&a_host).await.0, response);
+    }
+
+    #[tokio::test]
+    async fn closing_a_stream_returns_its_ports() {
+        let relay = relay(41300, 41307);
+        let stats = relay.stats();
+        let first = relay.open().unwrap();
+        let second = relay.open().unwrap();
+        assert!(matches!(relay.open(), Err(RelayError::Exhausted)));
+        assert_eq!(stats.ports_in_use.load(Ordering::Relaxed), 8);
+        drop(first);
+        drop(second);
+        assert_eq!(stats.ports_in_use.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.streams.load(Ordering::Relaxed), 0);
+        // The sockets close with their tasks; the ports can be bound again.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = relay.open().unwrap();
+        assert_eq!(stats.streams.load(Ordering::Relaxed), 1);
+        drop(again);
+    }
+
+    #[tokio::test]
+    async fn idle_time_counts_from_the_last_packet() {
+        let relay = relay(41400, 41499);
+        let stream = relay.open().unwrap();
+        let a = socket().await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(stream.idle() >= Duration::from_millis(100));
+        a.send_to(
+            &rtp(1),
+            SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A)),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(stream.idle() < Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,241 @@
+//! Media through the relay, seen from outside: SIPp places the calls, the
+//! test's own UDP sockets stand in for the phones' and the carrier's RTP.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::sipp::*;
+use tokio::net::UdpSocket;
+
+/// The `c=` address and `m=audio` port of the first received SIP message
+/// starting with `start_line` in a SIPp message trace.
+fn received_media(trace: &str, start_line: &str) -> Option<(String, u16)> {
+    trace
+        .split("message received")
+        .skip(1)
+        .map(|chunk| {
+            chunk
+                .split_once('\n')
+                .map_or("", |(_, rest)| rest)
+                .trim_start()
+        })
+        .find(|msg| msg.starts_with(start_line))
+        .and_then(|msg| {
+            let addr = msg
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("c=IN IP4 "))?;
+            let port = msg
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("m=audio "))?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((addr.trim().to_owned(), port))
+        })
+}
+
+/// Waits until a SIPp trace file shows the SDP of a message.
+async fn wait_media(path: &std::path::Path, start_line: &str) -> ((String, u16), String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(found) = received_media(&text, start_line) {
+            return (found, text);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never showed a {start_line:?} with SDP:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rtp(seq: u16, payload_byte: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend((0..160).map(|i| payload_byte.wrapping_add(i as u8)));
+    p
+}
+
+async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+        .await
+        .expect("a relayed packet in time")
+        .unwrap();
+    (buf[..n].to_vec(), from)
+}
+
+fn spawn_sipp(args: &[&str], err: std::path::PathBuf) -> Device {
+    let child = std::process::Command::new("sipp")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(err).unwrap())
+        .spawn()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    Device(child)
+}
+
+/// OFFNET: the phone's RTP reaches the carrier byte for byte, the carrier
+/// sees only the switch's address, in SDP and on the wire; and back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offnet_call_is_anchored_on_the_relay() {
+    let switch = Switch::start("").await;
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dora",
+        "--password",
+        "dora-pw",
+        "--phone",
+        "48600111222",
+    ]);
+    let carrier_port = free_sip_port();
+    switch.site.ok(&[
+        "gateway",
+        "add",
+        "carrier",
+        "--prefix",
+        "4860",
+        "--address",
+        &format!("127.0.0.1:{carrier_port}"),
+    ]);
+    // The phone's and the carrier's media on their own loopback addresses,
+    // so that where a packet or an SDP address comes from is unambiguous.
+    let phone = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let carrier_media = UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    let phone_addr = phone.local_addr().unwrap();
+    let carrier_addr = carrier_media.local_addr().unwrap();
+
+    let carrier_scenario = switch.variant("call_gw_uas.xml", "EXPECT_RURI", "4860012345");
+    let text = std::fs::read_to_string(&carrier_scenario)
+        .unwrap()
+        .replace("EXPECT_FROM", "sip:48600111222@")
+        .replace("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.4")
+        .replace("[media_port]", &carrier_addr.port().to_string());
+    std::fs::write(&carrier_scenario, text).unwrap();
+    let carrier_trace = switch.site.path("carrier.log");
+    let port = carrier_port.to_string();
+    let mut carrier = spawn_sipp(
+        &[
+            "-sf",
+            carrier_scenario.to_str().unwrap(),
+            "-p",
+            &port,
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            carrier_trace.to_str().unwrap(),
+        ],
+        switch.site.path("carrier.err"),
+    );
+
+    let caller_scenario = switch.variant(
+        "call_uac.xml",
+        "c=IN IP[media_ip_type] [media_ip]",
+        "c=IN IP4 127.0.0.3",
+    );
+    let text = std::fs::read_to_string(&caller_scenario)
+        .unwrap()
+        .replace("[media_port]", &phone_addr.port().to_string());
+    std::fs::write(&caller_scenario, text).unwrap();
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let caller_trace = switch.site.path("caller.log");
+    let target = switch.target();
+    let mut caller = spawn_sipp(
+        &[
+            &target,
+            "-sf",
+            caller_scenario.to_str().unwrap(),
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-d",
+            "4000",
+            "-key",
+            "domain",
+            "localhost",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            caller_trace.to_str().unwrap(),
+        ],
+        switch.site.path("caller.err"),
+    );
+
+    let ((carrier_saw_ip, relay_b), invite) = wait_media(&carrier_trace, "INVITE ").await;
+    assert_eq!(carrier_saw_ip, "127.0.0.1", "carrier's SDP:\n{invite}");
+    assert!(
+        !invite.contains("127.0.0.3"),
+        "the phone's address leaked to the carrier:\n{invite}"
+    );
+    let ((phone_saw_ip, relay_a), ok) = wait_media(&caller_trace, "SIP/2.0 200").await;
+    assert_eq!(phone_saw_ip, "127.0.0.1", "phone's SDP:\n{ok}");
+    assert!(
+        !ok.contains("127.0.0.4"),
+        "the carrier's address leaked:\n{ok}"
+    );
+    assert_ne!(relay_a, phone_addr.port());
+    assert_ne!(relay_b, carrier_addr.port());
+
+    let relay_a: SocketAddr = format!("127.0.0.1:{relay_a}").parse().unwrap();
+    let relay_b: SocketAddr = format!("127.0.0.1:{relay_b}").parse().unwrap();
+    for seq in 0..20u16 {
+        let packet = rtp(seq, 7);
+        phone.send_to(&packet, relay_a).await.unwrap();
+        let (got, from) = recv(&carrier_media).await;
+        assert_eq!(got, packet, "packet {seq} changed on the way");
+        assert_eq!(
+            from, relay_b,
+            "the carrier got media from elsewhere than the relay"
+        );
+    }
+    for seq in 0..20u16 {
+        let packet = rtp(seq, 99);
+        carrier_media.send_to(&packet, relay_b).await.unwrap();
+        let (got, from) = recv(&phone).await;
+        assert_eq!((got, from), (packet, relay_a));
+    }
+    // Ports are in use during the call and all back after it.
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v >= 4)
+        .await;
+    let caller_ok = tokio::task::spawn_blocking(move || caller.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        caller_ok.success(),
+        "caller failed:\n{}\n{}",
+        std::fs::read_to_string(&caller_trace).unwrap_or_default(),
+        switch.log()
+    );
+    let carrier_ok = tokio::task::spawn_blocking(move || carrier.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(carrier_ok.success(), "carrier failed");
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
+    switch
+        .wait_metric("softswitch_media_streams", |v| v == 0)
+        .await;
+}
