@@ -13,8 +13,10 @@ say "$(cargo --version)"
 
 # C toolchain for crates that build C (bundled SQLite, ring); SIPp (sip-tester)
 # and baresip as the real SIP peers of the black-box tests; python3-aiosmtpd
-# as the SMTP server the client API tests send e-mails to.
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd)
+# as the SMTP server the client API tests send e-mails to; iproute2 and
+# nftables for the media test that puts two phones behind NATs made of
+# network namespaces (it needs root).
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -239,3 +239,114 @@ async fn an_offnet_call_is_anchored_on_the_relay() {
         .wait_metric("softswitch_media_streams", |v| v == 0)
         .await;
 }
+
+/// Two softphones, each behind its own NAT with no route to the other,
+/// call each other over TLS with ICE and SRTP: the only path for their
+/// media is the relay candidate the switch added, and media flows both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_softphones_behind_separate_nats_talk_through_the_relay() {
+    let lab = support::netns::NatLab::build();
+    let switch_ip = support::netns::SWITCH_IP;
+    let switch =
+        Switch::start_tls_on(switch_ip, "", &format!("[media]\nbind = \"{switch_ip}\"\n")).await;
+    let (alice_ns, bob_ns) = (lab.ns("alice"), lab.ns("bob"));
+    let phone = |ns: &str, user: &str, params: &'static str, commands: &'static [&'static str]| {
+        let private = support::netns::NatLab::private_ip(user);
+        Baresip::start_opts(
+            &switch,
+            user,
+            &format!("{user}-pw"),
+            &BaresipOptions {
+                netns: Some(ns),
+                listen: private,
+                proxy: switch_ip,
+                modules: &["ice", "srtp", "stun"],
+                account_params: params,
+                commands,
+                verbose: true,
+            },
+        )
+    };
+    let _bob = phone(
+        &bob_ns,
+        "bob",
+        ";medianat=ice;mediaenc=srtp-mand;answermode=auto",
+        &[],
+    );
+    switch.wait_registered(1).await;
+    let before = switch
+        .metric("softswitch_media_packets_relayed_total")
+        .await;
+    let _alice = phone(
+        &alice_ns,
+        "alice",
+        ";medianat=ice;mediaenc=srtp-mand",
+        &["/dial bob"],
+    );
+    switch
+        .wait_metric("softswitch_calls_answered_total", |v| v >= 1)
+        .await;
+    let log_of = |u: &str| {
+        std::fs::read_to_string(switch.site.path(&format!("baresip-{u}/stdout.log")))
+            .unwrap_or_default()
+    };
+    let logs = || {
+        format!(
+            "--- alice ---\n{}\n--- bob ---\n{}",
+            log_of("alice"),
+            log_of("bob")
+        )
+    };
+    // Each phone: the direct pair failed (the NATs do not route between the
+    // private networks), the pair with the switch's relay candidate was
+    // nominated, SRTP is on, and RTP arrives from the relay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for (user, relay_side) in [("alice", "A"), ("bob", "B")] {
+        let wanted = [
+            "host <--->  host  FSM:  InProgress ===> Failed",
+            "Succeeded { VN}",
+            "SRTP is Enabled",
+            &format!("incoming rtp for 'audio' established, receiving from {switch_ip}:"),
+        ];
+        loop {
+            let log = log_of(user);
+            let missing: Vec<&&str> = wanted.iter().filter(|w| !log.contains(**w)).collect();
+            if missing.is_empty() {
+                let nominated = log
+                    .lines()
+                    .find(|l| l.contains("Succeeded { VN}"))
+                    .unwrap_or_default();
+                assert!(
+                    nominated.contains(&format!("<---> relay:{switch_ip}:")),
+                    "{user} ({relay_side} side) nominated a pair without the relay: {nominated}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{user}'s phone never showed {missing:?}\n{}\n{}",
+                logs(),
+                switch.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // 20 ms packets both ways: a few seconds of call is hundreds of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let relayed = switch
+            .metric("softswitch_media_packets_relayed_total")
+            .await
+            - before;
+        if relayed >= 300 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {relayed} packets relayed\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(lab);
+}

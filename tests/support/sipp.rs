@@ -41,13 +41,20 @@ impl Switch {
 
     /// Like [`Switch::start`], with `extra_config` (whole sections) added.
     pub async fn start_with(sip_extra: &str, extra_config: &str) -> Switch {
+        Switch::start_tls_on("127.0.0.1", sip_extra, extra_config).await
+    }
+
+    /// Like [`Switch::start_with`], with the TLS listener on `tls_ip`
+    /// (UDP and TCP stay on loopback).
+    pub async fn start_tls_on(tls_ip: &str, sip_extra: &str, extra_config: &str) -> Switch {
         let sip = free_sip_port();
         let tls = free_port();
         let admin = free_port();
-        let site = Site::with_sip(
-            sip,
-            tls,
-            sip_extra,
+        let site = Site::build(
+            &format!(
+                "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"{tls_ip}:{tls}\"]\n{sip_extra}\n"
+            ),
+            super::NO_API,
             &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra_config}"),
         );
         for (login, password) in [
@@ -336,6 +343,19 @@ impl Baresip {
         account_params: &str,
         commands: &[&str],
     ) -> Baresip {
+        Baresip::start_opts(
+            switch,
+            user,
+            password,
+            &BaresipOptions {
+                account_params,
+                commands,
+                ..BaresipOptions::default()
+            },
+        )
+    }
+
+    pub fn start_opts(switch: &Switch, user: &str, password: &str, o: &BaresipOptions) -> Baresip {
         let dir = switch.site.path(&format!("baresip-{user}"));
         std::fs::create_dir_all(&dir).unwrap();
         let cert = switch.site.path("data/tls/self-signed-cert.pem");
@@ -343,15 +363,23 @@ impl Baresip {
             cert.is_file(),
             "the switch generates its certificate at start"
         );
+        let modules: String = o
+            .modules
+            .iter()
+            .map(|m| format!("module {m}.so\n"))
+            .collect();
+        // Before account.so: accounts name their media NAT and encryption
+        // modules, which must be loaded by then.
         std::fs::write(
             dir.join("config"),
             format!(
-                "sip_listen 127.0.0.1:0\nsip_cafile {}\nsip_trans_def tls\n\
-                 module_path /usr/lib/baresip/modules\nmodule account.so\nmodule contact.so\nmodule menu.so\n\
+                "sip_listen {listen}:0\nsip_cafile {}\nsip_trans_def tls\n\
+                 module_path /usr/lib/baresip/modules\n{modules}module account.so\nmodule contact.so\nmodule menu.so\n\
                  module g711.so\nmodule ausine.so\nmodule aubridge.so\n\
                  audio_player aubridge,bridge\naudio_source ausine,440\naudio_alert aubridge,bridge\n\
                  ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n",
-                cert.display()
+                cert.display(),
+                listen = o.listen,
             ),
         )
         .unwrap();
@@ -359,23 +387,64 @@ impl Baresip {
             dir.join("accounts"),
             format!(
                 "<sip:{user}@localhost;transport=tls>;auth_pass={password};\
-                 outbound=\"sip:127.0.0.1:{tls};transport=tls\";regint=600{account_params}\n",
-                tls = switch.tls
+                 outbound=\"sip:{proxy}:{tls};transport=tls\";regint=600{params}\n",
+                proxy = o.proxy,
+                tls = switch.tls,
+                params = o.account_params,
             ),
         )
         .unwrap();
-        let mut cmd = Command::new("baresip");
+        let mut cmd = match o.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "baresip"]);
+                c
+            }
+            None => Command::new("baresip"),
+        };
         cmd.arg("-f").arg(&dir).args(["-t", "60"]);
-        for c in commands {
+        if o.verbose {
+            cmd.arg("-v");
+        }
+        for c in o.commands {
             cmd.arg("-e").arg(c);
         }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
             .expect("baresip (Debian package baresip-core) must be installed: scripts/setup.sh installs it");
         Baresip(child)
+    }
+}
+
+/// How a baresip is set up beyond its account.
+pub struct BaresipOptions<'a> {
+    /// Run inside this network namespace.
+    pub netns: Option<&'a str>,
+    /// Address baresip listens on.
+    pub listen: &'a str,
+    /// Address of the switch's TLS listener.
+    pub proxy: &'a str,
+    /// Extra modules, e.g. `ice`, `srtp`.
+    pub modules: &'a [&'a str],
+    pub account_params: &'a str,
+    pub commands: &'a [&'a str],
+    pub verbose: bool,
+}
+
+impl Default for BaresipOptions<'_> {
+    fn default() -> Self {
+        BaresipOptions {
+            netns: None,
+            listen: "127.0.0.1",
+            proxy: "127.0.0.1",
+            modules: &[],
+            account_params: "",
+            commands: &[],
+            verbose: false,
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn start(
         let source = CertSource {
             files,
             generated_dir: app.data_dir.join("tls"),
-            names: vec![sip.domain.clone(), "localhost".into(), "127.0.0.1".into()],
+            names: self_signed_names(&sip.domain, &sip.tls),
         };
         let (cert, key) = ensure_cert(&source)?;
         Some(server_config(&cert, &key)?)
@@ -113,6 +113,26 @@ pub async fn start(
     Presence::spawn_housekeeping(server.clone());
     spawn_housekeeping(server.clone(), app.metrics.clone());
     Ok(server)
+}
+
+/// What a generated certificate is issued for: the domain, loopback and
+/// every address TLS listens on, so clients that reach the switch by
+/// address (no DNS in a lab) can still verify it.
+fn self_signed_names(domain: &str, listeners: &[std::net::SocketAddr]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let listening = listeners
+        .iter()
+        .filter(|l| !l.ip().is_unspecified())
+        .map(|l| l.ip().to_string());
+    for name in [domain.to_owned(), "localhost".into(), "127.0.0.1".into()]
+        .into_iter()
+        .chain(listening)
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// Purges expired bindings and keeps the SIP gauges current.
