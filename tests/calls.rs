@@ -77,6 +77,9 @@ async fn nothing_leaks(switch: &Switch) {
     switch
         .wait_metric("softswitch_sip_dialogs", |v| v == 0)
         .await;
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
 }
 
 /// A caller run (alice calling `to`) with the scenario `file`; `-d` is the hold time.
@@ -413,6 +416,22 @@ async fn a_call_past_its_maximum_duration_is_hung_up_on_both_sides() {
     let c = columns(&lines[0]);
     assert_eq!(&c[4..6], ["answered", "200"], "{lines:?}");
     assert_eq!(c[7], "max-duration");
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answered_call_without_media_is_hung_up_after_the_silence_timeout() {
+    let switch = switch("[media]\nsilence_secs = 1\n").await;
+    let (_bob, bob_trace) = callee(&switch, "bob", &scenario("call_uas.xml"));
+    switch.wait_registered(1).await;
+    // Neither SIPp sends RTP, and the caller waits for the switch's BYE.
+    let (ok, trace) = call(&switch, &scenario("call_uac_wait_bye.xml"), "bob", 0);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    wait_trace(&bob_trace, "BYE sip:").await;
+    let lines = wait_cdrs(&switch, "alice", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(&c[4..6], ["answered", "200"], "{lines:?}");
+    assert_eq!(c[7], "media-timeout");
     nothing_leaks(&switch).await;
 }
 
