@@ -61,4 +61,4 @@ done
 echo "==> waiting 70 s for lingering transactions, then the leak gauges"
 sleep 70
 curl -s -H "Authorization: Bearer $(cat "$WORK/data/admin.token")" "http://127.0.0.1:$ADMIN_PORT/metrics" \
-  | grep -E '^softswitch_(calls_active|sip_dialogs|sip_transactions)' || true
+  | grep -E '^softswitch_(calls_active|sip_dialogs|sip_transactions|media_streams|media_ports_in_use|media_packets)' || true
