@@ -3,11 +3,90 @@
 
 use std::fmt;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Result, StoreError, unique_violation};
 use super::{Store, now, validate};
+
+type PendingCdr = (Cdr, oneshot::Sender<Result<()>>);
+
+/// The queue of the task that writes call records in batches.
+#[derive(Debug)]
+pub(crate) struct CdrWriter(mpsc::UnboundedSender<PendingCdr>);
+
+/// Most rows one statement carries (11 parameters each).
+const CDR_BATCH: usize = 256;
+
+fn insert_cdrs_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO cdrs (call_id, caller, callee, gateway, started_at, answered_at, ended_at, \
+         duration, disposition, code, end_reason) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
+}
+
+fn bind_cdr<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    cdr: &Cdr,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    let short = |s: &str| s.chars().take(validate::NAME_MAX).collect::<String>();
+    q.bind(cdr.call_id.chars().take(CALL_ID_MAX).collect::<String>())
+        .bind(short(&cdr.caller))
+        .bind(short(&cdr.callee))
+        .bind(cdr.gateway.as_deref().map(short))
+        .bind(cdr.started_at)
+        .bind(cdr.answered_at)
+        .bind(cdr.ended_at)
+        .bind(cdr.duration_secs())
+        .bind(cdr.disposition.as_str())
+        .bind(i64::from(cdr.code))
+        .bind(cdr.end_reason.clone())
+}
+
+async fn run_cdr_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<PendingCdr>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < CDR_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let sql = insert_cdrs_sql(batch.len());
+        let mut q = sqlx::query(&sql);
+        for (cdr, _) in &batch {
+            q = bind_cdr(q, cdr);
+        }
+        match q.execute(&pool).await {
+            Ok(_) => {
+                for (_, done) in batch {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            // One bad row must not fail its neighbours: retry them one by one.
+            Err(_) => {
+                let one = insert_cdrs_sql(1);
+                for (cdr, done) in batch {
+                    let result = bind_cdr(sqlx::query(&one), &cdr)
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(StoreError::from);
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
 
 /// How a call ended, as billing and support read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,27 +191,20 @@ const CALL_ID_MAX: usize = 255;
 
 impl Store {
     /// Writes a call record.
+    /// Stores a call record, in one statement with whatever other records
+    /// are waiting at that moment: a busy switch ends hundreds of calls a
+    /// second, and one commit per call would have them queue for SQLite's
+    /// single writer. Returns once the row is stored.
     pub async fn insert_cdr(&self, cdr: &Cdr) -> Result<()> {
-        let call_id: String = cdr.call_id.chars().take(CALL_ID_MAX).collect();
-        let short = |s: &str| s.chars().take(validate::NAME_MAX).collect::<String>();
-        sqlx::query(
-            "INSERT INTO cdrs (call_id, caller, callee, gateway, started_at, answered_at, ended_at, \
-             duration, disposition, code, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(call_id)
-        .bind(short(&cdr.caller))
-        .bind(short(&cdr.callee))
-        .bind(cdr.gateway.as_deref().map(short))
-        .bind(cdr.started_at)
-        .bind(cdr.answered_at)
-        .bind(cdr.ended_at)
-        .bind(cdr.duration_secs())
-        .bind(cdr.disposition.as_str())
-        .bind(i64::from(cdr.code))
-        .bind(cdr.end_reason.as_deref())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let writer = self.cdr_writer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_cdr_writer(self.pool.clone(), rx));
+            CdrWriter(tx)
+        });
+        let (done, result) = oneshot::channel();
+        let gone = || StoreError::Busy("the call record writer stopped".into());
+        writer.0.send((cdr.clone(), done)).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     /// The newest call records, optionally only those `login` made or received.
@@ -259,6 +331,42 @@ mod tests {
         assert!(store.delete_did(&number).await.unwrap());
         assert_eq!(store.did_owner(&number).await.unwrap(), None);
         store.delete_account(&login).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn call_records_ended_together_are_all_stored() {
+        let store = test_store().await;
+        let caller = unique("burst");
+        let writes: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                let cdr = Cdr {
+                    call_id: format!("{caller}-{i}@host"),
+                    caller: caller.clone(),
+                    callee: "bob".into(),
+                    gateway: None,
+                    started_at: 1_000_000 + i,
+                    answered_at: None,
+                    ended_at: 1_000_500 + i,
+                    disposition: Disposition::Busy,
+                    code: 486,
+                    end_reason: None,
+                };
+                tokio::spawn(async move { store.insert_cdr(&cdr).await })
+            })
+            .collect();
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let stored = store.list_cdrs(Some(&caller), 1000).await.unwrap();
+        assert_eq!(stored.len(), 300);
+        for i in 0..300 {
+            assert!(
+                stored
+                    .iter()
+                    .any(|c| c.cdr.call_id == format!("{caller}-{i}@host"))
+            );
+        }
     }
 
     #[tokio::test]

@@ -80,6 +80,7 @@ pub struct Store {
     /// Started on first use (see [`location`]): writes concurrent
     /// registrations together.
     binding_writer: Arc<std::sync::OnceLock<location::BindingWriter>>,
+    cdr_writer: Arc<std::sync::OnceLock<calls::CdrWriter>>,
 }
 
 impl Store {
@@ -105,6 +106,7 @@ impl Store {
             backend,
             secrets,
             binding_writer: Arc::default(),
+            cdr_writer: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
