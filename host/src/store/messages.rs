@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Result, StoreError};
 use super::{Store, now};
@@ -98,6 +99,139 @@ pub struct SmsOutboxEntry {
     pub status: String,
 }
 
+/// A write for the message writer task, with where its outcome goes.
+enum WriteOp {
+    Insert(NewMessage, MessageStatus, oneshot::Sender<Result<i64>>),
+    Status(i64, MessageStatus, oneshot::Sender<Result<bool>>),
+}
+
+/// The queue of the task that writes messages and their statuses.
+#[derive(Debug)]
+pub(crate) struct MessageWriter(mpsc::UnboundedSender<WriteOp>);
+
+impl fmt::Debug for WriteOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteOp::Insert(m, s, _) => write!(f, "Insert({} -> {}, {s})", m.sender, m.recipient),
+            WriteOp::Status(id, s, _) => write!(f, "Status({id}, {s})"),
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Busy("the message writer stopped".into())
+}
+
+/// Most writes one transaction carries.
+const MESSAGE_BATCH: usize = 256;
+
+enum Written {
+    Id(i64),
+    Updated(bool),
+}
+
+async fn write_one(conn: &mut AnyConnection, op: &WriteOp) -> Result<Written> {
+    Ok(match op {
+        WriteOp::Insert(m, status, _) => {
+            let t = now();
+            let done = sqlx::query(
+                "INSERT INTO messages (sender, sender_name, recipient, content_type, body, status, is_system, \
+                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&m.sender)
+            .bind(&m.sender_name)
+            .bind(&m.recipient)
+            .bind(&m.content_type)
+            .bind(&m.body)
+            .bind(status.as_str())
+            .bind(i64::from(m.system))
+            .bind(t)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+            match done.last_insert_id() {
+                Some(id) => Written::Id(id),
+                None => Written::Id(
+                    sqlx::query_scalar("SELECT last_insert_rowid()")
+                        .fetch_one(&mut *conn)
+                        .await?,
+                ),
+            }
+        }
+        WriteOp::Status(id, status, _) => {
+            let done = sqlx::query("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(now())
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Written::Updated(done.rows_affected() > 0)
+        }
+    })
+}
+
+fn reply(op: WriteOp, outcome: Result<Written>) {
+    match (op, outcome) {
+        (WriteOp::Insert(.., done), Ok(Written::Id(id))) => {
+            let _ = done.send(Ok(id));
+        }
+        (WriteOp::Status(.., done), Ok(Written::Updated(found))) => {
+            let _ = done.send(Ok(found));
+        }
+        (WriteOp::Insert(.., done), Err(e)) => {
+            let _ = done.send(Err(e));
+        }
+        (WriteOp::Status(.., done), Err(e)) => {
+            let _ = done.send(Err(e));
+        }
+        (WriteOp::Insert(.., done), Ok(_)) => {
+            let _ = done.send(Err(StoreError::Corrupt("insert without an id".into())));
+        }
+        (WriteOp::Status(.., done), Ok(_)) => {
+            let _ = done.send(Err(StoreError::Corrupt("update without a count".into())));
+        }
+    }
+}
+
+async fn write_batch(pool: &AnyPool, batch: &[WriteOp]) -> Result<Vec<Written>> {
+    let mut tx = pool.begin().await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for op in batch {
+        out.push(write_one(&mut tx, op).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn run_message_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<WriteOp>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MESSAGE_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        // A batch rolled back goes again one write at a time below: one bad
+        // write must not fail its neighbours.
+        if batch.len() > 1
+            && let Ok(written) = write_batch(&pool, &batch).await
+        {
+            for (op, w) in batch.into_iter().zip(written) {
+                reply(op, Ok(w));
+            }
+            continue;
+        }
+        for op in batch {
+            let outcome = match pool.acquire().await {
+                Ok(mut conn) => write_one(&mut conn, &op).await,
+                Err(e) => Err(e.into()),
+            };
+            reply(op, outcome);
+        }
+    }
+}
+
 /// The id of the row the last INSERT on `conn` created. The MySQL driver
 /// reports it with the result; through `Any`, SQLite does not, so ask the
 /// same connection.
@@ -116,37 +250,30 @@ pub(crate) async fn last_insert_id(
 
 impl Store {
     /// Stores a message with its first status; returns its id. The caller
-    /// answers the sender only after this returns.
+    /// answers the sender only after this returns. Written in one
+    /// transaction with whatever other message writes wait at that moment
+    /// (group commit): under load the database commits once per batch, not
+    /// once per MESSAGE.
     pub async fn insert_message(&self, m: &NewMessage, status: MessageStatus) -> Result<i64> {
-        let t = now();
-        let mut conn = self.pool.acquire().await?;
-        let done = sqlx::query(
-            "INSERT INTO messages (sender, sender_name, recipient, content_type, body, status, is_system, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&m.sender)
-        .bind(&m.sender_name)
-        .bind(&m.recipient)
-        .bind(&m.content_type)
-        .bind(&m.body)
-        .bind(status.as_str())
-        .bind(i64::from(m.system))
-        .bind(t)
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
-        last_insert_id(&mut conn, &done).await
+        let (done, result) = oneshot::channel();
+        self.message_writer(WriteOp::Insert(m.clone(), status, done))?;
+        result.await.map_err(|_| writer_gone())?
     }
 
-    /// Records a delivery outcome.
+    /// Records a delivery outcome (batched like [`Store::insert_message`]).
     pub async fn set_message_status(&self, id: i64, status: MessageStatus) -> Result<bool> {
-        let done = sqlx::query("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let (done, result) = oneshot::channel();
+        self.message_writer(WriteOp::Status(id, status, done))?;
+        result.await.map_err(|_| writer_gone())?
+    }
+
+    fn message_writer(&self, op: WriteOp) -> Result<()> {
+        let writer = self.message_writer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_message_writer(self.pool.clone(), rx));
+            MessageWriter(tx)
+        });
+        writer.0.send(op).map_err(|_| writer_gone())
     }
 
     /// Deferred messages for a recipient, oldest first.
@@ -254,6 +381,53 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::testutil::{test_store, unique};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_messages_get_their_own_ids_and_statuses() {
+        let t = test_store().await;
+        let to = unique("burst");
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let store = t.store.clone();
+                let m = NewMessage {
+                    sender: format!("s{i}"),
+                    sender_name: None,
+                    recipient: to.clone(),
+                    content_type: "text/plain".into(),
+                    body: format!("body {i}").into_bytes(),
+                    system: false,
+                };
+                tokio::spawn(async move {
+                    let id = store.insert_message(&m, MessageStatus::Deferred).await?;
+                    if i % 2 == 0 {
+                        store
+                            .set_message_status(id, MessageStatus::Delivered)
+                            .await?;
+                    }
+                    Ok::<_, StoreError>((i, id))
+                })
+            })
+            .collect();
+        let mut ids = std::collections::HashSet::new();
+        for w in writes {
+            let (i, id) = w.await.unwrap().unwrap();
+            assert!(ids.insert(id), "id {id} given twice");
+            let stored = t.store.message(id).await.unwrap().unwrap();
+            assert_eq!(stored.message.body, format!("body {i}").into_bytes());
+            let expected = if i % 2 == 0 {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Deferred
+            };
+            assert_eq!(stored.status, expected, "message {i}");
+        }
+        assert!(
+            !t.store
+                .set_message_status(i64::MAX, MessageStatus::Failed)
+                .await
+                .unwrap()
+        );
+    }
 
     #[tokio::test]
     async fn messages_are_stored_deferred_oldest_first_and_updated() {

@@ -81,6 +81,7 @@ pub struct Store {
     /// registrations together.
     binding_writer: Arc<std::sync::OnceLock<location::BindingWriter>>,
     cdr_writer: Arc<std::sync::OnceLock<calls::CdrWriter>>,
+    message_writer: Arc<std::sync::OnceLock<messages::MessageWriter>>,
 }
 
 impl Store {
@@ -107,6 +108,7 @@ impl Store {
             secrets,
             binding_writer: Arc::default(),
             cdr_writer: Arc::default(),
+            message_writer: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
