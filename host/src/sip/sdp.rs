@@ -18,6 +18,15 @@ pub struct MediaLine {
     /// `a=rtcp:` (RFC 3605), else the RTP port + 1.
     pub rtcp_port: u16,
     pub rtcp_mux: bool,
+    /// ICE short-term credentials of this m-line (its own, else the
+    /// session's), which check the connectivity checks sent toward it.
+    pub ice: Option<IceCredentials>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
 }
 
 /// What an SDP body says about where its media goes.
@@ -81,6 +90,9 @@ pub fn inspect(body: &[u8]) -> Option<Summary> {
     let Lines { lines, .. } = lines(body)?;
     let mut session_addr = None;
     let mut ice = false;
+    // (ufrag, pwd) at session level, then per m-line.
+    let mut session_creds: (Option<&str>, Option<&str>) = (None, None);
+    let mut creds: Vec<(Option<&str>, Option<&str>)> = Vec::new();
     let mut media: Vec<MediaLine> = Vec::new();
     // Per m-line: its own c= and a=rtcp, resolved once the section ends.
     let mut own: Vec<(Option<IpAddr>, Option<u16>)> = Vec::new();
@@ -97,16 +109,27 @@ pub fn inspect(body: &[u8]) -> Option<Summary> {
                 addr: None,
                 rtcp_port: 0,
                 rtcp_mux: false,
+                ice: None,
             });
             own.push((None, None));
+            creds.push((None, None));
         } else if line.starts_with("c=") {
             let addr = connection_addr(line);
             match own.last_mut() {
                 Some(o) => o.0 = addr,
                 None => session_addr = addr,
             }
-        } else if line.starts_with("a=ice-ufrag:") {
+        } else if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
             ice = true;
+            match creds.last_mut() {
+                Some(c) => c.0 = Some(ufrag.trim()),
+                None => session_creds.0 = Some(ufrag.trim()),
+            }
+        } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
+            match creds.last_mut() {
+                Some(c) => c.1 = Some(pwd.trim()),
+                None => session_creds.1 = Some(pwd.trim()),
+            }
         } else if line == "a=rtcp-mux" {
             if let Some(m) = media.last_mut() {
                 m.rtcp_mux = true;
@@ -117,7 +140,14 @@ pub fn inspect(body: &[u8]) -> Option<Summary> {
             o.1 = rest.split_whitespace().next().and_then(|p| p.parse().ok());
         }
     }
-    for (m, (addr, rtcp)) in media.iter_mut().zip(own) {
+    for ((m, (addr, rtcp)), (ufrag, pwd)) in media.iter_mut().zip(own).zip(creds) {
+        m.ice = match (ufrag.or(session_creds.0), pwd.or(session_creds.1)) {
+            (Some(ufrag), Some(pwd)) => Some(IceCredentials {
+                ufrag: ufrag.to_owned(),
+                pwd: pwd.to_owned(),
+            }),
+            _ => None,
+        };
         m.addr = addr.or(session_addr);
         m.rtcp_port = match (rtcp, m.rtcp_mux) {
             (Some(p), _) => p,
@@ -332,11 +362,25 @@ mod tests {
                 port: 4000,
                 addr: Some("192.0.2.10".parse().unwrap()),
                 rtcp_port: 4001,
-                rtcp_mux: false
+                rtcp_mux: false,
+                ice: None,
             }]
         );
         let s = inspect(ICE.as_bytes()).unwrap();
         assert!(s.ice);
+        let session_creds = Some(IceCredentials {
+            ufrag: "F7gI".into(),
+            pwd: "x9cml/YzichV2+XlhiMu8g".into(),
+        });
+        assert_eq!(s.media[0].ice, session_creds);
+        assert_eq!(s.media[1].ice, session_creds);
+        let own = ICE.replace(
+            "a=rtcp-mux\r\n",
+            "a=rtcp-mux\r\na=ice-ufrag:Vid0\r\na=ice-pwd:videopassword0123456789\r\n",
+        );
+        let s = inspect(own.as_bytes()).unwrap();
+        assert_eq!(s.media[1].ice.as_ref().unwrap().ufrag, "Vid0");
+        assert_eq!(s.media[0].ice, session_creds);
         assert_eq!(s.media[0].rtcp_port, 5001);
         assert_eq!(
             (s.media[1].port, s.media[1].rtcp_port, s.media[1].rtcp_mux),
