@@ -21,6 +21,8 @@ pub struct MediaLine {
     /// ICE short-term credentials of this m-line (its own, else the
     /// session's), which check the connectivity checks sent toward it.
     pub ice: Option<IceCredentials>,
+    /// The m-line already offers a relayed candidate (the phone's own TURN).
+    pub has_relay_candidate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,7 @@ pub fn inspect(body: &[u8]) -> Option<Summary> {
                 rtcp_port: 0,
                 rtcp_mux: false,
                 ice: None,
+                has_relay_candidate: false,
             });
             own.push((None, None));
             creds.push((None, None));
@@ -124,6 +127,10 @@ pub fn inspect(body: &[u8]) -> Option<Summary> {
             match creds.last_mut() {
                 Some(c) => c.0 = Some(ufrag.trim()),
                 None => session_creds.0 = Some(ufrag.trim()),
+            }
+        } else if line.starts_with("a=candidate:") && line.contains(" typ relay") {
+            if let Some(m) = media.last_mut() {
+                m.has_relay_candidate = true;
             }
         } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
             match creds.last_mut() {
@@ -364,6 +371,7 @@ mod tests {
                 rtcp_port: 4001,
                 rtcp_mux: false,
                 ice: None,
+                has_relay_candidate: false,
             }]
         );
         let s = inspect(ICE.as_bytes()).unwrap();
@@ -374,6 +382,13 @@ mod tests {
         });
         assert_eq!(s.media[0].ice, session_creds);
         assert_eq!(s.media[1].ice, session_creds);
+        assert!(!s.media[0].has_relay_candidate);
+        let turn = ICE.replace(
+            "a=end-of-candidates",
+            "a=candidate:9 1 UDP 16777215 198.51.100.7 3478 typ relay raddr 10.0.0.2 rport 5002\r\na=end-of-candidates",
+        );
+        let s = inspect(turn.as_bytes()).unwrap();
+        assert!(!s.media[0].has_relay_candidate && s.media[1].has_relay_candidate);
         let own = ICE.replace(
             "a=rtcp-mux\r\n",
             "a=rtcp-mux\r\na=ice-ufrag:Vid0\r\na=ice-pwd:videopassword0123456789\r\n",

@@ -60,7 +60,10 @@ impl CallMedia {
             if self.streams.len() <= i {
                 self.streams.resize_with(i + 1, || None);
             }
-            if m.port == 0 {
+            // A rejected stream, or one the phone already relays through its
+            // own TURN server (SPEC §9: the switch adds its relay candidate
+            // only when none is there).
+            if m.port == 0 || (how == Rewrite::AddRelayCandidate && m.has_relay_candidate) {
                 ports.push(None);
                 continue;
             }
