@@ -361,6 +361,91 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
     nothing_leaks(&switch).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
+    let switch = switch("").await;
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dora",
+        "--password",
+        "dora-pw",
+        "--phone",
+        "48600111222",
+    ]);
+    let carrier_port = free_sip_port();
+    switch.site.ok(&[
+        "gateway",
+        "add",
+        "tcp-carrier",
+        "--prefix",
+        "4870",
+        "--address",
+        &format!("127.0.0.1:{carrier_port}"),
+        "--transport",
+        "tcp",
+    ]);
+    let carrier_scenario = switch.variant("call_gw_uas.xml", "EXPECT_RURI", "4870012345");
+    let text = std::fs::read_to_string(&carrier_scenario).unwrap();
+    std::fs::write(
+        &carrier_scenario,
+        text.replace("EXPECT_FROM", "sip:48600111222@"),
+    )
+    .unwrap();
+    let carrier = std::process::Command::new("sipp")
+        .args(["-sf", carrier_scenario.to_str().unwrap()])
+        .args([
+            "-t",
+            "t1",
+            "-p",
+            &carrier_port.to_string(),
+            "-i",
+            "127.0.0.1",
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "20", "-timeout_error"])
+        .args(["-trace_msg", "-message_file"])
+        .arg(switch.site.path("carrier.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp");
+    let mut carrier = Device(carrier);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4870012345",
+            "-d",
+            "200",
+        ],
+    );
+    assert!(
+        ok,
+        "call to a TCP gateway failed:\n{trace}\n{}",
+        switch.log()
+    );
+    let status = carrier.0.wait().unwrap();
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the carrier's checks failed:\n{carrier_log}"
+    );
+    assert!(carrier_log.contains("SIP/2.0/TCP"), "{carrier_log}");
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["dora", "4870012345", "tcp-carrier", "answered", "200"],
+        "{lines:?}"
+    );
+    nothing_leaks(&switch).await;
+}
+
 /// The carrier's INVITE (no credentials) expecting a final `code`.
 fn expect_failure_unauthenticated(switch: &Switch, code: u16) -> std::path::PathBuf {
     switch.variant(

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -98,6 +98,7 @@ pub trait Handler: Send + Sync + 'static {
 
 struct Conn {
     id: u64,
+    local: SocketAddr,
     tx: mpsc::Sender<Vec<u8>>,
 }
 
@@ -109,7 +110,12 @@ pub struct Transports {
     max_message: usize,
     /// Local addresses actually bound (port 0 in the config becomes a real port).
     pub bound: Vec<(Proto, SocketAddr)>,
+    /// Where messages on connections the switch opens itself go.
+    handler: Arc<dyn Handler>,
 }
+
+/// How long opening a connection to a peer (a carrier) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many writes may queue on one connection before the sender is told it
 /// is not keeping up; a slow reader must not grow memory without bound.
@@ -166,6 +172,46 @@ impl Transports {
         }
     }
 
+    /// The flow of an open TCP connection to `remote`, or of a new one the
+    /// switch opens (carriers are reached this way; phones always connect
+    /// to the switch). Messages arriving on it are handled like any other.
+    pub async fn connect_tcp(self: &Arc<Self>, remote: SocketAddr) -> Result<Flow, TransportError> {
+        if let Some(c) = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(Proto::Tcp, remote))
+        {
+            return Ok(Flow {
+                proto: Proto::Tcp,
+                local: c.local,
+                remote,
+            });
+        }
+        let io = |source| TransportError::Io { remote, source };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote))
+            .await
+            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(io)?;
+        let _ = stream.set_nodelay(true);
+        let flow = Flow {
+            proto: Proto::Tcp,
+            local: stream.local_addr().map_err(io)?,
+            remote,
+        };
+        // In the table before this returns, so the first send finds it.
+        let conn = register_connection(self, flow);
+        tracing::debug!(%remote, "connected to a peer over TCP");
+        tokio::spawn(serve_connection(
+            stream,
+            flow,
+            conn,
+            self.clone(),
+            self.handler.clone(),
+        ));
+        Ok(flow)
+    }
+
     /// Open stream connections.
     pub fn connection_count(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -209,6 +255,7 @@ pub async fn start(
         next_conn: AtomicU64::new(1),
         max_message,
         bound,
+        handler: handler.clone(),
     });
     let mut tasks = Vec::new();
     // Parsing happens in the receive loop, so one loop per socket would put
@@ -303,34 +350,58 @@ async fn serve_stream_listener(
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                         .await
                     {
-                        Ok(Ok(tls)) => serve_connection(tls, flow, transports, handler).await,
+                        Ok(Ok(tls)) => {
+                            let conn = register_connection(&transports, flow);
+                            serve_connection(tls, flow, conn, transports, handler).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     }
                 }
-                _ => serve_connection(stream, flow, transports, handler).await,
+                _ => {
+                    let conn = register_connection(&transports, flow);
+                    serve_connection(stream, flow, conn, transports, handler).await
+                }
             }
         });
     }
 }
 
+/// A connection's entry in the table: its id and its write queue.
+struct Registered {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
+}
+
+fn register_connection(transports: &Transports, flow: Flow) -> Registered {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
+    let id = transports.next_conn.fetch_add(1, Ordering::Relaxed);
+    let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
+    // A newer connection from the same address replaces an older one: the
+    // device reconnected through the same NAT mapping.
+    conns.insert(
+        (flow.proto, flow.remote),
+        Conn {
+            id,
+            local: flow.local,
+            tx: tx.clone(),
+        },
+    );
+    Registered { id, tx, rx }
+}
+
 async fn serve_connection<S>(
     stream: S,
     flow: Flow,
+    conn: Registered,
     transports: Arc<Transports>,
     handler: Arc<dyn Handler>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
-    let id = transports.next_conn.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
-        // A newer connection from the same address replaces an older one: the
-        // device reconnected through the same NAT mapping.
-        conns.insert((flow.proto, flow.remote), Conn { id, tx: tx.clone() });
-    }
+    let Registered { id, tx, mut rx } = conn;
     let writer_task = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {

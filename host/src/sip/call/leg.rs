@@ -229,12 +229,15 @@ impl Call {
             RouteDecision::ToGateway { gateway, number } => {
                 self.callee = number.clone();
                 self.gateway = Some(gateway.clone());
-                let Some(flow) = gateways
-                    .iter()
-                    .find(|g| g.name == gateway)
-                    .and_then(|g| gateway_flow(&self.server, g))
-                else {
-                    tracing::warn!(gateway, "gateway unknown or not reachable over UDP");
+                let flow = match gateways.iter().find(|g| g.name == gateway) {
+                    Some(g) => gateway_flow(&self.server, g).await,
+                    None => None,
+                };
+                let Some(flow) = flow else {
+                    tracing::warn!(
+                        gateway,
+                        "gateway unknown or not reachable (UDP and TCP only)"
+                    );
                     return self.answer_now(503, "Service Unavailable");
                 };
                 vec![Target {

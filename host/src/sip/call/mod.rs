@@ -354,23 +354,38 @@ struct Target {
     flow: Flow,
 }
 
-/// The flow toward a gateway: UDP from one of our UDP listeners. Stream
-/// transports to carriers need an outbound connection this switch does not
-/// open yet.
-fn gateway_flow(server: &SipServer, gateway: &Gateway) -> Option<Flow> {
-    let remote: SocketAddr = gateway.address.parse().ok()?;
-    if gateway.transport != crate::store::Transport::Udp {
-        return None;
+/// The flow toward a gateway: UDP from one of our UDP listeners, or a TCP
+/// connection (the open one, else a new one). The address may be a name,
+/// resolved here. TLS toward carriers is not there yet.
+async fn gateway_flow(server: &SipServer, gateway: &Gateway) -> Option<Flow> {
+    let remote: SocketAddr = match gateway.address.parse() {
+        Ok(a) => a,
+        Err(_) => tokio::net::lookup_host(&gateway.address)
+            .await
+            .ok()?
+            .next()?,
+    };
+    let transports = server.transports()?;
+    match gateway.transport {
+        crate::store::Transport::Udp => {
+            let local = transports
+                .bound
+                .iter()
+                .find(|(p, a)| *p == Proto::Udp && a.is_ipv4() == remote.is_ipv4())
+                .map(|(_, a)| *a)?;
+            Some(Flow {
+                proto: Proto::Udp,
+                local,
+                remote,
+            })
+        }
+        crate::store::Transport::Tcp => match transports.connect_tcp(remote).await {
+            Ok(flow) => Some(flow),
+            Err(e) => {
+                tracing::warn!(gateway = gateway.name, error = %e, "cannot connect to the gateway");
+                None
+            }
+        },
+        _ => None,
     }
-    let local = server
-        .transports()?
-        .bound
-        .iter()
-        .find(|(p, a)| *p == Proto::Udp && a.is_ipv4() == remote.is_ipv4())
-        .map(|(_, a)| *a)?;
-    Some(Flow {
-        proto: Proto::Udp,
-        local,
-        remote,
-    })
 }
