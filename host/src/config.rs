@@ -66,6 +66,8 @@ pub struct Config {
     pub sms: crate::sms::SmsConfig,
     /// SMTP server and sender of activation e-mails.
     pub email: crate::notify::email::EmailConfig,
+    /// The STUN Binding server.
+    pub stun: crate::stun::StunConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -519,6 +521,19 @@ link_base_url = ""
 # How long an activation link works, seconds.
 activation_ttl_secs = 86400
 
+[stun]
+# STUN Binding server (RFC 8489; RFC 3489 clients get MAPPED-ADDRESS). false: no listener.
+enabled = true
+# Listeners; empty lists mean none on that transport.
+udp = ["127.0.0.1:3478"]
+tcp = ["127.0.0.1:3478"]
+# Answers per source address: a burst, then rate_per_sec more each second; the rest is dropped.
+burst = 200
+rate_per_sec = 100
+# Open TCP connections at most, and seconds a silent one stays open.
+max_tcp_connections = 1024
+tcp_idle_secs = 60
+
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
 # (the current folder when there is no config file).
@@ -556,6 +571,7 @@ impl Default for Config {
             api: crate::api::ApiConfig::default(),
             sms: crate::sms::SmsConfig::default(),
             email: crate::notify::email::EmailConfig::default(),
+            stun: crate::stun::StunConfig::default(),
         }
     }
 }
@@ -689,6 +705,22 @@ impl Config {
                 key: "plugins.deadline_ms",
                 message: "must be at least 1".into(),
             });
+        }
+        for (key, value) in [
+            ("stun.burst", u64::from(self.stun.burst)),
+            ("stun.rate_per_sec", u64::from(self.stun.rate_per_sec)),
+            (
+                "stun.max_tcp_connections",
+                self.stun.max_tcp_connections as u64,
+            ),
+            ("stun.tcp_idle_secs", self.stun.tcp_idle_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         if !self.guests.contains_key(&self.routing.guest) {
             return Err(ConfigError::Invalid {

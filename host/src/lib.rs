@@ -14,4 +14,5 @@ pub mod secrets;
 pub mod sip;
 pub mod sms;
 pub mod store;
+pub mod stun;
 pub mod tls;

@@ -322,6 +322,7 @@ async fn run(app: App) -> anyhow::Result<()> {
     let registry = Arc::new(app.guests(Some(registrar.clone())).await?);
     let router = registry.router(&app.config)?;
     let _sip = softswitch::sip::start::start(&app, router, registrar).await?;
+    let _stun = softswitch::stun::start(&app.config.stun, app.metrics.clone()).await?;
     let _api = softswitch::api::start::start(&app, registry.plugins()).await?;
     let (token, token_file) = app.admin_token()?;
     if let Some(path) = token_file {

@@ -37,6 +37,15 @@ pub struct Metrics {
     pub media_packets_relayed: IntCounter,
     /// Packets the relay had nowhere to send, or failed to send.
     pub media_packets_dropped: IntCounter,
+    /// STUN Binding requests answered with success.
+    pub stun_answered: IntCounter,
+    /// STUN Binding requests answered with an error (420).
+    pub stun_rejected: IntCounter,
+    /// STUN messages left unanswered, by reason (malformed,
+    /// not-binding-request, rate-limited).
+    pub stun_dropped: IntCounterVec,
+    /// Open STUN TCP connections.
+    pub stun_tcp_connections: IntGauge,
 }
 
 impl Default for Metrics {
@@ -107,15 +116,45 @@ impl Metrics {
             "Packets the relay could not forward",
         )
         .expect("static metric");
+        let stun_answered = IntCounter::new(
+            "stun_answered_total",
+            "STUN Binding requests answered with success",
+        )
+        .expect("static metric");
+        let stun_rejected = IntCounter::new(
+            "stun_rejected_total",
+            "STUN Binding requests answered with an error",
+        )
+        .expect("static metric");
+        let stun_dropped = IntCounterVec::new(
+            Opts::new("stun_dropped_total", "STUN messages left unanswered"),
+            &["reason"],
+        )
+        .expect("static metric");
+        let stun_tcp_connections =
+            IntGauge::new("stun_tcp_connections", "Open STUN TCP connections")
+                .expect("static metric");
         for c in [
             &calls_answered,
             &media_packets_relayed,
             &media_packets_dropped,
+            &stun_answered,
+            &stun_rejected,
         ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
+        // Every reason from the start, so a dashboard sees zeros rather than nothing.
+        for reason in ["malformed", "not-binding-request", "rate-limited"] {
+            stun_dropped.with_label_values(&[reason]);
+        }
+        registry
+            .register(Box::new(stun_dropped.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(stun_tcp_connections.clone()))
+            .expect("unique metric");
         for g in [
             &calls_active,
             &sip_dialogs,
@@ -159,6 +198,10 @@ impl Metrics {
             media_ports_in_use,
             media_packets_relayed,
             media_packets_dropped,
+            stun_answered,
+            stun_rejected,
+            stun_dropped,
+            stun_tcp_connections,
         }
     }
 

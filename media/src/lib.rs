@@ -1,8 +1,11 @@
 //! Media engine of the softswitch: the RTP/RTCP relay that anchors calls'
-//! media, with the codecs, player and recorder to come (see `README.md`).
+//! media, and the STUN codec shared by the STUN server and the relay's
+//! check validation. Codecs, the player and the recorder are to come (see
+//! `README.md`).
 #![forbid(unsafe_code)]
 
 pub mod ports;
 pub mod relay;
+pub mod stun;
 
 pub use relay::{Relay, RelayConfig, RelayError, RelayStats, Side, Stream};

@@ -70,8 +70,15 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let guest = dir.path().join("router.wasm");
         std::fs::copy(guest_wasm("routing_default"), &guest).unwrap();
+        // The default STUN port is fixed; tests running side by side each get
+        // their own unless the test configures STUN itself.
+        let stun_section = if extra_config.contains("[stun]") {
+            ""
+        } else {
+            "\n[stun]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n"
+        };
         let config = format!(
-            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[api]\n{api_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}",
+            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[api]\n{api_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}{stun_section}",
             cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
                 .join("cli-guest-cache")
                 .display(),

@@ -236,10 +236,10 @@ impl Switch {
             .await;
     }
 
-    /// The current value of a gauge or counter without labels.
-    pub async fn metric(&self, name: &str) -> i64 {
+    /// The admin endpoint's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
         let token = std::fs::read_to_string(self.site.path("data/admin.token")).unwrap();
-        let metrics = reqwest::Client::new()
+        reqwest::Client::new()
             .get(format!("http://127.0.0.1:{}/metrics", self.admin))
             .bearer_auth(token.trim())
             .send()
@@ -247,7 +247,13 @@ impl Switch {
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The current value of a gauge or counter; `name` may carry its labels
+    /// as exposed, e.g. `foo_total{reason="x"}`.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let metrics = self.metrics_text().await;
         metrics
             .lines()
             .find(|l| {
