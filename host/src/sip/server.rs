@@ -594,6 +594,22 @@ impl SipServer {
                 if registered.refreshed {
                     super::messaging::deliver_deferred(self.clone(), login.clone());
                 }
+                if registered.arrived || !registered.removed.is_empty() {
+                    // Presence follows devices: one that came is online,
+                    // one that left takes its published documents along.
+                    let server = self.clone();
+                    let (login, flow) = (login.clone(), *flow);
+                    tokio::spawn(async move {
+                        super::presence::Presence::registration_changed(
+                            &server,
+                            login,
+                            flow,
+                            registered.arrived,
+                            registered.removed,
+                        )
+                        .await;
+                    });
+                }
                 tracing::debug!(login, bindings = contacts.len(), "registered");
                 response_for(req, 200, "OK", Some(tag), &contacts)
             }
@@ -805,6 +821,12 @@ impl SipServer {
 impl Handler for SipServer {
     fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
         self.receive(flow, bytes);
+    }
+
+    fn on_closed(self: Arc<Self>, flow: Flow) {
+        tokio::spawn(async move {
+            super::presence::Presence::flow_closed(&self, flow).await;
+        });
     }
 }
 
