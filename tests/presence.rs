@@ -144,9 +144,15 @@ impl Switch {
 
     /// Starts SIPp in the background as `user` against `service`.
     fn sipp(&self, scenario_file: &Path, user: &str, service: &str) -> Peer {
+        self.sipp_over(scenario_file, user, service, &[])
+    }
+
+    /// Like [`Switch::sipp`], with SIPp options added (e.g. `-t t1`).
+    fn sipp_over(&self, scenario_file: &Path, user: &str, service: &str, extra: &[&str]) -> Peer {
         let trace = self.site.path(&format!("sipp-{user}-{}.log", suffix()));
         let child = Command::new("sipp")
             .arg(format!("127.0.0.1:{}", self.sip))
+            .args(extra)
             .arg("-sf")
             .arg(scenario_file)
             .arg("-inf")
@@ -227,6 +233,26 @@ impl Peer {
                 "{} never ended:\n{}",
                 self.name,
                 self.trace()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the trace holds `n` NOTIFYs; returns them.
+    fn wait_notifies(&self, n: usize, switch: &Switch) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = notifies(&self.trace());
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} got {} NOTIFYs, not {n}:\n{}\nswitch log:\n{}",
+                self.name,
+                got.len(),
+                self.trace(),
+                switch.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -637,4 +663,125 @@ async fn a_contact_who_becomes_a_user_joins_the_buddy_list() {
         n[1]
     );
     assert!(n[1].contains("<name>Dave</name>"), "{}", n[1]);
+}
+
+/// The user's document follows their device: registered → online, its
+/// publications gone with its binding (even one the phone never removed),
+/// and with its TCP connection (RFC 5626 flow failure).
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_follows_the_device() {
+    let switch = Switch::start("").await;
+    switch.site.ok(&["contact", "add", "bob", "0600111222"]);
+    let watcher = switch.sipp(&switch.watch_scenario(7, "presence"), "alice", "bob");
+    watcher.wait_notifies(1, &switch);
+
+    // Over UDP: register, publish twice, remove one publication, un-REGISTER.
+    switch
+        .sipp(&scenario("presence_device.xml"), "bob", "bob")
+        .finish(&switch);
+    watcher.wait_notifies(4, &switch);
+
+    // Over TCP: register and publish, then the device goes away without a
+    // word (SIPp exits and its connection closes).
+    let full = std::fs::read_to_string(scenario("presence_device.xml")).unwrap();
+    let cut = full.find("<!--END-PUBLISHED-->").unwrap();
+    let vanish = switch.site.path("device-vanishes.xml");
+    std::fs::write(
+        &vanish,
+        format!(
+            "{}<pause milliseconds=\"500\"/>\n<Reference variables=\"etag1\"/>\n</scenario>\n",
+            &full[..cut]
+        ),
+    )
+    .unwrap();
+    switch
+        .sipp_over(&vanish, "bob", "bob", &["-t", "t1"])
+        .finish(&switch);
+
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 8, "{trace}");
+    let offline = "<ss:reachability>offline</ss:reachability>";
+    let online = "<ss:reachability>online</ss:reachability>";
+    assert!(n[0].contains(offline), "not registered yet: {}", n[0]);
+    for (i, why) in [(1, "registered over UDP"), (4, "registered over TCP")] {
+        assert!(n[i].contains(online), "{why}: {}", n[i]);
+        assert!(
+            !n[i].contains("<note>"),
+            "{why}, nothing published: {}",
+            n[i]
+        );
+    }
+    for i in [2, 5] {
+        assert!(
+            n[i].contains(online) && n[i].contains("<note>Here</note>"),
+            "{}",
+            n[i]
+        );
+    }
+    assert!(
+        n[3].contains(offline) && !n[3].contains("<note>"),
+        "un-REGISTER takes both publications along: {}",
+        n[3]
+    );
+    assert!(
+        n[6].contains(offline) && !n[6].contains("<note>"),
+        "the TCP connection closed: {}",
+        n[6]
+    );
+    assert!(n[7].contains("Subscription-State: terminated"), "{}", n[7]);
+}
+
+/// Who may watch a user follows that user's address book: removing the
+/// watcher ends its subscription (RFC 6665 `rejected`); the watcher's own
+/// buddy list follows the watcher's own book.
+#[tokio::test(flavor = "multi_thread")]
+async fn leaving_an_address_book_ends_the_subscription() {
+    let switch = Switch::start("").await;
+    switch.site.ok(&["contact", "add", "bob", "0600111222"]);
+    switch
+        .site
+        .ok(&["contact", "add", "alice", "0600333444", "--name", "Bob"]);
+    let single = switch.sipp(&scenario("presence_rejected.xml"), "alice", "bob");
+    let list = switch.sipp(
+        &switch.watch_scenario(2, "presence"),
+        "alice",
+        "alice-buddies",
+    );
+    single.wait_notifies(1, &switch);
+    list.wait_notifies(1, &switch);
+
+    // Bob removes alice: her subscription to him ends, without his document.
+    switch.site.ok(&["contact", "del", "bob", "0600111222"]);
+    let trace = single.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 2, "{trace}");
+    assert!(
+        n[1].contains("Subscription-State: terminated;reason=rejected"),
+        "{}",
+        n[1]
+    );
+    assert!(n[1].contains("Content-Length: 0"), "no document: {}", n[1]);
+    // ... and she may not subscribe again.
+    switch
+        .sipp(&scenario("presence_subscribe_refused.xml"), "alice", "bob")
+        .finish(&switch);
+
+    // Her buddy list is her own book: bob leaves it when she removes him.
+    switch.site.ok(&["contact", "del", "alice", "0600333444"]);
+    let trace = list.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 3, "{trace}");
+    assert!(
+        n[0].contains("<resource uri=\"sip:bob@localhost\""),
+        "{}",
+        n[0]
+    );
+    assert!(n[1].contains("fullState=\"true\""), "{}", n[1]);
+    assert!(
+        !n[1].contains("sip:bob@localhost\""),
+        "bob left the list: {}",
+        n[1]
+    );
+    switch.wait_subscriptions(0);
 }
