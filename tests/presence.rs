@@ -785,3 +785,71 @@ async fn leaving_an_address_book_ends_the_subscription() {
     );
     switch.wait_subscriptions(0);
 }
+
+/// A watcher over TCP keeps its subscription across a restart of the
+/// switch: the NOTIFYs follow it to the connection it registers over
+/// again (RFC 5626), starting with the full state. SIPp 3.6 cannot
+/// reconnect on its own, so two runs on one port with one Call-ID and tag
+/// are the device before and after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_watcher_is_found_again_after_a_restart() {
+    let mut switch = Switch::start("").await;
+    switch.site.ok(&["contact", "add", "bob", "0600111222"]);
+    let port = free_sip_port().to_string();
+    let tag = format!("w{}", suffix());
+    let device = [
+        "-t",
+        "t1",
+        "-p",
+        &port,
+        "-cid_str",
+        "restart-watch-%u@%s",
+        "-key",
+        "wtag",
+        &tag,
+    ];
+    let before = switch.sipp_over(
+        &scenario("presence_watch_restart_before.xml"),
+        "alice",
+        "bob",
+        &device,
+    );
+    before.wait_notifies(1, &switch);
+    switch.crash();
+    drop(before);
+    switch.boot().await;
+    switch.wait_subscriptions(1);
+
+    let after = switch.sipp_over(
+        &scenario("presence_watch_restart_after.xml"),
+        "alice",
+        "bob",
+        &device,
+    );
+    let n = after.wait_notifies(1, &switch);
+    assert!(n[0].contains("Subscription-State: active"), "{}", n[0]);
+    assert!(n[0].contains("<basic>closed</basic>"), "{}", n[0]);
+
+    let full = std::fs::read_to_string(scenario("presence_publish.xml")).unwrap();
+    let cut = full.find("<!--END-OPEN-->").unwrap();
+    let publish_open = switch.site.path("publish-open.xml");
+    std::fs::write(
+        &publish_open,
+        format!(
+            "{}<Reference variables=\"etag\"/>\n</scenario>\n",
+            &full[..cut]
+        ),
+    )
+    .unwrap();
+    switch.sipp(&publish_open, "bob", "bob").finish(&switch);
+    let trace = after.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 3, "{trace}");
+    assert!(
+        n[1].contains("<basic>open</basic>"),
+        "bob's change: {}",
+        n[1]
+    );
+    assert!(n[2].contains("Subscription-State: terminated"), "{}", n[2]);
+    switch.wait_subscriptions(0);
+}

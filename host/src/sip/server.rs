@@ -594,9 +594,14 @@ impl SipServer {
                 if registered.refreshed {
                     super::messaging::deliver_deferred(self.clone(), login.clone());
                 }
-                if registered.arrived || !registered.removed.is_empty() {
+                if registered.arrived
+                    || !registered.removed.is_empty()
+                    || flow.proto != super::transport::Proto::Udp
+                {
                     // Presence follows devices: one that came is online,
                     // one that left takes its published documents along.
+                    // Over TCP/TLS presence also checks whether the
+                    // connection is new (a device back after a restart).
                     let server = self.clone();
                     let (login, flow) = (login.clone(), *flow);
                     tokio::spawn(async move {

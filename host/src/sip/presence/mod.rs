@@ -341,7 +341,8 @@ impl Presence {
             local: sub.stored.local.parse().ok()?,
             remote: sub.stored.source.parse().ok()?,
         };
-        if stored.proto == Proto::Udp || self.transports.has_connection(stored.proto, stored.remote)
+        if stored.proto == Proto::Udp
+            || (!sub.detached && self.transports.has_connection(stored.proto, stored.remote))
         {
             return Some(stored);
         }
@@ -352,10 +353,15 @@ impl Presence {
             .iter()
             .filter(|b| uri_core(&b.contact) == target)
             .filter_map(super::registrar::flow_of)
-            .find(|f| f.proto == Proto::Udp || self.transports.has_connection(f.proto, f.remote))?;
+            .find(|f| f.proto == Proto::Udp || self.transports.has_connection(f.proto, f.remote));
+        let Some(flow) = flow else {
+            sub.detached = true;
+            return None;
+        };
         sub.stored.transport = flow.proto.as_str().to_string();
         sub.stored.source = flow.remote.to_string();
         sub.stored.local = flow.local.to_string();
+        sub.detached = false;
         let store = self.store.clone();
         let (call_id, tag) = sub.key();
         tokio::spawn(async move {
@@ -637,6 +643,18 @@ impl Presence {
         built
     }
 
+    /// Remembers that `login` uses a TCP/TLS connection, so that its
+    /// closing is applied to what the login has there.
+    fn watch_flow(&self, flow: &Flow, login: &str) {
+        if flow.proto != Proto::Udp {
+            self.lock()
+                .by_flow
+                .entry((flow.proto, flow.remote))
+                .or_default()
+                .insert(login.to_string());
+        }
+    }
+
     /// A subscription whose flow is gone: nothing in flight any more; it is
     /// sent its full state when its device is back.
     fn park(&self, key: &DialogKey) {
@@ -644,6 +662,7 @@ impl Presence {
             sub.in_flight = false;
             sub.dirty = false;
             sub.dirty_buddies.clear();
+            sub.detached = true;
             tracing::debug!(
                 call_id = key.0,
                 "watcher's connection gone: subscription waits for it"
@@ -665,13 +684,17 @@ impl Presence {
         let Some(this) = server.presence() else {
             return;
         };
-        if arrived && flow.proto != Proto::Udp {
-            this.lock()
+        // A REGISTER over a connection not seen before is a device that
+        // came back, even from the same address and port (a client bound
+        // to its port reconnects from it).
+        let fresh_flow = flow.proto != Proto::Udp
+            && this
+                .lock()
                 .by_flow
                 .entry((flow.proto, flow.remote))
                 .or_default()
                 .insert(login.clone());
-        }
+        let arrived = arrived || fresh_flow;
         this.devices_gone(&login, &removed).await;
         Self::document_changed(server, &login).await;
         if arrived {
@@ -745,6 +768,22 @@ impl Presence {
             .by_flow
             .remove(&(flow.proto, flow.remote))
             .unwrap_or_default();
+        {
+            // Watchers on it: their NOTIFYs wait for the device to be back.
+            let mut guard = this.lock();
+            let state = &mut *guard;
+            let (proto, remote) = (flow.proto.as_str(), flow.remote.to_string());
+            for login in &logins {
+                for key in state.by_watcher.get(login).into_iter().flatten() {
+                    if let Some(sub) = state.subs.get_mut(key)
+                        && sub.stored.transport == proto
+                        && sub.stored.source == remote
+                    {
+                        sub.detached = true;
+                    }
+                }
+            }
+        }
         for login in logins {
             tracing::debug!(login, remote = %flow.remote, "connection closed: document recomposed");
             Self::document_changed(server, &login).await;
@@ -766,17 +805,7 @@ impl Presence {
                 .get(login)
                 .into_iter()
                 .flatten()
-                .filter(|k| {
-                    state.subs.get(*k).is_some_and(|sub| {
-                        let s = &sub.stored;
-                        match (Proto::parse(&s.transport), s.source.parse::<SocketAddr>()) {
-                            (Some(p @ (Proto::Tcp | Proto::Tls)), Ok(remote)) => {
-                                !this.transports.has_connection(p, remote)
-                            }
-                            _ => false,
-                        }
-                    })
-                })
+                .filter(|k| state.subs.get(*k).is_some_and(|sub| sub.detached))
                 .cloned()
                 .collect()
         };
@@ -1586,6 +1615,8 @@ pub async fn on_subscribe(
                     sub.stored.transport = flow.proto.as_str().to_string();
                     sub.stored.source = flow.remote.to_string();
                     sub.stored.local = flow.local.to_string();
+                    // The refresh came over a live flow: NOTIFYs go there.
+                    sub.detached = false;
                     Some(sub.stored.clone())
                 }
                 _ => None,
@@ -1594,6 +1625,7 @@ pub async fn on_subscribe(
         let Some(stored) = updated else {
             return response_for(req, 481, "Subscription Does Not Exist", Some(tag), &[]);
         };
+        this.watch_flow(flow, &login);
         if expires == 0 {
             spawn_notify(server, key, Some("timeout"));
             return ok(Vec::new());
@@ -1718,6 +1750,7 @@ pub async fn on_subscribe(
         "subscription created"
     );
     this.lock().insert(sub);
+    this.watch_flow(flow, &login);
     spawn_notify(server, key, None);
     let extra = if is_list {
         vec![("Require".to_string(), "eventlist".to_string())]
