@@ -695,6 +695,10 @@ impl Presence {
                 .or_default()
                 .insert(login.clone());
         let arrived = arrived || fresh_flow;
+        if !arrived && removed.is_empty() {
+            // A refresh over a known connection: nothing moved.
+            return;
+        }
         this.devices_gone(&login, &removed).await;
         Self::document_changed(server, &login).await;
         if arrived {
@@ -1733,7 +1737,9 @@ pub async fn on_subscribe(
     // The initial NOTIFY goes first: a change before it is sent after it.
     sub.in_flight = true;
     if expires == 0 {
-        // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over.
+        // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over
+        // (and not a second one from the expiry sweep).
+        sub.stored.expires_at = i64::MAX;
         this.lock().insert(sub);
         spawn_notify(server, key, Some("timeout"));
         return ok(Vec::new());
