@@ -517,8 +517,8 @@ async fn mwi_counts_follow_the_voicemail_table() {
 }
 
 /// A baresip softphone over TLS with the presence module: it PUBLISHes its
-/// status, SUBSCRIBEs to each contact, prints status changes, and exits
-/// (publishing `closed`) after `seconds`.
+/// status, SUBSCRIBEs to each contact, prints status changes, and quits
+/// (removing its publication, un-REGISTERing) on SIGTERM or after `seconds`.
 struct Baresip {
     child: Child,
     out: PathBuf,
@@ -567,12 +567,36 @@ impl Baresip {
     }
 
     /// Waits for baresip to exit; its output without colour codes.
-    fn finish(mut self) -> String {
+    /// Asks baresip to quit (SIGTERM: the same orderly shutdown as its
+    /// timer) and waits for it to exit; its output.
+    fn quit(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.child.try_wait().unwrap().is_none() {
             assert!(Instant::now() < deadline, "baresip never exited");
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.output()
+    }
+
+    /// Waits (up to 20 s) until baresip has printed `needle`.
+    fn wait_output(&self, needle: &str, switch: &Switch) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "baresip never printed {needle:?}:\n{}\n{}",
+                self.output(),
+                switch.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What baresip printed so far, without colour codes.
+    fn output(&self) -> String {
         let raw = std::fs::read_to_string(&self.out).unwrap_or_default();
         let mut out = String::with_capacity(raw.len());
         let mut chars = raw.chars();
@@ -608,27 +632,32 @@ async fn two_softphones_with_each_other_in_their_books_see_each_other() {
     switch
         .site
         .ok(&["contact", "add", "bob", "0600111222", "--name", "Alice"]);
-    // baresip prints a change only once it knows a first state: alice
-    // (up first, 8 s) sees bob come online when he starts, and bob (up
-    // 10 s) sees alice go offline when her phone quits. baresip 1.0 often
-    // sends two initial PUBLISHes at start and removes only one when it
-    // quits; alice goes offline because her un-REGISTER (and the TLS
-    // connection closing) takes the documents of her device along.
-    let alice = Baresip::start(&switch, "alice", "bob", 8);
+    // baresip prints a change only once it knows a first state. Alice is
+    // up first and sees bob come online when he starts; once bob watches
+    // her, she quits and bob sees her go offline. baresip 1.0 often sends
+    // two initial PUBLISHes at start and removes only one when it quits:
+    // alice goes offline because her un-REGISTER (and her TLS connection
+    // closing) takes the documents of her device along. Each step waits
+    // for the one before, so a slow machine only makes it slower; 60 s is
+    // the phones' upper bound.
+    let alice = Baresip::start(&switch, "alice", "bob", 60);
     switch.wait_subscriptions(1);
-    let bob = Baresip::start(&switch, "bob", "alice", 10);
-    let alice_out = alice.finish();
-    let bob_out = bob.finish();
-    assert!(
-        alice_out.contains("<sip:bob@localhost> changed status from Offline to Online"),
-        "alice sees bob come online:\n{alice_out}\n{}",
-        switch.log()
+    let bob = Baresip::start(&switch, "bob", "alice", 60);
+    alice.wait_output(
+        "<sip:bob@localhost> changed status from Offline to Online",
+        &switch,
     );
-    assert!(
-        bob_out.contains("<sip:alice@localhost> changed status from Online to Offline"),
-        "bob sees alice go offline:\n{bob_out}\n{}",
-        switch.log()
+    switch.wait_subscriptions(2);
+    // Bob's first NOTIFY is built 20 ms after his 200 OK, with alice
+    // online; later NOTIFYs of the dialog follow it in order. The pause
+    // lets it be built before alice quits.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = alice.quit();
+    bob.wait_output(
+        "<sip:alice@localhost> changed status from Online to Offline",
+        &switch,
     );
+    let _ = bob.quit();
 }
 
 #[tokio::test(flavor = "multi_thread")]
