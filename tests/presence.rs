@@ -48,13 +48,18 @@ struct Switch {
 
 impl Switch {
     async fn start(presence: &str) -> Switch {
+        Switch::start_with("", presence).await
+    }
+
+    /// Like [`Switch::start`], with `sip_extra` in the `[sip]` section.
+    async fn start_with(sip_extra: &str, presence: &str) -> Switch {
         let sip = free_sip_port();
         let tls = free_port();
         let admin = free_port();
         let site = Site::with_sip(
             sip,
             tls,
-            "",
+            sip_extra,
             &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[presence]\n{presence}\n"),
         );
         for (login, phone) in [
@@ -881,4 +886,42 @@ async fn a_tcp_watcher_is_found_again_after_a_restart() {
     );
     assert!(n[2].contains("Subscription-State: terminated"), "{}", n[2]);
     switch.wait_subscriptions(0);
+}
+
+/// A registration that expires takes its device's documents along, though
+/// they were published for an hour.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_registration_takes_the_device_along() {
+    let switch = Switch::start_with("min_expires = 1", "").await;
+    switch.site.ok(&["contact", "add", "bob", "0600111222"]);
+    let watcher = switch.sipp(&switch.watch_scenario(4, "presence"), "alice", "bob");
+    watcher.wait_notifies(1, &switch);
+    // Registered for 2 s, published for an hour, then silent.
+    let short = switch.variant("presence_device.xml", &[("expires=600", "expires=2")]);
+    let full = std::fs::read_to_string(&short).unwrap();
+    let cut = full.find("<!--END-PUBLISHED-->").unwrap();
+    let device = switch.site.path("device-short.xml");
+    std::fs::write(
+        &device,
+        format!(
+            "{}<Reference variables=\"etag1\"/>\n</scenario>\n",
+            &full[..cut]
+        ),
+    )
+    .unwrap();
+    switch.sipp(&device, "bob", "bob").finish(&switch);
+    let trace = watcher.finish(&switch);
+    let n = notifies(&trace);
+    assert_eq!(n.len(), 5, "{trace}");
+    assert!(
+        n[1].contains("<ss:reachability>online</ss:reachability>"),
+        "{}",
+        n[1]
+    );
+    assert!(n[2].contains("<note>Here</note>"), "{}", n[2]);
+    assert!(
+        n[3].contains("<ss:reachability>offline</ss:reachability>") && !n[3].contains("<note>"),
+        "the registration expired: {}",
+        n[3]
+    );
 }
