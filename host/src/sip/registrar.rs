@@ -36,6 +36,11 @@ pub struct Registered {
     /// True when at least one binding was added or refreshed (deferred
     /// messages then go out).
     pub refreshed: bool,
+    /// True when a device came or moved: a binding key that was not there,
+    /// or one now reached over another flow (presence follows devices).
+    pub arrived: bool,
+    /// Bindings this REGISTER removed (and expired ones it swept out).
+    pub removed: Vec<Binding>,
 }
 
 /// One Contact of a REGISTER.
@@ -257,9 +262,21 @@ impl Registrar {
                 .map_err(|e| RegisterError::Store(e.to_string()))?;
         }
         let refreshed = !upserts.is_empty();
+        let arrived = upserts.iter().any(|u| {
+            !existing.iter().any(|b| {
+                b.binding_key == u.binding_key && b.transport == u.transport && b.source == u.source
+            })
+        });
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let list = cache.entry(login.to_string()).or_default();
-        list.retain(|b| b.expires_at > now && !star && !removals.contains(&b.binding_key));
+        let mut removed = Vec::new();
+        list.retain(|b| {
+            let keep = b.expires_at > now && !star && !removals.contains(&b.binding_key);
+            if !keep {
+                removed.push(b.clone());
+            }
+            keep
+        });
         for b in upserts {
             match list.iter_mut().find(|old| old.binding_key == b.binding_key) {
                 Some(old) => *old = b,
@@ -273,7 +290,35 @@ impl Registrar {
         Ok(Registered {
             bindings,
             refreshed,
+            arrived,
+            removed,
         })
+    }
+
+    /// Takes the bindings expired at `now` out of memory and returns them,
+    /// so that what depends on a device being registered (presence) learns
+    /// it is gone. The rows stay until the store's periodic purge.
+    pub fn take_expired(&self, now: i64) -> Vec<Binding> {
+        let mut expired = Vec::new();
+        {
+            // Most seconds nothing expires: look with the read lock first.
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if !cache.values().flatten().any(|b| b.expires_at <= now) {
+                return expired;
+            }
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, list| {
+            list.retain(|b| {
+                let live = b.expires_at > now;
+                if !live {
+                    expired.push(b.clone());
+                }
+                live
+            });
+            !list.is_empty()
+        });
+        expired
     }
 }
 

@@ -594,6 +594,27 @@ impl SipServer {
                 if registered.refreshed {
                     super::messaging::deliver_deferred(self.clone(), login.clone());
                 }
+                if registered.arrived
+                    || !registered.removed.is_empty()
+                    || flow.proto != super::transport::Proto::Udp
+                {
+                    // Presence follows devices: one that came is online,
+                    // one that left takes its published documents along.
+                    // Over TCP/TLS presence also checks whether the
+                    // connection is new (a device back after a restart).
+                    let server = self.clone();
+                    let (login, flow) = (login.clone(), *flow);
+                    tokio::spawn(async move {
+                        super::presence::Presence::registration_changed(
+                            &server,
+                            login,
+                            flow,
+                            registered.arrived,
+                            registered.removed,
+                        )
+                        .await;
+                    });
+                }
                 tracing::debug!(login, bindings = contacts.len(), "registered");
                 response_for(req, 200, "OK", Some(tag), &contacts)
             }
@@ -805,6 +826,12 @@ impl SipServer {
 impl Handler for SipServer {
     fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
         self.receive(flow, bytes);
+    }
+
+    fn on_closed(self: Arc<Self>, flow: Flow) {
+        tokio::spawn(async move {
+            super::presence::Presence::flow_closed(&self, flow).await;
+        });
     }
 }
 

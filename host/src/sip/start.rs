@@ -100,12 +100,13 @@ pub async fn start(
     for (proto, addr) in &transports.bound {
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
-    server.attach(transports);
+    server.attach(transports.clone());
     let presence = Presence::load(
         PresenceSettings::from_config(&app.config.presence),
         sip.domain.clone(),
         app.store.clone(),
         server.registrar.clone(),
+        transports,
     )
     .await
     .context("cannot load presence subscriptions and publications")?;

@@ -94,6 +94,13 @@ pub enum TransportError {
 pub trait Handler: Send + Sync + 'static {
     /// One datagram, or one framed stream message.
     fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>);
+
+    /// A TCP/TLS connection closed (by the peer, an error or the idle
+    /// timeout) and no newer connection from the same address replaced it:
+    /// RFC 5626 flow failure. What was bound to the flow is unreachable now.
+    fn on_closed(self: Arc<Self>, flow: Flow) {
+        let _ = flow;
+    }
 }
 
 struct Conn {
@@ -210,6 +217,14 @@ impl Transports {
             self.handler.clone(),
         ));
         Ok(flow)
+    }
+
+    /// True when a `proto` (TCP or TLS) connection from `remote` is open.
+    pub fn has_connection(&self, proto: Proto, remote: SocketAddr) -> bool {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&(proto, remote))
     }
 
     /// Open stream connections.
@@ -435,15 +450,19 @@ async fn serve_connection<S>(
             }
         }
     }
-    {
+    let ours = {
         let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if conns
+        let ours = conns
             .get(&(flow.proto, flow.remote))
-            .is_some_and(|c| c.id == id)
-        {
+            .is_some_and(|c| c.id == id);
+        if ours {
             conns.remove(&(flow.proto, flow.remote));
         }
-    }
+        ours
+    };
     drop(tx);
     let _ = writer_task.await;
+    if ours {
+        handler.on_closed(flow);
+    }
 }

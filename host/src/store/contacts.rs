@@ -31,6 +31,37 @@ pub struct Buddy {
     pub avatar_updated_at: Option<i64>,
 }
 
+/// One change of an address book, as `contact_changes` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactChange {
+    pub id: i64,
+    pub owner: String,
+    /// E.164 without '+' (or a login in generic mode).
+    pub number: String,
+    /// True when the number left the book.
+    pub removed: bool,
+}
+
+/// Records a change in the same transaction as the change itself, so that
+/// no node misses one.
+async fn record_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
+    number: &str,
+    removed: bool,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO contact_changes (owner, number, removed, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(owner)
+    .bind(number)
+    .bind(i64::from(removed))
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Two-digit ITU-T E.164 country calling codes; the rest are one digit (1, 7)
 /// or three. Enough to find the country code at the start of a number.
 const TWO_DIGIT_CODES: &[&str] = &[
@@ -99,6 +130,7 @@ impl Store {
                 "contact id must be 1 to 128 characters".into(),
             ));
         }
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "INSERT INTO contacts (owner, contact_id, name, number, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -107,26 +139,80 @@ impl Store {
         .bind(name)
         .bind(number)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match done {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e) if is_foreign_key_violation(&e) => {
-                Err(StoreError::NotFound(format!("account {owner:?}")))
+                return Err(StoreError::NotFound(format!("account {owner:?}")));
             }
-            Err(e) if unique_violation(&e).is_some() => Err(StoreError::Conflict(format!(
-                "contact {contact_id:?} with number {number}"
-            ))),
-            Err(e) => Err(e.into()),
+            Err(e) if unique_violation(&e).is_some() => {
+                return Err(StoreError::Conflict(format!(
+                    "contact {contact_id:?} with number {number}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
         }
+        record_change(&mut tx, owner, number, false).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes a number from `owner`'s address book (from every entry that
     /// has it); the number of rows removed.
     pub async fn del_contact(&self, owner: &str, number: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM contacts WHERE owner = ? AND number = ?")
             .bind(owner)
             .bind(number)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() > 0 {
+            record_change(&mut tx, owner, number, true).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Address-book changes after the one with id `after`, oldest first, at
+    /// most `limit`. Whoever serves subscriptions (any node) applies them.
+    pub async fn contact_changes_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ContactChange>> {
+        let rows = sqlx::query(
+            "SELECT id, owner, number, removed FROM contact_changes WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ContactChange {
+                    id: r.try_get("id")?,
+                    owner: r.try_get("owner")?,
+                    number: r.try_get("number")?,
+                    removed: r.try_get::<i64, _>("removed")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// The id of the newest address-book change (0 when there is none).
+    pub async fn last_contact_change_id(&self) -> Result<i64> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM contact_changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// Forgets address-book changes older than `before` (Unix seconds):
+    /// every node has applied them long since.
+    pub async fn purge_contact_changes(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM contact_changes WHERE created_at < ?")
+            .bind(before)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
@@ -375,8 +461,20 @@ mod tests {
         assert_eq!(newer.iter().map(|a| &a.1).collect::<Vec<_>>(), vec![&dave]);
         store.delete_account(&dave).await.unwrap();
 
+        let before = store.last_contact_change_id().await.unwrap();
         assert_eq!(store.del_contact(&alice, &bob_phone).await.unwrap(), 1);
+        assert_eq!(store.del_contact(&alice, &bob_phone).await.unwrap(), 0);
         assert_eq!(store.buddies(&alice).await.unwrap().len(), 1);
+        // The removal is recorded once, for the nodes serving subscriptions.
+        let changes: Vec<ContactChange> = store
+            .contact_changes_after(before, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.owner == alice)
+            .collect();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(changes[0].removed && changes[0].number == bob_phone);
         for login in [alice, bob, carol] {
             store.delete_account(&login).await.unwrap();
         }

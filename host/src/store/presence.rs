@@ -18,6 +18,11 @@ pub struct Publication {
     pub note: Option<String>,
     pub expires_at: i64,
     pub updated_at: i64,
+    /// The flow the device last published over (`udp`/`tcp`/`tls` and the
+    /// peer's address): the document lives while the device is reachable
+    /// there. `None` for rows stored before flows were recorded.
+    pub transport: Option<String>,
+    pub source: Option<String>,
 }
 
 /// A subscription dialog as stored.
@@ -95,8 +100,9 @@ impl Store {
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO presence_publications (etag, login, basic, note, expires_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO presence_publications \
+             (etag, login, basic, note, expires_at, updated_at, transport, source) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&p.etag)
         .bind(&p.login)
@@ -104,6 +110,8 @@ impl Store {
         .bind(&p.note)
         .bind(p.expires_at)
         .bind(p.updated_at)
+        .bind(&p.transport)
+        .bind(&p.source)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -122,8 +130,8 @@ impl Store {
     /// Publications not yet expired at `now`.
     pub async fn live_publications(&self, now: i64) -> Result<Vec<Publication>> {
         let rows = sqlx::query(
-            "SELECT etag, login, basic, note, expires_at, updated_at FROM presence_publications \
-             WHERE expires_at > ?",
+            "SELECT etag, login, basic, note, expires_at, updated_at, transport, source \
+             FROM presence_publications WHERE expires_at > ?",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -137,9 +145,30 @@ impl Store {
                     note: r.try_get("note")?,
                     expires_at: r.try_get("expires_at")?,
                     updated_at: r.try_get("updated_at")?,
+                    transport: r.try_get("transport")?,
+                    source: r.try_get("source")?,
                 })
             })
             .collect()
+    }
+
+    /// Removes `login`'s publications made over one flow (the device there
+    /// is gone); how many.
+    pub async fn delete_publications_of_flow(
+        &self,
+        login: &str,
+        transport: &str,
+        source: &str,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM presence_publications WHERE login = ? AND transport = ? AND source = ?",
+        )
+        .bind(login)
+        .bind(transport)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes publications expired at `now`.
@@ -196,6 +225,30 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Points a dialog's NOTIFYs at its watcher's new flow (the device
+    /// reconnected and registered again).
+    pub async fn move_subscription_flow(
+        &self,
+        call_id: &str,
+        local_tag: &str,
+        transport: &str,
+        source: &str,
+        local: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE presence_subscriptions SET transport = ?, source = ?, local = ? \
+             WHERE call_id = ? AND local_tag = ?",
+        )
+        .bind(transport)
+        .bind(source)
+        .bind(local)
+        .bind(call_id)
+        .bind(local_tag)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Raises a dialog's CSeq floor.
@@ -400,6 +453,8 @@ mod tests {
             note: Some("Lunch".into()),
             expires_at: now() + 60,
             updated_at: now(),
+            transport: Some("tls".into()),
+            source: Some("127.0.0.1:40000".into()),
         };
         store.put_publication(None, &p).await.unwrap();
         p.etag = unique("e");
@@ -423,6 +478,22 @@ mod tests {
         );
         assert!(store.delete_publication(&p.etag).await.unwrap());
         assert!(!store.delete_publication(&p.etag).await.unwrap());
+        // A device's documents go with the flow it published over.
+        store.put_publication(None, &p).await.unwrap();
+        assert_eq!(
+            store
+                .delete_publications_of_flow(&login, "tls", "127.0.0.1:40001")
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .delete_publications_of_flow(&login, "tls", "127.0.0.1:40000")
+                .await
+                .unwrap(),
+            1
+        );
         store.delete_account(&login).await.unwrap();
     }
 

@@ -15,6 +15,8 @@ pub mod rlmi;
 pub mod subscription;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,11 +33,12 @@ use super::parse::response_for;
 use super::registrar::Registrar;
 use super::server::{ClientOutcome, SipServer};
 use super::transaction::new_branch;
-use super::transport::{Flow, Proto};
+use super::transport::{Flow, Proto, Transports};
 use super::util::{header_value, header_values, new_tag, tag_of, user_of};
 use crate::config::{PresenceConfig, WatchPolicy};
 use crate::store::Store;
 use crate::store::contacts::Buddy;
+use crate::store::location::Binding;
 use crate::store::presence::{MailboxCounts, Publication, StoredSubscription};
 
 /// Content type of published and notified presence documents.
@@ -84,17 +87,27 @@ type Topic = (Package, String);
 struct State {
     subs: HashMap<DialogKey, Subscription>,
     by_topic: HashMap<Topic, HashSet<DialogKey>>,
+    /// Subscriptions per watcher login: those to move to a device's new
+    /// flow when it registers again.
+    by_watcher: HashMap<String, HashSet<DialogKey>>,
     /// Live publications per login.
     publications: HashMap<String, Vec<Publication>>,
     /// The last composed document per watched login, to notify only changes.
     documents: HashMap<String, UserPresence>,
     /// The last counts notified per mailbox.
     mailboxes: HashMap<String, MailboxCounts>,
+    /// Logins that registered or published over each open TCP/TLS
+    /// connection: whose documents to recompose when it closes.
+    by_flow: HashMap<(Proto, SocketAddr), HashSet<String>>,
 }
 
 impl State {
     fn index(&mut self, sub: &Subscription) {
         let key = sub.key();
+        self.by_watcher
+            .entry(sub.stored.watcher.clone())
+            .or_default()
+            .insert(key.clone());
         if sub.stored.is_list {
             for b in &sub.buddies {
                 self.by_topic
@@ -112,6 +125,12 @@ impl State {
 
     fn unindex(&mut self, sub: &Subscription) {
         let key = sub.key();
+        if let Some(set) = self.by_watcher.get_mut(&sub.stored.watcher) {
+            set.remove(&key);
+            if set.is_empty() {
+                self.by_watcher.remove(&sub.stored.watcher);
+            }
+        }
         let topics: Vec<Topic> = if sub.stored.is_list {
             sub.buddies
                 .iter()
@@ -148,11 +167,19 @@ pub struct Presence {
     domain: String,
     store: Store,
     registrar: Arc<Registrar>,
+    /// Which TCP/TLS connections are open: a device over a closed one is
+    /// not there (RFC 5626 flow failure).
+    transports: Arc<Transports>,
     state: Mutex<State>,
     /// The newest account id seen: accounts created after it may join
     /// buddy lists (SPEC §5: a contact who becomes a user).
-    last_account: std::sync::atomic::AtomicI64,
+    last_account: AtomicI64,
+    /// The newest address-book change applied.
+    last_contact_change: AtomicI64,
 }
+
+/// How long address-book changes are kept for the nodes to apply.
+const CONTACT_CHANGES_KEPT: i64 = 600;
 
 /// How often new accounts are looked for in watched buddy lists. The
 /// accounts come from the API, the CLI or another node, so the switch asks
@@ -168,6 +195,8 @@ struct Outgoing {
 
 /// What a NOTIFY carries.
 enum Content<'a> {
+    /// Nothing: the watcher is no longer allowed to see the document.
+    Empty,
     /// One presentity's document.
     Pidf(&'a UserPresence),
     /// A buddy list: full state, or only the members given.
@@ -186,6 +215,7 @@ impl Presence {
         domain: String,
         store: Store,
         registrar: Arc<Registrar>,
+        transports: Arc<Transports>,
     ) -> crate::store::Result<Presence> {
         let now = crate::store::now_secs();
         let mut state = State::default();
@@ -216,13 +246,16 @@ impl Presence {
             "presence state loaded"
         );
         let last_account = store.last_account_id().await?;
+        let last_contact_change = store.last_contact_change_id().await?;
         Ok(Presence {
             settings,
             domain,
             store,
             registrar,
+            transports,
             state: Mutex::new(state),
-            last_account: std::sync::atomic::AtomicI64::new(last_account),
+            last_account: AtomicI64::new(last_account),
+            last_contact_change: AtomicI64::new(last_contact_change),
         })
     }
 
@@ -239,29 +272,114 @@ impl Presence {
         format!("sip:{login}@{}", self.domain)
     }
 
-    /// A device registered with RFC 8599 push parameters can be woken by a
-    /// push notification even when the app is closed.
-    fn push_capable(&self, login: &str) -> bool {
-        self.registrar
-            .bindings(login, crate::store::now_secs())
-            .iter()
-            .any(|b| {
-                let c = b.contact.to_ascii_lowercase();
-                c.contains(";pn-provider=") || c.contains(";pn-prid=")
-            })
+    /// Whether a device last seen over `transport`/`source` is still
+    /// there. Over TCP/TLS only while that connection is open: a closed one
+    /// is a failed flow (RFC 5626), and a restart closes them all. Over UDP
+    /// (or unknown, for rows older than the flow columns) the expiry of the
+    /// binding or publication decides.
+    fn attached(&self, transport: Option<&str>, source: Option<&str>) -> bool {
+        match (
+            transport.and_then(Proto::parse),
+            source.and_then(|s| s.parse::<SocketAddr>().ok()),
+        ) {
+            (Some(proto @ (Proto::Tcp | Proto::Tls)), Some(remote)) => {
+                self.transports.has_connection(proto, remote)
+            }
+            _ => true,
+        }
     }
 
+    /// SPEC §8 per user: the devices are the publications still attached
+    /// to their device, plus each registered device that published nothing
+    /// (it takes calls and messages now, so it counts as open). Push
+    /// reachability comes from bindings registered with RFC 8599 push
+    /// parameters, which stay usable after their connection is gone. There
+    /// is no push-token table yet (SPEC §9 "tokens are stored per device
+    /// instance"); when it comes, a token counts here as a push parameter
+    /// does.
     fn compose_locked(&self, state: &State, login: &str, avatar: Option<i64>) -> UserPresence {
-        let devices: Vec<(bool, Option<&str>, i64)> = state
+        let now = crate::store::now_secs();
+        let publications: Vec<&Publication> = state
             .publications
             .get(login)
-            .map(|v| {
-                v.iter()
-                    .map(|p| (p.open, p.note.as_deref(), p.updated_at))
-                    .collect()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p.expires_at > now && self.attached(p.transport.as_deref(), p.source.as_deref())
             })
-            .unwrap_or_default();
-        UserPresence::compose(&devices, self.push_capable(login), avatar)
+            .collect();
+        let mut devices: Vec<(bool, Option<&str>, i64)> = publications
+            .iter()
+            .map(|p| (p.open, p.note.as_deref(), p.updated_at))
+            .collect();
+        let bindings = self.registrar.bindings(login, now);
+        for b in &bindings {
+            let published = publications.iter().any(|p| {
+                p.transport.as_deref() == Some(b.transport.as_str())
+                    && p.source.as_deref() == Some(b.source.as_str())
+            });
+            if !published && self.attached(Some(&b.transport), Some(&b.source)) {
+                devices.push((true, None, 0));
+            }
+        }
+        let push_capable = bindings.iter().any(|b| {
+            let c = b.contact.to_ascii_lowercase();
+            c.contains(";pn-provider=") || c.contains(";pn-prid=")
+        });
+        UserPresence::compose(&devices, push_capable, avatar)
+    }
+
+    /// The flow a NOTIFY of `sub` goes over: the one its SUBSCRIBE (or last
+    /// refresh) came on while that is open; when that TCP/TLS connection is
+    /// gone (the watcher reconnected, or the switch restarted), the flow the
+    /// same device (same Contact) has registered over since, as RFC 5626
+    /// reaches a device over its current flow. `None` while the device has
+    /// no open flow: the subscription waits for it (see [`Self::device_back`]).
+    fn flow_for(&self, sub: &mut Subscription) -> Option<Flow> {
+        let stored = Flow {
+            proto: Proto::parse(&sub.stored.transport)?,
+            local: sub.stored.local.parse().ok()?,
+            remote: sub.stored.source.parse().ok()?,
+        };
+        if stored.proto == Proto::Udp
+            || (!sub.detached && self.transports.has_connection(stored.proto, stored.remote))
+        {
+            return Some(stored);
+        }
+        let target = uri_core(&sub.stored.target);
+        let flow = self
+            .registrar
+            .bindings(&sub.stored.watcher, crate::store::now_secs())
+            .iter()
+            .filter(|b| uri_core(&b.contact) == target)
+            .filter_map(super::registrar::flow_of)
+            .find(|f| f.proto == Proto::Udp || self.transports.has_connection(f.proto, f.remote));
+        let Some(flow) = flow else {
+            sub.detached = true;
+            return None;
+        };
+        sub.stored.transport = flow.proto.as_str().to_string();
+        sub.stored.source = flow.remote.to_string();
+        sub.stored.local = flow.local.to_string();
+        sub.detached = false;
+        let store = self.store.clone();
+        let (call_id, tag) = sub.key();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .move_subscription_flow(
+                    &call_id,
+                    &tag,
+                    flow.proto.as_str(),
+                    &flow.remote.to_string(),
+                    &flow.local.to_string(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, call_id, "subscription's new flow not stored");
+            }
+        });
+        tracing::debug!(call_id = sub.stored.call_id, remote = %flow.remote, "subscription follows its watcher to a new flow");
+        Some(flow)
     }
 
     /// Builds a NOTIFY for one subscription (the caller holds the lock).
@@ -272,11 +390,7 @@ impl Presence {
         content: Content<'_>,
         now: i64,
     ) -> Option<Outgoing> {
-        let flow = Flow {
-            proto: Proto::parse(&sub.stored.transport)?,
-            local: sub.stored.local.parse().ok()?,
-            remote: sub.stored.source.parse().ok()?,
-        };
+        let flow = self.flow_for(sub)?;
         let (cseq, new_floor) = sub.next_cseq();
         if let Some(floor) = new_floor {
             let store = self.store.clone();
@@ -292,6 +406,7 @@ impl Presence {
         }
         let s = &sub.stored;
         let (content_type, body, list) = match content {
+            Content::Empty => (String::new(), String::new(), false),
             Content::Pidf(doc) => (
                 PIDF_TYPE.to_string(),
                 doc.to_pidf(&s.resource_uri, &s.resource),
@@ -355,7 +470,9 @@ impl Presence {
             // RFC 4662 §5.2: list NOTIFYs carry Require: eventlist.
             hs.push(Header::Require(headers::Require::new("eventlist")));
         }
-        hs.push(Header::ContentType(headers::ContentType::new(content_type)));
+        if !content_type.is_empty() {
+            hs.push(Header::ContentType(headers::ContentType::new(content_type)));
+        }
         hs.push(Header::ContentLength(headers::ContentLength::from(
             body.len() as u32,
         )));
@@ -429,6 +546,15 @@ impl Presence {
                             | 604
                     ),
                 )
+            }
+            ClientOutcome::TransportError if o.flow.proto != Proto::Udp => {
+                // The connection closed under the NOTIFY: the watcher is
+                // reconnecting, not refusing (RFC 5626). The subscription
+                // waits for its device's new flow, which gets the full state.
+                if let Some(p) = server.presence() {
+                    p.park(&o.key);
+                }
+                return None;
             }
             ClientOutcome::Timeout | ClientOutcome::TransportError => (false, true),
         };
@@ -517,6 +643,259 @@ impl Presence {
         built
     }
 
+    /// Remembers that `login` uses a TCP/TLS connection, so that its
+    /// closing is applied to what the login has there.
+    fn watch_flow(&self, flow: &Flow, login: &str) {
+        if flow.proto != Proto::Udp {
+            self.lock()
+                .by_flow
+                .entry((flow.proto, flow.remote))
+                .or_default()
+                .insert(login.to_string());
+        }
+    }
+
+    /// A subscription whose flow is gone: nothing in flight any more; it is
+    /// sent its full state when its device is back.
+    fn park(&self, key: &DialogKey) {
+        if let Some(sub) = self.lock().subs.get_mut(key) {
+            sub.in_flight = false;
+            sub.dirty = false;
+            sub.dirty_buddies.clear();
+            sub.detached = true;
+            tracing::debug!(
+                call_id = key.0,
+                "watcher's connection gone: subscription waits for it"
+            );
+        }
+    }
+
+    /// A REGISTER from `login` over `flow` went through. Presence follows
+    /// registrations: the documents of devices whose binding went are
+    /// removed, a device that came counts as online, and a watcher's device
+    /// back on a new flow gets its waiting subscriptions' state.
+    pub async fn registration_changed(
+        server: &Arc<SipServer>,
+        login: String,
+        flow: Flow,
+        arrived: bool,
+        removed: Vec<Binding>,
+    ) {
+        let Some(this) = server.presence() else {
+            return;
+        };
+        // A REGISTER over a connection not seen before is a device that
+        // came back, even from the same address and port (a client bound
+        // to its port reconnects from it).
+        let fresh_flow = flow.proto != Proto::Udp
+            && this
+                .lock()
+                .by_flow
+                .entry((flow.proto, flow.remote))
+                .or_default()
+                .insert(login.clone());
+        let arrived = arrived || fresh_flow;
+        if !arrived && removed.is_empty() {
+            // A refresh over a known connection: nothing moved.
+            return;
+        }
+        this.devices_gone(&login, &removed).await;
+        Self::document_changed(server, &login).await;
+        if arrived {
+            Self::device_back(server, &login).await;
+        }
+    }
+
+    /// Bindings that went (un-REGISTER, expiry): the device behind each is
+    /// gone, and so are the documents it published over the same flow,
+    /// unless another binding of the login still uses that flow. Without
+    /// this a document outlives its device: a phone that quits removes the
+    /// one publication it knows of, but a client may hold more than one
+    /// (baresip 1.0 sends two initial PUBLISHes when it starts).
+    async fn devices_gone(&self, login: &str, removed: &[Binding]) {
+        if removed.is_empty() {
+            return;
+        }
+        let live = self.registrar.bindings(login, crate::store::now_secs());
+        let mut flows: Vec<(&str, &str)> = removed
+            .iter()
+            .filter(|b| {
+                !live
+                    .iter()
+                    .any(|l| l.transport == b.transport && l.source == b.source)
+            })
+            .map(|b| (b.transport.as_str(), b.source.as_str()))
+            .collect();
+        flows.sort_unstable();
+        flows.dedup();
+        for (transport, source) in flows {
+            {
+                let mut state = self.lock();
+                if let Some(list) = state.publications.get_mut(login) {
+                    list.retain(|p| {
+                        !(p.transport.as_deref() == Some(transport)
+                            && p.source.as_deref() == Some(source))
+                    });
+                    if list.is_empty() {
+                        state.publications.remove(login);
+                    }
+                }
+            }
+            match self
+                .store
+                .delete_publications_of_flow(login, transport, source)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(
+                    login,
+                    transport,
+                    source,
+                    publications = n,
+                    "device gone: its publications removed"
+                ),
+                // The row expires on its own; memory already forgot it.
+                Err(e) => tracing::warn!(error = %e, login, "publication removal not stored"),
+            }
+        }
+    }
+
+    /// A TCP/TLS connection closed: the devices that registered or published
+    /// over it are not there any more, so their users' documents are
+    /// recomposed; watchers on it wait for their device to come back.
+    pub async fn flow_closed(server: &Arc<SipServer>, flow: Flow) {
+        let Some(this) = server.presence() else {
+            return;
+        };
+        let logins = this
+            .lock()
+            .by_flow
+            .remove(&(flow.proto, flow.remote))
+            .unwrap_or_default();
+        {
+            // Watchers on it: their NOTIFYs wait for the device to be back.
+            let mut guard = this.lock();
+            let state = &mut *guard;
+            let (proto, remote) = (flow.proto.as_str(), flow.remote.to_string());
+            for login in &logins {
+                for key in state.by_watcher.get(login).into_iter().flatten() {
+                    if let Some(sub) = state.subs.get_mut(key)
+                        && sub.stored.transport == proto
+                        && sub.stored.source == remote
+                    {
+                        sub.detached = true;
+                    }
+                }
+            }
+        }
+        for login in logins {
+            tracing::debug!(login, remote = %flow.remote, "connection closed: document recomposed");
+            Self::document_changed(server, &login).await;
+        }
+    }
+
+    /// `login` registered a device over a new flow: its subscriptions whose
+    /// own flow is gone (it reconnected, or the switch restarted) follow it
+    /// there and are sent their full state, which covers what changed while
+    /// they could not be reached.
+    async fn device_back(server: &Arc<SipServer>, login: &str) {
+        let Some(this) = server.presence() else {
+            return;
+        };
+        let waiting: Vec<DialogKey> = {
+            let state = this.lock();
+            state
+                .by_watcher
+                .get(login)
+                .into_iter()
+                .flatten()
+                .filter(|k| state.subs.get(*k).is_some_and(|sub| sub.detached))
+                .cloned()
+                .collect()
+        };
+        for key in waiting {
+            let moved = {
+                let mut state = this.lock();
+                state
+                    .subs
+                    .get_mut(&key)
+                    .and_then(|sub| this.flow_for(sub))
+                    .is_some()
+            };
+            if moved {
+                Self::notify_full(server, key, None).await;
+            }
+        }
+    }
+
+    /// Applies the address-book changes made since the last look (by the
+    /// CLI, the API or another node): a changed book's watched buddy lists
+    /// are sent again in full, and a watcher removed from a user's book
+    /// loses its subscription to that user (RFC 6665 `rejected`: the
+    /// authorization that allowed it is gone).
+    async fn apply_contact_changes(server: &Arc<SipServer>) {
+        let Some(this) = server.presence() else {
+            return;
+        };
+        let after = this.last_contact_change.load(Ordering::Relaxed);
+        let changes = match this.store.contact_changes_after(after, 1000).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "address-book changes unavailable");
+                return;
+            }
+        };
+        let Some(newest) = changes.last().map(|c| c.id) else {
+            return;
+        };
+        this.last_contact_change.store(newest, Ordering::Relaxed);
+        let mut owners: Vec<&str> = changes.iter().map(|c| c.owner.as_str()).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let mut revoked: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.removed)
+            .map(|c| c.owner.as_str())
+            .collect();
+        revoked.sort_unstable();
+        revoked.dedup();
+        let watching: Vec<(DialogKey, String, String)> = {
+            let state = this.lock();
+            if this.settings.open_policy {
+                Vec::new()
+            } else {
+                revoked
+                    .iter()
+                    .flat_map(|owner| {
+                        state
+                            .by_topic
+                            .get(&(Package::Presence, owner.to_string()))
+                            .into_iter()
+                            .flatten()
+                    })
+                    .filter_map(|k| state.subs.get(k))
+                    .filter(|s| !s.stored.is_list && s.stored.watcher != s.stored.resource)
+                    .map(|s| (s.key(), s.stored.resource.clone(), s.stored.watcher.clone()))
+                    .collect()
+            }
+        };
+        for (key, owner, watcher) in watching {
+            match this.store.has_in_address_book(&owner, &watcher).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(
+                        watcher,
+                        presentity = owner,
+                        "watcher left the presentity's address book: subscription rejected"
+                    );
+                    Self::notify_full(server, key, Some("rejected")).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "address book look-up failed"),
+            }
+        }
+        Self::resend_changed_lists(server, &owners, "address book changed").await;
+    }
+
     /// Removes a subscription without a NOTIFY.
     async fn forget(&self, key: &DialogKey) {
         self.lock().remove(key);
@@ -531,6 +910,19 @@ impl Presence {
         let Some(this) = server.presence() else {
             return;
         };
+        {
+            // Registrations call this often: skip the avatar look-up when
+            // nobody watches (the document is composed afresh for the
+            // first watcher anyway).
+            let mut state = this.lock();
+            if !state
+                .by_topic
+                .contains_key(&(Package::Presence, login.to_string()))
+            {
+                state.documents.remove(login);
+                return;
+            }
+        }
         let started = Instant::now();
         let avatar = match this.store.avatar_updated_at(login).await {
             Ok(a) => a,
@@ -632,8 +1024,9 @@ impl Presence {
                     .subs
                     .get_mut(&key)
                     .and_then(|sub| {
-                        sub.in_flight = true;
-                        this.build_notify(sub, terminated, Content::Mwi(counts), now)
+                        let built = this.build_notify(sub, terminated, Content::Mwi(counts), now);
+                        sub.in_flight = built.is_some();
+                        built
                     })
                     .into_iter()
                     .collect()
@@ -722,8 +1115,16 @@ impl Presence {
                     .subs
                     .get_mut(&key)
                     .and_then(|sub| {
-                        sub.in_flight = true;
-                        this.build_notify(sub, terminated, Content::Pidf(&doc), now)
+                        // A watcher no longer allowed to see the document
+                        // is not sent it in the last word either.
+                        let content = if terminated == Some("rejected") {
+                            Content::Empty
+                        } else {
+                            Content::Pidf(&doc)
+                        };
+                        let built = this.build_notify(sub, terminated, content, now);
+                        sub.in_flight = built.is_some();
+                        built
                     })
                     .into_iter()
                     .collect()
@@ -807,7 +1208,6 @@ impl Presence {
         let Some(this) = server.presence() else {
             return;
         };
-        use std::sync::atomic::Ordering;
         let after = this.last_account.load(Ordering::Relaxed);
         let fresh = match this.store.accounts_after(after, 1000).await {
             Ok(f) => f,
@@ -828,32 +1228,68 @@ impl Presence {
                 return;
             }
         };
-        let keys: Vec<DialogKey> = {
-            let state = this.lock();
-            state
-                .subs
-                .values()
-                .filter(|s| s.stored.is_list && owners.contains(&s.stored.resource))
-                .map(Subscription::key)
-                .collect()
+        let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
+        Self::resend_changed_lists(server, &owners, "a contact became a user").await;
+    }
+
+    /// Sends the watched buddy lists of these owners again in full where
+    /// the list read from the address book now differs from the one the
+    /// watcher has (a change that leaves the list as it was sends nothing).
+    async fn resend_changed_lists(server: &Arc<SipServer>, owners: &[&str], why: &str) {
+        let Some(this) = server.presence() else {
+            return;
         };
-        for key in keys {
-            tracing::debug!(
-                call_id = key.0,
-                "a contact became a user: buddy list sent again"
-            );
-            Self::notify_full(server, key, None).await;
+        for owner in owners {
+            let watched = {
+                let state = this.lock();
+                state
+                    .subs
+                    .values()
+                    .any(|s| s.stored.is_list && s.stored.resource == *owner)
+            };
+            if !watched {
+                continue;
+            }
+            let buddies = match this.store.buddies(owner).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, owner, "buddy list unavailable");
+                    continue;
+                }
+            };
+            let keys: Vec<DialogKey> = {
+                let state = this.lock();
+                state
+                    .subs
+                    .values()
+                    // A dialog whose first NOTIFY is not built yet (CSeq
+                    // 0) reads the address book itself.
+                    .filter(|s| {
+                        s.stored.is_list
+                            && s.stored.resource == *owner
+                            && s.cseq > 0
+                            && s.buddies != buddies
+                    })
+                    .map(Subscription::key)
+                    .collect()
+            };
+            for key in keys {
+                tracing::debug!(call_id = key.0, owner, why, "buddy list sent again");
+                Self::notify_full(server, key, None).await;
+            }
         }
     }
 
     /// Once a second: ends expired subscriptions with a terminating NOTIFY,
-    /// drops expired publications (re-notifying their users), and polls the
-    /// mailboxes MWI watchers follow.
+    /// drops expired publications and registrations (re-notifying their
+    /// users), and polls the mailboxes MWI watchers follow; every 2 s, new
+    /// accounts and address-book changes.
     pub fn spawn_housekeeping(server: Arc<SipServer>) {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut last_poll = Instant::now();
             let mut last_users = Instant::now();
+            let mut last_purge = Instant::now();
             loop {
                 tick.tick().await;
                 let Some(this) = server.presence() else {
@@ -903,15 +1339,35 @@ impl Presence {
                         Self::document_changed(&server, &login).await;
                     }
                 }
+                // Bindings that expired: their devices are gone.
+                let mut expired: HashMap<String, Vec<Binding>> = HashMap::new();
+                for b in this.registrar.take_expired(now) {
+                    expired.entry(b.login.clone()).or_default().push(b);
+                }
+                for (login, removed) in expired {
+                    tracing::debug!(login, bindings = removed.len(), "registration expired");
+                    this.devices_gone(&login, &removed).await;
+                    Self::document_changed(&server, &login).await;
+                }
                 if last_users.elapsed() >= NEW_USERS_POLL {
                     last_users = Instant::now();
+                    Self::apply_contact_changes(&server).await;
+                    if last_purge.elapsed() >= Duration::from_secs(60) {
+                        last_purge = Instant::now();
+                        if let Err(e) = this
+                            .store
+                            .purge_contact_changes(now - CONTACT_CHANGES_KEPT)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "old address-book changes not purged");
+                        }
+                    }
                     let watched_lists = this.lock().subs.values().any(|s| s.stored.is_list);
                     if watched_lists {
                         Self::new_users_join_lists(&server).await;
                     } else if let Ok(id) = this.store.last_account_id().await {
                         // Nobody to tell: just move the mark forward.
-                        this.last_account
-                            .store(id, std::sync::atomic::Ordering::Relaxed);
+                        this.last_account.store(id, Ordering::Relaxed);
                     }
                 }
                 if last_poll.elapsed() >= this.settings.mwi_poll && !mailboxes.is_empty() {
@@ -1009,6 +1465,21 @@ fn supports(req: &rsip::Request, option: &str) -> bool {
     typed_values(req, "Supported")
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(option))
+}
+
+/// A SIP URI reduced to what names a device's address: `user@host:port`,
+/// lower case, without scheme, parameters or angle brackets. A device puts
+/// the same address in its REGISTER and SUBSCRIBE Contacts.
+fn uri_core(uri: &str) -> String {
+    let u = uri.trim().trim_start_matches('<');
+    let u = u
+        .strip_prefix("sips:")
+        .or_else(|| u.strip_prefix("sip:"))
+        .unwrap_or(u);
+    u.split([';', '?', '>'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// The URI inside a Contact value.
@@ -1141,11 +1612,15 @@ pub async fn on_subscribe(
             let mut state = this.lock();
             match state.subs.get_mut(&key) {
                 Some(sub) if sub.stored.watcher == login && sub.package == package => {
-                    sub.stored.expires_at = expires_at;
+                    // An unsubscribe is ended by its own NOTIFY below; the
+                    // expiry sweep must not send a second one.
+                    sub.stored.expires_at = if expires == 0 { i64::MAX } else { expires_at };
                     sub.stored.target = target;
                     sub.stored.transport = flow.proto.as_str().to_string();
                     sub.stored.source = flow.remote.to_string();
                     sub.stored.local = flow.local.to_string();
+                    // The refresh came over a live flow: NOTIFYs go there.
+                    sub.detached = false;
                     Some(sub.stored.clone())
                 }
                 _ => None,
@@ -1154,6 +1629,7 @@ pub async fn on_subscribe(
         let Some(stored) = updated else {
             return response_for(req, 481, "Subscription Does Not Exist", Some(tag), &[]);
         };
+        this.watch_flow(flow, &login);
         if expires == 0 {
             spawn_notify(server, key, Some("timeout"));
             return ok(Vec::new());
@@ -1261,7 +1737,9 @@ pub async fn on_subscribe(
     // The initial NOTIFY goes first: a change before it is sent after it.
     sub.in_flight = true;
     if expires == 0 {
-        // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over.
+        // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, then over
+        // (and not a second one from the expiry sweep).
+        sub.stored.expires_at = i64::MAX;
         this.lock().insert(sub);
         spawn_notify(server, key, Some("timeout"));
         return ok(Vec::new());
@@ -1278,6 +1756,7 @@ pub async fn on_subscribe(
         "subscription created"
     );
     this.lock().insert(sub);
+    this.watch_flow(flow, &login);
     spawn_notify(server, key, None);
     let extra = if is_list {
         vec![("Require".to_string(), "eventlist".to_string())]
@@ -1409,6 +1888,8 @@ pub async fn on_publish(
                     note: status.note,
                     expires_at: now + i64::from(expires),
                     updated_at: now,
+                    transport: Some(flow.proto.as_str().to_string()),
+                    source: Some(flow.remote.to_string()),
                 },
             )
         }
@@ -1428,6 +1909,10 @@ pub async fn on_publish(
             let mut p = old.clone();
             p.etag = new_tag();
             p.expires_at = now + i64::from(expires);
+            // The entity tag proves it is the same device: its document now
+            // lives with the flow it came over this time.
+            p.transport = Some(flow.proto.as_str().to_string());
+            p.source = Some(flow.remote.to_string());
             if let Some(s) = status {
                 p.open = s.open;
                 p.note = s.note;
@@ -1451,6 +1936,13 @@ pub async fn on_publish(
             list.retain(|p| &p.etag != old);
         }
         list.push(publication.clone());
+        if flow.proto != Proto::Udp {
+            state
+                .by_flow
+                .entry((flow.proto, flow.remote))
+                .or_default()
+                .insert(login.clone());
+        }
     }
     tracing::debug!(
         login,
@@ -1520,6 +2012,22 @@ mod tests {
         assert_eq!(contact_uri("sip:a@b").as_deref(), Some("sip:a@b"));
         assert_eq!(contact_uri("<mailto:a@b>"), None);
         assert_eq!(contact_uri("*"), None);
+    }
+
+    #[test]
+    fn device_addresses() {
+        assert_eq!(
+            uri_core("<sip:Alice-0x1@127.0.0.1:36137;transport=tls>;expires=600"),
+            "alice-0x1@127.0.0.1:36137"
+        );
+        assert_eq!(
+            uri_core("sip:alice-0x1@127.0.0.1:36137;transport=TLS"),
+            uri_core("sips:alice-0x1@127.0.0.1:36137")
+        );
+        assert_ne!(
+            uri_core("sip:a@127.0.0.1:5060"),
+            uri_core("sip:a@127.0.0.1:5061")
+        );
     }
 
     #[test]

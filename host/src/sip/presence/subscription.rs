@@ -141,6 +141,10 @@ pub struct Subscription {
     pub dirty: bool,
     /// For lists, the members that changed meanwhile.
     pub dirty_buddies: std::collections::BTreeSet<String>,
+    /// The TCP/TLS connection of the watcher is gone (closed, or lost in a
+    /// restart): NOTIFYs wait until its device registers again or
+    /// refreshes, which brings the full state (RFC 5626 flows).
+    pub detached: bool,
 }
 
 impl Subscription {
@@ -156,13 +160,16 @@ impl Subscription {
             in_flight: false,
             dirty: false,
             dirty_buddies: Default::default(),
+            detached: false,
         }
     }
 
     /// A dialog loaded after a restart: NOTIFYs resume at its stored floor.
+    /// A watcher's connection did not survive the restart.
     pub fn reloaded(stored: StoredSubscription, package: Package) -> Subscription {
         Subscription {
             cseq: stored.cseq_floor.max(1) - 1,
+            detached: !stored.transport.eq_ignore_ascii_case("udp"),
             stored,
             package,
             buddies: Vec::new(),
