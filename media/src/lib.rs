@@ -8,4 +8,4 @@ pub mod ports;
 pub mod relay;
 pub mod stun;
 
-pub use relay::{Relay, RelayConfig, RelayError, RelayStats, Side, Stream};
+pub use relay::{IceCredentials, Relay, RelayConfig, RelayError, RelayStats, Side, Stream};

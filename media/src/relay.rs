@@ -212,7 +212,24 @@ struct Peer {
     announced: Option<SocketAddr>,
     /// STUN requests received from this side: transaction id → source.
     pending: VecDeque<([u8; 12], SocketAddr)>,
+    /// This side's ICE credentials (from its SDP): checks sent *toward* it
+    /// must carry them.
+    ice: Option<Arc<IceCredentials>>,
+    /// Sources of this side that passed a connectivity check: with ICE on
+    /// both sides, only these may send media through the relay.
+    verified: VecDeque<SocketAddr>,
 }
+
+/// ICE short-term credentials as an SDP gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+/// Addresses of one side remembered as verified (its candidates' bases
+/// and NAT mappings).
+const VERIFIED_SOURCES: usize = 8;
 
 struct Shared {
     /// By side, then component (0 RTP, 1 RTCP).
@@ -237,7 +254,15 @@ impl Shared {
         lock(&self.peers[side.index()][component])
     }
 
-    /// Learns from a packet that arrived from `side` and says where it goes.
+    /// Learns from a packet that arrived from `side` and says where it goes;
+    /// `None` drops it.
+    ///
+    /// Without ICE the latest source of a side is where its packets go back
+    /// (symmetric latching). With ICE on both sides, a side's checks must be
+    /// keyed with the other side's credentials from the SDP (they are meant
+    /// for that agent), and only sources that passed a check may send media
+    /// or re-latch: a stranger who guesses a relay port can neither inject
+    /// nor divert a call's media.
     fn route(
         &self,
         side: Side,
@@ -246,31 +271,77 @@ impl Shared {
         packet: &[u8],
     ) -> Option<SocketAddr> {
         let ms = self.born.elapsed().as_millis() as u64;
-        self.last_packet_ms.store(ms, Ordering::Relaxed);
         let stun = stun_kind(packet);
+        let their_ice = self.peer(side.other(), component).ice.clone();
         {
             let mut me = self.peer(side, component);
-            me.latched = Some(src);
-            if let Some(StunKind::Request(id)) = stun {
-                if me.pending.len() == PENDING_CHECKS {
-                    me.pending.pop_front();
+            let checked = me.ice.is_some() && their_ice.is_some();
+            match (&stun, &their_ice) {
+                (Some(StunKind::Request(id)), Some(theirs)) if checked => {
+                    let use_candidate = valid_check(packet, theirs)?;
+                    if !me.verified.contains(&src) {
+                        if me.verified.len() == VERIFIED_SOURCES {
+                            me.verified.pop_front();
+                        }
+                        me.verified.push_back(src);
+                    }
+                    // The controlling agent's nomination picks the path.
+                    if use_candidate || me.latched.is_none() {
+                        me.latched = Some(src);
+                    }
+                    remember(&mut me, *id, src);
                 }
-                me.pending.push_back((id, src));
+                (Some(StunKind::Request(id)), _) => {
+                    me.latched = Some(src);
+                    remember(&mut me, *id, src);
+                }
+                // Answers are routed by transaction below; one nobody asked
+                // for goes nowhere.
+                (Some(StunKind::Response(_)), _) => {}
+                _ if checked => {
+                    if !me.verified.contains(&src) {
+                        return None;
+                    }
+                    me.latched = Some(src);
+                }
+                _ => me.latched = Some(src),
             }
         }
+        self.last_packet_ms.store(ms, Ordering::Relaxed);
         let mut other = self.peer(side.other(), component);
-        if let Some(StunKind::Response(id)) = stun
-            && let Some(pos) = other.pending.iter().position(|(t, _)| *t == id)
-        {
+        if let Some(StunKind::Response(id)) = stun {
+            let pos = other.pending.iter().position(|(t, _)| *t == id)?;
             return other.pending.remove(pos).map(|(_, asked)| asked);
         }
         other.latched.or(other.announced)
     }
 }
 
+fn remember(peer: &mut Peer, id: [u8; 12], src: SocketAddr) {
+    if peer.pending.len() == PENDING_CHECKS {
+        peer.pending.pop_front();
+    }
+    peer.pending.push_back((id, src));
+}
+
+/// A connectivity check toward the agent with credentials `to`: USERNAME
+/// `to.ufrag:…` and MESSAGE-INTEGRITY keyed with `to.pwd` (RFC 8445
+/// §7.2.2). Returns whether it nominates (USE-CANDIDATE); `None` if invalid.
+fn valid_check(packet: &[u8], to: &IceCredentials) -> Option<bool> {
+    let message = crate::stun::Message::decode(packet).ok()?;
+    let username = message.username()?;
+    let (target, _) = username.split_once(':')?;
+    if target != to.ufrag {
+        return None;
+    }
+    crate::stun::verify_integrity(packet, to.pwd.as_bytes()).ok()?;
+    Some(message.use_candidate())
+}
+
 enum StunKind {
     Request([u8; 12]),
     Response([u8; 12]),
+    /// Binding indications (ICE keepalives) travel like media.
     Indication,
 }
 
@@ -345,6 +416,19 @@ impl Stream {
     pub fn announce(&self, side: Side, rtp: SocketAddr, rtcp: SocketAddr) {
         self.shared.peer(side, 0).announced = Some(rtp);
         self.shared.peer(side, 1).announced = Some(rtcp);
+    }
+
+    /// `side`'s ICE credentials from its SDP (a new pair is an ICE restart:
+    /// its sources must pass a check again).
+    pub fn set_ice(&self, side: Side, credentials: IceCredentials) {
+        let credentials = Arc::new(credentials);
+        for component in 0..2 {
+            let mut peer = self.shared.peer(side, component);
+            if peer.ice.as_deref() != Some(&*credentials) {
+                peer.ice = Some(credentials.clone());
+                peer.verified.clear();
+            }
+        }
     }
 
     /// The address `side` sends RTP from, once it has sent any.
@@ -477,6 +561,67 @@ mod tests {
         response.extend_from_slice(&[7u8; 12]);
         b.send_to(&response, relay_b).await.unwrap();
         assert_eq!(recv(&a_host).await.0, response);
+    }
+
+    fn check(to: &IceCredentials, from_ufrag: &str, id: u8, nominate: bool) -> Vec<u8> {
+        use crate::stun::{Attribute, Message, TransactionId};
+        let mut m = Message::binding_request(TransactionId([id; 12]))
+            .with(Attribute::Username(format!("{}:{from_ufrag}", to.ufrag)));
+        if nominate {
+            m = m.with(Attribute::UseCandidate);
+        }
+        m.encode(Some(to.pwd.as_bytes()), true).unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_ice_only_checked_sources_reach_the_other_side() {
+        let relay = relay(41500, 41599);
+        let stream = relay.open().unwrap();
+        let a_creds = IceCredentials {
+            ufrag: "aaaa".into(),
+            pwd: "a-password-of-22-chars".into(),
+        };
+        let b_creds = IceCredentials {
+            ufrag: "bbbb".into(),
+            pwd: "b-password-of-22-chars".into(),
+        };
+        stream.set_ice(Side::A, a_creds.clone());
+        stream.set_ice(Side::B, b_creds.clone());
+        let (a, b, stranger) = (socket().await, socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        let b_addr = b.local_addr().unwrap();
+        stream.announce(Side::B, b_addr, b_addr);
+        // Media before any check, a check keyed with the wrong password, a
+        // check for someone else: all dropped.
+        a.send_to(&rtp(1), relay_a).await.unwrap();
+        a.send_to(&check(&a_creds, "bbbb", 1, false), relay_a)
+            .await
+            .unwrap();
+        let wrong = IceCredentials {
+            ufrag: "bbbb".into(),
+            pwd: "not-the-password-at-al".into(),
+        };
+        a.send_to(&check(&wrong, "aaaa", 2, false), relay_a)
+            .await
+            .unwrap();
+        // A's real check toward B is forwarded.
+        let good = check(&b_creds, "aaaa", 3, true);
+        a.send_to(&good, relay_a).await.unwrap();
+        assert_eq!(recv(&b).await.0, good);
+        // Now A's media passes; a stranger's does not, nor does it divert B's.
+        stranger.send_to(&rtp(2), relay_a).await.unwrap();
+        a.send_to(&rtp(3), relay_a).await.unwrap();
+        assert_eq!(recv(&b).await.0, rtp(3));
+        // B's media passes once B, too, has checked its path.
+        b.send_to(&rtp(4), relay_b).await.unwrap();
+        let b_check = check(&a_creds, "bbbb", 5, false);
+        b.send_to(&b_check, relay_b).await.unwrap();
+        assert_eq!(recv(&a).await.0, b_check);
+        b.send_to(&rtp(6), relay_b).await.unwrap();
+        assert_eq!(recv(&a).await.0, rtp(6));
+        // rtp 1, two bad checks, the stranger's and B's early packet.
+        assert_eq!(relay.stats().packets_dropped.load(Ordering::Relaxed), 5);
     }
 
     #[tokio::test]

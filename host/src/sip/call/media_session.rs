@@ -80,6 +80,17 @@ impl CallMedia {
                 ports.push(None);
                 continue;
             };
+            if how == Rewrite::AddRelayCandidate
+                && let Some(ice) = &m.ice
+            {
+                stream.set_ice(
+                    from,
+                    media::IceCredentials {
+                        ufrag: ice.ufrag.clone(),
+                        pwd: ice.pwd.clone(),
+                    },
+                );
+            }
             if let Some(ip) = m.addr.filter(|ip| !ip.is_unspecified()) {
                 stream.announce(
                     from,
