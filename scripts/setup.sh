@@ -13,8 +13,10 @@ say "$(cargo --version)"
 
 # C toolchain for crates that build C (bundled SQLite, ring); SIPp (sip-tester)
 # and baresip as the real SIP peers of the black-box tests; python3-aiosmtpd
-# as the SMTP server the client API tests send e-mails to.
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd)
+# as the SMTP server the client API tests send e-mails to; coturn (for its
+# turnutils_stunclient) and stun-client (the classic RFC 3489 client) as the
+# STUN server's real clients (Debian 12 has no stuntman-client).
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd coturn stun-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
