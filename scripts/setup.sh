@@ -15,8 +15,10 @@ say "$(cargo --version)"
 # and baresip as the real SIP peers of the black-box tests; python3-aiosmtpd
 # as the SMTP server the client API tests send e-mails to; iproute2 and
 # nftables for the media test that puts two phones behind NATs made of
-# network namespaces (it needs root).
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables)
+# network namespaces (it needs root); coturn (for its turnutils_stunclient)
+# and stun-client (the classic RFC 3489 client) as the STUN server's real
+# clients (Debian 12 has no stuntman-client).
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
