@@ -13,8 +13,10 @@ say "$(cargo --version)"
 
 # C toolchain for crates that build C (bundled SQLite, ring); SIPp (sip-tester)
 # and baresip as the real SIP peers of the black-box tests; python3-aiosmtpd
-# as the SMTP server the client API tests send e-mails to.
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd)
+# as the SMTP server the client API tests send e-mails to; chromium and
+# chromium-driver for the browser tests of the activation and reset pages;
+# python3-venv for scripts/api-fuzz.sh (schemathesis from PyPI in a venv).
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd chromium chromium-driver python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
