@@ -1351,6 +1351,14 @@ async fn admin_api_manages_accounts_and_refuses_addresses_outside_the_allow_list
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = insider
+        .get(format!("http://127.0.0.1:{}/openapi.json", api.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["paths"]["/accounts/{login}/registrations"]["get"].is_object());
 
     // Create from the template; the switch makes the SIP password.
     let r = api

@@ -112,6 +112,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .merge(protected)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin resource")
@@ -193,6 +194,14 @@ async fn require_token(
     }
 }
 
+/// The admin API's own OpenAPI document (the client API has its own at
+/// `/v1/openapi.json` on the HTTPS listener).
+const OPENAPI: &str = include_str!("admin/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
@@ -233,5 +242,32 @@ async fn reload(State(state): State<Arc<AdminState>>, Path(name): Path<String>) 
             e.to_string(),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_document_is_json_with_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for (path, methods) in [
+            ("/health", &["get"][..]),
+            ("/openapi.json", &["get"]),
+            ("/metrics", &["get"]),
+            ("/guests", &["get"]),
+            ("/guests/{name}/reload", &["post"]),
+            ("/accounts", &["get", "post"]),
+            ("/accounts/{login}", &["get", "patch", "delete"]),
+            ("/accounts/{login}/balance", &["put"]),
+            ("/accounts/{login}/registrations", &["get"]),
+        ] {
+            for m in methods {
+                assert!(
+                    doc["paths"][path].get(m).is_some(),
+                    "{m} {path} undocumented"
+                );
+            }
+        }
     }
 }
