@@ -1967,3 +1967,165 @@ async fn chromium_opens_the_e_mailed_activation_and_reset_pages_and_submits_the_
     assert_eq!(s, StatusCode::OK, "{creds}");
     assert_eq!(creds["login"], "hedy");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_avatar_reaches_presence_watchers_with_its_update_time() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    api.site.ok(&[
+        "account",
+        "add",
+        "ida",
+        "--password",
+        "ida-sip",
+        "--username",
+        "ida",
+        "--access-password",
+        "ida-pass-1",
+    ]);
+    api.site.ok(&[
+        "account",
+        "add",
+        "jon",
+        "--password",
+        "jon-sip",
+        "--phone",
+        "48600444555",
+    ]);
+    // Ida has Jon in her address book, so Jon may watch her presence.
+    api.site.ok(&["contact", "add", "ida", "+48600444555"]);
+
+    // Jon's phone (SIPp) subscribes to Ida and takes two NOTIFYs: the
+    // initial state, then the one the avatar upload causes.
+    let scenario = {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/sipp/presence_watch.xml"),
+        )
+        .unwrap();
+        let (start, end) = (
+            text.find("<!--NOTIFY-->").unwrap(),
+            text.find("<!--/NOTIFY-->").unwrap(),
+        );
+        let path = api.site.path("watch.xml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}{}{}",
+                &text[..start],
+                text[start..end].repeat(2),
+                &text[end..]
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let users = api.site.path("jon.csv");
+    std::fs::write(
+        &users,
+        "SEQUENTIAL\njon;jon-sip;[authentication username=jon password=jon-sip]\n",
+    )
+    .unwrap();
+    let trace = api.site.path("jon-trace.log");
+    let mut watcher = std::process::Command::new("sipp")
+        .current_dir(api.site.dir.path())
+        .arg(format!("127.0.0.1:{}", api.sip))
+        .arg("-sf")
+        .arg(&scenario)
+        .arg("-inf")
+        .arg(&users)
+        .args(["-s", "ida", "-key", "domain", "localhost"])
+        .args([
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.site.ok(&["presence", "subscriptions"]).lines().count() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "Jon never subscribed: {}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first NOTIFY has been answered before the avatar changes.
+    while !std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .contains("<ss:reachability>")
+    {
+        assert!(Instant::now() < deadline, "no first NOTIFY");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_, creds) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "ida", "password": "ida-pass-1" }),
+        )
+        .await;
+    let r = api
+        .client
+        .put(format!("{}/v1/profile/avatar", api.base))
+        .bearer_auth(creds["token"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(picture(64, 64, image::ImageFormat::Png))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let stamp = r.json::<Value>().await.unwrap()["avatar_updated_at"]
+        .as_i64()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = watcher.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watcher.kill();
+            panic!(
+                "the watcher never ended: {}",
+                std::fs::read_to_string(&trace).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let trace = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(status.success(), "{trace}\n{}", api.running.log());
+    let notifies: Vec<&str> = trace
+        .split("message received")
+        .skip(1)
+        .filter_map(|chunk| chunk.find("NOTIFY sip:").map(|i| &chunk[i..]))
+        .collect();
+    assert!(notifies.len() >= 2, "{trace}");
+    assert!(!notifies[0].contains("avatar-updated"), "{}", notifies[0]);
+    assert!(
+        notifies[1].contains(&format!("<ss:avatar-updated>{stamp}</ss:avatar-updated>")),
+        "{}",
+        notifies[1]
+    );
+}
