@@ -54,7 +54,10 @@ pub struct Created {
     pub sip_password: Option<String>,
 }
 
-/// `PATCH /accounts/{login}` body: every field optional.
+/// `PATCH /accounts/{login}` body: every field optional. Applied in field
+/// order (passwords, profile, settings, then `active`, so an account is
+/// re-enabled only after the rest went through); a value the store refuses
+/// answers 400 and leaves the fields before it applied.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
