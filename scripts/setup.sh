@@ -17,8 +17,10 @@ say "$(cargo --version)"
 # nftables for the media test that puts two phones behind NATs made of
 # network namespaces (it needs root); coturn (for its turnutils_stunclient)
 # and stun-client (the classic RFC 3489 client) as the STUN server's real
-# clients (Debian 12 has no stuntman-client).
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client)
+# clients (Debian 12 has no stuntman-client); chromium and chromium-driver
+# for the browser tests of the activation and reset pages; python3-venv for
+# scripts/api-fuzz.sh (schemathesis from PyPI in a venv).
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: guest unit tests, host unit and black-box tests on SQLite,
-# then the storage and routing tests again on a real MariaDB server that it
-# installs and starts. Also the format and lint gates.
+# a schemathesis run against the client API, then the storage and routing
+# tests again on a real MariaDB server that it installs and starts. Also the
+# format and lint gates.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,6 +24,9 @@ cargo test --manifest-path guests/Cargo.toml
 
 step "host tests on SQLite"
 cargo test --workspace
+
+step "client API property-based run (schemathesis against /v1/openapi.json)"
+./scripts/api-fuzz.sh
 
 step "storage and routing tests on MariaDB"
 ./scripts/mariadb-test-db.sh

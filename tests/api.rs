@@ -125,6 +125,8 @@ struct Api {
     client: reqwest::Client,
     /// SIP over UDP and TCP on loopback.
     sip: u16,
+    /// Admin endpoint (plain HTTP on 127.0.0.1, token "t").
+    admin: u16,
 }
 
 /// A port free for both UDP and TCP on loopback.
@@ -144,11 +146,21 @@ fn api_section(port: u16, extra: &str) -> String {
 impl Api {
     /// `provider`: (name, guest file, TOML body of its config table, allowed hosts).
     async fn start(api_extra: &str, provider: (&str, &str, &str, &str), sms_extra: &str) -> Api {
+        Api::start_with(api_extra, provider, sms_extra, "").await
+    }
+
+    /// [`Api::start`] with more keys of the `[admin]` section.
+    async fn start_with(
+        api_extra: &str,
+        provider: (&str, &str, &str, &str),
+        sms_extra: &str,
+        admin_extra: &str,
+    ) -> Api {
         let port = free_port();
         let admin = free_port();
         let (name, wasm, config, allowed) = provider;
         let extra = format!(
-            "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n\n[sms]\nprovider = \"{name}\"\n\
+            "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n{admin_extra}\n\n[sms]\nprovider = \"{name}\"\n\
              poll_interval_ms = 100\nretry_base_secs = 1\ncallback_base_url = \"https://127.0.0.1:{port}\"\n{sms_extra}\n\
              [sms.providers.{name}]\npath = \"{name}.wasm\"\nallowed_hosts = [{allowed}]\n\n\
              [sms.providers.{name}.config]\n{config}\n"
@@ -173,9 +185,23 @@ impl Api {
             .build()
             .unwrap();
         let base = format!("https://127.0.0.1:{port}");
+        let api = Api {
+            running,
+            site,
+            base,
+            client,
+            sip,
+            admin,
+        };
+        api.wait_answering().await;
+        api
+    }
+
+    async fn wait_answering(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .get(format!("{base}/v1/openapi.json"))
+        while self
+            .client
+            .get(format!("{}/v1/openapi.json", self.base))
             .send()
             .await
             .is_err()
@@ -183,17 +209,76 @@ impl Api {
             assert!(
                 Instant::now() < deadline,
                 "API never answered: {}",
-                running.log()
+                self.running.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Api {
-            running,
-            site,
-            base,
-            client,
-            sip,
-        }
+    }
+
+    /// Stops the switch and starts it again on the same site (database,
+    /// keys and certificate kept).
+    async fn restart(&mut self) {
+        let _ = self.running.child.kill();
+        let _ = self.running.child.wait();
+        self.running = Running::start(&self.site, self.admin);
+        self.running.wait_ready(&reqwest::Client::new()).await;
+        self.wait_answering().await;
+    }
+
+    /// A request to the admin endpoint from `client`, with the token.
+    fn admin(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        client
+            .request(method, format!("http://127.0.0.1:{}{path}", self.admin))
+            .bearer_auth("t")
+    }
+
+    /// Registers `login` over SIP with SIPp as the handset (digest).
+    fn register_with_sipp(&self, login: &str, sip_password: &str) {
+        let users = self.site.path(&format!("users-{login}.csv"));
+        std::fs::write(
+            &users,
+            format!("SEQUENTIAL\n{login};{sip_password};[authentication username={login} password={sip_password}]\n"),
+        )
+        .unwrap();
+        let sipp = std::process::Command::new("sipp")
+            .current_dir(self.site.dir.path())
+            .arg(format!("127.0.0.1:{}", self.sip))
+            .arg("-sf")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/sipp/register_auth.xml"),
+            )
+            .arg("-inf")
+            .arg(&users)
+            .args([
+                "-key",
+                "domain",
+                "localhost",
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "20",
+                "-timeout_error",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect(
+                "sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it",
+            );
+        assert!(
+            sipp.success(),
+            "REGISTER of {login} failed: {}",
+            self.running.log()
+        );
     }
 
     fn set_clock(&self, offset_secs: i64) {
@@ -386,43 +471,7 @@ async fn phone_sign_up_follows_every_rule_of_spec_3() {
     );
 
     // The credentials register over SIP (digest, SIPp as the handset).
-    let users = api.site.path("users.csv");
-    std::fs::write(
-        &users,
-        format!("SEQUENTIAL\n48600100200;{sip_password};[authentication username=48600100200 password={sip_password}]\n"),
-    )
-    .unwrap();
-    let sipp = std::process::Command::new("sipp")
-        .arg(format!("127.0.0.1:{}", api.sip))
-        .arg("-sf")
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/sipp/register_auth.xml"),
-        )
-        .arg("-inf")
-        .arg(&users)
-        .args([
-            "-key",
-            "domain",
-            "localhost",
-            "-m",
-            "1",
-            "-l",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "20",
-            "-timeout_error",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
-    assert!(
-        sipp.success(),
-        "REGISTER with the signed-up credentials failed: {}",
-        api.running.log()
-    );
+    api.register_with_sipp("48600100200", &sip_password);
 
     // Re-install on the same device: credentials at once, no SMS.
     let (s, again) = api.post("/v1/signup/phone", device.clone()).await;
@@ -1258,4 +1307,825 @@ async fn the_profile_is_read_and_edited_with_the_login_token() {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["last_name"], Value::Null);
+}
+
+#[tokio::test]
+async fn admin_api_manages_accounts_and_refuses_addresses_outside_the_allow_list() {
+    let vendor = StandIn::start(generic_answer()).await;
+    // Only 127.0.0.2 may talk to the admin endpoint (bound on 127.0.0.1).
+    let api = Api::start_with(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+        "allow = [\"127.0.0.2/32\"]",
+    )
+    .await;
+    let insider = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let outsider = reqwest::Client::new();
+    use reqwest::Method;
+
+    // From 127.0.0.1: refused even with the right token, and for /health.
+    for path in ["/accounts", "/health"] {
+        let r = api
+            .admin(&outsider, Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["code"],
+            "address-not-allowed"
+        );
+    }
+    let r = insider
+        .get(format!("http://127.0.0.1:{}/accounts", api.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = insider
+        .get(format!("http://127.0.0.1:{}/openapi.json", api.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["paths"]["/accounts/{login}/registrations"]["get"].is_object());
+
+    // Create from the template; the switch makes the SIP password.
+    let r = api
+        .admin(&insider, Method::POST, "/accounts")
+        .json(&json!({ "login": "48600777001", "phone": "48600777001", "access_password": "frank-pass-1", "display_name": "Frank" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["tariff"], "default");
+    assert_eq!(created["dialplan_rule"], "DP:int-> OR onnet");
+    assert_eq!(created["active"], true);
+    let sip_password = created["sip_password"].as_str().unwrap().to_string();
+    assert_eq!(sip_password.len(), 20);
+    let r = api
+        .admin(&insider, Method::POST, "/accounts")
+        .json(&json!({ "login": "48600777001", "sip_password": "whatever-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "login-taken");
+    let r = api
+        .admin(&insider, Method::POST, "/accounts")
+        .json(&json!({ "login": "has space", "sip_password": "whatever-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid-request");
+
+    // The new account logs in to the client API and registers over SIP.
+    let login = json!({ "id": "+48600777001", "password": "frank-pass-1" });
+    let (s, creds) = api.post("/v1/login", login.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    assert_eq!(creds["sip_password"], sip_password.as_str());
+    api.register_with_sipp("48600777001", &sip_password);
+    let r = api
+        .admin(&insider, Method::GET, "/accounts/48600777001/registrations")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let regs: Value = r.json().await.unwrap();
+    let regs = regs.as_array().unwrap();
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert!(regs[0]["contact"].as_str().unwrap().contains("48600777001"));
+    assert!(
+        regs[0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(regs[0]["expires_at"].as_i64().unwrap() > 1_700_000_000);
+
+    // Update: settings, names, the SIP password, deactivation.
+    let r = api
+        .admin(&insider, Method::PATCH, "/accounts/48600777001")
+        .json(&json!({ "tariff": "premium", "first_name": "Frank", "sip_password": "frank-sip-2", "active": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(
+        (updated["tariff"].as_str(), updated["active"].as_bool()),
+        (Some("premium"), Some(false))
+    );
+    assert!(updated.get("sip_password").is_none());
+    let (s, body) = api.post("/v1/login", login.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not-active"))
+    );
+    let r = api
+        .admin(&insider, Method::PATCH, "/accounts/48600777001")
+        .json(&json!({ "active": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, creds) = api.post("/v1/login", login.clone()).await;
+    assert_eq!(creds["sip_password"], "frank-sip-2");
+    let r = api
+        .admin(&insider, Method::PATCH, "/accounts/48600777001")
+        .json(&json!({ "balance_micro": 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "balance has its own endpoint"
+    );
+
+    // Balance.
+    let r = api
+        .admin(&insider, Method::PUT, "/accounts/48600777001/balance")
+        .json(&json!({ "balance_micro": 12_500_000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["balance_micro"],
+        12_500_000
+    );
+    let r = api
+        .admin(&insider, Method::GET, "/accounts/48600777001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["balance_micro"],
+        12_500_000
+    );
+
+    // Delete: gone for the admin API and for login.
+    let r = api
+        .admin(&insider, Method::DELETE, "/accounts/48600777001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for (method, path) in [
+        (Method::DELETE, "/accounts/48600777001"),
+        (Method::GET, "/accounts/48600777001/registrations"),
+        (Method::PUT, "/accounts/48600777001/balance"),
+    ] {
+        let r = api
+            .admin(&insider, method, path)
+            .json(&json!({ "balance_micro": 1 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], "no-such-account");
+    }
+    let (s, _) = api.post("/v1/login", login).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Every action is in the log with its fields; no password is.
+    let log = api.running.log();
+    for action in [
+        "account.create",
+        "account.update",
+        "account.set-balance",
+        "account.registrations",
+        "account.delete",
+    ] {
+        assert!(
+            log.contains(&format!("action=\"{action}\"")) && log.contains("login=48600777001"),
+            "{action} not logged: {log}"
+        );
+    }
+    assert!(log.contains("admin request refused: address outside the allow-list"));
+    assert!(log.contains("previous_micro=0") && log.contains("balance_micro=12500000"));
+    for secret in [&sip_password, "frank-sip-2", "frank-pass-1"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+/// A `w`×`h` picture encoded as `format`.
+fn picture(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, 120])
+    }));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), format)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn avatars_are_resized_kept_across_restarts_and_friends_are_found() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let mut api = Api::start(
+        "avatar_max_bytes = 300000\n",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    for (login, user) in [
+        ("grace", "grace.h"),
+        ("gregor", "gsamsa"),
+        ("ghost", "ghost"),
+    ] {
+        api.site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-sip"),
+            "--username",
+            user,
+            "--access-password",
+            &format!("{login}-pass-1"),
+        ]);
+    }
+    let token = |id: &str, password: &str| {
+        let api = &api;
+        let body = json!({ "id": id, "password": password });
+        async move {
+            let (s, creds) = api.post("/v1/login", body).await;
+            assert_eq!(s, StatusCode::OK, "{creds}");
+            creds["token"].as_str().unwrap().to_string()
+        }
+    };
+    let grace = token("grace.h", "grace-pass-1").await;
+    let gregor = token("gsamsa", "gregor-pass-1").await;
+    let put = |token: &str, content_type: &str, body: Vec<u8>| {
+        api.client
+            .put(format!("{}/v1/profile/avatar", api.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    // Refused: no token, another type, a lie about the type, too large.
+    let r = api
+        .client
+        .put(format!("{}/v1/profile/avatar", api.base))
+        .header("content-type", "image/png")
+        .body(picture(10, 10, image::ImageFormat::Png))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = put(&grace, "image/gif", b"GIF89a....".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "unsupported-image-type"
+    );
+    let r = put(&grace, "image/png", b"not a picture at all".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut truncated = picture(300, 300, image::ImageFormat::Png);
+    truncated.truncate(200);
+    let r = put(&grace, "image/png", truncated).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad-image");
+    let r = put(&grace, "image/png", vec![0x89; 300_001]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "too-large");
+
+    // A large JPEG is scaled down to fit 512×512, aspect kept.
+    let r = put(
+        &grace,
+        "image/jpeg",
+        picture(1600, 1200, image::ImageFormat::Jpeg),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(512), Some(384))
+    );
+    let updated_at = info["avatar_updated_at"].as_i64().unwrap();
+    let (_, profile) = {
+        let r = api
+            .client
+            .get(format!("{}/v1/profile", api.base))
+            .bearer_auth(&grace)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(profile["avatar_updated_at"], updated_at);
+
+    // Another user downloads it by login; the ETag revalidates.
+    async fn download(api: &Api, token: &str, if_none_match: Option<String>) -> reqwest::Response {
+        let mut rq = api
+            .client
+            .get(format!("{}/v1/users/grace/avatar", api.base))
+            .bearer_auth(token);
+        if let Some(tag) = if_none_match {
+            rq = rq.header("if-none-match", tag);
+        }
+        rq.send().await.unwrap()
+    }
+    let r = download(&api, &gregor, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let got = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((got.width(), got.height()), (512, 384));
+    assert_eq!(
+        download(&api, &gregor, Some(etag.clone())).await.status(),
+        StatusCode::NOT_MODIFIED
+    );
+
+    // WebP in; kept across a restart.
+    api.set_clock(5);
+    let r = put(
+        &grace,
+        "image/webp",
+        picture(100, 80, image::ImageFormat::WebP),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(100), Some(80))
+    );
+    assert!(info["avatar_updated_at"].as_i64().unwrap() > updated_at);
+    api.restart().await;
+    let r = download(&api, &gregor, Some(etag)).await;
+    assert_eq!(r.status(), StatusCode::OK, "a new avatar has a new ETag");
+    let got = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((got.width(), got.height()), (100, 80));
+    let r = api
+        .client
+        .get(format!("{}/v1/users/gregor/avatar", api.base))
+        .bearer_auth(&grace)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "no-avatar");
+
+    // Find friends: names set through the profile; inactive accounts and
+    // the searcher are never found; no phone or e-mail in the answers.
+    let r = api
+        .client
+        .patch(format!("{}/v1/profile", api.base))
+        .bearer_auth(&grace)
+        .json(
+            &json!({ "first_name": "Grace", "last_name": "Hopper", "email": "grace@example.org" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .admin(
+            &reqwest::Client::new(),
+            reqwest::Method::PATCH,
+            "/accounts/ghost",
+        )
+        .json(&json!({ "active": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let search = |token: &str, q: &str| {
+        let url = format!("{}/v1/users/search", api.base);
+        let rq = api.client.get(url).query(&[("q", q)]).bearer_auth(token);
+        async move {
+            let r = rq.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let logins = |v: &Value| -> Vec<String> {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["login"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, found) = search(&gregor, "grace HOP").await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    assert_eq!(logins(&found), vec!["grace"]);
+    let hit = &found["users"][0];
+    assert_eq!(hit["avatar_updated_at"], info["avatar_updated_at"]);
+    assert!(
+        hit.get("email").is_none() && hit.get("phone").is_none(),
+        "{hit}"
+    );
+    let (_, found) = search(&gregor, "gs").await;
+    assert_eq!(
+        logins(&found),
+        Vec::<String>::new(),
+        "the searcher is left out"
+    );
+    let (_, found) = search(&grace, "gsa").await;
+    assert_eq!(logins(&found), vec!["gregor"]);
+    let (_, found) = search(&grace, "gh").await;
+    assert_eq!(
+        logins(&found),
+        Vec::<String>::new(),
+        "inactive accounts are left out"
+    );
+    let (s, body) = search(&grace, "g").await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-request"))
+    );
+    let r = api
+        .client
+        .get(format!("{}/v1/users/search?q=grace&limit=500", api.base))
+        .bearer_auth(&grace)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+/// chromedriver (Debian package chromium-driver) on a free loopback port,
+/// killed on drop; each browser gets a fresh profile under a temp dir.
+struct ChromeDriver {
+    child: std::process::Child,
+    port: u16,
+    profile: tempfile::TempDir,
+}
+
+/// The Chromium binary itself (Debian's /usr/bin/chromium is a wrapper
+/// script that adds flags of its own from /etc/chromium.d).
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+impl ChromeDriver {
+    async fn start() -> ChromeDriver {
+        assert!(
+            std::path::Path::new(CHROMIUM).is_file(),
+            "{CHROMIUM} is missing: the Chromium tests need the Debian package chromium (scripts/setup.sh installs it)"
+        );
+        let port = free_port();
+        let profile = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg(format!(
+                "--log-path={}",
+                profile.path().join("chromedriver.log").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: the Chromium tests need the Debian package chromium-driver (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver never listened");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ChromeDriver {
+            child,
+            port,
+            profile,
+        }
+    }
+
+    /// A headless Chromium session that accepts the switch's self-signed
+    /// certificate and talks to nothing but the pages it is sent to.
+    async fn browser(&self) -> fantoccini::Client {
+        let user_data = self.profile.path().join("user-data");
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--ignore-certificate-errors",
+                    format!("--user-data-dir={}", user_data.display()),
+                ],
+            }),
+        );
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "Chromium did not start through chromedriver: {e}; chromedriver log: {}",
+                    std::fs::read_to_string(self.profile.path().join("chromedriver.log"))
+                        .unwrap_or_default()
+                )
+            })
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of the page's body.
+async fn page_text(browser: &fantoccini::Client) -> String {
+    browser
+        .find(fantoccini::Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn chromium_opens_the_e_mailed_activation_and_reset_pages_and_submits_the_form() {
+    let smtp = SmtpSink::start().await;
+    let vendor = StandIn::start(generic_answer()).await;
+    let email = format!(
+        "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
+        smtp.port
+    );
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        &email,
+    )
+    .await;
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    let mut seen = Vec::new();
+
+    // Sign up; the activation link opens in the browser.
+    let (s, body) = api
+        .post(
+            "/v1/signup/username",
+            json!({ "username": "hedy", "password": "hedy-pass-1", "email": "hedy@example.org", "country": "AT" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let link = activation_link(&smtp.next(&mut seen).await, &api.base);
+    browser.goto(&link).await.unwrap();
+    let text = page_text(&browser).await;
+    assert!(text.contains("Account activated"), "{text}");
+    let login = |pw: &str| json!({ "id": "hedy", "password": pw });
+    assert_eq!(
+        api.post("/v1/login", login("hedy-pass-1")).await.0,
+        StatusCode::OK
+    );
+
+    // Forgot password: the e-mailed link opens the form; typing a new
+    // password and pressing the button sets it.
+    let (s, _) = api
+        .post("/v1/password/forgot", json!({ "id": "hedy" }))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let link = link_in(
+        &smtp.next(&mut seen).await,
+        &format!("{}/v1/password/reset?code=", api.base),
+    );
+    browser.goto(&link).await.unwrap();
+    assert!(
+        browser
+            .title()
+            .await
+            .unwrap()
+            .contains("Choose a new password")
+    );
+    let field = browser
+        .find(fantoccini::Locator::Id("password"))
+        .await
+        .unwrap();
+    field.send_keys("hedy-pass-2").await.unwrap();
+    browser
+        .find(fantoccini::Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = page_text(&browser).await;
+        if text.contains("Password changed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no confirmation page: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.close().await.unwrap();
+
+    // The new password logs in; the old one no longer does.
+    assert_eq!(
+        api.post("/v1/login", login("hedy-pass-1")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, creds) = api.post("/v1/login", login("hedy-pass-2")).await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    assert_eq!(creds["login"], "hedy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_avatar_reaches_presence_watchers_with_its_update_time() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    api.site.ok(&[
+        "account",
+        "add",
+        "ida",
+        "--password",
+        "ida-sip",
+        "--username",
+        "ida",
+        "--access-password",
+        "ida-pass-1",
+    ]);
+    api.site.ok(&[
+        "account",
+        "add",
+        "jon",
+        "--password",
+        "jon-sip",
+        "--phone",
+        "48600444555",
+    ]);
+    // Ida has Jon in her address book, so Jon may watch her presence.
+    api.site.ok(&["contact", "add", "ida", "+48600444555"]);
+
+    // Jon's phone (SIPp) subscribes to Ida and takes two NOTIFYs: the
+    // initial state, then the one the avatar upload causes.
+    let scenario = {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/sipp/presence_watch.xml"),
+        )
+        .unwrap();
+        let (start, end) = (
+            text.find("<!--NOTIFY-->").unwrap(),
+            text.find("<!--/NOTIFY-->").unwrap(),
+        );
+        let path = api.site.path("watch.xml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}{}{}",
+                &text[..start],
+                text[start..end].repeat(2),
+                &text[end..]
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let users = api.site.path("jon.csv");
+    std::fs::write(
+        &users,
+        "SEQUENTIAL\njon;jon-sip;[authentication username=jon password=jon-sip]\n",
+    )
+    .unwrap();
+    let trace = api.site.path("jon-trace.log");
+    let mut watcher = std::process::Command::new("sipp")
+        .current_dir(api.site.dir.path())
+        .arg(format!("127.0.0.1:{}", api.sip))
+        .arg("-sf")
+        .arg(&scenario)
+        .arg("-inf")
+        .arg(&users)
+        .args(["-s", "ida", "-key", "domain", "localhost"])
+        .args([
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.site.ok(&["presence", "subscriptions"]).lines().count() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "Jon never subscribed: {}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first NOTIFY has been answered before the avatar changes.
+    while !std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .contains("<ss:reachability>")
+    {
+        assert!(Instant::now() < deadline, "no first NOTIFY");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_, creds) = api
+        .post(
+            "/v1/login",
+            json!({ "id": "ida", "password": "ida-pass-1" }),
+        )
+        .await;
+    let r = api
+        .client
+        .put(format!("{}/v1/profile/avatar", api.base))
+        .bearer_auth(creds["token"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(picture(64, 64, image::ImageFormat::Png))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let stamp = r.json::<Value>().await.unwrap()["avatar_updated_at"]
+        .as_i64()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = watcher.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watcher.kill();
+            panic!(
+                "the watcher never ended: {}",
+                std::fs::read_to_string(&trace).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let trace = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(status.success(), "{trace}\n{}", api.running.log());
+    let notifies: Vec<&str> = trace
+        .split("message received")
+        .skip(1)
+        .filter_map(|chunk| chunk.find("NOTIFY sip:").map(|i| &chunk[i..]))
+        .collect();
+    assert!(notifies.len() >= 2, "{trace}");
+    assert!(!notifies[0].contains("avatar-updated"), "{}", notifies[0]);
+    assert!(
+        notifies[1].contains(&format!("<ss:avatar-updated>{stamp}</ss:avatar-updated>")),
+        "{}",
+        notifies[1]
+    );
 }

@@ -1,7 +1,10 @@
-//! The admin endpoint: health, Prometheus metrics, guests and their reload.
+//! The admin endpoint: health, Prometheus metrics, guests and their reload,
+//! and account administration ([`accounts`]).
 //!
 //! Plain HTTP on loopback by default. Every request must come from an allowed
 //! network; everything but `/health` also needs the bearer token.
+
+pub mod accounts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -18,25 +21,34 @@ use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 use crate::plugins::{GuestRegistry, PluginError};
+use crate::store::{AccountTemplate, Store};
 
 /// Shared state of the admin handlers.
 pub struct AdminState {
     pub registry: Arc<GuestRegistry>,
     pub metrics: Metrics,
     pub allow: Vec<IpNet>,
+    pub store: Store,
+    /// What accounts created here start with.
+    pub template: AccountTemplate,
     token_digest: [u8; 32],
 }
 
+/// What the admin endpoint needs besides its access rules.
+pub struct AdminParts {
+    pub registry: Arc<GuestRegistry>,
+    pub metrics: Metrics,
+    pub store: Store,
+    pub template: AccountTemplate,
+}
+
 impl AdminState {
-    pub fn new(
-        registry: Arc<GuestRegistry>,
-        metrics: Metrics,
-        allow: Vec<IpNet>,
-        token: &str,
-    ) -> Self {
+    pub fn new(parts: AdminParts, allow: Vec<IpNet>, token: &str) -> Self {
         Self {
-            registry,
-            metrics,
+            registry: parts.registry,
+            metrics: parts.metrics,
+            store: parts.store,
+            template: parts.template,
             allow,
             token_digest: Sha256::digest(token.as_bytes()).into(),
         }
@@ -85,13 +97,35 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/guests", get(guests))
         .route("/guests/{name}/reload", post(reload))
+        .route("/accounts", get(accounts::list).post(accounts::create))
+        .route(
+            "/accounts/{login}",
+            get(accounts::show)
+                .patch(accounts::update)
+                .delete(accounts::delete),
+        )
+        .route("/accounts/{login}/balance", put(accounts::set_balance))
+        .route(
+            "/accounts/{login}/registrations",
+            get(accounts::registrations),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .merge(protected)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin resource")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this admin resource",
+            )
+        })
+        // Admin bodies are small JSON objects.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_allowed_address,
@@ -119,7 +153,7 @@ async fn require_allowed_address(
 ) -> Response {
     let ip = peer.ip().to_canonical();
     if !state.allow.iter().any(|net| net.contains(&ip)) {
-        tracing::warn!(%peer, path = %request.uri().path(), "admin request from a address outside the allow-list");
+        tracing::warn!(%peer, method = %request.method(), path = %request.uri().path(), "admin request refused: address outside the allow-list");
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "address-not-allowed",
@@ -142,12 +176,15 @@ async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(token) if state.token_matches(token.trim()) => next.run(request).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad-token",
-            "bearer token refused",
-        )
-        .into_response(),
+        Some(_) => {
+            tracing::warn!(method = %request.method(), path = %request.uri().path(), "admin request refused: wrong token");
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad-token",
+                "bearer token refused",
+            )
+            .into_response()
+        }
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing-token",
@@ -155,6 +192,14 @@ async fn require_token(
         )
         .into_response(),
     }
+}
+
+/// The admin API's own OpenAPI document (the client API has its own at
+/// `/v1/openapi.json` on the HTTPS listener).
+const OPENAPI: &str = include_str!("admin/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 #[derive(Serialize)]
@@ -197,5 +242,32 @@ async fn reload(State(state): State<Arc<AdminState>>, Path(name): Path<String>) 
             e.to_string(),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_document_is_json_with_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for (path, methods) in [
+            ("/health", &["get"][..]),
+            ("/openapi.json", &["get"]),
+            ("/metrics", &["get"]),
+            ("/guests", &["get"]),
+            ("/guests/{name}/reload", &["post"]),
+            ("/accounts", &["get", "post"]),
+            ("/accounts/{login}", &["get", "patch", "delete"]),
+            ("/accounts/{login}/balance", &["put"]),
+            ("/accounts/{login}/registrations", &["get"]),
+        ] {
+            for m in methods {
+                assert!(
+                    doc["paths"][path].get(m).is_some(),
+                    "{m} {path} undocumented"
+                );
+            }
+        }
     }
 }

@@ -475,6 +475,9 @@ resend_after_secs = 60
 code_attempts = 3
 # Testing aid: a file holding seconds added to the sign-up rules' clock. Empty: the system clock.
 clock_offset_file = ""
+# Largest avatar upload (PNG, JPEG or WebP), bytes; avatars are scaled down to fit this many pixels a side.
+avatar_max_bytes = 5242880
+avatar_max_side = 512
 
 [sms]
 # Provider guest (a key of [sms.providers]) for sign-up codes and OFFNET messages; empty: no SMS.

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 mod presence_cli;
 
 use presence_cli::{ContactCommand, PresenceCommand, VoicemailCommand};
-use softswitch::admin::{self, AdminState};
+use softswitch::admin::{self, AdminParts, AdminState};
 use softswitch::app::{App, redact_url};
 use softswitch::config::DEFAULT_TOML;
 use softswitch::plugins::inspect;
@@ -321,9 +321,9 @@ async fn run(app: App) -> anyhow::Result<()> {
     let registrar = softswitch::sip::start::load_registrar(&app).await?;
     let registry = Arc::new(app.guests(Some(registrar.clone())).await?);
     let router = registry.router(&app.config)?;
-    let _sip = softswitch::sip::start::start(&app, router, registrar).await?;
+    let sip = softswitch::sip::start::start(&app, router, registrar).await?;
     let _stun = softswitch::stun::start(&app.config.stun, app.metrics.clone()).await?;
-    let _api = softswitch::api::start::start(&app, registry.plugins()).await?;
+    let _api = softswitch::api::start::start(&app, registry.plugins(), Some(sip.clone())).await?;
     let (token, token_file) = app.admin_token()?;
     if let Some(path) = token_file {
         tracing::info!(path = %path.display(), "admin bearer token is in this file");
@@ -338,8 +338,12 @@ async fn run(app: App) -> anyhow::Result<()> {
         })?;
     tracing::info!(address = %listener.local_addr()?, "admin endpoint listening");
     let state = Arc::new(AdminState::new(
-        registry.clone(),
-        app.metrics.clone(),
+        AdminParts {
+            registry: registry.clone(),
+            metrics: app.metrics.clone(),
+            store: app.store.clone(),
+            template: app.config.account_template.clone(),
+        },
         app.config.admin.allow.clone(),
         &token,
     ));

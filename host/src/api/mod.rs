@@ -5,14 +5,18 @@
 //! - [`error`]: the error answers and the JSON/query extractors that use them;
 //! - [`phone`]: number normalisation (SPEC §4);
 //! - [`phone_signup`]: sign-up by SMS code; [`login`]: public ID + password;
-//! - [`sms_reports`]: the vendors' delivery-report webhook.
+//! - [`sms_reports`]: the vendors' delivery-report webhook;
+//! - [`profile`], [`avatar`], [`friends`]: the profile, its picture, and
+//!   the search for other users.
 //!
 //! Abuse limits: a body-size cap on every request, and token buckets per
 //! source address and per identity (phone number or public ID) on the
 //! endpoints that cost something (SMS, password hashing).
 
+pub mod avatar;
 pub mod clock;
 pub mod error;
+pub mod friends;
 pub mod listener;
 pub mod login;
 pub mod password;
@@ -32,7 +36,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::notify::email::{Mailer, Template};
@@ -72,6 +76,10 @@ pub struct ApiConfig {
     /// Testing aid: a file holding seconds added to the clock of the sign-up
     /// rules. Empty (the default) means the system clock.
     pub clock_offset_file: String,
+    /// Largest avatar upload, bytes.
+    pub avatar_max_bytes: usize,
+    /// Avatars are scaled down to fit a square of this many pixels.
+    pub avatar_max_side: u32,
 }
 
 impl Default for ApiConfig {
@@ -95,6 +103,12 @@ impl Default for ApiConfig {
             resend_after_secs: 60,
             code_attempts: 3,
             clock_offset_file: String::new(),
+            // Phones crop before uploading; 5 MiB still takes an uncropped
+            // 12-megapixel JPEG.
+            avatar_max_bytes: 5 << 20,
+            // Sharp on a high-density phone screen at contact-list and
+            // call-screen sizes; a JPEG of it is tens of KB.
+            avatar_max_side: 512,
         }
     }
 }
@@ -119,9 +133,17 @@ pub struct ApiState {
     pub link_base: String,
     /// Key of the signed tokens in e-mailed links.
     pub token_key: [u8; 32],
+    /// Avatar decodes running at once (each may take up to 200 MiB).
+    pub avatar_decoders: tokio::sync::Semaphore,
+    /// Told the login whose presence-relevant profile data (the avatar)
+    /// changed, so watchers get a fresh document.
+    pub on_profile_changed: Option<ProfileChanged>,
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
+
+/// See [`ApiState::on_profile_changed`].
+pub type ProfileChanged = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What [`ApiState`] is made of besides the configuration and the store.
 pub struct ApiParts {
@@ -132,6 +154,7 @@ pub struct ApiParts {
     pub activation_template: Template,
     pub reset_template: Template,
     pub link_base: String,
+    pub on_profile_changed: Option<ProfileChanged>,
 }
 
 impl ApiState {
@@ -158,7 +181,20 @@ impl ApiState {
             activation_template: parts.activation_template,
             reset_template: parts.reset_template,
             link_base: parts.link_base,
+            on_profile_changed: parts.on_profile_changed,
+            // One per core of the machines this runs on: a burst of uploads
+            // queues instead of multiplying the decode memory.
+            avatar_decoders: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             token_key,
+        }
+    }
+
+    /// Calls the profile-change hook, if any.
+    pub fn profile_changed(&self, login: &str) {
+        if let Some(hook) = &self.on_profile_changed {
+            hook(login);
         }
     }
 
@@ -244,6 +280,7 @@ async fn openapi() -> impl IntoResponse {
 /// The API router (without the listener).
 pub fn router(state: Arc<ApiState>) -> Router {
     let max_body = state.config.max_body_bytes;
+    let max_avatar = state.config.avatar_max_bytes;
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/signup/phone", post(phone_signup::start))
@@ -262,6 +299,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/profile",
             get(profile::get_profile).patch(profile::update_profile),
         )
+        .route(
+            "/v1/profile/avatar",
+            put(avatar::upload)
+                .delete(avatar::remove)
+                .layer(DefaultBodyLimit::max(max_avatar)),
+        )
+        .route("/v1/users/search", get(friends::search))
+        .route("/v1/users/{login}/avatar", get(avatar::download))
         .route("/v1/password/forgot", post(password::forgot))
         .route(
             "/v1/password/reset",
@@ -310,6 +355,9 @@ mod tests {
             "/v1/activate",
             "/v1/password/change",
             "/v1/profile",
+            "/v1/profile/avatar",
+            "/v1/users/search",
+            "/v1/users/{login}/avatar",
             "/v1/password/forgot",
             "/v1/password/reset",
             "/v1/sms/reports/{provider}",

@@ -128,7 +128,7 @@ fn new_code() -> String {
 }
 
 /// A random SIP password: 20 characters of [A-Za-z0-9], ~119 bits.
-fn new_sip_password() -> String {
+pub(crate) fn new_sip_password() -> String {
     use rand::Rng;
     use rand::distr::Alphanumeric;
     rand::rng()

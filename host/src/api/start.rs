@@ -8,6 +8,7 @@ use super::{ApiParts, ApiState, listener::TlsListener};
 use crate::app::App;
 use crate::notify::email::{DEFAULT_ACTIVATION_TEMPLATE, DEFAULT_RESET_TEMPLATE, Mailer, Template};
 use crate::plugins::Plugins;
+use crate::sip::server::SipServer;
 use crate::sms::{SmsService, worker};
 use crate::tls::{CertSource, ensure_cert, server_config};
 
@@ -26,7 +27,13 @@ impl Drop for ApiHandles {
 
 /// Loads the SMS provider guests, starts the queue worker and binds the
 /// HTTPS listeners.
-pub async fn start(app: &App, plugins: &Plugins) -> anyhow::Result<ApiHandles> {
+/// `sip_server`, when the SIP server runs in this process, is told about avatar
+/// changes so presence watchers see the new last-update time.
+pub async fn start(
+    app: &App,
+    plugins: &Plugins,
+    sip_server: Option<Arc<SipServer>>,
+) -> anyhow::Result<ApiHandles> {
     let sms = SmsService::load(&app.config.sms, plugins, app.store.clone())
         .await
         .context("cannot start SMS")?;
@@ -71,6 +78,15 @@ pub async fn start(app: &App, plugins: &Plugins) -> anyhow::Result<ApiHandles> {
             activation_template,
             reset_template,
             link_base,
+            on_profile_changed: sip_server.map(|server| {
+                let hook: super::ProfileChanged = Arc::new(move |login: &str| {
+                    let (server, login) = (server.clone(), login.to_string());
+                    tokio::spawn(async move {
+                        crate::sip::presence::Presence::document_changed(&server, &login).await;
+                    });
+                });
+                hook
+            }),
         },
     ));
     for addr in &api.listen {

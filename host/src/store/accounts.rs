@@ -41,6 +41,18 @@ impl Default for AccountTemplate {
     }
 }
 
+/// Billing and routing settings to change on an existing account; `None`
+/// leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    pub tariff: Option<String>,
+    pub currency: Option<String>,
+    pub dialplan_rule: Option<String>,
+    /// `""` removes the plan.
+    pub plan: Option<String>,
+}
+
 /// What [`Store::add_account`] needs. Passwords are given in clear; the store
 /// encrypts the SIP password and hashes the access password.
 #[derive(Clone, Default)]
@@ -408,6 +420,59 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Changes the billing and routing settings given (`None` keeps one; a
+    /// `plan` of `Some("")` removes the plan). False if there is no such
+    /// account.
+    pub async fn update_account_settings(
+        &self,
+        login: &str,
+        settings: &AccountSettings,
+    ) -> Result<bool> {
+        if let Some(t) = &settings.tariff {
+            validate::required("tariff", t, validate::NAME_MAX)?;
+        }
+        if let Some(c) = &settings.currency {
+            validate::required("currency", c, 16)?;
+        }
+        if let Some(r) = &settings.dialplan_rule {
+            validate::required("dialplan rule", r, 255)?;
+        }
+        if let Some(p) = &settings.plan {
+            validate::optional("plan", Some(p.as_str()), validate::NAME_MAX)?;
+        }
+        let plan = settings
+            .plan
+            .as_ref()
+            .map(|p| (!p.is_empty()).then(|| p.clone()));
+        // COALESCE keeps a column whose new value is NULL ("not given"); the
+        // plan, which may be set to NULL, gets a flag of its own.
+        let done = sqlx::query(
+            "UPDATE accounts SET tariff = COALESCE(?, tariff), currency = COALESCE(?, currency), \
+             dialplan_rule = COALESCE(?, dialplan_rule), \
+             plan = CASE WHEN ? = 1 THEN ? ELSE plan END WHERE login = ?",
+        )
+        .bind(&settings.tariff)
+        .bind(&settings.currency)
+        .bind(&settings.dialplan_rule)
+        .bind(i64::from(plan.is_some()))
+        .bind(plan.flatten())
+        .bind(login)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Sets the balance (millionths of the currency unit). False if there is
+    /// no such account.
+    pub async fn set_balance(&self, login: &str, balance_micro: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE accounts SET balance_micro = ? WHERE login = ?")
+            .bind(balance_micro)
+            .bind(login)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Activates or deactivates the account. False if there is no such
     /// account.
     pub async fn set_account_active(&self, login: &str, active: bool) -> Result<bool> {
@@ -479,6 +544,60 @@ mod tests {
         assert!(deleted && !deleted_again);
         assert!(after.is_none());
         assert!(store.account_by_phone(&phone).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn settings_and_balance_change_what_is_given() {
+        let store = test_store().await;
+        let login = unique("set");
+        let mut new = new_account(&login);
+        new.template.plan = Some("gold".into());
+        store.add_account(&new).await.unwrap();
+        let changed = store
+            .update_account_settings(
+                &login,
+                &AccountSettings {
+                    tariff: Some("premium".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let after_tariff = store.account_by_login(&login).await.unwrap().unwrap();
+        store
+            .update_account_settings(
+                &login,
+                &AccountSettings {
+                    plan: Some(String::new()),
+                    currency: Some("EUR".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let balance = store.set_balance(&login, -2_500_000).await.unwrap();
+        let after = store.account_by_login(&login).await.unwrap().unwrap();
+        let unknown = store.set_balance(&unique("none"), 1).await.unwrap();
+        let bad = store
+            .update_account_settings(
+                &login,
+                &AccountSettings {
+                    tariff: Some(String::new()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        store.delete_account(&login).await.unwrap();
+
+        assert!(changed && balance && !unknown);
+        assert_eq!(after_tariff.tariff, "premium");
+        assert_eq!(after_tariff.plan.as_deref(), Some("gold"));
+        assert_eq!(after_tariff.currency, "USD");
+        assert_eq!(after.plan, None);
+        assert_eq!(after.currency, "EUR");
+        assert_eq!(after.tariff, "premium");
+        assert_eq!(after.balance_micro, -2_500_000);
+        assert!(matches!(bad, Err(StoreError::Invalid(_))));
     }
 
     #[tokio::test]

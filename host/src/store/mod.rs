@@ -11,6 +11,7 @@
 //! and MySQL text is VARCHAR (TEXT columns come back as bytes).
 
 pub mod accounts;
+pub mod avatars;
 pub mod calls;
 pub mod contacts;
 pub mod dialplan;
@@ -35,7 +36,7 @@ use sqlx::{AnyPool, Connection, Executor};
 
 use crate::secrets::Secrets;
 
-pub use accounts::{Account, AccountTemplate, NewAccount};
+pub use accounts::{Account, AccountSettings, AccountTemplate, NewAccount};
 pub use dialplan::DialplanEntry;
 pub use error::{Result, StoreError};
 pub use gateways::{Gateway, Transport};

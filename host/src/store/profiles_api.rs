@@ -143,6 +143,87 @@ impl Store {
     }
 }
 
+/// One search hit of "find friends": public fields only (no phone, e-mail or
+/// anything secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FoundUser {
+    pub login: String,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub avatar_updated_at: Option<i64>,
+}
+
+/// `word` as a LIKE prefix pattern, its wildcards escaped with `!` (an
+/// escape character both SQLite and MySQL take in an `ESCAPE` clause).
+fn like_prefix(word: &str) -> String {
+    let mut p = String::with_capacity(word.len() + 2);
+    for c in word.chars() {
+        if matches!(c, '%' | '_' | '!') {
+            p.push('!');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl Store {
+    /// Find friends (SPEC §5): active accounts every word of `query` matches
+    /// as the start of their username, first name or last name, ignoring case
+    /// ("ada lov" finds Ada Lovelace), `exclude` left out, at most `limit`,
+    /// by username then login.
+    ///
+    /// Lower-casing is the database's `LOWER`, which on SQLite folds ASCII
+    /// only. The match is a scan of the profiles bounded by `limit`: prefix
+    /// LIKE on lower-cased columns uses no index on either backend.
+    pub async fn search_users(
+        &self,
+        query: &str,
+        exclude: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundUser>> {
+        let words: Vec<String> = query
+            .split_whitespace()
+            .take(4)
+            .map(|w| like_prefix(&w.to_lowercase()))
+            .collect();
+        if words.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::from(
+            "SELECT p.login, p.username, p.display_name, p.first_name, p.last_name, \
+             p.avatar_updated_at FROM profiles p JOIN accounts a ON a.login = p.login \
+             WHERE a.active = 1 AND p.login <> ?",
+        );
+        for _ in &words {
+            sql.push_str(
+                " AND (LOWER(p.username) LIKE ? ESCAPE '!' OR LOWER(p.first_name) LIKE ? ESCAPE '!' \
+                 OR LOWER(p.last_name) LIKE ? ESCAPE '!')",
+            );
+        }
+        sql.push_str(" ORDER BY p.username, p.login LIMIT ?");
+        let mut q = sqlx::query(&sql).bind(exclude);
+        for w in &words {
+            q = q.bind(w).bind(w).bind(w);
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FoundUser {
+                    login: r.try_get("login")?,
+                    username: r.try_get("username")?,
+                    display_name: r.try_get("display_name")?,
+                    first_name: r.try_get("first_name")?,
+                    last_name: r.try_get("last_name")?,
+                    avatar_updated_at: r.try_get("avatar_updated_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +283,87 @@ mod tests {
         assert_eq!(p.username.as_deref(), Some(name.as_str()));
         assert!(matches!(again, Err(StoreError::Conflict(ref w)) if w == "username set"));
         assert!(matches!(taken, Err(StoreError::Conflict(ref w)) if w == "username"));
+    }
+
+    #[tokio::test]
+    async fn find_friends_by_username_or_names_active_only() {
+        let store = test_store().await;
+        let tag = unique("ff").replace(['-', '_'], "");
+        let (ada, ann, off, me) = (
+            format!("{tag}a"),
+            format!("{tag}b"),
+            format!("{tag}c"),
+            format!("{tag}d"),
+        );
+        for l in [&ada, &ann, &off, &me] {
+            store
+                .add_account(&NewAccount {
+                    login: l.clone(),
+                    sip_password: "x".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let set = |first: &str, last: &str, user: &str| ProfileUpdate {
+            first_name: Some(first.into()),
+            last_name: Some(last.into()),
+            username: Some(user.into()),
+            ..Default::default()
+        };
+        store
+            .update_profile(
+                &ada,
+                &set("Ada", &format!("{tag}Lovelace"), &format!("{tag}ada")),
+            )
+            .await
+            .unwrap();
+        store
+            .update_profile(
+                &ann,
+                &set("Ann", &format!("{tag}Lovell"), &format!("{tag}ann")),
+            )
+            .await
+            .unwrap();
+        store
+            .update_profile(
+                &off,
+                &set("Ada", &format!("{tag}Lovelace"), &format!("{tag}off")),
+            )
+            .await
+            .unwrap();
+        store
+            .update_profile(
+                &me,
+                &set("Ada", &format!("{tag}Lovelace"), &format!("{tag}me")),
+            )
+            .await
+            .unwrap();
+        store.set_account_active(&off, false).await.unwrap();
+
+        let by_last = store
+            .search_users(&format!("{}LOVEL", tag.to_uppercase()), &me, 10)
+            .await
+            .unwrap();
+        let two_words = store
+            .search_users(&format!("ada {tag}lovelace"), &me, 10)
+            .await
+            .unwrap();
+        let by_username = store
+            .search_users(&format!("{tag}an"), &me, 10)
+            .await
+            .unwrap();
+        let limited = store.search_users(&tag, &me, 1).await.unwrap();
+        let wildcard = store.search_users("%", &me, 10).await.unwrap();
+        for l in [&ada, &ann, &off, &me] {
+            store.delete_account(l).await.unwrap();
+        }
+        let logins = |v: &[FoundUser]| v.iter().map(|u| u.login.clone()).collect::<Vec<_>>();
+        // The inactive account and the searcher are left out; case is ignored.
+        assert_eq!(logins(&by_last), vec![ada.clone(), ann.clone()]);
+        assert_eq!(logins(&two_words), vec![ada.clone()]);
+        assert_eq!(logins(&by_username), vec![ann.clone()]);
+        assert_eq!(limited.len(), 1);
+        assert!(wildcard.iter().all(|u| !u.login.starts_with(&tag)));
     }
 }
