@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The media relay under load: concurrent 20 ms G.711 streams (172-byte RTP
+# packets, 50/s each) relayed on loopback, against a plain UDP forwarder of the
+# same shape (the ceiling) measured in the same run. For each N the echo runs
+# first, then the real media::Relay, each in its own process (multi-thread
+# tokio runtime), driven by one generator process (media/examples/relay_bench.rs).
+# A stream is one-way, A->B; DIRECTION=both makes each relay stream carry
+# B->A too, counted as two streams.
+# Prints per N: packets/s offered and received, loss, one-way latency p50/p99
+# (µs), CPU of the server, of the generator and of everything else (% of one
+# core), then the highest N with < 0.1 % loss for each, the ratio relay/echo,
+# and the added latency (relay minus echo at the same N). A step "holds" when
+# loss < 0.1 %, the generator kept pace (offered >= 99 % of N x 50/s) and p99 <
+# 20 ms; a lost packet is one not received by the end of the window + DRAIN.
+# Knobs: STREAMS_SET ("500 1000 2000 3000 4000"), WARMUP (3), DURATION (20),
+# DRAIN (1), DIRECTION (oneway|both), PORT_MIN (12000), WORKERS (cores),
+# QUIET_LOAD (wait up to QUIET_WAIT s before each step for the 1-min load
+# average to fall below it; unset: no wait).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+STREAMS_SET=${STREAMS_SET:-"500 1000 2000 3000 4000"}
+WARMUP=${WARMUP:-3}
+DURATION=${DURATION:-20}
+DRAIN=${DRAIN:-1}
+DIRECTION=${DIRECTION:-oneway}
+PORT_MIN=${PORT_MIN:-12000}
+QUIET_WAIT=${QUIET_WAIT:-120}
+
+max_n=0
+for n in $STREAMS_SET; do ((n > max_n)) && max_n=$n; done
+# The relay holds 4 sockets per stream (RTP and RTCP on each side), the
+# generator 2; each is its own process.
+need=$((4 * max_n + 256))
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && ((hard < need)); then
+  echo "==> the hard limit on open files ($hard) is below the $need the relay needs for $max_n streams" >&2
+  exit 1
+fi
+ulimit -n "$need"
+
+cargo build --release -p media --example relay_bench
+BIN=$PWD/target/release/examples/relay_bench
+args=()
+[ "$DIRECTION" = both ] && args+=(--both)
+[ -n "${WORKERS:-}" ] && workers=(--workers "$WORKERS") || workers=()
+
+WORK=$(mktemp -d)
+SERVER=
+trap '[ -n "$SERVER" ] && kill -INT "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+wait_quiet() {
+  [ -n "${QUIET_LOAD:-}" ] || return 0
+  local waited=0
+  while awk -v l="$(load1)" -v q="$QUIET_LOAD" 'BEGIN { exit !(l >= q) }' && ((waited < QUIET_WAIT)); do
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+
+# run <echo|relay> <N>: one step; appends the generator's line to results.
+run() {
+  local kind=$1 n=$2 ports=$WORK/ports-$1-$2
+  wait_quiet
+  local load_before
+  load_before=$(load1)
+  "$BIN" "$kind" --streams "$n" --ports-file "$ports" --port-min "$PORT_MIN" "${workers[@]}" \
+    2> "$WORK/$kind-$n.log" &
+  SERVER=$!
+  for _ in $(seq 200); do [ -f "$ports" ] && break; sleep 0.1; done
+  [ -f "$ports" ] || { cat "$WORK/$kind-$n.log"; exit 1; }
+  local line
+  line=$("$BIN" load --streams "$n" --ports-file "$ports" --warmup "$WARMUP" --duration "$DURATION" \
+    --drain "$DRAIN" --server-pid "$SERVER" --label "$kind" "${args[@]}")
+  kill -INT "$SERVER"
+  wait "$SERVER" || true
+  SERVER=
+  echo "$line load1=$load_before" | tee -a "$WORK/results"
+  sed 's/^/    /' "$WORK/$kind-$n.log"
+}
+
+echo "==> $(date -u '+%d %b %Y %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "==> streams: $STREAMS_SET; $DIRECTION; ${WARMUP} s warm-up, ${DURATION} s measured"
+for n in $STREAMS_SET; do
+  run echo "$n"
+  run relay "$n"
+done
+
+echo
+awk -v per=50 '
+  function kv(line, k,   i, a, n) {
+    n = split(line, a, " ")
+    for (i = 1; i <= n; i++) if (index(a[i], k "=") == 1) return substr(a[i], length(k) + 2) + 0
+    return ""
+  }
+  # A step holds when loss < 0.1 %, the generator offered >= 99 % of N x 50
+  # packets/s (it kept pace) and p99 stays under one packet time (20 ms):
+  # beyond that queues are growing and a jitter buffer would drop the packets.
+  function holds(l, n) { return loss[l, n] < 0.1 && off[l, n] >= 0.99 * n * per && p99[l, n] < 20000 }
+  {
+    n = kv($0, "streams"); label = ($0 ~ /label=relay/) ? "relay" : "echo"
+    if (!(n in seen)) { seen[n] = 1; order[++count] = n }
+    pps[label, n] = kv($0, "received_pps"); off[label, n] = kv($0, "offered_pps")
+    loss[label, n] = kv($0, "loss_pct"); p50[label, n] = kv($0, "p50_us"); p99[label, n] = kv($0, "p99_us")
+    cpu[label, n] = kv($0, "server_cpu"); gen[label, n] = kv($0, "load_cpu"); oth[label, n] = kv($0, "other_cpu")
+  }
+  END {
+    printf "%6s | %-50s | %-50s | %s\n", "", "echo (ceiling)", "relay (media::Relay)", "added (relay - echo)"
+    printf "%6s | %7s %7s %6s %6s %4s %4s %5s %1s | %7s %7s %6s %6s %4s %4s %5s %1s | %7s %7s\n", \
+      "N", "pps", "loss%", "p50us", "p99us", "cpu", "gen", "other", "", \
+      "pps", "loss%", "p50us", "p99us", "cpu", "gen", "other", "", "p50us", "p99us"
+    for (i = 1; i <= count; i++) {
+      n = order[i]
+      printf "%6d | %7.0f %7.3f %6.0f %6.0f %4.0f %4.0f %5.0f %1s | %7.0f %7.3f %6.0f %6.0f %4.0f %4.0f %5.0f %1s | %7.0f %7.0f\n", n, \
+        pps["echo", n], loss["echo", n], p50["echo", n], p99["echo", n], cpu["echo", n], gen["echo", n], oth["echo", n], \
+        holds("echo", n) ? "+" : "-", \
+        pps["relay", n], loss["relay", n], p50["relay", n], p99["relay", n], cpu["relay", n], gen["relay", n], oth["relay", n], \
+        holds("relay", n) ? "+" : "-", \
+        p50["relay", n] - p50["echo", n], p99["relay", n] - p99["echo", n]
+      if (holds("echo", n) && n > best_e) best_e = n
+      if (holds("relay", n) && n > best_r) best_r = n
+      if (loss["echo", n] < 0.1 && n > lossy_e) lossy_e = n
+      if (loss["relay", n] < 0.1 && n > lossy_r) lossy_r = n
+    }
+    print "pps: packets/s received in the window; cpu: the server process, gen: the generator, other: everything"
+    print "else on the machine (% of one core); +: loss < 0.1 %, offered >= 99 % of N x 50/s, p99 < 20 ms"
+    printf "highest N with < 0.1 %% loss alone: echo %d, relay %d\n", lossy_e, lossy_r
+    printf "highest N that holds: echo %d (%.0f pps), relay %d (%.0f pps); ratio relay/echo %.2f\n", \
+      best_e, pps["echo", best_e], best_r, pps["relay", best_r], best_e ? best_r / best_e : 0
+    if (best_r) printf "added latency at N=%d: p50 %.0f us, p99 %.0f us\n", best_r, \
+      p50["relay", best_r] - p50["echo", best_r], p99["relay", best_r] - p99["echo", best_r]
+  }' "$WORK/results"
+echo "==> done $(date -u '+%H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
