@@ -258,30 +258,7 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
         text.replace("EXPECT_FROM", "sip:48600111222@"),
     )
     .unwrap();
-    let carrier = std::process::Command::new("sipp")
-        .args(["-sf", carrier_scenario.to_str().unwrap()])
-        .args([
-            "-p",
-            &carrier_port.to_string(),
-            "-i",
-            "127.0.0.1",
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "20",
-            "-timeout_error",
-        ])
-        .args([
-            "-trace_msg",
-            "-message_file",
-            switch.site.path("carrier.log").to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(switch.site.path("carrier.err")).unwrap())
-        .spawn()
-        .expect("sipp");
-    let mut carrier = Device(carrier);
+    let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let users = switch.users("dora.csv", "dora", "dora-pw");
     let (ok, trace) = sipp(
@@ -392,24 +369,7 @@ async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
         text.replace("EXPECT_FROM", "sip:48600111222@"),
     )
     .unwrap();
-    let carrier = std::process::Command::new("sipp")
-        .args(["-sf", carrier_scenario.to_str().unwrap()])
-        .args([
-            "-t",
-            "t1",
-            "-p",
-            &carrier_port.to_string(),
-            "-i",
-            "127.0.0.1",
-        ])
-        .args(["-m", "1", "-nostdin", "-timeout", "20", "-timeout_error"])
-        .args(["-trace_msg", "-message_file"])
-        .arg(switch.site.path("carrier.log"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("sipp");
-    let mut carrier = Device(carrier);
+    let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "t1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let users = switch.users("dora.csv", "dora", "dora-pw");
     let (ok, trace) = sipp(

@@ -121,27 +121,7 @@ async fn an_offnet_call_is_anchored_on_the_relay() {
         .replace("[media_port]", &carrier_addr.port().to_string());
     std::fs::write(&carrier_scenario, text).unwrap();
     let carrier_trace = switch.site.path("carrier.log");
-    let port = carrier_port.to_string();
-    let mut carrier = spawn_sipp(
-        &[
-            "-sf",
-            carrier_scenario.to_str().unwrap(),
-            "-p",
-            &port,
-            "-i",
-            "127.0.0.1",
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "30",
-            "-timeout_error",
-            "-trace_msg",
-            "-message_file",
-            carrier_trace.to_str().unwrap(),
-        ],
-        switch.site.path("carrier.err"),
-    );
+    let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
 
     let caller_scenario = switch.variant(
         "call_uac.xml",

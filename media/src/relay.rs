@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -237,6 +237,8 @@ struct Shared {
     born: Instant,
     /// Milliseconds after `born` of the latest packet, for silence detection.
     last_packet_ms: AtomicU64,
+    /// Some side announced ICE credentials.
+    ice: AtomicBool,
     stats: Arc<RelayStats>,
 }
 
@@ -246,6 +248,7 @@ impl Shared {
             peers: Default::default(),
             born: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
+            ice: AtomicBool::new(false),
             stats,
         }
     }
@@ -272,7 +275,14 @@ impl Shared {
     ) -> Option<SocketAddr> {
         let ms = self.born.elapsed().as_millis() as u64;
         let stun = stun_kind(packet);
-        let their_ice = self.peer(side.other(), component).ice.clone();
+        // Plain RTP streams (no ICE) take no look at the other side here.
+        // Read before `me` is locked: the other side's task locks in the
+        // opposite order.
+        let their_ice = if self.ice.load(Ordering::Relaxed) {
+            self.peer(side.other(), component).ice.clone()
+        } else {
+            None
+        };
         {
             let mut me = self.peer(side, component);
             let checked = me.ice.is_some() && their_ice.is_some();
@@ -422,6 +432,7 @@ impl Stream {
     /// its sources must pass a check again).
     pub fn set_ice(&self, side: Side, credentials: IceCredentials) {
         let credentials = Arc::new(credentials);
+        self.shared.ice.store(true, Ordering::Relaxed);
         for component in 0..2 {
             let mut peer = self.shared.peer(side, component);
             if peer.ice.as_deref() != Some(&*credentials) {

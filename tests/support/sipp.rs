@@ -161,6 +161,24 @@ pub fn rand_suffix() -> String {
     )
 }
 
+/// A SIPp carrier answering one call on `port` over `transport` (`u1`,
+/// `t1`) with `scenario`; its messages go to `carrier.log` and its errors
+/// to `carrier.err` in the site.
+pub fn carrier(switch: &Switch, scenario: &Path, port: u16, transport: &str) -> Device {
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-t", transport, "-p", &port.to_string(), "-i", "127.0.0.1"])
+        .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
+        .args(["-trace_msg", "-message_file"])
+        .arg(switch.site.path("carrier.log"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(switch.site.path("carrier.err")).unwrap())
+        .spawn()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    Device(child)
+}
+
 /// A SIPp device process, killed when dropped (also when a test panics).
 pub struct Device(pub Child);
 

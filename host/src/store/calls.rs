@@ -53,14 +53,7 @@ fn bind_cdr<'q>(
 }
 
 async fn run_cdr_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<PendingCdr>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < CDR_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = super::next_batch(&mut queue, CDR_BATCH).await {
         let sql = insert_cdrs_sql(batch.len());
         let mut q = sqlx::query(&sql);
         for (cdr, _) in &batch {

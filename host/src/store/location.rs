@@ -121,14 +121,7 @@ async fn run_binding_writer(
     backend: Backend,
     mut queue: mpsc::UnboundedReceiver<PendingBinding>,
 ) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BINDING_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = super::next_batch(&mut queue, BINDING_BATCH).await {
         let updated_at = now();
         let outcome = {
             // One row per binding: a later REGISTER of the same binding in

@@ -149,14 +149,7 @@ async fn write_one(conn: &mut AnyConnection, op: &WriteOp) -> Result<Written> {
             .bind(t)
             .execute(&mut *conn)
             .await?;
-            match done.last_insert_id() {
-                Some(id) => Written::Id(id),
-                None => Written::Id(
-                    sqlx::query_scalar("SELECT last_insert_rowid()")
-                        .fetch_one(&mut *conn)
-                        .await?,
-                ),
-            }
+            Written::Id(last_insert_id(conn, &done).await?)
         }
         WriteOp::Status(id, status, _) => {
             let done = sqlx::query("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
@@ -204,14 +197,7 @@ async fn write_batch(pool: &AnyPool, batch: &[WriteOp]) -> Result<Vec<Written>> 
 }
 
 async fn run_message_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<WriteOp>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MESSAGE_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = super::next_batch(&mut queue, MESSAGE_BATCH).await {
         // A batch rolled back goes again one write at a time below: one bad
         // write must not fail its neighbours.
         if batch.len() > 1
@@ -236,14 +222,14 @@ async fn run_message_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<Wr
 /// reports it with the result; through `Any`, SQLite does not, so ask the
 /// same connection.
 pub(crate) async fn last_insert_id(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    conn: &mut AnyConnection,
     done: &sqlx::any::AnyQueryResult,
 ) -> Result<i64> {
     if let Some(id) = done.last_insert_id() {
         return Ok(id);
     }
     let id: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
-        .fetch_one(&mut **conn)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(id)
 }

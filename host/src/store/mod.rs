@@ -224,6 +224,23 @@ async fn open_sqlite(url: &str) -> Result<AnyPool> {
     Ok(pool)
 }
 
+/// The next batch of a writer task's queue: waits for one item, then takes
+/// whatever else is already waiting, up to `max`. `None` once the queue is
+/// closed. This is what makes the writers commit once per burst.
+pub(crate) async fn next_batch<T>(
+    queue: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut batch = vec![queue.recv().await?];
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Creates the directory that will hold the database file, so a fresh data
 /// directory works on first start. Failures are left for SQLite to report
 /// with the real path.
