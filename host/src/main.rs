@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 mod presence_cli;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use presence_cli::{ContactCommand, PresenceCommand, VoicemailCommand};
 use softswitch::admin::{self, AdminParts, AdminState};
 use softswitch::app::{App, redact_url};

@@ -85,7 +85,7 @@ impl Settings {
 
 /// Where the transaction user sends provisional responses to an INVITE
 /// while it works on the final one.
-pub type ProvisionalSink = mpsc::UnboundedSender<rsip::Response>;
+pub type ProvisionalSink = mpsc::UnboundedSender<Box<rsip::Response>>;
 
 /// What a client transaction reports, as it happens.
 #[derive(Debug)]
@@ -113,8 +113,10 @@ pub enum ClientOutcome {
 }
 
 enum ServerEvent {
-    /// A retransmission (or an ACK) matching the transaction.
-    Message(SipMessage),
+    /// A retransmission (or an ACK) matching the transaction. Boxed: a
+    /// channel allocates room for 32 events when it is made, and there is one
+    /// per transaction.
+    Message(Box<SipMessage>),
 }
 
 /// Everything the SIP core holds.
@@ -130,7 +132,7 @@ pub struct SipServer {
     passwords: PasswordCache,
     accounts: TtlCache<Option<Arc<Account>>>,
     server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
-    client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<SipMessage>>>,
+    client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Box<SipMessage>>>>,
     presence: OnceLock<Arc<super::presence::Presence>>,
 }
 
@@ -138,7 +140,7 @@ pub struct SipServer {
 /// to come, and the provisional responses it sends meanwhile.
 struct Tu {
     answer: Pin<Box<dyn Future<Output = rsip::Response> + Send>>,
-    provisional: mpsc::UnboundedReceiver<rsip::Response>,
+    provisional: mpsc::UnboundedReceiver<Box<rsip::Response>>,
 }
 
 impl SipServer {
@@ -268,7 +270,7 @@ impl SipServer {
             .cloned();
         match tx {
             Some(tx) => {
-                let _ = tx.send(SipMessage::Response(resp));
+                let _ = tx.send(Box::new(SipMessage::Response(resp)));
             }
             None => tracing::debug!(
                 branch = key.branch(),
@@ -295,7 +297,7 @@ impl SipServer {
         {
             let txs = self.server_txs.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(tx) = txs.get(&key) {
-                let _ = tx.send(ServerEvent::Message(SipMessage::Request(req)));
+                let _ = tx.send(ServerEvent::Message(Box::new(SipMessage::Request(req))));
                 return;
             }
         }
@@ -363,10 +365,10 @@ impl SipServer {
                     }
                 }
                 Some(resp) = provisional.recv(), if tu.is_some() => {
-                    machine.on_tu_response(resp, Instant::now()).unwrap_or_default()
+                    machine.on_tu_response(*resp, Instant::now()).unwrap_or_default()
                 }
                 event = rx.recv() => match event {
-                    Some(ServerEvent::Message(msg)) => machine.on_message(msg, Instant::now()),
+                    Some(ServerEvent::Message(msg)) => machine.on_message(*msg, Instant::now()),
                     None => break,
                 },
                 _ = sleep_until(deadline) => machine.on_timer(Instant::now()),
@@ -471,7 +473,7 @@ impl SipServer {
                 let deadline = machine.next_deadline();
                 pending = tokio::select! {
                     msg = rx.recv() => match msg {
-                        Some(msg) => machine.on_message(msg, Instant::now()),
+                        Some(msg) => machine.on_message(*msg, Instant::now()),
                         None => break,
                     },
                     _ = sleep_until(deadline) => machine.on_timer(Instant::now()),
@@ -693,7 +695,7 @@ impl SipServer {
         if !same_uri(&creds.uri, &req.uri.to_string()) {
             tracing::debug!(digest_uri = %creds.uri, request_uri = %req.uri, "digest uri differs from the Request-URI");
         }
-        let password = match self.sip_password(&creds.username).await {
+        let password = match self.sip_password(&creds.username, proxy).await {
             Ok(Some(p)) => p,
             // An unknown user is answered like a wrong password, so the challenge
             // does not tell which logins exist.
@@ -744,7 +746,11 @@ const PASSWORD_TTL: Duration = Duration::from_secs(30);
 const PASSWORD_CACHE_MAX: usize = 200_000;
 
 impl SipServer {
-    async fn sip_password(&self, login: &str) -> crate::store::Result<Option<Arc<str>>> {
+    async fn sip_password(
+        &self,
+        login: &str,
+        with_account: bool,
+    ) -> crate::store::Result<Option<Arc<str>>> {
         let now = Instant::now();
         if let Some((password, at)) = self
             .passwords
@@ -756,10 +762,22 @@ impl SipServer {
         {
             return Ok(Some(password.clone()));
         }
-        let Some(password) = self.store.sip_password(login).await? else {
-            return Ok(None);
+        // A caller's request (INVITE, MESSAGE) needs the account's settings
+        // right after the digest check: one read brings both.
+        let password: Arc<str> = if with_account {
+            let Some((account, password)) = self.store.account_with_sip_password(login).await?
+            else {
+                return Ok(None);
+            };
+            self.accounts
+                .put(login.to_string(), Some(Arc::new(account)));
+            password.into()
+        } else {
+            let Some(password) = self.store.sip_password(login).await? else {
+                return Ok(None);
+            };
+            password.into()
         };
-        let password: Arc<str> = password.into();
         let mut entries = self
             .passwords
             .entries

@@ -126,12 +126,27 @@ pub struct Account {
     pub voicemail_enabled: bool,
 }
 
-const ACCOUNT_SELECT: &str = "SELECT a.login, a.active, a.tariff, a.currency, a.dialplan_rule, \
-     a.balance_micro, a.plan, a.created_at, p.phone, p.username, p.display_name, p.email, \
-     v.enabled AS voicemail_enabled \
-     FROM accounts a \
-     LEFT JOIN profiles p ON p.login = a.login \
-     LEFT JOIN voicemail_settings v ON v.login = a.login";
+/// The columns and joins an [`Account`] is read from, after `SELECT `.
+macro_rules! account_from {
+    () => {
+        "a.login, a.active, a.tariff, a.currency, a.dialplan_rule, \
+         a.balance_micro, a.plan, a.created_at, p.phone, p.username, p.display_name, p.email, \
+         v.enabled AS voicemail_enabled \
+         FROM accounts a \
+         LEFT JOIN profiles p ON p.login = a.login \
+         LEFT JOIN voicemail_settings v ON v.login = a.login"
+    };
+}
+
+const ACCOUNT_SELECT: &str = concat!("SELECT ", account_from!());
+
+/// The account and its encrypted SIP password in one read: what a digest
+/// check followed by the caller's settings needs.
+const ACCOUNT_AUTH_SELECT: &str = concat!(
+    "SELECT a.sip_password_enc, ",
+    account_from!(),
+    " WHERE a.login = ?"
+);
 
 fn account_from_row(row: &AnyRow) -> Result<Account> {
     Ok(Account {
@@ -374,6 +389,23 @@ impl Store {
                 .await?;
         enc.map(|e| self.secrets.decrypt(&e).map_err(StoreError::from))
             .transpose()
+    }
+
+    /// The account with this SIP login and its SIP password, decrypted.
+    pub async fn account_with_sip_password(
+        &self,
+        login: &str,
+    ) -> Result<Option<(Account, String)>> {
+        let Some(row) = sqlx::query(ACCOUNT_AUTH_SELECT)
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let enc: String = row.try_get("sip_password_enc")?;
+        let password = self.secrets.decrypt(&enc)?;
+        Ok(Some((account_from_row(&row)?, password)))
     }
 
     /// Replaces the SIP password. False if there is no such account.

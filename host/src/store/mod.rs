@@ -192,22 +192,31 @@ async fn open_sqlite(url: &str) -> Result<AnyPool> {
         format!("{url}{sep}mode=rwc")
     };
 
-    let mut options = AnyPoolOptions::new().after_connect(|conn, _meta| {
-        Box::pin(async move {
-            // sqlx enables foreign keys by default today; the cascades on
-            // profiles and voicemail_settings depend on it, so do not rely on
-            // a default.
-            conn.execute("PRAGMA foreign_keys = ON").await?;
-            // With WAL, NORMAL syncs at checkpoints instead of on every commit:
-            // a committed transaction survives a crash of the process (what
-            // "accepted means stored" asks of the embedded database), and only
-            // an OS crash or power cut can lose the last commits. FULL would
-            // put one fsync on every REGISTER and MESSAGE. Production runs on
-            // MariaDB, whose own durability settings then apply.
-            conn.execute("PRAGMA synchronous = NORMAL").await?;
-            Ok(())
-        })
-    });
+    // No ping before each use: a SQLite connection is a file, not a socket
+    // that can go stale, and the ping was a round trip to the connection's
+    // worker thread on every query of the SIP path.
+    let mut options = AnyPoolOptions::new()
+        .test_before_acquire(false)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // sqlx enables foreign keys by default today; the cascades on
+                // profiles and voicemail_settings depend on it, so do not rely on
+                // a default.
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                // With WAL, NORMAL syncs at checkpoints instead of on every commit:
+                // a committed transaction survives a crash of the process (what
+                // "accepted means stored" asks of the embedded database), and only
+                // an OS crash or power cut can lose the last commits. FULL would
+                // put one fsync on every REGISTER and MESSAGE. Production runs on
+                // MariaDB, whose own durability settings then apply.
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                // Pages read through a shared mapping instead of a read() per page
+                // miss: another connection's commit empties this one's page cache,
+                // and the SIP path reads right after the writers commit.
+                conn.execute("PRAGMA mmap_size = 268435456").await?;
+                Ok(())
+            })
+        });
     if in_memory {
         options = options
             .max_connections(1)

@@ -536,7 +536,7 @@ impl Call {
             &contact_for(&self.a_flow),
             body,
         );
-        let _ = self.provisional.send(out);
+        let _ = self.provisional.send(Box::new(out));
     }
 
     async fn on_answer(&mut self, index: usize, resp: rsip::Response) {

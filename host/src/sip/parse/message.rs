@@ -122,8 +122,14 @@ pub(crate) fn parse_message(
     normalised.extend_from_slice(b"\r\n");
     normalised.extend_from_slice(body);
 
-    let message = SipMessage::try_from(normalised.as_slice())
-        .map_err(|e| classify_rsip_error(&start_line, e))?;
+    // The start line already told which one it is; rsip's own guess tries
+    // a request first and builds an error (quoting the message) for every
+    // response.
+    let message: SipMessage = match start_line {
+        StartLine::Response => rsip::Response::try_from(normalised.as_slice()).map(Into::into),
+        _ => rsip::Request::try_from(normalised.as_slice()).map(Into::into),
+    }
+    .map_err(|e| classify_rsip_error(&start_line, e))?;
     if *message.version() != rsip::Version::V2 {
         // classify_start_line already demanded SIP/2.0; rsip agreeing is
         // checked anyway so a disagreement can never slip through.
