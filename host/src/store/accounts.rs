@@ -717,6 +717,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn account_and_sip_password_in_one_read() {
+        let store = test_store().await;
+        let login = unique("both");
+        store.add_account(&new_account(&login)).await.unwrap();
+        let (account, password) = store
+            .account_with_sip_password(&login)
+            .await
+            .unwrap()
+            .expect("the account exists");
+        let alone = store.account_by_login(&login).await.unwrap();
+        let missing = store
+            .account_with_sip_password(&unique("none"))
+            .await
+            .unwrap();
+        store.delete_account(&login).await.unwrap();
+
+        assert_eq!(password, "sip-secret-1");
+        assert_eq!(Some(account), alone, "the same account as the plain read");
+        assert!(missing.is_none());
+    }
+
+    #[tokio::test]
     async fn access_password() {
         let store = test_store().await;
         let login = unique("acc");
