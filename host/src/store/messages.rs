@@ -134,9 +134,12 @@ async fn write_one(conn: &mut AnyConnection, op: &WriteOp) -> Result<Written> {
     Ok(match op {
         WriteOp::Insert(m, status, _) => {
             let t = now();
-            let done = sqlx::query(
+            // RETURNING (SQLite 3.35+, MariaDB 10.5+) hands the id back in the
+            // same round trip; through sqlx's Any driver SQLite reports no
+            // last-insert id, which cost a second statement per message.
+            let id: i64 = sqlx::query_scalar(
                 "INSERT INTO messages (sender, sender_name, recipient, content_type, body, status, is_system, \
-                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&m.sender)
             .bind(&m.sender_name)
@@ -147,9 +150,9 @@ async fn write_one(conn: &mut AnyConnection, op: &WriteOp) -> Result<Written> {
             .bind(i64::from(m.system))
             .bind(t)
             .bind(t)
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
-            Written::Id(last_insert_id(conn, &done).await?)
+            Written::Id(id)
         }
         WriteOp::Status(id, status, _) => {
             let done = sqlx::query("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
