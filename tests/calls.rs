@@ -251,13 +251,13 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
         &format!("127.0.0.1:{carrier_port}"),
     ]);
     // The carrier expects `int` stripped and Dora's number as the caller ID.
-    let carrier_scenario = switch.variant("call_gw_uas.xml", "EXPECT_RURI", "4860012345");
-    let text = std::fs::read_to_string(&carrier_scenario).unwrap();
-    std::fs::write(
-        &carrier_scenario,
-        text.replace("EXPECT_FROM", "sip:48600111222@"),
-    )
-    .unwrap();
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4860012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+        ],
+    );
     let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let users = switch.users("dora.csv", "dora", "dora-pw");
@@ -362,13 +362,13 @@ async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
         "--transport",
         "tcp",
     ]);
-    let carrier_scenario = switch.variant("call_gw_uas.xml", "EXPECT_RURI", "4870012345");
-    let text = std::fs::read_to_string(&carrier_scenario).unwrap();
-    std::fs::write(
-        &carrier_scenario,
-        text.replace("EXPECT_FROM", "sip:48600111222@"),
-    )
-    .unwrap();
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4870012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+        ],
+    );
     let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "t1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let users = switch.users("dora.csv", "dora", "dora-pw");

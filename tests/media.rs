@@ -113,13 +113,16 @@ async fn an_offnet_call_is_anchored_on_the_relay() {
     let phone_addr = phone.local_addr().unwrap();
     let carrier_addr = carrier_media.local_addr().unwrap();
 
-    let carrier_scenario = switch.variant("call_gw_uas.xml", "EXPECT_RURI", "4860012345");
-    let text = std::fs::read_to_string(&carrier_scenario)
-        .unwrap()
-        .replace("EXPECT_FROM", "sip:48600111222@")
-        .replace("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.4")
-        .replace("[media_port]", &carrier_addr.port().to_string());
-    std::fs::write(&carrier_scenario, text).unwrap();
+    let carrier_port_text = carrier_addr.port().to_string();
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4860012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.4"),
+            ("[media_port]", &carrier_port_text),
+        ],
+    );
     let carrier_trace = switch.site.path("carrier.log");
     let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
 

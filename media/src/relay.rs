@@ -290,20 +290,17 @@ impl Shared {
                 (Some(StunKind::Request(id)), Some(theirs)) if checked => {
                     let use_candidate = valid_check(packet, theirs)?;
                     if !me.verified.contains(&src) {
-                        if me.verified.len() == VERIFIED_SOURCES {
-                            me.verified.pop_front();
-                        }
-                        me.verified.push_back(src);
+                        push_bounded(&mut me.verified, src, VERIFIED_SOURCES);
                     }
                     // The controlling agent's nomination picks the path.
                     if use_candidate || me.latched.is_none() {
                         me.latched = Some(src);
                     }
-                    remember(&mut me, *id, src);
+                    push_bounded(&mut me.pending, (*id, src), PENDING_CHECKS);
                 }
                 (Some(StunKind::Request(id)), _) => {
                     me.latched = Some(src);
-                    remember(&mut me, *id, src);
+                    push_bounded(&mut me.pending, (*id, src), PENDING_CHECKS);
                 }
                 // Answers are routed by transaction below; one nobody asked
                 // for goes nowhere.
@@ -327,11 +324,12 @@ impl Shared {
     }
 }
 
-fn remember(peer: &mut Peer, id: [u8; 12], src: SocketAddr) {
-    if peer.pending.len() == PENDING_CHECKS {
-        peer.pending.pop_front();
+/// Appends, forgetting the oldest entry once `max` are held.
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
+    if queue.len() == max {
+        queue.pop_front();
     }
-    peer.pending.push_back((id, src));
+    queue.push_back(item);
 }
 
 /// A connectivity check toward the agent with credentials `to`: USERNAME

@@ -111,10 +111,18 @@ impl Switch {
 
     /// A copy of a scenario with `from` replaced by `to` (e.g. the expected code).
     pub fn variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
-        let text = std::fs::read_to_string(scenario(name)).unwrap();
-        assert!(text.contains(from), "{name} has no {from}");
+        self.variant_with(name, &[(from, to)])
+    }
+
+    /// A copy of a scenario with each `(from, to)` replaced.
+    pub fn variant_with(&self, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+        let mut text = std::fs::read_to_string(scenario(name)).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{name} has no {from}");
+            text = text.replace(from, to);
+        }
         let path = self.site.path(&format!("variant-{}-{name}", rand_suffix()));
-        std::fs::write(&path, text.replace(from, to)).unwrap();
+        std::fs::write(&path, text).unwrap();
         path
     }
 }

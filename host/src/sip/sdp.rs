@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use media::IceCredentials;
+
 /// One m-line, as far as the relay needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaLine {
@@ -23,12 +25,6 @@ pub struct MediaLine {
     pub ice: Option<IceCredentials>,
     /// The m-line already offers a relayed candidate (the phone's own TURN).
     pub has_relay_candidate: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceCredentials {
-    pub ufrag: String,
-    pub pwd: String,
 }
 
 /// What an SDP body says about where its media goes.

@@ -83,13 +83,7 @@ impl CallMedia {
             if how == Rewrite::AddRelayCandidate
                 && let Some(ice) = &m.ice
             {
-                stream.set_ice(
-                    from,
-                    media::IceCredentials {
-                        ufrag: ice.ufrag.clone(),
-                        pwd: ice.pwd.clone(),
-                    },
-                );
+                stream.set_ice(from, ice.clone());
             }
             if let Some(ip) = m.addr.filter(|ip| !ip.is_unspecified()) {
                 stream.announce(
@@ -118,10 +112,10 @@ impl CallMedia {
         let Some(settings) = &self.settings else {
             return false;
         };
-        let open: Vec<&Stream> = self.streams.iter().flatten().collect();
+        let mut open = self.streams.iter().flatten().peekable();
         !settings.silence.is_zero()
-            && !open.is_empty()
-            && open.iter().all(|s| s.idle() >= settings.silence)
+            && open.peek().is_some()
+            && open.all(|s| s.idle() >= settings.silence)
     }
 
     /// How often silence is looked for.
