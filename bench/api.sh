@@ -27,12 +27,8 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-api=$(free_port); admin=$(free_port); sink=$(free_port)
-while :; do
-    sip=$(free_port)
-    python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', $sip))" 2>/dev/null && break
-done
+. "$root/scripts/lib/ports.sh"
+api=$(free_port); admin=$(free_port); sink=$(free_port); sip=$(free_sip_port)
 
 # Rate limits off in effect: one load generator address sends everything.
 cat >"$tmp/softswitch.toml" <<TOML

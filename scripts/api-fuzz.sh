@@ -43,13 +43,8 @@ say "installing schemathesis into a venv under $tmp"
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4,<5'
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-api=$(free_port); admin=$(free_port); smtp=$(free_port)
-# SIP over UDP and TCP on one port: retry until both are free.
-while :; do
-    sip=$(free_port)
-    python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', $sip))" 2>/dev/null && break
-done
+. "$root/scripts/lib/ports.sh"
+api=$(free_port); admin=$(free_port); smtp=$(free_port); sip=$(free_sip_port)
 
 python3 -m aiosmtpd -n -l "127.0.0.1:$smtp" >/dev/null 2>&1 &
 pids+=($!)

@@ -311,34 +311,20 @@ mod tests {
             username: Some(user.into()),
             ..Default::default()
         };
-        store
-            .update_profile(
-                &ada,
-                &set("Ada", &format!("{tag}Lovelace"), &format!("{tag}ada")),
-            )
-            .await
-            .unwrap();
-        store
-            .update_profile(
-                &ann,
-                &set("Ann", &format!("{tag}Lovell"), &format!("{tag}ann")),
-            )
-            .await
-            .unwrap();
-        store
-            .update_profile(
-                &off,
-                &set("Ada", &format!("{tag}Lovelace"), &format!("{tag}off")),
-            )
-            .await
-            .unwrap();
-        store
-            .update_profile(
-                &me,
-                &set("Ada", &format!("{tag}Lovelace"), &format!("{tag}me")),
-            )
-            .await
-            .unwrap();
+        for (login, first, last, user) in [
+            (&ada, "Ada", "Lovelace", "ada"),
+            (&ann, "Ann", "Lovell", "ann"),
+            (&off, "Ada", "Lovelace", "off"),
+            (&me, "Ada", "Lovelace", "me"),
+        ] {
+            store
+                .update_profile(
+                    login,
+                    &set(first, &format!("{tag}{last}"), &format!("{tag}{user}")),
+                )
+                .await
+                .unwrap();
+        }
         store.set_account_active(&off, false).await.unwrap();
 
         let by_last = store
