@@ -1036,8 +1036,9 @@ fn link_in(mail: &str, prefix: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn passwords_are_changed_in_the_app_and_reset_through_the_e_mailed_form() {
+/// A switch with the generic SMS guest (at a stand-in vendor) and e-mail
+/// through a local SMTP sink; the vendor is returned to keep it serving.
+async fn api_with_mail() -> (Api, SmtpSink, StandIn) {
     let smtp = SmtpSink::start().await;
     let vendor = StandIn::start(generic_answer()).await;
     let email = format!(
@@ -1055,6 +1056,12 @@ async fn passwords_are_changed_in_the_app_and_reset_through_the_e_mailed_form() 
         &email,
     )
     .await;
+    (api, smtp, vendor)
+}
+
+#[tokio::test]
+async fn passwords_are_changed_in_the_app_and_reset_through_the_e_mailed_form() {
+    let (api, smtp, _vendor) = api_with_mail().await;
     let mut seen = Vec::new();
     api.site.ok(&[
         "account",
@@ -1878,23 +1885,7 @@ async fn page_text(browser: &fantoccini::Client) -> String {
 
 #[tokio::test]
 async fn chromium_opens_the_e_mailed_activation_and_reset_pages_and_submits_the_form() {
-    let smtp = SmtpSink::start().await;
-    let vendor = StandIn::start(generic_answer()).await;
-    let email = format!(
-        "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
-        smtp.port
-    );
-    let api = Api::start(
-        "",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        &email,
-    )
-    .await;
+    let (api, smtp, _vendor) = api_with_mail().await;
     let driver = ChromeDriver::start().await;
     let browser = driver.browser().await;
     let mut seen = Vec::new();
