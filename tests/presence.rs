@@ -117,6 +117,16 @@ impl Switch {
         path
     }
 
+    /// `source` cut at `marker` and closed with `ending` (what the cut-off
+    /// part still had to say), written as `name`.
+    fn cut(&self, source: &Path, marker: &str, ending: &str, name: &str) -> PathBuf {
+        let full = std::fs::read_to_string(source).unwrap();
+        let at = full.find(marker).unwrap();
+        let path = self.site.path(name);
+        std::fs::write(&path, format!("{}{ending}</scenario>\n", &full[..at])).unwrap();
+        path
+    }
+
     /// A copy of a scenario with each `(from, to)` replaced.
     fn variant(&self, name: &str, edits: &[(&str, &str)]) -> PathBuf {
         let mut text = std::fs::read_to_string(scenario(name)).unwrap();
@@ -436,17 +446,12 @@ async fn restart_keeps_subscriptions_and_documents() {
         .site
         .ok(&["contact", "add", "alice", "+48 600 555 666"]);
     // The presentities publish `open` and keep it.
-    let full = std::fs::read_to_string(scenario("presence_publish.xml")).unwrap();
-    let cut = full.find("<!--END-OPEN-->").unwrap();
-    let publish_open = switch.site.path("publish-open.xml");
-    std::fs::write(
-        &publish_open,
-        format!(
-            "{}<Reference variables=\"etag\"/>\n</scenario>\n",
-            &full[..cut]
-        ),
-    )
-    .unwrap();
+    let publish_open = switch.cut(
+        &scenario("presence_publish.xml"),
+        "<!--END-OPEN-->",
+        "<Reference variables=\"etag\"/>\n",
+        "publish-open.xml",
+    );
 
     let watcher = switch.sipp(
         &switch.watch_scenario(3, "presence"),
@@ -717,17 +722,12 @@ async fn presence_follows_the_device() {
 
     // Over TCP: register and publish, then the device goes away without a
     // word (SIPp exits and its connection closes).
-    let full = std::fs::read_to_string(scenario("presence_device.xml")).unwrap();
-    let cut = full.find("<!--END-PUBLISHED-->").unwrap();
-    let vanish = switch.site.path("device-vanishes.xml");
-    std::fs::write(
-        &vanish,
-        format!(
-            "{}<pause milliseconds=\"500\"/>\n<Reference variables=\"etag1\"/>\n</scenario>\n",
-            &full[..cut]
-        ),
-    )
-    .unwrap();
+    let vanish = switch.cut(
+        &scenario("presence_device.xml"),
+        "<!--END-PUBLISHED-->",
+        "<pause milliseconds=\"500\"/>\n<Reference variables=\"etag1\"/>\n",
+        "device-vanishes.xml",
+    );
     switch
         .sipp_over(&vanish, "bob", "bob", &["-t", "t1"])
         .finish(&switch);
@@ -864,17 +864,12 @@ async fn a_tcp_watcher_is_found_again_after_a_restart() {
     assert!(n[0].contains("Subscription-State: active"), "{}", n[0]);
     assert!(n[0].contains("<basic>closed</basic>"), "{}", n[0]);
 
-    let full = std::fs::read_to_string(scenario("presence_publish.xml")).unwrap();
-    let cut = full.find("<!--END-OPEN-->").unwrap();
-    let publish_open = switch.site.path("publish-open.xml");
-    std::fs::write(
-        &publish_open,
-        format!(
-            "{}<Reference variables=\"etag\"/>\n</scenario>\n",
-            &full[..cut]
-        ),
-    )
-    .unwrap();
+    let publish_open = switch.cut(
+        &scenario("presence_publish.xml"),
+        "<!--END-OPEN-->",
+        "<Reference variables=\"etag\"/>\n",
+        "publish-open.xml",
+    );
     switch.sipp(&publish_open, "bob", "bob").finish(&switch);
     let trace = after.finish(&switch);
     let n = notifies(&trace);
@@ -898,17 +893,12 @@ async fn an_expired_registration_takes_the_device_along() {
     watcher.wait_notifies(1, &switch);
     // Registered for 2 s, published for an hour, then silent.
     let short = switch.variant("presence_device.xml", &[("expires=600", "expires=2")]);
-    let full = std::fs::read_to_string(&short).unwrap();
-    let cut = full.find("<!--END-PUBLISHED-->").unwrap();
-    let device = switch.site.path("device-short.xml");
-    std::fs::write(
-        &device,
-        format!(
-            "{}<Reference variables=\"etag1\"/>\n</scenario>\n",
-            &full[..cut]
-        ),
-    )
-    .unwrap();
+    let device = switch.cut(
+        &short,
+        "<!--END-PUBLISHED-->",
+        "<Reference variables=\"etag1\"/>\n",
+        "device-short.xml",
+    );
     switch.sipp(&device, "bob", "bob").finish(&switch);
     let trace = watcher.finish(&switch);
     let n = notifies(&trace);
