@@ -159,21 +159,27 @@ impl Encode for SipMessage {
 /// a stream. Header values are written as held, with any CR/LF (which only
 /// code, never the parser, could have put there) turned into spaces.
 pub fn encode(msg: &impl Encode) -> Vec<u8> {
+    use std::fmt::Write;
     let (headers, body) = msg.parts();
-    let mut out = msg.start_line().into_bytes();
+    // Headers are written straight into one buffer (no String per header);
+    // 1 KiB holds the head of a typical request or response.
+    let mut out = String::with_capacity(1024 + body.len());
+    out.push_str(&msg.start_line());
     for h in headers.iter() {
         if matches!(h, Header::ContentLength(_)) {
             continue;
         }
-        let text = h.to_string();
-        if text.contains(['\r', '\n']) {
-            out.extend_from_slice(header_safe(&text).as_bytes());
-        } else {
-            out.extend_from_slice(text.as_bytes());
+        let start = out.len();
+        let _ = write!(out, "{h}");
+        if out[start..].contains(['\r', '\n']) {
+            let safe = header_safe(&out[start..]);
+            out.truncate(start);
+            out.push_str(&safe);
         }
-        out.extend_from_slice(b"\r\n");
+        out.push_str("\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    let mut out = out.into_bytes();
     out.extend_from_slice(body);
     out
 }

@@ -64,7 +64,6 @@ pub struct ClientInvite {
     state: ClientInviteState,
     reliability: Reliability,
     timers: Timers,
-    request: rsip::Request,
     /// The INVITE as sent, kept so retransmissions are byte-identical.
     bytes: Vec<u8>,
     /// What the ACK for a non-2xx is built from (§17.1.1.3); boxed because it
@@ -105,7 +104,7 @@ impl ClientInvite {
         let ack_template =
             Box::new(AckTemplate::new(&request).map_err(TransactionError::MissingHeader)?);
         let timers = timers.sanitized();
-        let bytes = encode(&request.clone().into());
+        let bytes = encode(&request);
         let timer_a = match reliability {
             Reliability::Unreliable => Backoff::start(now, timers.t1),
             Reliability::Reliable => None,
@@ -114,7 +113,6 @@ impl ClientInvite {
             state: ClientInviteState::Calling,
             reliability,
             timers,
-            request,
             ack_template,
             ack: None,
             timer_a,
@@ -125,12 +123,6 @@ impl ClientInvite {
         };
         let actions = vec![Action::Send(tx.bytes.clone())];
         Ok((tx, actions))
-    }
-
-    /// The INVITE this transaction sends (the TU builds a CANCEL from it,
-    /// §9.1).
-    pub fn request(&self) -> &rsip::Request {
-        &self.request
     }
 
     fn terminate(&mut self) {
@@ -145,7 +137,7 @@ impl ClientInvite {
     /// in Completed to re-ACK retransmissions (§17.1.1.2); on a reliable
     /// transport there are none, so Timer D is zero.
     fn complete(&mut self, response: rsip::Response, now: Instant) -> Vec<Action> {
-        let ack = encode(&self.ack_template.ack_for(&response).into());
+        let ack = encode(&self.ack_template.ack_for(&response));
         self.timer_a = None;
         self.timer_b = None;
         if self.reliability.is_reliable() {
@@ -279,7 +271,7 @@ mod tests {
         let t0 = Instant::now();
         let (tx, actions) =
             ClientInvite::new(invite(), reliability, Timers::default(), t0).unwrap();
-        assert_eq!(sent(&actions), vec![encode(&invite().into())]);
+        assert_eq!(sent(&actions), vec![encode(&invite())]);
         (tx, t0)
     }
 
@@ -292,7 +284,6 @@ mod tests {
         let (tx, t0) = start(Reliability::Unreliable);
         assert_eq!(tx.state(), Calling);
         assert_eq!(tx.next_deadline(), Some(at(t0, 500)));
-        assert_eq!(tx.request(), &invite());
     }
 
     #[test]
@@ -325,10 +316,7 @@ mod tests {
     #[test]
     fn retransmissions_are_the_original_bytes() {
         let (mut tx, t0) = start(Reliability::Unreliable);
-        assert_eq!(
-            sent(&tx.on_timer(at(t0, 500))),
-            vec![encode(&invite().into())]
-        );
+        assert_eq!(sent(&tx.on_timer(at(t0, 500))), vec![encode(&invite())]);
     }
 
     #[test]

@@ -46,7 +46,6 @@ pub struct ClientNonInvite {
     state: ClientNonInviteState,
     reliability: Reliability,
     timers: Timers,
-    request: rsip::Request,
     /// The request as sent, kept so retransmissions are byte-identical.
     bytes: Vec<u8>,
     /// Timer E: retransmission (unreliable transports only).
@@ -73,7 +72,7 @@ impl ClientNonInvite {
             });
         }
         let timers = timers.sanitized();
-        let bytes = encode(&request.clone().into());
+        let bytes = encode(&request);
         let timer_e = match reliability {
             Reliability::Unreliable => Backoff::start(now, timers.t1),
             Reliability::Reliable => None,
@@ -82,7 +81,6 @@ impl ClientNonInvite {
             state: ClientNonInviteState::Trying,
             reliability,
             timers,
-            request,
             timer_e,
             timer_f: after(now, timers.timeout()),
             timer_k: None,
@@ -90,11 +88,6 @@ impl ClientNonInvite {
         };
         let actions = vec![Action::Send(tx.bytes.clone())];
         Ok((tx, actions))
-    }
-
-    /// The request this transaction sends.
-    pub fn request(&self) -> &rsip::Request {
-        &self.request
     }
 
     fn terminate(&mut self) {
@@ -214,7 +207,7 @@ mod tests {
     fn sends_the_request_and_starts_in_trying() {
         let (tx, t0, actions) = start(Reliability::Unreliable);
         assert_eq!(tx.state(), Trying);
-        assert_eq!(sent(&actions), vec![encode(&message().into())]);
+        assert_eq!(sent(&actions), vec![encode(&message())]);
         assert_eq!(tx.next_deadline(), Some(at(t0, 500)));
     }
 

@@ -158,7 +158,7 @@ pub(crate) fn top_via(headers: &rsip::Headers) -> Option<TopVia<'_>> {
 /// Encodes a message for the wire with the parser's encoder (binary bodies
 /// kept byte for byte, RFC reason phrases, Content-Length matching the body),
 /// so every byte the switch sends is framed by one piece of code.
-pub fn encode(msg: &rsip::SipMessage) -> Vec<u8> {
+pub fn encode(msg: &impl crate::sip::parse::Encode) -> Vec<u8> {
     crate::sip::parse::encode(msg)
 }
 
@@ -244,6 +244,28 @@ impl AckTemplate {
     }
 }
 
+/// The headers a 100 Trying copies from the request (§8.2.6).
+const TRYING_COPIES: [Name; 5] = [Name::Via, Name::From, Name::To, Name::CallId, Name::CSeq];
+
+/// The part of an INVITE that [`trying`] reads (the headers it copies and
+/// the Timestamp, no body), for a transaction to keep until it knows
+/// whether the 100 is needed.
+pub(crate) fn trying_source(request: &rsip::Request) -> rsip::Request {
+    rsip::Request {
+        method: request.method,
+        uri: rsip::Uri::default(),
+        version: request.version.clone(),
+        headers: request
+            .headers
+            .iter()
+            .filter(|h| TRYING_COPIES.iter().any(|n| n.is(h)) || Name::Timestamp.is(h))
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        body: Vec::new(),
+    }
+}
+
 /// The 100 Trying an INVITE server transaction sends on the TU's behalf
 /// (§17.2.1), built as §8.2.6 says: the request's Via headers (all, in
 /// order), From, To (a tag is optional on a 100 and none is added), Call-ID
@@ -252,11 +274,7 @@ pub(crate) fn trying(request: &rsip::Request, held: std::time::Duration) -> rsip
     let mut headers: Vec<Header> = request
         .headers
         .iter()
-        .filter(|h| {
-            [Name::Via, Name::From, Name::To, Name::CallId, Name::CSeq]
-                .iter()
-                .any(|n| n.is(h))
-        })
+        .filter(|h| TRYING_COPIES.iter().any(|n| n.is(h)))
         .cloned()
         .collect();
     if let Some(ts) = first(&request.headers, Name::Timestamp) {
@@ -340,7 +358,7 @@ mod tests {
     fn encode_uses_rfc_reason_phrases_and_keeps_binary_bodies() {
         let mut resp = response(&invite(), 486, None);
         resp.body = vec![0xff, 0x00, 0xfe];
-        let bytes = encode(&resp.into());
+        let bytes = encode(&resp);
         assert!(bytes.starts_with(b"SIP/2.0 486 Busy Here\r\n"));
         assert!(bytes.ends_with(b"\r\n\r\n\xff\x00\xfe"));
 
@@ -348,13 +366,13 @@ mod tests {
             status_code: rsip::StatusCode::Other(499, "Custom Thing".into()),
             ..Default::default()
         };
-        assert!(encode(&other.into()).starts_with(b"SIP/2.0 499 Custom Thing\r\n"));
+        assert!(encode(&other).starts_with(b"SIP/2.0 499 Custom Thing\r\n"));
     }
 
     #[test]
     fn encoded_request_parses_back_identically() {
         let req = invite();
-        let back = rsip::Request::try_from(encode(&req.clone().into())).unwrap();
+        let back = rsip::Request::try_from(encode(&req)).unwrap();
         assert_eq!(back, req);
     }
 

@@ -299,14 +299,6 @@ impl ServerTransaction {
         }
     }
 
-    /// The request that created the transaction.
-    pub fn request(&self) -> &rsip::Request {
-        match self {
-            Self::Invite(tx) => tx.request(),
-            Self::NonInvite(tx) => tx.request(),
-        }
-    }
-
     /// The current state by its RFC name, for logs and metrics.
     pub fn state_name(&self) -> &'static str {
         match self {
@@ -341,14 +333,6 @@ impl ClientTransaction {
         } else {
             let (tx, actions) = ClientNonInvite::new(request, reliability, timers, now)?;
             Ok((Self::NonInvite(tx), actions))
-        }
-    }
-
-    /// The request the transaction sends.
-    pub fn request(&self) -> &rsip::Request {
-        match self {
-            Self::Invite(tx) => tx.request(),
-            Self::NonInvite(tx) => tx.request(),
         }
     }
 

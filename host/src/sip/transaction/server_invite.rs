@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::message::{encode, trying};
+use super::message::{encode, trying, trying_source};
 use super::timer::{Backoff, after, earliest, is_due};
 use super::{Action, Reliability, Timers, Transaction, TransactionError};
 
@@ -65,7 +65,11 @@ pub struct ServerInvite {
     state: ServerInviteState,
     reliability: Reliability,
     timers: Timers,
-    request: rsip::Request,
+    /// What a 100 Trying is built from (the INVITE's Via, From, To, Call-ID,
+    /// CSeq and Timestamp), until the TU answers or the 100 is sent: the
+    /// transaction outlives the call set-up by 32 s and need not hold the
+    /// whole INVITE that long.
+    trying_source: Option<Box<rsip::Request>>,
     /// When the INVITE arrived, for the Timestamp delay of the 100 Trying.
     received_at: Instant,
     /// The last provisional response sent (the TU's or our 100 Trying),
@@ -100,12 +104,11 @@ impl ServerInvite {
                 method: request.method,
             });
         }
-        let actions = vec![Action::Deliver(request.clone().into())];
         let tx = Self {
             state: ServerInviteState::Proceeding,
             reliability,
             timers: timers.sanitized(),
-            request,
+            trying_source: Some(Box::new(trying_source(&request))),
             received_at: now,
             last_provisional: None,
             final_response: None,
@@ -115,12 +118,7 @@ impl ServerInvite {
             timer_i: None,
             timer_l: None,
         };
-        Ok((tx, actions))
-    }
-
-    /// The INVITE that created the transaction.
-    pub fn request(&self) -> &rsip::Request {
-        &self.request
+        Ok((tx, vec![Action::Deliver(request.into())]))
     }
 
     /// The TU answers (§17.2.1):
@@ -151,7 +149,8 @@ impl ServerInvite {
             (ServerInviteState::Proceeding, _) => {
                 // Whatever the TU says, the automatic 100 is no longer needed.
                 self.trying_timer = None;
-                let bytes = encode(&response.into());
+                self.trying_source = None;
+                let bytes = encode(&response);
                 match code {
                     100..=199 => self.last_provisional = Some(bytes.clone()),
                     200..=299 => {
@@ -172,9 +171,7 @@ impl ServerInvite {
                 }
                 Ok(vec![Action::Send(bytes)])
             }
-            (ServerInviteState::Accepted, 200..=299) => {
-                Ok(vec![Action::Send(encode(&response.into()))])
-            }
+            (ServerInviteState::Accepted, 200..=299) => Ok(vec![Action::Send(encode(&response))]),
             (state, _) => Err(refuse(state)),
         }
     }
@@ -182,6 +179,7 @@ impl ServerInvite {
     fn terminate(&mut self) {
         self.state = ServerInviteState::Terminated;
         self.trying_timer = None;
+        self.trying_source = None;
         self.timer_g = None;
         self.timer_h = None;
         self.timer_i = None;
@@ -251,8 +249,11 @@ impl Transaction for ServerInvite {
                     return Vec::new();
                 }
                 self.trying_timer = None;
+                let Some(source) = self.trying_source.take() else {
+                    return Vec::new();
+                };
                 let held = now.saturating_duration_since(self.received_at);
-                let bytes = encode(&trying(&self.request, held).into());
+                let bytes = encode(&trying(&source, held));
                 self.last_provisional = Some(bytes.clone());
                 vec![Action::Send(bytes)]
             }

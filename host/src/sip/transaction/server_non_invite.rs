@@ -49,7 +49,10 @@ pub struct ServerNonInvite {
     state: ServerNonInviteState,
     reliability: Reliability,
     timers: Timers,
-    request: rsip::Request,
+    /// The request's method: all a retransmission is matched on. The request
+    /// itself goes to the TU; keeping it for Timer J's 32 s held a copy of
+    /// every request in memory.
+    method: rsip::Method,
     /// The last response sent, as bytes, for retransmitted requests.
     last_response: Option<Vec<u8>>,
     /// Timer J: how long Completed answers retransmitted requests.
@@ -71,21 +74,15 @@ impl ServerNonInvite {
                 method: request.method,
             });
         }
-        let actions = vec![Action::Deliver(request.clone().into())];
         let tx = Self {
             state: ServerNonInviteState::Trying,
             reliability,
             timers: timers.sanitized(),
-            request,
+            method: request.method,
             last_response: None,
             timer_j: None,
         };
-        Ok((tx, actions))
-    }
-
-    /// The request that created the transaction.
-    pub fn request(&self) -> &rsip::Request {
-        &self.request
+        Ok((tx, vec![Action::Deliver(request.into())]))
     }
 
     /// The TU answers: the response is sent; a provisional one moves the
@@ -113,7 +110,7 @@ impl ServerNonInvite {
                 });
             }
         }
-        let bytes = encode(&response.into());
+        let bytes = encode(&response);
         if code < 200 {
             self.state = ServerNonInviteState::Proceeding;
         } else if self.reliability.is_reliable() {
@@ -137,7 +134,7 @@ impl Transaction for ServerNonInvite {
         let rsip::SipMessage::Request(request) = msg else {
             return Vec::new();
         };
-        if request.method != self.request.method {
+        if request.method != self.method {
             return Vec::new();
         }
         match self.state {
@@ -225,7 +222,7 @@ mod tests {
         let (mut tx, t0) = start(Reliability::Unreliable);
         let trying = response(&message(), 100, None);
         let actions = tx.on_tu_response(trying.clone(), at(t0, 10)).unwrap();
-        assert_eq!(actions, vec![Action::Send(encode(&trying.into()))]);
+        assert_eq!(actions, vec![Action::Send(encode(&trying))]);
         assert_eq!(tx.state(), Proceeding);
         assert_eq!(tx.on_message(message().into(), at(t0, 500)), actions);
     }
