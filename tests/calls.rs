@@ -210,6 +210,111 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
     nothing_leaks(&switch).await;
 }
 
+/// `PATCH /accounts/{login}` on the admin endpoint; returns (status, body).
+async fn patch_account(
+    switch: &Switch,
+    login: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "http://127.0.0.1:{}/accounts/{login}",
+            switch.admin
+        ))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callee_account_s_own_no_answer_timeout_ends_the_ringing() {
+    // The switch-wide timeout stays at its 30 s default, past the caller's
+    // own 20 s SIPp timeout: only carol's 5 s can end this call in time.
+    let switch = switch("").await;
+
+    // Out-of-bounds values are refused by the CLI and the admin API.
+    let refused = switch
+        .site
+        .fails(&["account", "set", "carol", "--no-answer-secs", "3"]);
+    assert!(refused.contains("no_answer_secs"), "{refused}");
+    let unknown = switch
+        .site
+        .fails(&["account", "set", "nobody", "--no-answer-secs", "10"]);
+    assert!(unknown.contains("nobody"), "{unknown}");
+    switch.site.fails(&["account", "set", "carol"]);
+    let (status, body) = patch_account(
+        &switch,
+        "carol",
+        serde_json::json!({ "no_answer_secs": 601 }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, body) = patch_account(
+        &switch,
+        "carol",
+        serde_json::json!({ "no_answer_secs": -1 }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, body) =
+        patch_account(&switch, "carol", serde_json::json!({ "no_answer_secs": 5 })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["no_answer_secs"], 5, "{body}");
+    assert!(
+        switch
+            .site
+            .ok(&["account", "show", "carol"])
+            .contains("no_answer_secs: 5\n")
+    );
+
+    // carol's device rings and never answers; bob's account keeps the default.
+    let (ringing, ring_trace) = callee(&switch, "carol", &scenario("call_uas_ring.xml"));
+    switch.wait_registered(1).await;
+    let started = std::time::Instant::now();
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "carol", 0);
+    let rang = started.elapsed();
+    assert!(ok, "unanswered call:\n{trace}\n{}", switch.log());
+    assert!(
+        rang >= Duration::from_secs(5) && rang < Duration::from_secs(12),
+        "rang {rang:?}, not carol's 5 s"
+    );
+    // The switch stopped the ringing on its own leg.
+    wait_trace(&ring_trace, "CANCEL sip:").await;
+    drop(ringing);
+    let lines = wait_cdrs(&switch, "carol", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["alice", "carol", "-", "no-answer", "480"],
+        "{lines:?}"
+    );
+
+    // `default` goes back to the switch-wide timeout.
+    switch
+        .site
+        .ok(&["account", "set", "carol", "--no-answer-secs", "default"]);
+    assert!(
+        switch
+            .site
+            .ok(&["account", "show", "carol"])
+            .contains("no_answer_secs: default (30)\n")
+    );
+    nothing_leaks(&switch).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_forks_to_every_device_and_the_others_are_cancelled() {
     let switch = switch("").await;

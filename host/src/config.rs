@@ -207,6 +207,7 @@ impl Default for PluginsConfig {
 pub struct CallsConfig {
     /// Seconds devices ring before the routing guest is asked again with
     /// the reason `no-answer` (voicemail); 0 rings until the caller gives up.
+    /// The callee account's own `no_answer_secs` takes precedence.
     pub no_answer_secs: u64,
     /// Longest an answered call may last, seconds, for dialogs whose peers
     /// vanished without a session timer; 0 means no limit.
@@ -438,7 +439,8 @@ fallback_reason = "Routing Unavailable"
 
 [calls]
 # Seconds devices ring before the routing guest is asked again with reason "no-answer"
-# (voicemail); 0 rings until the caller gives up.
+# (voicemail); 0 rings until the caller gives up. An account's own value
+# (softswitch account set LOGIN --no-answer-secs N) takes precedence.
 no_answer_secs = 30
 # Longest an answered call may last, seconds (a dialog whose peers vanished without a
 # session timer ends then); 0 means no limit.
