@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use support::sipp::*;
@@ -506,6 +507,185 @@ async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
     assert_eq!(
         &c[1..6],
         ["dora", "4870012345", "tcp-carrier", "answered", "200"],
+        "{lines:?}"
+    );
+    nothing_leaks(&switch).await;
+}
+
+/// A CA and a certificate it issued for 127.0.0.1 (an IP address SAN), as
+/// PEM files in `dir`: (CA certificate, certificate, key).
+fn carrier_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("carrier-ca.pem"),
+        dir.join("carrier-cert.pem"),
+        dir.join("carrier-key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+/// A carrier over TLS: the SIPp carrier on TCP behind socat, which ends TLS
+/// on `tls_port` with `cert`/`key` (Debian's SIPp is built without TLS).
+/// Returns the socat and SIPp processes.
+fn tls_carrier(
+    switch: &Switch,
+    scenario_file: &std::path::Path,
+    tls_port: u16,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (Device, Device) {
+    let sipp_port = free_sip_port();
+    let sipp = carrier(switch, scenario_file, sipp_port, "t1");
+    let socat = std::process::Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{sipp_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(switch.site.path("socat.err")).unwrap())
+        .spawn()
+        .expect("socat (Debian package socat) must be installed: scripts/setup.sh installs it");
+    (Device(socat), sipp)
+}
+
+/// dora (48600111222) and a gateway `tls-carrier` for 4880 over TLS to
+/// 127.0.0.1:`port`.
+fn tls_gateway(switch: &Switch, port: u16) {
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dora",
+        "--password",
+        "dora-pw",
+        "--phone",
+        "48600111222",
+    ]);
+    switch.site.ok(&[
+        "gateway",
+        "add",
+        "tls-carrier",
+        "--prefix",
+        "4880",
+        "--address",
+        &format!("127.0.0.1:{port}"),
+        "--transport",
+        "tls",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_over_tls_is_reached_when_its_certificate_verifies() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = carrier_certificate(certs.path());
+    let switch = Switch::start_with(&format!("gateway_ca = \"{}\"", ca.display()), "").await;
+    let tls_port = free_sip_port();
+    tls_gateway(&switch, tls_port);
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4880012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+        ],
+    );
+    let (_socat, mut carrier) = tls_carrier(&switch, &carrier_scenario, tls_port, &cert, &key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4880012345",
+            "-d",
+            "200",
+        ],
+    );
+    let socat_err = std::fs::read_to_string(switch.site.path("socat.err")).unwrap_or_default();
+    assert!(
+        ok,
+        "call to a TLS gateway failed:\n{trace}\n{socat_err}\n{}",
+        switch.log()
+    );
+    let status = carrier.0.wait().unwrap();
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the carrier's checks failed:\n{carrier_log}"
+    );
+    // What crossed socat was sent over TLS and says so.
+    assert!(
+        carrier_log.contains("Via: SIP/2.0/TLS 127.0.0.1:"),
+        "{carrier_log}"
+    );
+    // Request-URI and Contact name the transport (its value is
+    // case-insensitive, RFC 3261 §19.1.4).
+    let lower = carrier_log.to_ascii_lowercase();
+    assert!(
+        lower.contains("invite sip:4880012345@127.0.0.1:")
+            && lower.contains(";transport=tls sip/2.0"),
+        "{carrier_log}"
+    );
+    assert!(carrier_log.contains(";transport=tls>"), "{carrier_log}");
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["dora", "4880012345", "tls-carrier", "answered", "200"],
+        "{lines:?}"
+    );
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_whose_tls_certificate_does_not_verify_is_not_called() {
+    // The same carrier, but the switch trusts only the built-in roots.
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = carrier_certificate(certs.path());
+    let switch = switch("").await;
+    let tls_port = free_sip_port();
+    tls_gateway(&switch, tls_port);
+    let (_socat, _carrier) =
+        tls_carrier(&switch, &scenario("call_gw_uas.xml"), tls_port, &cert, &key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let started = std::time::Instant::now();
+    let (ok, trace) = sipp(
+        &switch,
+        &expect_failure(&switch, 503),
+        &["-inf", users.to_str().unwrap(), "-s", "int4880012345"],
+    );
+    assert!(ok, "expected 503:\n{trace}\n{}", switch.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    assert!(!carrier_log.contains("INVITE"), "{carrier_log}");
+    // The warning names the gateway and why.
+    let log = switch.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot connect to the gateway"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains("tls-carrier"), "{warning}");
+    assert!(warning.contains("UnknownIssuer"), "{warning}");
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["dora", "4880012345", "tls-carrier", "failed", "503"],
         "{lines:?}"
     );
     nothing_leaks(&switch).await;

@@ -242,14 +242,19 @@ impl Call {
                     None => None,
                 };
                 let Some(flow) = flow else {
-                    tracing::warn!(
-                        gateway,
-                        "gateway unknown or not reachable (UDP and TCP only)"
-                    );
+                    tracing::warn!(gateway, "gateway unknown or not reachable");
                     return self.answer_now(503, "Service Unavailable");
                 };
+                // The transport the switch chose, said in the URI as RFC 3261
+                // §19.1.1 has it (a plain `sip:` URI means UDP to a proxy
+                // that re-resolves it); over TLS without requiring `sips:`.
+                let transport = match flow.proto {
+                    Proto::Udp => "",
+                    Proto::Tcp => ";transport=tcp",
+                    Proto::Tls => ";transport=tls",
+                };
                 vec![Target {
-                    uri: format!("sip:{number}@{}", flow.remote),
+                    uri: format!("sip:{number}@{}{transport}", flow.remote),
                     to: format!("<sip:{number}@{}>", flow.remote),
                     flow,
                 }]
