@@ -19,8 +19,9 @@ say "$(cargo --version)"
 # and stun-client (the classic RFC 3489 client) as the STUN server's real
 # clients (Debian 12 has no stuntman-client); chromium and chromium-driver
 # for the browser tests of the activation and reset pages; python3-venv for
-# scripts/api-fuzz.sh (schemathesis from PyPI in a venv).
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv)
+# scripts/api-fuzz.sh (schemathesis from PyPI in a venv); socat to put TLS
+# in front of a SIPp carrier (Debian's SIPp is built without TLS).
+packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use support::sipp::*;
@@ -210,6 +211,111 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
     nothing_leaks(&switch).await;
 }
 
+/// `PATCH /accounts/{login}` on the admin endpoint; returns (status, body).
+async fn patch_account(
+    switch: &Switch,
+    login: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "http://127.0.0.1:{}/accounts/{login}",
+            switch.admin
+        ))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callee_account_s_own_no_answer_timeout_ends_the_ringing() {
+    // The switch-wide timeout stays at its 30 s default, past the caller's
+    // own 20 s SIPp timeout: only carol's 5 s can end this call in time.
+    let switch = switch("").await;
+
+    // Out-of-bounds values are refused by the CLI and the admin API.
+    let refused = switch
+        .site
+        .fails(&["account", "set", "carol", "--no-answer-secs", "3"]);
+    assert!(refused.contains("no_answer_secs"), "{refused}");
+    let unknown = switch
+        .site
+        .fails(&["account", "set", "nobody", "--no-answer-secs", "10"]);
+    assert!(unknown.contains("nobody"), "{unknown}");
+    switch.site.fails(&["account", "set", "carol"]);
+    let (status, body) = patch_account(
+        &switch,
+        "carol",
+        serde_json::json!({ "no_answer_secs": 601 }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, body) = patch_account(
+        &switch,
+        "carol",
+        serde_json::json!({ "no_answer_secs": -1 }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, body) =
+        patch_account(&switch, "carol", serde_json::json!({ "no_answer_secs": 5 })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["no_answer_secs"], 5, "{body}");
+    assert!(
+        switch
+            .site
+            .ok(&["account", "show", "carol"])
+            .contains("no_answer_secs: 5\n")
+    );
+
+    // carol's device rings and never answers; bob's account keeps the default.
+    let (ringing, ring_trace) = callee(&switch, "carol", &scenario("call_uas_ring.xml"));
+    switch.wait_registered(1).await;
+    let started = std::time::Instant::now();
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "carol", 0);
+    let rang = started.elapsed();
+    assert!(ok, "unanswered call:\n{trace}\n{}", switch.log());
+    assert!(
+        rang >= Duration::from_secs(5) && rang < Duration::from_secs(12),
+        "rang {rang:?}, not carol's 5 s"
+    );
+    // The switch stopped the ringing on its own leg.
+    wait_trace(&ring_trace, "CANCEL sip:").await;
+    drop(ringing);
+    let lines = wait_cdrs(&switch, "carol", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["alice", "carol", "-", "no-answer", "480"],
+        "{lines:?}"
+    );
+
+    // `default` goes back to the switch-wide timeout.
+    switch
+        .site
+        .ok(&["account", "set", "carol", "--no-answer-secs", "default"]);
+    assert!(
+        switch
+            .site
+            .ok(&["account", "show", "carol"])
+            .contains("no_answer_secs: default (30)\n")
+    );
+    nothing_leaks(&switch).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_forks_to_every_device_and_the_others_are_cancelled() {
     let switch = switch("").await;
@@ -401,6 +507,185 @@ async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
     assert_eq!(
         &c[1..6],
         ["dora", "4870012345", "tcp-carrier", "answered", "200"],
+        "{lines:?}"
+    );
+    nothing_leaks(&switch).await;
+}
+
+/// A CA and a certificate it issued for 127.0.0.1 (an IP address SAN), as
+/// PEM files in `dir`: (CA certificate, certificate, key).
+fn carrier_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("carrier-ca.pem"),
+        dir.join("carrier-cert.pem"),
+        dir.join("carrier-key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+/// A carrier over TLS: the SIPp carrier on TCP behind socat, which ends TLS
+/// on `tls_port` with `cert`/`key` (Debian's SIPp is built without TLS).
+/// Returns the socat and SIPp processes.
+fn tls_carrier(
+    switch: &Switch,
+    scenario_file: &std::path::Path,
+    tls_port: u16,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (Device, Device) {
+    let sipp_port = free_sip_port();
+    let sipp = carrier(switch, scenario_file, sipp_port, "t1");
+    let socat = std::process::Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{sipp_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(switch.site.path("socat.err")).unwrap())
+        .spawn()
+        .expect("socat (Debian package socat) must be installed: scripts/setup.sh installs it");
+    (Device(socat), sipp)
+}
+
+/// dora (48600111222) and a gateway `tls-carrier` for 4880 over TLS to
+/// 127.0.0.1:`port`.
+fn tls_gateway(switch: &Switch, port: u16) {
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dora",
+        "--password",
+        "dora-pw",
+        "--phone",
+        "48600111222",
+    ]);
+    switch.site.ok(&[
+        "gateway",
+        "add",
+        "tls-carrier",
+        "--prefix",
+        "4880",
+        "--address",
+        &format!("127.0.0.1:{port}"),
+        "--transport",
+        "tls",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_over_tls_is_reached_when_its_certificate_verifies() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = carrier_certificate(certs.path());
+    let switch = Switch::start_with(&format!("gateway_ca = \"{}\"", ca.display()), "").await;
+    let tls_port = free_sip_port();
+    tls_gateway(&switch, tls_port);
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4880012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+        ],
+    );
+    let (_socat, mut carrier) = tls_carrier(&switch, &carrier_scenario, tls_port, &cert, &key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4880012345",
+            "-d",
+            "200",
+        ],
+    );
+    let socat_err = std::fs::read_to_string(switch.site.path("socat.err")).unwrap_or_default();
+    assert!(
+        ok,
+        "call to a TLS gateway failed:\n{trace}\n{socat_err}\n{}",
+        switch.log()
+    );
+    let status = carrier.0.wait().unwrap();
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the carrier's checks failed:\n{carrier_log}"
+    );
+    // What crossed socat was sent over TLS and says so.
+    assert!(
+        carrier_log.contains("Via: SIP/2.0/TLS 127.0.0.1:"),
+        "{carrier_log}"
+    );
+    // Request-URI and Contact name the transport (its value is
+    // case-insensitive, RFC 3261 §19.1.4).
+    let lower = carrier_log.to_ascii_lowercase();
+    assert!(
+        lower.contains("invite sip:4880012345@127.0.0.1:")
+            && lower.contains(";transport=tls sip/2.0"),
+        "{carrier_log}"
+    );
+    assert!(carrier_log.contains(";transport=tls>"), "{carrier_log}");
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["dora", "4880012345", "tls-carrier", "answered", "200"],
+        "{lines:?}"
+    );
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_whose_tls_certificate_does_not_verify_is_not_called() {
+    // The same carrier, but the switch trusts only the built-in roots.
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = carrier_certificate(certs.path());
+    let switch = switch("").await;
+    let tls_port = free_sip_port();
+    tls_gateway(&switch, tls_port);
+    let (_socat, _carrier) =
+        tls_carrier(&switch, &scenario("call_gw_uas.xml"), tls_port, &cert, &key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let started = std::time::Instant::now();
+    let (ok, trace) = sipp(
+        &switch,
+        &expect_failure(&switch, 503),
+        &["-inf", users.to_str().unwrap(), "-s", "int4880012345"],
+    );
+    assert!(ok, "expected 503:\n{trace}\n{}", switch.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    assert!(!carrier_log.contains("INVITE"), "{carrier_log}");
+    // The warning names the gateway and why.
+    let log = switch.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot connect to the gateway"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains("tls-carrier"), "{warning}");
+    assert!(warning.contains("UnknownIssuer"), "{warning}");
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(
+        &c[1..6],
+        ["dora", "4880012345", "tls-carrier", "failed", "503"],
         "{lines:?}"
     );
     nothing_leaks(&switch).await;

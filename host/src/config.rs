@@ -117,6 +117,9 @@ pub struct SipConfig {
     /// certificate generated into `<data_dir>/tls/`.
     pub tls_cert: String,
     pub tls_key: String,
+    /// PEM file of CA certificates trusted for gateways reached over TLS, on
+    /// top of the built-in Mozilla roots; empty means those roots only.
+    pub gateway_ca: String,
     /// Registration expiry when the device asks for none, seconds.
     pub default_expires: u32,
     /// Shorter requests get 423 Interval Too Brief.
@@ -147,6 +150,7 @@ impl Default for SipConfig {
             tls: vec![SocketAddr::from(([127, 0, 0, 1], 5061))],
             tls_cert: String::new(),
             tls_key: String::new(),
+            gateway_ca: String::new(),
             default_expires: 3600,
             // RFC 3261 suggests an hour by default; 60 s floors keep-alive-free
             // clients from hammering the registrar.
@@ -207,6 +211,7 @@ impl Default for PluginsConfig {
 pub struct CallsConfig {
     /// Seconds devices ring before the routing guest is asked again with
     /// the reason `no-answer` (voicemail); 0 rings until the caller gives up.
+    /// The callee account's own `no_answer_secs` takes precedence.
     pub no_answer_secs: u64,
     /// Longest an answered call may last, seconds, for dialogs whose peers
     /// vanished without a session timer; 0 means no limit.
@@ -383,6 +388,10 @@ tls = ["127.0.0.1:5061"]
 # PEM certificate chain and key; empty means a self-signed pair generated into <data_dir>/tls/.
 tls_cert = ""
 tls_key = ""
+# CA certificates (PEM) trusted for gateways with transport "tls", on top of the built-in
+# Mozilla roots; empty means those roots only. The certificate must match the gateway's
+# address host (a DNS name, or an IP address SAN).
+gateway_ca = ""
 # Registration expiry in seconds when the device asks for none; the floor (423 below it) and the ceiling.
 default_expires = 3600
 min_expires = 60
@@ -438,7 +447,8 @@ fallback_reason = "Routing Unavailable"
 
 [calls]
 # Seconds devices ring before the routing guest is asked again with reason "no-answer"
-# (voicemail); 0 rings until the caller gives up.
+# (voicemail); 0 rings until the caller gives up. An account's own value
+# (softswitch account set LOGIN --no-answer-secs N) takes precedence.
 no_answer_secs = 30
 # Longest an answered call may last, seconds (a dialog whose peers vanished without a
 # session timer ends then); 0 means no limit.

@@ -19,7 +19,7 @@ use softswitch::app::{App, redact_url};
 use softswitch::config::DEFAULT_TOML;
 use softswitch::plugins::inspect;
 use softswitch::plugins::routing::{Kind, Reason, RouteDecision, RouteRequest, Routed, Transport};
-use softswitch::store::accounts::NewAccount;
+use softswitch::store::accounts::{AccountSettings, NewAccount};
 use softswitch::store::dialplan::DialplanEntry;
 use softswitch::store::gateways::{Gateway, Transport as GatewayTransport};
 
@@ -120,8 +120,42 @@ enum AccountCommand {
     },
     /// Show one account (never its passwords).
     Show { login: String },
+    /// Change an account's settings; only the options given change.
+    Set {
+        login: String,
+        /// Seconds its devices ring before the routing guest is asked again
+        /// (reason no-answer): 0 rings until the caller gives up, else 5 to
+        /// 600; `default` goes back to calls.no_answer_secs.
+        #[arg(long, value_name = "SECS|default", value_parser = parse_no_answer)]
+        no_answer_secs: Option<NoAnswer>,
+        #[arg(long)]
+        tariff: Option<String>,
+        #[arg(long)]
+        currency: Option<String>,
+        #[arg(long)]
+        dialplan_rule: Option<String>,
+        /// Plan name; "" removes it.
+        #[arg(long)]
+        plan: Option<String>,
+    },
     /// Delete an account and its profile.
     Del { login: String },
+}
+
+/// `--no-answer-secs`: seconds, or `None` for the switch-wide default.
+#[derive(Clone, Copy, Debug)]
+struct NoAnswer(Option<u32>);
+
+fn parse_no_answer(s: &str) -> Result<NoAnswer, String> {
+    if s.eq_ignore_ascii_case("default") {
+        return Ok(NoAnswer(None));
+    }
+    let secs: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither a number of seconds nor \"default\""))?;
+    // The same bounds the store and the admin API apply.
+    softswitch::store::accounts::validate_no_answer_secs(secs).map_err(|e| e.to_string())?;
+    Ok(NoAnswer(Some(secs)))
 }
 
 #[derive(Subcommand)]
@@ -463,6 +497,41 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                 "voicemail: {}",
                 if a.voicemail_enabled { "on" } else { "off" }
             );
+            println!(
+                "no_answer_secs: {}",
+                match a.no_answer_secs {
+                    Some(secs) => secs.to_string(),
+                    None => format!("default ({})", app.config.calls.no_answer_secs),
+                }
+            );
+        }
+        AccountCommand::Set {
+            login,
+            no_answer_secs,
+            tariff,
+            currency,
+            dialplan_rule,
+            plan,
+        } => {
+            let settings = AccountSettings {
+                tariff,
+                currency,
+                dialplan_rule,
+                plan,
+                no_answer_secs: no_answer_secs.map(|n| n.0),
+            };
+            if settings == AccountSettings::default() {
+                bail!("nothing to change: give at least one option (see --help)");
+            }
+            let found = app
+                .store
+                .update_account_settings(&login, &settings)
+                .await
+                .with_context(|| format!("cannot change account {login:?}"))?;
+            if !found {
+                bail!("no account {login:?}");
+            }
+            println!("account {login} changed");
         }
         AccountCommand::Del { login } => {
             if !app.store.delete_account(&login).await? {

@@ -1,6 +1,7 @@
 //! TLS server configuration shared by SIP over TLS and (later) the HTTPS API:
 //! the configured certificate, or a self-signed one generated into the data
-//! directory for local use.
+//! directory for local use; and the client configuration the switch uses
+//! toward carriers (gateways over TLS).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +90,34 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
+/// A rustls client configuration that verifies servers against the
+/// Mozilla roots (webpki-roots, compiled in: no dependence on what the host
+/// happens to have installed) plus the CA certificates in the PEM file `ca`,
+/// for carriers with a private CA.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| read_err(ca, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| read_err(ca, e))?;
+        if certs.is_empty() {
+            return Err(read_err(ca, "no certificate in the file"));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| read_err(ca, format!("not a usable CA certificate: {e}")))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +139,25 @@ mod tests {
             first,
             "generated once, then reused"
         );
+    }
+
+    #[test]
+    fn a_gateway_ca_file_is_read_or_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = CertSource {
+            files: None,
+            generated_dir: dir.path().to_path_buf(),
+            names: vec!["127.0.0.1".into()],
+        };
+        let (cert, _) = ensure_cert(&source).unwrap();
+        client_config(None).unwrap();
+        client_config(Some(&cert)).unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let err = client_config(Some(&empty)).unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
+        let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]

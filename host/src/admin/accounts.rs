@@ -73,6 +73,10 @@ pub struct UpdateAccount {
     pub dialplan_rule: Option<String>,
     /// `""` removes the plan.
     pub plan: Option<String>,
+    /// Ringing time before the no-answer re-route: `null` goes back to the
+    /// switch-wide `calls.no_answer_secs`, 0 never, else 5 to 600 seconds.
+    #[serde(default, deserialize_with = "crate::store::accounts::present")]
+    pub no_answer_secs: Option<Option<u32>>,
 }
 
 impl UpdateAccount {
@@ -90,6 +94,7 @@ impl UpdateAccount {
             ("currency", self.currency.is_some()),
             ("dialplan_rule", self.dialplan_rule.is_some()),
             ("plan", self.plan.is_some()),
+            ("no_answer_secs", self.no_answer_secs.is_some()),
         ];
         flags.iter().filter(|f| f.1).map(|f| f.0).collect()
     }
@@ -285,6 +290,7 @@ pub async fn update(
         currency: req.currency.clone(),
         dialplan_rule: req.dialplan_rule.clone(),
         plan: req.plan.clone(),
+        no_answer_secs: req.no_answer_secs,
     };
     if settings != AccountSettings::default() {
         store.update_account_settings(&login, &settings).await?;

@@ -15,7 +15,7 @@ use super::transport;
 use crate::app::App;
 use crate::plugins::routing::Router;
 use crate::ratelimit::RateLimiter;
-use crate::tls::{CertSource, ensure_cert, server_config};
+use crate::tls::{CertSource, client_config, ensure_cert, server_config};
 
 /// Failed-authentication buckets kept at most; beyond this the fullest
 /// (least suspicious) are forgotten first.
@@ -68,6 +68,10 @@ pub async fn start(
         let (cert, key) = ensure_cert(&source)?;
         Some(server_config(&cert, &key)?)
     };
+    // Read at start, so a wrong path stops the switch instead of failing
+    // every call to a TLS gateway later.
+    let gateway_ca = (!sip.gateway_ca.is_empty()).then(|| std::path::Path::new(&sip.gateway_ca));
+    let tls_client = client_config(gateway_ca).context("sip.gateway_ca")?;
     let auth = DigestAuth::new(
         sip.domain.clone(),
         app.store.secrets().derive("sip-digest-nonce"),
@@ -92,6 +96,7 @@ pub async fn start(
         &sip.tcp,
         &sip.tls,
         tls_config,
+        tls_client,
         sip.max_message_bytes,
         server.clone(),
     )

@@ -88,6 +88,13 @@ pub enum TransportError {
         remote: SocketAddr,
         source: std::io::Error,
     },
+    /// The TLS handshake with a peer the switch connected to failed: its
+    /// certificate did not verify, or the peer broke off.
+    #[error("TLS handshake with {remote} failed: {source}")]
+    Tls {
+        remote: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the SIP core does with what arrives.
@@ -119,9 +126,12 @@ pub struct Transports {
     pub bound: Vec<(Proto, SocketAddr)>,
     /// Where messages on connections the switch opens itself go.
     handler: Arc<dyn Handler>,
+    /// Verifies the servers the switch opens TLS connections to (carriers).
+    tls_connector: tokio_rustls::TlsConnector,
 }
 
-/// How long opening a connection to a peer (a carrier) may take.
+/// How long opening a connection to a peer (a carrier) may take, the TLS
+/// handshake included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many writes may queue on one connection before the sender is told it
@@ -183,32 +193,83 @@ impl Transports {
     /// switch opens (carriers are reached this way; phones always connect
     /// to the switch). Messages arriving on it are handled like any other.
     pub async fn connect_tcp(self: &Arc<Self>, remote: SocketAddr) -> Result<Flow, TransportError> {
+        self.connect(remote, None).await
+    }
+
+    /// Like [`Transports::connect_tcp`] over TLS: the peer's certificate must
+    /// verify against the client roots and match `name` (the host the
+    /// carrier is configured by, a DNS name or an IP address).
+    pub async fn connect_tls(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Flow, TransportError> {
+        self.connect(remote, Some(name)).await
+    }
+
+    /// An open connection to `remote` (TLS when `tls` names the server),
+    /// else a new one, served like an accepted one: framing, keep-alive
+    /// answers, idle timeout and the connection table are shared.
+    async fn connect(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+        tls: Option<rustls::pki_types::ServerName<'static>>,
+    ) -> Result<Flow, TransportError> {
+        let proto = if tls.is_some() {
+            Proto::Tls
+        } else {
+            Proto::Tcp
+        };
         if let Some(c) = self
             .conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(Proto::Tcp, remote))
+            .get(&(proto, remote))
         {
             return Ok(Flow {
-                proto: Proto::Tcp,
+                proto,
                 local: c.local,
                 remote,
             });
         }
         let io = |source| TransportError::Io { remote, source };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote))
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(remote))
             .await
-            .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|_| io(timed_out()))?
             .map_err(io)?;
         let _ = stream.set_nodelay(true);
         let flow = Flow {
-            proto: Proto::Tcp,
+            proto,
             local: stream.local_addr().map_err(io)?,
             remote,
         };
-        // In the table before this returns, so the first send finds it.
+        match tls {
+            None => self.adopt(stream, flow),
+            Some(name) => {
+                // Registered only once the certificate verified: nothing may
+                // be sent to a peer that could not prove who it is.
+                let tls_err = |source| TransportError::Tls { remote, source };
+                let stream =
+                    tokio::time::timeout_at(deadline, self.tls_connector.connect(name, stream))
+                        .await
+                        .map_err(|_| tls_err(timed_out()))?
+                        .map_err(tls_err)?;
+                self.adopt(stream, flow);
+            }
+        }
+        Ok(flow)
+    }
+
+    /// Serves a connection the switch opened. In the table before
+    /// [`Transports::connect`] returns, so the first send finds it.
+    fn adopt<S>(self: &Arc<Self>, stream: S, flow: Flow)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let conn = register_connection(self, flow);
-        tracing::debug!(%remote, "connected to a peer over TCP");
+        tracing::debug!(remote = %flow.remote, transport = flow.proto.as_str(), "connected to a peer");
         tokio::spawn(serve_connection(
             stream,
             flow,
@@ -216,7 +277,6 @@ impl Transports {
             self.clone(),
             self.handler.clone(),
         ));
-        Ok(flow)
     }
 
     /// True when a `proto` (TCP or TLS) connection from `remote` is open.
@@ -234,12 +294,13 @@ impl Transports {
 }
 
 /// Binds every listener and starts serving. Returns the transports and the
-/// listener tasks.
+/// listener tasks. `tls_client` verifies the servers the switch connects to.
 pub async fn start(
     udp: &[SocketAddr],
     tcp: &[SocketAddr],
     tls: &[SocketAddr],
     tls_config: Option<Arc<rustls::ServerConfig>>,
+    tls_client: Arc<rustls::ClientConfig>,
     max_message: usize,
     handler: Arc<dyn Handler>,
 ) -> std::io::Result<(Arc<Transports>, Vec<JoinHandle<()>>)> {
@@ -271,6 +332,7 @@ pub async fn start(
         max_message,
         bound,
         handler: handler.clone(),
+        tls_connector: tokio_rustls::TlsConnector::from(tls_client),
     });
     let mut tasks = Vec::new();
     // Parsing happens in the receive loop, so one loop per socket would put

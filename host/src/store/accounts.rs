@@ -51,6 +51,38 @@ pub struct AccountSettings {
     pub dialplan_rule: Option<String>,
     /// `""` removes the plan.
     pub plan: Option<String>,
+    /// Seconds the account's devices ring before the routing guest is asked
+    /// again (reason `no-answer`): `Some(None)` goes back to the switch-wide
+    /// `calls.no_answer_secs`, `Some(Some(0))` rings until the caller gives
+    /// up, other values must lie in [`NO_ANSWER_SECS`].
+    #[serde(default, deserialize_with = "present")]
+    pub no_answer_secs: Option<Option<u32>>,
+}
+
+/// The per-account no-answer timeouts allowed besides 0 ("never"): under
+/// 5 s a phone barely rings once; past 10 minutes nobody is still waiting.
+pub const NO_ANSWER_SECS: std::ops::RangeInclusive<u32> = 5..=600;
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value:
+/// serde folds the first two together otherwise.
+pub fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Checks a per-account no-answer timeout (see [`AccountSettings`]).
+pub fn validate_no_answer_secs(secs: u32) -> Result<()> {
+    if secs == 0 || NO_ANSWER_SECS.contains(&secs) {
+        return Ok(());
+    }
+    Err(StoreError::Invalid(format!(
+        "no_answer_secs is {secs}: 0 (never) or {} to {} seconds",
+        NO_ANSWER_SECS.start(),
+        NO_ANSWER_SECS.end()
+    )))
 }
 
 /// What [`Store::add_account`] needs. Passwords are given in clear; the store
@@ -124,13 +156,17 @@ pub struct Account {
     pub email: Option<String>,
     /// Whether voicemail answers unanswered calls.
     pub voicemail_enabled: bool,
+    /// Seconds the account's devices ring before the routing guest is asked
+    /// again; `None` means the switch-wide `calls.no_answer_secs`, 0 never.
+    pub no_answer_secs: Option<u32>,
 }
 
 /// The columns and joins an [`Account`] is read from, after `SELECT `.
 macro_rules! account_from {
     () => {
         "a.login, a.active, a.tariff, a.currency, a.dialplan_rule, \
-         a.balance_micro, a.plan, a.created_at, p.phone, p.username, p.display_name, p.email, \
+         a.balance_micro, a.plan, a.created_at, a.no_answer_secs, \
+         p.phone, p.username, p.display_name, p.email, \
          v.enabled AS voicemail_enabled \
          FROM accounts a \
          LEFT JOIN profiles p ON p.login = a.login \
@@ -166,6 +202,11 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
         voicemail_enabled: row
             .try_get::<Option<i64>, _>("voicemail_enabled")?
             .is_none_or(|v| v != 0),
+        // Written through the store only, so within u32; anything else is
+        // treated as unset rather than failing every read of the account.
+        no_answer_secs: row
+            .try_get::<Option<i64>, _>("no_answer_secs")?
+            .and_then(|v| u32::try_from(v).ok()),
     })
 }
 
@@ -331,6 +372,7 @@ impl Store {
             display_name: new.display_name.clone(),
             email: new.email.clone(),
             voicemail_enabled: true,
+            no_answer_secs: None,
         })
     }
 
@@ -472,22 +514,29 @@ impl Store {
         if let Some(p) = &settings.plan {
             validate::optional("plan", Some(p.as_str()), validate::NAME_MAX)?;
         }
+        if let Some(Some(secs)) = settings.no_answer_secs {
+            validate_no_answer_secs(secs)?;
+        }
         let plan = settings
             .plan
             .as_ref()
             .map(|p| (!p.is_empty()).then(|| p.clone()));
         // COALESCE keeps a column whose new value is NULL ("not given"); the
-        // plan, which may be set to NULL, gets a flag of its own.
+        // plan and the no-answer timeout, which may be set to NULL, get a
+        // flag of their own.
         let done = sqlx::query(
             "UPDATE accounts SET tariff = COALESCE(?, tariff), currency = COALESCE(?, currency), \
              dialplan_rule = COALESCE(?, dialplan_rule), \
-             plan = CASE WHEN ? = 1 THEN ? ELSE plan END WHERE login = ?",
+             plan = CASE WHEN ? = 1 THEN ? ELSE plan END, \
+             no_answer_secs = CASE WHEN ? = 1 THEN ? ELSE no_answer_secs END WHERE login = ?",
         )
         .bind(&settings.tariff)
         .bind(&settings.currency)
         .bind(&settings.dialplan_rule)
         .bind(i64::from(plan.is_some()))
         .bind(plan.flatten())
+        .bind(i64::from(settings.no_answer_secs.is_some()))
+        .bind(settings.no_answer_secs.flatten().map(i64::from))
         .bind(login)
         .execute(&self.pool)
         .await?;
@@ -630,6 +679,65 @@ mod tests {
         assert_eq!(after.tariff, "premium");
         assert_eq!(after.balance_micro, -2_500_000);
         assert!(matches!(bad, Err(StoreError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn the_no_answer_timeout_is_set_bounded_and_reset() {
+        let store = test_store().await;
+        let login = unique("noans");
+        store.add_account(&new_account(&login)).await.unwrap();
+        let set = |secs: Option<u32>| AccountSettings {
+            no_answer_secs: Some(secs),
+            ..Default::default()
+        };
+        let fresh = store.account_by_login(&login).await.unwrap().unwrap();
+        store
+            .update_account_settings(&login, &set(Some(12)))
+            .await
+            .unwrap();
+        let twelve = store.account_by_login(&login).await.unwrap().unwrap();
+        // Other settings leave it alone.
+        store
+            .update_account_settings(
+                &login,
+                &AccountSettings {
+                    tariff: Some("premium".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let kept = store
+            .account_with_sip_password(&login)
+            .await
+            .unwrap()
+            .unwrap()
+            .0;
+        let too_short = store.update_account_settings(&login, &set(Some(4))).await;
+        let too_long = store.update_account_settings(&login, &set(Some(601))).await;
+        store
+            .update_account_settings(&login, &set(Some(0)))
+            .await
+            .unwrap();
+        let never = store.account_by_login(&login).await.unwrap().unwrap();
+        store
+            .update_account_settings(&login, &set(None))
+            .await
+            .unwrap();
+        let reset = store.account_by_login(&login).await.unwrap().unwrap();
+        store.delete_account(&login).await.unwrap();
+
+        assert_eq!(fresh.no_answer_secs, None);
+        assert_eq!(twelve.no_answer_secs, Some(12));
+        assert_eq!(kept.no_answer_secs, Some(12));
+        assert!(matches!(too_short, Err(StoreError::Invalid(_))));
+        assert!(matches!(too_long, Err(StoreError::Invalid(_))));
+        assert_eq!(never.no_answer_secs, Some(0));
+        assert_eq!(reset.no_answer_secs, None);
+        let parsed: AccountSettings = serde_json::from_str(r#"{"no_answer_secs": null}"#).unwrap();
+        assert_eq!(parsed.no_answer_secs, Some(None));
+        let absent: AccountSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.no_answer_secs, None);
     }
 
     #[tokio::test]

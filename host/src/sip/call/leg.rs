@@ -102,6 +102,9 @@ pub(super) struct Call {
     /// Set once the answered call is over (BYE, timer).
     hung_up: bool,
     no_answer_at: Option<Instant>,
+    /// How long the current targets ring: the callee account's own
+    /// no-answer timeout, else the switch-wide one.
+    ring_for: Duration,
     rerouted: bool,
     session_deadline: Option<Instant>,
     max_end: Option<Instant>,
@@ -132,6 +135,7 @@ impl Call {
     ) -> Option<Call> {
         let a_template = Dialog::uas(req, tag.to_owned(), *flow)?;
         let server_media = server.calls.settings.media.clone();
+        let ring_for = server.calls.settings.no_answer;
         let (tx, rx) = mpsc::unbounded_channel();
         Some(Call {
             server,
@@ -157,6 +161,7 @@ impl Call {
             end_reason: None,
             hung_up: false,
             no_answer_at: None,
+            ring_for,
             rerouted: false,
             session_deadline: None,
             max_end: None,
@@ -224,9 +229,12 @@ impl Call {
                 if targets.is_empty() {
                     return self.answer_now(480, "Temporarily Unavailable");
                 }
+                self.ring_for = self.no_answer_of(&login).await;
                 targets
             }
             RouteDecision::ToGateway { gateway, number } => {
+                // A carrier's number has no account: the switch-wide timeout.
+                self.ring_for = self.server.calls.settings.no_answer;
                 self.callee = number.clone();
                 self.gateway = Some(gateway.clone());
                 let flow = match gateways.iter().find(|g| g.name == gateway) {
@@ -234,14 +242,19 @@ impl Call {
                     None => None,
                 };
                 let Some(flow) = flow else {
-                    tracing::warn!(
-                        gateway,
-                        "gateway unknown or not reachable (UDP and TCP only)"
-                    );
+                    tracing::warn!(gateway, "gateway unknown or not reachable");
                     return self.answer_now(503, "Service Unavailable");
                 };
+                // The transport the switch chose, said in the URI as RFC 3261
+                // §19.1.1 has it (a plain `sip:` URI means UDP to a proxy
+                // that re-resolves it); over TLS without requiring `sips:`.
+                let transport = match flow.proto {
+                    Proto::Udp => "",
+                    Proto::Tcp => ";transport=tcp",
+                    Proto::Tls => ";transport=tls",
+                };
                 vec![Target {
-                    uri: format!("sip:{number}@{}", flow.remote),
+                    uri: format!("sip:{number}@{}{transport}", flow.remote),
                     to: format!("<sip:{number}@{}>", flow.remote),
                     flow,
                 }]
@@ -272,8 +285,8 @@ impl Call {
             // Every contact was unusable: nothing rings.
             return self.answer_now(480, "Temporarily Unavailable");
         }
-        if !self.settings_no_answer().is_zero() {
-            self.no_answer_at = Some(Instant::now() + self.settings_no_answer());
+        if !self.ring_for.is_zero() {
+            self.no_answer_at = Some(Instant::now() + self.ring_for);
         }
     }
 
@@ -285,8 +298,22 @@ impl Call {
         lock(&self.media).rewrite(body, from, self.gateway.is_some())
     }
 
-    fn settings_no_answer(&self) -> Duration {
-        self.server.calls.settings.no_answer
+    /// How long `login`'s devices ring: its own no-answer timeout, else the
+    /// switch-wide one. Read through the server's account cache, so a call
+    /// costs no database round trip while the entry is fresh; a change shows
+    /// within that cache's lifetime. A failed read rings for the default.
+    async fn no_answer_of(&self, login: &str) -> Duration {
+        let default = self.server.calls.settings.no_answer;
+        match self.server.account(login).await {
+            Ok(Some(account)) => account
+                .no_answer_secs
+                .map_or(default, |secs| Duration::from_secs(secs.into())),
+            Ok(None) => default,
+            Err(e) => {
+                tracing::warn!(callee = login, error = %e, "account look-up failed: default no-answer timeout");
+                default
+            }
+        }
     }
 
     /// Answers the caller with a final non-2xx (no branch involved).

@@ -355,8 +355,10 @@ struct Target {
 }
 
 /// The flow toward a gateway: UDP from one of our UDP listeners, or a TCP
-/// connection (the open one, else a new one). The address may be a name,
-/// resolved here. TLS toward carriers is not there yet.
+/// or TLS connection (the open one, else a new one). The address may be a
+/// name, resolved here; over TLS the certificate must be valid for that
+/// host (the name, or the IP address as a SAN), and a gateway that fails
+/// the check is not called.
 async fn gateway_flow(server: &SipServer, gateway: &Gateway) -> Option<Flow> {
     let remote: SocketAddr = match gateway.address.parse() {
         Ok(a) => a,
@@ -366,26 +368,73 @@ async fn gateway_flow(server: &SipServer, gateway: &Gateway) -> Option<Flow> {
             .next()?,
     };
     let transports = server.transports()?;
-    match gateway.transport {
+    let connected = match gateway.transport {
         crate::store::Transport::Udp => {
             let local = transports
                 .bound
                 .iter()
                 .find(|(p, a)| *p == Proto::Udp && a.is_ipv4() == remote.is_ipv4())
                 .map(|(_, a)| *a)?;
-            Some(Flow {
+            return Some(Flow {
                 proto: Proto::Udp,
                 local,
                 remote,
-            })
+            });
         }
-        crate::store::Transport::Tcp => match transports.connect_tcp(remote).await {
-            Ok(flow) => Some(flow),
-            Err(e) => {
-                tracing::warn!(gateway = gateway.name, error = %e, "cannot connect to the gateway");
-                None
-            }
-        },
-        _ => None,
+        crate::store::Transport::Tcp => transports.connect_tcp(remote).await,
+        crate::store::Transport::Tls => {
+            let Some(name) = server_name(&gateway.address) else {
+                tracing::warn!(
+                    gateway = gateway.name,
+                    address = gateway.address,
+                    "gateway address has no host to verify a certificate for"
+                );
+                return None;
+            };
+            transports.connect_tls(remote, name).await
+        }
+    };
+    match connected {
+        Ok(flow) => Some(flow),
+        Err(e) => {
+            tracing::warn!(
+                gateway = gateway.name,
+                address = gateway.address,
+                transport = gateway.transport.as_str(),
+                error = %e,
+                "cannot connect to the gateway"
+            );
+            None
+        }
+    }
+}
+
+/// The name a gateway's certificate must carry: the host of its
+/// `HOST:PORT` address, an IP address when the host is one.
+fn server_name(address: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Some(a.ip().into());
+    }
+    let (host, _port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_owned()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_name;
+    use rustls::pki_types::ServerName;
+
+    #[test]
+    fn the_certificate_name_is_the_host_of_the_gateway_address() {
+        let ip = |s: &str| Some(ServerName::from(s.parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(server_name("127.0.0.1:5061"), ip("127.0.0.1"));
+        assert_eq!(server_name("[2001:db8::1]:5061"), ip("2001:db8::1"));
+        assert_eq!(
+            server_name("sip.carrier.example:5061"),
+            Some(ServerName::try_from("sip.carrier.example").unwrap())
+        );
+        assert_eq!(server_name("no-port"), None);
+        assert_eq!(server_name("bad host:5061"), None);
     }
 }
