@@ -3,7 +3,9 @@
 # packets, 50/s each) relayed on loopback, against a plain UDP forwarder of the
 # same shape (the ceiling) measured in the same run. For each N the echo runs
 # first, then the real media::Relay, each in its own process (multi-thread
-# tokio runtime), driven by one generator process (media/examples/relay_bench.rs).
+# tokio runtime), driven by one generator process (media/examples/relay_bench.rs:
+# two unconnected sockets, one facing all relay A ports and one all B ports,
+# sendmmsg paced every 250 us, recvmmsg on a blocking thread; Linux only).
 # A stream is one-way, A->B; DIRECTION=both makes each relay stream carry
 # B->A too, counted as two streams.
 # Prints per N: packets/s offered and received, loss, one-way latency p50/p99
@@ -28,8 +30,8 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 
 max_n=0
 for n in $STREAMS_SET; do ((n > max_n)) && max_n=$n; done
-# The relay holds 4 sockets per stream (RTP and RTCP on each side), the
-# generator 2; each is its own process.
+# The relay holds 4 sockets per stream (RTP and RTCP on each side); the
+# generator only 2 in all. Each is its own process.
 need=$((4 * max_n + 256))
 hard=$(ulimit -Hn)
 if [ "$hard" != unlimited ] && ((hard < need)); then

@@ -17,29 +17,45 @@
 //! relay's logic. Both write one line per stream, `A-port B-port`, to the ports
 //! file and run until SIGINT.
 //!
-//! `load` is the generator. Per stream one socket faces the A-side port and
-//! one the B-side port (each `connect`ed to it, so it hears only from it). A
-//! stream is one-way, A→B: 172-byte RTP packets (12-byte header, 160 bytes of
-//! G.711 silence) every 20 ms, start times spread over the 20 ms, each
-//! carrying its stream, sequence number and send time (monotonic nanoseconds,
-//! the sender and receiver share the process's clock). With `--both` each
-//! relay stream also carries B→A, counted as a second stream. The B socket
-//! speaks first, so that the relay latches it. Packets sent during the
-//! measured window (after the warm-up) and received by the end of the window
-//! plus the drain count; the rest are lost. It prints one line of `key=value`
-//! pairs: streams, packets/s offered and received, loss, one-way latency
-//! percentiles (µs), CPU of the server, of itself and of everything else on the
-//! machine during the window (in % of one core) and the kernel's UDP receive
-//! buffer drops (machine-wide).
+//! `load` is the generator, with few sockets and batched system calls (Linux
+//! only: it uses `sendmmsg`/`recvmmsg`). It has two unconnected sockets: one
+//! sends to every relay A port, the other to every relay B port, so each relay
+//! port latches one generator socket, as it would a phone. A stream is
+//! one-way, A→B: 172-byte RTP packets (12-byte header, 160 bytes of G.711
+//! silence) every 20 ms, start times spread over the 20 ms, each carrying its
+//! stream, sequence number and send time (monotonic nanoseconds, the sender
+//! and receiver share the process's clock). With `--both` each relay stream
+//! also carries B→A, counted as a second stream. The B socket speaks first (to
+//! every relay B port), so that the relay latches it.
+//!
+//! The sender is one thread: every 250 µs it wakes and sends the packets whose
+//! slot has come, with one `sendmmsg` per at most 8 packets (per-message
+//! destinations); the clock is read once per `sendmmsg`, so a packet's stamp
+//! is early by at most the time the kernel takes to send the 7 before it
+//! (counted as latency). A receiver thread per receiving socket (the B socket;
+//! with `--both` the A socket too) blocks in `recvmmsg` (up to 64 datagrams, a
+//! 50 ms `SO_RCVTIMEO` to notice the end), with a large receive buffer
+//! (`SO_RCVBUFFORCE`, else `SO_RCVBUF`), reads the clock once per batch and
+//! the stream from the payload. On loopback most of the generator's CPU is
+//! still the kernel's per-packet path (its sends also deliver into the
+//! server's sockets), which batching does not remove: see bench/README.md.
+//!
+//! Packets sent during the measured window (after the warm-up) and received
+//! by the end of the window plus the drain count; the rest are lost. It prints
+//! one line of `key=value` pairs: streams, packets/s offered and received,
+//! loss, one-way latency percentiles (µs), late sends (more than 2 ms after
+//! their slot, whole run), CPU of the server, of itself and of everything else
+//! on the machine during the window (in % of one core) and the kernel's UDP
+//! receive buffer drops (machine-wide).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::{c_int, c_uint, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::rc::Rc;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use std::{env, fs, process, thread};
+use std::{env, fs, io, mem, process, thread};
 
 use hdrhistogram::Histogram;
 use media::{Relay, RelayConfig, Side, Stream};
@@ -238,31 +254,48 @@ fn unpack(w: u64) -> Option<SocketAddr> {
 
 // ---------------------------------------------------------------- generator
 
+/// The sender wakes this often and sends the packets whose slot has come.
+const TICK: Duration = Duration::from_micros(250);
+/// Packets per `sendmmsg` (one clock reading each).
+const SEND_CHUNK: usize = 8;
+/// Datagrams per `recvmmsg`.
+const RECV_BATCH: usize = 64;
+/// Receive buffer per datagram: longer than a packet, so that a longer
+/// datagram shows (its length is not `PACKET`).
+const RECV_BUF: usize = 256;
+/// How often a receiver with nothing to read checks whether it is done.
+const RECV_TIMEOUT: Duration = Duration::from_millis(50);
+/// Receive buffer of the generator's sockets: at 100,000 packets/s about
+/// half a second of traffic (the kernel counts ~1 KiB per queued packet), so
+/// a receiver that is briefly descheduled does not lose packets.
+const RCVBUF: usize = 64 << 20;
+/// Generator socket facing the relay's A ports, and the one facing B.
+const A: usize = 0;
+const B: usize = 1;
+
 /// One direction of one relay stream.
+#[derive(Clone, Copy)]
 struct Flow {
-    /// Socket (index into the generator's sockets) it is sent from.
-    tx: usize,
+    /// Generator socket it is sent from (`A` or `B`).
+    from: usize,
+    /// The relay port it is sent to.
+    to: libc::sockaddr_in,
 }
 
 fn load(opts: &Opts) -> Result<(), Error> {
     let ports = read_ports(&opts.ports_file, opts.streams)?;
-    // Per relay stream: the socket facing its A port, then the one facing B.
-    let mut sockets = Vec::with_capacity(ports.len() * 2);
-    for &(a, b) in &ports {
-        for port in [a, b] {
-            let s = StdUdpSocket::bind((LOCALHOST, 0))?;
-            s.connect((LOCALHOST, port))?;
-            sockets.push(s);
-        }
-    }
+    let sockets = [generator_socket()?, generator_socket()?];
     let mut flows: Vec<Flow> = Vec::new();
-    let mut receivers = Vec::new();
-    for i in 0..ports.len() {
-        flows.push(Flow { tx: 2 * i });
-        receivers.push(2 * i + 1);
+    for &(a, b) in &ports {
+        flows.push(Flow {
+            from: A,
+            to: localhost(a),
+        });
         if opts.both {
-            flows.push(Flow { tx: 2 * i + 1 });
-            receivers.push(2 * i);
+            flows.push(Flow {
+                from: B,
+                to: localhost(b),
+            });
         }
     }
     // The B side speaks first: the relay latches it, A then has somewhere
@@ -270,8 +303,8 @@ fn load(opts: &Opts) -> Result<(), Error> {
     let mut priming = [0u8; PACKET];
     write_packet(&mut priming, PRIMING, 0, 0);
     for _ in 0..2 {
-        for i in 0..ports.len() {
-            let _ = sockets[2 * i + 1].send(&priming);
+        for &(_, b) in &ports {
+            let _ = sockets[B].send_to(&priming, (LOCALHOST, b));
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -282,12 +315,16 @@ fn load(opts: &Opts) -> Result<(), Error> {
     let nanos = |t: Instant| t.duration_since(base).as_nanos() as u64;
     let window_ns = (nanos(window.0), nanos(window.1));
 
-    let rx_sockets: Vec<StdUdpSocket> = receivers
-        .iter()
-        .map(|&i| sockets[i].try_clone())
-        .collect::<Result<_, _>>()?;
+    // B hears A→B; with --both, A hears B→A.
     let rx_end = window.1 + opts.drain;
-    let receiver = thread::spawn(move || receive(rx_sockets, base, window_ns, rx_end));
+    let listening = if opts.both { vec![B, A] } else { vec![B] };
+    let receivers = listening
+        .into_iter()
+        .map(|side| {
+            let s = sockets[side].try_clone()?;
+            Ok(thread::spawn(move || receive(s, base, window_ns, rx_end)))
+        })
+        .collect::<Result<Vec<_>, io::Error>>()?;
     let sender = thread::spawn(move || send(sockets, flows, base, start, window));
 
     // Who used the CPU during the window.
@@ -297,7 +334,12 @@ fn load(opts: &Opts) -> Result<(), Error> {
     let after = Usage::sample(opts.server_pid);
 
     let sent = sender.join().map_err(|_| "sender panicked")??;
-    let got = receiver.join().map_err(|_| "receiver panicked")??;
+    let mut got = Received::new()?;
+    for r in receivers {
+        let r = r.join().map_err(|_| "receiver panicked")??;
+        got.in_window += r.in_window;
+        got.latency.add(&r.latency)?;
+    }
 
     let secs = opts.duration.as_secs_f64();
     let lost = sent.in_window.saturating_sub(got.in_window);
@@ -316,7 +358,8 @@ fn load(opts: &Opts) -> Result<(), Error> {
     println!(
         "label={} streams={} direction={} offered_pps={:.0} received_pps={:.0} sent={} received={} \
          lost={} loss_pct={:.4} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} \
-         late_sends={} server_cpu={:.0} load_cpu={:.0} other_cpu={:.0} rcvbuf_errors={}",
+         late_sends={} send_errors={} server_cpu={:.0} load_cpu={:.0} other_cpu={:.0} \
+         rcvbuf_errors={}",
         opts.label,
         streams,
         if opts.both { "both" } else { "a-to-b" },
@@ -331,12 +374,33 @@ fn load(opts: &Opts) -> Result<(), Error> {
         us(0.999),
         got.latency.max() as f64 / 1000.0,
         sent.late,
+        sent.errors,
         cpu.server_pct,
         cpu.self_pct,
         cpu.other_pct,
         cpu.rcvbuf_errors,
     );
     Ok(())
+}
+
+/// An unconnected UDP socket on 127.0.0.1 with a large receive buffer.
+fn generator_socket() -> Result<StdUdpSocket, Error> {
+    let s = StdUdpSocket::bind((LOCALHOST, 0))?;
+    if let Err(e) = set_rcvbuf(&s, RCVBUF) {
+        eprintln!("relay_bench load: receive buffer of {RCVBUF} bytes not set: {e}");
+    }
+    Ok(s)
+}
+
+fn localhost(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: Ipv4Addr::LOCALHOST.to_bits().to_be(),
+        },
+        sin_zero: [0; 8],
+    }
 }
 
 fn read_ports(path: &str, streams: usize) -> Result<Vec<(u16, u16)>, Error> {
@@ -366,8 +430,13 @@ fn write_packet(p: &mut [u8; PACKET], flow: u32, seq: u32, sent_ns: u64) {
     p[8..12].copy_from_slice(&flow.to_be_bytes());
     p[12..16].copy_from_slice(&flow.to_le_bytes());
     p[16..20].copy_from_slice(&seq.to_le_bytes());
-    p[20..28].copy_from_slice(&sent_ns.to_le_bytes());
+    stamp(p, sent_ns);
     p[28..].fill(0xFF);
+}
+
+/// Writes the send time into a packet.
+fn stamp(p: &mut [u8; PACKET], sent_ns: u64) {
+    p[20..28].copy_from_slice(&sent_ns.to_le_bytes());
 }
 
 fn read_packet(p: &[u8]) -> Option<(u32, u32, u64)> {
@@ -392,43 +461,115 @@ struct Sent {
     /// Packets sent more than 2 ms after their slot: the generator itself
     /// could not keep pace (so the offered rate is off).
     late: u64,
+    /// Packets the kernel refused (not counted as sent).
+    errors: u64,
+}
+
+/// Packets waiting to leave one generator socket.
+struct Batch {
+    packets: [[u8; PACKET]; SEND_CHUNK],
+    to: [libc::sockaddr_in; SEND_CHUNK],
+    /// Each packet's slot (nanoseconds since `base`).
+    due: [u64; SEND_CHUNK],
+    len: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            packets: [[0; PACKET]; SEND_CHUNK],
+            to: [localhost(0); SEND_CHUNK],
+            due: [0; SEND_CHUNK],
+            len: 0,
+        }
+    }
+
+    /// Stamps the packets with the time now and sends them.
+    fn flush(
+        &mut self,
+        socket: &StdUdpSocket,
+        base: Instant,
+        window_ns: (u64, u64),
+        sent: &mut Sent,
+    ) {
+        let now = Instant::now().duration_since(base).as_nanos() as u64;
+        let n = self.len;
+        self.len = 0;
+        for p in &mut self.packets[..n] {
+            stamp(p, now);
+        }
+        for &due in &self.due[..n] {
+            if now > due + 2_000_000 {
+                sent.late += 1;
+            }
+        }
+        let mut done = 0;
+        while done < n {
+            match send_mmsg(socket, &self.packets[done..n], &self.to[done..n]) {
+                Ok(k) if k > 0 => {
+                    if now >= window_ns.0 && now < window_ns.1 {
+                        sent.in_window += k as u64;
+                    }
+                    done += k;
+                }
+                // The first packet left failed: skip it.
+                _ => {
+                    sent.errors += 1;
+                    done += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Paces every flow at one packet per 20 ms, flow i at offset i/N of the
-/// period, from one thread, until the window closes.
+/// period, from one thread, until the window closes: every `TICK` it sends
+/// what has come due, in `sendmmsg` calls of up to `SEND_CHUNK` packets per
+/// socket.
 fn send(
-    sockets: Vec<StdUdpSocket>,
+    sockets: [StdUdpSocket; 2],
     flows: Vec<Flow>,
     base: Instant,
     start: Instant,
     window: (Instant, Instant),
 ) -> Result<Sent, Error> {
-    let n = flows.len() as u32;
-    let mut packet = [0u8; PACKET];
+    let nanos = |t: Instant| t.duration_since(base).as_nanos() as u64;
+    let (start_ns, window_ns) = (nanos(start), (nanos(window.0), nanos(window.1)));
+    let n = flows.len() as u64;
+    let period = PTIME.as_nanos() as u64;
+    // Slot of the k-th packet overall: round k / n, flow k % n.
+    let due = |k: u64| start_ns + period * (k / n) + period * (k % n) / n;
     let mut sent = Sent {
         in_window: 0,
         late: 0,
+        errors: 0,
     };
-    let slack = Duration::from_micros(50);
-    for round in 0u32.. {
-        let round_start = start + PTIME * round;
-        if round_start >= window.1 {
-            break;
+    let mut batches = [Batch::new(), Batch::new()];
+    let mut k = 0u64;
+    // Whole rounds, the last one starting before the window closes.
+    let total = n * window_ns.1.saturating_sub(start_ns).div_ceil(period);
+    while k < total {
+        let now = nanos(Instant::now());
+        while k < total && due(k) <= now {
+            let flow = flows[(k % n) as usize];
+            let b = &mut batches[flow.from];
+            write_packet(&mut b.packets[b.len], (k % n) as u32, (k / n) as u32, 0);
+            b.to[b.len] = flow.to;
+            b.due[b.len] = due(k);
+            b.len += 1;
+            if b.len == SEND_CHUNK {
+                b.flush(&sockets[flow.from], base, window_ns, &mut sent);
+            }
+            k += 1;
         }
-        for (i, flow) in flows.iter().enumerate() {
-            let due = round_start + PTIME * i as u32 / n;
-            let mut now = Instant::now();
-            if due > now + slack {
-                thread::sleep(due - now);
-                now = Instant::now();
-            } else if now > due + Duration::from_millis(2) {
-                sent.late += 1;
+        for (b, s) in batches.iter_mut().zip(&sockets) {
+            if b.len > 0 {
+                b.flush(s, base, window_ns, &mut sent);
             }
-            let ns = now.duration_since(base).as_nanos() as u64;
-            write_packet(&mut packet, i as u32, round, ns);
-            if sockets[flow.tx].send(&packet).is_ok() && now >= window.0 && now < window.1 {
-                sent.in_window += 1;
-            }
+        }
+        if k < total {
+            let next = Duration::from_nanos(due(k).max(now + TICK.as_nanos() as u64));
+            sleep_until(base + next);
         }
     }
     Ok(sent)
@@ -440,55 +581,166 @@ struct Received {
     latency: Histogram<u64>,
 }
 
-/// One task per receiving socket on a single-threaded runtime (the
-/// generator leaves the other core to the server as far as it can).
+impl Received {
+    fn new() -> Result<Received, Error> {
+        Ok(Received {
+            in_window: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        })
+    }
+}
+
+/// Reads one socket in a blocking `recvmmsg` loop until `end`; the clock is
+/// read once per batch.
 fn receive(
-    sockets: Vec<StdUdpSocket>,
+    socket: StdUdpSocket,
     base: Instant,
     window_ns: (u64, u64),
     end: Instant,
 ) -> Result<Received, Error> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let state = Rc::new(RefCell::new(Received {
-        in_window: 0,
-        latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
-    }));
-    local.block_on(&rt, async {
-        for s in sockets {
-            s.set_nonblocking(true)?;
-            let s = UdpSocket::from_std(s)?;
-            let state = state.clone();
-            tokio::task::spawn_local(async move {
-                let mut buf = [0u8; 2048];
-                loop {
-                    let Ok(n) = s.recv(&mut buf).await else {
-                        continue;
-                    };
-                    let now = Instant::now().duration_since(base).as_nanos() as u64;
-                    let Some((_flow, _seq, sent)) = read_packet(&buf[..n]) else {
-                        continue;
-                    };
-                    if sent >= window_ns.0 && sent < window_ns.1 {
-                        let mut st = state.borrow_mut();
-                        st.in_window += 1;
-                        st.latency
-                            .saturating_record(now.saturating_sub(sent).max(1));
-                    }
-                }
-            });
+    socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+    let mut got = Received::new()?;
+    let mut bufs = vec![[0u8; RECV_BUF]; RECV_BATCH];
+    let mut lens = [0usize; RECV_BATCH];
+    loop {
+        let n = match recv_mmsg(&socket, &mut bufs, &mut lens) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let now = Instant::now();
+        if now >= end {
+            break;
         }
-        tokio::time::sleep_until(end.into()).await;
-        Ok::<_, Error>(())
-    })?;
-    drop(local);
-    let st = state.borrow();
-    Ok(Received {
-        in_window: st.in_window,
-        latency: st.latency.clone(),
-    })
+        let now = now.duration_since(base).as_nanos() as u64;
+        for (buf, &len) in bufs.iter().zip(&lens[..n]) {
+            let Some((_flow, _seq, sent)) = read_packet(&buf[..len.min(RECV_BUF)]) else {
+                continue;
+            };
+            if sent >= window_ns.0 && sent < window_ns.1 {
+                got.in_window += 1;
+                got.latency
+                    .saturating_record(now.saturating_sub(sent).max(1));
+            }
+        }
+    }
+    Ok(got)
+}
+
+// ---------------------------------------------------------------- Linux FFI
+
+/// Sends `packets[i]` to `to[i]` (up to `SEND_CHUNK` of them) with one
+/// `sendmmsg(2)` call. Returns how many were sent: the kernel stops at the
+/// first that fails (and fails the call only if that is the first).
+#[allow(unsafe_code)]
+fn send_mmsg(
+    socket: &StdUdpSocket,
+    packets: &[[u8; PACKET]],
+    to: &[libc::sockaddr_in],
+) -> io::Result<usize> {
+    let n = packets.len().min(to.len()).min(SEND_CHUNK);
+    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
+    // bytes are valid (null pointers, zero lengths).
+    let mut iov: [libc::iovec; SEND_CHUNK] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { mem::zeroed() };
+    for (v, p) in iov.iter_mut().zip(&packets[..n]) {
+        // The kernel only reads through it (sendmmsg does not write the data).
+        v.iov_base = p.as_ptr() as *mut c_void;
+        v.iov_len = PACKET;
+    }
+    let iov_ptr = iov.as_mut_ptr();
+    for (i, (m, addr)) in msgs.iter_mut().zip(&to[..n]).enumerate() {
+        m.msg_hdr.msg_name = addr as *const libc::sockaddr_in as *mut c_void;
+        m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        m.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first n entries of msgs point to n live iovecs, packets
+    // and addresses of the sizes given, all borrowed for the whole call;
+    // the kernel writes only msgs[..n].msg_len.
+    let r = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as c_uint, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Receives up to `bufs.len()` (at most `RECV_BATCH`) datagrams with one
+/// `recvmmsg(2)` call: blocks until one is queued (`MSG_WAITFORONE`), then
+/// takes whatever else is queued without waiting. Datagram i lands in
+/// `bufs[i]` (truncated to `RECV_BUF`), its length in `lens[i]`. Returns how
+/// many; 0 when the socket's `SO_RCVTIMEO` passed with nothing to read.
+#[allow(unsafe_code)]
+fn recv_mmsg(
+    socket: &StdUdpSocket,
+    bufs: &mut [[u8; RECV_BUF]],
+    lens: &mut [usize; RECV_BATCH],
+) -> io::Result<usize> {
+    let n = bufs.len().min(RECV_BATCH);
+    // SAFETY: as in send_mmsg, all-zero iovecs and mmsghdrs are valid.
+    let mut iov: [libc::iovec; RECV_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { mem::zeroed() };
+    for (v, b) in iov.iter_mut().zip(bufs[..n].iter_mut()) {
+        v.iov_base = b.as_mut_ptr() as *mut c_void;
+        v.iov_len = RECV_BUF;
+    }
+    let iov_ptr = iov.as_mut_ptr();
+    for (i, m) in msgs[..n].iter_mut().enumerate() {
+        // No source address wanted (msg_name stays null).
+        m.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first n entries of msgs point to n live, exclusively
+    // borrowed buffers of RECV_BUF bytes each; no timeout pointer (the
+    // socket's SO_RCVTIMEO bounds the wait).
+    let r = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            n as c_uint,
+            libc::MSG_WAITFORONE as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let r = r as usize;
+    for (len, m) in lens.iter_mut().zip(&msgs[..r]) {
+        *len = m.msg_len as usize;
+    }
+    Ok(r)
+}
+
+/// Sets the socket's receive buffer to `bytes`: `SO_RCVBUFFORCE` (needs
+/// CAP_NET_ADMIN, ignores `net.core.rmem_max`), else `SO_RCVBUF` (capped at
+/// `rmem_max`).
+#[allow(unsafe_code)]
+fn set_rcvbuf(socket: &StdUdpSocket, bytes: usize) -> io::Result<()> {
+    let value = c_int::try_from(bytes).unwrap_or(c_int::MAX);
+    let set = |option: c_int| {
+        // SAFETY: passes a pointer to a live c_int and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const c_int).cast::<c_void>(),
+                mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
 }
 
 /// CPU jiffies (USER_HZ, 100/s on Linux) of the server, this process and the
