@@ -3,13 +3,12 @@
 //! put into the shape rsip reads, rsip parses, and the headers the SIP core
 //! relies on are then checked.
 
-use std::str::FromStr;
-
-use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers, SipMessage};
 
 use super::error::ParseError;
 use super::head::{self, Field, Mode};
+use super::header_name::header_of;
 use super::syntax::{name_addr_ok, split_top_level, tighten_params};
 use super::via::parse_via;
 
@@ -81,31 +80,29 @@ pub(crate) fn parse_message(
         }
     };
 
-    let mut normalised = Vec::with_capacity(bytes.len() + 64);
-    normalised.extend_from_slice(line.as_bytes());
-    normalised.extend_from_slice(b"\r\n");
+    // The fields become rsip headers here, as rsip's parser would make them
+    // of the normalised text (long names, no space before the colon, values
+    // unfolded and trimmed): rsip only parses the start line.
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut content_length: Option<usize> = None;
     let mut content_length_seen = 0usize;
     head::for_each_field(fields_bytes, Mode::Strict, |Field { name, value }| {
-        if std::str::from_utf8(&value).is_err() {
-            return Err(ParseError::MalformedHeaderLine);
-        }
-        let long = head::expand_compact(name);
-        if head::name_is(name, "Content-Length") {
+        let value = std::str::from_utf8(&value).map_err(|_| ParseError::MalformedHeaderLine)?;
+        // A token (checked by `for_each_field`), so ASCII.
+        let name_text = std::str::from_utf8(name).map_err(|_| ParseError::MalformedHeaderLine)?;
+        let long = head::expand_compact(name).unwrap_or(name_text);
+        if long.eq_ignore_ascii_case("Content-Length") {
             content_length_seen += 1;
-            content_length =
-                Some(head::parse_content_length(&value).ok_or(ParseError::BadContentLength)?);
+            content_length = Some(
+                head::parse_content_length(value.as_bytes()).ok_or(ParseError::BadContentLength)?,
+            );
         }
-        normalised.extend_from_slice(long.map(str::as_bytes).unwrap_or(name));
-        normalised.extend_from_slice(b": ");
-        if ADDRESS_HEADERS.iter().any(|h| head::name_is(name, h)) {
-            // Checked to be UTF-8 above.
-            let text = std::str::from_utf8(&value).unwrap_or_default();
-            normalised.extend_from_slice(tighten_params(text).as_bytes());
+        let value = if ADDRESS_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(long)) {
+            tighten_params(value).into_owned()
         } else {
-            normalised.extend_from_slice(&value);
-        }
-        normalised.extend_from_slice(b"\r\n");
+            value.to_owned()
+        };
+        headers.push(header_of(long, value));
         Ok(())
     })?;
     if content_length_seen > 1 {
@@ -119,23 +116,29 @@ pub(crate) fn parse_message(
         (None, Framing::Datagram) => body,
         (None, Framing::Stream) => return Err(ParseError::MissingContentLength),
     };
-    normalised.extend_from_slice(b"\r\n");
-    normalised.extend_from_slice(body);
 
-    // The start line already told which one it is; rsip's own guess tries
-    // a request first and builds an error (quoting the message) for every
-    // response.
-    let message: SipMessage = match start_line {
-        StartLine::Response => rsip::Response::try_from(normalised.as_slice()).map(Into::into),
-        _ => rsip::Request::try_from(normalised.as_slice()).map(Into::into),
+    let mut start_only = String::with_capacity(line.len() + 4);
+    start_only.push_str(line);
+    start_only.push_str("\r\n\r\n");
+    let mut message: SipMessage = match start_line {
+        StartLine::Response => rsip::Response::try_from(start_only.as_bytes()).map(Into::into),
+        _ => rsip::Request::try_from(start_only.as_bytes()).map(Into::into),
     }
     .map_err(|e| classify_rsip_error(&start_line, e))?;
     if *message.version() != rsip::Version::V2 {
-        // classify_start_line already demanded SIP/2.0; rsip agreeing is
-        // checked anyway so a disagreement can never slip through.
         return Err(ParseError::UnsupportedVersion(
             message.version().to_string(),
         ));
+    }
+    match &mut message {
+        SipMessage::Request(r) => {
+            r.headers = headers.into();
+            r.body = body.to_vec();
+        }
+        SipMessage::Response(r) => {
+            r.headers = headers.into();
+            r.body = body.to_vec();
+        }
     }
     validate_headers(headers_of(&message))?;
     Ok(message)
@@ -220,8 +223,27 @@ fn classify_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
 
 /// Whether rsip has a `Method` for `method`, compared case-sensitively as
 /// RFC 3261 §7.1 requires (rsip itself would take `invite`).
+/// The methods rsip has a variant for, as RFC 3261 spells them (method
+/// names are case-sensitive; rsip's own parser takes any case).
+const KNOWN_METHODS: [&str; 14] = [
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "INFO",
+    "INVITE",
+    "MESSAGE",
+    "NOTIFY",
+    "OPTIONS",
+    "PRACK",
+    "PUBLISH",
+    "REFER",
+    "REGISTER",
+    "SUBSCRIBE",
+    "UPDATE",
+];
+
 pub(crate) fn is_known_method(method: &str) -> bool {
-    rsip::Method::from_str(method).is_ok_and(|m| m.to_string() == method)
+    KNOWN_METHODS.contains(&method)
 }
 
 /// RFC 3261 §25.1: a Request-URI is made of unreserved, reserved and
@@ -300,21 +322,21 @@ fn request_line_parses(method: &str, uri: &str) -> bool {
 /// The checks rsip 0.4 does not make but the SIP core relies on, so that
 /// whatever leaves this module has: at most one To/From/Call-ID/CSeq/
 /// Max-Forwards; a usable CSeq, Call-ID and Max-Forwards; Vias that
-/// [`parse_via`] reads; From/To that rsip's typed form accepts and that are
-/// quoted and bracketed properly; Contacts quoted and bracketed properly.
+/// [`parse_via`] reads; From/To with a SIP, SIPS or tel URI, quoted and
+/// bracketed properly; Contacts quoted and bracketed properly.
 fn validate_headers(headers: &Headers) -> Result<(), ParseError> {
     let mut counts = [0usize; 5];
     for h in headers.iter() {
         match h {
             Header::To(to) => {
                 counts[0] += 1;
-                if to.typed().is_err() || !name_addr_ok(to.value()) {
+                if !identity_ok(to.value()) {
                     return Err(ParseError::MalformedHeader("To"));
                 }
             }
             Header::From(from) => {
                 counts[1] += 1;
-                if from.typed().is_err() || !name_addr_ok(from.value()) {
+                if !identity_ok(from.value()) {
                     return Err(ParseError::MalformedHeader("From"));
                 }
             }
@@ -372,6 +394,39 @@ fn validate_headers(headers: &Headers) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// A From or To value: a well-formed name-addr whose URI is a SIP, SIPS or
+/// tel URI (RFC 4475 `unksm2` registers an `isbn:` address). Checked on the
+/// text: no code reads these headers through rsip's typed forms, whose
+/// parse costs more than the rest of the message's checks together.
+fn identity_ok(value: &str) -> bool {
+    if !name_addr_ok(value) {
+        return false;
+    }
+    // A quoted display name may hold a '<'; the URI's opens after it.
+    let value = value.trim_start();
+    let after_name = match value.strip_prefix('"') {
+        Some(quoted) => {
+            let mut escaped = false;
+            let end = quoted.find(|c| {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                closes
+            });
+            end.and_then(|e| quoted.get(e + 1..)).unwrap_or_default()
+        }
+        None => value,
+    };
+    let uri = match after_name.split_once('<') {
+        Some((_, rest)) => rest,
+        None => after_name,
+    };
+    uri_scheme(uri).is_some_and(|scheme| {
+        ["sip", "sips", "tel"]
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(scheme))
+    })
+}
+
 /// `CSeq = 1*DIGIT LWS Method`, the number fitting 32 bits (RFC 3261
 /// §8.1.1.5). Kept on the raw text so an unknown method in CSeq is reported
 /// by the pre-checks as a mismatch rather than as a malformed header.
@@ -382,4 +437,37 @@ pub(crate) fn cseq_parts(value: &str) -> Option<(u32, &str)> {
         return None;
     }
     Some((seq.parse().ok()?, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KNOWN_METHODS, identity_ok};
+
+    #[test]
+    fn known_methods_are_rsip_s() {
+        let theirs: Vec<String> = rsip::Method::all().iter().map(|m| m.to_string()).collect();
+        assert_eq!(theirs, KNOWN_METHODS);
+    }
+
+    #[test]
+    fn identities_are_sip_sips_or_tel_name_addrs() {
+        for ok in [
+            "<sip:alice@example.com>;tag=1",
+            "sip:alice@example.com;tag=1",
+            "Alice <sips:alice@example.com>",
+            "\"A <b> \\\" c\" <sip:alice@example.com>",
+            "<tel:+4912345>",
+        ] {
+            assert!(identity_ok(ok), "{ok}");
+        }
+        for bad in [
+            "isbn:2983792873",
+            "<http://www.example.com>;tag=1",
+            "\"sip:x<\" <mailto:a@b>",
+            "\"unclosed <sip:a@b>",
+            "<sip:a@b",
+        ] {
+            assert!(!identity_ok(bad), "{bad}");
+        }
+    }
 }

@@ -16,17 +16,19 @@
 //!
 //! # What a parsed message guarantees
 //!
-//! Parsing is `rsip` 0.4, wrapped: the header section is first put into
-//! the shape rsip reads (continuation lines unfolded, compact names such as
-//! `v:`/`i:`/`l:` expanded, no space before the colon, see `head.rs`), and
-//! what rsip accepts is then checked for what it lets through. A message
+//! Parsing produces `rsip` 0.4 messages: the header section is split into
+//! fields here (continuation lines unfolded, compact names such as
+//! `v:`/`i:`/`l:` expanded, see `head.rs`) and each field becomes the
+//! `rsip::Header` rsip's parser would have made of it (`header_name.rs`);
+//! rsip parses the start line. The headers the SIP core relies on are then
+//! checked. A message
 //! returned by [`parse_datagram`] or [`parse_frame`] has:
 //!
 //! - a `SIP/2.0` start line with single spaces, a method rsip knows
 //!   (case-sensitive), a Request-URI made of URI characters only;
 //! - at most one To, From, Call-ID, CSeq, Max-Forwards and Content-Length;
 //! - a body of exactly Content-Length bytes (datagram excess dropped);
-//! - To and From that rsip's `typed()` accepts, with balanced quotes,
+//! - To and From with a `sip`, `sips` or `tel` URI, balanced quotes,
 //!   token-only unquoted display names and no blanks inside `<>`;
 //! - every Via readable by [`parse_via`], a CSeq `<u32> <token>`, a
 //!   non-blank Call-ID and Max-Forwards in 0-255.
@@ -65,6 +67,7 @@
 mod error;
 mod framer;
 mod head;
+mod header_name;
 mod lenient;
 mod message;
 mod precheck;
