@@ -182,6 +182,54 @@ fn exchange(port: u16, request: &str) -> Option<String> {
     Some(text.lines().next().unwrap_or("").to_string())
 }
 
+/// RFC 3261 §17.2.2: a retransmitted non-INVITE request gets the final
+/// response again, byte for byte, without being handled twice. The 401 of a
+/// REGISTER carries a fresh random nonce each time it is built, so an
+/// identical answer can only be the stored one, while a new transaction (new
+/// branch) gets a new nonce.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retransmitted_request_gets_the_stored_final_response() {
+    let switch = Switch::start("").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port().to_string();
+    let register = |branch: &str| {
+        format!(
+            "REGISTER sip:localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=1\r\nTo: <sip:alice@localhost>\r\n\
+             Call-ID: retrans@test\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:{port}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |req: &str| {
+        socket
+            .send_to(req.as_bytes(), ("127.0.0.1", switch.sip))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+        buf[..n].to_vec()
+    };
+    let first = register("retrans1");
+    let challenge = answer(&first);
+    assert!(
+        challenge.starts_with(b"SIP/2.0 401"),
+        "{}",
+        String::from_utf8_lossy(&challenge)
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            answer(&first),
+            challenge,
+            "a retransmission gets the same bytes"
+        );
+    }
+    let other = answer(&register("retrans2"));
+    assert!(other.starts_with(b"SIP/2.0 401"));
+    assert_ne!(other, challenge, "a new transaction is handled afresh");
+}
+
 fn request(method: &str, uri: &str, extra: &str) -> String {
     format!(
         "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\

@@ -1,9 +1,12 @@
 //! The SIP server: takes what the transports deliver, runs it through the
 //! transaction layer, and hands new requests to the handlers (registrar,
 //! messaging, OPTIONS). One tokio task per transaction drives its state
-//! machine; the maps below route retransmissions and responses to it.
+//! machine; the maps below route retransmissions and responses to it. A
+//! server transaction that only answers retransmissions until its timer
+//! (most of its 32 s on UDP) gives its task up and stays in the map as a
+//! [`Linger`], dropped by [`SipServer::sweep_lingering`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -24,8 +27,8 @@ use super::call::{CallSettings, Calls};
 use super::dialog::DialogId;
 use super::registrar::{RegisterError, Registrar};
 use super::transaction::{
-    Action, ClientKey, ClientTransaction, ServerKey, ServerTransaction, Timers, Transaction,
-    client_key, encode, server_key,
+    Action, ClientKey, ClientTransaction, Linger, ServerKey, ServerTransaction, Timers,
+    Transaction, client_key, encode, server_key,
 };
 use super::transport::{Flow, Handler, Proto, Transports};
 use super::util::{header_value, header_values, new_tag, user_of};
@@ -131,9 +134,32 @@ pub struct SipServer {
     transports: OnceLock<Arc<Transports>>,
     passwords: PasswordCache,
     accounts: TtlCache<Option<Arc<Account>>>,
-    server_txs: Mutex<HashMap<ServerKey, mpsc::UnboundedSender<ServerEvent>>>,
+    server_txs: Mutex<HashMap<ServerKey, ServerEntry>>,
+    /// Lingering server transactions in the order they began to linger:
+    /// the same timer for all non-INVITE ones, so mostly by deadline.
+    lingering: Mutex<VecDeque<(Instant, ServerKey)>>,
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Box<SipMessage>>>>,
     presence: OnceLock<Arc<super::presence::Presence>>,
+}
+
+/// Takes the request a new server transaction delivers to its TU out of its
+/// first actions.
+fn take_delivered(actions: &mut Vec<Action>) -> Option<rsip::Request> {
+    let i = actions
+        .iter()
+        .position(|a| matches!(a, Action::Deliver(SipMessage::Request(_))))?;
+    match actions.remove(i) {
+        Action::Deliver(SipMessage::Request(req)) => Some(req),
+        _ => None,
+    }
+}
+
+/// A server transaction in the map.
+enum ServerEntry {
+    /// Run by its task, which gets what matches it through the channel.
+    Live(mpsc::UnboundedSender<ServerEvent>),
+    /// Only answering retransmissions until its deadline.
+    Lingering(Linger),
 }
 
 /// The transaction user's side of a server transaction: its final answer
@@ -165,6 +191,7 @@ impl SipServer {
             passwords: PasswordCache::default(),
             accounts: TtlCache::default(),
             server_txs: Mutex::new(HashMap::new()),
+            lingering: Mutex::new(VecDeque::new()),
             client_txs: Mutex::new(HashMap::new()),
             presence: OnceLock::new(),
         }
@@ -187,6 +214,26 @@ impl SipServer {
 
     pub fn transports(&self) -> Option<&Arc<Transports>> {
         self.transports.get()
+    }
+
+    /// Drops the lingering server transactions whose deadline has passed.
+    pub fn sweep_lingering(&self, now: Instant) {
+        let mut queue = self.lingering.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.front().is_none_or(|(until, _)| *until > now) {
+            return;
+        }
+        let mut txs = self.server_txs.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((until, _)) = queue.front()
+            && *until <= now
+        {
+            let Some((_, key)) = queue.pop_front() else {
+                break;
+            };
+            // The key may have been taken by a new transaction since.
+            if matches!(txs.get(&key), Some(ServerEntry::Lingering(l)) if l.until <= now) {
+                txs.remove(&key);
+            }
+        }
     }
 
     /// Transactions alive now (a leak shows up here).
@@ -296,9 +343,18 @@ impl SipServer {
         };
         {
             let txs = self.server_txs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(tx) = txs.get(&key) {
-                let _ = tx.send(ServerEvent::Message(Box::new(SipMessage::Request(req))));
-                return;
+            match txs.get(&key) {
+                Some(ServerEntry::Live(tx)) => {
+                    let _ = tx.send(ServerEvent::Message(Box::new(SipMessage::Request(req))));
+                    return;
+                }
+                Some(ServerEntry::Lingering(linger)) if linger.until > Instant::now() => {
+                    let linger = (linger.resend.clone(), linger.ack_to_dialog);
+                    drop(txs);
+                    self.answer_lingering(flow, req, linger);
+                    return;
+                }
+                _ => {}
             }
         }
         match req.method {
@@ -309,10 +365,28 @@ impl SipServer {
         }
     }
 
+    /// A request matching a lingering transaction: a retransmission gets
+    /// the final response again (or nothing), an ACK of a 2xx goes to its
+    /// dialog.
+    fn answer_lingering(
+        self: Arc<Self>,
+        flow: Flow,
+        req: rsip::Request,
+        (resend, ack_to_dialog): (Option<Vec<u8>>, bool),
+    ) {
+        if req.method == Method::Ack {
+            if ack_to_dialog {
+                self.calls.on_ack(req);
+            }
+        } else if let Some(bytes) = resend {
+            tokio::spawn(async move { self.send(&flow, bytes).await });
+        }
+    }
+
     fn start_server_transaction(self: Arc<Self>, key: ServerKey, flow: Flow, req: rsip::Request) {
         let now = Instant::now();
-        let (machine, actions) = match ServerTransaction::new(
-            req.clone(),
+        let (machine, mut actions) = match ServerTransaction::new(
+            req,
             flow.proto.reliability(),
             self.settings.timers,
             now,
@@ -323,11 +397,16 @@ impl SipServer {
                 return;
             }
         };
+        // The machine hands the request to its TU: that is the handler.
+        let Some(req) = take_delivered(&mut actions) else {
+            tracing::warn!("a new server transaction delivered no request");
+            return;
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         self.server_txs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), tx);
+            .insert(key.clone(), ServerEntry::Live(tx));
         let (sink, provisional) = mpsc::unbounded_channel();
         let tu = Tu {
             answer: Box::pin(self.clone().handle(flow, req, sink)),
@@ -376,11 +455,43 @@ impl SipServer {
             // After a final response Timer J, L or H is always scheduled, so an
             // answered transaction always reaches Terminated and leaves the map.
             self.execute(&flow, actions).await;
+            if tu.is_none()
+                && let Some(linger) = machine.linger()
+            {
+                return self.linger(key, flow, linger, rx);
+            }
         }
         self.server_txs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
+    }
+
+    /// Replaces a transaction's task by its [`Linger`] entry. Anything that
+    /// reached the task meanwhile is answered as the entry would have.
+    fn linger(
+        self: Arc<Self>,
+        key: ServerKey,
+        flow: Flow,
+        linger: Linger,
+        mut rx: mpsc::UnboundedReceiver<ServerEvent>,
+    ) {
+        let until = linger.until;
+        let answer = (linger.resend.clone(), linger.ack_to_dialog);
+        self.server_txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), ServerEntry::Lingering(linger));
+        self.lingering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((until, key));
+        self.sweep_lingering(Instant::now());
+        while let Ok(ServerEvent::Message(msg)) = rx.try_recv() {
+            if let SipMessage::Request(req) = *msg {
+                self.clone().answer_lingering(flow, req, answer.clone());
+            }
+        }
     }
 
     async fn execute(&self, flow: &Flow, actions: Vec<Action>) {

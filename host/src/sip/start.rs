@@ -149,6 +149,7 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
         loop {
             tick.tick().await;
             seconds += 1;
+            server.sweep_lingering(std::time::Instant::now());
             let (server_txs, client_txs) = server.transaction_count();
             metrics
                 .sip_transactions

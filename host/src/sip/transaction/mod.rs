@@ -306,6 +306,33 @@ impl ServerTransaction {
             Self::NonInvite(tx) => tx.state().name(),
         }
     }
+
+    /// Hands out the transaction's remaining job as a [`Linger`] if all it
+    /// still does is answer retransmissions until a deadline (it is then
+    /// Terminated); `None` otherwise.
+    pub fn linger(&mut self) -> Option<Linger> {
+        match self {
+            Self::Invite(tx) => tx.linger(),
+            Self::NonInvite(tx) => tx.linger(),
+        }
+    }
+}
+
+/// What is left of a server transaction whose only remaining job is to
+/// answer retransmitted requests the same way until a deadline (a non-INVITE
+/// in Completed, an INVITE in Accepted or Confirmed). It needs no task or
+/// timer of its own: the transaction layer keeps it in its map and drops it
+/// once `until` has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linger {
+    /// Sent again for every retransmitted request (a non-INVITE's final
+    /// response); `None` absorbs them.
+    pub resend: Option<Vec<u8>>,
+    /// When the transaction would have terminated (Timer J, L or I).
+    pub until: Instant,
+    /// Whether a matching ACK acknowledges a 2xx and so belongs to the
+    /// dialog (RFC 6026 Accepted) rather than being absorbed.
+    pub ack_to_dialog: bool,
 }
 
 /// Either kind of client transaction, so that one map can hold both.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::message::{encode, trying, trying_source};
 use super::timer::{Backoff, after, earliest, is_due};
-use super::{Action, Reliability, Timers, Transaction, TransactionError};
+use super::{Action, Linger, Reliability, Timers, Transaction, TransactionError};
 
 /// How long the transaction waits for the TU's first response before it
 /// sends 100 Trying itself. §17.2.1 asks for a 100 "if there's any chance
@@ -211,6 +211,26 @@ impl ServerInvite {
             | ServerInviteState::Confirmed
             | ServerInviteState::Terminated => Vec::new(),
         }
+    }
+}
+
+impl ServerInvite {
+    /// In Accepted (until Timer L) retransmitted INVITEs are absorbed and
+    /// ACKs go to the dialog; in Confirmed (until Timer I) everything is
+    /// absorbed. That job is handed out (the machine is Terminated
+    /// afterwards).
+    pub fn linger(&mut self) -> Option<Linger> {
+        let (until, ack_to_dialog) = match self.state {
+            ServerInviteState::Accepted => (self.timer_l?, true),
+            ServerInviteState::Confirmed => (self.timer_i?, false),
+            _ => return None,
+        };
+        self.terminate();
+        Some(Linger {
+            resend: None,
+            until,
+            ack_to_dialog,
+        })
     }
 }
 
@@ -487,6 +507,28 @@ mod tests {
             .unwrap();
         assert_eq!(tx.on_timer(at(t0, 32_000)), vec![Action::Timeout]);
         assert!(tx.is_terminated());
+    }
+
+    #[test]
+    fn accepted_and_confirmed_hand_out_what_they_absorb() {
+        let (mut tx, t0) = start(Reliability::Unreliable);
+        assert_eq!(tx.linger(), None);
+        tx.on_tu_response(response(&invite(), 200, Some("b")), at(t0, 100))
+            .unwrap();
+        let accepted = tx.linger().expect("Accepted lingers");
+        assert_eq!(accepted.resend, None);
+        assert_eq!(accepted.until, at(t0, 32_100));
+        assert!(accepted.ack_to_dialog, "RFC 6026: the ACK is the dialog's");
+        assert_eq!(tx.state(), Terminated);
+
+        let (mut tx, t0) = start(Reliability::Unreliable);
+        tx.on_tu_response(response(&invite(), 486, Some("a")), t0)
+            .unwrap();
+        assert_eq!(tx.linger(), None, "Completed still retransmits");
+        tx.on_message(ack().into(), at(t0, 700));
+        let confirmed = tx.linger().expect("Confirmed lingers");
+        assert_eq!(confirmed.until, at(t0, 5_700));
+        assert!(!confirmed.ack_to_dialog);
     }
 
     #[test]

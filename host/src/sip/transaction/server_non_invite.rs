@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::message::encode;
 use super::timer::{after, earliest, is_due};
-use super::{Action, Reliability, Timers, Transaction, TransactionError};
+use super::{Action, Linger, Reliability, Timers, Transaction, TransactionError};
 
 /// The states of Figure 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,6 +124,24 @@ impl ServerNonInvite {
         }
         self.last_response = Some(bytes.clone());
         Ok(vec![Action::Send(bytes)])
+    }
+}
+
+impl ServerNonInvite {
+    /// In Completed, all that is left is resending the final response to
+    /// retransmitted requests until Timer J: that job is handed out (the
+    /// machine is Terminated afterwards).
+    pub fn linger(&mut self) -> Option<Linger> {
+        let until = self
+            .timer_j
+            .filter(|_| self.state == ServerNonInviteState::Completed)?;
+        self.state = ServerNonInviteState::Terminated;
+        self.timer_j = None;
+        Some(Linger {
+            resend: self.last_response.take(),
+            until,
+            ack_to_dialog: false,
+        })
     }
 }
 
@@ -245,6 +263,21 @@ mod tests {
         assert!(tx.on_timer(at(t0, 32_020)).is_empty());
         assert_eq!(tx.state(), Terminated);
         assert!(tx.on_message(message().into(), at(t0, 32_100)).is_empty());
+    }
+
+    #[test]
+    fn completed_hands_out_its_final_response_until_timer_j() {
+        let (mut tx, t0) = start(Reliability::Unreliable);
+        assert_eq!(tx.linger(), None, "Trying still waits for the TU");
+        let first = tx
+            .on_tu_response(response(&message(), 202, Some("srv")), at(t0, 20))
+            .unwrap();
+        let linger = tx.linger().expect("Completed lingers");
+        assert_eq!(Some(linger.resend.unwrap()), sent(&first).pop());
+        assert_eq!(linger.until, at(t0, 32_020));
+        assert!(!linger.ack_to_dialog);
+        assert_eq!(tx.state(), Terminated);
+        assert_eq!(tx.linger(), None);
     }
 
     #[test]
