@@ -46,6 +46,12 @@ args=()
 [ "$DIRECTION" = both ] && args+=(--both)
 [ -n "${WORKERS:-}" ] && workers=(--workers "$WORKERS") || workers=()
 
+# SERVER_CPUS / LOAD_CPUS (taskset lists, e.g. 0 and 1) give the server and
+# the generator a core each, so the figure says what the relay does with one
+# core of its own rather than how the two share the machine.
+server_pin=() load_pin=()
+[ -n "${SERVER_CPUS:-}" ] && server_pin=(taskset -c "$SERVER_CPUS")
+[ -n "${LOAD_CPUS:-}" ] && load_pin=(taskset -c "$LOAD_CPUS")
 WORK=$(mktemp -d)
 SERVER=
 trap '[ -n "$SERVER" ] && kill -INT "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -66,13 +72,13 @@ run() {
   wait_quiet
   local load_before
   load_before=$(load1)
-  "$BIN" "$kind" --streams "$n" --ports-file "$ports" --port-min "$PORT_MIN" "${workers[@]}" \
+  "${server_pin[@]}" "$BIN" "$kind" --streams "$n" --ports-file "$ports" --port-min "$PORT_MIN" "${workers[@]}" \
     2> "$WORK/$kind-$n.log" &
   SERVER=$!
   for _ in $(seq 200); do [ -f "$ports" ] && break; sleep 0.1; done
   [ -f "$ports" ] || { cat "$WORK/$kind-$n.log"; exit 1; }
   local line
-  line=$("$BIN" load --streams "$n" --ports-file "$ports" --warmup "$WARMUP" --duration "$DURATION" \
+  line=$("${load_pin[@]}" "$BIN" load --streams "$n" --ports-file "$ports" --warmup "$WARMUP" --duration "$DURATION" \
     --drain "$DRAIN" --server-pid "$SERVER" --label "$kind" "${args[@]}")
   kill -INT "$SERVER"
   wait "$SERVER" || true
