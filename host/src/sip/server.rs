@@ -468,7 +468,7 @@ impl SipServer {
     }
 
     /// Replaces a transaction's task by its [`Linger`] entry. Anything that
-    /// reached the task meanwhile is answered as the entry would have.
+    /// reached the task meanwhile is answered as the entry would answer it.
     fn linger(
         self: Arc<Self>,
         key: ServerKey,
@@ -477,21 +477,31 @@ impl SipServer {
         mut rx: mpsc::UnboundedReceiver<ServerEvent>,
     ) {
         let until = linger.until;
-        let answer = (linger.resend.clone(), linger.ack_to_dialog);
         self.server_txs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), ServerEntry::Lingering(linger));
+        // From here on the map answers; what reached the task before is
+        // answered the same way (rarely anything: read from the map then).
+        while let Ok(ServerEvent::Message(msg)) = rx.try_recv() {
+            let answer = match self
+                .server_txs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+            {
+                Some(ServerEntry::Lingering(l)) => (l.resend.clone(), l.ack_to_dialog),
+                _ => break,
+            };
+            if let SipMessage::Request(req) = *msg {
+                self.clone().answer_lingering(flow, req, answer);
+            }
+        }
         self.lingering
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back((until, key));
         self.sweep_lingering(Instant::now());
-        while let Ok(ServerEvent::Message(msg)) = rx.try_recv() {
-            if let SipMessage::Request(req) = *msg {
-                self.clone().answer_lingering(flow, req, answer.clone());
-            }
-        }
     }
 
     async fn execute(&self, flow: &Flow, actions: Vec<Action>) {
