@@ -47,6 +47,36 @@ async fn wait_cdrs(switch: &Switch, login: &str, n: usize) -> Vec<String> {
     }
 }
 
+/// The newest call record of `login` (waited for) has caller, callee,
+/// gateway, disposition and code as `expected`.
+async fn first_cdr_is(switch: &Switch, login: &str, expected: [&str; 5]) {
+    let lines = wait_cdrs(switch, login, 1).await;
+    let c = columns(&lines[0]);
+    assert_eq!(&c[1..6], expected, "{lines:?}");
+}
+
+/// dora dials `number` (answered calls last 200 ms); (success, trace).
+fn dora_calls(switch: &Switch, number: &str) -> (bool, String) {
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    sipp(
+        switch,
+        &scenario("call_uac.xml"),
+        &["-inf", users.to_str().unwrap(), "-s", number, "-d", "200"],
+    )
+}
+
+/// Waits for the SIPp carrier and asserts its checks passed; its log.
+fn carrier_passed(switch: &Switch, mut carrier: Device) -> String {
+    let status = carrier.0.wait().unwrap();
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    let carrier_err = std::fs::read_to_string(switch.site.path("carrier.err")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the carrier's checks failed ({status}):\n{carrier_err}\n{carrier_log}"
+    );
+    carrier_log
+}
+
 /// Columns of a `cdr list` line: start, caller, callee, gateway,
 /// disposition, status, seconds, end reason.
 fn columns(line: &str) -> Vec<&str> {
@@ -295,13 +325,12 @@ async fn the_callee_account_s_own_no_answer_timeout_ends_the_ringing() {
     // The switch stopped the ringing on its own leg.
     wait_trace(&ring_trace, "CANCEL sip:").await;
     drop(ringing);
-    let lines = wait_cdrs(&switch, "carol", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
+    first_cdr_is(
+        &switch,
+        "carol",
         ["alice", "carol", "-", "no-answer", "480"],
-        "{lines:?}"
-    );
+    )
+    .await;
 
     // `default` goes back to the switch-wide timeout.
     switch
@@ -335,27 +364,14 @@ async fn a_call_forks_to_every_device_and_the_others_are_cancelled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_go_out_through_gateways_and_come_in_on_dids() {
     let switch = switch("").await;
-    switch.site.ok(&[
-        "account",
-        "add",
-        "dora",
-        "--password",
-        "dora-pw",
-        "--phone",
-        "48600111222",
-        "--display-name",
-        "Dora",
-    ]);
     let carrier_port = free_sip_port();
-    switch.site.ok(&[
-        "gateway",
-        "add",
+    switch.dora_and_gateway(
+        &["--display-name", "Dora"],
         "carrier",
-        "--prefix",
         "4860",
-        "--address",
-        &format!("127.0.0.1:{carrier_port}"),
-    ]);
+        carrier_port,
+        "udp",
+    );
     // The carrier expects `int` stripped and Dora's number as the caller ID.
     let carrier_scenario = switch.variant_with(
         "call_gw_uas.xml",
@@ -364,36 +380,17 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
             ("EXPECT_FROM", "sip:48600111222@"),
         ],
     );
-    let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
+    let carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let users = switch.users("dora.csv", "dora", "dora-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("call_uac.xml"),
-        &[
-            "-inf",
-            users.to_str().unwrap(),
-            "-s",
-            "int4860012345",
-            "-d",
-            "200",
-        ],
-    );
+    let (ok, trace) = dora_calls(&switch, "int4860012345");
     assert!(ok, "OFFNET call failed:\n{trace}\n{}", switch.log());
-    let status = carrier.0.wait().unwrap();
-    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
-    let carrier_err = std::fs::read_to_string(switch.site.path("carrier.err")).unwrap_or_default();
-    assert!(
-        status.success(),
-        "the carrier's checks failed ({status}):\n{carrier_err}\n{carrier_log}"
-    );
-    let lines = wait_cdrs(&switch, "dora", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
+    carrier_passed(&switch, carrier);
+    first_cdr_is(
+        &switch,
+        "dora",
         ["dora", "4860012345", "carrier", "answered", "200"],
-        "{lines:?}"
-    );
+    )
+    .await;
 
     // Inbound: the carrier (trusted by its address) calls a DID of alice.
     switch.site.ok(&["did", "add", "+48 22 555 0100", "alice"]);
@@ -420,13 +417,12 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
         ],
     );
     assert!(ok, "inbound DID call failed:\n{trace}\n{}", switch.log());
-    let lines = wait_cdrs(&switch, "alice", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
+    first_cdr_is(
+        &switch,
+        "alice",
         ["48221234567", "alice", "carrier", "answered", "200"],
-        "{lines:?}"
-    );
+    )
+    .await;
     // A DID nobody owns.
     let (ok, trace) = sipp(
         &switch,
@@ -447,27 +443,8 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
     let switch = switch("").await;
-    switch.site.ok(&[
-        "account",
-        "add",
-        "dora",
-        "--password",
-        "dora-pw",
-        "--phone",
-        "48600111222",
-    ]);
     let carrier_port = free_sip_port();
-    switch.site.ok(&[
-        "gateway",
-        "add",
-        "tcp-carrier",
-        "--prefix",
-        "4870",
-        "--address",
-        &format!("127.0.0.1:{carrier_port}"),
-        "--transport",
-        "tcp",
-    ]);
+    switch.dora_and_gateway(&[], "tcp-carrier", "4870", carrier_port, "tcp");
     let carrier_scenario = switch.variant_with(
         "call_gw_uas.xml",
         &[
@@ -475,40 +452,22 @@ async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
             ("EXPECT_FROM", "sip:48600111222@"),
         ],
     );
-    let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "t1");
+    let carrier = carrier(&switch, &carrier_scenario, carrier_port, "t1");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let users = switch.users("dora.csv", "dora", "dora-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("call_uac.xml"),
-        &[
-            "-inf",
-            users.to_str().unwrap(),
-            "-s",
-            "int4870012345",
-            "-d",
-            "200",
-        ],
-    );
+    let (ok, trace) = dora_calls(&switch, "int4870012345");
     assert!(
         ok,
         "call to a TCP gateway failed:\n{trace}\n{}",
         switch.log()
     );
-    let status = carrier.0.wait().unwrap();
-    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
-    assert!(
-        status.success(),
-        "the carrier's checks failed:\n{carrier_log}"
-    );
+    let carrier_log = carrier_passed(&switch, carrier);
     assert!(carrier_log.contains("SIP/2.0/TCP"), "{carrier_log}");
-    let lines = wait_cdrs(&switch, "dora", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
+    first_cdr_is(
+        &switch,
+        "dora",
         ["dora", "4870012345", "tcp-carrier", "answered", "200"],
-        "{lines:?}"
-    );
+    )
+    .await;
     nothing_leaks(&switch).await;
 }
 
@@ -564,26 +523,7 @@ fn tls_carrier(
 /// dora (48600111222) and a gateway `tls-carrier` for 4880 over TLS to
 /// 127.0.0.1:`port`.
 fn tls_gateway(switch: &Switch, port: u16) {
-    switch.site.ok(&[
-        "account",
-        "add",
-        "dora",
-        "--password",
-        "dora-pw",
-        "--phone",
-        "48600111222",
-    ]);
-    switch.site.ok(&[
-        "gateway",
-        "add",
-        "tls-carrier",
-        "--prefix",
-        "4880",
-        "--address",
-        &format!("127.0.0.1:{port}"),
-        "--transport",
-        "tls",
-    ]);
+    switch.dora_and_gateway(&[], "tls-carrier", "4880", port, "tls");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -600,33 +540,16 @@ async fn a_gateway_over_tls_is_reached_when_its_certificate_verifies() {
             ("EXPECT_FROM", "sip:48600111222@"),
         ],
     );
-    let (_socat, mut carrier) = tls_carrier(&switch, &carrier_scenario, tls_port, &cert, &key);
+    let (_socat, carrier) = tls_carrier(&switch, &carrier_scenario, tls_port, &cert, &key);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let users = switch.users("dora.csv", "dora", "dora-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("call_uac.xml"),
-        &[
-            "-inf",
-            users.to_str().unwrap(),
-            "-s",
-            "int4880012345",
-            "-d",
-            "200",
-        ],
-    );
+    let (ok, trace) = dora_calls(&switch, "int4880012345");
     let socat_err = std::fs::read_to_string(switch.site.path("socat.err")).unwrap_or_default();
     assert!(
         ok,
         "call to a TLS gateway failed:\n{trace}\n{socat_err}\n{}",
         switch.log()
     );
-    let status = carrier.0.wait().unwrap();
-    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
-    assert!(
-        status.success(),
-        "the carrier's checks failed:\n{carrier_log}"
-    );
+    let carrier_log = carrier_passed(&switch, carrier);
     // What crossed socat was sent over TLS and says so.
     assert!(
         carrier_log.contains("Via: SIP/2.0/TLS 127.0.0.1:"),
@@ -641,13 +564,12 @@ async fn a_gateway_over_tls_is_reached_when_its_certificate_verifies() {
         "{carrier_log}"
     );
     assert!(carrier_log.contains(";transport=tls>"), "{carrier_log}");
-    let lines = wait_cdrs(&switch, "dora", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
+    first_cdr_is(
+        &switch,
+        "dora",
         ["dora", "4880012345", "tls-carrier", "answered", "200"],
-        "{lines:?}"
-    );
+    )
+    .await;
     nothing_leaks(&switch).await;
 }
 
@@ -681,13 +603,12 @@ async fn a_gateway_whose_tls_certificate_does_not_verify_is_not_called() {
         .unwrap_or_else(|| panic!("no warning:\n{log}"));
     assert!(warning.contains("tls-carrier"), "{warning}");
     assert!(warning.contains("UnknownIssuer"), "{warning}");
-    let lines = wait_cdrs(&switch, "dora", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
+    first_cdr_is(
+        &switch,
+        "dora",
         ["dora", "4880012345", "tls-carrier", "failed", "503"],
-        "{lines:?}"
-    );
+    )
+    .await;
     nothing_leaks(&switch).await;
 }
 
@@ -724,13 +645,7 @@ async fn two_baresips_over_tls_call_each_other() {
         .await;
     // Bob's baresip answered; alice hangs up by quitting.
     _alice.quit();
-    let lines = wait_cdrs(&switch, "alice", 1).await;
-    let c = columns(&lines[0]);
-    assert_eq!(
-        &c[1..6],
-        ["alice", "bob", "-", "answered", "200"],
-        "{lines:?}"
-    );
+    first_cdr_is(&switch, "alice", ["alice", "bob", "-", "answered", "200"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

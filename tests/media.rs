@@ -87,25 +87,8 @@ fn spawn_sipp(args: &[&str], err: std::path::PathBuf) -> Device {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_offnet_call_is_anchored_on_the_relay() {
     let switch = Switch::start("").await;
-    switch.site.ok(&[
-        "account",
-        "add",
-        "dora",
-        "--password",
-        "dora-pw",
-        "--phone",
-        "48600111222",
-    ]);
     let carrier_port = free_sip_port();
-    switch.site.ok(&[
-        "gateway",
-        "add",
-        "carrier",
-        "--prefix",
-        "4860",
-        "--address",
-        &format!("127.0.0.1:{carrier_port}"),
-    ]);
+    switch.dora_and_gateway(&[], "carrier", "4860", carrier_port, "udp");
     // The phone's and the carrier's media on their own loopback addresses,
     // so that where a packet or an SDP address comes from is unambiguous.
     let phone = UdpSocket::bind("127.0.0.3:0").await.unwrap();

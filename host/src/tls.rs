@@ -72,16 +72,22 @@ pub fn ensure_cert(source: &CertSource) -> Result<(PathBuf, PathBuf), TlsError> 
     Ok((cert_path, key_path))
 }
 
+/// The certificates in a PEM file; a file with none is an error.
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_err(path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| read_err(path, e))?;
+    if certs.is_empty() {
+        return Err(read_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
 /// A rustls server configuration for the certificate.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     install_crypto_provider();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| read_err(cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| read_err(cert, e))?;
-    if certs.is_empty() {
-        return Err(read_err(cert, "no certificate in the file"));
-    }
+    let certs = pem_certificates(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, e))?;
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
@@ -99,14 +105,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = ca {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| read_err(ca, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| read_err(ca, e))?;
-        if certs.is_empty() {
-            return Err(read_err(ca, "no certificate in the file"));
-        }
-        for cert in certs {
+        for cert in pem_certificates(ca)? {
             roots
                 .add(cert)
                 .map_err(|e| read_err(ca, format!("not a usable CA certificate: {e}")))?;

@@ -109,6 +109,41 @@ impl Switch {
         path
     }
 
+    /// The OFFNET caller of the gateway tests, dora (48600111222, plus
+    /// `account_extra` options), and a gateway `name` for numbers starting
+    /// with `prefix` at 127.0.0.1:`port` over `transport`.
+    pub fn dora_and_gateway(
+        &self,
+        account_extra: &[&str],
+        name: &str,
+        prefix: &str,
+        port: u16,
+        transport: &str,
+    ) {
+        let mut account = vec![
+            "account",
+            "add",
+            "dora",
+            "--password",
+            "dora-pw",
+            "--phone",
+            "48600111222",
+        ];
+        account.extend_from_slice(account_extra);
+        self.site.ok(&account);
+        self.site.ok(&[
+            "gateway",
+            "add",
+            name,
+            "--prefix",
+            prefix,
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--transport",
+            transport,
+        ]);
+    }
+
     /// A copy of a scenario with `from` replaced by `to` (e.g. the expected code).
     pub fn variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
         self.variant_with(name, &[(from, to)])

@@ -219,6 +219,10 @@ impl SipServer {
     /// Drops the lingering server transactions whose deadline has passed.
     pub fn sweep_lingering(&self, now: Instant) {
         let mut queue = self.lingering.lock().unwrap_or_else(|p| p.into_inner());
+        self.sweep_locked(&mut queue, now);
+    }
+
+    fn sweep_locked(&self, queue: &mut VecDeque<(Instant, ServerKey)>, now: Instant) {
         if queue.front().is_none_or(|(until, _)| *until > now) {
             return;
         }
@@ -497,11 +501,9 @@ impl SipServer {
                 self.clone().answer_lingering(flow, req, answer);
             }
         }
-        self.lingering
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((until, key));
-        self.sweep_lingering(Instant::now());
+        let mut queue = self.lingering.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_back((until, key));
+        self.sweep_locked(&mut queue, Instant::now());
     }
 
     async fn execute(&self, flow: &Flow, actions: Vec<Action>) {

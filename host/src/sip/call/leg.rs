@@ -102,9 +102,6 @@ pub(super) struct Call {
     /// Set once the answered call is over (BYE, timer).
     hung_up: bool,
     no_answer_at: Option<Instant>,
-    /// How long the current targets ring: the callee account's own
-    /// no-answer timeout, else the switch-wide one.
-    ring_for: Duration,
     rerouted: bool,
     session_deadline: Option<Instant>,
     max_end: Option<Instant>,
@@ -135,7 +132,6 @@ impl Call {
     ) -> Option<Call> {
         let a_template = Dialog::uas(req, tag.to_owned(), *flow)?;
         let server_media = server.calls.settings.media.clone();
-        let ring_for = server.calls.settings.no_answer;
         let (tx, rx) = mpsc::unbounded_channel();
         Some(Call {
             server,
@@ -161,7 +157,6 @@ impl Call {
             end_reason: None,
             hung_up: false,
             no_answer_at: None,
-            ring_for,
             rerouted: false,
             session_deadline: None,
             max_end: None,
@@ -204,6 +199,9 @@ impl Call {
             .and_then(|c| c.display_name.clone())
             .or_else(|| self.origin.display_name.clone());
         let from = name_addr(from_name.as_deref(), &format!("sip:{from_user}@{domain}"));
+        // How long the targets ring: the callee account's own no-answer
+        // timeout, else (and for a carrier's number) the switch-wide one.
+        let mut ring_for = self.server.calls.settings.no_answer;
         let targets: Vec<Target> = match routed.decision {
             RouteDecision::ToUser { login } => {
                 let bindings = self
@@ -229,12 +227,10 @@ impl Call {
                 if targets.is_empty() {
                     return self.answer_now(480, "Temporarily Unavailable");
                 }
-                self.ring_for = self.no_answer_of(&login).await;
+                ring_for = self.no_answer_of(&login).await;
                 targets
             }
             RouteDecision::ToGateway { gateway, number } => {
-                // A carrier's number has no account: the switch-wide timeout.
-                self.ring_for = self.server.calls.settings.no_answer;
                 self.callee = number.clone();
                 self.gateway = Some(gateway.clone());
                 let flow = match gateways.iter().find(|g| g.name == gateway) {
@@ -285,8 +281,8 @@ impl Call {
             // Every contact was unusable: nothing rings.
             return self.answer_now(480, "Temporarily Unavailable");
         }
-        if !self.ring_for.is_zero() {
-            self.no_answer_at = Some(Instant::now() + self.ring_for);
+        if !ring_for.is_zero() {
+            self.no_answer_at = Some(Instant::now() + ring_for);
         }
     }
 
