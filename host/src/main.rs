@@ -355,6 +355,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(app: App) -> anyhow::Result<()> {
+    let media = &app.config.media;
+    let needed = softswitch::limits::files_needed(media.port_min, media.port_max);
+    match softswitch::limits::raise_open_files() {
+        Ok(Some(open_files)) if open_files < needed => tracing::warn!(
+            open_files,
+            needed,
+            "the open-files limit is below what the media port range can use: \
+             raise the hard limit (LimitNOFILE= in the unit, or ulimit -Hn)"
+        ),
+        Ok(open_files) => tracing::debug!(?open_files, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let registrar = softswitch::sip::start::load_registrar(&app).await?;
     let registry = Arc::new(app.guests(Some(registrar.clone())).await?);
     let router = registry.router(&app.config)?;

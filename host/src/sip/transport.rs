@@ -293,6 +293,25 @@ impl Transports {
     }
 }
 
+/// What the SIP UDP sockets ask the kernel to buffer (it grants at most
+/// `net.core.rmem_max`). The default ~200 KiB overflows in the bursts of a
+/// few thousand requests per second, and every datagram dropped there costs
+/// a retransmission timer (0.5 s and more) on both sides.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(address = %addr, error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    tracing::debug!(address = %addr, receive_buffer = granted, "UDP socket bound");
+    UdpSocket::from_std(socket.into())
+}
+
 /// Binds every listener and starts serving. Returns the transports and the
 /// listener tasks. `tls_client` verifies the servers the switch connects to.
 pub async fn start(
@@ -307,7 +326,7 @@ pub async fn start(
     let mut udp_sockets = HashMap::new();
     let mut bound = Vec::new();
     for addr in udp {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let socket = Arc::new(bind_udp(*addr)?);
         let local = socket.local_addr()?;
         bound.push((Proto::Udp, local));
         udp_sockets.insert(local, socket);

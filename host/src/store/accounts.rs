@@ -440,7 +440,7 @@ impl Store {
     ) -> Result<Option<(Account, String)>> {
         let Some(row) = sqlx::query(ACCOUNT_AUTH_SELECT)
             .bind(login)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.hot)
             .await?
         else {
             return Ok(None);

@@ -191,7 +191,7 @@ impl Store {
     pub async fn insert_cdr(&self, cdr: &Cdr) -> Result<()> {
         let writer = self.cdr_writer.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_cdr_writer(self.pool.clone(), rx));
+            tokio::spawn(run_cdr_writer(self.hot.clone(), rx));
             CdrWriter(tx)
         });
         let (done, result) = oneshot::channel();

@@ -213,7 +213,7 @@ impl Store {
     async fn write_binding(&self, binding: Binding) -> Result<()> {
         let writer = self.binding_writer.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_binding_writer(self.pool.clone(), self.backend, rx));
+            tokio::spawn(run_binding_writer(self.hot.clone(), self.backend, rx));
             BindingWriter(tx)
         });
         let (done, result) = oneshot::channel();

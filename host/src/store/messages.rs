@@ -259,7 +259,7 @@ impl Store {
     fn message_writer(&self, op: WriteOp) -> Result<()> {
         let writer = self.message_writer.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_message_writer(self.pool.clone(), rx));
+            tokio::spawn(run_message_writer(self.hot.clone(), rx));
             MessageWriter(tx)
         });
         writer.0.send(op).map_err(|_| writer_gone())
