@@ -246,6 +246,8 @@ async fn bad_input_gets_the_right_error_and_the_switch_keeps_serving() {
     let port = switch.sip;
     let cases: Vec<(String, &str)> = vec![
         (request("FROB", "sip:bob@localhost", ""), "SIP/2.0 501"),
+        // No To tag: no dialog, and a BYE means nothing outside one.
+        (request("BYE", "sip:bob@localhost", ""), "SIP/2.0 481"),
         (
             request(
                 "OPTIONS",

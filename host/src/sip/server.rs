@@ -643,18 +643,24 @@ impl SipServer {
             ),
             Method::Register => self.on_register(&flow, &req, &tag).await,
             Method::Message => super::messaging::on_message(&self, &flow, &req, &tag).await,
-            // A request for a dialog no call owns (RFC 3261 §12.2.2).
-            Method::Invite | Method::Bye | Method::Update | Method::PRack | Method::Info
-                if DialogId::of_request(&req).is_some() =>
-            {
-                response_for(
-                    &req,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    Some(&tag),
-                    &[],
-                )
-            }
+            // A request for a dialog no call owns (RFC 3261 §12.2.2); BYE,
+            // UPDATE, PRACK and INFO only exist inside a dialog, so without a
+            // To tag they match none either (SIPp sent such a BYE once in an
+            // overloaded benchmark run, and got 501).
+            Method::Bye | Method::Update | Method::PRack | Method::Info => response_for(
+                &req,
+                481,
+                "Call/Transaction Does Not Exist",
+                Some(&tag),
+                &[],
+            ),
+            Method::Invite if DialogId::of_request(&req).is_some() => response_for(
+                &req,
+                481,
+                "Call/Transaction Does Not Exist",
+                Some(&tag),
+                &[],
+            ),
             Method::Invite => super::call::on_invite(&self, &flow, &req, &tag, provisional).await,
             Method::Cancel => {
                 if self.calls.cancel(&req) {
