@@ -132,36 +132,15 @@ enum Written {
 
 async fn write_one(conn: &mut AnyConnection, op: &WriteOp) -> Result<Written> {
     Ok(match op {
-        WriteOp::Insert(m, status, _) => {
-            let t = now();
-            // RETURNING (SQLite 3.35+, MariaDB 10.5+) hands the id back in the
-            // same round trip; through sqlx's Any driver SQLite reports no
-            // last-insert id, which cost a second statement per message.
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO messages (sender, sender_name, recipient, content_type, body, status, is_system, \
-                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&m.sender)
-            .bind(&m.sender_name)
-            .bind(&m.recipient)
-            .bind(&m.content_type)
-            .bind(&m.body)
-            .bind(status.as_str())
-            .bind(i64::from(m.system))
-            .bind(t)
-            .bind(t)
-            .fetch_one(&mut *conn)
-            .await?;
-            Written::Id(id)
+        // RETURNING (SQLite 3.35+, MariaDB 10.5+) hands the id back in the
+        // same round trip; through sqlx's Any driver SQLite reports no
+        // last-insert id.
+        WriteOp::Insert(..) => {
+            let ids = insert_rows(conn, std::slice::from_ref(op)).await?;
+            Written::Id(ids[0])
         }
         WriteOp::Status(id, status, _) => {
-            let done = sqlx::query("UPDATE messages SET status = ?, updated_at = ? WHERE id = ?")
-                .bind(status.as_str())
-                .bind(now())
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            Written::Updated(done.rows_affected() > 0)
+            Written::Updated(update_statuses(conn, &[*id], *status).await?.contains(id))
         }
     })
 }
