@@ -166,7 +166,6 @@ impl Relay {
         self.inner.stats.streams.fetch_add(1, Ordering::Relaxed);
         Ok(Stream {
             relay: self.clone(),
-            ports: [a.port, b.port],
             pairs: vec![a, b],
             shared,
             tasks,
@@ -502,7 +501,7 @@ async fn pump(
 /// and returns its ports.
 pub struct Stream {
     relay: Relay,
-    ports: [u16; 2],
+    /// Side A's pair, then side B's; emptied only when the stream is dropped.
     pairs: Vec<Pair>,
     shared: Arc<Shared>,
     tasks: Vec<AbortHandle>,
@@ -511,12 +510,12 @@ pub struct Stream {
 impl Stream {
     /// The RTP port facing `side`: what that side's SDP must point at.
     pub fn rtp_port(&self, side: Side) -> u16 {
-        self.ports[side.index()]
+        self.pairs[side.index()].port
     }
 
     /// The RTCP port facing `side` (RTP port + 1).
     pub fn rtcp_port(&self, side: Side) -> u16 {
-        self.ports[side.index()] + 1
+        self.rtp_port(side) + 1
     }
 
     /// What `side`'s SDP announced: where its packets go until it is heard from.
@@ -570,7 +569,10 @@ impl Drop for Stream {
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream")
-            .field("ports", &self.ports)
+            .field(
+                "ports",
+                &self.pairs.iter().map(|p| p.port).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -626,6 +626,15 @@ impl SipServer {
         {
             return resp;
         }
+        let does_not_exist = || {
+            response_for(
+                &req,
+                481,
+                "Call/Transaction Does Not Exist",
+                Some(&tag),
+                &[],
+            )
+        };
         match req.method {
             Method::Options => response_for(
                 &req,
@@ -647,32 +656,17 @@ impl SipServer {
             // UPDATE, PRACK and INFO only exist inside a dialog, so without a
             // To tag they match none either (SIPp sent such a BYE once in an
             // overloaded benchmark run, and got 501).
-            Method::Bye | Method::Update | Method::PRack | Method::Info => response_for(
-                &req,
-                481,
-                "Call/Transaction Does Not Exist",
-                Some(&tag),
-                &[],
-            ),
-            Method::Invite if DialogId::of_request(&req).is_some() => response_for(
-                &req,
-                481,
-                "Call/Transaction Does Not Exist",
-                Some(&tag),
-                &[],
-            ),
+            Method::Invite | Method::Bye | Method::Update | Method::PRack | Method::Info
+                if req.method != Method::Invite || DialogId::of_request(&req).is_some() =>
+            {
+                does_not_exist()
+            }
             Method::Invite => super::call::on_invite(&self, &flow, &req, &tag, provisional).await,
             Method::Cancel => {
                 if self.calls.cancel(&req) {
                     response_for(&req, 200, "OK", Some(&tag), &[])
                 } else {
-                    response_for(
-                        &req,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                        Some(&tag),
-                        &[],
-                    )
+                    does_not_exist()
                 }
             }
             Method::Subscribe => super::presence::on_subscribe(&self, &flow, &req, &tag).await,

@@ -130,21 +130,6 @@ enum Written {
     Updated(bool),
 }
 
-async fn write_one(conn: &mut AnyConnection, op: &WriteOp) -> Result<Written> {
-    Ok(match op {
-        // RETURNING (SQLite 3.35+, MariaDB 10.5+) hands the id back in the
-        // same round trip; through sqlx's Any driver SQLite reports no
-        // last-insert id.
-        WriteOp::Insert(..) => {
-            let ids = insert_rows(conn, std::slice::from_ref(op)).await?;
-            Written::Id(ids[0])
-        }
-        WriteOp::Status(id, status, _) => {
-            Written::Updated(update_statuses(conn, &[*id], *status).await?.contains(id))
-        }
-    })
-}
-
 fn reply(op: WriteOp, outcome: Result<Written>) {
     match (op, outcome) {
         (WriteOp::Insert(.., done), Ok(Written::Id(id))) => {
@@ -171,28 +156,26 @@ fn reply(op: WriteOp, outcome: Result<Written>) {
 /// Rows one multi-row INSERT carries (9 parameters each).
 const INSERT_ROWS: usize = 64;
 
-/// A batch in one transaction and few statements: consecutive inserts go
-/// as multi-row INSERTs, consecutive status changes to the same status as
-/// one UPDATE. A statement is a round trip to the database's worker, which
-/// made two statements per MESSAGE a fifth of the switch's CPU.
+/// A batch in one transaction.
 async fn write_batch(pool: &AnyPool, batch: &[WriteOp]) -> Result<Vec<Written>> {
     let mut tx = pool.begin().await?;
-    let mut out: Vec<Option<Written>> = batch.iter().map(|_| None).collect();
-    let mut start = 0;
-    while start < batch.len() {
-        let end = start
-            + batch[start..]
-                .iter()
-                .take_while(|op| same_kind(op, &batch[start]))
-                .count();
-        let run = &batch[start..end];
-        match &batch[start] {
+    let written = write_ops(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// Writes `ops` in few statements: consecutive inserts go as multi-row
+/// INSERTs, consecutive status changes to the same status as one UPDATE. A
+/// statement is a round trip to the database's worker, which made two
+/// statements per MESSAGE a fifth of the switch's CPU.
+async fn write_ops(conn: &mut AnyConnection, ops: &[WriteOp]) -> Result<Vec<Written>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for run in ops.chunk_by(same_kind) {
+        match &run[0] {
             WriteOp::Insert(..) => {
-                for (chunk_no, chunk) in run.chunks(INSERT_ROWS).enumerate() {
-                    let ids = insert_rows(&mut tx, chunk).await?;
-                    for (i, id) in ids.into_iter().enumerate() {
-                        out[start + chunk_no * INSERT_ROWS + i] = Some(Written::Id(id));
-                    }
+                for chunk in run.chunks(INSERT_ROWS) {
+                    let ids = insert_rows(conn, chunk).await?;
+                    out.extend(ids.into_iter().map(Written::Id));
                 }
             }
             WriteOp::Status(_, status, _) => {
@@ -203,18 +186,12 @@ async fn write_batch(pool: &AnyPool, batch: &[WriteOp]) -> Result<Vec<Written>> 
                         WriteOp::Insert(..) => None,
                     })
                     .collect();
-                let found = update_statuses(&mut tx, &ids, *status).await?;
-                for (i, id) in ids.iter().enumerate() {
-                    out[start + i] = Some(Written::Updated(found.contains(id)));
-                }
+                let found = update_statuses(conn, &ids, *status).await?;
+                out.extend(ids.iter().map(|id| Written::Updated(found.contains(id))));
             }
         }
-        start = end;
     }
-    tx.commit().await?;
-    out.into_iter()
-        .map(|w| w.ok_or_else(|| StoreError::Corrupt("a batched write went unanswered".into())))
-        .collect()
+    Ok(out)
 }
 
 fn same_kind(a: &WriteOp, b: &WriteOp) -> bool {
@@ -226,7 +203,9 @@ fn same_kind(a: &WriteOp, b: &WriteOp) -> bool {
 }
 
 /// Inserts the messages of `ops` (all inserts) in one statement; their ids
-/// in the same order. Rows of one INSERT get increasing ids in row order
+/// in the same order. RETURNING (SQLite 3.35+, MariaDB 10.5+) hands them
+/// back in the same round trip; through sqlx's Any driver SQLite reports no
+/// last-insert id. Rows of one INSERT get increasing ids in row order
 /// (SQLite's rowid, InnoDB's auto-increment), while RETURNING lists them in
 /// no promised order: sorting restores the pairing.
 async fn insert_rows(conn: &mut AnyConnection, ops: &[WriteOp]) -> Result<Vec<i64>> {
@@ -312,7 +291,12 @@ async fn run_message_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<Wr
         }
         for op in batch {
             let outcome = match pool.acquire().await {
-                Ok(mut conn) => write_one(&mut conn, &op).await,
+                Ok(mut conn) => write_ops(&mut conn, std::slice::from_ref(&op))
+                    .await
+                    .and_then(|mut w| {
+                        w.pop()
+                            .ok_or_else(|| StoreError::Corrupt("a write went unanswered".into()))
+                    }),
                 Err(e) => Err(e.into()),
             };
             reply(op, outcome);
@@ -470,6 +454,18 @@ mod tests {
     use super::*;
     use crate::store::testutil::{test_store, unique};
 
+    /// A plain-text message from `s{i}` with `body`.
+    fn text(i: usize, to: &str, body: String) -> NewMessage {
+        NewMessage {
+            sender: format!("s{i}"),
+            sender_name: None,
+            recipient: to.to_owned(),
+            content_type: "text/plain".into(),
+            body: body.into_bytes(),
+            system: false,
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_messages_get_their_own_ids_and_statuses() {
         let t = test_store().await;
@@ -477,14 +473,7 @@ mod tests {
         let writes: Vec<_> = (0..200)
             .map(|i| {
                 let store = t.store.clone();
-                let m = NewMessage {
-                    sender: format!("s{i}"),
-                    sender_name: None,
-                    recipient: to.clone(),
-                    content_type: "text/plain".into(),
-                    body: format!("body {i}").into_bytes(),
-                    system: false,
-                };
+                let m = text(i, &to, format!("body {i}"));
                 tokio::spawn(async move {
                     let id = store.insert_message(&m, MessageStatus::Deferred).await?;
                     if i % 2 == 0 {
@@ -522,14 +511,7 @@ mod tests {
         let t = test_store().await;
         let to = unique("batch");
         let insert = |i: usize| {
-            let m = NewMessage {
-                sender: format!("s{i}"),
-                sender_name: None,
-                recipient: to.clone(),
-                content_type: "text/plain".into(),
-                body: format!("batched {i}").into_bytes(),
-                system: false,
-            };
+            let m = text(i, &to, format!("batched {i}"));
             WriteOp::Insert(m, MessageStatus::Deferred, oneshot::channel().0)
         };
         let inserts: Vec<WriteOp> = (0..INSERT_ROWS + 3).map(insert).collect();
