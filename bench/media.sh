@@ -16,7 +16,9 @@
 # 20 ms; a lost packet is one not received by the end of the window + DRAIN.
 # Knobs: STREAMS_SET ("500 1000 2000 3000 4000"), WARMUP (3), DURATION (20),
 # DRAIN (1), DIRECTION (oneway|both), PORT_MIN (12000), WORKERS (cores),
-# QUIET_LOAD (wait up to QUIET_WAIT s before each step for the 1-min load
+# SENDERS (1: the generator's sender threads),
+# KINDS ("echo relay", plus relay-kernel as root: the relay with kernel
+# forwarding), QUIET_LOAD (wait up to QUIET_WAIT s before each step for the 1-min load
 # average to fall below it; unset: no wait).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,6 +29,16 @@ DRAIN=${DRAIN:-1}
 DIRECTION=${DIRECTION:-oneway}
 PORT_MIN=${PORT_MIN:-12000}
 QUIET_WAIT=${QUIET_WAIT:-120}
+SENDERS=${SENDERS:-1}
+# relay-kernel: the relay with kernel forwarding (nftables), root only.
+if [ -z "${KINDS:-}" ]; then
+  KINDS="direct echo relay"
+  if [ "$(id -u)" = 0 ] && command -v nft > /dev/null; then
+    KINDS="$KINDS relay-kernel"
+  else
+    echo "==> not root (or no nft): relay-kernel left out; KINDS chooses the servers" >&2
+  fi
+fi
 
 max_n=0
 for n in $STREAMS_SET; do ((n > max_n)) && max_n=$n; done
@@ -79,7 +91,7 @@ run() {
   [ -f "$ports" ] || { cat "$WORK/$kind-$n.log"; exit 1; }
   local line
   line=$("${load_pin[@]}" "$BIN" load --streams "$n" --ports-file "$ports" --warmup "$WARMUP" --duration "$DURATION" \
-    --drain "$DRAIN" --server-pid "$SERVER" --label "$kind" "${args[@]}")
+    --drain "$DRAIN" --senders "$SENDERS" --server-pid "$SERVER" --label "$kind" "${args[@]}")
   kill -INT "$SERVER"
   wait "$SERVER" || true
   SERVER=
@@ -88,17 +100,21 @@ run() {
 }
 
 echo "==> $(date -u '+%d %b %Y %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "==> streams: $STREAMS_SET; $DIRECTION; ${WARMUP} s warm-up, ${DURATION} s measured"
+echo "==> servers: $KINDS; streams: $STREAMS_SET; $DIRECTION; ${WARMUP} s warm-up, ${DURATION} s measured"
 for n in $STREAMS_SET; do
-  run echo "$n"
-  run relay "$n"
+  for kind in $KINDS; do run "$kind" "$n"; done
 done
 
 echo
-awk -v per=50 '
+awk -v per=50 -v kinds="$KINDS" '
   function kv(line, k,   i, a, n) {
     n = split(line, a, " ")
     for (i = 1; i <= n; i++) if (index(a[i], k "=") == 1) return substr(a[i], length(k) + 2) + 0
+    return ""
+  }
+  function label_of(line,   i, a, n) {
+    n = split(line, a, " ")
+    for (i = 1; i <= n; i++) if (index(a[i], "label=") == 1) return substr(a[i], 7)
     return ""
   }
   # A step holds when loss < 0.1 %, the generator offered >= 99 % of N x 50
@@ -106,36 +122,35 @@ awk -v per=50 '
   # beyond that queues are growing and a jitter buffer would drop the packets.
   function holds(l, n) { return loss[l, n] < 0.1 && off[l, n] >= 0.99 * n * per && p99[l, n] < 20000 }
   {
-    n = kv($0, "streams"); label = ($0 ~ /label=relay/) ? "relay" : "echo"
+    n = kv($0, "streams"); label = label_of($0)
     if (!(n in seen)) { seen[n] = 1; order[++count] = n }
     pps[label, n] = kv($0, "received_pps"); off[label, n] = kv($0, "offered_pps")
     loss[label, n] = kv($0, "loss_pct"); p50[label, n] = kv($0, "p50_us"); p99[label, n] = kv($0, "p99_us")
     cpu[label, n] = kv($0, "server_cpu"); gen[label, n] = kv($0, "load_cpu"); oth[label, n] = kv($0, "other_cpu")
   }
   END {
-    printf "%6s | %-50s | %-50s | %s\n", "", "echo (ceiling)", "relay (media::Relay)", "added (relay - echo)"
-    printf "%6s | %7s %7s %6s %6s %4s %4s %5s %1s | %7s %7s %6s %6s %4s %4s %5s %1s | %7s %7s\n", \
-      "N", "pps", "loss%", "p50us", "p99us", "cpu", "gen", "other", "", \
-      "pps", "loss%", "p50us", "p99us", "cpu", "gen", "other", "", "p50us", "p99us"
+    nk = split(kinds, kind, " ")
+    printf "%6s %-13s %7s %7s %6s %6s %4s %4s %5s %5s | %s\n", "N", "server", "pps", "loss%", "p50us", "p99us", \
+      "cpu", "gen", "other", "holds", "added vs direct p50/p99 us"
     for (i = 1; i <= count; i++) {
       n = order[i]
-      printf "%6d | %7.0f %7.3f %6.0f %6.0f %4.0f %4.0f %5.0f %1s | %7.0f %7.3f %6.0f %6.0f %4.0f %4.0f %5.0f %1s | %7.0f %7.0f\n", n, \
-        pps["echo", n], loss["echo", n], p50["echo", n], p99["echo", n], cpu["echo", n], gen["echo", n], oth["echo", n], \
-        holds("echo", n) ? "+" : "-", \
-        pps["relay", n], loss["relay", n], p50["relay", n], p99["relay", n], cpu["relay", n], gen["relay", n], oth["relay", n], \
-        holds("relay", n) ? "+" : "-", \
-        p50["relay", n] - p50["echo", n], p99["relay", n] - p99["echo", n]
-      if (holds("echo", n) && n > best_e) best_e = n
-      if (holds("relay", n) && n > best_r) best_r = n
-      if (loss["echo", n] < 0.1 && n > lossy_e) lossy_e = n
-      if (loss["relay", n] < 0.1 && n > lossy_r) lossy_r = n
+      for (k = 1; k <= nk; k++) {
+        l = kind[k]
+        if (!((l, n) in pps)) continue
+        printf "%6d %-13s %7.0f %7.3f %6.0f %6.0f %4.0f %4.0f %5.0f %5s | ", n, l, pps[l, n], loss[l, n], \
+          p50[l, n], p99[l, n], cpu[l, n], gen[l, n], oth[l, n], holds(l, n) ? "+" : "-"
+        if (l != "direct" && (("direct", n) in pps)) printf "%.0f / %.0f", p50[l, n] - p50["direct", n], p99[l, n] - p99["direct", n]
+        printf "\n"
+        if (holds(l, n) && n > best[l]) best[l] = n
+      }
     }
     print "pps: packets/s received in the window; cpu: the server process, gen: the generator, other: everything"
-    print "else on the machine (% of one core); +: loss < 0.1 %, offered >= 99 % of N x 50/s, p99 < 20 ms"
-    printf "highest N with < 0.1 %% loss alone: echo %d, relay %d\n", lossy_e, lossy_r
-    printf "highest N that holds: echo %d (%.0f pps), relay %d (%.0f pps); ratio relay/echo %.2f\n", \
-      best_e, pps["echo", best_e], best_r, pps["relay", best_r], best_e ? best_r / best_e : 0
-    if (best_r) printf "added latency at N=%d: p50 %.0f us, p99 %.0f us\n", best_r, \
-      p50["relay", best_r] - p50["echo", best_r], p99["relay", best_r] - p99["echo", best_r]
+    print "else on the machine (% of one core); holds: loss < 0.1 %, offered >= 99 % of N x 50/s, p99 < 20 ms"
+    for (k = 1; k <= nk; k++) {
+      l = kind[k]
+      printf "highest N that holds: %-13s %6d (%.0f pps)", l, best[l], pps[l, best[l]]
+      if (l != "echo" && best["echo"]) printf "; ratio to echo %.2f", best[l] / best["echo"]
+      printf "\n"
+    }
   }' "$WORK/results"
 echo "==> done $(date -u '+%H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -86,7 +86,24 @@ fn spawn_sipp(args: &[&str], err: std::path::PathBuf) -> Device {
 /// sees only the switch's address, in SDP and on the wire; and back.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_offnet_call_is_anchored_on_the_relay() {
-    let switch = Switch::start("").await;
+    offnet_call(false).await;
+}
+
+/// The same call with `media.kernel_forwarding` (needs root and nft, as CI
+/// has): once each direction has settled, the kernel forwards it — still
+/// byte for byte and only from the relay's ports — and the relay's sockets
+/// see none of it; when the call ends the kernel lets go.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offnet_calls_settled_media_is_forwarded_by_the_kernel() {
+    offnet_call(true).await;
+}
+
+async fn offnet_call(kernel: bool) {
+    let mut switch = if kernel {
+        Switch::start("[media]\nkernel_forwarding = true\n").await
+    } else {
+        Switch::start("").await
+    };
     let carrier_port = free_sip_port();
     switch.dora_and_gateway(&[], "carrier", "4860", carrier_port, "udp");
     // The phone's and the carrier's media on their own loopback addresses,
@@ -131,7 +148,7 @@ async fn an_offnet_call_is_anchored_on_the_relay() {
             "-s",
             "int4860012345",
             "-d",
-            "4000",
+            if kernel { "10000" } else { "4000" },
             "-key",
             "domain",
             "localhost",
@@ -165,21 +182,48 @@ async fn an_offnet_call_is_anchored_on_the_relay() {
 
     let relay_a: SocketAddr = format!("127.0.0.1:{relay_a}").parse().unwrap();
     let relay_b: SocketAddr = format!("127.0.0.1:{relay_b}").parse().unwrap();
-    for seq in 0..20u16 {
-        let packet = rtp(seq, 7);
-        phone.send_to(&packet, relay_a).await.unwrap();
-        let (got, from) = recv(&carrier_media).await;
-        assert_eq!(got, packet, "packet {seq} changed on the way");
+    let both_ways = |from: u16, to: u16| {
+        let (phone, carrier_media) = (&phone, &carrier_media);
+        async move {
+            for seq in from..to {
+                let packet = rtp(seq, 7);
+                phone.send_to(&packet, relay_a).await.unwrap();
+                let (got, came_from) = recv(carrier_media).await;
+                assert_eq!(got, packet, "packet {seq} changed on the way");
+                assert_eq!(
+                    came_from, relay_b,
+                    "the carrier got media from elsewhere than the relay"
+                );
+            }
+            for seq in from..to {
+                let packet = rtp(seq, 99);
+                carrier_media.send_to(&packet, relay_b).await.unwrap();
+                let (got, came_from) = recv(phone).await;
+                assert_eq!((got, came_from), (packet, relay_a));
+            }
+        }
+    };
+    both_ways(0, 20).await;
+    if kernel {
+        // A second of 20 ms packets each way settles both directions.
+        both_ways(20, 60).await;
+        switch
+            .wait_metric("softswitch_media_kernel_entries", |v| v == 2)
+            .await;
+        // The housekeeping copies the relay's count once a second.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let relayed = switch
+            .metric("softswitch_media_packets_relayed_total")
+            .await;
+        both_ways(60, 100).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(
-            from, relay_b,
-            "the carrier got media from elsewhere than the relay"
+            switch
+                .metric("softswitch_media_packets_relayed_total")
+                .await,
+            relayed,
+            "the relay's sockets carried packets the kernel should have"
         );
-    }
-    for seq in 0..20u16 {
-        let packet = rtp(seq, 99);
-        carrier_media.send_to(&packet, relay_b).await.unwrap();
-        let (got, from) = recv(&phone).await;
-        assert_eq!((got, from), (packet, relay_a));
     }
     // Ports are in use during the call and all back after it.
     switch
@@ -204,6 +248,21 @@ async fn an_offnet_call_is_anchored_on_the_relay() {
     switch
         .wait_metric("softswitch_media_streams", |v| v == 0)
         .await;
+    switch
+        .wait_metric("softswitch_media_kernel_entries", |v| v == 0)
+        .await;
+    if kernel {
+        // Stopped cleanly, the switch leaves no nftables table behind.
+        switch.terminate();
+        let listed = std::process::Command::new("nft")
+            .args(["list", "table", "ip", "softswitch_relay_127_0_0_1_20000"])
+            .output()
+            .unwrap();
+        assert!(
+            !listed.status.success(),
+            "the relay's table outlived the switch"
+        );
+    }
 }
 
 /// Two softphones, each behind its own NAT with no route to the other,

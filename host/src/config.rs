@@ -247,6 +247,12 @@ pub struct MediaConfig {
     /// An answered call with no packet either way for this long is hung up
     /// (a phone that vanished); 0 never.
     pub silence_secs: u64,
+    /// Hand plain RTP streams (no ICE) to the kernel once they have settled:
+    /// nftables rewrites and forwards their packets, the relay's sockets see
+    /// only what changes. Needs root (CAP_NET_ADMIN), `nft` and an IPv4
+    /// `bind`; peers on other hosts also need `net.ipv4.ip_forward=1`.
+    /// Without them the relay carries everything, with a warning.
+    pub kernel_forwarding: bool,
 }
 
 impl Default for MediaConfig {
@@ -258,6 +264,7 @@ impl Default for MediaConfig {
             port_min: 20000,
             port_max: 29999,
             silence_secs: 60,
+            kernel_forwarding: false,
         }
     }
 }

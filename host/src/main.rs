@@ -414,6 +414,9 @@ async fn run(app: App) -> anyhow::Result<()> {
         }
     }
     admin_task.abort();
+    if let Some(media) = &sip.calls.settings.media {
+        media.relay.shutdown();
+    }
     app.store.close().await;
     tracing::info!("softswitch stopped");
     Ok(())

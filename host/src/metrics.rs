@@ -37,6 +37,7 @@ pub struct Metrics {
     pub media_packets_relayed: IntCounter,
     /// Packets the relay had nowhere to send, or failed to send.
     pub media_packets_dropped: IntCounter,
+    pub media_kernel_entries: IntGauge,
     /// STUN Binding requests answered with success.
     pub stun_answered: IntCounter,
     /// STUN Binding requests answered with an error (420).
@@ -116,6 +117,11 @@ impl Metrics {
             "Packets the relay could not forward",
         )
         .expect("static metric");
+        let media_kernel_entries = IntGauge::new(
+            "media_kernel_entries",
+            "Stream directions the kernel forwards (kernel forwarding)",
+        )
+        .expect("static metric");
         let stun_answered = IntCounter::new(
             "stun_answered_total",
             "STUN Binding requests answered with success",
@@ -160,6 +166,7 @@ impl Metrics {
             &sip_dialogs,
             &media_streams,
             &media_ports_in_use,
+            &media_kernel_entries,
         ] {
             registry
                 .register(Box::new(g.clone()))
@@ -198,6 +205,7 @@ impl Metrics {
             media_ports_in_use,
             media_packets_relayed,
             media_packets_dropped,
+            media_kernel_entries,
             stun_answered,
             stun_rejected,
             stun_dropped,

@@ -5,16 +5,24 @@
 //!
 //! ```text
 //! relay_bench relay --streams N --ports-file F [--port-min P] [--workers W]
+//! relay_bench relay-kernel (the same, with kernel forwarding; root)
+//! relay_bench direct (no server: the floor, see below)
 //! relay_bench echo  --streams N --ports-file F [--workers W]
 //! relay_bench load  --streams N --ports-file F [--warmup S] [--duration S]
-//!                   [--drain S] [--both] [--server-pid PID] [--label L]
+//!                   [--drain S] [--both] [--senders K] [--server-pid PID] [--label L]
 //! ```
 //!
 //! `relay` runs the real `media::Relay` on a multi-thread tokio runtime (as
 //! the switch does) and opens N streams; `echo` is the ceiling: the same shape
 //! (a socket pair per stream, a packet in on one leaves from the other to the
 //! address last heard on the other, tokio, one task per socket) without the
-//! relay's logic. Both write one line per stream, `A-port B-port`, to the ports
+//! relay's logic. `relay-kernel` is `relay` with kernel forwarding on: the
+//! streams are handed to nftables once settled (a second into the warm-up).
+//! `direct` opens nothing and writes `0 0` lines: the generator then sends
+//! each packet straight to its other socket, which measures what the
+//! generator and the loopback path cost without any relay (the floor the
+//! relay's added latency is read against).
+//! All write one line per stream, `A-port B-port`, to the ports
 //! file and run until SIGINT.
 //!
 //! `load` is the generator, with few sockets and batched system calls (Linux
@@ -28,7 +36,10 @@
 //! also carries B→A, counted as a second stream. The B socket speaks first (to
 //! every relay B port), so that the relay latches it.
 //!
-//! The sender is one thread: every 250 µs it wakes and sends the packets whose
+//! The sender is one thread (`--senders K`: K threads, each taking every K-th
+//! flow; with the relay's kernel forwarding the forwarding and the delivery
+//! run inside the sender's system call, more than one core's worth at
+//! 100,000 packets/s): every 250 µs it wakes and sends the packets whose
 //! slot has come, with one `sendmmsg` per at most 8 packets (per-message
 //! destinations); the clock is read once per `sendmmsg`, so a packet's stamp
 //! is early by at most the time the kernel takes to send the 7 before it
@@ -77,10 +88,12 @@ fn main() {
         Err(e) => usage(&e),
     };
     let result = match mode.as_str() {
-        "relay" => serve(&opts, Server::Relay),
+        "relay" => serve(&opts, Server::Relay { kernel: false }),
+        "relay-kernel" => serve(&opts, Server::Relay { kernel: true }),
         "echo" => serve(&opts, Server::Echo),
+        "direct" => serve(&opts, Server::Direct),
         "load" => load(&opts),
-        _ => usage("the mode is relay, echo or load"),
+        _ => usage("the mode is relay, relay-kernel, echo, direct or load"),
     };
     if let Err(e) = result {
         eprintln!("relay_bench {mode}: {e}");
@@ -90,11 +103,13 @@ fn main() {
 
 fn usage(why: &str) -> ! {
     eprintln!("relay_bench: {why}");
-    eprintln!("usage: relay_bench relay|echo|load --streams N --ports-file F [options]");
+    eprintln!(
+        "usage: relay_bench relay|relay-kernel|echo|direct|load --streams N --ports-file F [options]"
+    );
     eprintln!("  relay: --port-min P (12000) --workers W (cores)");
     eprintln!("  echo:  --workers W (cores)");
     eprintln!(
-        "  load:  --warmup S (3) --duration S (20) --drain S (1) --both --server-pid PID --label L"
+        "  load:  --warmup S (3) --duration S (20) --drain S (1) --both --senders K (1) --server-pid PID --label L"
     );
     process::exit(2);
 }
@@ -108,6 +123,7 @@ struct Opts {
     duration: Duration,
     drain: Duration,
     both: bool,
+    senders: usize,
     server_pid: Option<u32>,
     label: String,
 }
@@ -123,6 +139,7 @@ impl Opts {
             duration: Duration::from_secs(20),
             drain: Duration::from_secs(1),
             both: false,
+            senders: 1,
             server_pid: None,
             label: String::from("-"),
         };
@@ -142,12 +159,13 @@ impl Opts {
                 "--warmup" => o.warmup = secs(&value).map_err(|_| bad())?,
                 "--duration" => o.duration = secs(&value).map_err(|_| bad())?,
                 "--drain" => o.drain = secs(&value).map_err(|_| bad())?,
+                "--senders" => o.senders = value.parse().map_err(|_| bad())?,
                 "--server-pid" => o.server_pid = Some(value.parse().map_err(|_| bad())?),
                 "--label" => o.label = value.clone(),
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
-        if o.streams == 0 || o.ports_file.is_empty() {
+        if o.streams == 0 || o.ports_file.is_empty() || o.senders == 0 {
             return Err("--streams and --ports-file are required".into());
         }
         Ok(o)
@@ -158,8 +176,9 @@ impl Opts {
 
 #[derive(Clone, Copy)]
 enum Server {
-    Relay,
+    Relay { kernel: bool },
     Echo,
+    Direct,
 }
 
 fn serve(opts: &Opts, server: Server) -> Result<(), Error> {
@@ -179,16 +198,21 @@ fn serve(opts: &Opts, server: Server) -> Result<(), Error> {
             port_max: opts
                 .port_min
                 .saturating_add((opts.streams * 4 + 2000).min(60000) as u16),
+            kernel_forwarding: matches!(server, Server::Relay { kernel: true }),
         });
+        if matches!(server, Server::Relay { kernel: true }) && !relay.kernel_forwarding() {
+            return Err("kernel forwarding is unavailable (root and nft needed)".into());
+        }
         for _ in 0..opts.streams {
             let (a, b) = match server {
-                Server::Relay => {
+                Server::Relay { .. } => {
                     let s = relay.open()?;
                     let ports = (s.rtp_port(Side::A), s.rtp_port(Side::B));
                     keep.push(s);
                     ports
                 }
                 Server::Echo => echo_pair().await?,
+                Server::Direct => (0, 0),
             };
             lines.push_str(&format!("{a} {b}\n"));
         }
@@ -196,14 +220,16 @@ fn serve(opts: &Opts, server: Server) -> Result<(), Error> {
         fs::write(&tmp, lines)?;
         fs::rename(&tmp, &opts.ports_file)?;
         tokio::signal::ctrl_c().await?;
-        if let Server::Relay = server {
+        if let Server::Relay { .. } = server {
             let st = relay.stats();
             eprintln!(
-                "relay: {} streams, {} packets relayed, {} dropped",
+                "relay: {} streams, {} packets relayed, {} dropped, {} directions in the kernel",
                 st.streams.load(Ordering::Relaxed),
                 st.packets_relayed.load(Ordering::Relaxed),
-                st.packets_dropped.load(Ordering::Relaxed)
+                st.packets_dropped.load(Ordering::Relaxed),
+                st.streams_in_kernel.load(Ordering::Relaxed)
             );
+            relay.shutdown();
         }
         Ok::<_, Error>(())
     })
@@ -285,16 +311,22 @@ struct Flow {
 fn load(opts: &Opts) -> Result<(), Error> {
     let ports = read_ports(&opts.ports_file, opts.streams)?;
     let sockets = [generator_socket()?, generator_socket()?];
+    // Port 0 (the `direct` server): straight to the other generator socket.
+    let own = [
+        sockets[A].local_addr()?.port(),
+        sockets[B].local_addr()?.port(),
+    ];
+    let target = |port: u16, to: usize| localhost(if port == 0 { own[to] } else { port });
     let mut flows: Vec<Flow> = Vec::new();
     for &(a, b) in &ports {
         flows.push(Flow {
             from: A,
-            to: localhost(a),
+            to: target(a, B),
         });
         if opts.both {
             flows.push(Flow {
                 from: B,
-                to: localhost(b),
+                to: target(b, A),
             });
         }
     }
@@ -303,7 +335,7 @@ fn load(opts: &Opts) -> Result<(), Error> {
     let mut priming = [0u8; PACKET];
     write_packet(&mut priming, PRIMING, 0, 0);
     for _ in 0..2 {
-        for &(_, b) in &ports {
+        for &(_, b) in ports.iter().filter(|(_, b)| *b != 0) {
             let _ = sockets[B].send_to(&priming, (LOCALHOST, b));
         }
         thread::sleep(Duration::from_millis(100));
@@ -325,7 +357,22 @@ fn load(opts: &Opts) -> Result<(), Error> {
             Ok(thread::spawn(move || receive(s, base, window_ns, rx_end)))
         })
         .collect::<Result<Vec<_>, io::Error>>()?;
-    let sender = thread::spawn(move || send(sockets, flows, base, start, window));
+    // Sender threads share the two sockets (so each relay port still sees
+    // one source) and take every K-th flow.
+    let senders = (0..opts.senders)
+        .map(|i| {
+            let mine: Vec<Flow> = flows
+                .iter()
+                .skip(i)
+                .step_by(opts.senders)
+                .copied()
+                .collect();
+            let socks = [sockets[A].try_clone()?, sockets[B].try_clone()?];
+            Ok(thread::spawn(move || {
+                send(socks, mine, base, start, window)
+            }))
+        })
+        .collect::<Result<Vec<_>, io::Error>>()?;
 
     // Who used the CPU during the window.
     sleep_until(window.0);
@@ -333,7 +380,17 @@ fn load(opts: &Opts) -> Result<(), Error> {
     sleep_until(window.1);
     let after = Usage::sample(opts.server_pid);
 
-    let sent = sender.join().map_err(|_| "sender panicked")??;
+    let mut sent = Sent {
+        in_window: 0,
+        late: 0,
+        errors: 0,
+    };
+    for s in senders {
+        let s = s.join().map_err(|_| "sender panicked")??;
+        sent.in_window += s.in_window;
+        sent.late += s.late;
+        sent.errors += s.errors;
+    }
     let mut got = Received::new()?;
     for r in receivers {
         let r = r.join().map_err(|_| "receiver panicked")??;

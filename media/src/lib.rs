@@ -4,6 +4,7 @@
 //! `README.md`).
 #![forbid(unsafe_code)]
 
+mod kernel;
 pub mod ports;
 pub mod relay;
 pub mod stun;

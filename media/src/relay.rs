@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
+use crate::kernel::{Kernel, Op};
 use crate::ports::PortPool;
 
 /// Which side of a call a port faces: `A` the caller, `B` the callee.
@@ -48,6 +49,10 @@ pub struct RelayConfig {
     pub bind: IpAddr,
     pub port_min: u16,
     pub port_max: u16,
+    /// Hand settled plain RTP streams to the kernel (nftables; see the
+    /// `kernel` module). Falls back to the relay's sockets, with a
+    /// warning, when the kernel cannot take them.
+    pub kernel_forwarding: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,9 @@ pub struct RelayStats {
     /// Packets with nowhere to go yet (the other side has not been heard
     /// from and announced no address) or that could not be sent.
     pub packets_dropped: AtomicU64,
+    /// Stream directions (one relay port each) the kernel forwards; their
+    /// packets are not in `packets_relayed`.
+    pub streams_in_kernel: AtomicUsize,
 }
 
 /// How long a released pair rests, still bound, before another call gets
@@ -91,6 +99,7 @@ struct RelayInner {
     resting: Mutex<VecDeque<Resting>>,
     reuse_after: Duration,
     stats: Arc<RelayStats>,
+    kernel: Option<Arc<Kernel>>,
 }
 
 struct Resting {
@@ -119,14 +128,38 @@ impl Relay {
 
     fn with_reuse_after(config: RelayConfig, reuse_after: Duration) -> Relay {
         let pool = PortPool::new(config.port_min, config.port_max);
+        let stats = Arc::new(RelayStats::default());
+        let kernel = config.kernel_forwarding.then(|| {
+            Kernel::start(config.bind, config.port_min, config.port_max, stats.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "kernel forwarding unavailable: the relay carries every packet");
+                })
+                .ok()
+                .map(Arc::new)
+        });
         Relay {
             inner: Arc::new(RelayInner {
                 config,
                 pool: Mutex::new(pool),
                 resting: Mutex::new(VecDeque::new()),
                 reuse_after,
-                stats: Arc::new(RelayStats::default()),
+                stats,
+                kernel: kernel.flatten(),
             }),
+        }
+    }
+
+    /// Whether settled streams are being handed to the kernel.
+    pub fn kernel_forwarding(&self) -> bool {
+        self.inner.kernel.is_some()
+    }
+
+    /// Takes back from the kernel every stream it carries and removes the
+    /// relay's nftables table (at exit: the table would outlive the
+    /// process).
+    pub fn shutdown(&self) {
+        if let Some(kernel) = &self.inner.kernel {
+            kernel.shutdown();
         }
     }
 
@@ -149,7 +182,11 @@ impl Relay {
                 return Err(e);
             }
         };
-        let shared = Arc::new(Shared::new(self.inner.stats.clone()));
+        let shared = Arc::new(Shared::new(
+            self.inner.stats.clone(),
+            self.inner.kernel.clone(),
+            [a.port, b.port],
+        ));
         let mut tasks = Vec::with_capacity(4);
         for component in 0..2 {
             for (side, mine, theirs) in [(Side::A, &a, &b), (Side::B, &b, &a)] {
@@ -271,7 +308,7 @@ fn bind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -315,6 +352,20 @@ struct Peer {
     /// Sources of this side that passed a connectivity check: with ICE on
     /// both sides, only these may send media through the relay.
     verified: VecDeque<SocketAddr>,
+    /// Packets from `latched` since it was latched.
+    settled: u32,
+}
+
+/// One component's kernel forwarding, both directions under one lock so
+/// that a side moving and the other side being handed over cannot cross.
+#[derive(Default)]
+struct Handover {
+    /// Each side's latest source as seen here.
+    latest: [Option<SocketAddr>; 2],
+    /// What the kernel forwards for packets from each side: from, to.
+    in_kernel: [Option<(SocketAddrV4, SocketAddrV4)>; 2],
+    /// The stream is gone: nothing more is handed over.
+    closed: bool,
 }
 
 /// ICE short-term credentials as an SDP gives them.
@@ -328,9 +379,19 @@ pub struct IceCredentials {
 /// and NAT mappings).
 const VERIFIED_SOURCES: usize = 8;
 
-struct Shared {
+/// Packets from one latched source before its direction is handed to the
+/// kernel (a second of 20 ms audio): short calls and streams still moving
+/// (ICE, re-INVITEs) stay in user space.
+const SETTLED_AFTER: u32 = 50;
+
+pub(crate) struct Shared {
     /// By side, then component (0 RTP, 1 RTCP).
     peers: [[Mutex<Peer>; 2]; 2],
+    /// The RTP port facing each side.
+    ports: [u16; 2],
+    kernel: Option<Arc<Kernel>>,
+    /// By component.
+    handover: [Mutex<Handover>; 2],
     born: Instant,
     /// Milliseconds after `born` of the latest packet, for silence detection.
     last_packet_ms: AtomicU64,
@@ -340,9 +401,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(stats: Arc<RelayStats>) -> Shared {
+    fn new(stats: Arc<RelayStats>, kernel: Option<Arc<Kernel>>, ports: [u16; 2]) -> Shared {
         Shared {
             peers: Default::default(),
+            ports,
+            kernel,
+            handover: Default::default(),
             born: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
             ice: AtomicBool::new(false),
@@ -364,7 +428,7 @@ impl Shared {
     /// or re-latch: a stranger who guesses a relay port can neither inject
     /// nor divert a call's media.
     fn route(
-        &self,
+        self: &Arc<Self>,
         side: Side,
         component: usize,
         src: SocketAddr,
@@ -380,8 +444,9 @@ impl Shared {
         } else {
             None
         };
-        {
+        let settled = {
             let mut me = self.peer(side, component);
+            let before = me.latched;
             let checked = me.ice.is_some() && their_ice.is_some();
             match (&stun, &their_ice) {
                 (Some(StunKind::Request(id)), Some(theirs)) if checked => {
@@ -410,14 +475,104 @@ impl Shared {
                 }
                 _ => me.latched = Some(src),
             }
-        }
+            if me.latched != before {
+                me.settled = 0;
+            }
+            me.settled = me.settled.saturating_add(1);
+            me.settled
+        };
         self.last_packet_ms.store(ms, Ordering::Relaxed);
-        let mut other = self.peer(side.other(), component);
-        if let Some(StunKind::Response(id)) = stun {
-            let pos = other.pending.iter().position(|(t, _)| *t == id)?;
-            return other.pending.remove(pos).map(|(_, asked)| asked);
+        let dest = {
+            let mut other = self.peer(side.other(), component);
+            if let Some(StunKind::Response(id)) = stun {
+                let pos = other.pending.iter().position(|(t, _)| *t == id)?;
+                return other.pending.remove(pos).map(|(_, asked)| asked);
+            }
+            other.latched.or(other.announced)
+        };
+        if let Some(kernel) = &self.kernel
+            && stun.is_none()
+            && !self.ice.load(Ordering::Relaxed)
+        {
+            return self.hand_over(kernel, side, component, src, dest, settled);
         }
-        other.latched.or(other.announced)
+        dest
+    }
+
+    /// Keeps the kernel's entries for a plain stream in step with a packet
+    /// the relay got from `src` (so the kernel did not take it): the other
+    /// direction follows `src`, and this direction is handed over once its
+    /// source has settled. Returns where the packet goes.
+    fn hand_over(
+        self: &Arc<Self>,
+        kernel: &Kernel,
+        side: Side,
+        component: usize,
+        src: SocketAddr,
+        dest: Option<SocketAddr>,
+        settled: u32,
+    ) -> Option<SocketAddr> {
+        let mut h = lock(&self.handover[component]);
+        let (me, them) = (side.index(), side.other().index());
+        h.latest[me] = Some(src);
+        let dest = h.latest[them].or(dest);
+        if h.closed {
+            return dest;
+        }
+        let port = |i: usize| self.ports[i] + component as u16;
+        let set = |h: &mut Handover, i: usize, from: SocketAddrV4, to: SocketAddr| {
+            h.in_kernel[i] = None;
+            if let SocketAddr::V4(to) = to
+                && kernel.reaches(SocketAddr::V4(to))
+            {
+                h.in_kernel[i] = Some((from, to));
+                kernel.send(Op::Set {
+                    port: port(i),
+                    from,
+                    to,
+                    out_port: port(1 - i),
+                    stream: Arc::downgrade(self),
+                });
+            } else {
+                kernel.send(Op::Clear { port: port(i) });
+            }
+        };
+        // The other side's packets, if the kernel carries them, follow
+        // this side to where it now sends from.
+        if let Some((from, to)) = h.in_kernel[them]
+            && SocketAddr::V4(to) != src
+        {
+            set(&mut h, them, from, src);
+        }
+        if let (SocketAddr::V4(from), Some(to)) = (src, dest)
+            && settled >= SETTLED_AFTER
+            && h.in_kernel[me].is_none_or(|(f, t)| f != from || SocketAddr::V4(t) != to)
+        {
+            set(&mut h, me, from, to);
+        }
+        dest
+    }
+
+    /// The kernel carried packets of this stream lately.
+    pub(crate) fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_packet_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Takes the stream's directions back from the kernel for good.
+    fn leave_kernel(&self) {
+        let Some(kernel) = &self.kernel else { return };
+        for (component, handover) in self.handover.iter().enumerate() {
+            let mut h = lock(handover);
+            h.closed = true;
+            for (i, entry) in h.in_kernel.iter_mut().enumerate() {
+                if entry.take().is_some() {
+                    kernel.send(Op::Clear {
+                        port: self.ports[i] + component as u16,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -552,6 +707,7 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        self.shared.leave_kernel();
         for t in &self.tasks {
             t.abort();
         }
@@ -586,6 +742,7 @@ mod tests {
             bind: IpAddr::from([127, 0, 0, 1]),
             port_min: min,
             port_max: max,
+            kernel_forwarding: false,
         })
     }
 
@@ -759,6 +916,7 @@ mod tests {
             bind: IpAddr::from([127, 0, 0, 1]),
             port_min: 41500,
             port_max: 41599,
+            kernel_forwarding: false,
         };
         let relay = Relay::with_reuse_after(config, Duration::from_millis(200));
         let first = relay.open().unwrap();
@@ -804,5 +962,94 @@ mod tests {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(stream.idle() < Duration::from_millis(100));
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..100 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what} did not happen within 5 s");
+    }
+
+    /// Needs root and nft (CI has both): the kernel forwarding of a settled
+    /// stream, from hand-over to hand-back.
+    #[tokio::test]
+    async fn a_settled_plain_stream_is_forwarded_by_the_kernel_until_it_closes() {
+        let relay = Relay::new(RelayConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port_min: 41600,
+            port_max: 41699,
+            kernel_forwarding: true,
+        });
+        assert!(
+            relay.kernel_forwarding(),
+            "kernel forwarding needs root and nft (scripts/setup.sh)"
+        );
+        let table = "softswitch_relay_127_0_0_1_41600";
+        let stream = relay.open().unwrap();
+        let (a, b, stranger) = (socket().await, socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        let stats = relay.stats();
+        b.send_to(&rtp(0), relay_b).await.unwrap();
+        let _ = recv_nothing_within(&a, 100).await;
+        for seq in 1..=SETTLED_AFTER as u8 {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            assert_eq!(recv(&b).await, (rtp(seq), relay_b));
+        }
+        until("the hand-over", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let in_user_space = stats.packets_relayed.load(Ordering::Relaxed);
+        // Byte for byte, from the relay's B port, without the relay's sockets.
+        for seq in 100..120 {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            assert_eq!(recv(&b).await, (rtp(seq), relay_b));
+        }
+        assert_eq!(stats.packets_relayed.load(Ordering::Relaxed), in_user_space);
+        // The kernel's packets keep the stream alive for the silence timeout.
+        for seq in 120..200 {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            assert_eq!(recv(&b).await.0, rtp(seq));
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        // (Without the kernel's word it would be idle for the whole 4.8 s.)
+        assert!(
+            stream.idle() < Duration::from_millis(3500),
+            "idle {:?}",
+            stream.idle()
+        );
+        // Another source is not the kernel's: the relay re-latches A to it,
+        // and B's packets follow A at once, wherever they are carried.
+        stranger.send_to(&rtp(210), relay_a).await.unwrap();
+        assert_eq!(recv(&b).await, (rtp(210), relay_b));
+        b.send_to(&rtp(211), relay_b).await.unwrap();
+        assert_eq!(recv(&stranger).await, (rtp(211), relay_a));
+        // Closed: the kernel forgets the stream; A's packets go nowhere.
+        drop(stream);
+        until("the hand-back", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        a.send_to(&rtp(250), relay_a).await.unwrap();
+        assert!(recv_nothing_within(&b, 300).await);
+        relay.shutdown();
+        let listed = std::process::Command::new("nft")
+            .args(["list", "table", "ip", table])
+            .output()
+            .unwrap();
+        assert!(!listed.status.success(), "the table outlived the relay");
+    }
+
+    /// True when nothing arrives within `ms`.
+    async fn recv_nothing_within(s: &UdpSocket, ms: u64) -> bool {
+        let mut buf = [0u8; 2048];
+        tokio::time::timeout(Duration::from_millis(ms), s.recv_from(&mut buf))
+            .await
+            .is_err()
     }
 }

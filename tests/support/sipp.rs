@@ -81,6 +81,24 @@ impl Switch {
         self.running = Some(running);
     }
 
+    /// Stops the switch as a service manager does (SIGTERM) and waits for
+    /// it to exit (killed after 10 s).
+    pub fn terminate(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &r.child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if matches!(r.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+
     /// Kills the switch without warning (SIGKILL), as a crash would.
     pub fn crash(&mut self) {
         if let Some(mut r) = self.running.take() {

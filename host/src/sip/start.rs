@@ -173,6 +173,9 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
                 metrics
                     .media_ports_in_use
                     .set(stats.ports_in_use.load(Ordering::Relaxed) as i64);
+                metrics
+                    .media_kernel_entries
+                    .set(stats.streams_in_kernel.load(Ordering::Relaxed) as i64);
                 for (counter, value) in [
                     (&metrics.media_packets_relayed, &stats.packets_relayed),
                     (&metrics.media_packets_dropped, &stats.packets_dropped),

@@ -90,6 +90,7 @@ impl CallSettings {
                 bind: m.bind,
                 port_min: m.port_min,
                 port_max: m.port_max,
+                kernel_forwarding: m.kernel_forwarding,
             }),
             advertised: m.advertised.unwrap_or(m.bind),
             silence: Duration::from_secs(m.silence_secs),
