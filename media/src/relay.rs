@@ -559,12 +559,14 @@ impl Shared {
         self.last_packet_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Takes the stream's directions back from the kernel for good.
-    fn leave_kernel(&self) {
+    /// Takes the stream's directions back from the kernel: for good when
+    /// `closed`, else until they settle again (ICE appeared: the relay must
+    /// check every source again).
+    fn take_back(&self, closed: bool) {
         let Some(kernel) = &self.kernel else { return };
         for (component, handover) in self.handover.iter().enumerate() {
             let mut h = lock(handover);
-            h.closed = true;
+            h.closed |= closed;
             for (i, entry) in h.in_kernel.iter_mut().enumerate() {
                 if entry.take().is_some() {
                     kernel.send(Op::Clear {
@@ -684,6 +686,7 @@ impl Stream {
     pub fn set_ice(&self, side: Side, credentials: IceCredentials) {
         let credentials = Arc::new(credentials);
         self.shared.ice.store(true, Ordering::Relaxed);
+        self.shared.take_back(false);
         for component in 0..2 {
             let mut peer = self.shared.peer(side, component);
             if peer.ice.as_deref() != Some(&*credentials) {
@@ -707,7 +710,7 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.shared.leave_kernel();
+        self.shared.take_back(true);
         for t in &self.tasks {
             t.abort();
         }
@@ -1043,6 +1046,49 @@ mod tests {
             .output()
             .unwrap();
         assert!(!listed.status.success(), "the table outlived the relay");
+    }
+
+    /// ICE showing up (a re-INVITE) takes a stream back from the kernel:
+    /// every source must pass checks again, which only the relay can do.
+    #[tokio::test]
+    async fn ice_takes_a_stream_back_from_the_kernel() {
+        let relay = Relay::new(RelayConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port_min: 41700,
+            port_max: 41799,
+            kernel_forwarding: true,
+        });
+        assert!(relay.kernel_forwarding(), "needs root and nft");
+        let stream = relay.open().unwrap();
+        let (a, b) = (socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        let stats = relay.stats();
+        b.send_to(&rtp(0), relay_b).await.unwrap();
+        let _ = recv_nothing_within(&a, 100).await;
+        for seq in 1..=SETTLED_AFTER as u8 {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            recv(&b).await;
+        }
+        until("the hand-over", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        stream.set_ice(
+            Side::A,
+            IceCredentials {
+                ufrag: "aaaa".into(),
+                pwd: "aaaaaaaaaaaaaaaaaaaaaa".into(),
+            },
+        );
+        until("the take-back", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        let relayed = stats.packets_relayed.load(Ordering::Relaxed);
+        a.send_to(&rtp(99), relay_a).await.unwrap();
+        assert_eq!(recv(&b).await, (rtp(99), relay_b));
+        assert_eq!(stats.packets_relayed.load(Ordering::Relaxed), relayed + 1);
     }
 
     /// True when nothing arrives within `ms`.
