@@ -27,7 +27,7 @@
 //! otherwise only streams between local addresses are handed over. IPv4
 //! only, and only with a specific bind address (the rewritten source).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{Command, Stdio};
@@ -49,10 +49,21 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// (keeping `nft` to about a fifth of a core under churn) up to this. A
 /// released pair rests for seconds before reuse, well beyond.
 const BATCH_WAIT_MAX: Duration = Duration::from_millis(500);
-/// How often the kernel is asked which entries carried packets.
-const POLL: Duration = Duration::from_secs(2);
-/// An entry counts as alive while it carried a packet within this time.
-const SEEN_FOR: Duration = Duration::from_secs(4);
+/// How often the kernel is asked which entries carried packets: the
+/// silence timeout sees the kernel's packets this late at worst.
+const POLL: Duration = if cfg!(test) {
+    Duration::from_millis(500)
+} else {
+    Duration::from_secs(5)
+};
+/// An entry is in the `seen` set from its first packet for this long (then
+/// again from the next packet), so a poll sees every entry that carried a
+/// packet since the last poll.
+const SEEN_FOR: Duration = if cfg!(test) {
+    Duration::from_secs(1)
+} else {
+    Duration::from_secs(6)
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -82,6 +93,9 @@ pub(crate) enum Op {
 /// The relay's handle on its nftables table.
 pub(crate) struct Kernel {
     ops: Mutex<Option<Sender<Op>>>,
+    /// Relay ports whose entry is being deleted: not handed to another
+    /// call until the kernel has let go of them.
+    clearing: Arc<Mutex<HashSet<u16>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Peers on other hosts can be handed over (`ip_forward` is on).
     forwards: bool,
@@ -113,7 +127,9 @@ impl Kernel {
         let forwards =
             std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
         let (tx, rx) = mpsc::channel();
+        let clearing = Arc::new(Mutex::new(HashSet::new()));
         let keeper = Keeper {
+            clearing: clearing.clone(),
             table,
             bind,
             ruleset,
@@ -127,6 +143,7 @@ impl Kernel {
             .map_err(KernelError::Spawn)?;
         Ok(Kernel {
             ops: Mutex::new(Some(tx)),
+            clearing,
             thread: Mutex::new(Some(thread)),
             forwards,
             bind,
@@ -142,10 +159,19 @@ impl Kernel {
     }
 
     pub(crate) fn send(&self, op: Op) {
+        if let Op::Clear { port } = op {
+            crate::relay::lock(&self.clearing).insert(port);
+        }
         if let Some(tx) = &*crate::relay::lock(&self.ops) {
             // The thread only stops at shutdown: a change after it is moot.
             let _ = tx.send(op);
         }
+    }
+
+    /// Whether the kernel may still forward packets arriving on `port`
+    /// for a stream that is gone.
+    pub(crate) fn clearing(&self, port: u16) -> bool {
+        crate::relay::lock(&self.clearing).contains(&port)
     }
 
     /// Deletes the table and stops the thread; packets go to the relay's
@@ -223,10 +249,7 @@ fn add_entry(
     let m = mark(port);
     let (to_ip, to_port) = (to.ip(), to.port());
     let key = format!("{port} . {} . {}", from.ip(), from.port());
-    let seen = format!(
-        "update @seen {{ udp dport timeout {}s }}",
-        SEEN_FOR.as_secs()
-    );
+    let seen = format!("add @seen {{ udp dport timeout {}s }}", SEEN_FOR.as_secs());
     let dest = format!("ip daddr set {to_ip} udp dport set {to_port}");
     format!(
         "add chain ip {t} a{port}
@@ -255,8 +278,15 @@ delete chain ip {t} s{port}
 
 /// Runs `nft -f -` on `script` (one transaction: all of it or nothing).
 fn nft(script: &str) -> Result<String, KernelError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
+    nft_niced(script, 0)
+}
+
+/// The same at a lower priority (`nice`), for bookkeeping the media must
+/// not wait on. (Not for changes: handing streams over is what relieves a
+/// loaded machine, and a niced run would starve exactly then.)
+fn nft_niced(script: &str, niceness: u8) -> Result<String, KernelError> {
+    let mut child = Command::new("nice")
+        .args(["-n", &niceness.to_string(), "nft", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -290,6 +320,7 @@ struct Installed {
 /// what is in it (a transaction that deletes a missing element fails).
 struct Keeper {
     table: String,
+    clearing: Arc<Mutex<HashSet<u16>>>,
     bind: Ipv4Addr,
     /// The empty table, to start again from after a failure.
     ruleset: String,
@@ -334,16 +365,27 @@ impl Keeper {
 
     fn apply(&mut self, batch: Vec<Op>) {
         if self.failed {
+            // The table is empty: nothing of these ports is left in it.
+            let mut clearing = crate::relay::lock(&self.clearing);
+            for op in batch {
+                if let Op::Clear { port } = op {
+                    clearing.remove(&port);
+                }
+            }
             return;
         }
         let t = &self.table;
         let mut script = String::new();
+        let mut cleared = Vec::new();
         for op in batch {
             let port = match &op {
                 Op::Set { port, .. } | Op::Clear { port } => *port,
             };
             if let Some(old) = self.installed.remove(&port) {
                 script.push_str(&delete_entry(t, port, old.from));
+            }
+            if let Op::Clear { port } = op {
+                cleared.push(port);
             }
             if let Op::Set {
                 port,
@@ -357,10 +399,9 @@ impl Keeper {
                 self.installed.insert(port, Installed { from, stream });
             }
         }
-        if script.is_empty() {
-            return;
-        }
-        if let Err(e) = nft(&script) {
+        if !script.is_empty()
+            && let Err(e) = nft(&script)
+        {
             tracing::error!(table = %t, error = %e, "kernel forwarding failed; the relay carries every packet from now on");
             self.failed = true;
             self.installed.clear();
@@ -368,6 +409,12 @@ impl Keeper {
                 tracing::error!(table = %t, error = %e, "cannot empty the relay's nftables table");
             }
         }
+        // Applied, or the table was emptied: either way the kernel has let go.
+        let mut clearing = crate::relay::lock(&self.clearing);
+        for port in cleared {
+            clearing.remove(&port);
+        }
+        drop(clearing);
         self.stats
             .streams_in_kernel
             .store(self.installed.len(), Ordering::Relaxed);
@@ -381,7 +428,7 @@ impl Keeper {
             return;
         }
         let t = &self.table;
-        let listing = match nft(&format!("list set ip {t} seen\n")) {
+        let listing = match nft_niced(&format!("list set ip {t} seen\n"), 10) {
             Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(table = %t, error = %e, "cannot read the kernel's forwarding state");

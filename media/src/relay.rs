@@ -235,7 +235,12 @@ impl Relay {
         loop {
             let oldest = resting.front()?;
             let age = oldest.since.elapsed();
-            if age < rested {
+            // The kernel must have let go of the last call's packets first.
+            let clearing =
+                self.inner.kernel.as_ref().is_some_and(|k| {
+                    k.clearing(oldest.pair.port) || k.clearing(oldest.pair.port + 1)
+                });
+            if age < rested || clearing {
                 return None;
             }
             let pair = resting.pop_front()?.pair;
