@@ -249,8 +249,9 @@ pub struct MediaConfig {
     pub silence_secs: u64,
     /// Hand plain RTP streams (no ICE) to the kernel once they have settled:
     /// nftables rewrites and forwards their packets, the relay's sockets see
-    /// only what changes. Needs root (CAP_NET_ADMIN), `nft` and an IPv4
-    /// `bind`; peers on other hosts also need `net.ipv4.ip_forward=1`.
+    /// only what changes. Needs root (CAP_NET_ADMIN), `nft` and a specific
+    /// `bind` (not 0.0.0.0 or ::); peers on other hosts also need the host
+    /// to forward (`net.ipv4.ip_forward=1`, or its IPv6 counterpart).
     /// Without them the relay carries everything, with a warning.
     pub kernel_forwarding: bool,
 }

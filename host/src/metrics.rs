@@ -37,6 +37,8 @@ pub struct Metrics {
     pub media_packets_relayed: IntCounter,
     /// Packets the relay had nowhere to send, or failed to send.
     pub media_packets_dropped: IntCounter,
+    /// Stream directions the kernel forwards for the relay (kernel
+    /// forwarding; their packets are not in `media_packets_relayed`).
     pub media_kernel_entries: IntGauge,
     /// STUN Binding requests answered with success.
     pub stun_answered: IntCounter,

@@ -27,12 +27,13 @@
 //!
 //! Needs CAP_NET_ADMIN and the `nft` tool; peers on other hosts also need
 //! `net.ipv4.ip_forward=1` (the packet is forwarded, not sent by a socket),
-//! otherwise only streams between local addresses are handed over. IPv4
-//! only, and only with a specific bind address (the rewritten source).
+//! (`net.ipv6.conf.all.forwarding=1`), otherwise only streams between local
+//! addresses are handed over. IPv4 or IPv6, as the bind address, which must
+//! be a specific one (it is the rewritten source).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -70,7 +71,7 @@ const SEEN_FOR: Duration = if cfg!(test) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("kernel forwarding needs an IPv4 bind address that is not 0.0.0.0")]
+    #[error("kernel forwarding needs a specific bind address (not 0.0.0.0 or ::)")]
     Address,
     #[error("cannot run nft: {0}")]
     Spawn(std::io::Error),
@@ -84,8 +85,8 @@ pub(crate) enum Op {
     /// Packets from `from` arriving on `port` leave from `out_port` to `to`.
     Set {
         port: u16,
-        from: SocketAddrV4,
-        to: SocketAddrV4,
+        from: SocketAddr,
+        to: SocketAddr,
         out_port: u16,
         stream: Weak<Shared>,
     },
@@ -100,9 +101,9 @@ pub(crate) struct Kernel {
     /// call until the kernel has let go of them.
     clearing: Arc<Mutex<HashSet<u16>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Peers on other hosts can be handed over (`ip_forward` is on).
+    /// Peers on other hosts can be handed over (forwarding is on).
     forwards: bool,
-    bind: Ipv4Addr,
+    bind: IpAddr,
 }
 
 impl Kernel {
@@ -114,25 +115,26 @@ impl Kernel {
         port_max: u16,
         stats: Arc<RelayStats>,
     ) -> Result<Kernel, KernelError> {
-        let std::net::IpAddr::V4(bind) = bind else {
-            return Err(KernelError::Address);
-        };
         if bind.is_unspecified() {
             return Err(KernelError::Address);
         }
         // Relays on different addresses may share a port range.
         let table = format!(
             "softswitch_relay_{}_{port_min}",
-            bind.to_string().replace('.', "_")
+            bind.to_string().replace(['.', ':'], "_")
         );
         let ruleset = ruleset(&table, bind, port_min, port_max);
         nft(&ruleset)?;
-        let forwards =
-            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+        let sysctl = match bind {
+            IpAddr::V4(_) => "/proc/sys/net/ipv4/ip_forward",
+            IpAddr::V6(_) => "/proc/sys/net/ipv6/conf/all/forwarding",
+        };
+        let forwards = std::fs::read_to_string(sysctl).is_ok_and(|v| v.trim() == "1");
         let (tx, rx) = mpsc::channel();
         let clearing = Arc::new(Mutex::new(HashSet::new()));
         let keeper = Keeper {
             clearing: clearing.clone(),
+            family: names(bind).0,
             table,
             bind,
             ruleset,
@@ -153,12 +155,13 @@ impl Kernel {
         })
     }
 
-    /// Whether packets toward `to` can be left to the kernel.
-    pub(crate) fn reaches(&self, to: SocketAddr) -> bool {
-        match to {
-            SocketAddr::V4(to) => self.forwards || to.ip().is_loopback() || *to.ip() == self.bind,
-            SocketAddr::V6(_) => false,
-        }
+    /// Whether packets from `from` to `to` can be left to the kernel: the
+    /// relay's address family, and `to` on this host unless it forwards.
+    pub(crate) fn carries(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        let family = self.bind.is_ipv4();
+        from.is_ipv4() == family
+            && to.is_ipv4() == family
+            && (self.forwards || to.ip().is_loopback() || to.ip() == self.bind)
     }
 
     pub(crate) fn send(&self, op: Op) {
@@ -206,19 +209,20 @@ impl Drop for Kernel {
 /// delivered locally; a local source address on an arriving packet would
 /// be dropped as martian), found again by the mark, which is cleared once
 /// the rewrite is complete.
-fn ruleset(table: &str, bind: Ipv4Addr, port_min: u16, port_max: u16) -> String {
-    let key = "udp dport . ip saddr . udp sport";
-    let ours = format!("ip daddr {bind} udp dport {port_min}-{port_max}");
+fn ruleset(table: &str, bind: IpAddr, port_min: u16, port_max: u16) -> String {
+    let (f, addr) = names(bind);
+    let key = format!("udp dport . {f} saddr . udp sport");
+    let ours = format!("{f} daddr {bind} udp dport {port_min}-{port_max}");
     let finish = format!(
-        "meta mark & 0xffff0000 == {MARK_TAG:#x} ip saddr set {bind} \
+        "meta mark & 0xffff0000 == {MARK_TAG:#x} {f} saddr set {bind} \
          udp sport set meta mark map @src_port meta mark set 0"
     );
     format!(
-        "table ip {table} {{}}
-delete table ip {table}
-table ip {table} {{
-  map arrive {{ type inet_service . ipv4_addr . inet_service : verdict; }}
-  map send {{ type inet_service . ipv4_addr . inet_service : verdict; }}
+        "table {f} {table} {{}}
+delete table {f} {table}
+table {f} {table} {{
+  map arrive {{ type inet_service . {addr} . inet_service : verdict; }}
+  map send {{ type inet_service . {addr} . inet_service : verdict; }}
   map src_port {{ type mark : inet_service; }}
   set seen {{ type inet_service; flags dynamic,timeout; size 262144; }}
   chain arrived {{ type filter hook prerouting priority raw; policy accept;
@@ -238,43 +242,53 @@ table ip {table} {{
     )
 }
 
+/// nftables' names for an address family: the table family (also the
+/// header's keyword) and the address type.
+fn names(ip: IpAddr) -> (&'static str, &'static str) {
+    match ip {
+        IpAddr::V4(_) => ("ip", "ipv4_addr"),
+        IpAddr::V6(_) => ("ip6", "ipv6_addr"),
+    }
+}
+
 /// An entry: packets from `from` arriving on `port` leave from `out_port`
 /// to `to`. Its chains are named after the port; each packet puts the port
 /// in the `seen` set for a while, which tells the poll the entry is alive.
 fn add_entry(
     t: &str,
-    bind: Ipv4Addr,
+    bind: IpAddr,
     port: u16,
-    from: SocketAddrV4,
-    to: SocketAddrV4,
+    from: SocketAddr,
+    to: SocketAddr,
     out_port: u16,
 ) -> String {
+    let f = names(bind).0;
     let m = mark(port);
     let (to_ip, to_port) = (to.ip(), to.port());
     let key = format!("{port} . {} . {}", from.ip(), from.port());
     let seen = format!("add @seen {{ udp dport timeout {}s }}", SEEN_FOR.as_secs());
-    let dest = format!("ip daddr set {to_ip} udp dport set {to_port}");
+    let dest = format!("{f} daddr set {to_ip} udp dport set {to_port}");
     format!(
-        "add chain ip {t} a{port}
-add rule ip {t} a{port} {seen} {dest} meta mark set {m:#x} notrack
-add chain ip {t} s{port}
-add rule ip {t} s{port} {seen} ip saddr set {bind} udp sport set {out_port} {dest} notrack
-add element ip {t} src_port {{ {m:#x} : {out_port} }}
-add element ip {t} arrive {{ {key} : goto a{port} }}
-add element ip {t} send {{ {key} : goto s{port} }}
+        "add chain {f} {t} a{port}
+add rule {f} {t} a{port} {seen} {dest} meta mark set {m:#x} notrack
+add chain {f} {t} s{port}
+add rule {f} {t} s{port} {seen} {f} saddr set {bind} udp sport set {out_port} {dest} notrack
+add element {f} {t} src_port {{ {m:#x} : {out_port} }}
+add element {f} {t} arrive {{ {key} : goto a{port} }}
+add element {f} {t} send {{ {key} : goto s{port} }}
 "
     )
 }
 
-fn delete_entry(t: &str, port: u16, from: SocketAddrV4) -> String {
+fn delete_entry(t: &str, f: &str, port: u16, from: SocketAddr) -> String {
     let m = mark(port);
     let key = format!("{port} . {} . {}", from.ip(), from.port());
     format!(
-        "delete element ip {t} arrive {{ {key} }}
-delete element ip {t} send {{ {key} }}
-delete element ip {t} src_port {{ {m:#x} }}
-delete chain ip {t} a{port}
-delete chain ip {t} s{port}
+        "delete element {f} {t} arrive {{ {key} }}
+delete element {f} {t} send {{ {key} }}
+delete element {f} {t} src_port {{ {m:#x} }}
+delete chain {f} {t} a{port}
+delete chain {f} {t} s{port}
 "
     )
 }
@@ -315,7 +329,7 @@ fn mark(port: u16) -> u32 {
 
 /// What one relay port has in the kernel.
 struct Installed {
-    from: SocketAddrV4,
+    from: SocketAddr,
     stream: Weak<Shared>,
 }
 
@@ -323,8 +337,10 @@ struct Installed {
 /// what is in it (a transaction that deletes a missing element fails).
 struct Keeper {
     table: String,
+    /// `ip` or `ip6`.
+    family: &'static str,
     clearing: Arc<Mutex<HashSet<u16>>>,
-    bind: Ipv4Addr,
+    bind: IpAddr,
     /// The empty table, to start again from after a failure.
     ruleset: String,
     installed: HashMap<u16, Installed>,
@@ -361,7 +377,7 @@ impl Keeper {
                 next_poll = Instant::now() + POLL;
             }
         }
-        if let Err(e) = nft(&format!("delete table ip {}\n", self.table)) {
+        if let Err(e) = nft(&format!("delete table {} {}\n", self.family, self.table)) {
             tracing::warn!(table = %self.table, error = %e, "cannot delete the relay's nftables table");
         }
     }
@@ -385,7 +401,7 @@ impl Keeper {
                 Op::Set { port, .. } | Op::Clear { port } => *port,
             };
             if let Some(old) = self.installed.remove(&port) {
-                script.push_str(&delete_entry(t, port, old.from));
+                script.push_str(&delete_entry(t, self.family, port, old.from));
             }
             if let Op::Clear { port } = op {
                 cleared.push(port);
@@ -431,7 +447,8 @@ impl Keeper {
             return;
         }
         let t = &self.table;
-        let listing = match nft_niced(&format!("list set ip {t} seen\n"), 10) {
+        let f = self.family;
+        let listing = match nft_niced(&format!("list set {f} {t} seen\n"), 10) {
             Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(table = %t, error = %e, "cannot read the kernel's forwarding state");
@@ -462,6 +479,7 @@ fn seen_ports(listing: &str) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     #[test]
     fn the_ports_seen_are_read_from_an_nft_listing() {
@@ -482,10 +500,10 @@ mod tests {
 
     #[test]
     fn an_entry_is_deleted_with_everything_it_added() {
-        let from = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 7), 4000);
-        let to = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5000);
-        let added = add_entry("t", Ipv4Addr::new(10, 0, 0, 1), 20000, from, to, 20002);
-        let deleted = delete_entry("t", 20000, from);
+        let from = SocketAddr::from(([192, 0, 2, 7], 4000));
+        let to = SocketAddr::from(([198, 51, 100, 9], 5000));
+        let added = add_entry("t", [10, 0, 0, 1].into(), 20000, from, to, 20002);
+        let deleted = delete_entry("t", "ip", 20000, from);
         let objects = |script: &str, verb: &str| -> Vec<String> {
             let mut o: Vec<String> = script
                 .lines()
@@ -510,7 +528,7 @@ mod tests {
 
     #[test]
     fn the_ruleset_only_takes_packets_for_the_relays_own_ports() {
-        let rules = ruleset("t", Ipv4Addr::new(10, 0, 0, 1), 20000, 29999);
+        let rules = ruleset("t", [10, 0, 0, 1].into(), 20000, 29999);
         assert_eq!(
             rules
                 .matches(
@@ -520,6 +538,11 @@ mod tests {
             2
         );
         assert!(rules.starts_with("table ip t {}\ndelete table ip t\n"));
+        let v6 = ruleset("t", Ipv6Addr::LOCALHOST.into(), 20000, 29999);
+        assert!(v6.contains(
+            "ip6 daddr ::1 udp dport 20000-29999 udp dport . ip6 saddr . udp sport vmap"
+        ));
+        assert!(v6.contains("type inet_service . ipv6_addr . inet_service : verdict"));
     }
 
     /// Network namespaces made for one test, deleted (with their links) on drop.
@@ -611,14 +634,14 @@ mod tests {
         }
         sh(Some(&r), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
 
-        let bind = Ipv4Addr::new(10, 201, 1, 1);
-        let phone_a = |port| SocketAddrV4::new(Ipv4Addr::new(10, 201, 1, 2), port);
+        let bind = IpAddr::from([10, 201, 1, 1]);
+        let phone_a = |port| SocketAddr::from(([10, 201, 1, 2], port));
         let mut script = ruleset("relay", bind, 30000, 30099);
         // Forwarded: A's packets to relay port 30000 go to B's phone.
-        let to_b = SocketAddrV4::new(Ipv4Addr::new(10, 201, 2, 2), 5000);
+        let to_b = SocketAddr::from(([10, 201, 2, 2], 5000));
         script += &add_entry("relay", bind, 30000, phone_a(4000), to_b, 30002);
         // Delivered: to a program on the relay's host, on its other address.
-        let local = SocketAddrV4::new(Ipv4Addr::new(10, 201, 2, 1), 6000);
+        let local = SocketAddr::from(([10, 201, 2, 1], 6000));
         script += &add_entry("relay", bind, 30004, phone_a(4001), local, 30006);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &r, "nft", "-f", "-"])

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -368,7 +368,7 @@ struct Handover {
     /// Each side's latest source as seen here.
     latest: [Option<SocketAddr>; 2],
     /// What the kernel forwards for packets from each side: from, to.
-    in_kernel: [Option<(SocketAddrV4, SocketAddrV4)>; 2],
+    in_kernel: [Option<(SocketAddr, SocketAddr)>; 2],
     /// The stream is gone: nothing more is handed over.
     closed: bool,
 }
@@ -525,11 +525,9 @@ impl Shared {
             return dest;
         }
         let port = |i: usize| self.ports[i] + component as u16;
-        let set = |h: &mut Handover, i: usize, from: SocketAddrV4, to: SocketAddr| {
+        let set = |h: &mut Handover, i: usize, from: SocketAddr, to: SocketAddr| {
             h.in_kernel[i] = None;
-            if let SocketAddr::V4(to) = to
-                && kernel.reaches(SocketAddr::V4(to))
-            {
+            if kernel.carries(from, to) {
                 h.in_kernel[i] = Some((from, to));
                 kernel.send(Op::Set {
                     port: port(i),
@@ -545,15 +543,15 @@ impl Shared {
         // The other side's packets, if the kernel carries them, follow
         // this side to where it now sends from.
         if let Some((from, to)) = h.in_kernel[them]
-            && SocketAddr::V4(to) != src
+            && to != src
         {
             set(&mut h, them, from, src);
         }
-        if let (SocketAddr::V4(from), Some(to)) = (src, dest)
+        if let Some(to) = dest
             && settled >= SETTLED_AFTER
-            && h.in_kernel[me].is_none_or(|(f, t)| f != from || SocketAddr::V4(t) != to)
+            && h.in_kernel[me] != Some((src, to))
         {
-            set(&mut h, me, from, to);
+            set(&mut h, me, src, to);
         }
         dest
     }
@@ -1051,6 +1049,46 @@ mod tests {
             .output()
             .unwrap();
         assert!(!listed.status.success(), "the table outlived the relay");
+    }
+
+    /// The same over IPv6 (an `ip6` table).
+    #[tokio::test]
+    async fn ipv6_streams_are_forwarded_by_the_kernel_too() {
+        let relay = Relay::new(RelayConfig {
+            bind: IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            port_min: 41800,
+            port_max: 41899,
+            kernel_forwarding: true,
+        });
+        assert!(relay.kernel_forwarding(), "needs root and nft");
+        let stream = relay.open().unwrap();
+        let v6 = || UdpSocket::bind("[::1]:0");
+        let (a, b) = (v6().await.unwrap(), v6().await.unwrap());
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        let stats = relay.stats();
+        b.send_to(&rtp(0), relay_b).await.unwrap();
+        let _ = recv_nothing_within(&a, 100).await;
+        for seq in 1..=SETTLED_AFTER as u8 {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            recv(&b).await;
+        }
+        until("the hand-over", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let relayed = stats.packets_relayed.load(Ordering::Relaxed);
+        for seq in 100..110 {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            assert_eq!(recv(&b).await, (rtp(seq), relay_b));
+        }
+        assert_eq!(stats.packets_relayed.load(Ordering::Relaxed), relayed);
+        drop(stream);
+        until("the hand-back", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        relay.shutdown();
     }
 
     /// ICE showing up (a re-INVITE) takes a stream back from the kernel:
