@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
 # The media relay under load: concurrent 20 ms G.711 streams (172-byte RTP
-# packets, 50/s each) relayed on loopback, against a plain UDP forwarder of the
-# same shape (the ceiling) measured in the same run. For each N the echo runs
-# first, then the real media::Relay, each in its own process (multi-thread
-# tokio runtime), driven by one generator process (media/examples/relay_bench.rs:
-# two unconnected sockets, one facing all relay A ports and one all B ports,
-# sendmmsg paced every 250 us, recvmmsg on a blocking thread; Linux only).
+# packets, 50/s each) relayed on loopback. For each N, each server of KINDS
+# in turn, each in its own process (media/examples/relay_bench.rs), driven by
+# one generator process (two unconnected sockets, one facing all relay A
+# ports and one all B ports, sendmmsg paced every 250 us from SENDERS
+# threads, recvmmsg on a blocking thread; Linux only):
+#   direct        no relay: the generator sends straight to its own receiving
+#                 socket (the floor; added latency is read against it)
+#   echo          a plain tokio UDP forwarder of the relay's shape (the
+#                 ceiling of a user-space relay)
+#   relay         media::Relay, user space
+#   relay-kernel  media::Relay with kernel forwarding (nftables; root)
 # A stream is one-way, A->B; DIRECTION=both makes each relay stream carry
 # B->A too, counted as two streams.
-# Prints per N: packets/s offered and received, loss, one-way latency p50/p99
+# Prints per N and server: packets/s received, loss, one-way latency p50/p99
 # (µs), CPU of the server, of the generator and of everything else (% of one
-# core), then the highest N with < 0.1 % loss for each, the ratio relay/echo,
-# and the added latency (relay minus echo at the same N). A step "holds" when
-# loss < 0.1 %, the generator kept pace (offered >= 99 % of N x 50/s) and p99 <
-# 20 ms; a lost packet is one not received by the end of the window + DRAIN.
+# core), whether the step holds and the latency added to `direct`; then the
+# highest N that holds per server and its ratio to the echo's. A step "holds"
+# when loss < 0.1 %, the generator kept pace (offered >= 99 % of N x 50/s) and
+# p99 < 20 ms; a lost packet is one not received by the end of the window +
+# DRAIN.
 # Knobs: STREAMS_SET ("500 1000 2000 3000 4000"), WARMUP (3), DURATION (20),
 # DRAIN (1), DIRECTION (oneway|both), PORT_MIN (12000), WORKERS (cores),
-# SENDERS (1: the generator's sender threads),
-# KINDS ("echo relay", plus relay-kernel as root: the relay with kernel
-# forwarding), QUIET_LOAD (wait up to QUIET_WAIT s before each step for the 1-min load
-# average to fall below it; unset: no wait).
+# SENDERS (1: the generator's sender threads; 2 for relay-kernel at 100,000
+# packets/s, whose forwarding runs inside the generator's sends), KINDS
+# ("direct echo relay", plus relay-kernel as root), QUIET_LOAD (wait up to
+# QUIET_WAIT s before each step for the 1-min load average to fall below it;
+# unset: no wait).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STREAMS_SET=${STREAMS_SET:-"500 1000 2000 3000 4000"}
