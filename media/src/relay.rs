@@ -1051,6 +1051,67 @@ mod tests {
         assert!(!listed.status.success(), "the table outlived the relay");
     }
 
+    /// When the kernel refuses a change (here: an operator deleted the
+    /// table), the relay takes everything back and carries every packet
+    /// itself from then on; nothing is lost and ports are reused as usual.
+    #[tokio::test]
+    async fn a_kernel_that_refuses_changes_leaves_the_relay_carrying_everything() {
+        let relay = Relay::with_reuse_after(
+            RelayConfig {
+                bind: IpAddr::from([127, 0, 0, 1]),
+                port_min: 41900,
+                port_max: 41907,
+                kernel_forwarding: true,
+            },
+            Duration::from_millis(200),
+        );
+        assert!(relay.kernel_forwarding(), "needs root and nft");
+        let stats = relay.stats();
+        let settle = |stream: &Stream| {
+            let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+            let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+            async move {
+                let (a, b) = (socket().await, socket().await);
+                b.send_to(&rtp(0), relay_b).await.unwrap();
+                let _ = recv_nothing_within(&a, 100).await;
+                for seq in 1..=SETTLED_AFTER as u8 + 10 {
+                    a.send_to(&rtp(seq), relay_a).await.unwrap();
+                    assert_eq!(recv(&b).await, (rtp(seq), relay_b));
+                }
+            }
+        };
+        let first = relay.open().unwrap();
+        settle(&first).await;
+        until("the hand-over", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let deleted = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", "softswitch_relay_127_0_0_1_41900"])
+            .status()
+            .unwrap();
+        assert!(deleted.success());
+        drop(first);
+        until("the take-back", || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        // The range holds one stream (two pairs): the next streams reuse the
+        // first one's ports, and every packet crosses the relay's sockets.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..2 {
+            let stream = relay.open().unwrap();
+            let before = stats.packets_relayed.load(Ordering::Relaxed);
+            settle(&stream).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(stats.streams_in_kernel.load(Ordering::Relaxed), 0);
+            assert_eq!(
+                stats.packets_relayed.load(Ordering::Relaxed),
+                before + u64::from(SETTLED_AFTER) + 10
+            );
+        }
+    }
+
     /// The same over IPv6 (an `ip6` table).
     #[tokio::test]
     async fn ipv6_streams_are_forwarded_by_the_kernel_too() {
