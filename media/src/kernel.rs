@@ -134,7 +134,6 @@ impl Kernel {
         let clearing = Arc::new(Mutex::new(HashSet::new()));
         let keeper = Keeper {
             clearing: clearing.clone(),
-            family: names(bind).0,
             table,
             bind,
             ruleset,
@@ -295,15 +294,21 @@ delete chain {f} {t} s{port}
 
 /// Runs `nft -f -` on `script` (one transaction: all of it or nothing).
 fn nft(script: &str) -> Result<String, KernelError> {
-    nft_niced(script, 0)
+    run_nft(Command::new("nft"), script)
 }
 
 /// The same at a lower priority (`nice`), for bookkeeping the media must
 /// not wait on. (Not for changes: handing streams over is what relieves a
 /// loaded machine, and a niced run would starve exactly then.)
-fn nft_niced(script: &str, niceness: u8) -> Result<String, KernelError> {
-    let mut child = Command::new("nice")
-        .args(["-n", &niceness.to_string(), "nft", "-f", "-"])
+fn nft_niced(script: &str) -> Result<String, KernelError> {
+    let mut command = Command::new("nice");
+    command.args(["-n", "10", "nft"]);
+    run_nft(command, script)
+}
+
+fn run_nft(mut command: Command, script: &str) -> Result<String, KernelError> {
+    let mut child = command
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -337,8 +342,6 @@ struct Installed {
 /// what is in it (a transaction that deletes a missing element fails).
 struct Keeper {
     table: String,
-    /// `ip` or `ip6`.
-    family: &'static str,
     clearing: Arc<Mutex<HashSet<u16>>>,
     bind: IpAddr,
     /// The empty table, to start again from after a failure.
@@ -351,6 +354,11 @@ struct Keeper {
 }
 
 impl Keeper {
+    /// `ip` or `ip6`.
+    fn family(&self) -> &'static str {
+        names(self.bind).0
+    }
+
     fn run(mut self, rx: Receiver<Op>) {
         let mut next_poll = Instant::now() + POLL;
         let mut batch_wait = BATCH_WAIT;
@@ -377,47 +385,36 @@ impl Keeper {
                 next_poll = Instant::now() + POLL;
             }
         }
-        if let Err(e) = nft(&format!("delete table {} {}\n", self.family, self.table)) {
+        if let Err(e) = nft(&format!("delete table {} {}\n", self.family(), self.table)) {
             tracing::warn!(table = %self.table, error = %e, "cannot delete the relay's nftables table");
         }
     }
 
     fn apply(&mut self, batch: Vec<Op>) {
-        if self.failed {
-            // The table is empty: nothing of these ports is left in it.
-            let mut clearing = crate::relay::lock(&self.clearing);
-            for op in batch {
-                if let Op::Clear { port } = op {
-                    clearing.remove(&port);
-                }
-            }
-            return;
-        }
-        let t = &self.table;
         let mut script = String::new();
         let mut cleared = Vec::new();
         for op in batch {
-            let port = match &op {
-                Op::Set { port, .. } | Op::Clear { port } => *port,
-            };
-            if let Some(old) = self.installed.remove(&port) {
-                script.push_str(&delete_entry(t, self.family, port, old.from));
-            }
-            if let Op::Clear { port } = op {
-                cleared.push(port);
-            }
-            if let Op::Set {
-                port,
-                from,
-                to,
-                out_port,
-                stream,
-            } = op
-            {
-                script.push_str(&add_entry(t, self.bind, port, from, to, out_port));
-                self.installed.insert(port, Installed { from, stream });
+            match op {
+                Op::Clear { port } => {
+                    self.uninstall(&mut script, port);
+                    cleared.push(port);
+                }
+                Op::Set {
+                    port,
+                    from,
+                    to,
+                    out_port,
+                    stream,
+                } if !self.failed => {
+                    self.uninstall(&mut script, port);
+                    script.push_str(&add_entry(&self.table, self.bind, port, from, to, out_port));
+                    self.installed.insert(port, Installed { from, stream });
+                }
+                // The table was emptied after a failure: nothing goes in.
+                Op::Set { .. } => {}
             }
         }
+        let t = &self.table;
         if !script.is_empty()
             && let Err(e) = nft(&script)
         {
@@ -439,6 +436,13 @@ impl Keeper {
             .store(self.installed.len(), Ordering::Relaxed);
     }
 
+    /// Adds to `script` the deletion of what `port` has in the kernel.
+    fn uninstall(&mut self, script: &mut String, port: u16) {
+        if let Some(old) = self.installed.remove(&port) {
+            script.push_str(&delete_entry(&self.table, self.family(), port, old.from));
+        }
+    }
+
     /// Tells each stream whose entries carried packets lately that it is
     /// alive. (Listing the set is cheap; listing per-entry counters would
     /// make nft read every chain of the table.)
@@ -447,8 +451,7 @@ impl Keeper {
             return;
         }
         let t = &self.table;
-        let f = self.family;
-        let listing = match nft_niced(&format!("list set {f} {t} seen\n"), 10) {
+        let listing = match nft_niced(&format!("list set {} {t} seen\n", self.family())) {
             Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(table = %t, error = %e, "cannot read the kernel's forwarding state");

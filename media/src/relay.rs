@@ -439,7 +439,6 @@ impl Shared {
         src: SocketAddr,
         packet: &[u8],
     ) -> Option<SocketAddr> {
-        let ms = self.born.elapsed().as_millis() as u64;
         let stun = stun_kind(packet);
         // Plain RTP streams (no ICE) take no look at the other side here.
         // Read before `me` is locked: the other side's task locks in the
@@ -486,7 +485,7 @@ impl Shared {
             me.settled = me.settled.saturating_add(1);
             me.settled
         };
-        self.last_packet_ms.store(ms, Ordering::Relaxed);
+        self.touch();
         let dest = {
             let mut other = self.peer(side.other(), component);
             if let Some(StunKind::Response(id)) = stun {
@@ -524,7 +523,7 @@ impl Shared {
         if h.closed {
             return dest;
         }
-        let port = |i: usize| self.ports[i] + component as u16;
+        let port = |i: usize| self.port(i, component);
         let set = |h: &mut Handover, i: usize, from: SocketAddr, to: SocketAddr| {
             h.in_kernel[i] = None;
             if kernel.carries(from, to) {
@@ -556,7 +555,13 @@ impl Shared {
         dest
     }
 
-    /// The kernel carried packets of this stream lately.
+    /// The relay port facing side `i` (0 A, 1 B) for `component`.
+    fn port(&self, i: usize, component: usize) -> u16 {
+        self.ports[i] + component as u16
+    }
+
+    /// A packet of this stream went by (through the relay, or lately
+    /// through the kernel).
     pub(crate) fn touch(&self) {
         let ms = self.born.elapsed().as_millis() as u64;
         self.last_packet_ms.store(ms, Ordering::Relaxed);
@@ -573,7 +578,7 @@ impl Shared {
             for (i, entry) in h.in_kernel.iter_mut().enumerate() {
                 if entry.take().is_some() {
                     kernel.send(Op::Clear {
-                        port: self.ports[i] + component as u16,
+                        port: self.port(i, component),
                     });
                 }
             }
@@ -980,36 +985,66 @@ mod tests {
         panic!("{what} did not happen within 5 s");
     }
 
-    /// Needs root and nft (CI has both): the kernel forwarding of a settled
-    /// stream, from hand-over to hand-back.
-    #[tokio::test]
-    async fn a_settled_plain_stream_is_forwarded_by_the_kernel_until_it_closes() {
-        let relay = Relay::new(RelayConfig {
-            bind: IpAddr::from([127, 0, 0, 1]),
-            port_min: 41600,
-            port_max: 41699,
-            kernel_forwarding: true,
-        });
+    /// A relay with kernel forwarding; needs root and nft (CI has both),
+    /// and says so rather than passing without them.
+    fn kernel_relay(bind: IpAddr, port_min: u16, port_max: u16, reuse_after: Duration) -> Relay {
+        let relay = Relay::with_reuse_after(
+            RelayConfig {
+                bind,
+                port_min,
+                port_max,
+                kernel_forwarding: true,
+            },
+            reuse_after,
+        );
         assert!(
             relay.kernel_forwarding(),
             "kernel forwarding needs root and nft (scripts/setup.sh)"
         );
+        relay
+    }
+
+    /// B speaks once (so that A's packets have somewhere to go), then A
+    /// sends packets 1..=`count`, each arriving at B byte for byte from the
+    /// relay's B port. Returns the relay's A and B addresses.
+    async fn speak(
+        relay: &Relay,
+        stream: &Stream,
+        a: &UdpSocket,
+        b: &UdpSocket,
+        count: u8,
+    ) -> (SocketAddr, SocketAddr) {
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        b.send_to(&rtp(0), relay_b).await.unwrap();
+        let _ = recv_nothing_within(a, 100).await;
+        for seq in 1..=count {
+            a.send_to(&rtp(seq), relay_a).await.unwrap();
+            assert_eq!(recv(b).await, (rtp(seq), relay_b));
+        }
+        (relay_a, relay_b)
+    }
+
+    /// Waits until the kernel carries `n` stream directions of `relay`.
+    async fn in_kernel(relay: &Relay, what: &str, n: usize) {
+        let stats = relay.stats();
+        until(what, || {
+            stats.streams_in_kernel.load(Ordering::Relaxed) == n
+        })
+        .await;
+    }
+
+    /// The kernel forwarding of a settled stream, from hand-over to
+    /// hand-back.
+    #[tokio::test]
+    async fn a_settled_plain_stream_is_forwarded_by_the_kernel_until_it_closes() {
+        let relay = kernel_relay([127, 0, 0, 1].into(), 41600, 41699, REUSE_AFTER);
         let table = "softswitch_relay_127_0_0_1_41600";
         let stream = relay.open().unwrap();
         let (a, b, stranger) = (socket().await, socket().await, socket().await);
-        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
-        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
         let stats = relay.stats();
-        b.send_to(&rtp(0), relay_b).await.unwrap();
-        let _ = recv_nothing_within(&a, 100).await;
-        for seq in 1..=SETTLED_AFTER as u8 {
-            a.send_to(&rtp(seq), relay_a).await.unwrap();
-            assert_eq!(recv(&b).await, (rtp(seq), relay_b));
-        }
-        until("the hand-over", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
-        })
-        .await;
+        let (relay_a, relay_b) = speak(&relay, &stream, &a, &b, SETTLED_AFTER as u8).await;
+        in_kernel(&relay, "the hand-over", 1).await;
         let in_user_space = stats.packets_relayed.load(Ordering::Relaxed);
         // Byte for byte, from the relay's B port, without the relay's sockets.
         for seq in 100..120 {
@@ -1037,10 +1072,7 @@ mod tests {
         assert_eq!(recv(&stranger).await, (rtp(211), relay_a));
         // Closed: the kernel forgets the stream; A's packets go nowhere.
         drop(stream);
-        until("the hand-back", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
-        })
-        .await;
+        in_kernel(&relay, "the hand-back", 0).await;
         a.send_to(&rtp(250), relay_a).await.unwrap();
         assert!(recv_nothing_within(&b, 300).await);
         relay.shutdown();
@@ -1056,53 +1088,36 @@ mod tests {
     /// itself from then on; nothing is lost and ports are reused as usual.
     #[tokio::test]
     async fn a_kernel_that_refuses_changes_leaves_the_relay_carrying_everything() {
-        let relay = Relay::with_reuse_after(
-            RelayConfig {
-                bind: IpAddr::from([127, 0, 0, 1]),
-                port_min: 41900,
-                port_max: 41907,
-                kernel_forwarding: true,
-            },
+        let relay = kernel_relay(
+            [127, 0, 0, 1].into(),
+            41900,
+            41907,
             Duration::from_millis(200),
         );
-        assert!(relay.kernel_forwarding(), "needs root and nft");
         let stats = relay.stats();
-        let settle = |stream: &Stream| {
-            let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
-            let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        let settle = |stream: Stream| {
+            let relay = &relay;
             async move {
                 let (a, b) = (socket().await, socket().await);
-                b.send_to(&rtp(0), relay_b).await.unwrap();
-                let _ = recv_nothing_within(&a, 100).await;
-                for seq in 1..=SETTLED_AFTER as u8 + 10 {
-                    a.send_to(&rtp(seq), relay_a).await.unwrap();
-                    assert_eq!(recv(&b).await, (rtp(seq), relay_b));
-                }
+                speak(relay, &stream, &a, &b, SETTLED_AFTER as u8 + 10).await;
+                stream
             }
         };
-        let first = relay.open().unwrap();
-        settle(&first).await;
-        until("the hand-over", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
-        })
-        .await;
+        let first = settle(relay.open().unwrap()).await;
+        in_kernel(&relay, "the hand-over", 1).await;
         let deleted = std::process::Command::new("nft")
             .args(["delete", "table", "ip", "softswitch_relay_127_0_0_1_41900"])
             .status()
             .unwrap();
         assert!(deleted.success());
         drop(first);
-        until("the take-back", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
-        })
-        .await;
+        in_kernel(&relay, "the take-back", 0).await;
         // The range holds one stream (two pairs): the next streams reuse the
         // first one's ports, and every packet crosses the relay's sockets.
         tokio::time::sleep(Duration::from_millis(300)).await;
         for _ in 0..2 {
-            let stream = relay.open().unwrap();
             let before = stats.packets_relayed.load(Ordering::Relaxed);
-            settle(&stream).await;
+            let _stream = settle(relay.open().unwrap()).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(stats.streams_in_kernel.load(Ordering::Relaxed), 0);
             assert_eq!(
@@ -1115,29 +1130,18 @@ mod tests {
     /// The same over IPv6 (an `ip6` table).
     #[tokio::test]
     async fn ipv6_streams_are_forwarded_by_the_kernel_too() {
-        let relay = Relay::new(RelayConfig {
-            bind: IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-            port_min: 41800,
-            port_max: 41899,
-            kernel_forwarding: true,
-        });
-        assert!(relay.kernel_forwarding(), "needs root and nft");
+        let relay = kernel_relay(
+            std::net::Ipv6Addr::LOCALHOST.into(),
+            41800,
+            41899,
+            REUSE_AFTER,
+        );
         let stream = relay.open().unwrap();
         let v6 = || UdpSocket::bind("[::1]:0");
         let (a, b) = (v6().await.unwrap(), v6().await.unwrap());
-        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
-        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
         let stats = relay.stats();
-        b.send_to(&rtp(0), relay_b).await.unwrap();
-        let _ = recv_nothing_within(&a, 100).await;
-        for seq in 1..=SETTLED_AFTER as u8 {
-            a.send_to(&rtp(seq), relay_a).await.unwrap();
-            recv(&b).await;
-        }
-        until("the hand-over", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
-        })
-        .await;
+        let (relay_a, relay_b) = speak(&relay, &stream, &a, &b, SETTLED_AFTER as u8).await;
+        in_kernel(&relay, "the hand-over", 1).await;
         let relayed = stats.packets_relayed.load(Ordering::Relaxed);
         for seq in 100..110 {
             a.send_to(&rtp(seq), relay_a).await.unwrap();
@@ -1145,10 +1149,7 @@ mod tests {
         }
         assert_eq!(stats.packets_relayed.load(Ordering::Relaxed), relayed);
         drop(stream);
-        until("the hand-back", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
-        })
-        .await;
+        in_kernel(&relay, "the hand-back", 0).await;
         relay.shutdown();
     }
 
@@ -1156,28 +1157,12 @@ mod tests {
     /// every source must pass checks again, which only the relay can do.
     #[tokio::test]
     async fn ice_takes_a_stream_back_from_the_kernel() {
-        let relay = Relay::new(RelayConfig {
-            bind: IpAddr::from([127, 0, 0, 1]),
-            port_min: 41700,
-            port_max: 41799,
-            kernel_forwarding: true,
-        });
-        assert!(relay.kernel_forwarding(), "needs root and nft");
+        let relay = kernel_relay([127, 0, 0, 1].into(), 41700, 41799, REUSE_AFTER);
         let stream = relay.open().unwrap();
         let (a, b) = (socket().await, socket().await);
-        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
-        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
         let stats = relay.stats();
-        b.send_to(&rtp(0), relay_b).await.unwrap();
-        let _ = recv_nothing_within(&a, 100).await;
-        for seq in 1..=SETTLED_AFTER as u8 {
-            a.send_to(&rtp(seq), relay_a).await.unwrap();
-            recv(&b).await;
-        }
-        until("the hand-over", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 1
-        })
-        .await;
+        let (relay_a, relay_b) = speak(&relay, &stream, &a, &b, SETTLED_AFTER as u8).await;
+        in_kernel(&relay, "the hand-over", 1).await;
         stream.set_ice(
             Side::A,
             IceCredentials {
@@ -1185,10 +1170,7 @@ mod tests {
                 pwd: "aaaaaaaaaaaaaaaaaaaaaa".into(),
             },
         );
-        until("the take-back", || {
-            stats.streams_in_kernel.load(Ordering::Relaxed) == 0
-        })
-        .await;
+        in_kernel(&relay, "the take-back", 0).await;
         let relayed = stats.packets_relayed.load(Ordering::Relaxed);
         a.send_to(&rtp(99), relay_a).await.unwrap();
         assert_eq!(recv(&b).await, (rtp(99), relay_b));
