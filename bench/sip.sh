@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# SIP rates of the switch with the shared SIPp kit (../shared/bench-anchors):
+# SIP rates of the switch with the SIPp kit in bench/anchors:
 # authenticated REGISTER and authenticated MESSAGE over N distinct accounts,
 # stepping the rate up until failures pass 1 %. Every binding and message is
 # persisted (SQLite under a temporary data dir). Run Kamailio with the same kit
 # in the same sitting to quote a ratio:
-#   ../shared/bench-anchors/run.sh                      (SCENARIOS=register, then message-auth)
+#   bench/anchors/run.sh                                (SCENARIOS=register, then message-auth)
 # Calls (INVITE challenged with 407, as the switch does; the default routing
 # guest decides every call):       SCENARIOS=call-auth bench/sip.sh
 # After the runs the switch's gauges are read once every transaction has timed
@@ -13,7 +13,7 @@
 # ANCHORS (kit folder).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ANCHORS=${ANCHORS:-$(cd ../shared/bench-anchors && pwd)}
+ANCHORS=${ANCHORS:-$PWD/bench/anchors}
 N_USERS=${N_USERS:-10000}
 PORT=${PORT:-5090}
 ADMIN_PORT=${ADMIN_PORT:-$((PORT + 1))}

@@ -8,6 +8,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "the repository stands alone (nothing refers to a folder beside the clone)"
+# The conformance data and the benchmark kit live in tests/data and
+# bench/anchors; a user's clone has nothing beside it.
+if grep -rnI --exclude-dir=target --exclude-dir=.git -e '\.\./shared' . ; then
+    echo "the lines above refer to a folder beside the clone: copy what they need into the repository" >&2
+    exit 1
+fi
+
 ./scripts/setup.sh
 ./scripts/build-guests.sh
 

@@ -3,11 +3,10 @@ use std::path::PathBuf;
 
 const SHORT_TERM_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 
-/// RFC 5769's vectors, from the project's shared conformance data (beside
-/// the checkout, read-only in CI).
+/// RFC 5769's vectors, from the repository's copy of the published data.
 fn vector(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/rfc5769")
+        .join("../tests/data/rfc5769")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,5 +1,5 @@
 //! The SIP torture test messages of RFC 4475 §3, byte-exact from
-//! `shared/conformance/rfc4475/msgs`.
+//! `tests/data/rfc4475/msgs` (the repository's copy of the published data).
 //!
 //! Each message gets the outcome the RFC's commentary asks of a UAS, or,
 //! where rsip 0.4 cannot give it, the outcome we give today with the reason
@@ -16,18 +16,15 @@ use crate::sip::parse::{
     reply_from_context,
 };
 
-/// CI lays `shared/` beside the repository clone, as it is beside `/work/main`.
-const DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/rfc4475/msgs"
-);
+/// In the repository, so that any clone runs these tests.
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/rfc4475/msgs");
 
 fn load(name: &str) -> Vec<u8> {
     let path = PathBuf::from(DIR).join(format!("{name}.dat"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "RFC 4475 torture message {} is missing ({e}); the conformance data must sit at \
-             <repo>/../shared/conformance/rfc4475/msgs — these tests never skip",
+             <repo>/tests/data/rfc4475/msgs — these tests never skip",
             path.display()
         )
     })
@@ -142,7 +139,7 @@ fn corpus_is_present_and_complete() {
     let present = std::fs::read_dir(DIR).unwrap_or_else(|e| {
         panic!(
             "RFC 4475 conformance folder {DIR} is missing ({e}); it must sit at \
-             <repo>/../shared/conformance/rfc4475/msgs — these tests never skip"
+             <repo>/tests/data/rfc4475/msgs — these tests never skip"
         )
     });
     let mut names: Vec<String> = present

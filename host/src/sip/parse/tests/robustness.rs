@@ -211,7 +211,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 fn mutation_run(seed: u64, rounds: usize) {
     let torture = std::fs::read_dir(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/conformance/rfc4475/msgs"
+        "/../tests/data/rfc4475/msgs"
     ))
     .expect("the RFC 4475 messages are needed as mutation seeds")
     .filter_map(|e| std::fs::read(e.ok()?.path()).ok());
@@ -424,7 +424,7 @@ fn keepalives_stun_and_empty() {
     assert_eq!(parse_datagram(b"\r\n\r\n"), Ok(Inbound::KeepAlive));
     let stun_dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/conformance/rfc5769"
+        "/../tests/data/rfc5769"
     );
     for name in [
         "sample_request.bin",
