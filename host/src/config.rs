@@ -68,6 +68,8 @@ pub struct Config {
     pub email: crate::notify::email::EmailConfig,
     /// The STUN Binding server.
     pub stun: crate::stun::StunConfig,
+    /// IVR services (voicemail, greeting, code readout) and their prompts.
+    pub ivr: crate::ivr::IvrConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -555,6 +557,31 @@ rate_per_sec = 100
 max_tcp_connections = 1024
 tcp_idle_secs = 60
 
+[ivr]
+# Folder of prompt folders, one per language (<prompts>/en/digit-4.wav: 8 kHz mono
+# 16-bit WAV); relative paths are taken from the config file's folder. A prompt
+# missing from a language's folder is taken from en/.
+prompts = "prompts"
+# Prompt language when the account has none.
+language = "en"
+# CPU an IVR guest may use between two call-control calls, ms, before it is stopped.
+step_budget_ms = 1000
+# Longest one IVR run may last, seconds.
+max_run_secs = 1800
+
+# Services the routing guest can send calls to (to-service NAME), each an IVR guest
+# (world softswitch:ivr/scenario). A changed file serves the next call.
+[ivr.services.code-readout]
+path = "guests/target/wasm32-wasip2/release/ivr_code_readout.wasm"
+[ivr.services.voicemail-deposit]
+path = "guests/target/wasm32-wasip2/release/ivr_voicemail_deposit.wasm"
+[ivr.services.voicemail]
+path = "guests/target/wasm32-wasip2/release/ivr_voicemail_access.wasm"
+[ivr.services.voicemail-playback]
+path = "guests/target/wasm32-wasip2/release/ivr_voicemail_access.wasm"
+[ivr.services.greeting]
+path = "guests/target/wasm32-wasip2/release/ivr_greeting.wasm"
+
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
 # (the current folder when there is no config file).
@@ -593,6 +620,7 @@ impl Default for Config {
             sms: crate::sms::SmsConfig::default(),
             email: crate::notify::email::EmailConfig::default(),
             stun: crate::stun::StunConfig::default(),
+            ivr: crate::ivr::IvrConfig::default(),
         }
     }
 }
@@ -626,6 +654,7 @@ impl Config {
                         guest.path = base.join(p).to_string_lossy().into_owned();
                     }
                 }
+                config.ivr.rebase(base);
                 for provider in config.sms.providers.values_mut() {
                     let p = Path::new(&provider.path);
                     if p.is_relative() && !provider.path.is_empty() {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod directory;
+pub mod ivr;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

@@ -371,6 +371,22 @@ async fn run(app: App) -> anyhow::Result<()> {
     let registry = Arc::new(app.guests(Some(registrar.clone())).await?);
     let router = registry.router(&app.config)?;
     let sip = softswitch::sip::start::start(&app, router, registrar).await?;
+    let ivr = softswitch::ivr::Ivr::new(
+        app.config.ivr.clone(),
+        registry.plugins().clone(),
+        app.store.clone(),
+    )
+    .await;
+    let weak = Arc::downgrade(&sip);
+    ivr.on_mailbox_change(Arc::new(move |login: &str| {
+        if let Some(server) = weak.upgrade() {
+            let login = login.to_owned();
+            tokio::spawn(async move {
+                softswitch::sip::presence::Presence::mailbox_changed(&server, &login).await;
+            });
+        }
+    }));
+    sip.attach_ivr(ivr);
     let _stun = softswitch::stun::start(&app.config.stun, app.metrics.clone()).await?;
     let _api = softswitch::api::start::start(&app, registry.plugins(), Some(sip.clone())).await?;
     let (token, token_file) = app.admin_token()?;

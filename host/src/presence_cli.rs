@@ -53,6 +53,12 @@ pub enum VoicemailCommand {
     },
     /// LOGIN's voice messages, newest first.
     List { login: String },
+    /// Write the audio of LOGIN's message ID to FILE (WAV, 8 kHz mono).
+    Export {
+        login: String,
+        id: i64,
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +194,17 @@ pub async fn voicemail(app: App, cmd: VoicemailCommand) -> anyhow::Result<()> {
                 ),
                 None => bail!("no voice message {id}"),
             }
+        }
+        VoicemailCommand::Export { login, id, file } => {
+            let Some(wav) = app.store.voicemail_audio(&login, id).await? else {
+                bail!("{login} has no voice message {id} with audio");
+            };
+            std::fs::write(&file, &wav)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            println!(
+                "voice message {id} of {login} written to {}",
+                file.display()
+            );
         }
         VoicemailCommand::List { login } => {
             let counts = app.store.mailbox_counts(&login).await?;

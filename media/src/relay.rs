@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
+use crate::endpoint::{Endpoint, EndpointConfig, EndpointError};
 use crate::kernel::{Kernel, Op};
 use crate::ports::PortPool;
 
@@ -209,10 +210,18 @@ impl Relay {
         })
     }
 
+    /// Opens an RTP endpoint that terminates one audio stream here (the
+    /// switch answering as a user agent), on a pair of the relay's range
+    /// taken and given back like a relayed stream's. Must be called inside
+    /// a tokio runtime (else [`EndpointError::NoRuntime`]).
+    pub fn open_endpoint(&self, config: EndpointConfig) -> Result<Endpoint, EndpointError> {
+        Endpoint::open(self, config)
+    }
+
     /// A pair for a new stream: one that has rested long enough, else a
     /// newly bound one, else (the range is used up) the pair that has
     /// rested longest.
-    fn take_pair(&self) -> Result<Pair, RelayError> {
+    pub(crate) fn take_pair(&self) -> Result<Pair, RelayError> {
         let pair = match self.reuse(self.inner.reuse_after) {
             Some(pair) => pair,
             None => match self.bind_pair() {
@@ -259,7 +268,7 @@ impl Relay {
     }
 
     /// Takes back a pair a stream used: it rests, still bound.
-    fn rest(&self, pair: Pair) {
+    pub(crate) fn rest(&self, pair: Pair) {
         self.inner
             .stats
             .ports_in_use
@@ -317,9 +326,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Pair {
-    port: u16,
-    sockets: [Arc<UdpSocket>; 2],
+/// An RTP/RTCP port pair, bound: the RTP socket, then the RTCP one.
+pub(crate) struct Pair {
+    pub(crate) port: u16,
+    pub(crate) sockets: [Arc<UdpSocket>; 2],
 }
 
 impl Pair {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod audio;
 pub mod netns;
 pub mod sipp;
 
@@ -22,6 +23,31 @@ pub fn guest_wasm(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// An `[ivr]` section: the repository's prompts and the built IVR guests,
+/// with `services` (name, guest file stem) added or replacing the defaults.
+pub fn ivr_section(services: &[(&str, &str)]) -> String {
+    let prompts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../prompts");
+    let mut all: Vec<(&str, &str)> = vec![
+        ("code-readout", "ivr_code_readout"),
+        ("voicemail-deposit", "ivr_voicemail_deposit"),
+        ("voicemail", "ivr_voicemail_access"),
+        ("voicemail-playback", "ivr_voicemail_access"),
+        ("greeting", "ivr_greeting"),
+    ];
+    for (name, stem) in services {
+        all.retain(|(n, _)| n != name);
+        all.push((name, stem));
+    }
+    let mut out = format!("\n[ivr]\nprompts = \"{}\"\n", prompts.display());
+    for (name, stem) in all {
+        out.push_str(&format!(
+            "[ivr.services.{name}]\npath = \"{}\"\n",
+            guest_wasm(stem).display()
+        ));
+    }
+    out
 }
 
 /// The `[api]` section of sites that do not test the client API: no
@@ -77,8 +103,15 @@ impl Site {
         } else {
             "\n[stun]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n"
         };
+        // The IVR services with the built guests and the repository's
+        // prompts, unless the test configures them itself.
+        let ivr_section = if extra_config.contains("[ivr]") {
+            String::new()
+        } else {
+            ivr_section(&[])
+        };
         let config = format!(
-            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[api]\n{api_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}{stun_section}",
+            "[plugins]\ncache_dir = \"{cache}\"\n\n[sip]\n{sip_section}\n[api]\n{api_section}\n[guests.routing]\npath = \"router.wasm\"\n{extra_config}{stun_section}{ivr_section}",
             cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
                 .join("cli-guest-cache")
                 .display(),

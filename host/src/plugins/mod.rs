@@ -14,6 +14,7 @@
 
 pub mod engine;
 pub mod inspect;
+pub mod ivr;
 pub mod registry;
 pub mod routing;
 pub mod sms;

@@ -140,6 +140,7 @@ pub struct SipServer {
     lingering: Mutex<VecDeque<(Instant, ServerKey)>>,
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Box<SipMessage>>>>,
     presence: OnceLock<Arc<super::presence::Presence>>,
+    ivr: OnceLock<Arc<crate::ivr::Ivr>>,
 }
 
 /// Takes the request a new server transaction delivers to its TU out of its
@@ -194,7 +195,18 @@ impl SipServer {
             lingering: Mutex::new(VecDeque::new()),
             client_txs: Mutex::new(HashMap::new()),
             presence: OnceLock::new(),
+            ivr: OnceLock::new(),
         }
+    }
+
+    /// Wires the IVR services in (calls routed `to-service` need them).
+    pub fn attach_ivr(&self, ivr: Arc<crate::ivr::Ivr>) {
+        let _ = self.ivr.set(ivr);
+    }
+
+    /// The IVR services, once attached.
+    pub fn ivr(&self) -> Option<&Arc<crate::ivr::Ivr>> {
+        self.ivr.get()
     }
 
     /// Wires the presence service in once its state is loaded.

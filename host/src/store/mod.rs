@@ -18,6 +18,7 @@ pub mod dialplan;
 pub mod error;
 pub mod gateways;
 pub mod location;
+pub mod mailbox;
 pub mod messages;
 pub mod phone_signups;
 pub mod presence;

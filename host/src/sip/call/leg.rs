@@ -10,12 +10,15 @@ use rsip::Method;
 use rsip::headers::{self, UntypedHeader};
 use tokio::sync::{mpsc, oneshot};
 
+use super::endpoint_sdp;
 use super::media_session::{CallMedia, SharedMedia};
 use super::relay::{
     any_header, max_forwards_across, name_addr, passed_headers, rack_across, response_across,
     session_expires,
 };
+use super::service::{ServiceCall, ServiceStart};
 use super::{CallEvent, CallTx, Origin, Target, gateway_flow};
+use crate::ivr::session::CallFacts;
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
 use crate::sip::dialog::{Dialog, DialogId, contact_for, cseq_number, via_for};
 use crate::sip::parse::{encode, response_for};
@@ -110,6 +113,9 @@ pub(super) struct Call {
     media: SharedMedia,
     /// When the relay is next looked at for silence.
     silence_check_at: Option<Instant>,
+    /// The caller was handed to an IVR service, which owns its dialog,
+    /// its INVITE and its call record from then on.
+    handed_over: bool,
 }
 
 fn unix_ms() -> i64 {
@@ -163,6 +169,7 @@ impl Call {
             awaiting: Vec::new(),
             media: CallMedia::shared(server_media),
             silence_check_at: None,
+            handed_over: false,
         })
     }
 
@@ -171,8 +178,11 @@ impl Call {
     pub(super) async fn start(mut self, routed: Routed, gateways: Arc<Vec<Gateway>>) {
         self.follow(routed, &gateways).await;
         if self.final_tx.is_none() && self.branches.is_empty() {
-            // Answered at once (a refusal): nothing to run, but it is a call record.
-            self.write_cdr().await;
+            // Answered at once (a refusal): nothing to run, but it is a call
+            // record (unless a service took the call: it writes its own).
+            if !self.handed_over {
+                self.write_cdr().await;
+            }
             return;
         }
         let calls = &self.server.calls;
@@ -225,6 +235,10 @@ impl Call {
                     })
                     .collect();
                 if targets.is_empty() {
+                    // Offline: the user's answering rules (voicemail) apply.
+                    if Box::pin(self.reroute(Reason::Unavailable)).await {
+                        return;
+                    }
                     return self.answer_now(480, "Temporarily Unavailable");
                 }
                 ring_for = self.no_answer_of(&login).await;
@@ -255,11 +269,11 @@ impl Call {
                     flow,
                 }]
             }
-            RouteDecision::ToService { name, .. } => {
-                // IVR and voicemail are not there yet: the caller hears the
-                // failure the service would have covered.
-                self.callee = name;
-                return self.answer_now(480, "Temporarily Unavailable");
+            RouteDecision::ToService { name, args } => {
+                if self.callee.is_empty() {
+                    self.callee = name.clone();
+                }
+                return self.hand_to_service(name, args).await;
             }
             RouteDecision::Reject { code, reason } => {
                 if self.callee.is_empty() {
@@ -283,6 +297,66 @@ impl Call {
         }
         if !ring_for.is_zero() {
             self.no_answer_at = Some(Instant::now() + ring_for);
+        }
+    }
+
+    /// Hands the caller over to an IVR service the switch answers itself.
+    async fn hand_to_service(&mut self, name: String, args: Vec<String>) {
+        let offer = match endpoint_sdp::audio_offer(&self.invite.body) {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::info!(service = name, error = %e, "offer refused by the IVR endpoint");
+                return self.answer_now(488, "Not Acceptable Here");
+            }
+        };
+        let Some(final_tx) = self.final_tx.take() else {
+            return;
+        };
+        let language = self
+            .server
+            .ivr()
+            .map(|i| i.language().to_owned())
+            .unwrap_or_default();
+        let dialled = self
+            .origin
+            .route
+            .as_ref()
+            .map(|r| r.target.clone())
+            .unwrap_or_else(|| self.callee.clone());
+        let facts = CallFacts {
+            service: name,
+            args,
+            // A carrier's caller is a number, not one of our accounts.
+            caller_login: if self.origin.gateway.is_none() {
+                self.origin.caller.clone()
+            } else {
+                String::new()
+            },
+            caller_id: self.origin.caller.clone(),
+            caller_display_name: self.origin.display_name.clone(),
+            callee: dialled,
+            language,
+            call_id: self.a_template.call_id.clone(),
+        };
+        let start = ServiceStart {
+            server: self.server.clone(),
+            invite: self.invite.clone(),
+            a_flow: self.a_flow,
+            a_tag: self.a_tag.clone(),
+            a_key: self.a_key.clone(),
+            final_tx,
+            facts,
+            offer,
+            caller: self.origin.caller.clone(),
+            callee: self.callee.clone(),
+            started_at: self.started_at,
+        };
+        match ServiceCall::start(start).await {
+            Ok(()) => self.handed_over = true,
+            Err((start, code, reason)) => {
+                self.final_tx = Some(start.final_tx);
+                self.answer_now(code, reason);
+            }
         }
     }
 
@@ -388,6 +462,7 @@ impl Call {
     async fn run(mut self) {
         let mut recorded = false;
         while !self.is_over() {
+            recorded |= self.handed_over;
             // The record is written when the caller's side is over, not when
             // the last straggling branch (a device that never answered) is.
             if !recorded && self.final_tx.is_none() && (self.winner.is_none() || self.hung_up) {
@@ -408,9 +483,10 @@ impl Call {
             .iter()
             .flat_map(|b| [b.a.id(), b.b.id()])
             .collect();
-        self.server.calls.forget(&ids, Some(&self.a_key));
+        let invite = (!self.handed_over).then_some(&self.a_key);
+        self.server.calls.forget(&ids, invite);
         self.server.calls.active.fetch_sub(1, Ordering::Relaxed);
-        if !recorded {
+        if !recorded && !self.handed_over {
             self.write_cdr().await;
         }
     }
@@ -671,7 +747,37 @@ impl Call {
             ),
         };
         let code = out.status_code.code();
+        // Busy everywhere or declined: the user's answering rules apply.
+        let reason = match code {
+            486 | 600 => Some(Reason::Busy),
+            603 => Some(Reason::Declined),
+            _ => None,
+        };
+        if let Some(reason) = reason
+            && self.reroute(reason).await
+        {
+            return;
+        }
         self.finish(out, disposition_of(code));
+    }
+
+    /// Asks the routing guest again for a call to a user that was not
+    /// answered (once per call) and follows a decision to a service; true
+    /// when the call went there.
+    async fn reroute(&mut self, reason: Reason) -> bool {
+        let Some(route) = self.origin.route.clone().filter(|_| !self.rerouted) else {
+            return false;
+        };
+        self.rerouted = true;
+        let mut again = route;
+        again.reason = reason;
+        let routed = self.server.router.route(&again).await;
+        if !matches!(routed.decision, RouteDecision::ToService { .. }) {
+            return false;
+        }
+        let gateways = self.server.calls.gateways(&self.server).await;
+        self.follow(routed, &gateways).await;
+        true
     }
 
     /// The caller hung up before an answer: stop the ringing, 487 (§9.2).
@@ -981,12 +1087,15 @@ impl Call {
         match decision {
             Some(
                 routed @ Routed {
-                    decision: RouteDecision::ToUser { .. } | RouteDecision::ToGateway { .. },
+                    decision:
+                        RouteDecision::ToUser { .. }
+                        | RouteDecision::ToGateway { .. }
+                        | RouteDecision::ToService { .. },
                     ..
                 },
             ) => {
-                // Forwarding on no answer: `follow` answers 480 itself when
-                // nothing new rings.
+                // Forwarding on no answer, or voicemail: `follow` answers
+                // 480 itself when nothing new rings.
                 let gateways = self.server.calls.gateways(&self.server).await;
                 self.follow(routed, &gateways).await;
             }

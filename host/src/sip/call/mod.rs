@@ -7,9 +7,11 @@
 //! through the maps below and hands the message to the task; the task relays
 //! it to the other side with that side's own Call-ID, tags, CSeq and Via.
 
+mod endpoint_sdp;
 mod leg;
 mod media_session;
 pub mod relay;
+mod service;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

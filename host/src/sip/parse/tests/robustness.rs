@@ -422,10 +422,7 @@ fn keepalives_stun_and_empty() {
     assert_eq!(parse_datagram(b""), Err(ParseError::Empty));
     assert_eq!(parse_datagram(b"\r\n"), Ok(Inbound::KeepAlive));
     assert_eq!(parse_datagram(b"\r\n\r\n"), Ok(Inbound::KeepAlive));
-    let stun_dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/rfc5769"
-    );
+    let stun_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/rfc5769");
     for name in [
         "sample_request.bin",
         "ipv4_response.bin",

@@ -1,0 +1,328 @@
+//! IVR services: the call flows the routing guest sends calls to
+//! (`to-service`), each an IVR guest (`softswitch:ivr/scenario`), and the
+//! prompts and mailboxes they use.
+//!
+//! The SIP side (`crate::sip::call::service`) answers the call with a media
+//! endpoint and hands it here: [`Ivr::spawn_run`] runs the service's guest on
+//! it. The run asks the SIP side to answer and to hang up through
+//! [`session::Control`]; the SIP side closes the endpoint when the caller
+//! hangs up, which ends every blocking import with `hung-up`.
+
+pub mod prompts;
+pub mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::plugins::Plugins;
+use crate::plugins::ivr::{IvrGuest, RunOutcome};
+use crate::store::Store;
+use prompts::Prompts;
+use session::{CallFacts, Control, MailboxGrant, Session};
+
+/// `[ivr]`: the services and their guests, prompts, limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IvrConfig {
+    /// Folder of prompt folders, one per language (`<prompts>/en/*.wav`).
+    pub prompts: String,
+    /// Language of the prompts when the account has none.
+    pub language: String,
+    /// CPU a guest may use between two imports, ms, before it is stopped.
+    pub step_budget_ms: u64,
+    /// Longest one run may last, seconds (the call is ended then).
+    pub max_run_secs: u64,
+    /// Service name (the routing guest's `to-service`) → guest.
+    pub services: BTreeMap<String, IvrServiceConfig>,
+}
+
+/// `[ivr.services.NAME]`: one service's guest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IvrServiceConfig {
+    /// Path of the `.wasm` component; relative paths are taken from the
+    /// directory of the config file.
+    pub path: String,
+    /// Values the guest reads through its `config.get` import.
+    pub config: BTreeMap<String, String>,
+}
+
+const GUESTS: &str = "guests/target/wasm32-wasip2/release";
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        let service = |file: &str| IvrServiceConfig {
+            path: format!("{GUESTS}/{file}"),
+            config: BTreeMap::new(),
+        };
+        let services = [
+            ("code-readout", "ivr_code_readout.wasm"),
+            ("voicemail-deposit", "ivr_voicemail_deposit.wasm"),
+            ("voicemail", "ivr_voicemail_access.wasm"),
+            ("voicemail-playback", "ivr_voicemail_access.wasm"),
+            ("greeting", "ivr_greeting.wasm"),
+        ]
+        .into_iter()
+        .map(|(name, file)| (name.to_owned(), service(file)))
+        .collect();
+        Self {
+            prompts: "prompts".into(),
+            language: "en".into(),
+            // A flow does almost nothing between two imports; a second of
+            // CPU is a guest gone wrong, not a slow one.
+            step_budget_ms: 1000,
+            // Half an hour: beyond any voicemail session.
+            max_run_secs: 1800,
+            services,
+        }
+    }
+}
+
+impl IvrConfig {
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn rebase(&mut self, base: &Path) {
+        let rebase = |p: &mut String| {
+            if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                *p = base.join(p.as_str()).to_string_lossy().into_owned();
+            }
+        };
+        rebase(&mut self.prompts);
+        for s in self.services.values_mut() {
+            rebase(&mut s.path);
+        }
+    }
+}
+
+/// Why a service could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum IvrStartError {
+    #[error("no IVR service {0:?} is configured")]
+    UnknownService(String),
+    #[error("IVR guest for {service:?} unavailable: {detail}")]
+    Unavailable { service: String, detail: String },
+}
+
+/// Told the login whose mailbox changed.
+pub type MailboxListener = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A loaded guest and the file stamp it was loaded from.
+struct Loaded {
+    stamp: Option<(SystemTime, u64)>,
+    guest: Arc<IvrGuest>,
+}
+
+/// The IVR services of the switch.
+pub struct Ivr {
+    config: IvrConfig,
+    plugins: Plugins,
+    prompts: Arc<Prompts>,
+    store: Store,
+    /// By path: one guest may serve several services.
+    loaded: tokio::sync::Mutex<HashMap<PathBuf, Loaded>>,
+    on_mailbox_change: OnceLock<MailboxListener>,
+    runs: Mutex<usize>,
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl Ivr {
+    /// The services of `config`; each guest is loaded now (a missing or bad
+    /// file is logged and tried again at its first call).
+    pub async fn new(config: IvrConfig, plugins: Plugins, store: Store) -> Arc<Self> {
+        let ivr = Arc::new(Self {
+            prompts: Arc::new(Prompts::new(&config.prompts)),
+            config,
+            plugins,
+            store,
+            loaded: tokio::sync::Mutex::new(HashMap::new()),
+            on_mailbox_change: OnceLock::new(),
+            runs: Mutex::new(0),
+        });
+        for name in ivr.config.services.keys() {
+            match ivr.guest(name).await {
+                Ok(g) => tracing::info!(service = name, guest = g.name(), "IVR service ready"),
+                Err(e) => tracing::warn!(service = name, error = %e, "IVR service not ready"),
+            }
+        }
+        if !ivr.prompts.dir().join(prompts::FALLBACK_LANGUAGE).is_dir() {
+            tracing::warn!(dir = %ivr.prompts.dir().display(), "no English prompts folder: IVR services will fail (ivr.prompts)");
+        }
+        ivr
+    }
+
+    /// Who is told that a mailbox changed (MWI NOTIFYs).
+    pub fn on_mailbox_change(&self, f: MailboxListener) {
+        let _ = self.on_mailbox_change.set(f);
+    }
+
+    pub fn prompts(&self) -> &Arc<Prompts> {
+        &self.prompts
+    }
+
+    pub fn language(&self) -> &str {
+        &self.config.language
+    }
+
+    /// Runs in progress.
+    pub fn runs(&self) -> usize {
+        *self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The guest of `service`, loaded again when its file changed (one
+    /// `stat` per call: a swapped file serves the next call, calls in
+    /// progress finish on the version they started with).
+    pub async fn guest(&self, service: &str) -> Result<Arc<IvrGuest>, IvrStartError> {
+        let s = self
+            .config
+            .services
+            .get(service)
+            .ok_or_else(|| IvrStartError::UnknownService(service.into()))?;
+        let path = PathBuf::from(&s.path);
+        let stamp = file_stamp(&path);
+        let mut loaded = self.loaded.lock().await;
+        if let Some(l) = loaded.get(&path)
+            && (l.stamp == stamp || stamp.is_none())
+        {
+            return Ok(l.guest.clone());
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| service.to_owned());
+        let result = IvrGuest::load(
+            &self.plugins,
+            &name,
+            &path,
+            s.config.clone(),
+            Duration::from_millis(self.config.step_budget_ms),
+        )
+        .await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.plugins
+            .metrics
+            .guest_loads
+            .with_label_values(&[&name, outcome])
+            .inc();
+        match result {
+            Ok(guest) => {
+                let guest = Arc::new(guest);
+                tracing::info!(service, guest = name, path = %path.display(), "IVR guest loaded");
+                loaded.insert(
+                    path,
+                    Loaded {
+                        stamp,
+                        guest: guest.clone(),
+                    },
+                );
+                Ok(guest)
+            }
+            Err(e) => match loaded.get(&path) {
+                // A bad new file: the old version keeps serving.
+                Some(l) => {
+                    tracing::error!(service, error = %e, "IVR guest reload failed; previous version stays");
+                    Ok(l.guest.clone())
+                }
+                None => Err(IvrStartError::Unavailable {
+                    service: service.into(),
+                    detail: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// The mailboxes a call grants: the caller's own, fully, when the switch
+    /// authenticated it; the box of the user the routing guest named as the
+    /// service's first argument, for deposits and its greeting (the router
+    /// is the operator's, so it decides whose box a call may fill).
+    pub async fn grants(&self, facts: &CallFacts) -> Vec<MailboxGrant> {
+        let mut grants = Vec::new();
+        if !facts.caller_login.is_empty() {
+            grants.push(MailboxGrant {
+                owner: facts.caller_login.clone(),
+                full: true,
+            });
+        }
+        if let Some(owner) = facts.args.first()
+            && owner != &facts.caller_login
+            && matches!(self.store.account_by_login(owner).await, Ok(Some(_)))
+        {
+            grants.push(MailboxGrant {
+                owner: owner.clone(),
+                full: false,
+            });
+        }
+        grants
+    }
+
+    /// Runs `guest` on the call in its own task. When the run is over (or
+    /// fails, or overruns `ivr.max_run_secs`) the media is closed and the SIP
+    /// side is told to hang up.
+    pub fn spawn_run(
+        self: &Arc<Self>,
+        guest: Arc<IvrGuest>,
+        facts: CallFacts,
+        endpoint: media::endpoint::Endpoint,
+        control: mpsc::UnboundedSender<Control>,
+        grants: Vec<MailboxGrant>,
+        answered: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let mwi = self
+            .on_mailbox_change
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(|_: &str| {}));
+        let session = Session::new(
+            facts,
+            endpoint,
+            control.clone(),
+            self.prompts.clone(),
+            self.store.clone(),
+            grants,
+            answered,
+            mwi,
+        );
+        let max = Duration::from_secs(self.config.max_run_secs.max(1));
+        let ivr = self.clone();
+        *ivr.runs.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let span = tracing::info_span!("ivr", service = %session.facts.service, call_id = %session.facts.call_id);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let cause = match tokio::time::timeout(max, guest.run(session)).await {
+                    Ok((outcome, mut session)) => {
+                        session.finish();
+                        match outcome {
+                            RunOutcome::Completed => 200,
+                            RunOutcome::GuestError(e) => {
+                                tracing::info!(guest = guest.name(), error = %e, "IVR run ended with an error");
+                                500
+                            }
+                            RunOutcome::Failed(f) => {
+                                tracing::warn!(error = %f, "IVR guest failed: call ended");
+                                500
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            guest = guest.name(),
+                            "IVR run overran ivr.max_run_secs: call ended"
+                        );
+                        500
+                    }
+                };
+                // Ignored when the guest hung up already.
+                let _ = control.send(Control::Hangup(cause));
+                *ivr.runs.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+            },
+            span,
+        ))
+    }
+}

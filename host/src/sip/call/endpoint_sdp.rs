@@ -1,0 +1,230 @@
+//! SDP offer/answer (RFC 3264) for calls the switch answers itself (IVR
+//! services): what the caller's offer allows, and the answer pointing at
+//! the switch's media endpoint.
+//!
+//! Only audio is answered, with one G.711 codec and RFC 4733
+//! telephone-events when offered; every other m-line is refused (port 0),
+//! as RFC 3264 §6 wants an answer line for each offered one.
+
+use std::net::IpAddr;
+
+use media::codec::Codec;
+
+/// What the switch will use of an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioOffer {
+    /// Index of the audio m-line answered.
+    pub index: usize,
+    /// Where the caller receives RTP (its connection address and port).
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    /// The codec chosen and its payload type in this offer.
+    pub codec: Codec,
+    pub payload_type: u8,
+    /// The telephone-event payload type, when offered at 8 kHz.
+    pub telephone_event: Option<u8>,
+    /// Every m-line as offered: (media, transport, formats), for the answer.
+    lines: Vec<(String, String, String)>,
+}
+
+/// Why an offer cannot be answered (the caller gets 488).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("no SDP offer")]
+    Missing,
+    #[error("no audio stream with RTP/AVP")]
+    Audio,
+    #[error("no codec in common (PCMU or PCMA)")]
+    Codec,
+}
+
+/// Reads an offer. Offers without SDP (late offer) and secure-only audio
+/// are refused for now: the endpoint speaks plain RTP.
+pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
+    let text = std::str::from_utf8(body).map_err(|_| OfferError::Missing)?;
+    if !text.starts_with("v=") {
+        return Err(OfferError::Missing);
+    }
+    let mut session_addr = None;
+    let mut lines = Vec::new();
+    // Per m-line: own address, rtpmaps (pt, encoding name, clock).
+    let mut addrs: Vec<Option<IpAddr>> = Vec::new();
+    let mut maps: Vec<Vec<(u8, String, u32)>> = Vec::new();
+    let mut ports: Vec<u16> = Vec::new();
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            let mut parts = rest.split_whitespace();
+            let media = parts.next().unwrap_or("").to_owned();
+            let port = parts
+                .next()
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let proto = parts.next().unwrap_or("").to_owned();
+            let formats = parts.collect::<Vec<_>>().join(" ");
+            lines.push((media, proto, formats));
+            ports.push(port);
+            addrs.push(None);
+            maps.push(Vec::new());
+        } else if let Some(c) = line.strip_prefix("c=") {
+            let addr = c
+                .split_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse().ok());
+            match addrs.last_mut() {
+                Some(a) => *a = addr,
+                None => session_addr = addr,
+            }
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:")
+            && let Some(m) = maps.last_mut()
+        {
+            let mut parts = map.split_whitespace();
+            let pt = parts.next().and_then(|p| p.parse().ok());
+            let mut enc = parts.next().unwrap_or("").split('/');
+            let name = enc.next().unwrap_or("").to_ascii_lowercase();
+            let clock = enc.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+            if let Some(pt) = pt {
+                m.push((pt, name, clock));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Err(OfferError::Missing);
+    }
+    let index = lines
+        .iter()
+        .zip(&ports)
+        .position(|((media, proto, _), port)| media == "audio" && proto == "RTP/AVP" && *port != 0)
+        .ok_or(OfferError::Audio)?;
+    let formats: Vec<u8> = lines[index]
+        .2
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let map = &maps[index];
+    let name_of = |pt: u8| -> Option<(String, u32)> {
+        map.iter()
+            .find(|(p, _, _)| *p == pt)
+            .map(|(_, n, c)| (n.clone(), *c))
+            .or(match pt {
+                // Static payload types (RFC 3551) need no rtpmap.
+                0 => Some(("pcmu".into(), 8000)),
+                8 => Some(("pcma".into(), 8000)),
+                _ => None,
+            })
+    };
+    // The caller's order is its preference (RFC 3264 §6.1).
+    let (codec, payload_type) = formats
+        .iter()
+        .find_map(|&pt| match name_of(pt)? {
+            (n, 8000) if n == "pcmu" => Some((Codec::Pcmu, pt)),
+            (n, 8000) if n == "pcma" => Some((Codec::Pcma, pt)),
+            _ => None,
+        })
+        .ok_or(OfferError::Codec)?;
+    let telephone_event = formats
+        .iter()
+        .copied()
+        .find(|&pt| name_of(pt).is_some_and(|(n, clock)| n == "telephone-event" && clock == 8000));
+    Ok(AudioOffer {
+        index,
+        addr: addrs[index].or(session_addr),
+        port: ports[index],
+        codec,
+        payload_type,
+        telephone_event,
+        lines,
+    })
+}
+
+/// The answer: the chosen audio at `addr:port`, every other m-line refused.
+pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> Vec<u8> {
+    let ip = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    let mut sdp = format!(
+        "v=0\r\no=softswitch {session_id} 1 IN {ip} {addr}\r\ns=softswitch\r\nc=IN {ip} {addr}\r\nt=0 0\r\n"
+    );
+    for (i, (media, proto, formats)) in offer.lines.iter().enumerate() {
+        if i != offer.index {
+            sdp.push_str(&format!("m={media} 0 {proto} {formats}\r\n"));
+            continue;
+        }
+        let pt = offer.payload_type;
+        match offer.telephone_event {
+            Some(te) => sdp.push_str(&format!("m=audio {port} RTP/AVP {pt} {te}\r\n")),
+            None => sdp.push_str(&format!("m=audio {port} RTP/AVP {pt}\r\n")),
+        }
+        sdp.push_str(&format!(
+            "a=rtpmap:{pt} {}/8000\r\n",
+            offer.codec.rtpmap_name()
+        ));
+        if let Some(te) = offer.telephone_event {
+            sdp.push_str(&format!(
+                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+            ));
+        }
+        sdp.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    }
+    sdp.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
+        m=video 4002 RTP/AVP 97\r\na=rtpmap:97 VP8/90000\r\n";
+
+    #[test]
+    fn the_first_g711_the_caller_lists_is_chosen_with_its_telephone_events() {
+        let o = audio_offer(BARESIP.as_bytes()).unwrap();
+        assert_eq!((o.codec, o.payload_type), (Codec::Pcma, 8));
+        assert_eq!(o.telephone_event, Some(101));
+        assert_eq!((o.addr, o.port), (Some("192.0.2.7".parse().unwrap()), 4000));
+        let a = String::from_utf8(answer(&o, "127.0.0.1".parse().unwrap(), 20000, 7)).unwrap();
+        assert!(a.contains("m=audio 20000 RTP/AVP 8 101\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:8 PCMA/8000\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{a}");
+        assert!(
+            a.contains("m=video 0 RTP/AVP 97\r\n"),
+            "the video line is refused: {a}"
+        );
+        assert!(a.contains("c=IN IP4 127.0.0.1\r\n"), "{a}");
+    }
+
+    #[test]
+    fn static_payload_types_need_no_rtpmap_and_media_level_addresses_win() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+            m=audio 5004 RTP/AVP 0\r\nc=IN IP4 10.0.0.9\r\n";
+        let o = audio_offer(sdp.as_bytes()).unwrap();
+        assert_eq!(
+            (o.codec, o.payload_type, o.telephone_event),
+            (Codec::Pcmu, 0, None)
+        );
+        assert_eq!(o.addr, Some("10.0.0.9".parse().unwrap()));
+        let a = String::from_utf8(answer(&o, "::1".parse().unwrap(), 20002, 1)).unwrap();
+        assert!(a.contains("m=audio 20002 RTP/AVP 0\r\n"), "{a}");
+        assert!(a.contains("c=IN IP6 ::1\r\n"), "{a}");
+        assert!(!a.contains("telephone-event"), "{a}");
+    }
+
+    #[test]
+    fn offers_the_endpoint_cannot_serve_are_refused() {
+        let opus_only =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
+        assert_eq!(audio_offer(opus_only.as_bytes()), Err(OfferError::Codec));
+        let srtp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/SAVP 0\r\n";
+        assert_eq!(audio_offer(srtp.as_bytes()), Err(OfferError::Audio));
+        let video = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5004 RTP/AVP 97\r\n";
+        assert_eq!(audio_offer(video.as_bytes()), Err(OfferError::Audio));
+        let rejected = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n";
+        assert_eq!(audio_offer(rejected.as_bytes()), Err(OfferError::Audio));
+        assert_eq!(audio_offer(b""), Err(OfferError::Missing));
+        assert_eq!(audio_offer(b"\xff\xfe"), Err(OfferError::Missing));
+        assert_eq!(audio_offer(b"v=0\r\n"), Err(OfferError::Missing));
+        // A telephone-event at another clock rate is not ours.
+        let te16 = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 0 100\r\na=rtpmap:100 telephone-event/16000\r\n";
+        assert_eq!(audio_offer(te16.as_bytes()).unwrap().telephone_event, None);
+    }
+}

