@@ -189,6 +189,12 @@ async fn an_answered_call_ends_with_a_bye_from_either_side() {
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way() {
     let switch = switch("[calls]\nno_answer_secs = 2\n").await;
+    // Without voicemail, which would answer each of these calls.
+    for login in ["bob", "carol"] {
+        switch
+            .site
+            .ok(&["account", "set", login, "--voicemail", "off"]);
+    }
 
     // bob offline, nobody unknown to the directory.
     let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "bob", 0);
@@ -211,8 +217,8 @@ async fn busy_cancelled_unanswered_offline_and_unknown_calls_fail_the_right_way(
     // The device saw the CANCEL the switch sent on its own leg.
     wait_trace(&ring_trace, "CANCEL sip:").await;
 
-    // Nobody answers within no_answer_secs: the guest is asked again and its
-    // fallback (no voicemail yet) is what the caller hears.
+    // Nobody answers within no_answer_secs: the guest is asked again and,
+    // voicemail being off, its refusal is what the caller hears.
     let started = std::time::Instant::now();
     let (ok, trace) = call(&switch, &expect_failure(&switch, 480), "carol", 0);
     assert!(ok, "unanswered call:\n{trace}\n{}", switch.log());
@@ -311,7 +317,11 @@ async fn the_callee_account_s_own_no_answer_timeout_ends_the_ringing() {
             .contains("no_answer_secs: 5\n")
     );
 
-    // carol's device rings and never answers; bob's account keeps the default.
+    // carol's device rings and never answers (no voicemail to take over);
+    // bob's account keeps the default.
+    switch
+        .site
+        .ok(&["account", "set", "carol", "--voicemail", "off"]);
     let (ringing, ring_trace) = callee(&switch, "carol", &scenario("call_uas_ring.xml"));
     switch.wait_registered(1).await;
     let started = std::time::Instant::now();

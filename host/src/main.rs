@@ -137,9 +137,21 @@ enum AccountCommand {
         /// Plan name; "" removes it.
         #[arg(long)]
         plan: Option<String>,
+        /// Whether unanswered, busy, declined and offline calls go to
+        /// voicemail (on by default).
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        voicemail: Option<bool>,
     },
     /// Delete an account and its profile.
     Del { login: String },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
 }
 
 /// `--no-answer-secs`: seconds, or `None` for the switch-wide default.
@@ -543,6 +555,7 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             currency,
             dialplan_rule,
             plan,
+            voicemail,
         } => {
             let settings = AccountSettings {
                 tariff,
@@ -551,16 +564,25 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                 plan,
                 no_answer_secs: no_answer_secs.map(|n| n.0),
             };
-            if settings == AccountSettings::default() {
+            if settings == AccountSettings::default() && voicemail.is_none() {
                 bail!("nothing to change: give at least one option (see --help)");
             }
-            let found = app
-                .store
-                .update_account_settings(&login, &settings)
-                .await
-                .with_context(|| format!("cannot change account {login:?}"))?;
-            if !found {
-                bail!("no account {login:?}");
+            if settings != AccountSettings::default() {
+                let found = app
+                    .store
+                    .update_account_settings(&login, &settings)
+                    .await
+                    .with_context(|| format!("cannot change account {login:?}"))?;
+                if !found {
+                    bail!("no account {login:?}");
+                }
+            }
+            if let Some(enabled) = voicemail {
+                let Some(mut vm) = app.store.voicemail_settings(&login).await? else {
+                    bail!("no account {login:?}");
+                };
+                vm.enabled = enabled;
+                app.store.set_voicemail_settings(&vm).await?;
             }
             println!("account {login} changed");
         }
