@@ -172,3 +172,136 @@ fn prompt(name: &str) -> PathBuf {
         .join("../prompts/en")
         .join(format!("{name}.wav"))
 }
+
+/// A SIPp MWI watcher of `login`'s own mailbox, answering up to `notifies`
+/// NOTIFYs in the background; killed when dropped.
+struct Watcher {
+    child: std::process::Child,
+    trace: PathBuf,
+}
+
+impl Watcher {
+    fn start(switch: &Switch, login: &str, notifies: usize) -> Watcher {
+        let text = std::fs::read_to_string(support::sipp::scenario("presence_watch.xml")).unwrap();
+        let (start, end) = (
+            text.find("<!--NOTIFY-->").unwrap(),
+            text.find("<!--/NOTIFY-->").unwrap(),
+        );
+        let text = format!(
+            "{}{}{}",
+            &text[..start],
+            text[start..end].repeat(notifies),
+            &text[end..]
+        )
+        .replace("Event: presence", "Event: message-summary");
+        let scenario = switch.site.path(&format!("mwi-{}.xml", rand_suffix()));
+        std::fs::write(&scenario, text).unwrap();
+        let trace = switch.site.path(&format!("mwi-{}.log", rand_suffix()));
+        let users = switch.users(&format!("{login}-mwi.csv"), login, &format!("{login}-pw"));
+        let child = std::process::Command::new("sipp")
+            .arg(switch.target())
+            .arg("-sf")
+            .arg(&scenario)
+            .arg("-inf")
+            .arg(&users)
+            .args(["-s", login, "-key", "domain", "localhost"])
+            .args(["-m", "1", "-l", "1", "-nostdin", "-timeout", "120"])
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(&trace)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp must be installed");
+        Watcher { child, trace }
+    }
+
+    /// The `Voice-Message:` values received so far, repeats removed.
+    fn counts(&self) -> Vec<String> {
+        let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        let mut seen: Vec<String> = trace
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Voice-Message: "))
+            // `new/old (urgent new/urgent old)`: the first pair.
+            .filter_map(|v| v.split_whitespace().next().map(str::to_owned))
+            .collect();
+        seen.dedup();
+        seen
+    }
+
+    async fn wait_for(&self, count: &str, switch: &Switch) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.counts().last().map(String::as_str) != Some(count) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MWI never said {count}: {:?}\n{}",
+                self.counts(),
+                switch.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_drive_the_950_menu_and_mwi_follows_deposit_heard_and_delete() {
+    let switch = Switch::start("").await;
+    let watcher = Watcher::start(&switch, "bob", 12);
+    watcher.wait_for("0/0", &switch).await;
+    for n in 1..=2 {
+        let (ok, trace) = leave_voicemail(&switch, "bob", 1000);
+        assert!(ok, "deposit {n} failed:\n{trace}\n{}", switch.log());
+        watcher.wait_for(&format!("{n}/0"), &switch).await;
+    }
+    // The list is newest first; the menu plays the oldest first.
+    let (_, list) = voicemails(&switch, "bob");
+    let (first, second) = (list[1].0, list[0].0);
+
+    // bob calls 950 and presses 7 (delete) then 9 (save): typed ahead, each
+    // acts on the message playing when it is read.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let keys = "  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_7.pcap\"/></action></nop>\n\
+                <pause milliseconds=\"700\"/>\n\
+                <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_9.pcap\"/></action></nop>\n";
+    let scenario = switch.variant_with(
+        "ivr_listen_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            (
+                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
+                keys,
+            ),
+            ("KEYS_AFTER", "1500"),
+        ],
+    );
+    let users = switch.users("bob.csv", "bob", "bob-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", "950"],
+    );
+    assert!(ok, "950 call failed:\n{trace}\n{}", switch.log());
+    drop(sink);
+    let (counts, list) = voicemails(&switch, "bob");
+    assert_eq!(counts, "bob: 0 new, 1 heard", "{}", switch.log());
+    assert_eq!(
+        list,
+        [(second, "heard".to_owned())],
+        "the first was deleted"
+    );
+    watcher.wait_for("0/1", &switch).await;
+    // Every state the mailbox went through was notified, in order: the
+    // deletion (1 new left) or the hearing of the second may coalesce with
+    // their neighbours, never reorder.
+    let seen = watcher.counts();
+    assert_eq!(&seen[..3], ["0/0", "1/0", "2/0"], "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("0/1"), "{seen:?}");
+    assert!(!seen.contains(&"2/1".to_owned()), "{seen:?} ({first})");
+}
