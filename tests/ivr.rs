@@ -305,3 +305,68 @@ async fn keys_drive_the_950_menu_and_mwi_follows_deposit_heard_and_delete() {
     assert_eq!(seen.last().map(String::as_str), Some("0/1"), "{seen:?}");
     assert!(!seen.contains(&"2/1".to_owned()), "{seen:?} ({first})");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_never_returns_is_stopped_and_leaks_nothing() {
+    // 950: spins on the CPU after answering; 750: calls pause forever and
+    // ignores that the caller hung up.
+    let ivr = format!(
+        "{}[ivr.services.greeting.config]\nmode = \"ignore\"\n",
+        support::ivr_section(&[
+            ("voicemail", "fixture_ivr_loop"),
+            ("greeting", "fixture_ivr_loop")
+        ])
+    );
+    let switch = Switch::start_with("", &ivr).await;
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+
+    // The spinning guest is stopped at its step budget and the switch
+    // hangs up on the caller.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let scenario = switch.variant_with(
+        "ivr_listen_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            (
+                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
+                "",
+            ),
+            ("KEYS_AFTER", "100"),
+        ],
+    );
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", "950"],
+    );
+    assert!(ok, "spinning guest's call:\n{trace}\n{}", switch.log());
+    let timeouts = "softswitch_guest_failures_total{guest=\"fixture_ivr_loop\",kind=\"timeout\",world=\"softswitch:ivr/scenario@0.1.0\"}";
+    switch.wait_metric(timeouts, |v| v == 1).await;
+
+    // The guest that ignores the hang-up is dropped when the call ends.
+    let (ok, trace) = sipp(
+        &switch,
+        &support::sipp::scenario("call_uac.xml"),
+        &["-inf", users.to_str().unwrap(), "-s", "750", "-d", "2000"],
+    );
+    assert!(ok, "ignoring guest's call:\n{trace}\n{}", switch.log());
+    for gauge in [
+        "softswitch_ivr_runs",
+        "softswitch_calls_active",
+        "softswitch_sip_dialogs",
+        "softswitch_media_ports_in_use",
+    ] {
+        switch.wait_metric(gauge, |v| v == 0).await;
+    }
+    assert!(
+        switch
+            .log()
+            .contains("IVR run did not end with its call: dropped"),
+        "{}",
+        switch.log()
+    );
+    // Both calls were answered and recorded once each.
+    let cdrs = switch.site.ok(&["cdr", "list", "--login", "alice"]);
+    assert_eq!(cdrs.lines().count(), 2, "{cdrs}");
+    assert!(cdrs.lines().all(|l| l.contains("answered")), "{cdrs}");
+}

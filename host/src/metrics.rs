@@ -27,6 +27,8 @@ pub struct Metrics {
     pub calls_active: IntGauge,
     /// Dialogs the B2BUA holds (two per answered call).
     pub sip_dialogs: IntGauge,
+    /// IVR guest runs in progress (one per call to a service): a leak shows here.
+    pub ivr_runs: IntGauge,
     /// Calls answered since start.
     pub calls_answered: IntCounter,
     /// Relay streams open (one per m-line of a call): a leak shows here.
@@ -107,6 +109,8 @@ impl Metrics {
             IntGauge::new("sip_dialogs", "SIP dialogs held by the B2BUA").expect("static metric");
         let calls_answered =
             IntCounter::new("calls_answered_total", "Calls answered").expect("static metric");
+        let ivr_runs =
+            IntGauge::new("ivr_runs", "IVR guest runs in progress").expect("static metric");
         let media_streams =
             IntGauge::new("media_streams", "Relay streams open").expect("static metric");
         let media_ports_in_use =
@@ -166,6 +170,7 @@ impl Metrics {
         for g in [
             &calls_active,
             &sip_dialogs,
+            &ivr_runs,
             &media_streams,
             &media_ports_in_use,
             &media_kernel_entries,
@@ -202,6 +207,7 @@ impl Metrics {
             sip_connections,
             calls_active,
             sip_dialogs,
+            ivr_runs,
             calls_answered,
             media_streams,
             media_ports_in_use,

@@ -110,6 +110,22 @@ pub enum IvrStartError {
 /// Told the login whose mailbox changed.
 pub type MailboxListener = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// One run in [`Ivr::runs`] for as long as it lives.
+struct RunCount(Arc<Ivr>);
+
+impl RunCount {
+    fn new(ivr: Arc<Ivr>) -> Self {
+        *ivr.runs.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Self(ivr)
+    }
+}
+
+impl Drop for RunCount {
+    fn drop(&mut self) {
+        *self.0.runs.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+    }
+}
+
 /// A loaded guest and the file stamp it was loaded from.
 struct Loaded {
     stamp: Option<(SystemTime, u64)>,
@@ -122,8 +138,9 @@ pub struct Ivr {
     plugins: Plugins,
     prompts: Arc<Prompts>,
     store: Store,
-    /// By path: one guest may serve several services.
-    loaded: tokio::sync::Mutex<HashMap<PathBuf, Loaded>>,
+    /// By service: two services may run the same file with different
+    /// configuration values (the compiled code is shared by the cache).
+    loaded: tokio::sync::Mutex<HashMap<String, Loaded>>,
     on_mailbox_change: OnceLock<MailboxListener>,
     runs: Mutex<usize>,
 }
@@ -188,7 +205,7 @@ impl Ivr {
         let path = PathBuf::from(&s.path);
         let stamp = file_stamp(&path);
         let mut loaded = self.loaded.lock().await;
-        if let Some(l) = loaded.get(&path)
+        if let Some(l) = loaded.get(service)
             && (l.stamp == stamp || stamp.is_none())
         {
             return Ok(l.guest.clone());
@@ -216,7 +233,7 @@ impl Ivr {
                 let guest = Arc::new(guest);
                 tracing::info!(service, guest = name, path = %path.display(), "IVR guest loaded");
                 loaded.insert(
-                    path,
+                    service.to_owned(),
                     Loaded {
                         stamp,
                         guest: guest.clone(),
@@ -224,7 +241,7 @@ impl Ivr {
                 );
                 Ok(guest)
             }
-            Err(e) => match loaded.get(&path) {
+            Err(e) => match loaded.get(service) {
                 // A bad new file: the old version keeps serving.
                 Some(l) => {
                     tracing::error!(service, error = %e, "IVR guest reload failed; previous version stays");
@@ -290,8 +307,8 @@ impl Ivr {
             mwi,
         );
         let max = Duration::from_secs(self.config.max_run_secs.max(1));
-        let ivr = self.clone();
-        *ivr.runs.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        // Counted down when the task ends, also when it is aborted.
+        let counted = RunCount::new(self.clone());
         let span = tracing::info_span!("ivr", service = %session.facts.service, call_id = %session.facts.call_id);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
@@ -320,7 +337,7 @@ impl Ivr {
                 };
                 // Ignored when the guest hung up already.
                 let _ = control.send(Control::Hangup(cause));
-                *ivr.runs.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+                drop(counted);
             },
             span,
         ))

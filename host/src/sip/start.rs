@@ -165,6 +165,9 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
                 .calls_answered
                 .inc_by(answered.saturating_sub(metrics.calls_answered.get()));
             metrics.sip_dialogs.set(server.calls.dialog_count() as i64);
+            if let Some(ivr) = server.ivr() {
+                metrics.ivr_runs.set(ivr.runs() as i64);
+            }
             if let Some(media) = &server.calls.settings.media {
                 let stats = media.relay.stats();
                 metrics

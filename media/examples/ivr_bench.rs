@@ -1,0 +1,1227 @@
+//! Load tool for the IVR benchmark (`bench/ivr.sh`): concurrent G.711 IVR
+//! sessions (an endpoint playing a prompt and recording at once) against a
+//! load generator acting as the phones, and the same number of plain
+//! relayed streams as the baseline.
+//!
+//! ```text
+//! ivr_bench ivr|relay --sessions N [--warmup S] [--duration S] [--drain S]
+//!                     [--ramp S] [--workers W] [--port-min P] [--port-max P]
+//!                     [--codec pcma|pcmu] [--prompt S] [--record-max S] [--label L]
+//! ```
+//!
+//! One process: the media side on one multi-thread tokio runtime
+//! (`--workers`, 2 by default; its threads are named `ivr-rt`), and the
+//! generator on two plain threads (`gen-send`, `gen-recv`) with batched
+//! system calls (Linux only: `sendmmsg`/`recvmmsg`), so that the CPU of
+//! each can be read apart (`/proc/self/task/*/stat`).
+//!
+//! - `ivr`: N endpoints (`Relay::open_endpoint`, A-law, telephone-event 101),
+//!   opened evenly over `--ramp` seconds (so their 20 ms ticks fall at
+//!   random phases, as calls arriving do). Each plays a prompt (a 400 Hz
+//!   sine of `--prompt` seconds, looped) and, at the same time, records
+//!   (`record` with `max` = `--record-max`, the measured duration by
+//!   default, started again whenever one ends). The generator has one
+//!   socket, the SDP address of every endpoint: it sends each endpoint a
+//!   20 ms A-law packet (a 1 kHz tone, so the recorder hears something)
+//!   every 20 ms and receives every endpoint's packets.
+//! - `relay`: the baseline, N `Relay::open()` streams, one-way A→B: the
+//!   generator sends each stream's A port the same 20 ms packets from one
+//!   socket and receives them from the B ports on another (which spoke
+//!   first, so that each stream latched it). Per stream as many packets in
+//!   and out of the media side as an IVR session: N × 50/s each way.
+//!
+//! The sender wakes every 250 µs and sends what has come due (flow i at
+//! offset i/N of the 20 ms period) with `sendmmsg` (≤ 8 packets per call).
+//! The receiver blocks in `recvmmsg` (≤ 64 datagrams, 64 MiB receive
+//! buffer) and tells the stream by the packet's source port. Arrival times
+//! are the kernel's (`SO_TIMESTAMPNS`): on loopback the packet is stamped
+//! when the media side's `sendto` hands it to the network stack, so the
+//! figure is the media side's sending timing, not the receiver thread's
+//! scheduling; the receiver's own clock (read once per batch) is kept
+//! beside it as `rx_jitter_*` (what a phone reading in user space would see).
+//!
+//! Measured over the window (after the warm-up), per stream:
+//!
+//! - loss: packets the RTP timestamps say were due minus packets received
+//!   (a stream that stalls over 60 ms skips frames, moving its timestamp on
+//!   without sending: counted lost); `seq_lost` counts by sequence number
+//!   (packets sent but not received);
+//! - jitter: for consecutive packets of a stream, |arrival gap − 20 ms|, in
+//!   one histogram over all streams (p50, p99, p99.9, max), and the streams
+//!   whose own p99 is over 5 ms (more than 1 % of their gaps);
+//! - CPU of the runtime, the sender and the receiver threads, and of the rest
+//!   of the machine (% of one core), and the runtime's CPU per packet (in
+//!   and out).
+//!
+//! Also the media side's input: packets the generator sent (whole run) that
+//! the endpoints (or the relay) did not count, and what their drop
+//! counters say; and the recordings (seconds, share of non-zero samples).
+//! It prints one line of `key=value` pairs on stdout and a summary on
+//! stderr.
+//!
+//! Opus (a later part of the issue) goes in where `--codec` is read
+//! ([`bench_codec`]): its dynamic payload type, and the generator's payload
+//! encoded by its encoder; timestamps already follow the codec's clock.
+
+use std::ffi::{c_int, c_uint, c_void};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use std::{env, fs, io, mem, process, thread};
+
+use hdrhistogram::Histogram;
+use media::codec::{FRAME_DURATION, FRAME_SAMPLES};
+use media::{
+    Codec, Endpoint, EndpointConfig, EndpointHandle, PlayOutcome, RecordEnd, RecordOptions, Relay,
+    RelayConfig, Side, Stream, tone,
+};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Largest packet the generator sends or reads whole (a G.711 packet is 172).
+const PACKET_MAX: usize = 256;
+/// RFC 4733 payload type offered to the endpoints.
+const TELEPHONE_EVENT: u8 = 101;
+/// The jitter bound a step must hold (p99) and the loss it may have.
+const JITTER_BOUND: Duration = Duration::from_millis(5);
+const LOSS_BOUND_PCT: f64 = 0.1;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() {
+    let mut args = env::args().skip(1);
+    let mode = args.next().unwrap_or_default();
+    let kind = match mode.as_str() {
+        "ivr" => Kind::Ivr,
+        "relay" => Kind::Relay,
+        _ => usage("the mode is ivr or relay"),
+    };
+    let opts = match Opts::parse(args) {
+        Ok(o) => o,
+        Err(e) => usage(&e),
+    };
+    if let Err(e) = run(kind, &opts) {
+        eprintln!("ivr_bench {mode}: {e}");
+        process::exit(1);
+    }
+}
+
+fn usage(why: &str) -> ! {
+    eprintln!("ivr_bench: {why}");
+    eprintln!("usage: ivr_bench ivr|relay --sessions N [options]");
+    eprintln!(
+        "  --warmup S (3) --duration S (20) --drain S (1) --ramp S (1) --workers W (2)\n  \
+         --port-min P (30000) --port-max P (39999) --codec pcma|pcmu (pcma)\n  \
+         --prompt S (10) --record-max S (= duration) --label L (the mode)"
+    );
+    process::exit(2);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ivr,
+    Relay,
+}
+
+struct Opts {
+    sessions: usize,
+    warmup: Duration,
+    duration: Duration,
+    drain: Duration,
+    ramp: Duration,
+    workers: usize,
+    port_min: u16,
+    port_max: u16,
+    codec: String,
+    prompt: Duration,
+    record_max: Option<Duration>,
+    label: Option<String>,
+}
+
+impl Opts {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
+        let mut o = Opts {
+            sessions: 0,
+            warmup: Duration::from_secs(3),
+            duration: Duration::from_secs(20),
+            drain: Duration::from_secs(1),
+            ramp: Duration::from_secs(1),
+            workers: 2,
+            port_min: 30000,
+            port_max: 39999,
+            codec: "pcma".into(),
+            prompt: Duration::from_secs(10),
+            record_max: None,
+            label: None,
+        };
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = || format!("bad value for {flag}: {value}");
+            let secs = |v: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            };
+            match flag.as_str() {
+                "--sessions" => o.sessions = value.parse().map_err(|_| bad())?,
+                "--warmup" => o.warmup = secs(&value).ok_or_else(bad)?,
+                "--duration" => o.duration = secs(&value).ok_or_else(bad)?,
+                "--drain" => o.drain = secs(&value).ok_or_else(bad)?,
+                "--ramp" => o.ramp = secs(&value).ok_or_else(bad)?,
+                "--workers" => o.workers = value.parse().map_err(|_| bad())?,
+                "--port-min" => o.port_min = value.parse().map_err(|_| bad())?,
+                "--port-max" => o.port_max = value.parse().map_err(|_| bad())?,
+                "--codec" => o.codec = value.clone(),
+                "--prompt" => o.prompt = secs(&value).ok_or_else(bad)?,
+                "--record-max" => o.record_max = Some(secs(&value).ok_or_else(bad)?),
+                "--label" => o.label = Some(value.clone()),
+                _ => return Err(format!("unknown option {flag}")),
+            }
+        }
+        if o.sessions == 0 || o.workers == 0 || o.duration.is_zero() {
+            return Err("--sessions, --workers and --duration must be above 0".into());
+        }
+        if o.prompt < FRAME_DURATION {
+            return Err("--prompt must be at least one frame (0.02 s)".into());
+        }
+        Ok(o)
+    }
+}
+
+/// The codec and payload type the endpoints are offered. Opus goes here
+/// when `media::Codec` has it: a dynamic payload type (e.g. 111); the
+/// generator's payload is made by the codec's own encoder already.
+fn bench_codec(name: &str) -> Result<(Codec, u8), Error> {
+    match name {
+        "pcma" => Ok((Codec::Pcma, 8)),
+        "pcmu" => Ok((Codec::Pcmu, 0)),
+        "opus" => Err("opus is not in the media crate yet (a later part of the issue)".into()),
+        _ => Err(format!("unknown codec {name} (pcma, pcmu)").into()),
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+/// What the media side has open, kept until the end of the run.
+enum Open {
+    /// The endpoints' handles and their session tasks (play + record).
+    Ivr(Vec<(EndpointHandle, tokio::task::JoinHandle<Recorded>)>),
+    Relay(Vec<Stream>),
+}
+
+fn run(kind: Kind, opts: &Opts) -> Result<(), Error> {
+    let (codec, payload_type) = bench_codec(&opts.codec)?;
+    let label = opts.label.clone().unwrap_or_else(|| match kind {
+        Kind::Ivr => "ivr".into(),
+        Kind::Relay => "relay".into(),
+    });
+    let n = opts.sessions;
+    let ports_each = match kind {
+        Kind::Ivr => 2,
+        Kind::Relay => 4,
+    };
+    let range = usize::from(opts.port_max.saturating_sub(opts.port_min)) + 1;
+    if n * ports_each > range {
+        return Err(format!(
+            "{n} {label} sessions need {} ports, the range {}-{} has {range}",
+            n * ports_each,
+            opts.port_min,
+            opts.port_max
+        )
+        .into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.workers)
+        .thread_name("ivr-rt")
+        .enable_all()
+        .build()?;
+    let relay = rt.block_on(async {
+        Relay::new(RelayConfig {
+            bind: LOCALHOST,
+            port_min: opts.port_min,
+            port_max: opts.port_max,
+            kernel_forwarding: false,
+        })
+    });
+
+    // The generator's sockets: the phones' side. The receiving one stamps
+    // arrivals in the kernel.
+    let rx = generator_socket()?;
+    set_timestamping(&rx)?;
+    let tx = match kind {
+        Kind::Ivr => rx.try_clone()?,
+        Kind::Relay => generator_socket()?,
+    };
+    let phones = rx.local_addr()?;
+
+    // Which stream a packet is from, by its source port (stream + 1; 0:
+    // none), filled in as the media side opens.
+    let by_port: Arc<Vec<AtomicU32>> =
+        Arc::new((0..=u16::MAX).map(|_| AtomicU32::new(0)).collect());
+
+    // The receiver runs from the start: endpoints send from the moment they
+    // open, and what comes before the window is read and only followed.
+    let base = Instant::now();
+    let (window_tx, window_rx) = std::sync::mpsc::channel::<(u64, u64)>();
+    let receiver = {
+        let by_port = by_port.clone();
+        let socket = rx.try_clone()?;
+        let step = codec.timestamp_step();
+        thread::Builder::new()
+            .name("gen-recv".into())
+            .spawn(move || receive(socket, n, by_port, base, window_rx, step))?
+    };
+
+    // The media side, opened evenly over the ramp.
+    let prompt: Arc<[i16]> = tone::sine(400.0, 8000, opts.prompt).into();
+    let record_max = opts.record_max.unwrap_or(opts.duration);
+    let opened_at = Instant::now();
+    let (open, destinations) = rt.block_on(async {
+        let mut destinations = Vec::with_capacity(n);
+        let ramp_start = tokio::time::Instant::now();
+        let mut open = match kind {
+            Kind::Ivr => Open::Ivr(Vec::with_capacity(n)),
+            Kind::Relay => Open::Relay(Vec::with_capacity(n)),
+        };
+        for i in 0..n {
+            let when = ramp_start + opts.ramp.mul_f64(i as f64 / n as f64);
+            tokio::time::sleep_until(when).await;
+            match &mut open {
+                Open::Ivr(endpoints) => {
+                    let ep = relay.open_endpoint(EndpointConfig {
+                        codec,
+                        payload_type,
+                        telephone_event: Some(TELEPHONE_EVENT),
+                        remote: phones,
+                    })?;
+                    by_port[usize::from(ep.local_port())].store(i as u32 + 1, Ordering::Relaxed);
+                    destinations.push(localhost(ep.local_port()));
+                    let handle = ep.handle();
+                    let task = tokio::spawn(session(ep, prompt.clone(), record_max));
+                    endpoints.push((handle, task));
+                }
+                Open::Relay(streams) => {
+                    let s = relay.open()?;
+                    by_port[usize::from(s.rtp_port(Side::B))]
+                        .store(i as u32 + 1, Ordering::Relaxed);
+                    destinations.push(localhost(s.rtp_port(Side::A)));
+                    streams.push(s);
+                }
+            }
+        }
+        Ok::<_, Error>((open, destinations))
+    })?;
+    let ramp_took = opened_at.elapsed();
+    // The relay's B side speaks first, so that each stream latches the
+    // receiving socket (these packets have nowhere to go and are dropped).
+    let mut primed = 0u64;
+    if let Open::Relay(streams) = &open {
+        let mut priming = [0u8; 12];
+        write_header(&mut priming, payload_type, 0, 0, 0);
+        for _ in 0..2 {
+            for s in streams {
+                if rx
+                    .send_to(&priming, (LOCALHOST, s.rtp_port(Side::B)))
+                    .is_ok()
+                {
+                    primed += 1;
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    let start = Instant::now() + Duration::from_millis(50);
+    let window = (start + opts.warmup, start + opts.warmup + opts.duration);
+    let nanos = |t: Instant| t.duration_since(base).as_nanos() as u64;
+    let window_ns = (nanos(window.0), nanos(window.1));
+    window_tx.send(window_ns)?;
+
+    // What the phones say: a 1 kHz tone, encoded once.
+    let mut payload = Vec::with_capacity(PACKET_MAX);
+    let frame = tone::sine(1000.0, 6000, FRAME_DURATION);
+    codec
+        .encoder()
+        .encode(&frame[..FRAME_SAMPLES], &mut payload)?;
+    let sender = {
+        let step = codec.timestamp_step();
+        thread::Builder::new()
+            .name("gen-send".into())
+            .spawn(move || {
+                send(
+                    tx,
+                    destinations,
+                    Talk {
+                        payload_type,
+                        payload,
+                        step,
+                    },
+                    base,
+                    start,
+                    window,
+                )
+            })?
+    };
+
+    sleep_until(window.0);
+    let before = Usage::sample();
+    let input_before = input_counters(&open, &relay);
+    sleep_until(window.1);
+    let after = Usage::sample();
+    let input_after = input_counters(&open, &relay);
+
+    let sent = sender.join().map_err(|_| "sender panicked")??;
+    let got = receiver.join().map_err(|_| "receiver panicked")??;
+    // What is still on its way reaches the media side.
+    thread::sleep(opts.drain);
+    let input_end = input_counters(&open, &relay);
+
+    let recorded = rt.block_on(async {
+        let mut total = Recorded::default();
+        match open {
+            Open::Ivr(endpoints) => {
+                for (handle, _) in &endpoints {
+                    handle.close();
+                }
+                for (_, task) in endpoints {
+                    if let Ok(r) = task.await {
+                        total.add(&r);
+                    }
+                }
+            }
+            Open::Relay(streams) => drop(streams),
+        }
+        total
+    });
+    drop(rt);
+
+    let report = Report {
+        label,
+        kind,
+        codec,
+        n,
+        opts,
+        sent,
+        got,
+        cpu: after.minus(&before),
+        input: (input_before, input_after, input_end),
+        recorded,
+        ramp_took,
+        primed,
+    };
+    report.print();
+    Ok(())
+}
+
+/// One IVR session: the prompt over and over, and a recording (started
+/// again each time one reaches its maximum) at the same time, until the
+/// endpoint closes.
+async fn session(ep: Endpoint, prompt: Arc<[i16]>, record_max: Duration) -> Recorded {
+    let plays = async { while ep.play(prompt.clone(), "").await == PlayOutcome::Finished {} };
+    let records = async {
+        let mut r = Recorded::default();
+        loop {
+            let rec = ep
+                .record(RecordOptions {
+                    max: record_max,
+                    silence_timeout: None,
+                    finish_keys: String::new(),
+                })
+                .await;
+            r.recordings += 1;
+            r.samples += rec.samples.len() as u64;
+            r.heard += rec.samples.iter().filter(|&&s| s != 0).count() as u64;
+            if rec.reason != RecordEnd::MaxDuration {
+                break;
+            }
+        }
+        r
+    };
+    let ((), r) = tokio::join!(plays, records);
+    r
+}
+
+#[derive(Default, Clone, Copy)]
+struct Recorded {
+    recordings: u64,
+    samples: u64,
+    /// Samples that are not zero (the generator's tone, not silence).
+    heard: u64,
+}
+
+impl Recorded {
+    fn add(&mut self, other: &Recorded) {
+        self.recordings += other.recordings;
+        self.samples += other.samples;
+        self.heard += other.heard;
+    }
+}
+
+/// The media side's input counters, summed: packets it counted in, and
+/// packets it dropped.
+#[derive(Default, Clone, Copy)]
+struct Input {
+    received: u64,
+    dropped: u64,
+}
+
+fn input_counters(open: &Open, relay: &Relay) -> Input {
+    match open {
+        Open::Ivr(endpoints) => {
+            let mut sum = Input::default();
+            for (handle, _) in endpoints {
+                let s = handle.stats();
+                sum.received += s.packets_received;
+                sum.dropped += s.dropped_malformed
+                    + s.dropped_wrong_payload_type
+                    + s.dropped_wrong_ssrc
+                    + s.dropped_late
+                    + s.dropped_duplicate
+                    + s.dropped_overflow;
+            }
+            sum
+        }
+        Open::Relay(_) => {
+            let st = relay.stats();
+            Input {
+                received: st.packets_relayed.load(Ordering::Relaxed),
+                dropped: st.packets_dropped.load(Ordering::Relaxed),
+            }
+        }
+    }
+}
+
+struct Report<'a> {
+    label: String,
+    kind: Kind,
+    codec: Codec,
+    n: usize,
+    opts: &'a Opts,
+    sent: Sent,
+    got: Received,
+    cpu: CpuShare,
+    /// At the window's start, its end, and after the drain.
+    input: (Input, Input, Input),
+    recorded: Recorded,
+    ramp_took: Duration,
+    /// Packets sent to the relay's B ports to latch them (dropped there:
+    /// not counted as the relay's drops).
+    primed: u64,
+}
+
+impl Report<'_> {
+    fn print(&self) {
+        let secs = self.opts.duration.as_secs_f64();
+        let per_stream = secs / FRAME_DURATION.as_secs_f64();
+        let g = &self.got;
+        let (mut due, mut received, mut seq_due) = (0u64, 0u64, 0u64);
+        let (mut worst_loss, mut silent, mut bad) = (0.0f64, 0usize, 0usize);
+        for t in &g.tracks {
+            // A stream heard nothing in the window: all of it lost.
+            let d = if t.in_window == 0 {
+                silent += 1;
+                per_stream.round() as u64
+            } else {
+                t.ts_span / u64::from(g.step) + 1
+            };
+            due += d.max(t.in_window);
+            seq_due += if t.in_window == 0 {
+                d
+            } else {
+                (t.seq_span + 1).max(t.in_window)
+            };
+            received += t.in_window;
+            let loss = 100.0 * d.saturating_sub(t.in_window) as f64 / d.max(1) as f64;
+            worst_loss = worst_loss.max(loss);
+            // This stream's own p99 is over the bound.
+            if t.gaps == 0 || t.over_bound * 100 > t.gaps {
+                bad += 1;
+            }
+        }
+        let lost = due.saturating_sub(received);
+        let loss_pct = 100.0 * lost as f64 / due.max(1) as f64;
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        let (jitter, rx_jitter) = (&g.jitter, &g.rx_jitter);
+        let over_pct = 100.0 * g.over_bound as f64 / jitter.len().max(1) as f64;
+        let (i0, i1, i2) = self.input;
+        // Whole run: what was sent and what the media side did not count.
+        let in_lost = self.sent.total.saturating_sub(i2.received);
+        let in_window = i1.received.saturating_sub(i0.received);
+        let rt_secs = self.cpu.rt_pct / 100.0 * secs;
+        let packets = in_window + received;
+        let us_per_packet = rt_secs * 1e6 / packets.max(1) as f64;
+        let expected_pps = self.n as f64 / FRAME_DURATION.as_secs_f64();
+        let received_pps = received as f64 / secs;
+        let holds = loss_pct < LOSS_BOUND_PCT
+            && ms(jitter, 0.99) < JITTER_BOUND.as_secs_f64() * 1e3
+            && received_pps >= 0.99 * expected_pps;
+        let rec_secs = self.recorded.samples as f64 / 8000.0;
+        let heard_pct = 100.0 * self.recorded.heard as f64 / self.recorded.samples.max(1) as f64;
+        println!(
+            "label={} kind={} sessions={} codec={} workers={} duration_s={} expected_pps={:.0} \
+             received_pps={:.0} received={} due={} lost={} loss_pct={:.4} seq_lost={} \
+             worst_stream_loss_pct={:.2} silent_streams={} jitter_p50_us={:.0} jitter_p99_us={:.0} \
+             jitter_p999_us={:.0} jitter_max_us={:.0} over5ms_pct={:.3} streams_p99_over5ms={} \
+             rx_jitter_p50_us={:.0} rx_jitter_p99_us={:.0} unstamped={} stray={} \
+             gen_sent={} gen_late_sends={} gen_send_errors={} in_lost={} server_dropped={} \
+             rt_cpu={:.0} send_cpu={:.0} recv_cpu={:.0} main_cpu={:.0} other_cpu={:.0} \
+             rt_us_per_packet={:.2} rcvbuf_errors={} recordings={} recorded_s={:.0} heard_pct={:.1} \
+             ramp_s={:.2} holds={}",
+            self.label,
+            match self.kind {
+                Kind::Ivr => "ivr",
+                Kind::Relay => "relay",
+            },
+            self.n,
+            self.codec,
+            self.opts.workers,
+            secs,
+            expected_pps,
+            received_pps,
+            received,
+            due,
+            lost,
+            loss_pct,
+            seq_due.saturating_sub(received),
+            worst_loss,
+            silent,
+            ms(jitter, 0.5) * 1e3,
+            ms(jitter, 0.99) * 1e3,
+            ms(jitter, 0.999) * 1e3,
+            jitter.max() as f64 / 1e3,
+            over_pct,
+            bad,
+            ms(rx_jitter, 0.5) * 1e3,
+            ms(rx_jitter, 0.99) * 1e3,
+            g.unstamped,
+            g.stray,
+            self.sent.total,
+            self.sent.late,
+            self.sent.errors,
+            in_lost,
+            i2.dropped.saturating_sub(self.primed),
+            self.cpu.rt_pct,
+            self.cpu.send_pct,
+            self.cpu.recv_pct,
+            self.cpu.main_pct,
+            self.cpu.other_pct,
+            us_per_packet,
+            self.cpu.rcvbuf_errors,
+            self.recorded.recordings,
+            rec_secs,
+            heard_pct,
+            self.ramp_took.as_secs_f64(),
+            if holds { "yes" } else { "no" },
+        );
+        eprintln!(
+            "{} x {} ({}, {} workers, {:.0} s measured): {:.0} of {:.0} packets/s out, loss {:.3} % \
+             ({} by sequence, worst stream {:.2} %, {} silent); jitter |gap - 20 ms| p50 {:.2} ms, \
+             p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms ({} streams with p99 > 5 ms; as read by the \
+             receiver p99 {:.2} ms); CPU runtime {:.0} %, sender {:.0} %, receiver {:.0} %, rest of \
+             the machine {:.0} % ({:.1} us of runtime per packet in or out); input not counted {} of \
+             {}, dropped {}{}: {}",
+            self.n,
+            self.label,
+            self.codec,
+            self.opts.workers,
+            secs,
+            received_pps,
+            expected_pps,
+            loss_pct,
+            seq_due.saturating_sub(received),
+            worst_loss,
+            silent,
+            ms(jitter, 0.5),
+            ms(jitter, 0.99),
+            ms(jitter, 0.999),
+            jitter.max() as f64 / 1e6,
+            bad,
+            ms(rx_jitter, 0.99),
+            self.cpu.rt_pct,
+            self.cpu.send_pct,
+            self.cpu.recv_pct,
+            self.cpu.other_pct,
+            us_per_packet,
+            in_lost,
+            self.sent.total,
+            i2.dropped.saturating_sub(self.primed),
+            if self.kind == Kind::Ivr {
+                format!(
+                    "; recorded {:.0} s in {} recordings, {:.0} % non-zero",
+                    rec_secs, self.recorded.recordings, heard_pct
+                )
+            } else {
+                String::new()
+            },
+            if holds { "holds" } else { "does not hold" },
+        );
+    }
+}
+
+// ---------------------------------------------------------------- generator
+
+/// The sender wakes this often and sends the packets whose slot has come.
+const TICK: Duration = Duration::from_micros(250);
+/// Packets per `sendmmsg`.
+const SEND_CHUNK: usize = 8;
+/// Datagrams per `recvmmsg`.
+const RECV_BATCH: usize = 64;
+/// How often a receiver with nothing to read checks whether it is done.
+const RECV_TIMEOUT: Duration = Duration::from_millis(50);
+/// The generator runs on this long past the window, so that its threads are
+/// alive when their CPU time is read at the window's end.
+const OVERRUN: Duration = Duration::from_millis(200);
+/// Receive buffer of the generator's sockets (about half a second at
+/// 100,000 packets/s; the kernel counts ~1 KiB per queued packet).
+const RCVBUF: usize = 64 << 20;
+
+/// What each phone sends.
+struct Talk {
+    payload_type: u8,
+    payload: Vec<u8>,
+    /// RTP timestamp step per packet.
+    step: u32,
+}
+
+struct Sent {
+    /// Packets sent, whole run.
+    total: u64,
+    /// Packets sent more than 2 ms after their slot.
+    late: u64,
+    errors: u64,
+}
+
+/// RTP header: version 2, no marker.
+fn write_header(p: &mut [u8], pt: u8, seq: u16, ts: u32, ssrc: u32) {
+    p[0] = 0x80;
+    p[1] = pt & 0x7F;
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&ts.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+}
+
+/// Paces every flow at one packet per 20 ms, flow i at offset i/N of the
+/// period, until the window closes: every `TICK` it sends what has come
+/// due, in `sendmmsg` calls of up to `SEND_CHUNK` packets.
+fn send(
+    socket: StdUdpSocket,
+    to: Vec<libc::sockaddr_in>,
+    talk: Talk,
+    base: Instant,
+    start: Instant,
+    window: (Instant, Instant),
+) -> Result<Sent, Error> {
+    let nanos = |t: Instant| t.duration_since(base).as_nanos() as u64;
+    // On a little past the window: the CPU of every thread is read at its end.
+    let (start_ns, end_ns) = (nanos(start), nanos(window.1 + OVERRUN));
+    let n = to.len() as u64;
+    let period = FRAME_DURATION.as_nanos() as u64;
+    let due = |k: u64| start_ns + period * (k / n) + period * (k % n) / n;
+    let len = 12 + talk.payload.len();
+    let mut packets = [[0u8; PACKET_MAX]; SEND_CHUNK];
+    for p in &mut packets {
+        p[12..len].copy_from_slice(&talk.payload);
+    }
+    let mut dest = [localhost(0); SEND_CHUNK];
+    let mut slots = [0u64; SEND_CHUNK];
+    let mut queued = 0;
+    let mut sent = Sent {
+        total: 0,
+        late: 0,
+        errors: 0,
+    };
+    let mut flush = |packets: &[[u8; PACKET_MAX]], dest: &[libc::sockaddr_in], slots: &[u64]| {
+        let now = nanos(Instant::now());
+        sent.late += slots.iter().filter(|&&s| now > s + 2_000_000).count() as u64;
+        let mut done = 0;
+        while done < packets.len() {
+            match send_mmsg(&socket, &packets[done..], len, &dest[done..]) {
+                Ok(k) if k > 0 => {
+                    sent.total += k as u64;
+                    done += k;
+                }
+                _ => {
+                    sent.errors += 1;
+                    done += 1;
+                }
+            }
+        }
+    };
+    let mut k = 0u64;
+    let total = n * end_ns.saturating_sub(start_ns).div_ceil(period);
+    while k < total {
+        let now = nanos(Instant::now());
+        while k < total && due(k) <= now {
+            let flow = k % n;
+            let round = k / n;
+            let p = &mut packets[queued];
+            write_header(
+                p,
+                talk.payload_type,
+                round as u16,
+                (round as u32).wrapping_mul(talk.step),
+                flow as u32 + 1,
+            );
+            dest[queued] = to[flow as usize];
+            slots[queued] = due(k);
+            queued += 1;
+            if queued == SEND_CHUNK {
+                flush(&packets, &dest, &slots);
+                queued = 0;
+            }
+            k += 1;
+        }
+        if queued > 0 {
+            flush(&packets[..queued], &dest[..queued], &slots[..queued]);
+            queued = 0;
+        }
+        if k < total {
+            let next = Duration::from_nanos(due(k).max(now + TICK.as_nanos() as u64));
+            sleep_until(base + next);
+        }
+    }
+    Ok(sent)
+}
+
+/// One stream as the receiver follows it.
+#[derive(Default, Clone, Copy)]
+struct Track {
+    heard: bool,
+    last_seq: u16,
+    last_ts: u32,
+    /// Kernel stamp (realtime ns; 0: none) and receiver clock of the last
+    /// packet.
+    last_kernel: u64,
+    last_user: u64,
+    /// In the window: packets, and how far the timestamp and sequence number
+    /// moved on from the first.
+    in_window: u64,
+    ts_span: u64,
+    seq_span: u64,
+    gaps: u64,
+    over_bound: u64,
+}
+
+struct Received {
+    tracks: Vec<Track>,
+    /// |gap − 20 ms| of consecutive packets, ns: by kernel stamps, and by
+    /// the receiver's clock.
+    jitter: Histogram<u64>,
+    rx_jitter: Histogram<u64>,
+    over_bound: u64,
+    /// Packets without a kernel stamp (the receiver's clock was used).
+    unstamped: u64,
+    /// Datagrams from no stream's port, or not RTP.
+    stray: u64,
+    step: u32,
+}
+
+/// Reads the phones' socket in a blocking `recvmmsg` loop until the window
+/// closes (or `stop`), following every stream and measuring those inside
+/// the window.
+fn receive(
+    socket: StdUdpSocket,
+    streams: usize,
+    by_port: Arc<Vec<AtomicU32>>,
+    base: Instant,
+    window: std::sync::mpsc::Receiver<(u64, u64)>,
+    step: u32,
+) -> Result<Received, Error> {
+    socket.set_read_timeout(Some(RECV_TIMEOUT))?;
+    let mut got = Received {
+        tracks: vec![Track::default(); streams],
+        jitter: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        rx_jitter: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        over_bound: 0,
+        unstamped: 0,
+        stray: 0,
+        step,
+    };
+    let period = FRAME_DURATION.as_nanos() as i64;
+    let bound = JITTER_BOUND.as_nanos() as u64;
+    let mut slots = vec![RecvSlot::new(); RECV_BATCH];
+    let mut out = [Datagram::default(); RECV_BATCH];
+    // Unknown until the media side is open.
+    let mut window_ns = (u64::MAX, u64::MAX);
+    loop {
+        if let Ok(w) = window.try_recv() {
+            window_ns = w;
+        }
+        let n = match recv_mmsg(&socket, &mut slots, &mut out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let now = Instant::now().duration_since(base).as_nanos() as u64;
+        if now >= window_ns.1.saturating_add(OVERRUN.as_nanos() as u64) {
+            break;
+        }
+        let in_window = now >= window_ns.0 && now < window_ns.1;
+        for (slot, d) in slots.iter().zip(&out[..n]) {
+            let p = &slot.buf[..d.len.min(PACKET_MAX)];
+            let stream = by_port[usize::from(d.port)].load(Ordering::Relaxed) as usize;
+            if stream == 0 || p.len() < 12 || p[0] >> 6 != 2 {
+                got.stray += 1;
+                continue;
+            }
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            let t = &mut got.tracks[stream - 1];
+            if d.kernel_ns == 0 {
+                got.unstamped += 1;
+            }
+            if in_window {
+                if t.in_window == 0 {
+                    t.ts_span = 0;
+                    t.seq_span = 0;
+                } else {
+                    // Forward moves only (a reordered packet adds nothing).
+                    let dts = ts.wrapping_sub(t.last_ts) as i32;
+                    let dseq = seq.wrapping_sub(t.last_seq) as i16;
+                    t.ts_span += dts.max(0) as u64;
+                    t.seq_span += dseq.max(0) as u64;
+                }
+                t.in_window += 1;
+                if t.heard && seq == t.last_seq.wrapping_add(1) {
+                    let (kernel_gap, user_gap) = (
+                        (d.kernel_ns != 0 && t.last_kernel != 0)
+                            .then(|| d.kernel_ns as i64 - t.last_kernel as i64),
+                        now as i64 - t.last_user as i64,
+                    );
+                    let off = |gap: i64| (gap - period).unsigned_abs().max(1);
+                    let j = off(kernel_gap.unwrap_or(user_gap));
+                    got.jitter.saturating_record(j);
+                    got.rx_jitter.saturating_record(off(user_gap));
+                    t.gaps += 1;
+                    if j > bound {
+                        t.over_bound += 1;
+                        got.over_bound += 1;
+                    }
+                }
+            }
+            if !in_window || t.in_window == 1 || seq.wrapping_sub(t.last_seq) as i16 > 0 {
+                t.last_seq = seq;
+                t.last_ts = ts;
+                t.last_kernel = d.kernel_ns;
+                t.last_user = now;
+            }
+            t.heard = true;
+        }
+    }
+    Ok(got)
+}
+
+// ---------------------------------------------------------------- Linux FFI
+
+/// Sends `packets[i][..len]` to `to[i]` (up to `SEND_CHUNK` of them) with
+/// one `sendmmsg(2)` call. Returns how many were sent.
+#[allow(unsafe_code)]
+fn send_mmsg(
+    socket: &StdUdpSocket,
+    packets: &[[u8; PACKET_MAX]],
+    len: usize,
+    to: &[libc::sockaddr_in],
+) -> io::Result<usize> {
+    let n = packets.len().min(to.len()).min(SEND_CHUNK);
+    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
+    // bytes are valid (null pointers, zero lengths).
+    let mut iov: [libc::iovec; SEND_CHUNK] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { mem::zeroed() };
+    for (v, p) in iov.iter_mut().zip(&packets[..n]) {
+        // The kernel only reads through it.
+        v.iov_base = p.as_ptr() as *mut c_void;
+        v.iov_len = len.min(PACKET_MAX);
+    }
+    let iov_ptr = iov.as_mut_ptr();
+    for (i, (m, addr)) in msgs.iter_mut().zip(&to[..n]).enumerate() {
+        m.msg_hdr.msg_name = addr as *const libc::sockaddr_in as *mut c_void;
+        m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        m.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first n entries of msgs point to n live iovecs, packets
+    // and addresses of the sizes given, all borrowed for the whole call;
+    // the kernel writes only msgs[..n].msg_len.
+    let r = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as c_uint, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Where one datagram lands: its bytes, source address and control
+/// messages (the kernel's receive stamp).
+#[derive(Clone)]
+struct RecvSlot {
+    buf: [u8; PACKET_MAX],
+    name: libc::sockaddr_in,
+    /// Room for a `SCM_TIMESTAMPNS` message (aligned for `cmsghdr`).
+    control: [u64; 8],
+}
+
+impl RecvSlot {
+    fn new() -> RecvSlot {
+        RecvSlot {
+            buf: [0; PACKET_MAX],
+            name: localhost(0),
+            control: [0; 8],
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Datagram {
+    len: usize,
+    /// Source port.
+    port: u16,
+    /// Kernel receive stamp, CLOCK_REALTIME nanoseconds; 0 if none.
+    kernel_ns: u64,
+}
+
+/// Receives up to `RECV_BATCH` datagrams with one `recvmmsg(2)` call:
+/// blocks until one is queued (`MSG_WAITFORONE`), then takes what else is
+/// queued. Returns how many; 0 when `SO_RCVTIMEO` passed with nothing.
+#[allow(unsafe_code)]
+fn recv_mmsg(
+    socket: &StdUdpSocket,
+    slots: &mut [RecvSlot],
+    out: &mut [Datagram; RECV_BATCH],
+) -> io::Result<usize> {
+    let n = slots.len().min(RECV_BATCH);
+    // SAFETY: as in send_mmsg, all-zero iovecs and mmsghdrs are valid.
+    let mut iov: [libc::iovec; RECV_BATCH] = unsafe { mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { mem::zeroed() };
+    let iov_ptr = iov.as_mut_ptr();
+    for (i, (m, s)) in msgs.iter_mut().zip(slots[..n].iter_mut()).enumerate() {
+        // SAFETY: i < n <= RECV_BATCH, inside iov.
+        let v = unsafe { &mut *iov_ptr.add(i) };
+        v.iov_base = s.buf.as_mut_ptr() as *mut c_void;
+        v.iov_len = PACKET_MAX;
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_name = (&mut s.name as *mut libc::sockaddr_in).cast::<c_void>();
+        m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        m.msg_hdr.msg_control = s.control.as_mut_ptr().cast::<c_void>();
+        m.msg_hdr.msg_controllen = mem::size_of_val(&s.control) as _;
+    }
+    // SAFETY: the first n entries of msgs point to n live, exclusively
+    // borrowed buffers, addresses and control buffers of the sizes given;
+    // no timeout pointer (the socket's SO_RCVTIMEO bounds the wait).
+    let r = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            n as c_uint,
+            libc::MSG_WAITFORONE as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let r = r as usize;
+    for ((d, m), s) in out.iter_mut().zip(&msgs[..r]).zip(slots.iter()) {
+        d.len = m.msg_len as usize;
+        d.port = u16::from_be(s.name.sin_port);
+        d.kernel_ns = 0;
+        let hdr = &m.msg_hdr;
+        // SAFETY: the kernel filled msg_control up to msg_controllen with
+        // well-formed cmsghdrs; the CMSG_* helpers stay inside that length,
+        // and the stamp is read unaligned.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                    d.kernel_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                }
+                c = libc::CMSG_NXTHDR(hdr, c);
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Asks the kernel to stamp each datagram's arrival (`SO_TIMESTAMPNS`).
+fn set_timestamping(socket: &StdUdpSocket) -> io::Result<()> {
+    setsockopt_int(socket, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Sets the socket's receive buffer: `SO_RCVBUFFORCE` (needs
+/// CAP_NET_ADMIN), else `SO_RCVBUF` (capped at `rmem_max`).
+fn set_rcvbuf(socket: &StdUdpSocket, bytes: usize) -> io::Result<()> {
+    let value = c_int::try_from(bytes).unwrap_or(c_int::MAX);
+    setsockopt_int(socket, libc::SO_RCVBUFFORCE, value)
+        .or_else(|_| setsockopt_int(socket, libc::SO_RCVBUF, value))
+}
+
+#[allow(unsafe_code)]
+fn setsockopt_int(socket: &StdUdpSocket, option: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const c_int).cast::<c_void>(),
+            mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An unconnected UDP socket on 127.0.0.1 with a large receive buffer.
+fn generator_socket() -> Result<StdUdpSocket, Error> {
+    let s = StdUdpSocket::bind((LOCALHOST, 0))?;
+    if let Err(e) = set_rcvbuf(&s, RCVBUF) {
+        eprintln!("ivr_bench: receive buffer of {RCVBUF} bytes not set: {e}");
+    }
+    Ok(s)
+}
+
+fn localhost(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: Ipv4Addr::LOCALHOST.to_bits().to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        thread::sleep(t - now);
+    }
+}
+
+// ---------------------------------------------------------------- CPU
+
+/// CPU time of this process's threads by role (nanoseconds, from each
+/// thread's `schedstat`: its run time, exact, where `stat`'s jiffies are
+/// sampled), busy jiffies (USER_HZ, 100/s) of the whole machine, and the
+/// kernel's UDP receive-buffer drop counter.
+struct Usage {
+    at: Instant,
+    rt: u64,
+    send: u64,
+    recv: u64,
+    main: u64,
+    busy: u64,
+    rcvbuf_errors: u64,
+}
+
+struct CpuShare {
+    rt_pct: f64,
+    send_pct: f64,
+    recv_pct: f64,
+    main_pct: f64,
+    other_pct: f64,
+    rcvbuf_errors: u64,
+}
+
+impl Usage {
+    fn sample() -> Usage {
+        let at = Instant::now();
+        let mut u = Usage {
+            at,
+            rt: 0,
+            send: 0,
+            recv: 0,
+            main: 0,
+            busy: machine_busy(),
+            rcvbuf_errors: udp_rcvbuf_errors(),
+        };
+        let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+            return u;
+        };
+        for task in tasks.flatten() {
+            let (Ok(name), Ok(sched)) = (
+                fs::read_to_string(task.path().join("comm")),
+                fs::read_to_string(task.path().join("schedstat")),
+            ) else {
+                continue;
+            };
+            let ns: u64 = sched
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            match name.trim_end() {
+                n if n.starts_with("ivr-rt") => u.rt += ns,
+                "gen-send" => u.send += ns,
+                "gen-recv" => u.recv += ns,
+                _ => u.main += ns,
+            }
+        }
+        u
+    }
+
+    fn minus(&self, before: &Usage) -> CpuShare {
+        let secs = self.at.duration_since(before.at).as_secs_f64();
+        let pct = |ns: u64| ns as f64 / 1e9 / secs * 100.0;
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let (rt, send, recv, main) = (
+            d(self.rt, before.rt),
+            d(self.send, before.send),
+            d(self.recv, before.recv),
+            d(self.main, before.main),
+        );
+        // Jiffies to nanoseconds.
+        let busy = d(self.busy, before.busy) * 10_000_000;
+        CpuShare {
+            rt_pct: pct(rt),
+            send_pct: pct(send),
+            recv_pct: pct(recv),
+            main_pct: pct(main),
+            other_pct: pct(busy.saturating_sub(rt + send + recv + main)),
+            rcvbuf_errors: d(self.rcvbuf_errors, before.rcvbuf_errors),
+        }
+    }
+}
+
+/// Busy jiffies of the whole machine (all but idle and iowait).
+fn machine_busy() -> u64 {
+    fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
+        })
+        .unwrap_or(0)
+}
+
+fn udp_rcvbuf_errors() -> u64 {
+    let Ok(s) = fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let udp: Vec<&str> = s.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let [names, values] = udp[..] else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(k, _)| *k == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
