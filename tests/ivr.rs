@@ -370,3 +370,173 @@ async fn a_guest_that_never_returns_is_stopped_and_leaks_nothing() {
     assert_eq!(cdrs.lines().count(), 2, "{cdrs}");
     assert!(cdrs.lines().all(|l| l.contains("answered")), "{cdrs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_api_serves_each_user_only_their_own_voicemails() {
+    let (sip, api_port, admin) = (
+        support::sipp::free_sip_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let site = support::Site::with_api(
+        sip,
+        &format!("listen = [\"127.0.0.1:{api_port}\"]\n"),
+        &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+    );
+    for (login, web) in [
+        ("alice", "alice-web"),
+        ("bob", "bob-web"),
+        ("eve", "eve-web"),
+    ] {
+        site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-pw"),
+            "--username",
+            login,
+            "--access-password",
+            web,
+        ]);
+    }
+    let mut switch = Switch {
+        site,
+        running: None,
+        sip,
+        tls: 0,
+        admin,
+    };
+    switch.boot().await;
+    let (ok, trace) = leave_voicemail(&switch, "bob", 1000);
+    assert!(ok, "deposit failed:\n{trace}\n{}", switch.log());
+    let (_, list) = voicemails(&switch, "bob");
+    let id = list[0].0;
+
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{api_port}");
+    let token = |login: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r: serde_json::Value = client
+                .post(format!("{base}/v1/login"))
+                .json(&serde_json::json!({ "id": login, "password": format!("{login}-web") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["token"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned()
+        }
+    };
+    let (bob, eve) = (token("bob").await, token("eve").await);
+    let get = |path: String, token: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let listed: serde_json::Value = get("/v1/voicemails".into(), bob.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (listed["new"].as_i64(), listed["heard"].as_i64()),
+        (Some(1), Some(0)),
+        "{listed}"
+    );
+    let m = &listed["voicemails"][0];
+    assert_eq!(
+        (m["id"].as_i64(), m["caller"].as_str(), m["heard"].as_bool()),
+        (Some(id), Some("alice"), Some(false)),
+        "{m}"
+    );
+    let audio = get(format!("/v1/voicemails/{id}/audio"), bob.clone()).await;
+    assert_eq!(audio.status(), 200);
+    assert_eq!(audio.headers()["content-type"], "audio/wav");
+    let samples = media::wav::read(&audio.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        samples,
+        export(&switch, "bob", id),
+        "the download is the stored recording"
+    );
+
+    // eve sees nothing of bob's box, and an id of his is like none at all.
+    let empty: serde_json::Value = get("/v1/voicemails".into(), eve.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["voicemails"], serde_json::json!([]), "{empty}");
+    let stolen = get(format!("/v1/voicemails/{id}/audio"), eve.clone()).await;
+    assert_eq!(stolen.status(), 404);
+    let body: serde_json::Value = stolen.json().await.unwrap();
+    assert_eq!(body["code"], "not-found");
+    for (method, status) in [
+        (reqwest::Method::PATCH, 404),
+        (reqwest::Method::DELETE, 404),
+    ] {
+        let r = client
+            .request(method, format!("{base}/v1/voicemails/{id}"))
+            .bearer_auth(&eve)
+            .json(&serde_json::json!({ "heard": true }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
+    assert_eq!(
+        voicemails(&switch, "bob").0,
+        "bob: 1 new, 0 heard",
+        "eve changed nothing"
+    );
+    // Bad input gets a JSON error with a stable code.
+    assert_eq!(
+        get("/v1/voicemails/abc/audio".into(), bob.clone())
+            .await
+            .status(),
+        404
+    );
+    let bad = get("/v1/voicemails?limit=0".into(), bob.clone()).await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<serde_json::Value>().await.unwrap()["code"],
+        "invalid-request"
+    );
+    assert_eq!(
+        get("/v1/voicemails".into(), "nope".into()).await.status(),
+        401
+    );
+
+    // bob marks it heard, then deletes it.
+    let r = client
+        .patch(format!("{base}/v1/voicemails/{id}"))
+        .bearer_auth(&bob)
+        .json(&serde_json::json!({ "heard": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(voicemails(&switch, "bob").0, "bob: 0 new, 1 heard");
+    for expected in [204, 404] {
+        let r = client
+            .delete(format!("{base}/v1/voicemails/{id}"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expected);
+    }
+    assert_eq!(voicemails(&switch, "bob").0, "bob: 0 new, 0 heard");
+}

@@ -27,6 +27,7 @@ pub mod sms_reports;
 pub mod start;
 pub mod token;
 pub mod username_signup;
+pub mod voicemail;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -138,6 +139,8 @@ pub struct ApiState {
     /// Told the login whose presence-relevant profile data (the avatar)
     /// changed, so watchers get a fresh document.
     pub on_profile_changed: Option<ProfileChanged>,
+    /// Told the login whose voicemail counts changed (MWI).
+    pub on_mailbox_changed: Option<ProfileChanged>,
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
@@ -155,6 +158,7 @@ pub struct ApiParts {
     pub reset_template: Template,
     pub link_base: String,
     pub on_profile_changed: Option<ProfileChanged>,
+    pub on_mailbox_changed: Option<ProfileChanged>,
 }
 
 impl ApiState {
@@ -182,6 +186,7 @@ impl ApiState {
             reset_template: parts.reset_template,
             link_base: parts.link_base,
             on_profile_changed: parts.on_profile_changed,
+            on_mailbox_changed: parts.on_mailbox_changed,
             // One per core of the machines this runs on: a burst of uploads
             // queues instead of multiplying the decode memory.
             avatar_decoders: tokio::sync::Semaphore::new(
@@ -194,6 +199,13 @@ impl ApiState {
     /// Calls the profile-change hook, if any.
     pub fn profile_changed(&self, login: &str) {
         if let Some(hook) = &self.on_profile_changed {
+            hook(login);
+        }
+    }
+
+    /// Calls the mailbox-change hook, if any.
+    pub fn mailbox_changed(&self, login: &str) {
+        if let Some(hook) = &self.on_mailbox_changed {
             hook(login);
         }
     }
@@ -306,6 +318,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .layer(DefaultBodyLimit::max(max_avatar)),
         )
         .route("/v1/users/search", get(friends::search))
+        .route("/v1/voicemails", get(voicemail::list))
+        .route(
+            "/v1/voicemails/{id}",
+            axum::routing::patch(voicemail::update).delete(voicemail::remove),
+        )
+        .route("/v1/voicemails/{id}/audio", get(voicemail::audio))
         .route("/v1/users/{login}/avatar", get(avatar::download))
         .route("/v1/password/forgot", post(password::forgot))
         .route(
@@ -358,6 +376,9 @@ mod tests {
             "/v1/profile/avatar",
             "/v1/users/search",
             "/v1/users/{login}/avatar",
+            "/v1/voicemails",
+            "/v1/voicemails/{id}",
+            "/v1/voicemails/{id}/audio",
             "/v1/password/forgot",
             "/v1/password/reset",
             "/v1/sms/reports/{provider}",

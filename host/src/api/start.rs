@@ -78,11 +78,20 @@ pub async fn start(
             activation_template,
             reset_template,
             link_base,
-            on_profile_changed: sip_server.map(|server| {
+            on_profile_changed: sip_server.clone().map(|server| {
                 let hook: super::ProfileChanged = Arc::new(move |login: &str| {
                     let (server, login) = (server.clone(), login.to_string());
                     tokio::spawn(async move {
                         crate::sip::presence::Presence::document_changed(&server, &login).await;
+                    });
+                });
+                hook
+            }),
+            on_mailbox_changed: sip_server.map(|server| {
+                let hook: super::ProfileChanged = Arc::new(move |login: &str| {
+                    let (server, login) = (server.clone(), login.to_string());
+                    tokio::spawn(async move {
+                        crate::sip::presence::Presence::mailbox_changed(&server, &login).await;
                     });
                 });
                 hook
