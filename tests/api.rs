@@ -501,11 +501,11 @@ async fn phone_sign_up_follows_every_rule_of_spec_3() {
         (StatusCode::FORBIDDEN, Some("device-refused"))
     );
 
-    // "Call me" is documented as not available yet.
+    // "Call me" takes the same request (tests/ivr.rs places the call).
     let (s, body) = api.post("/v1/signup/phone/call-me", json!({})).await;
     assert_eq!(
         (s, body["code"].as_str()),
-        (StatusCode::NOT_IMPLEMENTED, Some("call-me-not-available"))
+        (StatusCode::BAD_REQUEST, Some("invalid-request"))
     );
 }
 

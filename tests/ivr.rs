@@ -430,7 +430,10 @@ async fn the_client_api_serves_each_user_only_their_own_voicemails() {
                 .json()
                 .await
                 .unwrap();
-            r["token"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned()
+            r["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{r}"))
+                .to_owned()
         }
     };
     let (bob, eve) = (token("bob").await, token("eve").await);
@@ -539,4 +542,178 @@ async fn the_client_api_serves_each_user_only_their_own_voicemails() {
         assert_eq!(r.status(), expected);
     }
     assert_eq!(voicemails(&switch, "bob").0, "bob: 0 new, 0 heard");
+}
+
+/// The digits said in `audio` (PCMA) from byte `from` on, one prompt after
+/// the other: for each place, the digit whose prompt comes first.
+fn digits_said(audio: &[u8], from: usize, count: usize) -> (String, usize) {
+    let prompts: Vec<Vec<u8>> = (0..10)
+        .map(|d| {
+            let p: Vec<u8> = media::wav::read_file(&prompt(&format!("digit-{d}")))
+                .unwrap()
+                .iter()
+                .map(|&s| media::g711::alaw_encode(s))
+                .collect();
+            p[..p.len() - p.len() % 160].to_vec()
+        })
+        .collect();
+    let mut at = from;
+    let mut said = String::new();
+    for _ in 0..count {
+        let (digit, pos) = (0..10)
+            .filter_map(|d| find(&audio[at..], &prompts[d]).map(|p| (d, at + p)))
+            .min_by_key(|&(_, p)| p)
+            .expect("a digit is said");
+        said.push(char::from(b'0' + digit as u8));
+        at = pos + prompts[digit].len();
+    }
+    (said, at)
+}
+
+fn pcma_prompt(name: &str) -> Vec<u8> {
+    let p: Vec<u8> = media::wav::read_file(&prompt(name))
+        .unwrap()
+        .iter()
+        .map(|&s| media::g711::alaw_encode(s))
+        .collect();
+    p[..p.len() - p.len() % 160].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_me_reads_the_code_twice_through_the_numbers_carrier_and_it_signs_up() {
+    let (sip, api_port, admin, carrier_port) = (
+        support::sipp::free_sip_port(),
+        support::free_port(),
+        support::free_port(),
+        support::sipp::free_sip_port(),
+    );
+    let site = support::Site::with_api(
+        sip,
+        &format!("listen = [\"127.0.0.1:{api_port}\"]\n"),
+        &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+    );
+    site.ok(&[
+        "gateway",
+        "add",
+        "carrier",
+        "--prefix",
+        "48",
+        "--address",
+        &format!("127.0.0.1:{carrier_port}"),
+    ]);
+    let mut switch = Switch {
+        site,
+        running: None,
+        sip,
+        tls: 0,
+        admin,
+    };
+    switch.boot().await;
+    // The carrier answers with PCMA toward a socket of the test.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "48600999888"),
+            ("EXPECT_FROM", "sip:verify@"),
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.1"),
+            (
+                "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+                &format!(
+                    "m=audio {} RTP/AVP 8\n      a=rtpmap:8 PCMA/8000",
+                    sink.local_addr().unwrap().port()
+                ),
+            ),
+        ],
+    );
+    let carrier = support::sipp::carrier(&switch, &carrier_scenario, carrier_port, "u1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = std::thread::spawn(move || {
+        collect_rtp(&sink, Duration::from_secs(3), Duration::from_secs(60))
+    });
+
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{api_port}");
+    let device =
+        serde_json::json!({ "phone": "+48 600 999 888", "udid": "dev-1", "os": "android" });
+    let r = client
+        .post(format!("{base}/v1/signup/phone/call-me"))
+        .json(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "calling", "{body}");
+    assert_eq!(body["sms_left"], 4, "{body}");
+
+    let audio = listener.join().unwrap();
+    let intro = find(&audio, &pcma_prompt("code-intro")).expect("the intro is said");
+    let (code, after) = digits_said(&audio, intro, 4);
+    let repeat =
+        find(&audio[after..], &pcma_prompt("code-repeat")).expect("then said again") + after;
+    let (again, after) = digits_said(&audio, repeat, 4);
+    assert_eq!(code, again, "the same code twice");
+    assert!(find(&audio[after..], &pcma_prompt("goodbye")).is_some());
+    // The carrier saw the whole call, the switch's BYE included.
+    let mut carrier = carrier;
+    let status = carrier.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}\n{}",
+        std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default(),
+        switch.log()
+    );
+
+    // The call's outcome is the delivery status, and the code signs up.
+    let query = [("phone", "+48600999888"), ("udid", "dev-1")];
+    let mut delivery = String::new();
+    for _ in 0..50 {
+        let s: serde_json::Value = client
+            .get(format!("{base}/v1/signup/phone/status"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        delivery = s["delivery"].as_str().unwrap_or_else(|| panic!("{s}")).to_owned();
+        if delivery != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivery, "delivered");
+    let r = client
+        .post(format!("{base}/v1/signup/phone/verify"))
+        .json(&serde_json::json!({ "phone": "+48600999888", "udid": "dev-1", "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // Asked again at once: the resend spacing of the SMS path holds.
+    let r = client
+        .post(format!("{base}/v1/signup/phone/call-me"))
+        .json(&serde_json::json!({ "phone": "+48600777666", "udid": "dev-2", "os": "ios" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client
+        .post(format!("{base}/v1/signup/phone/call-me"))
+        .json(&serde_json::json!({ "phone": "+48600777666", "udid": "dev-2", "os": "ios" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let cdrs = switch.site.ok(&["cdr", "list"]);
+    assert!(
+        cdrs.lines()
+            .any(|l| l.contains("48600999888") && l.contains("answered")),
+        "{cdrs}"
+    );
 }

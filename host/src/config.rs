@@ -498,6 +498,9 @@ clock_offset_file = ""
 # Largest avatar upload (PNG, JPEG or WebP), bytes; avatars are scaled down to fit this many pixels a side.
 avatar_max_bytes = 5242880
 avatar_max_side = 512
+# Caller ID (user part of From) of "call me" sign-up calls, which read the code through
+# the gateway serving the number; they count against sms_per_device and resend_after_secs.
+call_me_caller_id = "verify"
 
 [sms]
 # Provider guest (a key of [sms.providers]) for sign-up codes and OFFNET messages; empty: no SMS.

@@ -17,3 +17,5 @@ CREATE TABLE voicemail_greetings (
     PRIMARY KEY (login),
     CONSTRAINT voicemail_greetings_account FOREIGN KEY (login) REFERENCES accounts (login) ON DELETE CASCADE
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+ALTER TABLE phone_signups ADD COLUMN call_status VARCHAR(16) NULL;

@@ -23,3 +23,7 @@ CREATE TABLE voicemail_greetings (
     wav         BLOB    NOT NULL,
     updated_at  INTEGER NOT NULL
 );
+
+-- "Call me" sign-up (the code read out by a voice call): the newest call's
+-- state (pending, answered, failed); NULL when the newest code went by SMS.
+ALTER TABLE phone_signups ADD COLUMN call_status TEXT;

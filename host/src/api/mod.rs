@@ -81,6 +81,8 @@ pub struct ApiConfig {
     pub avatar_max_bytes: usize,
     /// Avatars are scaled down to fit a square of this many pixels.
     pub avatar_max_side: u32,
+    /// Caller ID (From user part) of "call me" sign-up calls.
+    pub call_me_caller_id: String,
 }
 
 impl Default for ApiConfig {
@@ -110,6 +112,7 @@ impl Default for ApiConfig {
             // Sharp on a high-density phone screen at contact-list and
             // call-screen sizes; a JPEG of it is tens of KB.
             avatar_max_side: 512,
+            call_me_caller_id: "verify".into(),
         }
     }
 }
@@ -141,12 +144,26 @@ pub struct ApiState {
     pub on_profile_changed: Option<ProfileChanged>,
     /// Told the login whose voicemail counts changed (MWI).
     pub on_mailbox_changed: Option<ProfileChanged>,
+    /// Places "call me" calls (the SIP service, when it runs here).
+    pub call_out: Option<CallOut>,
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
 
 /// See [`ApiState::on_profile_changed`].
 pub type ProfileChanged = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A "call me" call to place: read `code` to `phone`, then record the
+/// outcome on sign-up request `signup_id`.
+#[derive(Debug, Clone)]
+pub struct CallOutRequest {
+    pub signup_id: i64,
+    pub phone: String,
+    pub code: String,
+}
+
+/// See [`ApiState::call_out`].
+pub type CallOut = Arc<dyn Fn(CallOutRequest) + Send + Sync>;
 
 /// What [`ApiState`] is made of besides the configuration and the store.
 pub struct ApiParts {
@@ -159,6 +176,7 @@ pub struct ApiParts {
     pub link_base: String,
     pub on_profile_changed: Option<ProfileChanged>,
     pub on_mailbox_changed: Option<ProfileChanged>,
+    pub call_out: Option<CallOut>,
 }
 
 impl ApiState {
@@ -187,6 +205,7 @@ impl ApiState {
             link_base: parts.link_base,
             on_profile_changed: parts.on_profile_changed,
             on_mailbox_changed: parts.on_mailbox_changed,
+            call_out: parts.call_out,
             // One per core of the machines this runs on: a burst of uploads
             // queues instead of multiplying the decode memory.
             avatar_decoders: tokio::sync::Semaphore::new(

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::phone::normalize;
-use super::{ApiConfig, ApiState, SipCredentials};
+use super::{ApiConfig, ApiState, CallOutRequest, SipCredentials};
 use crate::store::phone_signups::PhoneSignup;
 use crate::store::sms::{SmsPurpose, SmsStatus};
 use crate::store::{NewAccount, StoreError};
@@ -202,11 +202,39 @@ async fn queue_code(
     Ok(())
 }
 
+/// How the code reaches the phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Sms,
+    /// A voice call that reads it out (SPEC §3 "call me").
+    Call,
+}
+
 /// `POST /v1/signup/phone`.
 pub async fn start(
     State(state): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<StartRequest>,
+) -> Result<Response, ApiError> {
+    send_code(&state, peer, &req, Channel::Sms).await
+}
+
+/// `POST /v1/signup/phone/call-me`: the same request, the code read out
+/// twice by a voice call through the gateway that serves the number. It
+/// counts against the same allowance and spacing as the SMS.
+pub async fn call_me(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> Result<Response, ApiError> {
+    send_code(&state, peer, &req, Channel::Call).await
+}
+
+async fn send_code(
+    state: &Arc<ApiState>,
+    peer: SocketAddr,
+    req: &StartRequest,
+    channel: Channel,
 ) -> Result<Response, ApiError> {
     state.limit_address(peer)?;
     let phone = validate_device(&req.device)?;
@@ -219,19 +247,34 @@ pub async fn start(
     let row = state.store.phone_signup(&phone, udid).await?;
     let account = state.store.account_by_phone(&phone).await?;
     let decision = decide_start(row.as_ref(), account.is_some(), now, &state.config);
-    if matches!(decision, StartDecision::SendFirst | StartDecision::Resend) && !state.sms.enabled()
-    {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "sms-unavailable",
-            "this service sends no SMS (no provider configured)",
-        ));
+    if matches!(decision, StartDecision::SendFirst | StartDecision::Resend) {
+        match channel {
+            Channel::Sms if !state.sms.enabled() => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sms-unavailable",
+                    "this service sends no SMS (no provider configured)",
+                ));
+            }
+            Channel::Call if state.call_out.is_none() => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "call-me-not-available",
+                    "this service places no calls (no SIP service running)",
+                ));
+            }
+            _ => {}
+        }
     }
+    let deliver = async |row_id: i64, code: &str| match channel {
+        Channel::Sms => queue_code(state, row_id, &phone, code).await,
+        Channel::Call => place_call(state, row_id, &phone, code).await,
+    };
     let sms_left = match (decision, row) {
         (StartDecision::Reinstall, _) => {
             let login = account.map(|a| a.login).unwrap_or_default();
             tracing::info!(phone, "phone sign-up: reinstall on a known device");
-            return Ok(Json(credentials(&state, &login).await?).into_response());
+            return Ok(Json(credentials(state, &login).await?).into_response());
         }
         (StartDecision::Refused, _) => return Err(refused()),
         (StartDecision::TooManySms, _) => return Err(too_many_sms()),
@@ -271,7 +314,7 @@ pub async fn start(
                 }
                 Err(e) => return Err(e.into()),
             };
-            queue_code(&state, row.id, &phone, &code).await?;
+            deliver(row.id, &code).await?;
             row.sms_left
         }
         (StartDecision::Resend, Some(row)) => {
@@ -283,7 +326,7 @@ pub async fn start(
                 )
                 .retry_after(state.config.resend_after_secs));
             }
-            queue_code(&state, row.id, &phone, &row.code).await?;
+            deliver(row.id, &row.code).await?;
             row.sms_left - 1
         }
         // decide_start resends only existing rows; answer rather than panic.
@@ -294,13 +337,37 @@ pub async fn start(
     Ok((
         StatusCode::ACCEPTED,
         Json(CodeSent {
-            status: "code-sent",
+            status: match channel {
+                Channel::Sms => "code-sent",
+                Channel::Call => "calling",
+            },
             phone,
             sms_left,
             resend_after_secs: state.config.resend_after_secs,
         }),
     )
         .into_response())
+}
+
+/// Starts the call that reads `code` to `phone`; its outcome becomes the
+/// request's delivery status.
+async fn place_call(
+    state: &Arc<ApiState>,
+    row_id: i64,
+    phone: &str,
+    code: &str,
+) -> Result<(), ApiError> {
+    let Some(call_out) = &state.call_out else {
+        return Err(ApiError::internal("call-me without a SIP service"));
+    };
+    state.store.set_signup_call(row_id, "pending").await?;
+    call_out(CallOutRequest {
+        signup_id: row_id,
+        phone: phone.to_owned(),
+        code: code.to_owned(),
+    });
+    tracing::info!(phone, "sign-up code call placed");
+    Ok(())
 }
 
 /// `POST /v1/signup/phone/verify`.
@@ -399,27 +466,15 @@ pub async fn status(
         Some(id) => state.store.sms_message(id).await?,
         None => None,
     };
-    let delivery = match sms.map(|m| m.status) {
-        Some(SmsStatus::Delivered) => "delivered",
-        Some(SmsStatus::Failed) => "failed",
+    let delivery = match (row.call_status.as_deref(), sms.map(|m| m.status)) {
+        (Some("answered"), _) => "delivered",
+        (Some("failed"), _) => "failed",
+        (Some(_), _) => "pending",
+        (None, Some(SmsStatus::Delivered)) => "delivered",
+        (None, Some(SmsStatus::Failed)) => "failed",
         _ => "pending",
     };
     Ok(Json(DeliveryStatus { delivery }).into_response())
-}
-
-/// `POST /v1/signup/phone/call-me`: the code read out by a voice call. It
-/// needs the code-readout IVR, which is not there yet: a documented
-/// "not available", never a fake success.
-pub async fn call_me(
-    State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Result<Response, ApiError> {
-    state.limit_address(peer)?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "call-me-not-available",
-        "code readout by voice call is not available yet; use the SMS code",
-    ))
 }
 
 #[cfg(test)]
@@ -438,6 +493,7 @@ mod tests {
             last_sms_at,
             sms_id: None,
             completed_login: done.then(|| "48600100200".into()),
+            call_status: None,
         }
     }
 

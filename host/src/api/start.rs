@@ -87,11 +87,45 @@ pub async fn start(
                 });
                 hook
             }),
-            on_mailbox_changed: sip_server.map(|server| {
+            on_mailbox_changed: sip_server.clone().map(|server| {
                 let hook: super::ProfileChanged = Arc::new(move |login: &str| {
                     let (server, login) = (server.clone(), login.to_string());
                     tokio::spawn(async move {
                         crate::sip::presence::Presence::mailbox_changed(&server, &login).await;
+                    });
+                });
+                hook
+            }),
+            call_out: sip_server.map(|server| {
+                let caller_id = api.call_me_caller_id.clone();
+                let store = app.store.clone();
+                let hook: super::CallOut = Arc::new(move |req: super::CallOutRequest| {
+                    let (server, store, caller_id) =
+                        (server.clone(), store.clone(), caller_id.clone());
+                    tokio::spawn(async move {
+                        let facts = crate::ivr::session::CallFacts {
+                            service: "code-readout".into(),
+                            args: vec![req.code],
+                            caller_id: caller_id.clone(),
+                            callee: req.phone.clone(),
+                            language: server
+                                .ivr()
+                                .map(|i| i.language().to_owned())
+                                .unwrap_or_default(),
+                            call_id: format!("call-me-{}", req.signup_id),
+                            ..Default::default()
+                        };
+                        let outcome = crate::sip::call::outbound::call_out(
+                            &server, &req.phone, &caller_id, facts,
+                        )
+                        .await;
+                        let status = match outcome {
+                            crate::sip::call::outbound::Outcome::Answered => "answered",
+                            _ => "failed",
+                        };
+                        if let Err(e) = store.set_signup_call(req.signup_id, status).await {
+                            tracing::error!(error = %e, "call-me outcome not recorded");
+                        }
                     });
                 });
                 hook

@@ -29,6 +29,9 @@ pub struct PhoneSignup {
     pub sms_id: Option<i64>,
     /// The account the device signed up to, once the right code was given.
     pub completed_login: Option<String>,
+    /// The newest "call me" call (`pending`, `answered`, `failed`), when
+    /// the newest code went by voice call rather than SMS.
+    pub call_status: Option<String>,
 }
 
 fn from_row(row: &AnyRow) -> Result<PhoneSignup> {
@@ -43,11 +46,12 @@ fn from_row(row: &AnyRow) -> Result<PhoneSignup> {
         last_sms_at: row.try_get("last_sms_at")?,
         sms_id: row.try_get("sms_id")?,
         completed_login: row.try_get("completed_login")?,
+        call_status: row.try_get("call_status")?,
     })
 }
 
-const COLUMNS: &str =
-    "id, phone, udid, os, code, sms_left, attempts_left, last_sms_at, sms_id, completed_login";
+const COLUMNS: &str = "id, phone, udid, os, code, sms_left, attempts_left, last_sms_at, sms_id, \
+     completed_login, call_status";
 
 impl Store {
     /// The request of this phone and device, if any.
@@ -119,9 +123,20 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records the state of the newest "call me" call of the request (its
+    /// delivery status from then on).
+    pub async fn set_signup_call(&self, id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE phone_signups SET call_status = ?, sms_id = NULL WHERE id = ?")
+            .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Links the request to the SMS carrying its code.
     pub async fn set_signup_sms(&self, id: i64, sms_id: i64) -> Result<()> {
-        sqlx::query("UPDATE phone_signups SET sms_id = ? WHERE id = ?")
+        sqlx::query("UPDATE phone_signups SET sms_id = ?, call_status = NULL WHERE id = ?")
             .bind(sms_id)
             .bind(id)
             .execute(&self.pool)

@@ -10,6 +10,7 @@
 mod endpoint_sdp;
 mod leg;
 mod media_session;
+pub mod outbound;
 pub mod relay;
 mod service;
 
