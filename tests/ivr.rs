@@ -681,7 +681,10 @@ async fn call_me_reads_the_code_twice_through_the_numbers_carrier_and_it_signs_u
             .json()
             .await
             .unwrap();
-        delivery = s["delivery"].as_str().unwrap_or_else(|| panic!("{s}")).to_owned();
+        delivery = s["delivery"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{s}"))
+            .to_owned();
         if delivery != "pending" {
             break;
         }
@@ -715,5 +718,92 @@ async fn call_me_reads_the_code_twice_through_the_numbers_carrier_and_it_signs_u
         cdrs.lines()
             .any(|l| l.contains("48600999888") && l.contains("answered")),
         "{cdrs}"
+    );
+}
+
+/// The attachment of `content_type` in a MIME message, decoded.
+fn attachment(mail: &str, content_type: &str) -> Vec<u8> {
+    use base64::Engine;
+    let at = mail
+        .find(&format!("Content-Type: {content_type}"))
+        .unwrap_or_else(|| panic!("no {content_type} part in:\n{mail}"));
+    let part = &mail[at..];
+    let body_start = part.find("\n\n").or_else(|| part.find("\r\n\r\n")).unwrap();
+    let body: String = part[body_start..]
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("a base64 attachment")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voicemail_is_e_mailed_as_mp3_and_a_mailer_outage_loses_nothing() {
+    let smtp_port = support::free_port();
+    let switch = Switch::start_with(
+        "",
+        &format!(
+            "[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp_port}\nsmtp_tls = \"none\"\n"
+        ),
+    )
+    .await;
+    switch.site.ok(&[
+        "account",
+        "add",
+        "dave",
+        "--password",
+        "dave-pw",
+        "--email",
+        "dave@example.com",
+    ]);
+    switch
+        .site
+        .ok(&["account", "set", "dave", "--voicemail-email", "on"]);
+    // The SMTP server is down while the message is left.
+    let (ok, trace) = leave_voicemail(&switch, "dave", 2000);
+    assert!(ok, "deposit failed:\n{trace}\n{}", switch.log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !switch.log().contains("voicemail e-mail failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", switch.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It comes back: the message goes at the next retry (10 s).
+    let smtp = support::smtp::SmtpSink::start_on(smtp_port).await;
+    let mail = smtp.next(&mut Vec::new()).await;
+    assert!(mail.contains("To: dave@example.com"), "{mail}");
+    assert!(mail.contains("New voicemail from"), "{mail}");
+    assert!(mail.contains("alice"), "the caller is named: {mail}");
+    let mp3 = attachment(&mail, "audio/mpeg");
+    let (_, list) = voicemails(&switch, "dave");
+    let stored = export(&switch, "dave", list[0].0);
+
+    // Decoded by another program, it is the recording: same length, the tone.
+    let mp3_file = switch.site.path("vm.mp3");
+    let wav_file = switch.site.path("vm-from-mp3.wav");
+    std::fs::write(&mp3_file, &mp3).unwrap();
+    let status = std::process::Command::new("mpg123")
+        .args(["-q", "-w"])
+        .arg(&wav_file)
+        .arg(&mp3_file)
+        .status()
+        .expect("mpg123 is needed: run scripts/setup.sh");
+    assert!(status.success());
+    let decoded = media::wav::read_file(&wav_file).expect("8 kHz mono 16-bit");
+    let (got, want) = (decoded.len() as f64 / 8000.0, stored.len() as f64 / 8000.0);
+    assert!(
+        (got - want).abs() < 0.2,
+        "the MP3 lasts {got} s, the recording {want} s"
+    );
+    let tone_secs = tone_blocks(&decoded, TONE_HZ) as f64 * 0.02;
+    assert!(tone_secs >= 1.6, "{tone_secs} s of {TONE_HZ} Hz in the MP3");
+    assert!(
+        mail.contains(&format!(
+            "of 0:{:02}",
+            ((want * 1000.0).round() as i64 + 500) / 1000
+        )),
+        "the duration is in the text: {mail}"
     );
 }

@@ -542,6 +542,9 @@ bcc = ""
 activation_template = ""
 # Password-reset template file (same format; [LINK] leads to the reset form); empty: the built-in one.
 reset_template = ""
+# Voicemail e-mail template file ([USER_NAME], [CALLER], [CALLER_NAME], [TIME], [DURATION]; the
+# recording is attached as MP3); empty: the built-in one.
+voicemail_template = ""
 # Base URL of links in e-mails (https://sip.example.net:8443); empty: https:// + the first api.listen address.
 link_base_url = ""
 # How long an activation link works, seconds.

@@ -141,6 +141,10 @@ enum AccountCommand {
         /// voicemail (on by default).
         #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
         voicemail: Option<bool>,
+        /// Whether new voicemails are also e-mailed (MP3) to the account's
+        /// e-mail address (off by default).
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        voicemail_email: Option<bool>,
     },
     /// Delete an account and its profile.
     Del { login: String },
@@ -398,6 +402,17 @@ async fn run(app: App) -> anyhow::Result<()> {
             });
         }
     }));
+    let mailer = Arc::new(softswitch::notify::email::Mailer::new(&app.config.email)?);
+    let voicemail_template = softswitch::notify::email::Template::load(
+        &app.config.email.voicemail_template,
+        softswitch::notify::voicemail_mail::DEFAULT_VOICEMAIL_TEMPLATE,
+    )?;
+    softswitch::notify::voicemail_mail::spawn(
+        app.store.clone(),
+        mailer,
+        voicemail_template,
+        ivr.email_queued(),
+    );
     sip.attach_ivr(ivr);
     let _stun = softswitch::stun::start(&app.config.stun, app.metrics.clone()).await?;
     let _api = softswitch::api::start::start(&app, registry.plugins(), Some(sip.clone())).await?;
@@ -556,6 +571,7 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             dialplan_rule,
             plan,
             voicemail,
+            voicemail_email,
         } => {
             let settings = AccountSettings {
                 tariff,
@@ -564,7 +580,10 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                 plan,
                 no_answer_secs: no_answer_secs.map(|n| n.0),
             };
-            if settings == AccountSettings::default() && voicemail.is_none() {
+            if settings == AccountSettings::default()
+                && voicemail.is_none()
+                && voicemail_email.is_none()
+            {
                 bail!("nothing to change: give at least one option (see --help)");
             }
             if settings != AccountSettings::default() {
@@ -577,11 +596,12 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                     bail!("no account {login:?}");
                 }
             }
-            if let Some(enabled) = voicemail {
+            if voicemail.is_some() || voicemail_email.is_some() {
                 let Some(mut vm) = app.store.voicemail_settings(&login).await? else {
                     bail!("no account {login:?}");
                 };
-                vm.enabled = enabled;
+                vm.enabled = voicemail.unwrap_or(vm.enabled);
+                vm.email_copy = voicemail_email.unwrap_or(vm.email_copy);
                 app.store.set_voicemail_settings(&vm).await?;
             }
             println!("account {login} changed");

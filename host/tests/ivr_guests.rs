@@ -96,7 +96,7 @@ fn session(
         rig.store.clone(),
         grants,
         true,
-        Arc::new(|_: &str| {}),
+        Default::default(),
     );
     (session, rx)
 }

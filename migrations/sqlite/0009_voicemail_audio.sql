@@ -27,3 +27,17 @@ CREATE TABLE voicemail_greetings (
 -- "Call me" sign-up (the code read out by a voice call): the newest call's
 -- state (pending, answered, failed); NULL when the newest code went by SMS.
 ALTER TABLE phone_signups ADD COLUMN call_status TEXT;
+
+-- Voicemail to e-mail: one row per message to mail, written in the deposit's
+-- transaction and deleted once the SMTP server took it. Any node may claim
+-- a due row (next_at moves forward first), and a mailer outage only delays.
+CREATE TABLE voicemail_email_outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  INTEGER NOT NULL REFERENCES voicemail_messages (id) ON DELETE CASCADE,
+    address     TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     INTEGER NOT NULL,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX voicemail_email_outbox_due ON voicemail_email_outbox (next_at);

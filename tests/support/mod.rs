@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod netns;
 pub mod sipp;
+pub mod smtp;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

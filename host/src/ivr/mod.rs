@@ -142,6 +142,8 @@ pub struct Ivr {
     /// configuration values (the compiled code is shared by the cache).
     loaded: tokio::sync::Mutex<HashMap<String, Loaded>>,
     on_mailbox_change: OnceLock<MailboxListener>,
+    /// Woken when a run queued a voicemail e-mail.
+    email_queued: Arc<tokio::sync::Notify>,
     runs: Mutex<usize>,
 }
 
@@ -161,6 +163,7 @@ impl Ivr {
             store,
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             on_mailbox_change: OnceLock::new(),
+            email_queued: Arc::new(tokio::sync::Notify::new()),
             runs: Mutex::new(0),
         });
         for name in ivr.config.services.keys() {
@@ -178,6 +181,11 @@ impl Ivr {
     /// Who is told that a mailbox changed (MWI NOTIFYs).
     pub fn on_mailbox_change(&self, f: MailboxListener) {
         let _ = self.on_mailbox_change.set(f);
+    }
+
+    /// Notified when a deposit queued a voicemail e-mail (the mailer waits on it).
+    pub fn email_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.email_queued.clone()
     }
 
     pub fn prompts(&self) -> &Arc<Prompts> {
@@ -291,11 +299,14 @@ impl Ivr {
         grants: Vec<MailboxGrant>,
         answered: bool,
     ) -> tokio::task::JoinHandle<()> {
-        let mwi = self
-            .on_mailbox_change
-            .get()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(|_: &str| {}));
+        let hooks = session::Hooks {
+            mailbox_changed: self
+                .on_mailbox_change
+                .get()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(|_: &str| {})),
+            email_queued: self.email_queued.clone(),
+        };
         let session = Session::new(
             facts,
             endpoint,
@@ -304,7 +315,7 @@ impl Ivr {
             self.store.clone(),
             grants,
             answered,
-            mwi,
+            hooks,
         );
         let max = Duration::from_secs(self.config.max_run_secs.max(1));
         // Counted down when the task ends, also when it is aborted.

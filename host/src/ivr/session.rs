@@ -128,6 +128,24 @@ pub struct MailboxMessage {
     pub heard: bool,
 }
 
+/// Who a run tells about what it changed.
+#[derive(Clone)]
+pub struct Hooks {
+    /// The login whose mailbox counts changed (MWI NOTIFYs).
+    pub mailbox_changed: super::MailboxListener,
+    /// A voicemail e-mail was queued (wakes the mailer).
+    pub email_queued: Arc<tokio::sync::Notify>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            mailbox_changed: Arc::new(|_: &str| {}),
+            email_queued: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+}
+
 /// What an open mailbox allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxGrant {
@@ -152,8 +170,8 @@ pub struct Session {
     control: mpsc::UnboundedSender<Control>,
     prompts: Arc<Prompts>,
     store: Store,
-    /// Told which box changed (MWI).
-    on_mailbox_change: super::MailboxListener,
+    /// Told which box changed (MWI), and that a voicemail e-mail waits.
+    hooks: Hooks,
     /// Logins whose box this run may open, and how.
     grants: Vec<MailboxGrant>,
     recordings: HashMap<u64, Arc<[i16]>>,
@@ -181,7 +199,7 @@ impl Session {
         store: Store,
         grants: Vec<MailboxGrant>,
         answered: bool,
-        on_mailbox_change: super::MailboxListener,
+        hooks: Hooks,
     ) -> Self {
         Self {
             facts,
@@ -189,7 +207,7 @@ impl Session {
             control,
             prompts,
             store,
-            on_mailbox_change,
+            hooks,
             grants,
             recordings: HashMap::new(),
             recorded_samples: 0,
@@ -477,7 +495,7 @@ impl Session {
         if !done {
             return Err(IvrError::NotFound(format!("voicemail {id}")));
         }
-        (self.on_mailbox_change)(&grant.owner);
+        (self.hooks.mailbox_changed)(&grant.owner);
         Ok(())
     }
 
@@ -491,7 +509,7 @@ impl Session {
         if !done {
             return Err(IvrError::NotFound(format!("voicemail {id}")));
         }
-        (self.on_mailbox_change)(&grant.owner);
+        (self.hooks.mailbox_changed)(&grant.owner);
         Ok(())
     }
 
@@ -507,6 +525,18 @@ impl Session {
     pub async fn deposit(&self, grant: &MailboxGrant, recording: u64) -> Result<u64, IvrError> {
         let samples = self.recording(recording)?;
         let wav = encode_wav(&samples)?;
+        // Voicemail to e-mail: when the owner turned it on and has an address.
+        let email_to = match self.store.voicemail_settings(&grant.owner).await {
+            Ok(Some(s)) if s.email_copy => self
+                .store
+                .account_by_login(&grant.owner)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|a| a.email)
+                .filter(|e| !e.is_empty()),
+            _ => None,
+        };
         let caller = if self.facts.caller_id.is_empty() {
             self.facts.caller_login.as_str()
         } else {
@@ -520,6 +550,7 @@ impl Session {
                 caller_name: self.facts.caller_display_name.as_deref(),
                 duration_ms: i64::from(samples_ms(samples.len())),
                 wav: &wav,
+                email_to: email_to.as_deref(),
             })
             .await
             .map_err(storage)?;
@@ -529,7 +560,7 @@ impl Session {
             duration_ms = samples_ms(samples.len()),
             "voicemail deposited"
         );
-        (self.on_mailbox_change)(&grant.owner);
+        (self.hooks.mailbox_changed)(&grant.owner);
         Ok(id as u64)
     }
 

@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use lettre::message::header::ContentType;
-use lettre::message::{Mailbox, SinglePart};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -44,6 +44,8 @@ pub struct EmailConfig {
     pub activation_template: String,
     /// Password-reset e-mail template file; empty: the built-in one.
     pub reset_template: String,
+    /// Voicemail e-mail template file; empty: the built-in one.
+    pub voicemail_template: String,
     /// Base URL of the API in links (`https://sip.example.net:8443`);
     /// empty: `https://` + the first `api.listen` address.
     pub link_base_url: String,
@@ -65,6 +67,7 @@ impl Default for EmailConfig {
             bcc: String::new(),
             activation_template: String::new(),
             reset_template: String::new(),
+            voicemail_template: String::new(),
             link_base_url: String::new(),
             // A day: long enough for a user who signs up in the evening.
             activation_ttl_secs: 86_400,
@@ -181,6 +184,15 @@ pub fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A file attached to an e-mail.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub file_name: String,
+    /// MIME type, e.g. `audio/mpeg`.
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
 /// Sends e-mails through the configured SMTP server.
 pub struct Mailer {
     config: EmailConfig,
@@ -245,6 +257,17 @@ impl Mailer {
         template: &Template,
         values: &[(&str, &str)],
     ) -> Result<(), EmailError> {
+        self.send_with(to, template, values, None).await
+    }
+
+    /// Like [`Mailer::send`], with a file attached.
+    pub async fn send_with(
+        &self,
+        to: &str,
+        template: &Template,
+        values: &[(&str, &str)],
+        attachment: Option<&Attachment>,
+    ) -> Result<(), EmailError> {
         let transport = self.transport.as_ref().ok_or(EmailError::NotConfigured)?;
         let parse = |a: &str| {
             a.parse::<Mailbox>()
@@ -277,9 +300,20 @@ impl Mailer {
                 .header(ContentType::TEXT_PLAIN)
                 .body(body)
         };
-        let message = builder
-            .singlepart(part)
-            .map_err(|e| EmailError::Build(e.to_string()))?;
+        let message = match attachment {
+            None => builder.singlepart(part),
+            Some(a) => {
+                let content_type = ContentType::parse(&a.content_type)
+                    .map_err(|e| EmailError::Build(format!("attachment type: {e}")))?;
+                builder.multipart(
+                    MultiPart::mixed().singlepart(part).singlepart(
+                        lettre::message::Attachment::new(a.file_name.clone())
+                            .body(a.bytes.clone(), content_type),
+                    ),
+                )
+            }
+        }
+        .map_err(|e| EmailError::Build(e.to_string()))?;
         transport
             .send(message)
             .await

@@ -31,6 +31,20 @@ pub struct NewVoicemail<'a> {
     pub caller_name: Option<&'a str>,
     pub duration_ms: i64,
     pub wav: &'a [u8],
+    /// Also mail it there (voicemail to e-mail), from an outbox row
+    /// written in the same transaction.
+    pub email_to: Option<&'a str>,
+}
+
+/// A voicemail e-mail due to be sent, with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueEmail {
+    pub id: i64,
+    pub attempts: i64,
+    pub address: String,
+    pub login: String,
+    pub message: Voicemail,
+    pub wav: Vec<u8>,
 }
 
 fn voicemail(r: &sqlx::any::AnyRow) -> Result<Voicemail> {
@@ -82,8 +96,108 @@ impl Store {
             .bind(v.wav)
             .execute(&mut *tx)
             .await?;
+        if let Some(address) = v.email_to {
+            let now = super::now();
+            sqlx::query(
+                "INSERT INTO voicemail_email_outbox (message_id, address, next_at, created_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(address)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// Claims up to `limit` voicemail e-mails due at `now`: each claimed row
+    /// is moved to `now + lease` first (conditionally, so two nodes never
+    /// claim the same row), then returned with its message and audio.
+    pub async fn claim_voicemail_emails(
+        &self,
+        now: i64,
+        lease: i64,
+        limit: i64,
+    ) -> Result<Vec<DueEmail>> {
+        let due: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, next_at FROM voicemail_email_outbox WHERE next_at <= ? \
+             ORDER BY next_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for (id, next_at) in due {
+            let claimed = sqlx::query(
+                "UPDATE voicemail_email_outbox SET next_at = ? WHERE id = ? AND next_at = ?",
+            )
+            .bind(now + lease)
+            .bind(id)
+            .bind(next_at)
+            .execute(&self.pool)
+            .await?;
+            if claimed.rows_affected() != 1 {
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT o.id AS oid, o.attempts, o.address, m.login, m.id, m.caller, \
+                 m.caller_name, m.duration_ms, m.heard, m.created_at, a.wav \
+                 FROM voicemail_email_outbox o \
+                 JOIN voicemail_messages m ON m.id = o.message_id \
+                 JOIN voicemail_audio a ON a.message_id = m.id WHERE o.id = ?",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(r) = row {
+                out.push(DueEmail {
+                    id: r.try_get("oid")?,
+                    attempts: r.try_get("attempts")?,
+                    address: r.try_get("address")?,
+                    login: r.try_get("login")?,
+                    message: voicemail(&r)?,
+                    wav: r.try_get("wav")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The e-mail went: its outbox row goes.
+    pub async fn voicemail_email_sent(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM voicemail_email_outbox WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The e-mail failed: tried again at `next_at`.
+    pub async fn voicemail_email_failed(&self, id: i64, next_at: i64, error: &str) -> Result<()> {
+        let error: String = error.chars().take(1000).collect();
+        sqlx::query(
+            "UPDATE voicemail_email_outbox SET attempts = attempts + 1, next_at = ?, \
+             last_error = ? WHERE id = ?",
+        )
+        .bind(next_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Voicemail e-mails not sent yet.
+    pub async fn voicemail_emails_pending(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM voicemail_email_outbox")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// A box's messages: new first, then heard, oldest first within each.
@@ -240,6 +354,7 @@ mod tests {
             caller_name: Some("Alice"),
             duration_ms: 4200,
             wav,
+            email_to: None,
         }
     }
 
