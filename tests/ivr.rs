@@ -807,3 +807,86 @@ async fn a_voicemail_is_e_mailed_as_mp3_and_a_mailer_outage_loses_nothing() {
         "the duration is in the text: {mail}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_greeting_recorded_on_750_is_what_callers_then_hear() {
+    let switch = Switch::start("").await;
+    // carol records 2 s of tone after the prompt and the beep, falls silent
+    // (the recording ends after 4 s of silence, trimmed), and keeps it with
+    // 1, pressed while it plays back. (The pcaps' RTP timestamps only grow
+    // from 1 to #, so # cannot come before 1 here.)
+    let tone = media::tone::sine(TONE_HZ, 8000, Duration::from_millis(2000));
+    let pcap = switch.site.path("greeting-tone.pcap");
+    write_pcma_pcap(&pcap, &tone);
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let keys = format!(
+        "  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n\
+         <pause milliseconds=\"7000\"/>\n\
+         <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_1.pcap\"/></action></nop>\n",
+        pcap.display()
+    );
+    let scenario = switch.variant_with(
+        "ivr_listen_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            (
+                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
+                &keys,
+            ),
+            // The prompt (4.0 s) and the beep (0.25 s) come first.
+            ("KEYS_AFTER", "4400"),
+        ],
+    );
+    let users = switch.users("carol.csv", "carol", "carol-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", "750"],
+    );
+    assert!(ok, "750 call failed:\n{trace}\n{}", switch.log());
+    // (What carol hears after she starts sending cannot be checked here:
+    // the switch follows her RTP to SIPp's own media port, symmetric RTP.)
+    drop(sink);
+
+    // alice calls carol, who is offline: the greeting she hears is the tone
+    // (the default greeting has none).
+    let (ok, trace) = {
+        let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = listen.local_addr().unwrap().port();
+        let heard = std::thread::spawn(move || {
+            collect_rtp(&listen, Duration::from_secs(2), Duration::from_secs(20))
+        });
+        let tone = media::tone::sine(TONE_HZ, 8000, Duration::from_millis(300));
+        let pcap = switch.site.path("short.pcap");
+        write_pcma_pcap(&pcap, &tone);
+        let scenario = switch.variant_with(
+            "ivr_deposit_uac.xml",
+            &[
+                ("MEDIA_PORT", &port.to_string()),
+                ("TONE_PCAP", pcap.to_str().unwrap()),
+                ("TONE_MS", "800"),
+            ],
+        );
+        let users = switch.users("alice.csv", "alice", "alice-pw");
+        let r = sipp(
+            &switch,
+            &scenario,
+            &["-inf", users.to_str().unwrap(), "-s", "carol"],
+        );
+        let audio: Vec<i16> = heard
+            .join()
+            .unwrap()
+            .iter()
+            .map(|&b| media::g711::alaw_decode(b))
+            .collect();
+        // She presses 1 at 1.5 s (and the switch follows her RTP from then).
+        let greeting_secs = tone_blocks(&audio[..12000.min(audio.len())], TONE_HZ) as f64 * 0.02;
+        assert!(
+            greeting_secs >= 1.0,
+            "{greeting_secs} s of carol's tone at the start of her greeting\n{}",
+            switch.log()
+        );
+        r
+    };
+    assert!(ok, "call to carol failed:\n{trace}\n{}", switch.log());
+}
