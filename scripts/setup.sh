@@ -21,8 +21,9 @@ say "$(cargo --version)"
 # for the browser tests of the activation and reset pages; python3-venv for
 # scripts/api-fuzz.sh (schemathesis from PyPI in a venv); socat to put TLS
 # in front of a SIPp carrier (Debian's SIPp is built without TLS); mpg123 to
-# decode the MP3 of voicemail e-mails in the tests.
-packages=(build-essential pkg-config sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat mpg123)
+# decode the MP3 of voicemail e-mails in the tests; cmake to build the libopus
+# the `opus` crate bundles (the media engine's Opus).
+packages=(build-essential pkg-config cmake sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat mpg123)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

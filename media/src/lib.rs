@@ -7,9 +7,10 @@
 //!   switch answering for IVR and voicemail): plays prompts, hears and
 //!   sends DTMF, records. Opened with [`Relay::open_endpoint`] on the
 //!   relay's port range.
-//! - Its sans-io parts, each usable alone: [`rtp`] packets, [`g711`] and
-//!   [`codec`], [`dtmf`] (RFC 4733 and in-band), [`tone`], the [`jitter`]
-//!   buffer, [`silence`] detection, [`wav`] files.
+//! - Its sans-io parts, each usable alone: [`rtp`] packets, [`g711`],
+//!   [`opus`] (libopus) and [`codec`] over them, [`resample`], [`dtmf`]
+//!   (RFC 4733 and in-band), [`tone`], the [`jitter`] buffer, [`silence`]
+//!   detection, [`wav`] files.
 #![forbid(unsafe_code)]
 
 pub mod codec;
@@ -18,8 +19,10 @@ pub mod endpoint;
 pub mod g711;
 pub mod jitter;
 mod kernel;
+pub mod opus;
 pub mod ports;
 pub mod relay;
+pub mod resample;
 pub mod rtp;
 pub mod silence;
 pub mod stun;

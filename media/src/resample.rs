@@ -44,7 +44,7 @@ impl FrameResampler {
     /// (8, 12, 16, 24, 32, 44.1 and 48 kHz all are).
     pub fn new(from: u32, to: u32) -> Result<FrameResampler, ResampleError> {
         let refused = ResampleError::Rates { from, to };
-        let valid = |rate: u32| (1000..=192_000).contains(&rate) && rate % 100 == 0;
+        let valid = |rate: u32| (1000..=192_000).contains(&rate) && rate.is_multiple_of(100);
         if !valid(from) || !valid(to) {
             return Err(refused);
         }
@@ -71,7 +71,7 @@ impl FrameResampler {
         .map_err(|_| refused)?;
         // A frame must be whole FFT blocks, or the output would vary in
         // length from frame to frame (44.1 <-> 48 kHz in 20 ms frames).
-        if input_len % fft.fft_size_in() != 0 || fft.output_frames_next() != output_len {
+        if !input_len.is_multiple_of(fft.fft_size_in()) || fft.output_frames_next() != output_len {
             return Err(refused);
         }
         Ok(FrameResampler {
@@ -176,7 +176,7 @@ mod tests {
     use super::*;
 
     /// Normalised power of `frequency` in `x` (Goertzel).
-    pub(crate) fn goertzel(x: &[f32], rate: u32, frequency: f64) -> f64 {
+    fn goertzel(x: &[f32], rate: u32, frequency: f64) -> f64 {
         let w = 2.0 * std::f64::consts::PI * frequency / f64::from(rate);
         let coeff = 2.0 * w.cos();
         let (mut s1, mut s2) = (0.0f64, 0.0f64);

@@ -510,10 +510,11 @@ impl Core {
         }
     }
 
-    /// The next frame of what plays, or silence.
+    /// The next frame of what plays, or silence (a stateful codec's
+    /// encoder runs on it, so nothing jumps when a prompt starts).
     fn play_frame(&mut self) {
         let Some(play) = self.plays.front_mut() else {
-            self.payload.extend_from_slice(self.config.codec.silence());
+            self.encoder.encode_silence(&mut self.payload);
             return;
         };
         let end = (play.at + FRAME_SAMPLES).min(play.samples.len());
@@ -559,6 +560,8 @@ impl Core {
                 if let Some(detector) = &mut self.inband {
                     detector.reset();
                 }
+                // A new source is a new stream for a stateful decoder too.
+                self.decoder.reset();
             }
             Admit::Switched => self.events.reset(),
             Admit::Refused => return bump(&counters.dropped_wrong_ssrc),
@@ -714,6 +717,45 @@ mod tests {
         );
         c.skip(2);
         assert_eq!(Packet::parse(c.tick()).unwrap().header.timestamp, 1960);
+    }
+
+    #[test]
+    fn opus_runs_on_a_48_khz_clock_and_sends_encoded_silence() {
+        let config = EndpointConfig {
+            codec: Codec::OPUS,
+            payload_type: 111,
+            telephone_event: Some(101),
+            remote: "192.0.2.1:4000".parse().unwrap(),
+        };
+        let mut c = Core::new(config, Arc::new(Shared::new(Instant::now())), 1, 7, 1000);
+        let mut decoder = ::opus::Decoder::new(48000, ::opus::Channels::Mono).unwrap();
+        let mut pcm = [0i16; 960];
+        let mut stamps = Vec::new();
+        for _ in 0..3 {
+            let p = Packet::parse(c.tick()).unwrap();
+            assert_eq!(p.header.payload_type, 111);
+            stamps.push(p.header.timestamp);
+            // Silence through the encoder: valid Opus, silent, small.
+            assert!(p.payload.len() < 20, "{}", p.payload.len());
+            assert_eq!(decoder.decode(p.payload, &mut pcm, false).unwrap(), 960);
+            assert!(pcm.iter().all(|s| s.abs() < 10));
+        }
+        assert_eq!(stamps, [1000, 1960, 2920]);
+        c.skip(2);
+        assert_eq!(Packet::parse(c.tick()).unwrap().header.timestamp, 5800);
+        // A key press as RFC 4733 on the same 48 kHz clock.
+        let (done, _sent) = oneshot::channel();
+        c.command(Command::SendDigit {
+            digit: '5',
+            duration: Duration::from_millis(100),
+            done,
+        });
+        let p = Packet::parse(c.tick()).unwrap();
+        assert_eq!(p.header.payload_type, 101);
+        assert_eq!(p.header.timestamp, 6760);
+        let p = Packet::parse(c.tick()).unwrap();
+        let event = TelephoneEvent::parse(p.payload).unwrap();
+        assert_eq!(event.duration, 1920);
     }
 
     #[test]

@@ -586,3 +586,126 @@ fn the_endpoint_can_be_shared_between_tasks() {
     shareable::<Endpoint>();
     shareable::<EndpointHandle>();
 }
+
+/// Amplitude (full scale 1) of `frequency` in `x` (Goertzel).
+fn tone_level(x: &[i16], rate: u32, frequency: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * frequency / f64::from(rate);
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s = f64::from(v) / 32768.0 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (4.0 * (s1 * s1 + s2 * s2 - coeff * s1 * s2)).sqrt() / x.len().max(1) as f64
+}
+
+#[tokio::test]
+async fn an_opus_phone_is_recorded_and_hears_the_prompt_as_opus() {
+    const OPUS_PT: u8 = 111;
+    let relay = relay(42280, 42299);
+    let mut phone = Phone::new().await;
+    let endpoint = relay
+        .open_endpoint(EndpointConfig {
+            codec: Codec::from_rtpmap("opus", 48000)
+                .unwrap()
+                .with_fmtp("minptime=10;useinbandfec=1"),
+            payload_type: OPUS_PT,
+            telephone_event: Some(TE),
+            remote: phone.addr(),
+        })
+        .unwrap();
+    phone.endpoint = endpoint.local_addr();
+    // The phone says 800 Hz, encoded by libopus at 48 kHz fullband; the
+    // endpoint plays 1200 Hz.
+    let mut encoder =
+        ::opus::Encoder::new(48000, ::opus::Channels::Mono, ::opus::Application::Voip).unwrap();
+    let said = tone::sine(800.0, 10_000, Duration::from_millis(1400));
+    let said_48k: Vec<i16> = (0..said.len() * 6)
+        .map(|i| {
+            let t = i as f64 / 48000.0;
+            (10_000.0 * (2.0 * std::f64::consts::PI * 800.0 * t).sin()) as i16
+        })
+        .collect();
+    let prompt: Arc<[i16]> = tone::sine(1200.0, 10_000, Duration::from_millis(1000)).into();
+    let options = RecordOptions {
+        max: Duration::from_millis(1000),
+        silence_timeout: None,
+        finish_keys: String::new(),
+    };
+    let talk = async {
+        let mut pace = tokio::time::interval(FRAME_DURATION);
+        let mut payload = vec![0u8; 1500];
+        let mut datagram = Vec::new();
+        for (i, frame) in said_48k.chunks(960).enumerate() {
+            pace.tick().await;
+            let n = encoder.encode(frame, &mut payload).unwrap();
+            Header {
+                marker: i == 0,
+                payload_type: OPUS_PT,
+                sequence: 7 + i as u16,
+                timestamp: 90_000 + 960 * i as u32,
+                ssrc: phone.ssrc,
+            }
+            .build(&payload[..n], &mut datagram)
+            .unwrap();
+            phone.raw(&datagram).await;
+        }
+    };
+    let (recording, outcome, (), datagrams) = tokio::join!(
+        endpoint.record(options),
+        endpoint.play(prompt, ""),
+        talk,
+        phone.listen(1400),
+    );
+    assert_eq!(outcome, PlayOutcome::Finished);
+    // The recording is 8 kHz PCM with the phone's tone in it (its second
+    // half: past the jitter buffer's start and the codec's).
+    assert_eq!(recording.reason, RecordEnd::MaxDuration);
+    assert_eq!(recording.samples.len(), 8000);
+    let heard = &recording.samples[4000..];
+    let level = tone_level(heard, 8000, 800.0);
+    assert!(
+        (level - 10_000.0 / 32768.0).abs() < 0.05,
+        "800 Hz recorded at {level}"
+    );
+    assert!(tone_level(heard, 8000, 1200.0) < 0.02, "the prompt echoed");
+    // What the phone got: Opus on payload type 111, a 48 kHz clock.
+    let packets = parsed(&datagrams);
+    assert!(packets.len() >= 50, "{} packets", packets.len());
+    let first = packets[0].0;
+    let mut decoder = ::opus::Decoder::new(48000, ::opus::Channels::Mono).unwrap();
+    let mut decoded = Vec::new();
+    let mut pcm = vec![0i16; 5760];
+    for (i, (h, payload)) in packets.iter().enumerate() {
+        assert_eq!(h.payload_type, OPUS_PT);
+        assert_eq!(h.ssrc, first.ssrc);
+        assert_eq!(h.sequence, first.sequence.wrapping_add(i as u16));
+        assert_eq!(h.timestamp, first.timestamp.wrapping_add(960 * i as u32));
+        let n = decoder.decode(payload, &mut pcm, false).unwrap();
+        assert_eq!(n, 960, "20 ms per packet");
+        decoded.extend_from_slice(&pcm[..n]);
+    }
+    // Silence until the prompt starts (at once, mostly), then 1200 Hz at
+    // its level, in 48 kHz audio.
+    let start = decoded
+        .chunks(960)
+        .position(|f| f.iter().any(|s| s.abs() > 2000))
+        .expect("the prompt was heard")
+        * 960;
+    assert!(decoded[..start].iter().all(|s| s.abs() < 100));
+    let played = decoded
+        .get(start + 4800..start + 4800 + 24000)
+        .expect("600 ms of the prompt heard");
+    let level = tone_level(played, 48000, 1200.0);
+    assert!(
+        (level - 10_000.0 / 32768.0).abs() < 0.05,
+        "1200 Hz heard at {level}"
+    );
+    assert!(tone_level(played, 48000, 800.0) < 0.02);
+    let stats = endpoint.stats();
+    assert_eq!(
+        stats.dropped_malformed + stats.dropped_late + stats.dropped_wrong_payload_type,
+        0
+    );
+}

@@ -1,0 +1,122 @@
+//! What Opus costs per 20 ms frame on this machine: libopus's own encode
+//! and decode at 48 kHz (the ceiling a transcoding benchmark compares
+//! against), then the endpoint's codec path (8 kHz frames, libopus at 8,
+//! 16 or 48 kHz with resampling between).
+//!
+//! `cargo run --release -p media --example opus_cost [seconds]`
+//! (default 20 s of audio per line; one core, no criterion).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use media::codec::{Decoder, Encoder, FRAME_SAMPLES};
+use media::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusRate};
+
+/// Something like voice for the encoder to work on: a few harmonics of a
+/// gliding pitch, a formant-ish tremolo and some noise, at about -12 dBFS.
+fn signal(rate: u32, samples: usize) -> Vec<i16> {
+    let mut seed = 0x2545_F491u32;
+    (0..samples)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            let pitch = 140.0 + 40.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin();
+            let phase = 2.0 * std::f64::consts::PI * pitch * t;
+            let voiced: f64 = (1..=8)
+                .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
+                .sum();
+            let envelope = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let noise = f64::from(seed as i32) / f64::from(i32::MAX);
+            (6000.0 * envelope * voiced + 600.0 * noise) as i16
+        })
+        .collect()
+}
+
+fn per_frame(frames: usize, f: impl FnMut(usize)) -> f64 {
+    let mut f = f;
+    // Warm up: caches, libopus's mode decisions.
+    for i in 0..50.min(frames) {
+        f(i);
+    }
+    let start = Instant::now();
+    for i in 0..frames {
+        f(i);
+    }
+    start.elapsed().as_nanos() as f64 / frames as f64
+}
+
+fn libopus_at_48k(frames: usize, complexity: i32, bitrate: i32) {
+    let pcm = signal(48000, frames * 960);
+    let mut encoder =
+        opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    encoder.set_complexity(complexity).unwrap();
+    encoder.set_bitrate(opus::Bitrate::Bits(bitrate)).unwrap();
+    let mut decoder = opus::Decoder::new(48000, opus::Channels::Mono).unwrap();
+    let mut packets = Vec::with_capacity(frames);
+    let mut buf = [0u8; 1500];
+    let encode = per_frame(frames, |i| {
+        let n = encoder
+            .encode(black_box(&pcm[i * 960..(i + 1) * 960]), &mut buf)
+            .unwrap();
+        if packets.len() < frames {
+            packets.push(buf[..n].to_vec());
+        }
+    });
+    let bytes: usize = packets.iter().map(Vec::len).sum();
+    let mut out = [0i16; 960];
+    let decode = per_frame(frames, |i| {
+        let n = decoder
+            .decode(black_box(&packets[i]), &mut out, false)
+            .unwrap();
+        black_box(&out[..n]);
+    });
+    println!(
+        "libopus 48 kHz mono, complexity {complexity:>2}, {:>3} kbit/s asked ({:>5.1} sent): \
+         encode {:>7.0} ns, decode {:>6.0} ns, encode+decode {:>7.0} ns per 20 ms frame",
+        bitrate / 1000,
+        bytes as f64 * 8.0 * 50.0 / frames as f64 / 1000.0,
+        encode,
+        decode,
+        encode + decode
+    );
+}
+
+fn endpoint_path(frames: usize, rate: OpusRate) {
+    let pcm = signal(8000, frames * FRAME_SAMPLES);
+    let config = OpusConfig::default().with_opus_rate(rate);
+    let mut encoder = OpusEncoder::new(config).unwrap();
+    let mut decoder = OpusDecoder::new(config).unwrap();
+    let mut payload = Vec::with_capacity(1500);
+    let mut out = Vec::with_capacity(4 * FRAME_SAMPLES);
+    let both = per_frame(frames, |i| {
+        payload.clear();
+        out.clear();
+        let frame = &pcm[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES];
+        encoder.encode(black_box(frame), &mut payload).unwrap();
+        decoder.decode(black_box(&payload), &mut out);
+        black_box(&out);
+    });
+    println!(
+        "endpoint codec path, 8 kHz frames, libopus at {:>5} Hz ({} kbit/s): \
+         encode+decode {both:>7.0} ns per 20 ms frame",
+        rate.hz(),
+        config.bitrate / 1000
+    );
+}
+
+fn main() {
+    let seconds: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let frames = seconds * 50;
+    println!("libopus {}; {frames} frames per line", opus::version());
+    for (complexity, bitrate) in [(10, 32_000), (5, 32_000), (10, 16_000)] {
+        libopus_at_48k(frames, complexity, bitrate);
+    }
+    for rate in [OpusRate::Hz8000, OpusRate::Hz16000, OpusRate::Hz48000] {
+        endpoint_path(frames, rate);
+    }
+}
