@@ -2,9 +2,10 @@
 //! services): what the caller's offer allows, and the answer pointing at
 //! the switch's media endpoint.
 //!
-//! Only audio is answered, with one G.711 codec and RFC 4733
-//! telephone-events when offered; every other m-line is refused (port 0),
-//! as RFC 3264 §6 wants an answer line for each offered one.
+//! Only audio is answered, with one codec (Opus, G.711 µ-law or A-law, the
+//! first of these the caller lists) and RFC 4733 telephone-events at that
+//! codec's clock when offered; every other m-line is refused (port 0), as
+//! RFC 3264 §6 wants an answer line for each offered one.
 
 use std::net::IpAddr;
 
@@ -34,7 +35,7 @@ pub enum OfferError {
     Missing,
     #[error("no audio stream with RTP/AVP")]
     Audio,
-    #[error("no codec in common (PCMU or PCMA)")]
+    #[error("no codec in common (Opus, PCMU or PCMA)")]
     Codec,
 }
 
@@ -50,6 +51,8 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
     // Per m-line: own address, rtpmaps (pt, encoding name, clock).
     let mut addrs: Vec<Option<IpAddr>> = Vec::new();
     let mut maps: Vec<Vec<(u8, String, u32)>> = Vec::new();
+    // Per m-line: a=fmtp parameters by payload type.
+    let mut fmtps: Vec<Vec<(u8, String)>> = Vec::new();
     let mut ports: Vec<u16> = Vec::new();
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
         if let Some(rest) = line.strip_prefix("m=") {
@@ -66,6 +69,7 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
             ports.push(port);
             addrs.push(None);
             maps.push(Vec::new());
+            fmtps.push(Vec::new());
         } else if let Some(c) = line.strip_prefix("c=") {
             let addr = c
                 .split_whitespace()
@@ -76,6 +80,12 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
                 Some(a) => *a = addr,
                 None => session_addr = addr,
             }
+        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:")
+            && let Some(f) = fmtps.last_mut()
+            && let Some((pt, params)) = fmtp.split_once(' ')
+            && let Ok(pt) = pt.parse()
+        {
+            f.push((pt, params.trim().to_owned()));
         } else if let Some(map) = line.strip_prefix("a=rtpmap:")
             && let Some(m) = maps.last_mut()
         {
@@ -114,19 +124,36 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
                 _ => None,
             })
     };
-    // The caller's order is its preference (RFC 3264 §6.1).
-    let (codec, payload_type) = formats
+    let codecs: Vec<(Codec, u8)> = formats
         .iter()
-        .find_map(|&pt| match name_of(pt)? {
-            (n, 8000) if n == "pcmu" => Some((Codec::Pcmu, pt)),
-            (n, 8000) if n == "pcma" => Some((Codec::Pcma, pt)),
-            _ => None,
+        .filter_map(|&pt| {
+            let (name, clock) = name_of(pt)?;
+            let codec = Codec::from_rtpmap(&name, clock)?;
+            let fmtp = fmtps[index]
+                .iter()
+                .find(|(p, _)| *p == pt)
+                .map_or("", |(_, f)| f.as_str());
+            Some((codec.with_fmtp(fmtp), pt))
         })
-        .ok_or(OfferError::Codec)?;
-    let telephone_event = formats
+        .collect();
+    // Events run on the audio codec's clock (RFC 4733 §2.1).
+    let events_for = |codec: Codec| {
+        formats.iter().copied().find(|&pt| {
+            name_of(pt)
+                .is_some_and(|(n, clock)| n == "telephone-event" && clock == codec.clock_rate())
+        })
+    };
+    // The caller's order is its preference (RFC 3264 §6.1), but a menu
+    // needs keys: the first codec whose clock has telephone-events wins
+    // (phones offering Opus often list events at 8 kHz only), else the
+    // first codec, whose keys are then heard in the audio.
+    let (codec, payload_type) = codecs
         .iter()
+        .find(|(c, _)| events_for(*c).is_some())
+        .or(codecs.first())
         .copied()
-        .find(|&pt| name_of(pt).is_some_and(|(n, clock)| n == "telephone-event" && clock == 8000));
+        .ok_or(OfferError::Codec)?;
+    let telephone_event = events_for(codec);
     Ok(AudioOffer {
         index,
         addr: addrs[index].or(session_addr),
@@ -155,12 +182,16 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
             None => sdp.push_str(&format!("m=audio {port} RTP/AVP {pt}\r\n")),
         }
         sdp.push_str(&format!(
-            "a=rtpmap:{pt} {}/8000\r\n",
-            offer.codec.rtpmap_name()
+            "a=rtpmap:{pt} {}\r\n",
+            offer.codec.rtpmap_encoding()
         ));
+        if let Some(fmtp) = offer.codec.fmtp() {
+            sdp.push_str(&format!("a=fmtp:{pt} {fmtp}\r\n"));
+        }
         if let Some(te) = offer.telephone_event {
             sdp.push_str(&format!(
-                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+                "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-15\r\n",
+                offer.codec.clock_rate()
             ));
         }
         sdp.push_str("a=ptime:20\r\na=sendrecv\r\n");
@@ -177,7 +208,28 @@ mod tests {
         m=video 4002 RTP/AVP 97\r\na=rtpmap:97 VP8/90000\r\n";
 
     #[test]
-    fn the_first_g711_the_caller_lists_is_chosen_with_its_telephone_events() {
+    fn opus_first_is_answered_with_opus_and_events_at_48_khz() {
+        let sdp = "v=0\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 111 0 101 100\r\n\
+            a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1;maxplaybackrate=16000\r\n\
+            a=rtpmap:101 telephone-event/48000\r\na=rtpmap:100 telephone-event/8000\r\n";
+        let o = audio_offer(sdp.as_bytes()).unwrap();
+        assert!(matches!(o.codec, Codec::Opus(_)), "{o:?}");
+        assert_eq!((o.payload_type, o.telephone_event), (111, Some(101)));
+        let a = String::from_utf8(answer(&o, "127.0.0.1".parse().unwrap(), 20000, 3)).unwrap();
+        assert!(a.contains("m=audio 20000 RTP/AVP 111 101\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:111 opus/48000/2\r\n"), "{a}");
+        assert!(a.contains("a=fmtp:111 "), "{a}");
+        assert!(a.contains("a=rtpmap:101 telephone-event/48000\r\n"), "{a}");
+        // Without events at all, the first codec: Opus.
+        let no_events = sdp.replace(" 101 100\r\n", "\r\n");
+        let o = audio_offer(no_events.as_bytes()).unwrap();
+        assert!(matches!(o.codec, Codec::Opus(_)) && o.telephone_event.is_none());
+    }
+
+    #[test]
+    fn the_first_codec_with_telephone_events_is_chosen() {
+        // baresip lists Opus first, but its telephone-event is at 8 kHz:
+        // G.711 is taken so that its keys arrive as events.
         let o = audio_offer(BARESIP.as_bytes()).unwrap();
         assert_eq!((o.codec, o.payload_type), (Codec::Pcma, 8));
         assert_eq!(o.telephone_event, Some(101));
@@ -211,9 +263,9 @@ mod tests {
 
     #[test]
     fn offers_the_endpoint_cannot_serve_are_refused() {
-        let opus_only =
-            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
-        assert_eq!(audio_offer(opus_only.as_bytes()), Err(OfferError::Codec));
+        let g722_only =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
+        assert_eq!(audio_offer(g722_only.as_bytes()), Err(OfferError::Codec));
         let srtp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/SAVP 0\r\n";
         assert_eq!(audio_offer(srtp.as_bytes()), Err(OfferError::Audio));
         let video = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5004 RTP/AVP 97\r\n";
