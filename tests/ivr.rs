@@ -890,3 +890,59 @@ async fn a_greeting_recorded_on_750_is_what_callers_then_hear() {
     };
     assert!(ok, "call to carol failed:\n{trace}\n{}", switch.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_nobody_answers_goes_to_voicemail_and_the_caller_hangs_up_cleanly() {
+    let switch = Switch::start("").await;
+    switch
+        .site
+        .ok(&["account", "set", "bob", "--no-answer-secs", "5"]);
+    // bob's phone rings and is never picked up.
+    let (_ringing, ring_trace) = support::sipp::device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        30_000,
+        &support::sipp::scenario("call_uas_ring.xml"),
+    );
+    switch.wait_registered(1).await;
+    // alice waits 9 s after the answer (the greeting, the beep, some
+    // silence), then hangs up: her BYE reaches the voicemail's dialog.
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &support::sipp::scenario("call_uac.xml"),
+        &["-inf", users.to_str().unwrap(), "-s", "bob", "-d", "9000"],
+    );
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    assert!(
+        std::fs::read_to_string(&ring_trace)
+            .unwrap_or_default()
+            .contains("CANCEL sip:"),
+        "bob's phone stopped ringing"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (counts, _) = voicemails(&switch, "bob");
+        if counts == "bob: 1 new, 0 heard" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{counts}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for gauge in [
+        "softswitch_ivr_runs",
+        "softswitch_calls_active",
+        "softswitch_sip_dialogs",
+    ] {
+        switch.wait_metric(gauge, |v| v == 0).await;
+    }
+    let cdrs = switch.site.ok(&["cdr", "list", "--login", "alice"]);
+    assert_eq!(cdrs.lines().count(), 1, "one record per call: {cdrs}");
+    assert!(cdrs.contains("\tanswered\t200\t"), "{cdrs}");
+}

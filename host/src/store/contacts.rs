@@ -457,8 +457,11 @@ mod tests {
         assert!(store.owners_knowing(&[]).await.unwrap().is_empty());
         let last = store.last_account_id().await.unwrap();
         let dave = account(&store, None).await;
-        let newer = store.accounts_after(last, 10).await.unwrap();
-        assert_eq!(newer.iter().map(|a| &a.1).collect::<Vec<_>>(), vec![&dave]);
+        let newer = store.accounts_after(last, 100).await.unwrap();
+        // Tests running beside this one on a shared MySQL database add
+        // accounts too: dave is among the newer ones, and only newer ones.
+        assert!(newer.iter().any(|a| a.1 == dave), "{newer:?}");
+        assert!(newer.iter().all(|a| a.0 > last), "{newer:?}");
         store.delete_account(&dave).await.unwrap();
 
         let before = store.last_contact_change_id().await.unwrap();

@@ -342,7 +342,14 @@ impl Call {
             server: self.server.clone(),
             invite: self.invite.clone(),
             a_flow: self.a_flow,
-            a_tag: self.a_tag.clone(),
+            // After ringing (no answer, busy) the first branch's early dialog
+            // has the caller's tag and stays this task's until it ends: the
+            // service answers as a dialog of its own (a fork, to the caller).
+            a_tag: if self.branches.is_empty() {
+                self.a_tag.clone()
+            } else {
+                new_tag()
+            },
             a_key: self.a_key.clone(),
             final_tx,
             facts,
