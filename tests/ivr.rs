@@ -946,3 +946,60 @@ async fn a_call_nobody_answers_goes_to_voicemail_and_the_caller_hangs_up_cleanly
     assert_eq!(cdrs.lines().count(), 1, "one record per call: {cdrs}");
     assert!(cdrs.contains("\tanswered\t200\t"), "{cdrs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baresip_leaves_a_voicemail_over_tls_and_hears_it_on_950() {
+    let switch = Switch::start("").await;
+    // alice's softphone (TLS, G.711, a 440 Hz sine as its microphone) calls
+    // bob, who has no device; after the greeting and the beep she "speaks"
+    // for a few seconds and hangs up.
+    let alice =
+        support::sipp::Baresip::start_with(&switch, "alice", "alice-pw", "", &["/dial bob"]);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    alice.quit();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let (counts, list) = voicemails(&switch, "bob");
+        if counts == "bob: 1 new, 0 heard" {
+            break list[0].0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{counts}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let recording = export(&switch, "bob", id);
+    let tone_secs = tone_blocks(&recording, TONE_HZ) as f64 * 0.02;
+    assert!(
+        tone_secs >= 1.5,
+        "{tone_secs} s of baresip's sine in the message"
+    );
+
+    // bob's softphone dials 950: the message is played (and so marked
+    // heard) and the switch ends the call after the menu. The record names
+    // the service as the callee.
+    let bob = support::sipp::Baresip::start_with(&switch, "bob", "bob-pw", "", &["/dial 950"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (counts, _) = voicemails(&switch, "bob");
+        if counts == "bob: 0 new, 1 heard" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{counts}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    switch.wait_metric("softswitch_ivr_runs", |v| v == 0).await;
+    bob.quit();
+    let cdrs = switch.site.ok(&["cdr", "list", "--login", "bob"]);
+    assert!(
+        cdrs.lines()
+            .any(|l| l.contains("\tbob\tvoicemail\t") && l.contains("answered")),
+        "{cdrs}"
+    );
+}
