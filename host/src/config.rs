@@ -493,7 +493,8 @@ code_sms_text = "Your verification code is [CODE]"
 sms_per_device = 5
 resend_after_secs = 60
 code_attempts = 3
-# Testing aid: a file holding seconds added to the sign-up rules' clock. Empty: the system clock.
+# Test seam: a file holding seconds added to the sign-up rules' clock. Empty: the system clock.
+# Honoured by debug (test) builds only; a release build refuses to start with it set.
 clock_offset_file = ""
 # Largest avatar upload (PNG, JPEG or WebP), bytes; avatars are scaled down to fit this many pixels a side.
 avatar_max_bytes = 5242880
@@ -632,6 +633,20 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Settings that exist only so the black-box tests can drive the switch
+    /// (a clock shifted from a file) are honoured by debug builds, which is
+    /// what `cargo test` runs; a release build refuses to start with them,
+    /// so no production switch runs with its clock open to a file.
+    fn refuse_test_seams(&self, release: bool) -> Result<(), ConfigError> {
+        if release && !self.api.clock_offset_file.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "api.clock_offset_file",
+                message: "a test seam, honoured by debug (test) builds only: remove it".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Parses a configuration from TOML text.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -673,6 +688,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.refuse_test_seams(!cfg!(debug_assertions))?;
         if self.media.port_min < 1024 || self.media.port_max < self.media.port_min.saturating_add(3)
         {
             return Err(ConfigError::Invalid {
@@ -829,6 +845,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_build_refuses_test_seams() {
+        let mut config = Config::default();
+        assert!(config.refuse_test_seams(true).is_ok(), "nothing set");
+        config.api.clock_offset_file = "/tmp/clock".into();
+        assert!(config.refuse_test_seams(false).is_ok(), "a test build");
+        let err = config.refuse_test_seams(true).unwrap_err().to_string();
+        assert!(err.contains("api.clock_offset_file"), "{err}");
+    }
 
     #[test]
     fn default_toml_is_the_default_config() {

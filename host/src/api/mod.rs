@@ -74,8 +74,9 @@ pub struct ApiConfig {
     pub resend_after_secs: u64,
     /// Wrong codes before the device is refused (SPEC §3: 3).
     pub code_attempts: u32,
-    /// Testing aid: a file holding seconds added to the clock of the sign-up
-    /// rules. Empty (the default) means the system clock.
+    /// Test seam: a file holding seconds added to the clock of the sign-up
+    /// rules. Empty (the default) means the system clock. Debug builds only:
+    /// a release build refuses to start with it (`Config::validate`).
     pub clock_offset_file: String,
     /// Largest avatar upload, bytes.
     pub avatar_max_bytes: usize,
