@@ -66,6 +66,23 @@ fn leave_voicemail(switch: &Switch, callee: &str, tone_ms: u64) -> (bool, String
     )
 }
 
+/// `ivr_listen_uac.xml` with its media toward `sink` and `keys` (scenario
+/// lines, e.g. `play_pcap_audio` actions; "" for none) sent `after_ms`
+/// after the answer.
+fn listen_scenario(switch: &Switch, sink: &UdpSocket, keys: &str, after_ms: u64) -> PathBuf {
+    switch.variant_with(
+        "ivr_listen_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            (
+                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
+                keys,
+            ),
+            ("KEYS_AFTER", &after_ms.to_string()),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn a_voicemail_for_an_offline_user_is_stored_and_950msg_plays_it_back_exactly() {
     let switch = Switch::start("").await;
@@ -88,17 +105,7 @@ async fn a_voicemail_for_an_offline_user_is_stored_and_950msg_plays_it_back_exac
 
     // bob calls 950msg<ID>: the message plays, byte for byte as stored.
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let scenario = switch.variant_with(
-        "ivr_listen_uac.xml",
-        &[
-            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
-            (
-                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
-                "",
-            ),
-            ("KEYS_AFTER", "100"),
-        ],
-    );
+    let scenario = listen_scenario(&switch, &sink, "", 100);
     let users = switch.users("bob.csv", "bob", "bob-pw");
     let service = format!("950msg{id}");
     let listener = std::thread::spawn(move || {
@@ -128,17 +135,7 @@ async fn a_voicemail_for_an_offline_user_is_stored_and_950msg_plays_it_back_exac
     // Only the owner: alice asking for bob's message hears "not found".
     let users = switch.users("alice.csv", "alice", "alice-pw");
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let scenario = switch.variant_with(
-        "ivr_listen_uac.xml",
-        &[
-            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
-            (
-                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
-                "",
-            ),
-            ("KEYS_AFTER", "100"),
-        ],
-    );
+    let scenario = listen_scenario(&switch, &sink, "", 100);
     let listener = std::thread::spawn(move || {
         collect_rtp(&sink, Duration::from_secs(3), Duration::from_secs(20))
     });
@@ -270,17 +267,7 @@ async fn keys_drive_the_950_menu_and_mwi_follows_deposit_heard_and_delete() {
     let keys = "  <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_7.pcap\"/></action></nop>\n\
                 <pause milliseconds=\"700\"/>\n\
                 <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_9.pcap\"/></action></nop>\n";
-    let scenario = switch.variant_with(
-        "ivr_listen_uac.xml",
-        &[
-            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
-            (
-                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
-                keys,
-            ),
-            ("KEYS_AFTER", "1500"),
-        ],
-    );
+    let scenario = listen_scenario(&switch, &sink, keys, 1500);
     let users = switch.users("bob.csv", "bob", "bob-pw");
     let (ok, trace) = sipp(
         &switch,
@@ -323,17 +310,7 @@ async fn a_guest_that_never_returns_is_stopped_and_leaks_nothing() {
     // The spinning guest is stopped at its step budget and the switch
     // hangs up on the caller.
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let scenario = switch.variant_with(
-        "ivr_listen_uac.xml",
-        &[
-            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
-            (
-                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
-                "",
-            ),
-            ("KEYS_AFTER", "100"),
-        ],
-    );
+    let scenario = listen_scenario(&switch, &sink, "", 100);
     let (ok, trace) = sipp(
         &switch,
         &scenario,
@@ -825,18 +802,8 @@ async fn a_greeting_recorded_on_750_is_what_callers_then_hear() {
          <nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/dtmf_2833_1.pcap\"/></action></nop>\n",
         pcap.display()
     );
-    let scenario = switch.variant_with(
-        "ivr_listen_uac.xml",
-        &[
-            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
-            (
-                "  <nop><action><exec play_pcap_audio=\"KEYS_PCAP\"/></action></nop>\n",
-                &keys,
-            ),
-            // The prompt (4.0 s) and the beep (0.25 s) come first.
-            ("KEYS_AFTER", "4400"),
-        ],
-    );
+    // The prompt (4.0 s) and the beep (0.25 s) come first.
+    let scenario = listen_scenario(&switch, &sink, &keys, 4400);
     let users = switch.users("carol.csv", "carol", "carol-pw");
     let (ok, trace) = sipp(
         &switch,

@@ -18,3 +18,4 @@ pub mod sms;
 pub mod store;
 pub mod stun;
 pub mod tls;
+pub mod utc;

@@ -321,7 +321,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let c = c.cdr;
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    format_ms(c.started_at),
+                    softswitch::utc::format_ms(c.started_at),
                     c.caller,
                     c.callee,
                     c.gateway.as_deref().unwrap_or("-"),
@@ -690,29 +690,6 @@ async fn did(app: App, cmd: DidCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn format_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
 }
 
 async fn dialplan(app: App, cmd: DialplanCommand) -> anyhow::Result<()> {

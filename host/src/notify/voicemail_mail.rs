@@ -46,27 +46,6 @@ fn duration_text(ms: i64) -> String {
     format!("{}:{:02}", secs / 60, secs % 60)
 }
 
-/// `YYYY-MM-DD HH:MM` (UTC) for unix seconds.
-fn time_text(unix: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm): no date crate for one line.
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
-    )
-}
-
 /// The delay before attempt `attempts + 1`.
 fn retry_after(attempts: i64) -> i64 {
     let shift = attempts.clamp(0, 20) as u32;
@@ -92,7 +71,7 @@ async fn send(mailer: &Mailer, template: &Template, due: &DueEmail) -> Result<()
         ("USER_NAME", due.login.as_str()),
         ("CALLER", m.caller.as_str()),
         ("CALLER_NAME", caller_name.as_str()),
-        ("TIME", &time_text(m.created_at)),
+        ("TIME", &crate::utc::format_minutes(m.created_at)),
         ("DURATION", &duration_text(m.duration_ms)),
     ];
     let attachment = Attachment {
@@ -163,12 +142,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_times_and_retries_read_right() {
+    fn durations_and_retries_read_right() {
         assert_eq!(duration_text(4200), "0:04");
         assert_eq!(duration_text(61_500), "1:02");
-        assert_eq!(time_text(0), "1970-01-01 00:00");
-        assert_eq!(time_text(1_796_554_800), "2026-12-06 11:00");
-        assert_eq!(time_text(951_782_400), "2000-02-29 00:00");
         assert_eq!(retry_after(0), 10);
         assert_eq!(retry_after(1), 20);
         assert_eq!(retry_after(10), 3600);

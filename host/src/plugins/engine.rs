@@ -127,6 +127,24 @@ impl Plugins {
     }
 }
 
+impl Plugins {
+    /// Reads and compiles the component at `path` off the reactor (a
+    /// compile takes a tenth of a second or more).
+    pub(crate) async fn compile_file(&self, path: &Path) -> Result<Component, PluginError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| PluginError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let compiler = self.clone();
+        let owned = path.to_path_buf();
+        tokio::task::spawn_blocking(move || compiler.compile(&owned, &bytes))
+            .await
+            .map_err(|e| PluginError::Engine(e.to_string()))?
+    }
+}
+
 #[allow(unsafe_code)]
 fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: the file is one this host wrote (atomic rename into its own cache

@@ -136,18 +136,7 @@ impl SmsProviderGuest {
         path: &Path,
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| PluginError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let compiler = plugins.clone();
-        let owned = path.to_path_buf();
-        let component: Component =
-            tokio::task::spawn_blocking(move || compiler.compile(&owned, &bytes))
-                .await
-                .map_err(|e| PluginError::Engine(e.to_string()))??;
+        let component: Component = plugins.compile_file(path).await?;
         let mut linker: Linker<ProviderState> = Linker::new(&plugins.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
+use super::bridge::BridgeLink;
 use super::{EndpointConfig, PlayOutcome, RecordEnd, RecordOptions, Recording};
-use crate::codec::{Decoder, Encoder, FRAME_DURATION, FRAME_SAMPLES};
+use crate::codec::{Codec, Decoder, Encoder, FRAME_DURATION, FRAME_SAMPLES};
 use crate::dtmf::{DtmfReceiver, DtmfSender, InbandDetector};
 use crate::jitter::{JitterBuffer, JitterConfig, Playout, Pushed};
 use crate::relay::lock;
@@ -28,6 +29,9 @@ const DIGITS_KEPT: usize = 64;
 /// Decoded audio waiting to be played out in 20 ms frames (peers
 /// packetising at 30 ms or more leave remainders); bounded all the same.
 const PCM_KEPT: usize = 16 * FRAME_SAMPLES;
+/// How long a key heard on the other side of a bridge is pressed here:
+/// its start is known when it is heard, its length is not followed.
+pub(crate) const BRIDGED_PRESS: Duration = Duration::from_millis(100);
 
 /// What the core and the control API share: queued key presses and the
 /// counters.
@@ -92,6 +96,10 @@ pub(crate) struct Counters {
     pub(crate) dropped_overflow: AtomicU64,
     pub(crate) rtcp_received: AtomicU64,
     pub(crate) digits_received: AtomicU64,
+    pub(crate) bridge_frames_heard: AtomicU64,
+    pub(crate) bridge_frames_sent: AtomicU64,
+    pub(crate) bridge_dropped: AtomicU64,
+    pub(crate) bridge_underruns: AtomicU64,
     last_heard_us: AtomicU64,
 }
 
@@ -159,6 +167,15 @@ pub(crate) enum Command {
         done: oneshot::Sender<()>,
     },
     SetRemote(SocketAddr),
+    /// The SDP answer chose another codec (payload types checked).
+    SetCodec {
+        codec: Codec,
+        payload_type: u8,
+        telephone_event: Option<u8>,
+    },
+    /// Joins a bridge, leaving any other.
+    Bridge(BridgeLink),
+    Unbridge,
 }
 
 struct PlayJob {
@@ -202,7 +219,9 @@ pub(crate) struct Core {
     latched: Option<SocketAddr>,
     plays: VecDeque<PlayJob>,
     sends: VecDeque<SendJob>,
-    sending: Option<(Sending, oneshot::Sender<()>)>,
+    /// The key press being sent, and who waits for it (no one for a key
+    /// from the bridge).
+    sending: Option<(Sending, Option<oneshot::Sender<()>>)>,
     frame_out: Vec<i16>,
     payload: Vec<u8>,
     packet: Vec<u8>,
@@ -220,6 +239,12 @@ pub(crate) struct Core {
     frame_in: Vec<i16>,
     found: Vec<char>,
     records: VecDeque<RecordJob>,
+    /// The jitter buffer's drop counters before a codec change replaced
+    /// it: late, duplicate, discarded.
+    jitter_carried: [u64; 3],
+    // Bridged to another endpoint.
+    bridge: Option<BridgeLink>,
+    bridge_frame: [i16; FRAME_SAMPLES],
 }
 
 impl Core {
@@ -258,6 +283,9 @@ impl Core {
             frame_in: Vec::with_capacity(FRAME_SAMPLES),
             found: Vec::new(),
             records: VecDeque::new(),
+            jitter_carried: [0; 3],
+            bridge: None,
+            bridge_frame: [0; FRAME_SAMPLES],
             config,
             shared,
         }
@@ -310,7 +338,50 @@ impl Core {
                 self.config.remote = remote;
                 self.latched = None;
             }
+            Command::SetCodec {
+                codec,
+                payload_type,
+                telephone_event,
+            } => self.set_codec(codec, payload_type, telephone_event),
+            // A bridge left behind ends for its other side too (the link's drop).
+            Command::Bridge(link) => self.bridge = Some(link),
+            Command::Unbridge => self.bridge = None,
         }
+    }
+
+    /// Another codec for the stream, from now on: a new encoder and
+    /// decoder, a new jitter buffer on the codec's clock and fresh DTMF
+    /// state; the SSRC, sequence numbers and timestamps run on.
+    fn set_codec(&mut self, codec: Codec, payload_type: u8, telephone_event: Option<u8>) {
+        let s = self.jitter.stats();
+        let carried = &mut self.jitter_carried;
+        carried[0] = carried[0].saturating_add(s.late.saturating_add(s.jumps));
+        carried[1] = carried[1].saturating_add(s.duplicate);
+        carried[2] = carried[2].saturating_add(s.discarded);
+        // A key press going out as events was counted in the old clock
+        // (or payload type): it stops where it is.
+        let changed = codec.clock_rate() != self.config.codec.clock_rate()
+            || telephone_event != self.config.telephone_event;
+        if changed
+            && matches!(self.sending, Some((Sending::Event { .. }, _)))
+            // Taken whether or not someone waits for it.
+            && let Some((_, Some(done))) = self.sending.take()
+        {
+            let _ = done.send(());
+        }
+        self.config.codec = codec;
+        self.config.payload_type = payload_type;
+        self.config.telephone_event = telephone_event;
+        self.encoder = codec.encoder();
+        self.decoder = codec.decoder();
+        self.jitter = JitterBuffer::new(JitterConfig {
+            clock_rate: codec.clock_rate(),
+            ..JitterConfig::default()
+        });
+        self.events = DtmfReceiver::new();
+        self.inband = telephone_event.is_none().then(InbandDetector::new);
+        self.pcm.clear();
+        self.sync_jitter_counters();
     }
 
     /// A play became current: a key typed ahead that may interrupt it
@@ -355,6 +426,9 @@ impl Core {
 
     /// One 20 ms tick: hears a frame, then returns the packet to send.
     pub(crate) fn tick(&mut self) -> &[u8] {
+        if self.bridge.as_ref().is_some_and(BridgeLink::ended) {
+            self.bridge = None;
+        }
         self.forget_abandoned();
         self.hear_frame();
         self.build_packet();
@@ -372,7 +446,7 @@ impl Core {
         self.sends.retain(|s| !s.done.is_closed());
         // An abandoned tone stops; an event runs to its end packets, or
         // the peer would hold the key down until its own timeout.
-        if let Some((Sending::Tone { .. }, done)) = &self.sending
+        if let Some((Sending::Tone { .. }, Some(done))) = &self.sending
             && done.is_closed()
         {
             self.sending = None;
@@ -405,6 +479,10 @@ impl Core {
         self.frame_in.extend(self.pcm.drain(..take));
         // Nothing heard is silence: time goes on for the recorder.
         self.frame_in.resize(FRAME_SAMPLES, 0);
+        if let Some(link) = &self.bridge {
+            link.hear(&self.frame_in);
+            bump(&self.shared.counters.bridge_frames_heard);
+        }
         for i in 0..self.found.len() {
             let digit = self.found[i];
             self.on_digit(digit);
@@ -432,10 +510,17 @@ impl Core {
     }
 
     fn build_packet(&mut self) {
-        if self.sending.is_none()
-            && let Some(job) = self.sends.pop_front()
-        {
-            self.sending = Some((self.start_sending(&job), job.done));
+        // A frame of the bridge is taken every tick, sent or not (a play
+        // or a key press has the floor): what waits stays fresh.
+        let bridged = self.take_bridged();
+        if self.sending.is_none() {
+            if let Some(job) = self.sends.pop_front() {
+                let sending = self.start_sending(job.digit, job.duration);
+                self.sending = Some((sending, Some(job.done)));
+            } else if let Some(digit) = self.bridge.as_ref().and_then(BridgeLink::take_key) {
+                let sending = self.start_sending(digit, BRIDGED_PRESS);
+                self.sending = Some((sending, None));
+            }
         }
         let mut header = Header {
             marker: !self.sent_any,
@@ -474,13 +559,13 @@ impl Core {
             }
             if audio {
                 // Every packet of the key press is out.
-                if let Some((_, done)) = self.sending.take() {
+                if let Some((_, Some(done))) = self.sending.take() {
                     let _ = done.send(());
                 }
             }
         }
         if audio {
-            self.play_frame();
+            self.audio_frame(bridged);
         }
         // Payload types were checked when opening: writing cannot fail.
         if header.build(&self.payload, &mut self.packet).is_err() {
@@ -493,25 +578,57 @@ impl Core {
             .wrapping_add(self.config.codec.timestamp_step());
     }
 
-    fn start_sending(&self, job: &SendJob) -> Sending {
+    /// Takes the bridge's next frame into `bridge_frame`: `None` when not
+    /// bridged, else whether there was one.
+    fn take_bridged(&mut self) -> Option<bool> {
+        let link = self.bridge.as_mut()?;
+        let taken = link.take(&mut self.bridge_frame);
+        if taken.dropped > 0 {
+            let c = &self.shared.counters.bridge_dropped;
+            c.fetch_add(taken.dropped, Ordering::Relaxed);
+        }
+        Some(taken.frame)
+    }
+
+    fn start_sending(&self, digit: char, duration: Duration) -> Sending {
         let clock = self.config.codec.clock_rate();
         match (
             self.config.telephone_event,
-            DtmfSender::new(job.digit, job.duration, clock, FRAME_DURATION),
+            DtmfSender::new(digit, duration, clock, FRAME_DURATION),
         ) {
             (Some(_), Ok(sender)) => Sending::Event {
                 sender,
                 timestamp: self.timestamp,
             },
             _ => Sending::Tone {
-                samples: tone::dtmf(job.digit, job.duration).unwrap_or_default(),
+                samples: tone::dtmf(digit, duration).unwrap_or_default(),
                 at: 0,
             },
         }
     }
 
-    /// The next frame of what plays, or silence (a stateful codec's
-    /// encoder runs on it, so nothing jumps when a prompt starts).
+    /// The audio of the tick: what plays, else the bridge's frame, else
+    /// silence (a stateful codec's encoder runs on it, so nothing jumps
+    /// when a prompt starts).
+    fn audio_frame(&mut self, bridged: Option<bool>) {
+        if !self.plays.is_empty() {
+            return self.play_frame();
+        }
+        let counters = &self.shared.counters;
+        match bridged {
+            Some(true) => {
+                let _ = self.encoder.encode(&self.bridge_frame, &mut self.payload);
+                bump(&counters.bridge_frames_sent);
+            }
+            Some(false) => {
+                bump(&counters.bridge_underruns);
+                self.encoder.encode_silence(&mut self.payload);
+            }
+            None => self.encoder.encode_silence(&mut self.payload),
+        }
+    }
+
+    /// The next frame of what plays.
     fn play_frame(&mut self) {
         let Some(play) = self.plays.front_mut() else {
             self.encoder.encode_silence(&mut self.payload);
@@ -597,15 +714,24 @@ impl Core {
     fn sync_jitter_counters(&self) {
         let s = self.jitter.stats();
         let c = &self.shared.counters;
-        c.dropped_late.store(s.late + s.jumps, Ordering::Relaxed);
-        c.dropped_duplicate.store(s.duplicate, Ordering::Relaxed);
-        c.dropped_overflow.store(s.discarded, Ordering::Relaxed);
+        let [late, duplicate, discarded] = self.jitter_carried;
+        let late = late.saturating_add(s.late).saturating_add(s.jumps);
+        c.dropped_late.store(late, Ordering::Relaxed);
+        let duplicate = duplicate.saturating_add(s.duplicate);
+        c.dropped_duplicate.store(duplicate, Ordering::Relaxed);
+        let discarded = discarded.saturating_add(s.discarded);
+        c.dropped_overflow.store(discarded, Ordering::Relaxed);
     }
 
     /// A key press from the peer: it ends a recording or a play that
     /// listens for it, else waits in the queue for the script.
     fn on_digit(&mut self, digit: char) {
         bump(&self.shared.counters.digits_received);
+        // Sent on by the other side of a bridge, and handled here too (a
+        // script may watch for keys while the call is bridged).
+        if let Some(link) = &self.bridge {
+            link.key(digit);
+        }
         if self
             .records
             .front()
@@ -635,6 +761,8 @@ impl Core {
         // Senders of digits learn it by their channel closing.
         self.sends.clear();
         self.sending = None;
+        // The other side of a bridge sends silence from now on.
+        self.bridge = None;
         self.shared.notify.notify_waiters();
     }
 
@@ -647,8 +775,8 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Codec;
     use crate::dtmf::TelephoneEvent;
+    use crate::endpoint::bridge::PIPE_FRAMES;
 
     const PEER: u32 = 0x5EED;
 
@@ -842,6 +970,234 @@ mod tests {
         let rec = rx.try_recv().unwrap();
         assert_eq!(rec.reason, RecordEnd::Closed);
         assert_eq!(rec.samples.len(), 3 * FRAME_SAMPLES);
+    }
+
+    /// A PCMU payload whose every byte says which frame it is.
+    fn frame_code(i: u32) -> u8 {
+        0x80 + (i % 120) as u8
+    }
+
+    /// Ticks `c` and reads back which frame it sent (`None` for anything
+    /// else: silence).
+    fn sent_frame(c: &mut Core) -> Option<u32> {
+        let p = Packet::parse(c.tick()).unwrap();
+        let first = *p.payload.first()?;
+        let ours = (0x80..0x80 + 120).contains(&first) && p.payload.iter().all(|&b| b == first);
+        ours.then(|| u32::from(first - 0x80))
+    }
+
+    fn bridged() -> (Core, Core) {
+        let (mut a, mut b) = (core(None), core(None));
+        let (here, there) = BridgeLink::pair();
+        a.command(Command::Bridge(here));
+        b.command(Command::Bridge(there));
+        (a, b)
+    }
+
+    /// The phone of `a` sends its `n`th frame on time and `a` ticks.
+    fn hear_next(a: &mut Core, n: &mut u32, t0: Instant) {
+        let src = "198.51.100.7:5000".parse().unwrap();
+        let p = packet(0, PEER, *n as u16, *n * 160, false, &[frame_code(*n); 160]);
+        a.receive(&p, src, t0 + FRAME_DURATION * *n);
+        a.tick();
+        *n += 1;
+    }
+
+    /// How many frames behind the newest one heard `b` sends.
+    fn lag(b: &mut Core, n: u32) -> Option<u32> {
+        sent_frame(b).map(|code| (n - 1 - code) % 120)
+    }
+
+    #[test]
+    fn audio_crosses_a_bridge_with_a_frame_of_delay() {
+        let (mut a, mut b) = bridged();
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut lags = Vec::new();
+        for _ in 0..100 {
+            hear_next(&mut a, &mut n, t0);
+            lags.extend(lag(&mut b, n));
+        }
+        // Every frame in order (the jitter buffer starts at once on such
+        // a regular stream).
+        assert_eq!(lags.len(), 100);
+        assert!(lags.iter().all(|&l| l <= 1), "{lags:?}");
+        let s = |f: fn(&Counters) -> &AtomicU64| (counter(&a, f), counter(&b, f));
+        // B hears silence, which A sends (but on its first tick: B had
+        // not ticked yet).
+        assert_eq!(s(|k| &k.bridge_frames_heard), (100, 100));
+        assert_eq!(s(|k| &k.bridge_frames_sent), (99, 100));
+        assert_eq!(s(|k| &k.bridge_underruns), (1, 0));
+        assert_eq!(s(|k| &k.bridge_dropped), (0, 0));
+    }
+
+    #[test]
+    fn a_slow_or_stalled_sender_does_not_let_the_bridge_delay_grow() {
+        let bound = PIPE_FRAMES as u32 + 2;
+        let (mut a, mut b) = bridged();
+        let t0 = Instant::now();
+        let mut n = 0;
+        // B ticks at half A's rate for 6 s: the pipe stays bounded.
+        let mut lags = Vec::new();
+        for i in 0..300 {
+            hear_next(&mut a, &mut n, t0);
+            if i % 2 == 1 {
+                lags.extend(lag(&mut b, n));
+            }
+        }
+        assert!(lags.len() >= 140);
+        assert!(lags.iter().all(|&l| l <= bound), "{lags:?}");
+        let dropped = counter(&b, |k| &k.bridge_dropped);
+        assert!(dropped >= 140, "{dropped} dropped");
+        // B stalls a whole second, then keeps up: what it sends first is
+        // at most the pipe's length old, and within two seconds the
+        // delay is back to one frame.
+        for _ in 0..50 {
+            hear_next(&mut a, &mut n, t0);
+        }
+        let mut lags = Vec::new();
+        for _ in 0..100 {
+            hear_next(&mut a, &mut n, t0);
+            lags.extend(lag(&mut b, n));
+        }
+        assert_eq!(lags.len(), 100);
+        assert!(lags[0] <= bound, "{lags:?}");
+        assert!(lags[50..].iter().all(|&l| l <= 1), "{lags:?}");
+        assert_eq!(counter(&b, |k| &k.bridge_underruns), 0);
+    }
+
+    #[test]
+    fn when_one_side_closes_the_other_sends_silence() {
+        let (mut a, mut b) = bridged();
+        let t0 = Instant::now();
+        let mut n = 0;
+        for _ in 0..10 {
+            hear_next(&mut a, &mut n, t0);
+            sent_frame(&mut b);
+        }
+        a.close();
+        for _ in 0..5 {
+            assert_eq!(sent_frame(&mut b), None);
+        }
+        assert!(b.bridge.is_none());
+        let before = counter(&b, |k| &k.bridge_underruns);
+        b.tick();
+        assert_eq!(counter(&b, |k| &k.bridge_underruns), before);
+    }
+
+    #[test]
+    fn a_play_has_the_floor_over_the_bridge() {
+        let (mut a, mut b) = bridged();
+        let t0 = Instant::now();
+        let mut n = 0;
+        for _ in 0..5 {
+            hear_next(&mut a, &mut n, t0);
+            sent_frame(&mut b);
+        }
+        let (done, mut outcome) = oneshot::channel();
+        b.command(Command::Play {
+            samples: vec![0; 3 * FRAME_SAMPLES].into(),
+            interrupt: String::new(),
+            done,
+        });
+        // Three frames of the play's silence, bridge audio thrown away
+        // meanwhile (not delayed), then the bridge again.
+        let mut sent = Vec::new();
+        for _ in 0..6 {
+            hear_next(&mut a, &mut n, t0);
+            sent.push(lag(&mut b, n));
+        }
+        assert_eq!(&sent[..3], [None; 3]);
+        assert!(
+            sent[3..].iter().all(|l| l.is_some_and(|l| l <= 1)),
+            "{sent:?}"
+        );
+        assert_eq!(outcome.try_recv(), Ok(PlayOutcome::Finished));
+    }
+
+    #[test]
+    fn keys_cross_a_bridge_as_events_or_tones() {
+        // A hears RFC 4733; B has telephone-event, C none.
+        let mut a = core(Some(101));
+        let mut b = core(Some(101));
+        let (here, there) = BridgeLink::pair();
+        a.command(Command::Bridge(here));
+        b.command(Command::Bridge(there));
+        let src = "198.51.100.7:5000".parse().unwrap();
+        let now = Instant::now();
+        a.receive(
+            &packet(101, PEER, 1, 800, true, &event('7', false)),
+            src,
+            now,
+        );
+        a.tick();
+        let p = Packet::parse(b.tick()).unwrap();
+        assert_eq!(p.header.payload_type, 101);
+        assert_eq!(TelephoneEvent::parse(p.payload).unwrap().digit(), Some('7'));
+        // The key reached A's script too.
+        assert_eq!(a.shared.take_digit_in("7"), Some('7'));
+        let mut c = core(None);
+        let (here, there) = BridgeLink::pair();
+        // A leaves B's bridge for C's: B's link ends.
+        a.command(Command::Bridge(here));
+        c.command(Command::Bridge(there));
+        a.receive(
+            &packet(101, PEER, 2, 8000, true, &event('#', false)),
+            src,
+            now,
+        );
+        a.tick();
+        let mut detector = InbandDetector::new();
+        let mut keys = String::new();
+        let mut pcm = Vec::new();
+        for _ in 0..8 {
+            let p = Packet::parse(c.tick()).unwrap();
+            assert_eq!(p.header.payload_type, 0);
+            pcm.clear();
+            pcm.extend(p.payload.iter().map(|&b| crate::g711::ulaw_decode(b)));
+            detector.push(&pcm, |k| keys.push(k));
+        }
+        assert_eq!(keys, "#");
+        b.tick();
+        assert!(b.bridge.is_none());
+    }
+
+    #[test]
+    fn a_new_codec_keeps_the_stream_going() {
+        let mut c = core(Some(101));
+        let first = Packet::parse(c.tick()).unwrap().header;
+        c.command(Command::SetCodec {
+            codec: Codec::Pcma,
+            payload_type: 8,
+            telephone_event: Some(96),
+        });
+        let p = Packet::parse(c.tick()).unwrap();
+        assert_eq!(p.header.payload_type, 8);
+        assert_eq!(p.payload, Codec::Pcma.silence());
+        assert_eq!(p.header.ssrc, first.ssrc);
+        assert_eq!(p.header.sequence, first.sequence.wrapping_add(1));
+        assert_eq!(p.header.timestamp, first.timestamp.wrapping_add(160));
+        // PCMU is no longer heard; PCMA and events on 96 are.
+        let src = "198.51.100.7:5000".parse().unwrap();
+        let now = Instant::now();
+        c.receive(&packet(0, PEER, 1, 0, false, &[0; 160]), src, now);
+        c.receive(&packet(101, PEER, 2, 0, true, &event('1', false)), src, now);
+        c.receive(&packet(8, PEER, 3, 0, false, &[0xD5; 160]), src, now);
+        c.receive(&packet(96, PEER, 4, 0, true, &event('2', false)), src, now);
+        assert_eq!(counter(&c, |k| &k.dropped_wrong_payload_type), 2);
+        assert_eq!(c.shared.take_digit_in("12"), Some('2'));
+        // To Opus: the timestamp runs on at 48 kHz.
+        let before = Packet::parse(c.tick()).unwrap().header;
+        c.command(Command::SetCodec {
+            codec: Codec::OPUS,
+            payload_type: 111,
+            telephone_event: Some(101),
+        });
+        let after = Packet::parse(c.tick()).unwrap().header;
+        assert_eq!(after.payload_type, 111);
+        assert_eq!(after.timestamp, before.timestamp.wrapping_add(160));
+        let next = Packet::parse(c.tick()).unwrap().header;
+        assert_eq!(next.timestamp, after.timestamp.wrapping_add(960));
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! the RTP and RTCP ports, and the control API's commands. The API is
 //! async but sequential in spirit: each call returns when its effect is
 //! over, which is what a blocking IVR script wants to wait on.
+//!
+//! Two endpoints can be bridged ([`Endpoint::bridge`]): each sends, in its
+//! own codec, what the other hears, and the keys the other hears. That is
+//! how the switch transcodes between call legs that share no codec.
 
+mod bridge;
 mod engine;
 
 use std::net::SocketAddr;
@@ -21,6 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use self::bridge::BridgeLink;
 use self::engine::{Command, Core, Shared};
 use crate::codec::{Codec, FRAME_DURATION};
 use crate::relay::{Pair, Relay, RelayError, lock};
@@ -58,6 +64,8 @@ pub enum EndpointError {
     NotAKey(char),
     #[error("the endpoint is closed")]
     Closed,
+    #[error("an endpoint cannot be bridged to itself")]
+    BridgedToItself,
     #[error("an endpoint must be opened inside a tokio runtime")]
     NoRuntime,
 }
@@ -119,6 +127,19 @@ pub struct EndpointStats {
     /// RTCP datagrams (read and discarded), on either port.
     pub rtcp_received: u64,
     pub digits_received: u64,
+    /// Bridged ([`Endpoint::bridge`]): frames this endpoint heard and
+    /// passed to the other endpoint (one per tick, silence included).
+    pub bridge_frames_heard: u64,
+    /// Frames the other endpoint heard that this one sent, in its codec.
+    pub bridge_frames_sent: u64,
+    /// Frames the other endpoint heard that were dropped before this one
+    /// could send them: the bridge's bound on delay (160 ms, and a
+    /// standing delay trimmed to one frame).
+    pub bridge_dropped: u64,
+    /// Ticks this endpoint sent silence while bridged, for lack of audio
+    /// from the other endpoint (not counted while a play or a key press
+    /// has the floor).
+    pub bridge_underruns: u64,
     /// Time since the last packet of the stream or RTCP (since opening if
     /// none): how long the peer has been silent.
     pub idle: Duration,
@@ -131,7 +152,8 @@ struct Inner {
     pair: Mutex<Option<Pair>>,
     port: u16,
     local: SocketAddr,
-    config: EndpointConfig,
+    /// As last set (`set_remote`, `set_codec`).
+    config: Mutex<EndpointConfig>,
     commands: mpsc::Sender<Command>,
     closed: watch::Sender<bool>,
 }
@@ -166,6 +188,10 @@ impl Inner {
             dropped_overflow: get(&c.dropped_overflow),
             rtcp_received: get(&c.rtcp_received),
             digits_received: get(&c.digits_received),
+            bridge_frames_heard: get(&c.bridge_frames_heard),
+            bridge_frames_sent: get(&c.bridge_frames_sent),
+            bridge_dropped: get(&c.bridge_dropped),
+            bridge_underruns: get(&c.bridge_underruns),
             idle: self.shared.idle(std::time::Instant::now()),
         }
     }
@@ -186,15 +212,7 @@ pub struct EndpointHandle {
 
 impl Endpoint {
     pub(crate) fn open(relay: &Relay, config: EndpointConfig) -> Result<Endpoint, EndpointError> {
-        for pt in std::iter::once(config.payload_type).chain(config.telephone_event) {
-            // 72-76 collide with RTCP packet types when multiplexed (RFC 5761 §4).
-            if pt > 127 || (72..=76).contains(&pt) {
-                return Err(EndpointError::PayloadType(pt));
-            }
-        }
-        if config.telephone_event == Some(config.payload_type) {
-            return Err(EndpointError::SamePayloadType(config.payload_type));
-        }
+        check_payload_types(config.payload_type, config.telephone_event)?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| EndpointError::NoRuntime)?;
         let pair = relay.take_pair()?;
@@ -220,7 +238,7 @@ impl Endpoint {
                 pair: Mutex::new(Some(pair)),
                 port,
                 local,
-                config,
+                config: Mutex::new(config),
                 commands,
                 closed,
             }),
@@ -236,8 +254,10 @@ impl Endpoint {
         self.inner.local
     }
 
-    pub fn config(&self) -> &EndpointConfig {
-        &self.inner.config
+    /// The stream's parameters as last set (opened with, then
+    /// [`set_remote`](Self::set_remote), [`set_codec`](Self::set_codec)).
+    pub fn config(&self) -> EndpointConfig {
+        lock(&self.inner.config).clone()
     }
 
     pub fn handle(&self) -> EndpointHandle {
@@ -329,7 +349,84 @@ impl Endpoint {
 
     /// The peer's address changed (a re-INVITE).
     pub async fn set_remote(&self, remote: SocketAddr) -> Result<(), EndpointError> {
-        self.send(Command::SetRemote(remote)).await
+        self.send(Command::SetRemote(remote)).await?;
+        lock(&self.inner.config).remote = remote;
+        Ok(())
+    }
+
+    /// The peer's SDP answer chose another codec than the one the
+    /// endpoint was opened with (we offered PCMA and PCMU, it answered
+    /// PCMU): packets are sent and heard in it from the next tick. The
+    /// encoder, decoder, jitter buffer and DTMF state start afresh (a key
+    /// press going out as RFC 4733 events stops, if the clock or the
+    /// telephone-event payload type changed); the SSRC, sequence numbers
+    /// and timestamp run on (on the new codec's clock). Payload types are
+    /// checked as when opening.
+    pub async fn set_codec(
+        &self,
+        codec: Codec,
+        payload_type: u8,
+        telephone_event: Option<u8>,
+    ) -> Result<(), EndpointError> {
+        check_payload_types(payload_type, telephone_event)?;
+        self.send(Command::SetCodec {
+            codec,
+            payload_type,
+            telephone_event,
+        })
+        .await?;
+        let mut config = lock(&self.inner.config);
+        config.codec = codec;
+        config.payload_type = payload_type;
+        config.telephone_event = telephone_event;
+        Ok(())
+    }
+
+    /// Bridges this endpoint and `other` both ways, until either is closed
+    /// or [`unbridge`](Self::unbridge)d, or bridged elsewhere (an endpoint
+    /// is in one bridge at most: a new one ends the old one, whose other
+    /// side falls silent).
+    ///
+    /// - Audio: every 20 ms frame one endpoint hears (8 kHz PCM out of its
+    ///   jitter buffer and decoder, concealment included, silence when it
+    ///   hears nothing) is the next frame the other sends, encoded with
+    ///   the other's codec. Between them is a pipe of 160 ms at most per
+    ///   direction: when it is full its oldest frame is dropped, and a
+    ///   standing delay beyond one frame is trimmed within a second, so
+    ///   the delay a stalled task adds cannot grow; when it is empty the
+    ///   sender sends its codec's silence. The two endpoints' tasks tick
+    ///   independently.
+    /// - What the other endpoint sends goes, in order of precedence: a key
+    ///   press being sent ([`send_digit`](Self::send_digit) or one from the
+    ///   bridge), a [`play`](Self::play) (a warning tone into the call:
+    ///   the bridge's audio is thrown away meanwhile, not delayed), the
+    ///   bridge's audio, silence.
+    /// - Keys: every key one endpoint hears (RFC 4733, or in-band when it
+    ///   negotiated no telephone-event) is pressed by the other for 100 ms:
+    ///   RFC 4733 events on its own clock if it negotiated telephone-event,
+    ///   else the key's tone in its audio. An in-band key's tone also
+    ///   crosses in the audio, up to its detection (and after the event,
+    ///   if it is held longer). Keys still reach this endpoint's own
+    ///   script as before (`next_digit`, play interrupts, finish keys).
+    /// - Recording goes on: a recording is what its endpoint hears.
+    ///
+    /// Returns once both endpoints have been told (in order with other
+    /// commands: a `play` called after it plays over the bridge).
+    pub async fn bridge(&self, other: &Endpoint) -> Result<(), EndpointError> {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return Err(EndpointError::BridgedToItself);
+        }
+        let (here, there) = BridgeLink::pair();
+        // A link that never arrives (the endpoint closed meanwhile) is
+        // dropped, which ends the bridge for the side that has it.
+        self.send(Command::Bridge(here)).await?;
+        other.send(Command::Bridge(there)).await
+    }
+
+    /// Ends this endpoint's bridge, if any: both sides send silence (or
+    /// what they play) from their next tick.
+    pub async fn unbridge(&self) -> Result<(), EndpointError> {
+        self.send(Command::Unbridge).await
     }
 
     pub fn close(&self) {
@@ -356,6 +453,21 @@ impl Endpoint {
     }
 }
 
+/// RTP payload types an endpoint can use: 0-127 but 72-76, which collide
+/// with RTCP packet types when multiplexed (RFC 5761 §4); audio and
+/// telephone-event apart.
+fn check_payload_types(audio: u8, telephone_event: Option<u8>) -> Result<(), EndpointError> {
+    for pt in std::iter::once(audio).chain(telephone_event) {
+        if pt > 127 || (72..=76).contains(&pt) {
+            return Err(EndpointError::PayloadType(pt));
+        }
+    }
+    if telephone_event == Some(audio) {
+        return Err(EndpointError::SamePayloadType(audio));
+    }
+    Ok(())
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.inner.close();
@@ -366,7 +478,7 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("local", &self.inner.local)
-            .field("config", &self.inner.config)
+            .field("config", &*lock(&self.inner.config))
             .field("closed", &self.inner.is_closed())
             .finish()
     }

@@ -709,3 +709,407 @@ async fn an_opus_phone_is_recorded_and_hears_the_prompt_as_opus() {
         0
     );
 }
+
+// Bridges: two endpoints, each with its phone.
+
+const OPUS_PT: u8 = 111;
+
+fn opus_config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfig {
+    EndpointConfig {
+        codec: Codec::from_rtpmap("opus", 48000).unwrap(),
+        payload_type: OPUS_PT,
+        telephone_event,
+        remote,
+    }
+}
+
+fn pcma_config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfig {
+    EndpointConfig {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        telephone_event,
+        remote,
+    }
+}
+
+/// A phone and its endpoint, opened with `config` for the phone.
+async fn open_with(
+    relay: &Relay,
+    config: impl Fn(SocketAddr) -> EndpointConfig,
+) -> (Phone, Endpoint) {
+    let mut phone = Phone::new().await;
+    let endpoint = relay.open_endpoint(config(phone.addr())).unwrap();
+    phone.endpoint = endpoint.local_addr();
+    (phone, endpoint)
+}
+
+/// 20 ms Opus packets of a sine at 48 kHz, encoded by libopus as a phone
+/// would (fullband).
+fn opus_sine(frequency: f64, amplitude: f64, ms: usize) -> Vec<Vec<u8>> {
+    let mut encoder =
+        ::opus::Encoder::new(48000, ::opus::Channels::Mono, ::opus::Application::Voip).unwrap();
+    let pcm: Vec<i16> = (0..ms * 48)
+        .map(|i| {
+            let t = i as f64 / 48000.0;
+            (amplitude * (2.0 * std::f64::consts::PI * frequency * t).sin()) as i16
+        })
+        .collect();
+    pcm.chunks_exact(960)
+        .map(|frame| encoder.encode_vec(frame, 1500).unwrap())
+        .collect()
+}
+
+/// 20 ms payloads of 8 kHz PCM through `encode` (G.711).
+fn g711_frames(pcm: &[i16], encode: fn(i16) -> u8) -> Vec<Vec<u8>> {
+    pcm.chunks(160)
+        .map(|f| {
+            let mut p: Vec<u8> = f.iter().map(|&s| encode(s)).collect();
+            p.resize(160, encode(0));
+            p
+        })
+        .collect()
+}
+
+/// Sends `payloads` as a paced stream of payload type `pt` (timestamps
+/// `step` apart), from `phone`'s socket.
+async fn stream(phone: &Phone, pt: u8, step: u32, payloads: &[Vec<u8>]) {
+    let mut pace = tokio::time::interval(FRAME_DURATION);
+    let mut datagram = Vec::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        pace.tick().await;
+        Header {
+            marker: i == 0,
+            payload_type: pt,
+            sequence: 3000u16.wrapping_add(i as u16),
+            timestamp: 70_000u32.wrapping_add(step * i as u32),
+            ssrc: phone.ssrc,
+        }
+        .build(payload, &mut datagram)
+        .unwrap();
+        phone.raw(&datagram).await;
+    }
+}
+
+/// One key press as RFC 4733 packets on a `clock` Hz stream.
+async fn press_at(phone: &mut Phone, digit: char, clock: u32) {
+    let mut sender =
+        DtmfSender::new(digit, Duration::from_millis(100), clock, FRAME_DURATION).unwrap();
+    let ts = phone.ts;
+    while let Some(p) = sender.next_packet() {
+        phone
+            .rtp(TE, p.marker, ts, &p.payload.write().unwrap())
+            .await;
+    }
+    phone.ts = phone.ts.wrapping_add(clock / 10);
+}
+
+/// The payloads of payload type `pt`, in order.
+fn payloads_of(datagrams: &[(Vec<u8>, SocketAddr)], pt: u8) -> Vec<(Header, Vec<u8>)> {
+    parsed(datagrams)
+        .into_iter()
+        .filter(|(h, _)| h.payload_type == pt)
+        .collect()
+}
+
+/// The events of a key press a phone got: its key and the durations.
+fn event_durations(datagrams: &[(Vec<u8>, SocketAddr)]) -> (Vec<char>, Vec<u16>) {
+    let events = payloads_of(datagrams, TE);
+    let mut keys = Vec::new();
+    let mut durations = Vec::new();
+    for (i, (h, payload)) in events.iter().enumerate() {
+        assert_eq!(h.marker, i == 0);
+        assert_eq!(h.timestamp, events[0].0.timestamp);
+        let e = crate::dtmf::TelephoneEvent::parse(payload).unwrap();
+        keys.extend(e.digit().filter(|k| !keys.contains(k)));
+        durations.push(e.duration);
+    }
+    (keys, durations)
+}
+
+fn decode_opus_48k(packets: &[(Header, Vec<u8>)]) -> Vec<i16> {
+    let mut decoder = ::opus::Decoder::new(48000, ::opus::Channels::Mono).unwrap();
+    let mut pcm = vec![0i16; 5760];
+    let mut out = Vec::new();
+    for (_, payload) in packets {
+        let n = decoder.decode(payload, &mut pcm, false).unwrap();
+        out.extend_from_slice(&pcm[..n]);
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_opus_phone_and_a_pcma_phone_hear_each_other_through_a_bridge() {
+    let relay = relay(42300, 42319);
+    let (opus_phone, opus) = open_with(&relay, |a| opus_config(a, Some(TE))).await;
+    let (pcma_phone, pcma) = open_with(&relay, |a| pcma_config(a, Some(TE))).await;
+    opus.bridge(&pcma).await.unwrap();
+    // The Opus phone says 800 Hz, the PCMA phone 1200 Hz, for 1.4 s; each
+    // listens meanwhile, and the Opus side's endpoint records.
+    let said_opus = opus_sine(800.0, 10_000.0, 1400);
+    let said_pcma = g711_frames(
+        &tone::sine(1200.0, 10_000, Duration::from_millis(1400)),
+        crate::g711::alaw_encode,
+    );
+    let options = RecordOptions {
+        max: Duration::from_millis(1000),
+        silence_timeout: None,
+        finish_keys: String::new(),
+    };
+    let ((), (), to_opus, to_pcma, recording) = tokio::join!(
+        stream(&opus_phone, OPUS_PT, 960, &said_opus),
+        stream(&pcma_phone, 8, 160, &said_pcma),
+        opus_phone.listen(1400),
+        pcma_phone.listen(1400),
+        opus.record(options),
+    );
+    let expected = 10_000.0 / 32768.0;
+    // The PCMA phone got A-law only, with the Opus phone's tone in it.
+    let packets = parsed(&to_pcma);
+    assert!(packets.len() >= 50, "{} packets", packets.len());
+    assert!(
+        packets
+            .iter()
+            .all(|(h, p)| h.payload_type == 8 && p.len() == 160)
+    );
+    let heard: Vec<i16> = packets
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|&b| crate::g711::alaw_decode(b)))
+        .collect();
+    let middle = &heard[3200..7200];
+    let level = tone_level(middle, 8000, 800.0);
+    assert!((level - expected).abs() < 0.05, "800 Hz heard at {level}");
+    assert!(
+        tone_level(middle, 8000, 1200.0) < 0.02,
+        "its own voice echoed"
+    );
+    // The Opus phone got Opus only, with the PCMA phone's tone in it.
+    let packets = parsed(&to_opus);
+    assert!(packets.len() >= 50, "{} packets", packets.len());
+    assert!(packets.iter().all(|(h, _)| h.payload_type == OPUS_PT));
+    let heard = decode_opus_48k(&packets);
+    let middle = &heard[6 * 3200..6 * 7200];
+    let level = tone_level(middle, 48000, 1200.0);
+    assert!((level - expected).abs() < 0.05, "1200 Hz heard at {level}");
+    assert!(
+        tone_level(middle, 48000, 800.0) < 0.02,
+        "its own voice echoed"
+    );
+    // Recording goes on while bridged: what the Opus side heard.
+    assert_eq!(recording.samples.len(), 8000);
+    let level = tone_level(&recording.samples[4000..], 8000, 800.0);
+    assert!(
+        (level - expected).abs() < 0.05,
+        "800 Hz recorded at {level}"
+    );
+    for endpoint in [&opus, &pcma] {
+        let s = endpoint.stats();
+        assert!(s.bridge_frames_heard >= 50, "{s:?}");
+        assert!(s.bridge_frames_sent >= 50, "{s:?}");
+        // A frame or two at the start (loose: a loaded machine stalls).
+        assert!(s.bridge_dropped + s.bridge_underruns <= 10, "{s:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_play_has_the_floor_over_the_bridge_until_unbridged() {
+    let relay = relay(42320, 42339);
+    let (mut a_phone, a) = Phone::open(&relay, Some(TE)).await;
+    let (b_phone, b) = Phone::open(&relay, Some(TE)).await;
+    a.bridge(&b).await.unwrap();
+    let voice: Vec<u8> = tone::sine(800.0, 10_000, Duration::from_millis(1400))
+        .iter()
+        .map(|&s| ulaw_encode(s))
+        .collect();
+    let warning: Arc<[i16]> = tone::sine(1500.0, 10_000, Duration::from_millis(400)).into();
+    let (played, (), datagrams) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            b.play(warning, "").await
+        },
+        a_phone.talk(&voice),
+        b_phone.listen(1400),
+    );
+    assert_eq!(played, PlayOutcome::Finished);
+    // Frame by frame what B's phone heard: the voice, the warning over
+    // it (20 frames), the voice again.
+    let frames: Vec<char> = parsed(&datagrams)
+        .iter()
+        .map(|(_, p)| {
+            let pcm: Vec<i16> = p.iter().map(|&b| ulaw_decode(b)).collect();
+            match (
+                tone_level(&pcm, 8000, 800.0),
+                tone_level(&pcm, 8000, 1500.0),
+            ) {
+                (v, w) if v > 0.2 && w < 0.05 => 'v',
+                (v, w) if w > 0.2 && v < 0.05 => 'w',
+                _ => '.',
+            }
+        })
+        .collect();
+    let heard: String = frames.iter().collect();
+    let first_w = heard.find('w').expect(&heard);
+    assert_eq!(&heard[first_w..first_w + 20], "w".repeat(20), "{heard}");
+    assert!(heard[..first_w].matches('v').count() >= 15, "{heard}");
+    assert!(heard[first_w + 20..].starts_with('v'), "{heard}");
+    // Unbridged: the voice no longer crosses.
+    a.unbridge().await.unwrap();
+    let (_, datagrams) = tokio::join!(a_phone.talk(&voice[..160 * 20]), async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        b_phone.listen(300).await
+    });
+    let packets = parsed(&datagrams);
+    assert!(packets.len() >= 10);
+    assert!(
+        packets
+            .iter()
+            .all(|(_, p)| p.as_slice() == Codec::Pcmu.silence())
+    );
+}
+
+#[tokio::test]
+async fn rfc_4733_keys_cross_a_bridge_on_each_sides_clock() {
+    let relay = relay(42340, 42359);
+    let (mut opus_phone, opus) = open_with(&relay, |a| opus_config(a, Some(TE))).await;
+    let (mut pcma_phone, pcma) = open_with(&relay, |a| pcma_config(a, Some(TE))).await;
+    pcma.bridge(&opus).await.unwrap();
+    let ((), datagrams) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            press_at(&mut pcma_phone, '5', 8000).await;
+        },
+        opus_phone.listen(400)
+    );
+    // At 48 kHz: the 100 ms press in 20 ms steps of 960, three ends.
+    let (keys, durations) = event_durations(&datagrams);
+    assert_eq!(keys, ['5']);
+    assert_eq!(durations, [960, 1920, 2880, 3840, 4800, 4800, 4800]);
+    let ((), datagrams) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            press_at(&mut opus_phone, '#', 48000).await;
+        },
+        pcma_phone.listen(400)
+    );
+    let (keys, durations) = event_durations(&datagrams);
+    assert_eq!(keys, ['#']);
+    assert_eq!(durations, [160, 320, 480, 640, 800, 800, 800]);
+    // Each endpoint's own script saw its key too.
+    assert_eq!(pcma.next_digit(Duration::from_millis(100)).await, Some('5'));
+    assert_eq!(opus.next_digit(Duration::from_millis(100)).await, Some('#'));
+}
+
+#[tokio::test]
+async fn an_in_band_key_crosses_as_an_event_and_an_event_as_a_tone() {
+    let relay = relay(42360, 42379);
+    let (opus_phone, opus) = open_with(&relay, |a| opus_config(a, Some(TE))).await;
+    // No telephone-event on the PCMA side: keys are tones there.
+    let (mut pcma_phone, pcma) = open_with(&relay, |a| pcma_config(a, None)).await;
+    opus.bridge(&pcma).await.unwrap();
+    let mut sound = tone::dtmf('9', Duration::from_millis(100)).unwrap();
+    sound.extend(tone::silence(Duration::from_millis(300)));
+    let frames = g711_frames(&sound, crate::g711::alaw_encode);
+    let ((), datagrams) =
+        tokio::join!(stream(&pcma_phone, 8, 160, &frames), opus_phone.listen(600));
+    let (keys, durations) = event_durations(&datagrams);
+    assert_eq!(keys, ['9']);
+    assert_eq!(durations.first(), Some(&960));
+    // The Opus phone's event: a tone in the A-law the PCMA phone hears.
+    pcma_phone.ssrc = 0xACE;
+    let mut opus_phone = opus_phone;
+    let ((), datagrams) = tokio::join!(
+        async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            press_at(&mut opus_phone, '3', 48000).await;
+        },
+        pcma_phone.listen(500)
+    );
+    let mut detector = InbandDetector::new();
+    let mut keys = String::new();
+    for (h, payload) in parsed(&datagrams) {
+        assert_eq!(h.payload_type, 8);
+        let pcm: Vec<i16> = payload
+            .iter()
+            .map(|&b| crate::g711::alaw_decode(b))
+            .collect();
+        detector.push(&pcm, |k| keys.push(k));
+    }
+    assert_eq!(keys, "3");
+    assert_eq!(opus.stats().digits_received, 1);
+    assert_eq!(pcma.stats().digits_received, 1);
+}
+
+#[tokio::test]
+async fn closing_one_side_ends_the_bridge_and_the_other_sends_silence() {
+    let relay = relay(42380, 42389);
+    let (mut a_phone, a) = Phone::open(&relay, Some(TE)).await;
+    let (b_phone, b) = Phone::open(&relay, Some(TE)).await;
+    assert!(matches!(
+        b.bridge(&b).await,
+        Err(EndpointError::BridgedToItself)
+    ));
+    b.bridge(&a).await.unwrap();
+    let voice = vec![0x90; 160 * 15];
+    let ((), datagrams) = tokio::join!(a_phone.talk(&voice), b_phone.listen(300));
+    assert!(parsed(&datagrams).iter().any(|(_, p)| p[0] == 0x90));
+    a.handle().close();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let sent = b.stats().packets_sent;
+    let datagrams = b_phone.listen(500).await;
+    let packets = parsed(&datagrams);
+    // Paced silence: no burst, no stop.
+    assert!(
+        (18..=32).contains(&packets.len()),
+        "{} packets",
+        packets.len()
+    );
+    assert!(
+        packets
+            .iter()
+            .all(|(_, p)| p.as_slice() == Codec::Pcmu.silence())
+    );
+    assert!(b.stats().packets_sent - sent <= 32);
+    assert!(!b.closed());
+    assert!(matches!(b.bridge(&a).await, Err(EndpointError::Closed)));
+    assert_eq!(b.play(prompt(320), "").await, PlayOutcome::Finished);
+}
+
+#[tokio::test]
+async fn set_codec_switches_an_endpoint_from_pcma_to_pcmu() {
+    let relay = relay(42390, 42399);
+    let (phone, endpoint) = open_with(&relay, |a| pcma_config(a, Some(TE))).await;
+    let before = phone.listen(100).await;
+    assert!(matches!(
+        endpoint.set_codec(Codec::Pcmu, 0, Some(0)).await,
+        Err(EndpointError::SamePayloadType(0))
+    ));
+    endpoint.set_codec(Codec::Pcmu, 0, Some(TE)).await.unwrap();
+    assert_eq!(endpoint.config().codec, Codec::Pcmu);
+    let samples = prompt(800);
+    let (outcome, after) = tokio::join!(endpoint.play(samples.clone(), ""), phone.listen(300));
+    assert_eq!(outcome, PlayOutcome::Finished);
+    // One stream: same source, sequence numbers running on, A-law (the
+    // packets sent before the change was made) then µ-law only.
+    let all: Vec<(Header, Vec<u8>)> = parsed(&before).into_iter().chain(parsed(&after)).collect();
+    let switched = all.iter().position(|(h, _)| h.payload_type == 0).unwrap();
+    assert!(switched >= 3, "{switched}");
+    assert!(all.len() - switched >= 10);
+    for (i, (h, p)) in all.iter().enumerate() {
+        assert_eq!(h.ssrc, all[0].0.ssrc);
+        assert_eq!(h.sequence, all[0].0.sequence.wrapping_add(i as u16));
+        if i < switched {
+            assert_eq!((h.payload_type, p.as_slice()), (8, Codec::Pcma.silence()));
+        } else {
+            assert_eq!(h.payload_type, 0);
+        }
+    }
+    let played: Vec<u8> = all[switched..]
+        .iter()
+        .map(|(_, p)| p)
+        .skip_while(|p| p.as_slice() == Codec::Pcmu.silence())
+        .take(5)
+        .flatten()
+        .copied()
+        .collect();
+    let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
+    assert_eq!(played, expected);
+}

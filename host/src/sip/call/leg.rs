@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::endpoint_sdp;
 use super::media_session::{CallMedia, SharedMedia};
 use super::relay::{
-    any_header, max_forwards_across, name_addr, passed_headers, rack_across, response_across,
-    session_expires,
+    any_header, cancel_of, max_forwards_across, name_addr, passed_headers, rack_across,
+    response_across, session_expires,
 };
 use super::service::{ServiceCall, ServiceStart};
 use super::{CallEvent, CallTx, Origin, Target, gateway_flow};
@@ -821,31 +821,7 @@ impl Call {
         let branch = &mut self.branches[index];
         branch.cancel_wanted = false;
         branch.cancel_deadline = Some(Instant::now() + ACK_WAIT);
-        let invite = &branch.invite;
-        let keep: Vec<rsip::Header> = invite
-            .headers
-            .iter()
-            .filter(|h| {
-                matches!(
-                    h,
-                    rsip::Header::Via(_)
-                        | rsip::Header::From(_)
-                        | rsip::Header::To(_)
-                        | rsip::Header::CallId(_)
-                        | rsip::Header::MaxForwards(_)
-                        | rsip::Header::Route(_)
-                )
-            })
-            .cloned()
-            .chain([rsip::Header::CSeq(headers::CSeq::new("1 CANCEL"))])
-            .collect();
-        let cancel = rsip::Request {
-            method: Method::Cancel,
-            uri: invite.uri.clone(),
-            version: rsip::Version::V2,
-            headers: keep.into(),
-            body: Vec::new(),
-        };
+        let cancel = cancel_of(&branch.invite);
         let server = self.server.clone();
         let flow = branch.b.flow;
         tokio::spawn(async move {

@@ -260,29 +260,7 @@ pub async fn call_out(
 }
 
 fn send_cancel(server: &Arc<SipServer>, invite: &rsip::Request, flow: crate::sip::transport::Flow) {
-    let keep: Vec<rsip::Header> = invite
-        .headers
-        .iter()
-        .filter(|h| {
-            matches!(
-                h,
-                rsip::Header::Via(_)
-                    | rsip::Header::From(_)
-                    | rsip::Header::To(_)
-                    | rsip::Header::CallId(_)
-                    | rsip::Header::MaxForwards(_)
-            )
-        })
-        .cloned()
-        .chain([rsip::Header::CSeq(headers::CSeq::new("1 CANCEL"))])
-        .collect();
-    let cancel = rsip::Request {
-        method: Method::Cancel,
-        uri: invite.uri.clone(),
-        version: rsip::Version::V2,
-        headers: keep.into(),
-        body: Vec::new(),
-    };
+    let cancel = super::relay::cancel_of(invite);
     let server = server.clone();
     tokio::spawn(async move {
         server.request(flow, cancel).await;

@@ -171,6 +171,35 @@ pub fn name_addr(display: Option<&str>, uri: &str) -> String {
     }
 }
 
+/// The CANCEL of a client INVITE (§9.1): its Request-URI, Via, From, To,
+/// Call-ID, Max-Forwards and Route, with CSeq `1 CANCEL`.
+pub fn cancel_of(invite: &rsip::Request) -> rsip::Request {
+    let keep: Vec<Header> = invite
+        .headers
+        .iter()
+        .filter(|h| {
+            matches!(
+                h,
+                Header::Via(_)
+                    | Header::From(_)
+                    | Header::To(_)
+                    | Header::CallId(_)
+                    | Header::MaxForwards(_)
+                    | Header::Route(_)
+            )
+        })
+        .cloned()
+        .chain([Header::CSeq(headers::CSeq::new("1 CANCEL"))])
+        .collect();
+    rsip::Request {
+        method: rsip::Method::Cancel,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers: keep.into(),
+        body: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
