@@ -289,6 +289,7 @@ async fn two_softphones_behind_separate_nats_talk_through_the_relay() {
                 account_params: params,
                 commands,
                 verbose: true,
+                codecs: &["g711"],
             },
         )
     };
@@ -374,4 +375,99 @@ async fn two_softphones_behind_separate_nats_talk_through_the_relay() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(lab);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder() {
+    use support::audio::{collect_rtp, tone_blocks, write_pcma_pcap};
+    let switch = Switch::start("").await;
+    let carrier_port = free_sip_port();
+    switch.dora_and_gateway(&[], "carrier", "486", carrier_port, "udp");
+    // The carrier speaks G.711 only: it insists on a PCMA/PCMU offer and
+    // answers PCMA toward a socket of the test, then (3 s in) sends a
+    // 1 kHz tone of its own.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tone = media::tone::sine(1000.0, 8000, Duration::from_millis(3000));
+    let pcap = switch.site.path("carrier-tone.pcap");
+    write_pcma_pcap(&pcap, &tone);
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4860012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.1"),
+            (
+                "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+                &format!(
+                    "m=audio {} RTP/AVP 8\n      a=rtpmap:8 PCMA/8000",
+                    sink.local_addr().unwrap().port()
+                ),
+            ),
+            (
+                "<recv request=\"ACK\"/>",
+                &format!(
+                    "<recv request=\"ACK\"/>\n  <pause milliseconds=\"3000\"/>\n  \
+                     <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>",
+                    pcap.display()
+                ),
+            ),
+        ],
+    );
+    let carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let heard = std::thread::spawn(move || {
+        collect_rtp(&sink, Duration::from_secs(2), Duration::from_secs(20))
+    });
+    // dora's softphone offers Opus only; its microphone is a 440 Hz sine.
+    let dora = Baresip::start_opts(
+        &switch,
+        "dora",
+        "dora-pw",
+        &BaresipOptions {
+            codecs: &["opus"],
+            commands: &["/dial int4860012345"],
+            verbose: true,
+            ..BaresipOptions::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    dora.quit();
+    let mut carrier = carrier;
+    let status = carrier.0.wait().unwrap();
+    let carrier_log = std::fs::read_to_string(switch.site.path("carrier.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "carrier:\n{carrier_log}\n{}",
+        switch.log()
+    );
+    // The carrier was offered G.711 by the switch, never the phone's Opus.
+    let invite = carrier_log
+        .split("message received")
+        .find(|m| m.contains("INVITE sip:"))
+        .unwrap_or_default();
+    assert!(invite.contains("a=rtpmap:8 PCMA/8000"), "{invite}");
+    assert!(!invite.to_lowercase().contains("opus"), "{invite}");
+    // Phone to carrier: the sine arrives as PCMA.
+    let pcma = heard.join().unwrap();
+    let samples: Vec<i16> = pcma.iter().map(|&b| media::g711::alaw_decode(b)).collect();
+    let sine = tone_blocks(&samples, 440.0) as f64 * 0.02;
+    assert!(
+        sine >= 1.0,
+        "{sine} s of the phone's sine reached the carrier"
+    );
+    // Carrier to phone: baresip receives the switch's Opus stream.
+    let out = std::fs::read_to_string(switch.site.path("baresip-dora/stdout.log"))
+        .unwrap_or_default()
+        + &std::fs::read_to_string(switch.site.path("baresip-dora/stderr.log")).unwrap_or_default();
+    assert!(
+        out.contains("incoming rtp for 'audio' established"),
+        "baresip got no audio:\n{out}"
+    );
+    assert!(switch.log().contains("transcoded"), "{}", switch.log());
+    switch
+        .wait_metric("softswitch_calls_active", |v| v == 0)
+        .await;
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
 }

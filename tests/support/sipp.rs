@@ -453,6 +453,11 @@ impl Baresip {
             .iter()
             .map(|m| format!("module {m}.so\n"))
             .collect();
+        let codecs: String = o
+            .codecs
+            .iter()
+            .map(|c| format!("module {c}.so\n"))
+            .collect();
         // Before account.so: accounts name their media NAT and encryption
         // modules, which must be loaded by then.
         std::fs::write(
@@ -460,7 +465,7 @@ impl Baresip {
             format!(
                 "sip_listen {listen}:0\nsip_cafile {}\nsip_trans_def tls\n\
                  module_path /usr/lib/baresip/modules\n{modules}module account.so\nmodule contact.so\nmodule menu.so\n\
-                 module g711.so\nmodule ausine.so\nmodule aubridge.so\n\
+                 {codecs}module ausine.so\nmodule aubridge.so\n\
                  audio_player aubridge,bridge\naudio_source ausine,440\naudio_alert aubridge,bridge\n\
                  ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n",
                 cert.display(),
@@ -517,6 +522,8 @@ pub struct BaresipOptions<'a> {
     pub account_params: &'a str,
     pub commands: &'a [&'a str],
     pub verbose: bool,
+    /// Audio codec modules, in the order offered (`g711`, `opus`).
+    pub codecs: &'a [&'a str],
 }
 
 impl Default for BaresipOptions<'_> {
@@ -529,6 +536,7 @@ impl Default for BaresipOptions<'_> {
             account_params: "",
             commands: &[],
             verbose: false,
+            codecs: &["g711"],
         }
     }
 }

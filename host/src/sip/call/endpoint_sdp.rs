@@ -165,6 +165,28 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
     })
 }
 
+/// Whether an offer has G.711 audio, the codecs every carrier speaks.
+pub fn offers_g711(offer: &AudioOffer) -> bool {
+    matches!(offer.codec, Codec::Pcmu | Codec::Pcma)
+        || offer
+            .lines
+            .get(offer.index)
+            .is_some_and(|(_, _, formats)| formats.split_whitespace().any(|f| f == "0" || f == "8"))
+}
+
+/// The switch's own offer toward a carrier: PCMA (and RFC 4733 events)
+/// at `addr:port`. A G.711 carrier speaks both laws; the endpoint follows
+/// the answer if it picks another codec.
+pub fn g711_offer(addr: IpAddr, port: u16, session_id: u64) -> Vec<u8> {
+    let ip = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=softswitch {session_id} 1 IN {ip} {addr}\r\ns=softswitch\r\nc=IN {ip} {addr}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
 /// The answer: the chosen audio at `addr:port`, every other m-line refused.
 pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> Vec<u8> {
     let ip = if addr.is_ipv4() { "IP4" } else { "IP6" };

@@ -1,21 +1,37 @@
 //! A call's media on the relay: the streams opened for its m-lines and the
-//! SDP rewriting that points each side at them.
+//! SDP rewriting that points each side at them; or, when an OFFNET call's
+//! caller offers no G.711 (a phone speaking only Opus), two media
+//! endpoints bridged by the media engine, which transcodes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use media::codec::Codec;
 use media::{Side, Stream};
 
 use super::MediaSettings;
+use super::endpoint_sdp;
 use crate::sip::sdp::{self, RelayPorts, Rewrite};
 
 /// Shared by the call's task and the tasks that relay its in-dialog
 /// requests (their answers carry SDP too).
 pub(super) type SharedMedia = Arc<Mutex<CallMedia>>;
 
+/// The two endpoints of a transcoded call and what each side was told.
+struct Transcoding {
+    caller: Arc<media::Endpoint>,
+    carrier: Arc<media::Endpoint>,
+    /// The caller's offer, answered with the caller endpoint's port.
+    caller_offer: endpoint_sdp::AudioOffer,
+    /// What the caller gets (the answer) and the carrier gets (the offer).
+    to_caller: Vec<u8>,
+    to_carrier: Vec<u8>,
+}
+
 pub(super) struct CallMedia {
     settings: Option<MediaSettings>,
+    transcoding: Option<Transcoding>,
     /// Chosen by the first SDP of the call and kept for its re-offers.
     how: Option<Rewrite>,
     /// By m-line index; `None` where the m-line was rejected or no port
@@ -28,6 +44,7 @@ impl CallMedia {
     pub(super) fn shared(settings: Option<MediaSettings>) -> SharedMedia {
         Arc::new(Mutex::new(CallMedia {
             settings,
+            transcoding: None,
             how: None,
             streams: Vec::new(),
             closed: false,
@@ -41,6 +58,21 @@ impl CallMedia {
         let Some(settings) = self.settings.clone() else {
             return body.to_vec();
         };
+        if self.closed {
+            return body.to_vec();
+        }
+        if self.transcoding.is_none()
+            && self.how.is_none()
+            && offnet
+            && from == Side::A
+            && let Ok(offer) = endpoint_sdp::audio_offer(body)
+            && !endpoint_sdp::offers_g711(&offer)
+        {
+            self.start_transcoding(&settings, offer);
+        }
+        if let Some(t) = &mut self.transcoding {
+            return t.rewrite(body, from);
+        }
         let Some(summary) = (!self.closed).then(|| sdp::inspect(body)).flatten() else {
             return body.to_vec();
         };
@@ -100,10 +132,62 @@ impl CallMedia {
         sdp::rewrite(body, how, settings.advertised, &ports)
     }
 
+    /// Opens the two endpoints of a transcoded call and bridges them.
+    fn start_transcoding(&mut self, settings: &MediaSettings, offer: endpoint_sdp::AudioOffer) {
+        let caller_remote = SocketAddr::new(
+            offer.addr.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            offer.port,
+        );
+        let caller = settings.relay.open_endpoint(media::EndpointConfig {
+            codec: offer.codec,
+            payload_type: offer.payload_type,
+            telephone_event: offer.telephone_event,
+            remote: caller_remote,
+        });
+        let carrier = settings.relay.open_endpoint(media::EndpointConfig {
+            codec: Codec::Pcma,
+            payload_type: 8,
+            telephone_event: Some(101),
+            // Until the carrier answers: nothing is sent to 0.0.0.0.
+            remote: SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9),
+        });
+        let (caller, carrier) = match (caller, carrier) {
+            (Ok(a), Ok(b)) => (Arc::new(a), Arc::new(b)),
+            (Err(e), _) | (_, Err(e)) => {
+                // The call goes on untranscoded; the carrier will refuse it.
+                tracing::warn!(error = %e, "no media endpoints to transcode a call");
+                return;
+            }
+        };
+        let session: u64 = rand::random::<u32>().into();
+        let to_carrier =
+            endpoint_sdp::g711_offer(settings.advertised, carrier.local_port(), session);
+        let to_caller =
+            endpoint_sdp::answer(&offer, settings.advertised, caller.local_port(), session);
+        let (a, b) = (caller.clone(), carrier.clone());
+        tokio::spawn(async move {
+            if let Err(e) = a.bridge(&b).await {
+                tracing::warn!(error = %e, "transcoding bridge not set up");
+            }
+        });
+        tracing::info!(codec = %offer.codec, "caller offers no G.711: the call is transcoded");
+        self.transcoding = Some(Transcoding {
+            caller,
+            carrier,
+            caller_offer: offer,
+            to_caller,
+            to_carrier,
+        });
+    }
+
     /// Closes every stream (the call is over): ports go back at once.
     pub(super) fn close(&mut self) {
         self.closed = true;
         self.streams.clear();
+        if let Some(t) = self.transcoding.take() {
+            t.caller.close();
+            t.carrier.close();
+        }
     }
 
     /// Whether streams are open and all have been silent for the configured
@@ -112,6 +196,11 @@ impl CallMedia {
         let Some(settings) = &self.settings else {
             return false;
         };
+        if let Some(t) = &self.transcoding {
+            return !settings.silence.is_zero()
+                && t.caller.stats().idle >= settings.silence
+                && t.carrier.stats().idle >= settings.silence;
+        }
         let mut open = self.streams.iter().flatten().peekable();
         !settings.silence.is_zero()
             && open.peek().is_some()
@@ -121,7 +210,48 @@ impl CallMedia {
     /// How often silence is looked for.
     pub(super) fn silence_check(&self) -> Option<Duration> {
         let s = self.settings.as_ref()?.silence;
-        (!s.is_zero() && self.streams.iter().any(Option::is_some))
+        (!s.is_zero() && (self.transcoding.is_some() || self.streams.iter().any(Option::is_some)))
             .then(|| (s / 4).max(Duration::from_millis(250)))
+    }
+}
+
+impl Transcoding {
+    /// A body on its way across: each side only ever sees the switch's own
+    /// SDP (its endpoint's port, its codec). The carrier's answer tells the
+    /// carrier endpoint where to send and which law it chose.
+    fn rewrite(&mut self, body: &[u8], from: Side) -> Vec<u8> {
+        match from {
+            Side::A => {
+                if let Ok(offer) = endpoint_sdp::audio_offer(body)
+                    && offer.codec == self.caller_offer.codec
+                    && let Some(ip) = offer.addr.filter(|ip| !ip.is_unspecified())
+                {
+                    let caller = self.caller.clone();
+                    let remote = SocketAddr::new(ip, offer.port);
+                    tokio::spawn(async move { caller.set_remote(remote).await });
+                }
+                self.to_carrier.clone()
+            }
+            Side::B => {
+                if let Ok(answer) = endpoint_sdp::audio_offer(body)
+                    && matches!(answer.codec, Codec::Pcmu | Codec::Pcma)
+                {
+                    let carrier = self.carrier.clone();
+                    let remote = answer
+                        .addr
+                        .filter(|ip| !ip.is_unspecified())
+                        .map(|ip| SocketAddr::new(ip, answer.port));
+                    tokio::spawn(async move {
+                        let _ = carrier
+                            .set_codec(answer.codec, answer.payload_type, answer.telephone_event)
+                            .await;
+                        if let Some(remote) = remote {
+                            let _ = carrier.set_remote(remote).await;
+                        }
+                    });
+                }
+                self.to_caller.clone()
+            }
+        }
     }
 }
