@@ -970,3 +970,33 @@ async fn baresip_leaves_a_voicemail_over_tls_and_hears_it_on_950() {
         "{cdrs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offer_the_ivr_cannot_speak_gets_488_and_leaves_nothing_behind() {
+    let switch = Switch::start("").await;
+    // G.722 only: no codec of the endpoint (Opus, PCMU, PCMA).
+    let scenario = switch.variant_with(
+        "call_uac_fail.xml",
+        &[
+            ("<recv response=\"CODE\"", "<recv response=\"488\""),
+            (
+                "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+                "m=audio [media_port] RTP/AVP 9\n      a=rtpmap:9 G722/8000",
+            ),
+        ],
+    );
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", "950"],
+    );
+    assert!(ok, "expected 488:\n{trace}\n{}", switch.log());
+    for gauge in [
+        "softswitch_ivr_runs",
+        "softswitch_calls_active",
+        "softswitch_media_ports_in_use",
+    ] {
+        switch.wait_metric(gauge, |v| v == 0).await;
+    }
+}
