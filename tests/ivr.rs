@@ -31,6 +31,23 @@ fn voicemails(switch: &Switch, login: &str) -> (String, Vec<(i64, String)>) {
     (counts, list)
 }
 
+/// Waits (up to `secs`) until `login`'s counts line reads `counts`; its list.
+async fn wait_counts(switch: &Switch, login: &str, counts: &str, secs: u64) -> Vec<(i64, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (now, list) = voicemails(switch, login);
+        if now == counts {
+            return list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn export(switch: &Switch, login: &str, id: i64) -> Vec<i16> {
     let file = switch.site.path(&format!("vm-{}.wav", rand_suffix()));
     switch.site.ok(&[
@@ -889,19 +906,7 @@ async fn a_call_nobody_answers_goes_to_voicemail_and_the_caller_hangs_up_cleanly
             .contains("CANCEL sip:"),
         "bob's phone stopped ringing"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (counts, _) = voicemails(&switch, "bob");
-        if counts == "bob: 1 new, 0 heard" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{counts}\n{}",
-            switch.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_counts(&switch, "bob", "bob: 1 new, 0 heard", 10).await;
     for gauge in [
         "softswitch_ivr_runs",
         "softswitch_calls_active",
@@ -924,19 +929,7 @@ async fn baresip_leaves_a_voicemail_over_tls_and_hears_it_on_950() {
         support::sipp::Baresip::start_with(&switch, "alice", "alice-pw", "", &["/dial bob"]);
     tokio::time::sleep(Duration::from_secs(9)).await;
     alice.quit();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let id = loop {
-        let (counts, list) = voicemails(&switch, "bob");
-        if counts == "bob: 1 new, 0 heard" {
-            break list[0].0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{counts}\n{}",
-            switch.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let id = wait_counts(&switch, "bob", "bob: 1 new, 0 heard", 10).await[0].0;
     let recording = export(&switch, "bob", id);
     let tone_secs = tone_blocks(&recording, TONE_HZ) as f64 * 0.02;
     assert!(
@@ -948,19 +941,7 @@ async fn baresip_leaves_a_voicemail_over_tls_and_hears_it_on_950() {
     // heard) and the switch ends the call after the menu. The record names
     // the service as the callee.
     let bob = support::sipp::Baresip::start_with(&switch, "bob", "bob-pw", "", &["/dial 950"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (counts, _) = voicemails(&switch, "bob");
-        if counts == "bob: 0 new, 1 heard" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{counts}\n{}",
-            switch.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_counts(&switch, "bob", "bob: 0 new, 1 heard", 30).await;
     switch.wait_metric("softswitch_ivr_runs", |v| v == 0).await;
     bob.quit();
     let cdrs = switch.site.ok(&["cdr", "list", "--login", "bob"]);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::{EPOCH_TICK, Plugins};
 use super::state::MemoryCap;
@@ -436,11 +436,7 @@ impl IvrGuest {
     pub async fn run(&self, session: Session) -> (RunOutcome, Session) {
         let facts = session.facts.clone();
         let state = IvrState {
-            wasi: WasiCtxBuilder::new()
-                .allow_tcp(false)
-                .allow_udp(false)
-                .allow_ip_name_lookup(false)
-                .build(),
+            wasi: super::state::wasi_granting_nothing(),
             table: ResourceTable::new(),
             limits: MemoryCap {
                 max_bytes: self.plugins.options.memory_limit_bytes,

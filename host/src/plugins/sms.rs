@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::Plugins;
 use super::state::MemoryCap;
@@ -176,11 +176,7 @@ impl SmsProviderGuest {
         f: impl AsyncFnOnce(&Provider, &mut Store<ProviderState>) -> wasmtime::Result<T>,
     ) -> Result<T, GuestFailure> {
         let state = ProviderState {
-            wasi: WasiCtxBuilder::new()
-                .allow_tcp(false)
-                .allow_udp(false)
-                .allow_ip_name_lookup(false)
-                .build(),
+            wasi: super::state::wasi_granting_nothing(),
             table: ResourceTable::new(),
             limits: MemoryCap {
                 max_bytes: self.plugins.options.memory_limit_bytes,

@@ -85,6 +85,18 @@ pub(crate) fn on_deadline(
     }
 }
 
+/// The WASI context of every guest store. Guests built with Rust's std
+/// import WASI; they get a context that grants nothing: no files, no
+/// environment, no arguments, no sockets, and stdio goes nowhere. Clocks and
+/// randomness remain (harmless, and useful to a time-of-day router).
+pub(crate) fn wasi_granting_nothing() -> WasiCtx {
+    WasiCtxBuilder::new()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
 /// Data of one guest `Store`.
 pub(crate) struct GuestState {
     wasi: WasiCtx,
@@ -103,17 +115,8 @@ impl GuestState {
         directory: Arc<dyn Directory>,
         max_memory_bytes: usize,
     ) -> Self {
-        // Guests built with Rust's std import WASI; they get a context that grants
-        // nothing: no files, no environment, no arguments, no sockets, and stdio
-        // goes nowhere. Clocks and randomness remain (harmless, and useful to a
-        // time-of-day router).
-        let wasi = WasiCtxBuilder::new()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         Self {
-            wasi,
+            wasi: wasi_granting_nothing(),
             table: ResourceTable::new(),
             limits: MemoryCap {
                 max_bytes: max_memory_bytes,

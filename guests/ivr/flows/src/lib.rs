@@ -228,19 +228,25 @@ pub fn voicemail_deposit(call: &mut impl Call, facts: &Facts) -> Result<()> {
     Ok(())
 }
 
-/// `voicemail` (950): the caller's own box, new messages then saved ones,
-/// with a menu after each. `voicemail-playback` (950msg<ID>): that message
-/// only, then the same menu.
-pub fn voicemail_access(call: &mut impl Call, facts: &Facts) -> Result<()> {
-    let mailbox = match call.open_mailbox(&facts.caller_login) {
-        Ok(m) => m,
+/// The caller's own box; without one (an unauthenticated caller), the
+/// error prompt, a hang-up and the error.
+fn own_mailbox<C: Call>(call: &mut C, facts: &Facts) -> Result<C::Mailbox> {
+    match call.open_mailbox(&facts.caller_login) {
+        Ok(m) => Ok(m),
         Err(e) => {
             call.answer()?;
             call.play(&[prompt("error")], 1, "")?;
             call.hangup(200);
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// `voicemail` (950): the caller's own box, new messages then saved ones,
+/// with a menu after each. `voicemail-playback` (950msg<ID>): that message
+/// only, then the same menu.
+pub fn voicemail_access(call: &mut impl Call, facts: &Facts) -> Result<()> {
+    let mailbox = own_mailbox(call, facts)?;
     call.answer()?;
     let messages = call.list(&mailbox)?;
     let queue: Vec<Voicemail> = if facts.service == "voicemail-playback" {
@@ -338,15 +344,7 @@ fn review<C: Call>(call: &mut C, mailbox: &C::Mailbox, message: &Voicemail) -> R
 /// `greeting` (750): record the caller's greeting, play it back, `1` keeps
 /// it, `2` records again.
 pub fn greeting(call: &mut impl Call, facts: &Facts) -> Result<()> {
-    let mailbox = match call.open_mailbox(&facts.caller_login) {
-        Ok(m) => m,
-        Err(e) => {
-            call.answer()?;
-            call.play(&[prompt("error")], 1, "")?;
-            call.hangup(200);
-            return Err(e);
-        }
-    };
+    let mailbox = own_mailbox(call, facts)?;
     call.answer()?;
     let options = RecordOptions {
         max_seconds: config_u32(call, "max-seconds", 60),
