@@ -981,3 +981,153 @@ async fn an_offer_the_ivr_cannot_speak_gets_488_and_leaves_nothing_behind() {
         switch.wait_metric(gauge, |v| v == 0).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baresip_with_mandatory_srtp_leaves_a_voicemail_the_switch_decrypted() {
+    let switch = Switch::start("").await;
+    // alice's softphone insists on SRTP (RTP/SAVP with SDES keys): before
+    // the switch spoke it, the voicemail answered 488. Her sine reaches
+    // the recording only if the switch authenticated and decrypted it.
+    let alice = support::sipp::Baresip::start_opts(
+        &switch,
+        "alice",
+        "alice-pw",
+        &support::sipp::BaresipOptions {
+            modules: &["srtp"],
+            account_params: ";mediaenc=srtp-mand",
+            commands: &["/dial bob"],
+            verbose: true,
+            ..support::sipp::BaresipOptions::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    alice.quit();
+    let log =
+        std::fs::read_to_string(switch.site.path("baresip-alice/stdout.log")).unwrap_or_default();
+    let id = wait_counts(&switch, "bob", "bob: 1 new, 0 heard", 10).await[0].0;
+    let recording = export(&switch, "bob", id);
+    let tone_secs = tone_blocks(&recording, TONE_HZ) as f64 * 0.02;
+    assert!(
+        tone_secs >= 1.5,
+        "{tone_secs} s of baresip's sine in the message\n{log}"
+    );
+    // The other way: baresip took the switch's answer as SRTP and every
+    // packet of the greeting and beep it got authenticated and decrypted
+    // (it drops and reports any that does not).
+    assert!(log.contains("SRTP is Enabled"), "{log}");
+    assert!(!log.contains("failed to decrypt"), "{log}");
+    let cdrs = switch.site.ok(&["cdr", "list", "--login", "alice"]);
+    assert!(cdrs.contains("\tanswered\t200\t"), "{cdrs}");
+}
+
+/// Answering rules by caller ID: bob sends alice straight to voicemail
+/// with a greeting of her own (his phone does not even ring) and rejects
+/// carol.
+#[tokio::test(flavor = "multi_thread")]
+async fn answering_rules_send_callers_to_voicemail_with_their_greeting_or_reject_them() {
+    const GREETING_HZ: f64 = 600.0;
+    let switch = Switch::start("").await;
+    let greeting = switch.site.path("for-alice.wav");
+    let tone = media::tone::sine(GREETING_HZ, 8000, Duration::from_millis(3000));
+    std::fs::write(&greeting, media::wav::write(&tone).unwrap()).unwrap();
+    let set = switch.site.ok(&[
+        "voicemail",
+        "rule",
+        "bob",
+        "alice",
+        "voicemail",
+        "--greeting",
+        greeting.to_str().unwrap(),
+    ]);
+    assert!(set.contains("calls from alice voicemail"), "{set}");
+    switch
+        .site
+        .ok(&["voicemail", "rule", "bob", "carol", "reject"]);
+    let bad = switch
+        .site
+        .fails(&["voicemail", "rule", "bob", "dora", "maybe"]);
+    assert!(
+        bad.contains("ring, ring-only, voicemail or reject"),
+        "{bad}"
+    );
+    let rules = switch.site.ok(&["voicemail", "rules", "bob"]);
+    assert!(rules.contains("\talice\tvoicemail\tgreeting"), "{rules}");
+
+    // bob's phone would ring (and never answer).
+    let (_ringing, ring_trace) = support::sipp::device_with(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        30_000,
+        &support::sipp::scenario("call_uas_ring.xml"),
+    );
+    switch.wait_registered(1).await;
+
+    // alice: voicemail at once; what she hears first is her greeting.
+    let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = listen.local_addr().unwrap().port();
+    let heard = std::thread::spawn(move || {
+        collect_rtp(&listen, Duration::from_secs(2), Duration::from_secs(20))
+    });
+    let short = media::tone::sine(TONE_HZ, 8000, Duration::from_millis(300));
+    let pcap = switch.site.path("short.pcap");
+    write_pcma_pcap(&pcap, &short);
+    let scenario = switch.variant_with(
+        "ivr_deposit_uac.xml",
+        &[
+            ("MEDIA_PORT", &port.to_string()),
+            ("TONE_PCAP", pcap.to_str().unwrap()),
+            ("TONE_MS", "800"),
+        ],
+    );
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", "bob"],
+    );
+    assert!(ok, "alice's call failed:\n{trace}\n{}", switch.log());
+    let audio: Vec<i16> = heard
+        .join()
+        .unwrap()
+        .iter()
+        .map(|&b| media::g711::alaw_decode(b))
+        .collect();
+    // She presses 1 at 1.5 s (and the switch follows her RTP from then).
+    let greeting_secs = tone_blocks(&audio[..12000.min(audio.len())], GREETING_HZ) as f64 * 0.02;
+    assert!(
+        greeting_secs >= 1.0,
+        "{greeting_secs} s of the greeting for alice\n{}",
+        switch.log()
+    );
+    wait_counts(&switch, "bob", "bob: 1 new, 0 heard", 10).await;
+    assert!(
+        !std::fs::read_to_string(&ring_trace)
+            .unwrap_or_default()
+            .contains("INVITE sip:"),
+        "bob's phone rang for alice"
+    );
+
+    // carol: declined at once.
+    let reject = switch.variant(
+        "call_uac_fail.xml",
+        "<recv response=\"CODE\"",
+        "<recv response=\"603\"",
+    );
+    let users = switch.users("carol.csv", "carol", "carol-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &reject,
+        &["-inf", users.to_str().unwrap(), "-s", "bob"],
+    );
+    assert!(ok, "carol was not declined:\n{trace}\n{}", switch.log());
+    assert!(
+        !std::fs::read_to_string(&ring_trace)
+            .unwrap_or_default()
+            .contains("INVITE sip:"),
+        "bob's phone rang for carol"
+    );
+    let cdrs = switch.site.ok(&["cdr", "list", "--login", "carol"]);
+    assert!(cdrs.contains("\t603\t"), "{cdrs}");
+}

@@ -471,3 +471,395 @@ async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder()
         .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
         .await;
 }
+
+/// One OFFNET call from `login` through the gateway of
+/// [`a_recorded_call_is_stored_per_direction_for_its_owner_only`], the
+/// test's sockets streaming 2 s of a `phone_hz` tone (phone) and a
+/// `carrier_hz` tone (carrier) as PCMU both ways at once.
+async fn tones_through_the_gateway(
+    switch: &Switch,
+    login: &str,
+    carrier_port: u16,
+    phone_hz: f64,
+    carrier_hz: f64,
+) {
+    let phone = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let carrier_media = UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    let carrier_port_text = carrier_media.local_addr().unwrap().port().to_string();
+    let carrier_scenario = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4860012345"),
+            ("EXPECT_FROM", "sip:"),
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.4"),
+            ("[media_port]", &carrier_port_text),
+        ],
+    );
+    // Where `carrier` writes; the last call's messages go first.
+    let carrier_trace = switch.site.path("carrier.log");
+    let _ = std::fs::remove_file(&carrier_trace);
+    let mut carrier = carrier(switch, &carrier_scenario, carrier_port, "u1");
+    let caller_scenario = switch.variant_with(
+        "call_uac.xml",
+        &[
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.3"),
+            (
+                "[media_port]",
+                &phone.local_addr().unwrap().port().to_string(),
+            ),
+        ],
+    );
+    let users = switch.users(&format!("{login}.csv"), login, &format!("{login}-pw"));
+    let caller_trace = switch.site.path(&format!("caller-{login}.log"));
+    let target = switch.target();
+    let mut caller = spawn_sipp(
+        &[
+            &target,
+            "-sf",
+            caller_scenario.to_str().unwrap(),
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-d",
+            "3000",
+            "-key",
+            "domain",
+            "localhost",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            caller_trace.to_str().unwrap(),
+        ],
+        switch.site.path(&format!("caller-{login}.err")),
+    );
+    let ((_, relay_b), _) = wait_media(&carrier_trace, "INVITE ").await;
+    let ((_, relay_a), _) = wait_media(&caller_trace, "SIP/2.0 200").await;
+    let relay_a: SocketAddr = format!("127.0.0.1:{relay_a}").parse().unwrap();
+    let relay_b: SocketAddr = format!("127.0.0.1:{relay_b}").parse().unwrap();
+    let phone_tone = media::tone::sine(phone_hz, 8000, Duration::from_secs(2));
+    let carrier_tone = media::tone::sine(carrier_hz, 8000, Duration::from_secs(2));
+    let packet = |seq: usize, ssrc: u32, frame: &[i16]| {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&(seq as u16).to_be_bytes());
+        p.extend_from_slice(&(seq as u32 * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend(frame.iter().map(|&s| media::g711::ulaw_encode(s)));
+        p
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for (seq, (a, b)) in phone_tone
+        .chunks(160)
+        .zip(carrier_tone.chunks(160))
+        .enumerate()
+    {
+        tick.tick().await;
+        phone.send_to(&packet(seq, 0xA, a), relay_a).await.unwrap();
+        carrier_media
+            .send_to(&packet(seq, 0xB, b), relay_b)
+            .await
+            .unwrap();
+    }
+    for (name, device, trace) in [
+        ("caller", &mut caller, &caller_trace),
+        ("carrier", &mut carrier, &carrier_trace),
+    ] {
+        let status = tokio::task::block_in_place(|| device.0.wait().unwrap());
+        assert!(
+            status.success(),
+            "{name} failed:\n{}\n{}",
+            std::fs::read_to_string(trace).unwrap_or_default(),
+            switch.log()
+        );
+    }
+}
+
+/// Channel `channel` of `channels` of a WAV served by the switch (44-byte
+/// header, 16-bit samples), checking the header says 8 kHz and `channels`.
+fn wav_channel(wav: &[u8], channels: u16, channel: usize) -> Vec<i16> {
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), channels, "channels");
+    assert_eq!(
+        u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]),
+        8000
+    );
+    wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .skip(channel)
+        .step_by(usize::from(channels))
+        .collect()
+}
+
+/// Call recording, by the caller's account flag (stereo: caller left,
+/// callee right) and by the gateway's (mixed): each direction's tone is
+/// where the layout puts it and lasts the 2 s it was sent for — with the
+/// kernel forwarding settled streams, so a recorded stream must stay in
+/// the relay's hands; the owner lists and downloads it (WAV, MP3), another
+/// user cannot, the admin API can.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_call_is_stored_per_direction_for_its_owner_only() {
+    let (sip, api_port, admin) = (free_sip_port(), support::free_port(), support::free_port());
+    let site = support::Site::with_api(
+        sip,
+        &format!("listen = [\"127.0.0.1:{api_port}\"]\n"),
+        &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[media]\nkernel_forwarding = true\n"),
+    );
+    for login in ["erin", "eve"] {
+        site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-pw"),
+            "--username",
+            login,
+            "--access-password",
+            &format!("{login}-web"),
+        ]);
+    }
+    let mut switch = Switch {
+        site,
+        running: None,
+        sip,
+        tls: 0,
+        admin,
+    };
+    switch.boot().await;
+    let carrier_port = free_sip_port();
+    switch.dora_and_gateway(
+        &["--username", "dora", "--access-password", "dora-web"],
+        "carrier",
+        "4860",
+        carrier_port,
+        "udp",
+    );
+    switch
+        .site
+        .ok(&["gateway", "set", "carrier", "--recording", "mixed"]);
+    switch
+        .site
+        .ok(&["account", "set", "dora", "--recording", "stereo"]);
+
+    // dora's own flag (stereo) wins over the gateway's (mixed); erin has
+    // none, so the gateway's applies.
+    tones_through_the_gateway(&switch, "dora", carrier_port, 440.0, 1000.0).await;
+    tones_through_the_gateway(&switch, "erin", carrier_port, 700.0, 1300.0).await;
+
+    let admin_token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let admin_get = |path: String| {
+        let token = admin_token.trim().to_owned();
+        async move {
+            reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{admin}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Both recordings, ended, newest first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed: serde_json::Value = admin_get("/recordings".into()).await.json().await.unwrap();
+        let list = listed["recordings"].as_array().cloned().unwrap_or_default();
+        if list.len() == 2 && list.iter().all(|r| r["ended_at"].is_i64()) {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recordings: {listed}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (erin_rec, dora_rec) = (&listed[0], &listed[1]);
+    assert_eq!(
+        (
+            dora_rec["caller"].as_str(),
+            dora_rec["callee"].as_str(),
+            dora_rec["layout"].as_str(),
+            dora_rec["gateway"].as_str()
+        ),
+        (
+            Some("dora"),
+            Some("4860012345"),
+            Some("stereo"),
+            Some("carrier")
+        ),
+        "{dora_rec}"
+    );
+    assert_eq!(
+        (erin_rec["caller"].as_str(), erin_rec["layout"].as_str()),
+        (Some("erin"), Some("mixed"))
+    );
+    // From the answer to the last packet: the 2 s of tone, after however
+    // long the test took to start sending.
+    for rec in [dora_rec, erin_rec] {
+        let ms = rec["duration_ms"].as_i64().unwrap();
+        assert!(
+            (1900..=3500).contains(&ms),
+            "{ms} ms recorded of 2 s sent: {rec}"
+        );
+    }
+
+    // Stereo: the phone's tone left, the carrier's right, 2 s each.
+    let dora_id = dora_rec["id"].as_i64().unwrap();
+    let wav = admin_get(format!("/recordings/{dora_id}/audio"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let (left, right) = (wav_channel(&wav, 2, 0), wav_channel(&wav, 2, 1));
+    let secs = |samples: &[i16], hz: f64| support::audio::tone_blocks(samples, hz) as f64 * 0.02;
+    assert!(
+        secs(&left, 440.0) >= 1.8,
+        "{} s of 440 Hz left",
+        secs(&left, 440.0)
+    );
+    assert!(
+        secs(&right, 1000.0) >= 1.8,
+        "{} s of 1000 Hz right",
+        secs(&right, 1000.0)
+    );
+    assert_eq!(
+        secs(&left, 1000.0) + secs(&right, 440.0),
+        0.0,
+        "the directions crossed"
+    );
+    // Mixed: both of erin's tones in the one channel.
+    let erin_id = erin_rec["id"].as_i64().unwrap();
+    let wav = admin_get(format!("/recordings/{erin_id}/audio"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let mixed = wav_channel(&wav, 1, 0);
+    let both = mixed
+        .chunks(160)
+        .filter(|b| {
+            b.len() == 160
+                && support::audio::tone_ratio(b, 700.0) > 0.15
+                && support::audio::tone_ratio(b, 1300.0) > 0.15
+        })
+        .count();
+    assert!(both as f64 * 0.02 >= 1.8, "{both} blocks hold both tones");
+
+    // The client API: dora's list holds only her recording, which she
+    // downloads as MP3 (stereo, 2 s); eve sees nothing and gets 404.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{api_port}");
+    let token = |login: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r: serde_json::Value = client
+                .post(format!("{base}/v1/login"))
+                .json(&serde_json::json!({ "id": login, "password": format!("{login}-web") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{r}"))
+                .to_owned()
+        }
+    };
+    let (dora, eve) = (token("dora").await, token("eve").await);
+    let get = |path: String, token: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let mine: serde_json::Value = get("/v1/recordings".into(), &dora)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = mine["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [dora_id], "{mine}");
+    let mp3 = get(format!("/v1/recordings/{dora_id}/audio?format=mp3"), &dora)
+        .await
+        .unwrap();
+    assert_eq!(mp3.headers()["content-type"], "audio/mpeg");
+    let mp3 = mp3.bytes().await.unwrap();
+    let (mp3_file, wav_file) = (
+        switch.site.path("rec.mp3"),
+        switch.site.path("rec-from-mp3.wav"),
+    );
+    std::fs::write(&mp3_file, &mp3).unwrap();
+    let status = std::process::Command::new("mpg123")
+        .args(["-q", "-w"])
+        .arg(&wav_file)
+        .arg(&mp3_file)
+        .status()
+        .expect("mpg123 is needed: run scripts/setup.sh");
+    assert!(status.success());
+    let decoded = std::fs::read(&wav_file).unwrap();
+    let left = wav_channel(&decoded, 2, 0);
+    let recorded = dora_rec["duration_ms"].as_i64().unwrap() as f64 / 1000.0;
+    assert!(
+        (left.len() as f64 / 8000.0 - recorded).abs() < 0.2,
+        "the MP3 lasts {} s, the recording {recorded} s",
+        left.len() as f64 / 8000.0
+    );
+    assert!(
+        secs(&left, 440.0) >= 1.6,
+        "{} s of 440 Hz left in the MP3",
+        secs(&left, 440.0)
+    );
+    let theirs: serde_json::Value = get("/v1/recordings".into(), &eve)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["recordings"], serde_json::json!([]), "{theirs}");
+    for path in [
+        format!("/v1/recordings/{dora_id}/audio"),
+        format!("/v1/recordings/{erin_id}/audio"),
+    ] {
+        assert_eq!(get(path, &eve).await.unwrap().status(), 404);
+    }
+    let gone = client
+        .delete(format!("{base}/v1/recordings/{dora_id}"))
+        .bearer_auth(&eve)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "eve cannot delete it");
+    let gone = client
+        .delete(format!("{base}/v1/recordings/{dora_id}"))
+        .bearer_auth(&dora)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(
+        admin_get(format!("/recordings/{dora_id}/audio"))
+            .await
+            .status(),
+        404,
+        "its last owner deleted it"
+    );
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
+}

@@ -318,3 +318,154 @@ async fn baresip_registers_over_tls_and_receives_a_message() {
         "{stored:?}"
     );
 }
+
+/// A self-signed certificate for `name`, valid `days`, as `cert.pem` and
+/// `key.pem` in `dir` (openssl, as an operator would make one).
+fn openssl_cert(dir: &std::path::Path, name: &str, days: u32) {
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem.new"))
+        .arg("-out")
+        .arg(dir.join("cert.pem.new"))
+        .args(["-subj", &format!("/CN={name}"), "-days", &days.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    // Renamed into place, as certbot and friends do: never half-written.
+    for f in ["key.pem", "cert.pem"] {
+        std::fs::rename(dir.join(format!("{f}.new")), dir.join(f)).unwrap();
+    }
+}
+
+/// What `openssl s_client` gets from the SIP TLS port speaking `version`
+/// (`-tls1_2`, ...): the certificate's subject line, or `None` when the
+/// handshake fails.
+fn served_subject(port: u16, version: &str) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            version,
+        ])
+        // Lets the client offer TLS 1.0/1.1 at all: the refusal must be the server's.
+        .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .map(str::to_owned)
+}
+
+/// TLS: only 1.2 and 1.3 are spoken; a certificate replaced on disk is
+/// served after SIGHUP without a restart (connections are not dropped for
+/// it); `/metrics` shows the served certificate's expiry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_certificate_is_served_after_sighup_and_old_tls_versions_are_refused() {
+    let (sip, tls, admin) = (free_sip_port(), support::free_port(), support::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    openssl_cert(dir.path(), "one.example", 30);
+    let site = support::Site::with_sip(
+        sip,
+        tls,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ),
+        &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+    );
+    let mut running = support::Running::start(&site, admin);
+    running.wait_ready(&reqwest::Client::new()).await;
+    let not_after = || {
+        let token = std::fs::read_to_string(site.path("data/admin.token")).unwrap();
+        async move {
+            let text = reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{admin}/metrics"))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "softswitch_tls_certificate_not_after_seconds{listener=\"sip\"} ",
+                    )
+                })
+                .unwrap_or_else(|| panic!("no expiry metric:\n{text}"))
+                .parse::<i64>()
+                .unwrap()
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days_left = |t: i64| (t - now) as f64 / 86_400.0;
+
+    for version in ["-tls1_2", "-tls1_3"] {
+        let subject = served_subject(tls, version);
+        assert!(
+            subject
+                .as_deref()
+                .is_some_and(|s| s.contains("one.example")),
+            "{version}: {subject:?}"
+        );
+    }
+    for version in ["-tls1", "-tls1_1"] {
+        assert_eq!(served_subject(tls, version), None, "{version} was accepted");
+    }
+    let first = not_after().await;
+    assert!(
+        (days_left(first) - 30.0).abs() < 1.0,
+        "{} days",
+        days_left(first)
+    );
+
+    // Renewed on disk, then SIGHUP: the next handshake gets the new one.
+    openssl_cert(dir.path(), "two.example", 90);
+    running.signal("-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let subject = served_subject(tls, "-tls1_3").unwrap_or_default();
+        if subject.contains("two.example") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {subject}\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let renewed = not_after().await;
+    assert!(
+        (days_left(renewed) - 90.0).abs() < 1.0,
+        "{} days",
+        days_left(renewed)
+    );
+    assert!(
+        running.log().contains("TLS certificate reloaded"),
+        "{}",
+        running.log()
+    );
+    assert!(
+        matches!(running.child.try_wait(), Ok(None)),
+        "the switch kept running"
+    );
+}

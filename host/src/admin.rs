@@ -5,6 +5,7 @@
 //! network; everything but `/health` also needs the bearer token.
 
 pub mod accounts;
+pub mod recordings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,6 +110,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/accounts/{login}/registrations",
             get(accounts::registrations),
         )
+        .route("/recordings", get(recordings::list))
+        .route(
+            "/recordings/{id}",
+            axum::routing::delete(recordings::remove),
+        )
+        .route("/recordings/{id}/audio", get(recordings::audio))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -261,6 +268,9 @@ mod tests {
             ("/accounts/{login}", &["get", "patch", "delete"]),
             ("/accounts/{login}/balance", &["put"]),
             ("/accounts/{login}/registrations", &["get"]),
+            ("/recordings", &["get"]),
+            ("/recordings/{id}", &["delete"]),
+            ("/recordings/{id}/audio", &["get"]),
         ] {
             for m in methods {
                 assert!(

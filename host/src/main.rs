@@ -145,6 +145,10 @@ enum AccountCommand {
         /// e-mail address (off by default).
         #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
         voicemail_email: Option<bool>,
+        /// Record the account's calls: both directions `mixed` in one
+        /// channel, or `stereo` (caller left, callee right); `off` stops.
+        #[arg(long, value_name = "mixed|stereo|off")]
+        recording: Option<String>,
     },
     /// Delete an account and its profile.
     Del { login: String },
@@ -186,6 +190,17 @@ enum GatewayCommand {
         address: String,
         #[arg(long, default_value = "udp")]
         transport: String,
+        /// Record every call through it: both directions `mixed` in one
+        /// channel, or `stereo` (caller left, callee right).
+        #[arg(long, value_name = "mixed|stereo")]
+        recording: Option<String>,
+    },
+    /// Change a gateway's settings.
+    Set {
+        name: String,
+        /// Record its calls (`mixed`, `stereo`) or not (`off`).
+        #[arg(long, value_name = "mixed|stereo|off")]
+        recording: String,
     },
     /// List gateways.
     List,
@@ -443,14 +458,16 @@ async fn run(app: App) -> anyhow::Result<()> {
     if app.config.plugins.watch_interval_ms > 0 {
         registry.spawn_watch(Duration::from_millis(app.config.plugins.watch_interval_ms));
     }
+    softswitch::tls::spawn_watch(softswitch::tls::WATCH_EVERY);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(database = %redact_url(&app.config.database_url(&app.data_dir)), "softswitch running");
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading every guest");
+                tracing::info!("SIGHUP: reloading every guest and TLS certificate");
                 registry.reload_all().await;
+                softswitch::tls::reload_all(true);
             }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -572,6 +589,7 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             plan,
             voicemail,
             voicemail_email,
+            recording,
         } => {
             let settings = AccountSettings {
                 tariff,
@@ -579,6 +597,7 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
                 dialplan_rule,
                 plan,
                 no_answer_secs: no_answer_secs.map(|n| n.0),
+                recording: recording.map(|r| (r != "off").then_some(r)),
             };
             if settings == AccountSettings::default()
                 && voicemail.is_none()
@@ -629,6 +648,7 @@ async fn gateway(app: App, cmd: GatewayCommand) -> anyhow::Result<()> {
             prefix,
             address,
             transport,
+            recording,
         } => {
             let transport: GatewayTransport = transport.parse()?;
             app.store
@@ -637,16 +657,28 @@ async fn gateway(app: App, cmd: GatewayCommand) -> anyhow::Result<()> {
                     prefix,
                     address,
                     transport,
+                    recording,
                 })
                 .await
                 .with_context(|| format!("cannot add gateway {name:?}"))?;
             println!("gateway {name} added");
         }
+        GatewayCommand::Set { name, recording } => {
+            let layout = (recording != "off").then_some(recording.as_str());
+            if !app.store.set_gateway_recording(&name, layout).await? {
+                bail!("no gateway {name:?}");
+            }
+            println!("gateway {name} recording {recording}");
+        }
         GatewayCommand::List => {
             for g in app.store.list_gateways().await? {
                 println!(
-                    "{}\tprefix={}\taddress={}\ttransport={}",
-                    g.name, g.prefix, g.address, g.transport
+                    "{}\tprefix={}\taddress={}\ttransport={}\trecording={}",
+                    g.name,
+                    g.prefix,
+                    g.address,
+                    g.transport,
+                    g.recording.as_deref().unwrap_or("off")
                 );
             }
         }

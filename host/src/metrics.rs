@@ -51,6 +51,9 @@ pub struct Metrics {
     pub stun_dropped: IntCounterVec,
     /// Open STUN TCP connections.
     pub stun_tcp_connections: IntGauge,
+    /// The notAfter (Unix seconds) of each TLS listener's certificate, as
+    /// served now (a renewed certificate shows once reloaded).
+    tls_cert_not_after: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -196,6 +199,17 @@ impl Metrics {
         registry
             .register(Box::new(decision_seconds.clone()))
             .expect("unique metric");
+        let tls_cert_not_after = IntGaugeVec::new(
+            Opts::new(
+                "tls_certificate_not_after_seconds",
+                "Expiry (notAfter, Unix seconds) of the certificate a TLS listener serves",
+            ),
+            &["listener"],
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(tls_cert_not_after.clone()))
+            .expect("unique metric");
         Self {
             registry,
             guest_calls,
@@ -218,11 +232,17 @@ impl Metrics {
             stun_rejected,
             stun_dropped,
             stun_tcp_connections,
+            tls_cert_not_after,
         }
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        for served in crate::tls::served() {
+            self.tls_cert_not_after
+                .with_label_values(&[served.listener()])
+                .set(served.not_after());
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use softswitch::app::App;
+use softswitch::store::answering::RuleAction;
 use softswitch::store::contacts::{country_code_of, normalize_number};
 
 #[derive(Subcommand)]
@@ -59,6 +60,23 @@ pub enum VoicemailCommand {
         id: i64,
         file: std::path::PathBuf,
     },
+    /// LOGIN's answering rule for calls from CALLER (a login or number, or
+    /// a prefix ending in *): ring (then voicemail), ring-only (never
+    /// voicemail), voicemail (nothing rings), reject (603). Replaces the
+    /// rule for that caller.
+    Rule {
+        login: String,
+        caller: String,
+        #[arg(value_name = "ring|ring-only|voicemail|reject")]
+        action: String,
+        /// A greeting for these callers (WAV, 8 kHz mono 16-bit).
+        #[arg(long)]
+        greeting: Option<std::path::PathBuf>,
+    },
+    /// LOGIN's answering rules.
+    Rules { login: String },
+    /// Delete LOGIN's answering rule ID.
+    Unrule { login: String, id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -194,6 +212,53 @@ pub async fn voicemail(app: App, cmd: VoicemailCommand) -> anyhow::Result<()> {
                 ),
                 None => bail!("no voice message {id}"),
             }
+        }
+        VoicemailCommand::Rule {
+            login,
+            caller,
+            action,
+            greeting,
+        } => {
+            let action: RuleAction = serde_json::from_value(serde_json::Value::String(
+                action.clone(),
+            ))
+            .map_err(|_| anyhow::anyhow!("{action:?}: ring, ring-only, voicemail or reject"))?;
+            let wav = match &greeting {
+                Some(path) => {
+                    let samples = media::wav::read_file(path)
+                        .with_context(|| format!("greeting {}", path.display()))?;
+                    Some(media::wav::write(&samples)?)
+                }
+                None => None,
+            };
+            let id = app
+                .store
+                .set_answering_rule(&login, &caller, action)
+                .await?;
+            if let Some(wav) = &wav {
+                app.store.set_rule_greeting(&login, id, Some(wav)).await?;
+            }
+            println!(
+                "rule {id} of {login}: calls from {caller} {}",
+                action.as_str()
+            );
+        }
+        VoicemailCommand::Rules { login } => {
+            for r in app.store.answering_rules(&login).await? {
+                println!(
+                    "{}	{}	{}{}",
+                    r.id,
+                    r.caller,
+                    r.action.as_str(),
+                    if r.greeting { "	greeting" } else { "" }
+                );
+            }
+        }
+        VoicemailCommand::Unrule { login, id } => {
+            if !app.store.delete_answering_rule(&login, id).await? {
+                bail!("{login} has no answering rule {id}");
+            }
+            println!("rule {id} of {login} deleted");
         }
         VoicemailCommand::Export { login, id, file } => {
             let Some(wav) = app.store.voicemail_audio(&login, id).await? else {

@@ -1,13 +1,27 @@
-//! TLS server configuration shared by SIP over TLS and (later) the HTTPS API:
-//! the configured certificate, or a self-signed one generated into the data
+//! TLS server configuration shared by SIP over TLS and the HTTPS API: the
+//! configured certificate, or a self-signed one generated into the data
 //! directory for local use; and the client configuration the switch uses
 //! toward carriers (gateways over TLS).
+//!
+//! Servers speak TLS 1.3 and 1.2 only. Their certificate is read again when
+//! its files change on disk (looked at every [`WATCH_EVERY`], and at once on
+//! SIGHUP): a renewed certificate serves the next handshake, no restart,
+//! and connections already up keep theirs. A replacement that does not load
+//! (half-written, key not matching) is logged and the current one stays.
+//! Each certificate's expiry is in `/metrics`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// How often certificate files are looked at for a change.
+pub const WATCH_EVERY: Duration = Duration::from_secs(10);
 
 /// Errors setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -84,16 +98,162 @@ fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(certs)
 }
 
-/// A rustls server configuration for the certificate.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// A certificate served by a listener, read again when its files change.
+#[derive(Debug)]
+pub struct ServedCert {
+    /// The listener it serves (`sip`, `api`): the metric's label.
+    listener: &'static str,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' modification times when last read.
+    stamp: Mutex<Option<(SystemTime, SystemTime)>>,
+    /// The leaf certificate's notAfter, Unix seconds.
+    not_after: AtomicI64,
+}
+
+/// Every served certificate, for the watcher, SIGHUP and the metrics.
+static SERVED: Mutex<Vec<Weak<ServedCert>>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn stamp_of(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((modified(cert)?, modified(key)?))
+}
+
+/// The chain and key in the files, checked to belong together, and the
+/// leaf's notAfter.
+fn load_certified(cert: &Path, key: &Path) -> Result<(CertifiedKey, i64), TlsError> {
     install_crypto_provider();
     let certs = pem_certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, e))?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
+    let not_after = x509_parser::parse_x509_certificate(&certs[0])
+        .map_err(|e| read_err(cert, format!("not an X.509 certificate: {e}")))?
+        .1
+        .validity()
+        .not_after
+        .timestamp();
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, e))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(certs, key_der, &provider)
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
-    Ok(Arc::new(config))
+    Ok((certified, not_after))
+}
+
+impl ServedCert {
+    /// Reads the files again if they changed since last read (or if
+    /// `force`); true if a new certificate is served from now on.
+    pub fn reload(&self, force: bool) -> Result<bool, TlsError> {
+        let stamp = stamp_of(&self.cert_path, &self.key_path);
+        if !force && stamp == *lock(&self.stamp) {
+            return Ok(false);
+        }
+        let (certified, not_after) = load_certified(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+        *lock(&self.stamp) = stamp;
+        self.not_after.store(not_after, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    pub fn listener(&self) -> &'static str {
+        self.listener
+    }
+
+    /// The served certificate's notAfter, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+}
+
+impl ResolvesServerCert for ServedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// A rustls server configuration (TLS 1.3 and 1.2) serving the certificate
+/// in the files, which is read again when they change; `listener` names it
+/// in logs and metrics.
+pub fn server_config(
+    listener: &'static str,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    Ok(served_config(listener, cert, key)?.0)
+}
+
+/// [`server_config`] and the certificate it serves.
+pub fn served_config(
+    listener: &'static str,
+    cert: &Path,
+    key: &Path,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ServedCert>), TlsError> {
+    let stamp = stamp_of(cert, key);
+    let (certified, not_after) = load_certified(cert, key)?;
+    let served = Arc::new(ServedCert {
+        listener,
+        cert_path: cert.to_path_buf(),
+        key_path: key.to_path_buf(),
+        current: RwLock::new(Arc::new(certified)),
+        stamp: Mutex::new(stamp),
+        not_after: AtomicI64::new(not_after),
+    });
+    let config = rustls::ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_cert_resolver(served.clone());
+    let mut all = lock(&SERVED);
+    all.retain(|w| w.strong_count() > 0);
+    all.push(Arc::downgrade(&served));
+    Ok((Arc::new(config), served))
+}
+
+/// The certificates being served.
+pub fn served() -> Vec<Arc<ServedCert>> {
+    lock(&SERVED).iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Reads again every served certificate whose files changed (all of them
+/// when `force`: SIGHUP); failures are logged and leave the current one.
+pub fn reload_all(force: bool) {
+    for served in served() {
+        match served.reload(force) {
+            Ok(true) => tracing::info!(
+                listener = served.listener,
+                cert = %served.cert_path.display(),
+                not_after = served.not_after(),
+                "TLS certificate reloaded"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(
+                listener = served.listener,
+                error = %e,
+                "TLS certificate not reloaded: the current one stays"
+            ),
+        }
+    }
+}
+
+/// Looks for changed certificate files every `every` until the runtime ends.
+pub fn spawn_watch(every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            // Two stat calls per certificate: no need for a blocking thread.
+            reload_all(false);
+        }
+    });
 }
 
 /// A rustls client configuration that verifies servers against the
@@ -131,13 +291,82 @@ mod tests {
         };
         let (cert, key) = ensure_cert(&source).unwrap();
         let first = std::fs::read(&cert).unwrap();
-        server_config(&cert, &key).unwrap();
+        server_config("test", &cert, &key).unwrap();
         let (cert2, _) = ensure_cert(&source).unwrap();
         assert_eq!(
             std::fs::read(cert2).unwrap(),
             first,
             "generated once, then reused"
         );
+    }
+
+    /// A certificate for `name` valid until `not_after` (Unix seconds), as
+    /// PEM files in `dir`.
+    fn write_cert(dir: &Path, name: &str, not_after: i64) -> (PathBuf, PathBuf) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(not_after as u64);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn served_name(served: &ServedCert) -> String {
+        let cert = served.current.read().unwrap().cert[0].clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names[0]
+            .to_string()
+    }
+
+    #[test]
+    fn a_certificate_changed_on_disk_is_served_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_cert(dir.path(), "one.example", 2_000_000_000);
+        let (config, served) = served_config("test", &cert, &key).unwrap();
+        assert_eq!(served_name(&served), "DNSName(one.example)");
+        assert_eq!(served.not_after(), 2_000_000_000);
+        assert!(
+            !served.reload(false).unwrap(),
+            "unchanged files are not read"
+        );
+        // No TLS 1.1 or older among what the server offers.
+        assert!(config.crypto_provider().cipher_suites.iter().all(|s| {
+            matches!(
+                s.version().version,
+                rustls::ProtocolVersion::TLSv1_2 | rustls::ProtocolVersion::TLSv1_3
+            )
+        }));
+
+        // Renewed: the files' times move on (set explicitly: a second may
+        // not have passed).
+        write_cert(dir.path(), "two.example", 2_100_000_000);
+        let later = SystemTime::now() + Duration::from_secs(5);
+        for p in [&cert, &key] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        }
+        assert!(served.reload(false).unwrap());
+        assert_eq!(served_name(&served), "DNSName(two.example)");
+        assert_eq!(served.not_after(), 2_100_000_000);
+
+        // A key that does not match: refused, the renewed one stays.
+        let other = tempfile::tempdir().unwrap();
+        let (_, wrong_key) = write_cert(other.path(), "x.example", 2_000_000_000);
+        std::fs::copy(&wrong_key, &key).unwrap();
+        assert!(served.reload(true).is_err());
+        assert_eq!(served_name(&served), "DNSName(two.example)");
+        assert!(crate::tls::served().iter().any(|s| Arc::ptr_eq(s, &served)));
     }
 
     #[test]
@@ -162,6 +391,7 @@ mod tests {
     #[test]
     fn a_missing_configured_file_is_a_clear_error() {
         let err = server_config(
+            "test",
             Path::new("/nonexistent/cert.pem"),
             Path::new("/nonexistent/key.pem"),
         )

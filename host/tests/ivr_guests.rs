@@ -85,6 +85,7 @@ fn session(
             payload_type: 0,
             telephone_event: Some(101),
             remote: phone.local_addr().unwrap(),
+            srtp: None,
         })
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();

@@ -91,6 +91,7 @@ async fn the_default_router_decides_from_the_database() {
             prefix: prefix.clone(),
             address: "127.0.0.1:5080".into(),
             transport: Transport::Udp,
+            recording: None,
         })
         .await
         .unwrap();

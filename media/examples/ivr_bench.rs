@@ -335,6 +335,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<(), Error> {
                         payload_type,
                         telephone_event: Some(TELEPHONE_EVENT),
                         remote: phones,
+                        srtp: None,
                     })?;
                     by_port[usize::from(ep.local_port())].store(i as u32 + 1, Ordering::Relaxed);
                     destinations.push(localhost(ep.local_port()));

@@ -10,7 +10,8 @@
 //! - Its sans-io parts, each usable alone: [`rtp`] packets, [`g711`],
 //!   [`opus`] (libopus) and [`codec`] over them, [`resample`], [`dtmf`]
 //!   (RFC 4733 and in-band), [`tone`], the [`jitter`] buffer, [`silence`]
-//!   detection, [`wav`] files.
+//!   detection, [`wav`] files, the call [`recording`] mixer, [`srtp`]
+//!   (SRTP/SRTCP with SDES keys).
 #![forbid(unsafe_code)]
 
 pub mod codec;
@@ -21,10 +22,12 @@ pub mod jitter;
 mod kernel;
 pub mod opus;
 pub mod ports;
+pub mod recording;
 pub mod relay;
 pub mod resample;
 pub mod rtp;
 pub mod silence;
+pub mod srtp;
 pub mod stun;
 pub mod tone;
 pub mod wav;
@@ -34,4 +37,4 @@ pub use endpoint::{
     Endpoint, EndpointConfig, EndpointError, EndpointHandle, EndpointStats, PlayOutcome, RecordEnd,
     RecordOptions, Recording,
 };
-pub use relay::{IceCredentials, Relay, RelayConfig, RelayError, RelayStats, Side, Stream};
+pub use relay::{IceCredentials, Relay, RelayConfig, RelayError, RelayStats, Side, Stream, Tapped};

@@ -11,10 +11,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError};
@@ -412,8 +413,23 @@ pub(crate) struct Shared {
     last_packet_ms: AtomicU64,
     /// Some side announced ICE credentials.
     ice: AtomicBool,
+    /// Where copies of the RTP packets go while the call is recorded.
+    tap: OnceLock<mpsc::Sender<Tapped>>,
     stats: Arc<RelayStats>,
 }
+
+/// A copy of an RTP packet the relay carried, for a call recorder.
+#[derive(Debug)]
+pub struct Tapped {
+    /// The side that sent it.
+    pub from: Side,
+    pub at: Instant,
+    pub packet: Vec<u8>,
+}
+
+/// Packets a recorder may fall behind by before copies are dropped (two
+/// seconds of both directions at 20 ms).
+const TAP_QUEUE: usize = 200;
 
 impl Shared {
     fn new(stats: Arc<RelayStats>, kernel: Option<Arc<Kernel>>, ports: [u16; 2]) -> Shared {
@@ -425,6 +441,7 @@ impl Shared {
             born: Instant::now(),
             last_packet_ms: AtomicU64::new(0),
             ice: AtomicBool::new(false),
+            tap: OnceLock::new(),
             stats,
         }
     }
@@ -507,6 +524,8 @@ impl Shared {
         if let Some(kernel) = &self.kernel
             && stun.is_none()
             && !self.ice.load(Ordering::Relaxed)
+            // A recorded stream's packets must all pass here.
+            && self.tap.get().is_none()
         {
             return self.hand_over(kernel, side, component, src, dest, settled);
         }
@@ -665,6 +684,19 @@ async fn pump(
             shared.stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        if component == 0
+            && n > 0
+            && buf[0] >> 6 == 2
+            && let Some(tap) = shared.tap.get()
+        {
+            // A recorder that cannot keep up loses copies, never the call's
+            // packets.
+            let _ = tap.try_send(Tapped {
+                from: side,
+                at: Instant::now(),
+                packet: buf[..n].to_vec(),
+            });
+        }
         match theirs.send_to(&buf[..n], dest).await {
             Ok(_) => shared.stats.packets_relayed.fetch_add(1, Ordering::Relaxed),
             Err(_) => shared.stats.packets_dropped.fetch_add(1, Ordering::Relaxed),
@@ -712,6 +744,16 @@ impl Stream {
                 peer.verified.clear();
             }
         }
+    }
+
+    /// Copies of every RTP packet relayed from now on, either way (a call
+    /// being recorded): the stream stays out of the kernel's hands from
+    /// now on. `None` if the stream is tapped already.
+    pub fn tap(&self) -> Option<mpsc::Receiver<Tapped>> {
+        let (tx, rx) = mpsc::channel(TAP_QUEUE);
+        self.shared.tap.set(tx).ok()?;
+        self.shared.take_back(false);
+        Some(rx)
     }
 
     /// The address `side` sends RTP from, once it has sent any.
@@ -810,6 +852,36 @@ mod tests {
         assert_eq!((got, from), (rtp(2), relay_a));
         assert_eq!(stream.latched(Side::A), Some(a.local_addr().unwrap()));
         assert_eq!(relay.stats().packets_relayed.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_tapped_stream_copies_each_rtp_packet_with_its_side() {
+        let relay = relay(42400, 42419);
+        let stream = relay.open().unwrap();
+        let (a, b) = (socket().await, socket().await);
+        let relay_a = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::A));
+        let relay_b = SocketAddr::new(relay.bind_address(), stream.rtp_port(Side::B));
+        a.send_to(&rtp(1), relay_a).await.unwrap();
+        let mut tap = stream.tap().expect("first tap");
+        assert!(stream.tap().is_none(), "one recorder per stream");
+        b.send_to(&rtp(2), relay_b).await.unwrap();
+        recv(&a).await;
+        a.send_to(&rtp(3), relay_a).await.unwrap();
+        recv(&b).await;
+        // STUN on the RTP port is relayed but not copied.
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        stun.extend_from_slice(&[7u8; 12]);
+        a.send_to(&stun, relay_a).await.unwrap();
+        recv(&b).await;
+        let first = tap.recv().await.unwrap();
+        let second = tap.recv().await.unwrap();
+        assert_eq!((first.from, first.packet), (Side::B, rtp(2)));
+        assert_eq!((second.from, second.packet), (Side::A, rtp(3)));
+        assert!(second.at >= first.at);
+        assert!(
+            tap.try_recv().is_err(),
+            "nothing from before the tap, no STUN"
+        );
     }
 
     #[tokio::test]

@@ -85,6 +85,27 @@ pub fn write(samples: &[i16]) -> Result<Vec<u8>, WavError> {
     Ok(bytes)
 }
 
+/// The 44-byte header of an 8 kHz 16-bit PCM WAV of `channels` channels
+/// whose `data_len` bytes of samples follow: what a recording stored as raw
+/// chunks is served with.
+pub fn header(channels: u16, data_len: u32) -> [u8; 44] {
+    let block = 2 * channels;
+    let mut h = [0u8; 44];
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&data_len.saturating_add(36).to_le_bytes());
+    h[8..16].copy_from_slice(b"WAVEfmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes());
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
+    h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
+    h[28..32].copy_from_slice(&(SAMPLE_RATE * u32::from(block)).to_le_bytes());
+    h[32..34].copy_from_slice(&block.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data_len.to_le_bytes());
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +123,24 @@ mod tests {
         }
         w.finalize().unwrap();
         bytes
+    }
+
+    #[test]
+    fn a_header_and_raw_samples_make_a_wav_any_reader_takes() {
+        let samples: [i16; 6] = [1, -1, 300, -300, i16::MAX, i16::MIN];
+        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut file = header(2, data.len() as u32).to_vec();
+        file.extend_from_slice(&data);
+        let reader = hound::WavReader::new(Cursor::new(&file)).unwrap();
+        let spec = reader.spec();
+        assert_eq!(
+            (spec.channels, spec.sample_rate, spec.bits_per_sample),
+            (2, 8000, 16)
+        );
+        let read: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
+        assert_eq!(read, samples);
+        // Mono is what `write` makes.
+        assert_eq!(write(&samples).unwrap()[..44], header(1, 12));
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct UpdateAccount {
     /// switch-wide `calls.no_answer_secs`, 0 never, else 5 to 600 seconds.
     #[serde(default, deserialize_with = "crate::store::accounts::present")]
     pub no_answer_secs: Option<Option<u32>>,
+    /// Record the account's calls: `"mixed"`, `"stereo"`; `null` stops.
+    #[serde(default, deserialize_with = "crate::store::accounts::present")]
+    pub recording: Option<Option<String>>,
 }
 
 impl UpdateAccount {
@@ -95,6 +98,7 @@ impl UpdateAccount {
             ("dialplan_rule", self.dialplan_rule.is_some()),
             ("plan", self.plan.is_some()),
             ("no_answer_secs", self.no_answer_secs.is_some()),
+            ("recording", self.recording.is_some()),
         ];
         flags.iter().filter(|f| f.1).map(|f| f.0).collect()
     }
@@ -291,6 +295,7 @@ pub async fn update(
         dialplan_rule: req.dialplan_rule.clone(),
         plan: req.plan.clone(),
         no_answer_secs: req.no_answer_secs,
+        recording: req.recording.clone(),
     };
     if settings != AccountSettings::default() {
         store.update_account_settings(&login, &settings).await?;

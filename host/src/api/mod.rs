@@ -13,6 +13,7 @@
 //! source address and per identity (phone number or public ID) on the
 //! endpoints that cost something (SMS, password hashing).
 
+pub mod answering;
 pub mod avatar;
 pub mod clock;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod password;
 pub mod phone;
 pub mod phone_signup;
 pub mod profile;
+pub mod recordings;
 pub mod sms_reports;
 pub mod start;
 pub mod token;
@@ -344,6 +346,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
             axum::routing::patch(voicemail::update).delete(voicemail::remove),
         )
         .route("/v1/voicemails/{id}/audio", get(voicemail::audio))
+        .route(
+            "/v1/answering-rules",
+            get(answering::list).put(answering::set),
+        )
+        .route(
+            "/v1/answering-rules/{id}",
+            axum::routing::delete(answering::remove),
+        )
+        .route(
+            "/v1/answering-rules/{id}/greeting",
+            put(answering::set_greeting)
+                .delete(answering::clear_greeting)
+                .layer(DefaultBodyLimit::max(answering::GREETING_MAX_BYTES)),
+        )
+        .route("/v1/recordings", get(recordings::list))
+        .route(
+            "/v1/recordings/{id}",
+            axum::routing::delete(recordings::remove),
+        )
+        .route("/v1/recordings/{id}/audio", get(recordings::audio))
         .route("/v1/users/{login}/avatar", get(avatar::download))
         .route("/v1/password/forgot", post(password::forgot))
         .route(
@@ -399,6 +421,12 @@ mod tests {
             "/v1/voicemails",
             "/v1/voicemails/{id}",
             "/v1/voicemails/{id}/audio",
+            "/v1/answering-rules",
+            "/v1/answering-rules/{id}",
+            "/v1/answering-rules/{id}/greeting",
+            "/v1/recordings",
+            "/v1/recordings/{id}",
+            "/v1/recordings/{id}/audio",
             "/v1/password/forgot",
             "/v1/password/reset",
             "/v1/sms/reports/{provider}",

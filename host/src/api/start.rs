@@ -56,7 +56,7 @@ pub async fn start(
         names: vec![sip.domain.clone(), "localhost".into(), "127.0.0.1".into()],
     };
     let (cert, key) = ensure_cert(&source)?;
-    let tls = server_config(&cert, &key)?;
+    let tls = server_config("api", &cert, &key)?;
     let email = &app.config.email;
     let mailer = Arc::new(Mailer::new(email)?);
     let activation_template =

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::error::{ApiError, ApiQuery};
+use super::recordings::{AudioFormat, FormatQuery, mp3_of};
 use crate::store::mailbox::Voicemail;
 
 /// Most messages one page lists.
@@ -80,11 +81,13 @@ pub async fn list(
     }))
 }
 
-/// `GET /v1/voicemails/{id}/audio`: the recording as WAV (8 kHz mono).
+/// `GET /v1/voicemails/{id}/audio?format=wav|mp3`: the recording as WAV
+/// (8 kHz mono, the default) or MP3.
 pub async fn audio(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FormatQuery>,
 ) -> Result<Response, ApiError> {
     let login = state.authenticate(&headers)?;
     let id = message_id(&id)?;
@@ -93,15 +96,25 @@ pub async fn audio(
         .voicemail_audio(&login, id)
         .await?
         .ok_or_else(no_such_message)?;
+    let (content_type, ext, body) = match q.format {
+        AudioFormat::Wav => ("audio/wav", "wav", wav),
+        AudioFormat::Mp3 => {
+            // Stored by the switch, so always in the format it reads.
+            let samples = media::wav::read(&wav)
+                .map_err(|e| ApiError::internal(format!("stored voicemail {id}: {e}")))?;
+            let pcm: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+            ("audio/mpeg", "mp3", mp3_of(&pcm, 1).await?)
+        }
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (header::CONTENT_TYPE, content_type.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"voicemail-{id}.wav\""),
+                format!("attachment; filename=\"voicemail-{id}.{ext}\""),
             ),
         ],
-        wav,
+        body,
     )
         .into_response())
 }

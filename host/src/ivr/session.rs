@@ -569,12 +569,11 @@ impl Session {
         grant: &MailboxGrant,
         interrupt: &str,
     ) -> Result<Option<char>, IvrError> {
-        let own = self
-            .store
-            .greeting(&grant.owner)
-            .await
-            .map_err(storage)?
-            .and_then(|wav| match media::wav::read(&wav) {
+        let own = match self.rule_greeting(&grant.owner).await? {
+            Some(wav) => Some(wav),
+            None => self.store.greeting(&grant.owner).await.map_err(storage)?,
+        };
+        let own = own.and_then(|wav| match media::wav::read(&wav) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(mailbox = grant.owner, error = %e, "greeting unreadable: default played");
@@ -588,6 +587,37 @@ impl Session {
                 .get(&self.facts.language, "vm-greeting-default")?,
         };
         self.play_samples(samples, interrupt).await
+    }
+
+    /// The greeting of `owner`'s answering rule for this run's caller, if
+    /// that rule has one.
+    async fn rule_greeting(&self, owner: &str) -> Result<Option<Vec<u8>>, IvrError> {
+        let rules = self.store.answering_rules(owner).await.map_err(storage)?;
+        if !rules.iter().any(|r| r.greeting) {
+            return Ok(None);
+        }
+        let mut callers = vec![self.facts.caller_id.clone()];
+        if !self.facts.caller_login.is_empty() {
+            callers.push(self.facts.caller_login.clone());
+            if let Some(a) = self
+                .store
+                .account_by_login(&self.facts.caller_login)
+                .await
+                .map_err(storage)?
+            {
+                callers.extend(a.phone);
+                callers.extend(a.username);
+            }
+        }
+        let callers: Vec<&str> = callers.iter().map(String::as_str).collect();
+        match crate::store::answering::rule_for(&rules, &callers) {
+            Some(rule) if rule.greeting => self
+                .store
+                .rule_greeting(owner, rule.id)
+                .await
+                .map_err(storage),
+            _ => Ok(None),
+        }
     }
 
     pub async fn save_greeting(

@@ -66,7 +66,7 @@ pub async fn start(
             names: self_signed_names(&sip.domain, &sip.tls),
         };
         let (cert, key) = ensure_cert(&source)?;
-        Some(server_config(&cert, &key)?)
+        Some(server_config("sip", &cert, &key)?)
     };
     // Read at start, so a wrong path stops the switch instead of failing
     // every call to a TLS gateway later.

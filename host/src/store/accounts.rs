@@ -57,6 +57,19 @@ pub struct AccountSettings {
     /// up, other values must lie in [`NO_ANSWER_SECS`].
     #[serde(default, deserialize_with = "present")]
     pub no_answer_secs: Option<Option<u32>>,
+    /// Whether the account's calls are recorded, and how: `"mixed"` or
+    /// `"stereo"`; `Some(None)` records nothing.
+    #[serde(default, deserialize_with = "present")]
+    pub recording: Option<Option<String>>,
+}
+
+/// Checks a recording layout setting: `mixed` (both directions in one
+/// channel) or `stereo` (caller left, callee right).
+pub fn validate_recording(layout: &str) -> Result<()> {
+    layout
+        .parse::<media::recording::Layout>()
+        .map(|_| ())
+        .map_err(StoreError::Invalid)
 }
 
 /// The per-account no-answer timeouts allowed besides 0 ("never"): under
@@ -159,13 +172,15 @@ pub struct Account {
     /// Seconds the account's devices ring before the routing guest is asked
     /// again; `None` means the switch-wide `calls.no_answer_secs`, 0 never.
     pub no_answer_secs: Option<u32>,
+    /// Its calls are recorded in this layout (`mixed`, `stereo`).
+    pub recording: Option<String>,
 }
 
 /// The columns and joins an [`Account`] is read from, after `SELECT `.
 macro_rules! account_from {
     () => {
         "a.login, a.active, a.tariff, a.currency, a.dialplan_rule, \
-         a.balance_micro, a.plan, a.created_at, a.no_answer_secs, \
+         a.balance_micro, a.plan, a.created_at, a.no_answer_secs, a.recording, \
          p.phone, p.username, p.display_name, p.email, \
          v.enabled AS voicemail_enabled \
          FROM accounts a \
@@ -207,6 +222,7 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
         no_answer_secs: row
             .try_get::<Option<i64>, _>("no_answer_secs")?
             .and_then(|v| u32::try_from(v).ok()),
+        recording: row.try_get("recording")?,
     })
 }
 
@@ -373,6 +389,7 @@ impl Store {
             email: new.email.clone(),
             voicemail_enabled: true,
             no_answer_secs: None,
+            recording: None,
         })
     }
 
@@ -517,6 +534,9 @@ impl Store {
         if let Some(Some(secs)) = settings.no_answer_secs {
             validate_no_answer_secs(secs)?;
         }
+        if let Some(Some(layout)) = &settings.recording {
+            validate_recording(layout)?;
+        }
         let plan = settings
             .plan
             .as_ref()
@@ -528,7 +548,8 @@ impl Store {
             "UPDATE accounts SET tariff = COALESCE(?, tariff), currency = COALESCE(?, currency), \
              dialplan_rule = COALESCE(?, dialplan_rule), \
              plan = CASE WHEN ? = 1 THEN ? ELSE plan END, \
-             no_answer_secs = CASE WHEN ? = 1 THEN ? ELSE no_answer_secs END WHERE login = ?",
+             no_answer_secs = CASE WHEN ? = 1 THEN ? ELSE no_answer_secs END, \
+             recording = CASE WHEN ? = 1 THEN ? ELSE recording END WHERE login = ?",
         )
         .bind(&settings.tariff)
         .bind(&settings.currency)
@@ -537,6 +558,8 @@ impl Store {
         .bind(plan.flatten())
         .bind(i64::from(settings.no_answer_secs.is_some()))
         .bind(settings.no_answer_secs.flatten().map(i64::from))
+        .bind(i64::from(settings.recording.is_some()))
+        .bind(settings.recording.clone().flatten())
         .bind(login)
         .execute(&self.pool)
         .await?;
@@ -679,6 +702,36 @@ mod tests {
         assert_eq!(after.tariff, "premium");
         assert_eq!(after.balance_micro, -2_500_000);
         assert!(matches!(bad, Err(StoreError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn call_recording_is_switched_on_in_a_layout_and_off() {
+        let store = test_store().await;
+        let login = unique("rec");
+        store.add_account(&new_account(&login)).await.unwrap();
+        let set = |layout: Option<&str>| AccountSettings {
+            recording: Some(layout.map(str::to_owned)),
+            ..Default::default()
+        };
+        let fresh = store.account_by_login(&login).await.unwrap().unwrap();
+        store
+            .update_account_settings(&login, &set(Some("stereo")))
+            .await
+            .unwrap();
+        let stereo = store.account_by_login(&login).await.unwrap().unwrap();
+        let bad = store
+            .update_account_settings(&login, &set(Some("surround")))
+            .await;
+        store
+            .update_account_settings(&login, &set(None))
+            .await
+            .unwrap();
+        let off = store.account_by_login(&login).await.unwrap().unwrap();
+        store.delete_account(&login).await.unwrap();
+        assert_eq!(fresh.recording, None);
+        assert_eq!(stereo.recording.as_deref(), Some("stereo"));
+        assert!(matches!(bad, Err(StoreError::Invalid(_))));
+        assert_eq!(off.recording, None);
     }
 
     #[tokio::test]

@@ -67,6 +67,8 @@ pub struct Gateway {
     pub address: String,
     /// Transport to use.
     pub transport: Transport,
+    /// Calls through it are recorded in this layout (`mixed`, `stereo`).
+    pub recording: Option<String>,
 }
 
 fn gateway_from_row(row: &AnyRow) -> Result<Gateway> {
@@ -78,6 +80,7 @@ fn gateway_from_row(row: &AnyRow) -> Result<Gateway> {
         transport: transport
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("gateway transport {transport:?}")))?,
+        recording: row.try_get("recording")?,
     })
 }
 
@@ -88,14 +91,18 @@ impl Store {
         validate::required("gateway name", &gw.name, validate::NAME_MAX)?;
         validate::prefix(&gw.prefix)?;
         validate::host_port("gateway address", &gw.address)?;
+        if let Some(layout) = &gw.recording {
+            super::accounts::validate_recording(layout)?;
+        }
         let result = sqlx::query(
-            "INSERT INTO gateways (name, prefix, address, transport, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO gateways (name, prefix, address, transport, recording, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&gw.name)
         .bind(&gw.prefix)
         .bind(&gw.address)
         .bind(gw.transport.as_str())
+        .bind(&gw.recording)
         .bind(now())
         .execute(&self.pool)
         .await;
@@ -110,11 +117,26 @@ impl Store {
 
     /// All gateways, by name.
     pub async fn list_gateways(&self) -> Result<Vec<Gateway>> {
-        let rows =
-            sqlx::query("SELECT name, prefix, address, transport FROM gateways ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name, prefix, address, transport, recording FROM gateways ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(gateway_from_row).collect()
+    }
+
+    /// Records calls through a gateway in `layout`, or stops (`None`).
+    /// False if there is no gateway by that name.
+    pub async fn set_gateway_recording(&self, name: &str, layout: Option<&str>) -> Result<bool> {
+        if let Some(layout) = layout {
+            super::accounts::validate_recording(layout)?;
+        }
+        let done = sqlx::query("UPDATE gateways SET recording = ? WHERE name = ?")
+            .bind(layout)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Removes a gateway. False if there was none by that name.
@@ -132,7 +154,7 @@ impl Store {
         // Plain `IN (…)` over the candidate prefixes, indexed on both
         // backends, instead of a dialect-specific `? LIKE CONCAT(prefix, '%')`.
         let sql = format!(
-            "SELECT name, prefix, address, transport FROM gateways \
+            "SELECT name, prefix, address, transport, recording FROM gateways \
              WHERE prefix IN ({}) ORDER BY id",
             prefix_placeholders()
         );
@@ -167,7 +189,43 @@ mod tests {
             prefix: prefix.into(),
             address: "carrier.example.net:5060".into(),
             transport,
+            recording: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_gateway_records_its_calls_once_told_to() {
+        let store = test_store().await;
+        let name = unique("grec");
+        let prefix = unique_digits(12);
+        let mut recorded = gw(&name, &prefix, Transport::Udp);
+        recorded.recording = Some("mixed".into());
+        store.add_gateway(&recorded).await.unwrap();
+        let added = store.gateway_for(&prefix).await.unwrap().unwrap();
+        let bad = store.set_gateway_recording(&name, Some("loud")).await;
+        assert!(
+            store
+                .set_gateway_recording(&name, Some("stereo"))
+                .await
+                .unwrap()
+        );
+        let stereo = store.gateway_for(&prefix).await.unwrap().unwrap();
+        assert!(store.set_gateway_recording(&name, None).await.unwrap());
+        let off = store.gateway_for(&prefix).await.unwrap().unwrap();
+        let missing = store
+            .set_gateway_recording(&unique("none"), None)
+            .await
+            .unwrap();
+        let mut wrong = gw(&unique("gbad"), &prefix, Transport::Udp);
+        wrong.recording = Some("5.1".into());
+        let refused = store.add_gateway(&wrong).await;
+        store.delete_gateway(&name).await.unwrap();
+        assert_eq!(added.recording.as_deref(), Some("mixed"));
+        assert!(matches!(bad, Err(StoreError::Invalid(_))));
+        assert_eq!(stereo.recording.as_deref(), Some("stereo"));
+        assert_eq!(off.recording, None);
+        assert!(!missing);
+        assert!(matches!(refused, Err(StoreError::Invalid(_))));
     }
 
     /// Tests that add an empty-prefix (default) gateway change every look-up

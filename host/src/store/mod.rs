@@ -11,6 +11,7 @@
 //! and MySQL text is VARCHAR (TEXT columns come back as bytes).
 
 pub mod accounts;
+pub mod answering;
 pub mod avatars;
 pub mod calls;
 pub mod contacts;
@@ -23,6 +24,7 @@ pub mod messages;
 pub mod phone_signups;
 pub mod presence;
 pub mod profiles_api;
+pub mod recordings;
 pub mod sms;
 pub mod username_signups;
 mod validate;

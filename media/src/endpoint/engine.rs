@@ -18,6 +18,7 @@ use crate::jitter::{JitterBuffer, JitterConfig, Playout, Pushed};
 use crate::relay::lock;
 use crate::rtp::{self, Header, Packet};
 use crate::silence::{DEFAULT_THRESHOLD, SilenceDetector};
+use crate::srtp::{SrtpContext, SrtpError};
 use crate::tone;
 
 /// Consecutive packets from a new SSRC before it replaces the old one: a
@@ -95,6 +96,8 @@ pub(crate) struct Counters {
     pub(crate) dropped_duplicate: AtomicU64,
     pub(crate) dropped_overflow: AtomicU64,
     pub(crate) rtcp_received: AtomicU64,
+    pub(crate) dropped_unauthenticated: AtomicU64,
+    pub(crate) dropped_replayed: AtomicU64,
     pub(crate) digits_received: AtomicU64,
     pub(crate) bridge_frames_heard: AtomicU64,
     pub(crate) bridge_frames_sent: AtomicU64,
@@ -148,6 +151,38 @@ impl SsrcGate {
                 }
             }
         }
+    }
+}
+
+/// SRTP of the stream: a context per direction, and room to decrypt an
+/// incoming datagram (the socket's buffer is the task's).
+struct Srtp {
+    outgoing: SrtpContext,
+    incoming: SrtpContext,
+    plain: Vec<u8>,
+}
+
+impl Srtp {
+    /// Unprotects `data` (SRTP, or SRTCP when `rtcp`) into `plain`;
+    /// a refusal is counted and `false`.
+    fn unprotect(&mut self, data: &[u8], rtcp: bool, counters: &Counters) -> bool {
+        self.plain.clear();
+        self.plain.extend_from_slice(data);
+        let result = if rtcp {
+            self.incoming.unprotect_rtcp(&mut self.plain)
+        } else {
+            self.incoming.unprotect_rtp(&mut self.plain)
+        };
+        match result {
+            Ok(n) => {
+                self.plain.truncate(n);
+                return true;
+            }
+            Err(SrtpError::Replayed | SrtpError::TooOld) => bump(&counters.dropped_replayed),
+            Err(SrtpError::TooShort | SrtpError::Malformed) => bump(&counters.dropped_malformed),
+            Err(_) => bump(&counters.dropped_unauthenticated),
+        }
+        false
     }
 }
 
@@ -245,6 +280,7 @@ pub(crate) struct Core {
     // Bridged to another endpoint.
     bridge: Option<BridgeLink>,
     bridge_frame: [i16; FRAME_SAMPLES],
+    srtp: Option<Srtp>,
 }
 
 impl Core {
@@ -286,6 +322,11 @@ impl Core {
             jitter_carried: [0; 3],
             bridge: None,
             bridge_frame: [0; FRAME_SAMPLES],
+            srtp: config.srtp.as_ref().map(|c| Srtp {
+                outgoing: SrtpContext::new(c.suite, &c.outgoing),
+                incoming: SrtpContext::new(c.suite, &c.incoming),
+                plain: Vec::with_capacity(2048),
+            }),
             config,
             shared,
         }
@@ -424,7 +465,8 @@ impl Core {
         self.timestamp = self.timestamp.wrapping_add(step.wrapping_mul(frames));
     }
 
-    /// One 20 ms tick: hears a frame, then returns the packet to send.
+    /// One 20 ms tick: hears a frame, then returns the packet to send
+    /// (protected, with SRTP; empty if it could not be).
     pub(crate) fn tick(&mut self) -> &[u8] {
         if self.bridge.as_ref().is_some_and(BridgeLink::ended) {
             self.bridge = None;
@@ -571,6 +613,16 @@ impl Core {
         if header.build(&self.payload, &mut self.packet).is_err() {
             self.packet.clear();
         }
+        // Every packet built is protected, sent or not (on hold): the
+        // SRTP context sees the sequence numbers go by one at a time.
+        if let Some(srtp) = &mut self.srtp
+            && !self.packet.is_empty()
+            && let Err(e) = srtp.outgoing.protect_rtp(&mut self.packet)
+        {
+            // Only a used-up key (2^48 packets): nothing more is sent.
+            tracing::debug!(error = %e, "SRTP packet not protected");
+            self.packet.clear();
+        }
         self.sent_any = true;
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self
@@ -647,16 +699,26 @@ impl Core {
         }
     }
 
-    /// An incoming datagram on the RTP port.
+    /// An incoming datagram on the RTP port (SRTP or SRTCP when the
+    /// stream is secure: it is checked and decrypted first).
     pub(crate) fn receive(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
-        let counters = &self.shared.counters;
-        bump(&counters.packets_received);
+        bump(&self.shared.counters.packets_received);
         if rtp::is_rtcp(data) {
             // RTCP multiplexed onto the RTP port: a live peer, no media.
-            bump(&counters.rtcp_received);
-            self.shared.heard(now);
-            return;
+            return self.receive_rtcp(data, now);
         }
+        let Some(mut srtp) = self.srtp.take() else {
+            return self.receive_plain(data, source, now);
+        };
+        if srtp.unprotect(data, false, &self.shared.counters) {
+            self.receive_plain(&srtp.plain, source, now);
+        }
+        self.srtp = Some(srtp);
+    }
+
+    /// An RTP packet in the clear.
+    fn receive_plain(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        let counters = &self.shared.counters;
         let packet = match Packet::parse(data) {
             Ok(p) => p,
             Err(_) => return bump(&counters.dropped_malformed),
@@ -704,10 +766,18 @@ impl Core {
         }
     }
 
-    /// An RTCP datagram on the RTCP port: read and thrown away (this
-    /// endpoint reports nothing), but it shows the peer alive, as on hold.
-    pub(crate) fn receive_rtcp(&mut self, now: Instant) {
-        bump(&self.shared.counters.rtcp_received);
+    /// An RTCP datagram (on the RTCP port, or multiplexed): read and
+    /// thrown away (this endpoint reports nothing), but it shows the peer
+    /// alive, as on hold. With SRTP only an authentic SRTCP packet does:
+    /// a stranger cannot keep a silent call open.
+    pub(crate) fn receive_rtcp(&mut self, data: &[u8], now: Instant) {
+        let counters = &self.shared.counters;
+        bump(&counters.rtcp_received);
+        if let Some(srtp) = &mut self.srtp
+            && !srtp.unprotect(data, true, counters)
+        {
+            return;
+        }
         self.shared.heard(now);
     }
 
@@ -786,6 +856,7 @@ mod tests {
             payload_type: 0,
             telephone_event,
             remote: "192.0.2.1:4000".parse().unwrap(),
+            srtp: None,
         };
         Core::new(
             config,
@@ -854,6 +925,7 @@ mod tests {
             payload_type: 111,
             telephone_event: Some(101),
             remote: "192.0.2.1:4000".parse().unwrap(),
+            srtp: None,
         };
         let mut c = Core::new(config, Arc::new(Shared::new(Instant::now())), 1, 7, 1000);
         let mut decoder = ::opus::Decoder::new(48000, ::opus::Channels::Mono).unwrap();
@@ -1218,5 +1290,80 @@ mod tests {
             Packet::parse(c.tick()).unwrap().payload,
             Codec::Pcmu.silence()
         );
+    }
+
+    #[test]
+    fn with_srtp_every_packet_is_protected_and_only_authentic_ones_are_heard() {
+        use crate::srtp::{MasterKey, SrtpConfig, SrtpContext, Suite};
+        let suite = Suite::AesCm128HmacSha1_32;
+        let (ours, theirs) = (MasterKey::random(), MasterKey::random());
+        let mut c = core(Some(101));
+        c = Core::new(
+            EndpointConfig {
+                srtp: Some(SrtpConfig {
+                    suite,
+                    outgoing: ours.clone(),
+                    incoming: theirs.clone(),
+                }),
+                ..c.config.clone()
+            },
+            c.shared.clone(),
+            1,
+            65534,
+            1000,
+        );
+        let mut phone_hears = SrtpContext::new(suite, &ours);
+        let mut phone_says = SrtpContext::new(suite, &theirs);
+        // Sent: SRTP with the 32-bit tag, across the sequence wrap (the
+        // first packets go out at 65534, 65535, then ROC 1).
+        for _ in 0..4 {
+            let mut p = c.tick().to_vec();
+            assert_eq!(p.len(), rtp::HEADER_LEN + 160 + 4);
+            assert_ne!(&p[rtp::HEADER_LEN..][..160], Codec::Pcmu.silence());
+            let n = phone_hears.unprotect_rtp(&mut p).unwrap();
+            assert_eq!(
+                Packet::parse(&p[..n]).unwrap().payload,
+                Codec::Pcmu.silence()
+            );
+        }
+        let src: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let now = Instant::now();
+        let plain = packet(101, PEER, 1, 0, true, &event('5', false));
+        let mut p = plain.clone();
+        phone_says.protect_rtp(&mut p).unwrap();
+        // Tampered, in the clear, or under another key: dropped, and
+        // neither heard nor latched.
+        let mut tampered = p.clone();
+        tampered[13] ^= 0x10;
+        c.receive(&tampered, src, now);
+        c.receive(&plain, src, now);
+        let mut stranger = plain.clone();
+        SrtpContext::new(suite, &MasterKey::random())
+            .protect_rtp(&mut stranger)
+            .unwrap();
+        c.receive(&stranger, src, now);
+        assert_eq!(counter(&c, |k| &k.dropped_unauthenticated), 3);
+        assert_eq!((c.latched(), c.shared.take_digit_in("5")), (None, None));
+        c.receive(&p, src, now);
+        assert_eq!(c.latched(), Some(src));
+        assert_eq!(c.shared.take_digit_in("5"), Some('5'));
+        c.receive(&p, src, now);
+        assert_eq!(counter(&c, |k| &k.dropped_replayed), 1);
+        assert_eq!(counter(&c, |k| &k.digits_received), 1);
+        // RTCP, multiplexed or on its port, must be authentic SRTCP.
+        let rtcp = [0x80, 0xC8, 0, 1, 0, 0, 0x5E, 0xED];
+        c.receive(&rtcp, src, now);
+        c.receive_rtcp(&rtcp, now);
+        assert_eq!(
+            counter(&c, |k| &k.dropped_malformed),
+            2,
+            "too short for SRTCP"
+        );
+        let mut srtcp = rtcp.to_vec();
+        phone_says.protect_rtcp(&mut srtcp).unwrap();
+        c.receive_rtcp(&srtcp, now);
+        c.receive_rtcp(&srtcp, now);
+        assert_eq!(counter(&c, |k| &k.dropped_replayed), 2);
+        assert_eq!(counter(&c, |k| &k.rtcp_received), 4);
     }
 }

@@ -30,6 +30,7 @@ use self::bridge::BridgeLink;
 use self::engine::{Command, Core, Shared};
 use crate::codec::{Codec, FRAME_DURATION};
 use crate::relay::{Pair, Relay, RelayError, lock};
+use crate::srtp::SrtpConfig;
 
 /// A stall longer than this is not caught up with a burst of packets.
 const CATCH_UP_AT_MOST: Duration = Duration::from_millis(60);
@@ -50,6 +51,10 @@ pub struct EndpointConfig {
     /// The peer's RTP address from its SDP: packets go there until the
     /// peer is heard from, then to where it sends from (symmetric RTP).
     pub remote: SocketAddr,
+    /// SRTP (`RTP/SAVP` with SDES keys): every packet sent is protected
+    /// with our key, every packet heard must authenticate under the
+    /// peer's (RTCP too). `None`: plain RTP.
+    pub srtp: Option<SrtpConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +131,12 @@ pub struct EndpointStats {
     pub dropped_overflow: u64,
     /// RTCP datagrams (read and discarded), on either port.
     pub rtcp_received: u64,
+    /// SRTP/SRTCP packets whose authentication tag did not match (or
+    /// whose key was used up): tampered, or not from the peer.
+    pub dropped_unauthenticated: u64,
+    /// SRTP/SRTCP packets already received, or too old for the replay
+    /// window to tell (RFC 3711 §3.3.2).
+    pub dropped_replayed: u64,
     pub digits_received: u64,
     /// Bridged ([`Endpoint::bridge`]): frames this endpoint heard and
     /// passed to the other endpoint (one per tick, silence included).
@@ -187,6 +198,8 @@ impl Inner {
             dropped_duplicate: get(&c.dropped_duplicate),
             dropped_overflow: get(&c.dropped_overflow),
             rtcp_received: get(&c.rtcp_received),
+            dropped_unauthenticated: get(&c.dropped_unauthenticated),
+            dropped_replayed: get(&c.dropped_replayed),
             digits_received: get(&c.digits_received),
             bridge_frames_heard: get(&c.bridge_frames_heard),
             bridge_frames_sent: get(&c.bridge_frames_sent),
@@ -542,7 +555,9 @@ async fn run(
                 let packet = core.tick();
                 // An SDP on hold says 0.0.0.0, which Linux would take for
                 // this very host: nothing is sent until the peer is heard.
-                if destination.ip().is_unspecified() || destination.port() == 0 {
+                // Nothing either when the packet could not be built (an
+                // SRTP key used up).
+                if destination.ip().is_unspecified() || destination.port() == 0 || packet.is_empty() {
                     continue;
                 }
                 match rtp.try_send_to(packet, destination) {
@@ -555,8 +570,8 @@ async fn run(
                 // ICMP errors of earlier sends surface here on some systems.
                 Err(e) => tracing::trace!(error = %e, "endpoint receive error"),
             },
-            received = rtcp.recv_from(&mut rtcp_buf) => if received.is_ok() {
-                core.receive_rtcp(std::time::Instant::now());
+            received = rtcp.recv_from(&mut rtcp_buf) => if let Ok((n, _)) = received {
+                core.receive_rtcp(&rtcp_buf[..n], std::time::Instant::now());
             },
             command = commands.recv() => match command {
                 Some(command) => core.command(command),

@@ -27,6 +27,7 @@ fn config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfig {
         payload_type: 0,
         telephone_event,
         remote,
+        srtp: None,
     }
 }
 
@@ -613,6 +614,7 @@ async fn an_opus_phone_is_recorded_and_hears_the_prompt_as_opus() {
             payload_type: OPUS_PT,
             telephone_event: Some(TE),
             remote: phone.addr(),
+            srtp: None,
         })
         .unwrap();
     phone.endpoint = endpoint.local_addr();
@@ -720,6 +722,7 @@ fn opus_config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfi
         payload_type: OPUS_PT,
         telephone_event,
         remote,
+        srtp: None,
     }
 }
 
@@ -729,6 +732,7 @@ fn pcma_config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfi
         payload_type: 8,
         telephone_event,
         remote,
+        srtp: None,
     }
 }
 
@@ -1112,4 +1116,115 @@ async fn set_codec_switches_an_endpoint_from_pcma_to_pcmu() {
         .collect();
     let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
     assert_eq!(played, expected);
+}
+
+#[tokio::test]
+async fn an_srtp_phone_is_recorded_and_hears_the_prompt_encrypted() {
+    use crate::rtp;
+    use crate::srtp::{MasterKey, SrtpConfig, SrtpContext, Suite};
+    let relay = relay(42460, 42479);
+    let suite = Suite::AesCm128HmacSha1_80;
+    let (ours, theirs) = (MasterKey::random(), MasterKey::random());
+    let mut phone = Phone::new().await;
+    let endpoint = relay
+        .open_endpoint(EndpointConfig {
+            srtp: Some(SrtpConfig {
+                suite,
+                outgoing: ours.clone(),
+                incoming: theirs.clone(),
+            }),
+            ..config(phone.addr(), Some(TE))
+        })
+        .unwrap();
+    phone.endpoint = endpoint.local_addr();
+    let mut says = SrtpContext::new(suite, &theirs);
+    let mut hears = SrtpContext::new(suite, &ours);
+
+    // The phone talks in SRTP (with a forged packet and a replay mixed
+    // in), then presses # in SRTP.
+    let said: Vec<u8> = (0..10 * 160).map(|i| 0x10 + (i % 0x60) as u8).collect();
+    let options = RecordOptions {
+        max: Duration::from_secs(10),
+        silence_timeout: None,
+        finish_keys: "#".into(),
+    };
+    let (recording, ()) = tokio::join!(endpoint.record(options), async {
+        let mut send = async |pt: u8, marker: bool, ts: u32, payload: &[u8], twice: bool| {
+            let mut packet = Vec::new();
+            Header {
+                marker,
+                payload_type: pt,
+                sequence: phone.seq,
+                timestamp: ts,
+                ssrc: phone.ssrc,
+            }
+            .build(payload, &mut packet)
+            .unwrap();
+            phone.seq = phone.seq.wrapping_add(1);
+            says.protect_rtp(&mut packet).unwrap();
+            if twice {
+                // A forgery of the packet to come does not spoil it.
+                let mut forged = packet.clone();
+                forged[20] ^= 0xFF;
+                phone.raw(&forged).await;
+            }
+            phone.raw(&packet).await;
+            if twice {
+                phone.raw(&packet).await;
+            }
+        };
+        let mut pace = tokio::time::interval(FRAME_DURATION);
+        let mut ts = 5000u32;
+        for (i, frame) in said.chunks(160).enumerate() {
+            pace.tick().await;
+            send(0, false, ts, frame, i == 3).await;
+            ts = ts.wrapping_add(160);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut press =
+            DtmfSender::new('#', Duration::from_millis(100), 8000, FRAME_DURATION).unwrap();
+        while let Some(p) = press.next_packet() {
+            send(TE, p.marker, ts, &p.payload.write().unwrap(), false).await;
+        }
+    });
+    assert_eq!(recording.reason, RecordEnd::Key('#'));
+    let heard: Vec<i16> = recording
+        .samples
+        .iter()
+        .copied()
+        .filter(|&s| s != 0)
+        .collect();
+    let expected: Vec<i16> = said.iter().map(|&b| ulaw_decode(b)).collect();
+    assert_eq!(heard, expected);
+
+    // SRTCP on the RTCP port: authentic, then tampered.
+    let rtcp_port = SocketAddr::new(phone.endpoint.ip(), phone.endpoint.port() + 1);
+    let mut report = vec![0x80, 0xC9, 0, 1, 0, 0x0F, 0xF1, 0xCE];
+    says.protect_rtcp(&mut report).unwrap();
+    phone.socket.send_to(&report, rtcp_port).await.unwrap();
+    report[9] ^= 1;
+    phone.socket.send_to(&report, rtcp_port).await.unwrap();
+
+    // The prompt arrives encrypted; with the key it is the prompt.
+    let samples = prompt(480);
+    let (outcome, datagrams) = tokio::join!(endpoint.play(samples.clone(), ""), phone.listen(300));
+    assert_eq!(outcome, PlayOutcome::Finished);
+    let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
+    let mut played = Vec::new();
+    for (datagram, _) in &datagrams {
+        assert_eq!(datagram.len(), rtp::HEADER_LEN + 160 + 10);
+        let mut plain = datagram.clone();
+        let n = hears.unprotect_rtp(&mut plain).unwrap();
+        let payload = &plain[rtp::HEADER_LEN..n];
+        if payload != Codec::Pcmu.silence() {
+            assert_ne!(&datagram[rtp::HEADER_LEN..n], payload, "not in the clear");
+            played.extend_from_slice(payload);
+        }
+    }
+    assert_eq!(played, expected);
+
+    let stats = endpoint.stats();
+    assert_eq!(stats.dropped_replayed, 1);
+    assert_eq!(stats.dropped_unauthenticated, 2, "{stats:?}");
+    assert_eq!(stats.rtcp_received, 2);
 }

@@ -6,10 +6,17 @@
 //! first of these the caller lists) and RFC 4733 telephone-events at that
 //! codec's clock when offered; every other m-line is refused (port 0), as
 //! RFC 3264 §6 wants an answer line for each offered one.
+//!
+//! Audio is `RTP/AVP`, or `RTP/SAVP` keyed by SDP security descriptions
+//! (SDES, RFC 4568): the first `a=crypto` line whose suite and key the
+//! endpoint can use is taken, and the answer echoes its tag with a fresh
+//! key of ours. `RTP/SAVPF` (feedback) and DTLS-SRTP (`UDP/TLS/RTP/SAVP`)
+//! are not spoken.
 
 use std::net::IpAddr;
 
 use media::codec::Codec;
+use media::srtp::{CryptoAttribute, MasterKey, SrtpConfig};
 
 /// What the switch will use of an offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +31,11 @@ pub struct AudioOffer {
     pub payload_type: u8,
     /// The telephone-event payload type, when offered at 8 kHz.
     pub telephone_event: Option<u8>,
+    /// For an `RTP/SAVP` offer: the suite chosen, the caller's key (what
+    /// it sends with) and a fresh key of ours, which the answer carries.
+    pub srtp: Option<SrtpConfig>,
+    /// The tag of the `a=crypto` line chosen, echoed in the answer.
+    crypto_tag: u32,
     /// Every m-line as offered: (media, transport, formats), for the answer.
     lines: Vec<(String, String, String)>,
 }
@@ -33,14 +45,18 @@ pub struct AudioOffer {
 pub enum OfferError {
     #[error("no SDP offer")]
     Missing,
-    #[error("no audio stream with RTP/AVP")]
+    #[error("no audio stream with RTP/AVP or RTP/SAVP")]
     Audio,
+    /// `RTP/SAVP` audio, but no `a=crypto` line the endpoint can use
+    /// (suite AES_CM_128_HMAC_SHA1_80 or _32, one inline key, no MKI).
+    #[error("no usable SDES crypto attribute")]
+    Crypto,
     #[error("no codec in common (Opus, PCMU or PCMA)")]
     Codec,
 }
 
-/// Reads an offer. Offers without SDP (late offer) and secure-only audio
-/// are refused for now: the endpoint speaks plain RTP.
+/// Reads an offer. Offers without SDP (late offer) are refused. For a
+/// secure one, our key for the answer is drawn here.
 pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
     let text = std::str::from_utf8(body).map_err(|_| OfferError::Missing)?;
     if !text.starts_with("v=") {
@@ -54,6 +70,8 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
     // Per m-line: a=fmtp parameters by payload type.
     let mut fmtps: Vec<Vec<(u8, String)>> = Vec::new();
     let mut ports: Vec<u16> = Vec::new();
+    // Per m-line: the a=crypto lines (RFC 4568 §9.1), in the offer's order.
+    let mut cryptos: Vec<Vec<&str>> = Vec::new();
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
         if let Some(rest) = line.strip_prefix("m=") {
             let mut parts = rest.split_whitespace();
@@ -67,6 +85,7 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
             let formats = parts.collect::<Vec<_>>().join(" ");
             lines.push((media, proto, formats));
             ports.push(port);
+            cryptos.push(Vec::new());
             addrs.push(None);
             maps.push(Vec::new());
             fmtps.push(Vec::new());
@@ -86,6 +105,10 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
             && let Ok(pt) = pt.parse()
         {
             f.push((pt, params.trim().to_owned()));
+        } else if let Some(crypto) = line.strip_prefix("a=crypto:")
+            && let Some(c) = cryptos.last_mut()
+        {
+            c.push(crypto.trim());
         } else if let Some(map) = line.strip_prefix("a=rtpmap:")
             && let Some(m) = maps.last_mut()
         {
@@ -102,11 +125,33 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
     if lines.is_empty() {
         return Err(OfferError::Missing);
     }
-    let index = lines
+    // The offerer lists its crypto lines by preference (RFC 4568 §5.1.1):
+    // the first one the endpoint can use is taken.
+    let usable_crypto = |i: usize| {
+        cryptos[i]
+            .iter()
+            .find_map(|c| CryptoAttribute::parse(c).ok())
+    };
+    let mut secure_refused = false;
+    let (index, crypto) = lines
         .iter()
         .zip(&ports)
-        .position(|((media, proto, _), port)| media == "audio" && proto == "RTP/AVP" && *port != 0)
-        .ok_or(OfferError::Audio)?;
+        .enumerate()
+        .filter(|(_, ((media, _, _), port))| media == "audio" && **port != 0)
+        .find_map(|(i, ((_, proto, _), _))| match proto.as_str() {
+            "RTP/AVP" => Some((i, None)),
+            "RTP/SAVP" => {
+                let crypto = usable_crypto(i);
+                secure_refused |= crypto.is_none();
+                crypto.map(|c| (i, Some(c)))
+            }
+            _ => None,
+        })
+        .ok_or(if secure_refused {
+            OfferError::Crypto
+        } else {
+            OfferError::Audio
+        })?;
     let formats: Vec<u8> = lines[index]
         .2
         .split_whitespace()
@@ -154,6 +199,12 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
         .copied()
         .ok_or(OfferError::Codec)?;
     let telephone_event = events_for(codec);
+    let crypto_tag = crypto.as_ref().map_or(0, |c| c.tag);
+    let srtp = crypto.map(|c| SrtpConfig {
+        suite: c.suite,
+        outgoing: MasterKey::random(),
+        incoming: c.key,
+    });
     Ok(AudioOffer {
         index,
         addr: addrs[index].or(session_addr),
@@ -161,6 +212,8 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
         codec,
         payload_type,
         telephone_event,
+        srtp,
+        crypto_tag,
         lines,
     })
 }
@@ -187,7 +240,9 @@ pub fn g711_offer(addr: IpAddr, port: u16, session_id: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The answer: the chosen audio at `addr:port`, every other m-line refused.
+/// The answer: the chosen audio at `addr:port` (`RTP/SAVP` with our key
+/// from [`AudioOffer::srtp`] when the offer was secure), every other
+/// m-line refused.
 pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> Vec<u8> {
     let ip = if addr.is_ipv4() { "IP4" } else { "IP6" };
     let mut sdp = format!(
@@ -199,9 +254,14 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
             continue;
         }
         let pt = offer.payload_type;
+        let proto = if offer.srtp.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        };
         match offer.telephone_event {
-            Some(te) => sdp.push_str(&format!("m=audio {port} RTP/AVP {pt} {te}\r\n")),
-            None => sdp.push_str(&format!("m=audio {port} RTP/AVP {pt}\r\n")),
+            Some(te) => sdp.push_str(&format!("m=audio {port} {proto} {pt} {te}\r\n")),
+            None => sdp.push_str(&format!("m=audio {port} {proto} {pt}\r\n")),
         }
         sdp.push_str(&format!(
             "a=rtpmap:{pt} {}\r\n",
@@ -216,6 +276,14 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
                 offer.codec.clock_rate()
             ));
         }
+        if let Some(srtp) = &offer.srtp {
+            let crypto = CryptoAttribute {
+                tag: offer.crypto_tag,
+                suite: srtp.suite,
+                key: srtp.outgoing.clone(),
+            };
+            sdp.push_str(&format!("a=crypto:{crypto}\r\n"));
+        }
         sdp.push_str("a=ptime:20\r\na=sendrecv\r\n");
     }
     sdp.into_bytes()
@@ -224,6 +292,7 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use media::srtp::Suite;
 
     const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
         m=audio 4000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
@@ -289,7 +358,7 @@ mod tests {
             "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
         assert_eq!(audio_offer(g722_only.as_bytes()), Err(OfferError::Codec));
         let srtp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/SAVP 0\r\n";
-        assert_eq!(audio_offer(srtp.as_bytes()), Err(OfferError::Audio));
+        assert_eq!(audio_offer(srtp.as_bytes()), Err(OfferError::Crypto));
         let video = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 5004 RTP/AVP 97\r\n";
         assert_eq!(audio_offer(video.as_bytes()), Err(OfferError::Audio));
         let rejected = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n";
@@ -300,5 +369,94 @@ mod tests {
         // A telephone-event at another clock rate is not ours.
         let te16 = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 0 100\r\na=rtpmap:100 telephone-event/16000\r\n";
         assert_eq!(audio_offer(te16.as_bytes()).unwrap().telephone_event, None);
+    }
+
+    const KEY: &str = "inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+
+    #[test]
+    fn srtp_offers_with_sdes_keys_are_answered_with_srtp_and_a_fresh_key() {
+        let sdp = format!(
+            "v=0\r\no=- 1 2 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
+             m=audio 4000 RTP/SAVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+             a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{k256}\r\n\
+             a=crypto:2 AES_CM_128_HMAC_SHA1_80 {KEY}|1:4\r\n\
+             a=crypto:3 AES_CM_128_HMAC_SHA1_32 {KEY}|2^31\r\n\
+             a=crypto:4 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n",
+            k256 = "A".repeat(60),
+        );
+        let o = audio_offer(sdp.as_bytes()).unwrap();
+        // The first line the endpoint can use: tag 1's suite is unknown,
+        // tag 2 has an MKI.
+        let srtp = o.srtp.clone().unwrap();
+        assert_eq!(srtp.suite, Suite::AesCm128HmacSha1_32);
+        assert_eq!(srtp.incoming.key_params(), KEY);
+        assert_eq!(srtp.incoming.lifetime(), Some(1 << 31));
+        assert_ne!(srtp.outgoing, srtp.incoming);
+        let a = String::from_utf8(answer(&o, "127.0.0.1".parse().unwrap(), 20000, 7)).unwrap();
+        assert!(a.contains("m=audio 20000 RTP/SAVP 8 101\r\n"), "{a}");
+        let crypto = format!(
+            "a=crypto:3 AES_CM_128_HMAC_SHA1_32 {}\r\n",
+            srtp.outgoing.key_params()
+        );
+        assert!(a.contains(&crypto), "{a}");
+        assert_eq!(a.matches("a=crypto:").count(), 1, "{a}");
+        // Each offer read draws its own key.
+        let again = audio_offer(sdp.as_bytes()).unwrap().srtp.unwrap();
+        assert_ne!(again.outgoing, srtp.outgoing);
+        // A plain offer stays plain.
+        let plain = audio_offer(BARESIP.as_bytes()).unwrap();
+        assert_eq!(plain.srtp, None);
+        let a = String::from_utf8(answer(&plain, "127.0.0.1".parse().unwrap(), 20000, 7)).unwrap();
+        assert!(a.contains("RTP/AVP 8 101") && !a.contains("crypto"), "{a}");
+    }
+
+    #[test]
+    fn secure_offers_the_endpoint_cannot_key_are_refused() {
+        let head = "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n";
+        for (media, error) in [
+            // Only an MKI'd key, an unknown suite, a non-inline key.
+            (
+                format!("m=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}|2^20|1:4\r\n"),
+                OfferError::Crypto,
+            ),
+            (
+                format!("m=audio 5004 RTP/SAVP 0\r\na=crypto:1 F8_128_HMAC_SHA1_80 {KEY}\r\n"),
+                OfferError::Crypto,
+            ),
+            (
+                format!("m=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY} UNENCRYPTED_SRTP\r\n"),
+                OfferError::Crypto,
+            ),
+            // Feedback profile and DTLS-SRTP are not spoken, with or
+            // without a crypto line.
+            (
+                format!("m=audio 5004 RTP/SAVPF 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n"),
+                OfferError::Audio,
+            ),
+            (
+                "m=audio 5004 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n".into(),
+                OfferError::Audio,
+            ),
+            (
+                format!("m=audio 0 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n"),
+                OfferError::Audio,
+            ),
+        ] {
+            let sdp = format!("{head}{media}");
+            assert_eq!(audio_offer(sdp.as_bytes()), Err(error), "{media}");
+        }
+        // A crypto line is read for its own m-line only: a plain audio
+        // line after a refused secure one is answered, in plain RTP.
+        let sdp = format!(
+            "{head}m=audio 5004 RTP/SAVP 0\r\na=crypto:1 F8_128_HMAC_SHA1_80 {KEY}\r\n\
+             m=audio 5006 RTP/AVP 0\r\n"
+        );
+        let o = audio_offer(sdp.as_bytes()).unwrap();
+        assert_eq!((o.index, o.port, &o.srtp), (1, 5006, &None));
+        let a = String::from_utf8(answer(&o, "127.0.0.1".parse().unwrap(), 20000, 7)).unwrap();
+        assert!(
+            a.contains("m=audio 0 RTP/SAVP 0\r\nm=audio 20000 RTP/AVP 0\r\n"),
+            "{a}"
+        );
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::endpoint_sdp;
 use super::media_session::{CallMedia, SharedMedia};
+use super::recording::{RecordedCall, RecordingPlan};
 use super::relay::{
     any_header, cancel_of, max_forwards_across, name_addr, passed_headers, rack_across,
     response_across, session_expires,
@@ -28,6 +29,7 @@ use crate::sip::transaction::ServerKey;
 use crate::sip::transport::{Flow, Proto};
 use crate::sip::util::{header_value, new_call_id, new_tag, tag_of};
 use crate::store::Gateway;
+use crate::store::answering::{RuleAction, rule_for};
 use crate::store::calls::{Cdr, Disposition};
 
 /// How long a relayed 2xx waits for its ACK, and a cancelled branch for its
@@ -212,8 +214,26 @@ impl Call {
         // How long the targets ring: the callee account's own no-answer
         // timeout, else (and for a carrier's number) the switch-wide one.
         let mut ring_for = self.server.calls.settings.no_answer;
+        let mut callee_account = None;
         let targets: Vec<Target> = match routed.decision {
             RouteDecision::ToUser { login } => {
+                match self.answering_rule(&login).await {
+                    Some(RuleAction::Reject) => {
+                        self.callee = login;
+                        return self.answer_now(603, "Decline");
+                    }
+                    Some(RuleAction::Voicemail) => {
+                        self.callee = login;
+                        if Box::pin(self.reroute(Reason::Unavailable)).await {
+                            return;
+                        }
+                        return self.answer_now(480, "Temporarily Unavailable");
+                    }
+                    // No second routing question: unanswered, busy and
+                    // offline end the call.
+                    Some(RuleAction::RingOnly) => self.rerouted = true,
+                    Some(RuleAction::Ring) | None => {}
+                }
                 let bindings = self
                     .server
                     .registrar
@@ -242,6 +262,7 @@ impl Call {
                     return self.answer_now(480, "Temporarily Unavailable");
                 }
                 ring_for = self.no_answer_of(&login).await;
+                callee_account = Some(login);
                 targets
             }
             RouteDecision::ToGateway { gateway, number } => {
@@ -287,6 +308,12 @@ impl Call {
                 return self.answer_now(code, &reason);
             }
         };
+        if let Some(plan) = self
+            .recording_plan(callee_account.as_deref(), gateways)
+            .await
+        {
+            lock(&self.media).plan_recording(plan);
+        }
         let before = self.branches.len();
         for target in targets {
             self.fork(target, &from).await;
@@ -391,6 +418,81 @@ impl Call {
                 default
             }
         }
+    }
+
+    /// What `login`'s answering rules say about this caller (its login,
+    /// number or username; a carrier's caller by number). A failed read
+    /// applies no rule: the call rings as usual.
+    async fn answering_rule(&self, login: &str) -> Option<RuleAction> {
+        let calls = &self.server.calls;
+        let rules = match calls.rules.get(login) {
+            Some(rules) => rules,
+            None => match self.server.store.answering_rules(login).await {
+                Ok(rules) => {
+                    let rules = Arc::new(rules);
+                    calls.rules.put(login.to_owned(), rules.clone());
+                    rules
+                }
+                Err(e) => {
+                    tracing::warn!(callee = login, error = %e, "answering rules unreadable: none applied");
+                    return None;
+                }
+            },
+        };
+        if rules.is_empty() {
+            return None;
+        }
+        let mut callers = vec![self.origin.caller.clone()];
+        if self.origin.gateway.is_none()
+            && let Ok(Some(account)) = self.server.account(&self.origin.caller).await
+        {
+            callers.extend(account.phone.clone());
+            callers.extend(account.username.clone());
+        }
+        let callers: Vec<&str> = callers.iter().map(String::as_str).collect();
+        let rule = rule_for(&rules, &callers)?;
+        tracing::debug!(
+            callee = login,
+            rule = rule.id,
+            action = rule.action.as_str(),
+            "answering rule applies"
+        );
+        Some(rule.action)
+    }
+
+    /// Whether the call is recorded: the caller's account, the callee's
+    /// (`callee_account`, when the call rings one), or a gateway on either
+    /// side says so. A gateway records for the party on this switch.
+    async fn recording_plan(
+        &self,
+        callee_account: Option<&str>,
+        gateways: &[Gateway],
+    ) -> Option<RecordingPlan> {
+        let caller_account = self
+            .origin
+            .gateway
+            .is_none()
+            .then_some(self.origin.caller.as_str());
+        let mut flags: Vec<(Option<String>, String)> = Vec::new();
+        for login in [caller_account, callee_account].into_iter().flatten() {
+            match self.server.account(login).await {
+                Ok(Some(a)) => flags.push((a.recording.clone(), login.to_owned())),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(login, error = %e, "account look-up failed: its recording flag is not known");
+                }
+            }
+        }
+        let local = callee_account.or(caller_account).unwrap_or_default();
+        for name in [self.origin.gateway.as_deref(), self.gateway.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(g) = gateways.iter().find(|g| g.name == name) {
+                flags.push((g.recording.clone(), local.to_owned()));
+            }
+        }
+        RecordingPlan::from_flags(flags.iter().map(|(l, o)| (l.as_deref(), o.as_str())))
     }
 
     /// Answers the caller with a final non-2xx (no branch involved).
@@ -679,6 +781,15 @@ impl Call {
         let contact = contact_for(&self.a_flow);
         let a_tag = self.branches[index].a.local_tag.clone();
         let body = self.sdp(&resp.body, Side::B);
+        lock(&self.media).start_recording(
+            self.server.store.clone(),
+            RecordedCall {
+                call_id: self.a_template.call_id.clone(),
+                caller: self.origin.caller.clone(),
+                callee: self.callee.clone(),
+                gateway: self.gateway.clone(),
+            },
+        );
         let out = response_across(&self.invite, &resp, Some(&a_tag), &contact, body);
         self.refresh_session(session_expires(&resp.headers));
         if !self.server.calls.settings.max_duration.is_zero() {

@@ -12,7 +12,9 @@ use media::{Side, Stream};
 
 use super::MediaSettings;
 use super::endpoint_sdp;
+use super::recording::{self, RecordedCall, Recorder, RecordingPlan};
 use crate::sip::sdp::{self, RelayPorts, Rewrite};
+use crate::store::Store;
 
 /// Shared by the call's task and the tasks that relay its in-dialog
 /// requests (their answers carry SDP too).
@@ -38,6 +40,11 @@ pub(super) struct CallMedia {
     /// was free.
     streams: Vec<Option<Stream>>,
     closed: bool,
+    /// The call is to be recorded once answered.
+    recording: Option<RecordingPlan>,
+    recorder: Option<Recorder>,
+    /// Payload types either side's SDP named, for the recorder.
+    codecs: Vec<(u8, Codec)>,
 }
 
 impl CallMedia {
@@ -48,7 +55,38 @@ impl CallMedia {
             how: None,
             streams: Vec::new(),
             closed: false,
+            recording: None,
+            recorder: None,
+            codecs: Vec::new(),
         }))
+    }
+
+    /// The call will be recorded: its media must cross the relay, so it is
+    /// anchored even where ICE would let the phones talk directly. Call
+    /// before the first SDP goes across.
+    pub(super) fn plan_recording(&mut self, plan: RecordingPlan) {
+        if self.settings.is_none() {
+            tracing::warn!("call recording asked but the media relay is off: not recorded");
+            return;
+        }
+        self.how.get_or_insert(Rewrite::Anchor);
+        self.recording = Some(plan);
+    }
+
+    /// The call was answered: recording starts, if planned.
+    pub(super) fn start_recording(&mut self, store: Store, call: RecordedCall) {
+        let Some(plan) = self.recording.take() else {
+            return;
+        };
+        if self.transcoding.is_some() {
+            tracing::warn!("transcoded calls are not recorded yet: not recorded");
+            return;
+        }
+        let Some(tap) = self.streams.iter().flatten().next().and_then(Stream::tap) else {
+            tracing::warn!("no relayed media stream to record");
+            return;
+        };
+        self.recorder = Some(Recorder::start(store, tap, self.codecs.clone(), plan, call));
     }
 
     /// `body`, sent by `from`, as the other side gets it. `offnet` calls
@@ -61,11 +99,19 @@ impl CallMedia {
         if self.closed {
             return body.to_vec();
         }
+        if self.recording.is_some() {
+            for (pt, codec) in recording::audio_codecs(body) {
+                if !self.codecs.iter().any(|(p, _)| *p == pt) {
+                    self.codecs.push((pt, codec));
+                }
+            }
+        }
         if self.transcoding.is_none()
             && self.how.is_none()
             && offnet
             && from == Side::A
             && let Ok(offer) = endpoint_sdp::audio_offer(body)
+            && offer.srtp.is_none()
             && !endpoint_sdp::offers_g711(&offer)
         {
             self.start_transcoding(&settings, offer);
@@ -143,6 +189,7 @@ impl CallMedia {
             payload_type: offer.payload_type,
             telephone_event: offer.telephone_event,
             remote: caller_remote,
+            srtp: None,
         });
         let carrier = settings.relay.open_endpoint(media::EndpointConfig {
             codec: Codec::Pcma,
@@ -150,6 +197,7 @@ impl CallMedia {
             telephone_event: Some(101),
             // Until the carrier answers: nothing is sent to 0.0.0.0.
             remote: SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9),
+            srtp: None,
         });
         let (caller, carrier) = match (caller, carrier) {
             (Ok(a), Ok(b)) => (Arc::new(a), Arc::new(b)),
@@ -183,6 +231,9 @@ impl CallMedia {
     /// Closes every stream (the call is over): ports go back at once.
     pub(super) fn close(&mut self) {
         self.closed = true;
+        if let Some(mut r) = self.recorder.take() {
+            r.stop();
+        }
         self.streams.clear();
         if let Some(t) = self.transcoding.take() {
             t.caller.close();

@@ -11,6 +11,7 @@ mod endpoint_sdp;
 mod leg;
 mod media_session;
 pub mod outbound;
+mod recording;
 pub mod relay;
 mod service;
 
@@ -33,6 +34,7 @@ use crate::plugins::routing::{
     Kind, Reason, RouteDecision, RouteRequest, Routed, Transport as RouteTransport,
 };
 use crate::store::Gateway;
+use crate::store::answering::AnsweringRule;
 use media::{Relay, RelayConfig};
 
 /// What the call task is told.
@@ -117,6 +119,9 @@ pub struct Calls {
     active: AtomicUsize,
     answered: AtomicU64,
     gateways: Mutex<Option<(Instant, Arc<Vec<Gateway>>)>>,
+    /// Users' answering rules, read once per directory cache lifetime: a
+    /// call to a user costs no database round trip for them.
+    rules: crate::directory::TtlCache<Arc<Vec<AnsweringRule>>>,
 }
 
 impl Calls {
@@ -128,6 +133,7 @@ impl Calls {
             active: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
             gateways: Mutex::new(None),
+            rules: Default::default(),
         }
     }
 

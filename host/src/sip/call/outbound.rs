@@ -74,6 +74,7 @@ pub async fn call_out(
         telephone_event: Some(TELEPHONE_EVENT),
         // Until the answer says where: nothing is sent to 0.0.0.0.
         remote: std::net::SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9),
+        srtp: None,
     }) {
         Ok(e) => e,
         Err(e) => return Outcome::NotPlaced(e.to_string()),
@@ -182,6 +183,7 @@ pub async fn call_out(
             calls.answered.fetch_add(1, Ordering::Relaxed);
             if let Ok(answer) = audio_offer(&resp.body)
                 && answer.codec == Codec::Pcma
+                && answer.srtp.is_none()
                 && let Some(addr) = answer.addr.filter(|a| !a.is_unspecified())
             {
                 let _ = endpoint

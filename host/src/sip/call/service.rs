@@ -107,6 +107,9 @@ impl ServiceCall {
             payload_type: s.offer.payload_type,
             telephone_event: s.offer.telephone_event,
             remote,
+            // RTP/SAVP: the caller's key for what it sends, ours (in the
+            // answer below) for what the endpoint sends.
+            srtp: s.offer.srtp.clone(),
         }) {
             Ok(e) => e,
             Err(e) => {
