@@ -413,6 +413,11 @@ async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder()
             ),
         ],
     );
+    // dora's calls are recorded: a transcoded call is recorded from its
+    // bridge.
+    switch
+        .site
+        .ok(&["account", "set", "dora", "--recording", "stereo"]);
     let carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let heard = std::thread::spawn(move || {
@@ -464,6 +469,25 @@ async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder()
         "baresip got no audio:\n{out}"
     );
     assert!(switch.log().contains("transcoded"), "{}", switch.log());
+    // The recording: dora's sine left, the carrier's tone right.
+    let wav = admin_download_last_recording(&switch).await;
+    let (left, right) = (wav_channel(&wav, 2, 0), wav_channel(&wav, 2, 1));
+    let secs = |samples: &[i16], hz: f64| tone_blocks(samples, hz) as f64 * 0.02;
+    assert!(
+        secs(&left, 440.0) >= 1.0,
+        "{} s of dora's sine",
+        secs(&left, 440.0)
+    );
+    assert!(
+        secs(&right, 1000.0) >= 1.0,
+        "{} s of the carrier's tone",
+        secs(&right, 1000.0)
+    );
+    assert_eq!(
+        secs(&left, 1000.0) + secs(&right, 440.0),
+        0.0,
+        "the directions crossed"
+    );
     switch
         .wait_metric("softswitch_calls_active", |v| v == 0)
         .await;
@@ -577,6 +601,47 @@ async fn tones_through_the_gateway(
             switch.log()
         );
     }
+}
+
+/// The audio of the newest call recording, once it has ended, from the
+/// admin API.
+async fn admin_download_last_recording(switch: &Switch) -> Vec<u8> {
+    let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let get = |path: String| {
+        let token = token.trim().to_owned();
+        async move {
+            reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{}{path}", switch.admin))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let listed: serde_json::Value = get("/recordings?limit=1".into())
+            .await
+            .json()
+            .await
+            .unwrap();
+        let newest = &listed["recordings"][0];
+        if newest["ended_at"].is_i64() {
+            break newest["id"].as_i64().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ended recording: {listed}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    get(format!("/recordings/{id}/audio"))
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 /// Channel `channel` of `channels` of a WAV served by the switch (44-byte

@@ -34,7 +34,7 @@ pub mod wav;
 
 pub use codec::Codec;
 pub use endpoint::{
-    Endpoint, EndpointConfig, EndpointError, EndpointHandle, EndpointStats, PlayOutcome, RecordEnd,
-    RecordOptions, Recording,
+    BridgeFrame, Endpoint, EndpointConfig, EndpointError, EndpointHandle, EndpointStats,
+    PlayOutcome, RecordEnd, RecordOptions, Recording,
 };
 pub use relay::{IceCredentials, Relay, RelayConfig, RelayError, RelayStats, Side, Stream, Tapped};

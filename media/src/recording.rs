@@ -66,6 +66,9 @@ pub const LATENESS_MS: u64 = 300;
 const PER_MS: u64 = SAMPLE_RATE as u64 / 1000;
 /// Timestamp drift from the arrival clock that re-anchors a side.
 pub const RESYNC_AFTER_MS: u64 = 1000;
+/// Drift of PCM frames from their arrival that re-anchors a side: more
+/// than a bridge holds (160 ms).
+pub const PCM_RESYNC_MS: u64 = 200;
 
 /// What was dropped rather than recorded, for the logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,8 @@ struct Track {
     /// By payload type, made on first use.
     decoders: Vec<(u8, Box<dyn Decoder>)>,
     anchor: Option<Anchor>,
+    /// Where the last decoded frame given as PCM ended ([`CallRecorder::push_pcm`]).
+    pcm_next: Option<u64>,
     start: u64,
     samples: VecDeque<i16>,
     scratch: Vec<i16>,
@@ -104,6 +109,7 @@ impl Track {
         Track {
             decoders: Vec::new(),
             anchor: None,
+            pcm_next: None,
             start: 0,
             samples: VecDeque::new(),
             scratch: Vec::new(),
@@ -232,6 +238,28 @@ impl CallRecorder {
             self.stats.late += 1;
         }
         track.scratch = audio;
+    }
+
+    /// Decoded audio from `side` (8 kHz; a bridge's 20 ms frames) handed
+    /// over `at_ms` after the recording began. Frames come on a clock of
+    /// their own: each follows the last one unless it strays more than
+    /// [`PCM_RESYNC_MS`] from its arrival, when it is placed by arrival.
+    pub fn push_pcm(&mut self, side: Side, at_ms: u64, samples: &[i16]) {
+        self.stats.packets += 1;
+        let track = &mut self.tracks[side_index(side)];
+        let arrival = at_ms * PER_MS;
+        let place = match track.pcm_next {
+            Some(next) if next.abs_diff(arrival) <= PCM_RESYNC_MS * PER_MS => next,
+            Some(_) => {
+                self.stats.resyncs += 1;
+                arrival
+            }
+            None => arrival,
+        };
+        track.pcm_next = Some(place + samples.len() as u64);
+        if !track.write(place, samples) {
+            self.stats.late += 1;
+        }
     }
 
     /// The audio that is settled `now_ms` after the recording began (older
@@ -417,6 +445,28 @@ mod tests {
         let mut out = Vec::new();
         r.finish(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn pcm_frames_follow_each_other_and_re_anchor_after_a_gap() {
+        let mut r = recorder(Layout::Stereo);
+        // Ticks 2 ms late each: still back to back.
+        for i in 0..5u64 {
+            r.push_pcm(Side::A, i * 22, &[100; 160]);
+        }
+        r.push_pcm(Side::B, 10, &[-5; 160]);
+        // A second of nothing, then A again: placed by arrival.
+        r.push_pcm(Side::A, 1200, &[200; 160]);
+        assert_eq!(r.stats().resyncs, 1);
+        let mut out = Vec::new();
+        r.finish(&mut out);
+        let left: Vec<i16> = out.iter().step_by(2).copied().collect();
+        let right: Vec<i16> = out.iter().skip(1).step_by(2).copied().collect();
+        assert!(left[..800].iter().all(|&s| s == 100));
+        assert!(left[800..9600].iter().all(|&s| s == 0));
+        assert!(left[9600..9760].iter().all(|&s| s == 200));
+        assert!(right[80..240].iter().all(|&s| s == -5));
+        assert_eq!(left.len(), 9760);
     }
 
     #[test]

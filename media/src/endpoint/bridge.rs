@@ -19,9 +19,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
 
 use crate::codec::FRAME_SAMPLES;
-use crate::relay::lock;
+use crate::relay::{Side, lock};
 
 /// The most audio waiting in one direction: 160 ms.
 pub(crate) const PIPE_FRAMES: usize = 8;
@@ -76,6 +79,19 @@ struct Shared {
     pipes: [Pipe; 2],
     /// Either side left (unbridged, rebridged, closed or dropped).
     ended: AtomicBool,
+    /// Where copies of the frames go (a transcoded call being recorded).
+    tap: Option<mpsc::Sender<BridgeFrame>>,
+}
+
+/// A copy of a frame one side of a bridge heard, for a call recorder.
+#[derive(Debug, Clone)]
+pub struct BridgeFrame {
+    /// `A` the endpoint [`Endpoint::bridge_tapped`](super::Endpoint::bridge_tapped)
+    /// was called on, `B` the other.
+    pub from: Side,
+    pub at: Instant,
+    /// 20 ms at 8 kHz.
+    pub samples: Box<[i16; FRAME_SAMPLES]>,
 }
 
 /// One side's end of a bridge, owned by its endpoint's core. Dropping it
@@ -99,9 +115,15 @@ pub(crate) struct Taken {
 impl BridgeLink {
     /// Both ends of a new bridge.
     pub(crate) fn pair() -> (BridgeLink, BridgeLink) {
+        Self::pair_with(None)
+    }
+
+    /// Both ends of a new bridge whose frames are also copied to `tap`.
+    pub(crate) fn pair_with(tap: Option<mpsc::Sender<BridgeFrame>>) -> (BridgeLink, BridgeLink) {
         let shared = Arc::new(Shared {
             pipes: [Pipe::new(), Pipe::new()],
             ended: AtomicBool::new(false),
+            tap,
         });
         let end = |side| BridgeLink {
             shared: shared.clone(),
@@ -137,7 +159,18 @@ impl BridgeLink {
         let slot = &mut s.frames[at];
         slot[..take].copy_from_slice(&frame[..take]);
         slot[take..].fill(0);
+        let copy = self.shared.tap.as_ref().map(|_| Box::new(*slot));
         s.len += 1;
+        drop(s);
+        if let (Some(tap), Some(samples)) = (&self.shared.tap, copy) {
+            // A recorder that cannot keep up loses copies, never the call's
+            // audio.
+            let _ = tap.try_send(BridgeFrame {
+                from: if self.side == 0 { Side::A } else { Side::B },
+                at: Instant::now(),
+                samples,
+            });
+        }
     }
 
     /// A key this side heard, for the other to send.
@@ -191,6 +224,24 @@ mod tests {
 
     fn frame(v: i16) -> Frame {
         [v; FRAME_SAMPLES]
+    }
+
+    #[test]
+    fn a_tapped_bridge_copies_each_frame_with_the_side_that_heard_it() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let (a, mut b) = BridgeLink::pair_with(Some(tx));
+        a.hear(&frame(3));
+        b.hear(&[7; 100]);
+        let mut out = frame(0);
+        b.take(&mut out);
+        let first = rx.try_recv().unwrap();
+        let second = rx.try_recv().unwrap();
+        assert_eq!((first.from, first.samples[0]), (Side::A, 3));
+        assert_eq!(
+            (second.from, second.samples[99], second.samples[100]),
+            (Side::B, 7, 0)
+        );
+        assert!(rx.try_recv().is_err(), "taking copies nothing");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
+pub use self::bridge::BridgeFrame;
 use self::bridge::BridgeLink;
 use self::engine::{Command, Core, Shared};
 use crate::codec::{Codec, FRAME_DURATION};
@@ -432,6 +433,22 @@ impl Endpoint {
         let (here, there) = BridgeLink::pair();
         // A link that never arrives (the endpoint closed meanwhile) is
         // dropped, which ends the bridge for the side that has it.
+        self.send(Command::Bridge(here)).await?;
+        other.send(Command::Bridge(there)).await
+    }
+
+    /// [`bridge`](Self::bridge), with a copy of every frame either side
+    /// hears (this endpoint's as [`Side::A`](crate::Side::A)) sent to `tap`
+    /// for a call recorder; copies that do not fit in it are dropped.
+    pub async fn bridge_tapped(
+        &self,
+        other: &Endpoint,
+        tap: tokio::sync::mpsc::Sender<BridgeFrame>,
+    ) -> Result<(), EndpointError> {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return Err(EndpointError::BridgedToItself);
+        }
+        let (here, there) = BridgeLink::pair_with(Some(tap));
         self.send(Command::Bridge(here)).await?;
         other.send(Command::Bridge(there)).await
     }

@@ -12,7 +12,7 @@ use media::{Side, Stream};
 
 use super::MediaSettings;
 use super::endpoint_sdp;
-use super::recording::{self, RecordedCall, Recorder, RecordingPlan};
+use super::recording::{self, BRIDGE_TAP_QUEUE, RecordedCall, Recorder, RecordingPlan, Tap};
 use crate::sip::sdp::{self, RelayPorts, Rewrite};
 use crate::store::Store;
 
@@ -29,6 +29,8 @@ struct Transcoding {
     /// What the caller gets (the answer) and the carrier gets (the offer).
     to_caller: Vec<u8>,
     to_carrier: Vec<u8>,
+    /// Copies of the bridge's frames, when the call is to be recorded.
+    tap: Option<tokio::sync::mpsc::Receiver<media::BridgeFrame>>,
 }
 
 pub(super) struct CallMedia {
@@ -69,7 +71,6 @@ impl CallMedia {
             tracing::warn!("call recording asked but the media relay is off: not recorded");
             return;
         }
-        self.how.get_or_insert(Rewrite::Anchor);
         self.recording = Some(plan);
     }
 
@@ -78,15 +79,32 @@ impl CallMedia {
         let Some(plan) = self.recording.take() else {
             return;
         };
-        if self.transcoding.is_some() {
-            tracing::warn!("transcoded calls are not recorded yet: not recorded");
+        if let Some(t) = &mut self.transcoding {
+            let Some(mut tap) = t.tap.take() else {
+                return;
+            };
+            // What the bridge carried before the answer (early media).
+            while tap.try_recv().is_ok() {}
+            self.recorder = Some(Recorder::start(
+                store,
+                Tap::Bridge(tap),
+                Vec::new(),
+                plan,
+                call,
+            ));
             return;
         }
         let Some(tap) = self.streams.iter().flatten().next().and_then(Stream::tap) else {
             tracing::warn!("no relayed media stream to record");
             return;
         };
-        self.recorder = Some(Recorder::start(store, tap, self.codecs.clone(), plan, call));
+        self.recorder = Some(Recorder::start(
+            store,
+            Tap::Relay(tap),
+            self.codecs.clone(),
+            plan,
+            call,
+        ));
     }
 
     /// `body`, sent by `from`, as the other side gets it. `offnet` calls
@@ -122,7 +140,8 @@ impl CallMedia {
         let Some(summary) = (!self.closed).then(|| sdp::inspect(body)).flatten() else {
             return body.to_vec();
         };
-        let how = *self.how.get_or_insert(if offnet || !summary.ice {
+        let anchor = offnet || !summary.ice || self.recording.is_some();
+        let how = *self.how.get_or_insert(if anchor {
             Rewrite::Anchor
         } else {
             Rewrite::AddRelayCandidate
@@ -213,8 +232,19 @@ impl CallMedia {
         let to_caller =
             endpoint_sdp::answer(&offer, settings.advertised, caller.local_port(), session);
         let (a, b) = (caller.clone(), carrier.clone());
+        // A recorded call's bridge copies its frames (caller A, carrier B).
+        let (tap_tx, tap) = if self.recording.is_some() {
+            let (tx, rx) = tokio::sync::mpsc::channel(BRIDGE_TAP_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         tokio::spawn(async move {
-            if let Err(e) = a.bridge(&b).await {
+            let bridged = match tap_tx {
+                Some(tx) => a.bridge_tapped(&b, tx).await,
+                None => a.bridge(&b).await,
+            };
+            if let Err(e) = bridged {
                 tracing::warn!(error = %e, "transcoding bridge not set up");
             }
         });
@@ -225,6 +255,7 @@ impl CallMedia {
             caller_offer: offer,
             to_caller,
             to_carrier,
+            tap,
         });
     }
 

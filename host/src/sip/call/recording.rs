@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use media::Tapped;
 use media::codec::Codec;
 use media::recording::{CallRecorder, Layout};
+use media::{BridgeFrame, Tapped};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::Store;
@@ -61,6 +61,39 @@ pub(super) struct RecordedCall {
     pub gateway: Option<String>,
 }
 
+/// Where a recorder's audio comes from.
+pub(super) enum Tap {
+    /// The relay's copies of a relayed call's RTP.
+    Relay(mpsc::Receiver<Tapped>),
+    /// The frames a transcoded call's bridge carries, already decoded.
+    Bridge(mpsc::Receiver<BridgeFrame>),
+}
+
+enum Heard {
+    Rtp(Tapped),
+    Pcm(BridgeFrame),
+}
+
+impl Tap {
+    async fn recv(&mut self) -> Option<Heard> {
+        match self {
+            Tap::Relay(rx) => rx.recv().await.map(Heard::Rtp),
+            Tap::Bridge(rx) => rx.recv().await.map(Heard::Pcm),
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Heard> {
+        match self {
+            Tap::Relay(rx) => rx.try_recv().ok().map(Heard::Rtp),
+            Tap::Bridge(rx) => rx.try_recv().ok().map(Heard::Pcm),
+        }
+    }
+}
+
+/// Frames a recorder may fall behind by before the bridge drops copies (two
+/// seconds of both directions).
+pub(super) const BRIDGE_TAP_QUEUE: usize = 200;
+
 /// A recording in progress; dropping it (or [`Recorder::stop`]) ends it.
 pub(super) struct Recorder {
     stop: Option<oneshot::Sender<()>>,
@@ -70,7 +103,7 @@ impl Recorder {
     /// Starts recording what `tap` copies; the row is written at once.
     pub fn start(
         store: Store,
-        tap: mpsc::Receiver<Tapped>,
+        tap: Tap,
         codecs: Vec<(u8, Codec)>,
         plan: RecordingPlan,
         call: RecordedCall,
@@ -105,7 +138,7 @@ fn unix_ms() -> i64 {
 
 async fn run(
     store: Store,
-    mut tap: mpsc::Receiver<Tapped>,
+    mut tap: Tap,
     codecs: Vec<(u8, Codec)>,
     plan: RecordingPlan,
     call: RecordedCall,
@@ -138,14 +171,18 @@ async fn run(
     let began = Instant::now();
     let ms = |at: Instant| at.saturating_duration_since(began).as_millis() as u64;
     let mut recorder = CallRecorder::new(layout, codecs);
+    let push = |recorder: &mut CallRecorder, heard: Heard| match heard {
+        Heard::Rtp(p) => recorder.push(p.from, ms(p.at), &p.packet),
+        Heard::Pcm(f) => recorder.push_pcm(f.from, ms(f.at), &f.samples[..]),
+    };
     let mut pending: Vec<i16> = Vec::new();
     let mut seq = 0i64;
     let chunk = CHUNK.as_millis() as usize * 8 * usize::from(layout.channels());
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            packet = tap.recv() => match packet {
-                Some(p) => recorder.push(p.from, ms(p.at), &p.packet),
+            heard = tap.recv() => match heard {
+                Some(heard) => push(&mut recorder, heard),
                 None => break,
             },
             _ = &mut stopped => break,
@@ -159,8 +196,8 @@ async fn run(
             }
         }
     }
-    while let Ok(p) = tap.try_recv() {
-        recorder.push(p.from, ms(p.at), &p.packet);
+    while let Some(heard) = tap.try_recv() {
+        push(&mut recorder, heard);
     }
     recorder.finish(&mut pending);
     if !pending.is_empty() {
