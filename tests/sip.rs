@@ -469,3 +469,220 @@ async fn a_renewed_certificate_is_served_after_sighup_and_old_tls_versions_are_r
         "the switch kept running"
     );
 }
+
+/// A MESSAGE sender at `rate` per second from alice to `to` for `secs`
+/// seconds (SIPp stops by itself then), expecting `expect`; its message
+/// trace shows which it got answered.
+fn message_flood(
+    switch: &Switch,
+    to: &str,
+    expect: u16,
+    rate: u32,
+    secs: u32,
+) -> (Device, std::path::PathBuf) {
+    let users = switch.users(&format!("flood-{to}.csv"), "alice", "alice-pw");
+    let scenario = switch.variant(
+        "uac_message_auth.xml",
+        "<recv response=\"200\" rtd=\"1\"",
+        &format!("<recv response=\"{expect}\" rtd=\"1\""),
+    );
+    let trace = switch.site.path(&format!("flood-{to}.log"));
+    let child = std::process::Command::new("sipp")
+        .arg(switch.target())
+        .arg("-sf")
+        .arg(&scenario)
+        .arg("-inf")
+        .arg(&users)
+        .args(["-s", to, "-key", "domain", "localhost", "-t", "u1"])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-l",
+            "2000",
+            "-timeout",
+            &format!("{secs}s"),
+        ])
+        .args([
+            "-recv_timeout",
+            "3000",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+        ])
+        .arg(&trace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp");
+    (Device(child), trace)
+}
+
+/// The numbers of the messages (SIPp call numbers, the first part of
+/// their Call-IDs) a sender's trace shows answered `code`.
+fn answered(trace: &std::path::Path, code: u16) -> std::collections::BTreeSet<u64> {
+    let text = std::fs::read_to_string(trace).unwrap_or_default();
+    text.split("message received")
+        .filter(|m| m.contains(&format!("SIP/2.0 {code} ")))
+        .filter_map(|m| {
+            let id = m.lines().find_map(|l| l.trim().strip_prefix("Call-ID: "))?;
+            id.split('-').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The message numbers ("hello from sipp-bench message N") stored for
+/// `login`, with their status, in the order the switch accepted them.
+fn stored(switch: &Switch, login: &str) -> Vec<(u64, String)> {
+    let out = switch
+        .site
+        .ok(&["message", "list", "--to", login, "--limit", "100000"]);
+    let mut v: Vec<(u64, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let n = l
+                .split("sipp-bench message ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let status = l
+                .split('\t')
+                .find(|f| ["deferred", "delivered", "failed", "pending"].contains(f))?;
+            Some((n, status.to_owned()))
+        })
+        .collect();
+    v.reverse();
+    v
+}
+
+/// kill -9 under load: alice sends MESSAGEs at 1,000/s in all, half to bob
+/// (offline: 202, stored as deferred) and half to carol (online: relayed
+/// to her device, 200); the switch is killed mid-run and started again.
+/// Every MESSAGE that got its 2xx is in the store, carol's registration
+/// is still there (a MESSAGE reaches her without a new REGISTER), and
+/// bob's deferred messages reach him, once he registers, in the order they
+/// were accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_acknowledged_before_a_kill_9_are_all_kept_and_delivered_in_order() {
+    flood_then_stop(Stop::Kill).await;
+}
+
+/// The same with a graceful stop (SIGTERM, as `systemctl stop` sends).
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_acknowledged_before_a_sigterm_are_all_kept_and_delivered_in_order() {
+    flood_then_stop(Stop::Term).await;
+}
+
+enum Stop {
+    Kill,
+    Term,
+}
+
+async fn flood_then_stop(stop: Stop) {
+    let mut switch = Switch::start("").await;
+    let ooc = scenario("ooc_answer_message.xml");
+    let (_carol, _) =
+        support::sipp::device_taking(&switch, "carol", "carol-pw", "u1", 120_000, &ooc, 100_000);
+    switch.wait_registered(1).await;
+    let (to_bob, bob_trace) = message_flood(&switch, "bob", 202, 500, 6);
+    let (to_carol, carol_trace) = message_flood(&switch, "carol", 200, 500, 6);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    match stop {
+        Stop::Kill => switch.crash(),
+        Stop::Term => switch.terminate(),
+    }
+    for flood in [to_bob, to_carol] {
+        let mut flood = flood;
+        let _ = tokio::task::block_in_place(|| flood.0.wait());
+    }
+    switch.boot().await;
+
+    let (acked_bob, acked_carol) = (answered(&bob_trace, 202), answered(&carol_trace, 200));
+    let (kept_bob, kept_carol) = (stored(&switch, "bob"), stored(&switch, "carol"));
+    eprintln!(
+        "acknowledged before the stop: {} to bob (202), {} to carol (200); stored: {}, {}",
+        acked_bob.len(),
+        acked_carol.len(),
+        kept_bob.len(),
+        kept_carol.len()
+    );
+    assert!(
+        acked_bob.len() >= 200 && acked_carol.len() >= 200,
+        "too few got through to mean anything"
+    );
+    let kept: std::collections::BTreeSet<u64> = kept_bob.iter().map(|m| m.0).collect();
+    let lost: Vec<_> = acked_bob.difference(&kept).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages to bob lost: {lost:?}",
+        lost.len()
+    );
+    let kept: std::collections::BTreeSet<u64> = kept_carol.iter().map(|m| m.0).collect();
+    let lost: Vec<_> = acked_carol.difference(&kept).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages to carol lost: {lost:?}",
+        lost.len()
+    );
+    for n in &acked_carol {
+        let status = &kept_carol.iter().find(|m| m.0 == *n).unwrap().1;
+        assert_eq!(
+            status, "delivered",
+            "message {n} to carol got 200, so her device had it"
+        );
+    }
+
+    // carol's binding came back from the database.
+    let (ok, trace) = switch.message(
+        &switch.users("alice.csv", "alice", "alice-pw"),
+        "carol",
+        200,
+    );
+    assert!(
+        ok,
+        "carol's registration did not survive:\n{trace}\n{}",
+        switch.log()
+    );
+
+    // bob registers: his deferred messages arrive, in the order accepted.
+    let deferred = kept_bob.iter().filter(|m| m.1 == "deferred").count();
+    let (_bob, bob_device) =
+        support::sipp::device_taking(&switch, "bob", "bob-pw", "u1", 120_000, &ooc, 100_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stored(&switch, "bob")
+        .iter()
+        .filter(|m| m.1 == "delivered")
+        .count()
+        < deferred
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's messages were not all delivered\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let trace = std::fs::read_to_string(&bob_device).unwrap_or_default();
+    let order: Vec<u64> = trace
+        .split("message received")
+        .filter(|m| m.contains("MESSAGE sip:"))
+        .filter_map(|m| {
+            m.split("sipp-bench message ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // Accepted order is the store's (a sender's numbers can cross: each
+    // MESSAGE waits for its own digest challenge).
+    let accepted: Vec<u64> = kept_bob
+        .iter()
+        .filter(|m| m.1 == "deferred")
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(order.len(), deferred, "each deferred message once");
+    assert_eq!(order, accepted, "delivered out of the order accepted");
+}

@@ -13,6 +13,10 @@ mod presence_cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long a stopping switch waits for the requests under way to be
+/// answered (a ringing call's INVITE may take all of it).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 use presence_cli::{ContactCommand, PresenceCommand, VoicemailCommand};
 use softswitch::admin::{self, AdminParts, AdminState};
 use softswitch::app::{App, redact_url};
@@ -473,6 +477,12 @@ async fn run(app: App) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // Graceful stop: no new requests (503 + Retry-After), the ones under
+    // way answered (their writes are in the database before their 2xx),
+    // then the database is closed.
+    tracing::info!("stopping: new requests get 503, finishing those under way");
+    sip.drain();
+    sip.wait_answered(STOP_GRACE).await;
     admin_task.abort();
     if let Some(media) = &sip.calls.settings.media {
         media.relay.shutdown();

@@ -278,6 +278,20 @@ pub fn device_with(
     hold_ms: u64,
     ooc: &Path,
 ) -> (Device, PathBuf) {
+    device_taking(switch, user, password, transport, hold_ms, ooc, 50)
+}
+
+/// [`device_with`] answering up to `max_calls` requests from the switch
+/// (out-of-call MESSAGEs count as calls for SIPp's `-m`).
+pub fn device_taking(
+    switch: &Switch,
+    user: &str,
+    password: &str,
+    transport: &str,
+    hold_ms: u64,
+    ooc: &Path,
+    max_calls: u32,
+) -> (Device, PathBuf) {
     let users = switch.users(&format!("{user}-dev.csv"), user, password);
     let trace = switch
         .site
@@ -297,7 +311,7 @@ pub fn device_with(
         .args(["-t", transport, "-key", "domain", "localhost"])
         // One user that registers and holds (and registers again when the hold
         // ends); out-of-call MESSAGEs count as calls for -m, so allow plenty.
-        .args(["-users", "1", "-m", "50", "-nostdin"])
+        .args(["-users", "1", "-m", &max_calls.to_string(), "-nostdin"])
         .arg("-trace_msg")
         .arg("-message_file")
         .arg(&trace)

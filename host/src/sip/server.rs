@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -134,6 +135,8 @@ pub struct SipServer {
     transports: OnceLock<Arc<Transports>>,
     passwords: PasswordCache,
     accounts: TtlCache<Option<Arc<Account>>>,
+    /// A graceful stop began ([`SipServer::drain`]).
+    draining: AtomicBool,
     server_txs: Mutex<HashMap<ServerKey, ServerEntry>>,
     /// Lingering server transactions in the order they began to linger:
     /// the same timer for all non-INVITE ones, so mostly by deadline.
@@ -191,6 +194,7 @@ impl SipServer {
             transports: OnceLock::new(),
             passwords: PasswordCache::default(),
             accounts: TtlCache::default(),
+            draining: AtomicBool::new(false),
             server_txs: Mutex::new(HashMap::new()),
             lingering: Mutex::new(VecDeque::new()),
             client_txs: Mutex::new(HashMap::new()),
@@ -283,6 +287,36 @@ impl SipServer {
                 }
             },
             None => false,
+        }
+    }
+
+    /// Stops taking new requests (a graceful stop): they get 503 with
+    /// Retry-After; requests in dialogs, CANCELs and the transactions
+    /// under way go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until no server transaction is still working on its answer,
+    /// at most `max`; true if none is.
+    pub async fn wait_answered(&self, max: Duration) -> bool {
+        let deadline = Instant::now() + max;
+        loop {
+            let live = self
+                .server_txs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .filter(|e| matches!(e, ServerEntry::Live(_)))
+                .count();
+            if live == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(live, "stopping with transactions still under way");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -637,6 +671,17 @@ impl SipServer {
             && let Some(resp) = self.calls.in_dialog(&req).await
         {
             return resp;
+        }
+        if self.draining.load(Ordering::Relaxed) && req.method != Method::Cancel {
+            // Stopping: what is under way finishes, nothing new starts; the
+            // client tries another node or comes back (RFC 3261 §21.5.4).
+            return response_for(
+                &req,
+                503,
+                "Service Unavailable",
+                Some(&tag),
+                &[("Retry-After".into(), "5".into())],
+            );
         }
         let does_not_exist = || {
             response_for(
