@@ -686,3 +686,96 @@ async fn flood_then_stop(stop: Stop) {
     assert_eq!(order.len(), deferred, "each deferred message once");
     assert_eq!(order, accepted, "delivered out of the order accepted");
 }
+
+/// kill -9 under a REGISTER flood: 1,000 accounts register at 500/s; the
+/// switch is killed 1.2 s in and started again; every registration that got
+/// its 200 is there after the restart (the database is written before the
+/// 200), read by the admin API.
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_acknowledged_before_a_kill_9_are_all_kept() {
+    let mut switch = Switch::start("").await;
+    let accounts = switch.site.path("flood-accounts.txt");
+    let users = switch.site.path("flood-users.csv");
+    let mut list = String::new();
+    let mut csv = String::from("SEQUENTIAL\n");
+    for i in 0..1000 {
+        list.push_str(&format!("reg{i};pw{i}\n"));
+        csv.push_str(&format!(
+            "reg{i};pw{i};[authentication username=reg{i} password=pw{i}]\n"
+        ));
+    }
+    std::fs::write(&accounts, list).unwrap();
+    std::fs::write(&users, csv).unwrap();
+    switch
+        .site
+        .ok(&["account", "import", accounts.to_str().unwrap()]);
+    let trace = switch.site.path("register-flood.log");
+    let mut flood = Device(
+        std::process::Command::new("sipp")
+            .arg(switch.target())
+            .arg("-sf")
+            .arg(scenario("register_auth.xml"))
+            .arg("-inf")
+            .arg(&users)
+            .args(["-key", "domain", "localhost", "-t", "u1"])
+            .args(["-r", "500", "-m", "1000", "-l", "1000", "-timeout", "5s"])
+            .args([
+                "-recv_timeout",
+                "2000",
+                "-nostdin",
+                "-trace_msg",
+                "-message_file",
+            ])
+            .arg(&trace)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp"),
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    switch.crash();
+    let _ = tokio::task::block_in_place(|| flood.0.wait());
+    switch.boot().await;
+
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    let acked: std::collections::BTreeSet<String> = text
+        .split("message received")
+        .filter(|m| m.contains("SIP/2.0 200 "))
+        .filter_map(|m| {
+            let to = m.lines().find_map(|l| l.trim().strip_prefix("To: "))?;
+            Some(to.split("sip:").nth(1)?.split('@').next()?.to_owned())
+        })
+        .collect();
+    eprintln!("{} registrations acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() >= 200,
+        "too few got through to mean anything:\n{}\n{}",
+        &text[..text.len().min(3000)],
+        switch.log()
+    );
+    let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let client = reqwest::Client::new();
+    let mut lost = Vec::new();
+    for login in &acked {
+        let bindings: serde_json::Value = client
+            .get(format!(
+                "http://127.0.0.1:{}/accounts/{login}/registrations",
+                switch.admin
+            ))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if bindings.as_array().is_none_or(|b| b.is_empty()) {
+            lost.push(login.clone());
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged registrations lost: {lost:?}",
+        lost.len()
+    );
+}
