@@ -407,30 +407,12 @@ async fn the_client_api_serves_each_user_only_their_own_voicemails() {
     let (_, list) = voicemails(&switch, "bob");
     let id = list[0].0;
 
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let client = support::api_client();
     let base = format!("https://127.0.0.1:{api_port}");
-    let token = |login: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r: serde_json::Value = client
-                .post(format!("{base}/v1/login"))
-                .json(&serde_json::json!({ "id": login, "password": format!("{login}-web") }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{r}"))
-                .to_owned()
-        }
-    };
-    let (bob, eve) = (token("bob").await, token("eve").await);
+    let (bob, eve) = (
+        support::api_token(&client, &base, "bob", "bob-web").await,
+        support::api_token(&client, &base, "eve", "eve-web").await,
+    );
     let get = |path: String, token: String| {
         let (client, base) = (client.clone(), base.clone());
         async move {

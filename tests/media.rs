@@ -817,30 +817,12 @@ async fn a_recorded_call_is_stored_per_direction_for_its_owner_only() {
 
     // The client API: dora's list holds only her recording, which she
     // downloads as MP3 (stereo, 2 s); eve sees nothing and gets 404.
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let client = support::api_client();
     let base = format!("https://127.0.0.1:{api_port}");
-    let token = |login: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r: serde_json::Value = client
-                .post(format!("{base}/v1/login"))
-                .json(&serde_json::json!({ "id": login, "password": format!("{login}-web") }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{r}"))
-                .to_owned()
-        }
-    };
-    let (dora, eve) = (token("dora").await, token("eve").await);
+    let (dora, eve) = (
+        support::api_token(&client, &base, "dora", "dora-web").await,
+        support::api_token(&client, &base, "eve", "eve-web").await,
+    );
     let get = |path: String, token: &str| {
         client
             .get(format!("{base}{path}"))

@@ -298,3 +298,34 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// A client for the switch's HTTPS API with its self-signed certificate.
+pub fn api_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+/// The bearer token `login` gets from `POST {base}/v1/login` with the
+/// access password `password`.
+pub async fn api_token(
+    client: &reqwest::Client,
+    base: &str,
+    login: &str,
+    password: &str,
+) -> String {
+    let r: serde_json::Value = client
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({ "id": login, "password": password }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned()
+}

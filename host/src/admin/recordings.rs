@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::AdminState;
-use crate::api::error::{ApiError, ApiQuery};
+use crate::api::error::{ApiError, ApiQuery, path_id};
 use crate::api::recordings::{self, FormatQuery, Page, RecordingList};
 
 /// `GET /recordings?limit=&before=`.
@@ -36,10 +36,9 @@ pub async fn remove(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such recording");
-    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let id = path_id(&id, "recording")?;
     if !state.store.delete_recording(id, None).await? {
-        return Err(not_found());
+        return Err(ApiError::not_found("recording"));
     }
     tracing::info!(action = "recording.delete", id, %peer, "admin action");
     Ok(StatusCode::NO_CONTENT)

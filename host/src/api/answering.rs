@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, path_id};
 use crate::store::answering::{AnsweringRule, RuleAction};
 
 /// Longest rule greeting, as for the user's own greeting.
@@ -34,15 +34,14 @@ pub struct SetRule {
     pub action: RuleAction,
 }
 
+const RULE: &str = "answering rule";
+
 fn no_such_rule() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such answering rule")
+    ApiError::not_found(RULE)
 }
 
 fn rule_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(no_such_rule)
+    path_id(raw, RULE)
 }
 
 /// `GET /v1/answering-rules`.

@@ -35,6 +35,16 @@ impl ApiError {
         }
     }
 
+    /// 404 `not-found` saying there is no such `what` (of the caller's:
+    /// another user's id is answered the same way).
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such {what}"),
+        )
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid-request", message)
     }
@@ -125,6 +135,15 @@ fn json_rejection(r: axum::extract::rejection::JsonRejection) -> ApiError {
 
 /// Query parameters whose rejections are answered in the API's error format.
 pub struct ApiQuery<T>(pub T);
+
+/// The positive id in a path; anything else names nothing there (404 as
+/// for `what` that does not exist).
+pub fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found(what))
+}
 
 impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
 where

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiQuery, path_id};
 use crate::store::Store;
 use crate::store::recordings::CallRecording;
 
@@ -56,15 +56,14 @@ pub struct FormatQuery {
     pub format: AudioFormat,
 }
 
+const RECORDING: &str = "recording";
+
 fn no_such_recording() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such recording")
+    ApiError::not_found(RECORDING)
 }
 
 fn recording_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(no_such_recording)
+    path_id(raw, RECORDING)
 }
 
 /// A page of `owner`'s recordings (everyone's for `None`).

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiQuery, path_id};
 use super::recordings::{AudioFormat, FormatQuery, mp3_of};
 use crate::store::mailbox::Voicemail;
 
@@ -40,20 +40,15 @@ pub struct VoicemailList {
     pub voicemails: Vec<Voicemail>,
 }
 
+const MESSAGE: &str = "voicemail in your mailbox";
+
 fn no_such_message() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "no such voicemail in your mailbox",
-    )
+    ApiError::not_found(MESSAGE)
 }
 
 /// The id in the path; anything else names no message.
 fn message_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(no_such_message)
+    path_id(raw, MESSAGE)
 }
 
 /// `GET /v1/voicemails?limit=&offset=`.
