@@ -379,6 +379,17 @@ async fn two_softphones_behind_separate_nats_talk_through_the_relay() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder() {
+    transcoded_call(false).await;
+}
+
+/// The same phone insisting on SRTP (SDES): the carrier still gets plain
+/// G.711, the phone an SRTP answer, and media flows both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_srtp_opus_phone_reaches_a_plain_g711_carrier_through_the_transcoder() {
+    transcoded_call(true).await;
+}
+
+async fn transcoded_call(srtp: bool) {
     use support::audio::{collect_rtp, tone_blocks, write_pcma_pcap};
     let switch = Switch::start("").await;
     let carrier_port = free_sip_port();
@@ -430,6 +441,8 @@ async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder()
         "dora-pw",
         &BaresipOptions {
             codecs: &["opus"],
+            modules: if srtp { &["srtp"] } else { &[] },
+            account_params: if srtp { ";mediaenc=srtp-mand" } else { "" },
             commands: &["/dial int4860012345"],
             verbose: true,
             ..BaresipOptions::default()
@@ -452,6 +465,10 @@ async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder()
         .unwrap_or_default();
     assert!(invite.contains("a=rtpmap:8 PCMA/8000"), "{invite}");
     assert!(!invite.to_lowercase().contains("opus"), "{invite}");
+    assert!(
+        invite.contains("RTP/AVP") && !invite.contains("a=crypto"),
+        "{invite}"
+    );
     // Phone to carrier: the sine arrives as PCMA.
     let pcma = heard.join().unwrap();
     let samples: Vec<i16> = pcma.iter().map(|&b| media::g711::alaw_decode(b)).collect();
@@ -468,6 +485,10 @@ async fn an_opus_only_phone_reaches_a_g711_only_carrier_through_the_transcoder()
         out.contains("incoming rtp for 'audio' established"),
         "baresip got no audio:\n{out}"
     );
+    if srtp {
+        assert!(out.contains("SRTP is Enabled"), "{out}");
+        assert!(!out.contains("failed to decrypt"), "{out}");
+    }
     assert!(switch.log().contains("transcoded"), "{}", switch.log());
     // The recording: dora's sine left, the carrier's tone right.
     let wav = admin_download_last_recording(&switch).await;

@@ -1,7 +1,8 @@
 //! A call's media on the relay: the streams opened for its m-lines and the
 //! SDP rewriting that points each side at them; or, when an OFFNET call's
-//! caller offers no G.711 (a phone speaking only Opus), two media
-//! endpoints bridged by the media engine, which transcodes.
+//! caller offers no G.711 (a phone speaking only Opus) or insists on SRTP,
+//! two media endpoints bridged by the media engine, which transcodes (and
+//! decrypts the phone's side).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -129,8 +130,9 @@ impl CallMedia {
             && offnet
             && from == Side::A
             && let Ok(offer) = endpoint_sdp::audio_offer(body)
-            && offer.srtp.is_none()
-            && !endpoint_sdp::offers_g711(&offer)
+            // A carrier speaks neither Opus nor SRTP (SPEC §9): a phone
+            // that insists on either is terminated here.
+            && (offer.srtp.is_some() || !endpoint_sdp::offers_g711(&offer))
         {
             self.start_transcoding(&settings, offer);
         }
@@ -208,7 +210,7 @@ impl CallMedia {
             payload_type: offer.payload_type,
             telephone_event: offer.telephone_event,
             remote: caller_remote,
-            srtp: None,
+            srtp: offer.srtp.clone(),
         });
         let carrier = settings.relay.open_endpoint(media::EndpointConfig {
             codec: Codec::Pcma,
@@ -248,7 +250,11 @@ impl CallMedia {
                 tracing::warn!(error = %e, "transcoding bridge not set up");
             }
         });
-        tracing::info!(codec = %offer.codec, "caller offers no G.711: the call is transcoded");
+        tracing::info!(
+            codec = %offer.codec,
+            srtp = offer.srtp.is_some(),
+            "caller offers no G.711, or SRTP: the call is transcoded"
+        );
         self.transcoding = Some(Transcoding {
             caller,
             carrier,
