@@ -931,3 +931,50 @@ async fn a_recorded_call_is_stored_per_direction_for_its_owner_only() {
         .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
         .await;
 }
+
+/// A recorded ONNET call between two softphones that insist on SRTP (SDES
+/// keys, G.711): the relay carries it encrypted, and the recorder decrypts
+/// each side with the key that side's SDP announced — both channels hold
+/// the phones' 440 Hz sine, which noise from undecrypted packets would not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_srtp_call_between_two_phones_is_recorded_decrypted() {
+    let switch = Switch::start("").await;
+    switch
+        .site
+        .ok(&["account", "set", "alice", "--recording", "stereo"]);
+    let phone = |user: &str, params: &'static str, commands: &'static [&'static str]| {
+        Baresip::start_opts(
+            &switch,
+            user,
+            &format!("{user}-pw"),
+            &BaresipOptions {
+                modules: &["srtp"],
+                account_params: params,
+                commands,
+                codecs: &["g711"],
+                verbose: true,
+                ..BaresipOptions::default()
+            },
+        )
+    };
+    let bob = phone("bob", ";mediaenc=srtp-mand;answermode=auto", &[]);
+    switch.wait_registered(1).await;
+    let alice = phone("alice", ";mediaenc=srtp-mand", &["/dial bob"]);
+    switch
+        .wait_metric("softswitch_calls_answered_total", |v| v >= 1)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    alice.quit();
+    bob.quit();
+    let wav = admin_download_last_recording(&switch).await;
+    let secs = |samples: &[i16]| support::audio::tone_blocks(samples, 440.0) as f64 * 0.02;
+    let (left, right) = (wav_channel(&wav, 2, 0), wav_channel(&wav, 2, 1));
+    assert!(
+        secs(&left) >= 2.0 && secs(&right) >= 2.0,
+        "{} s / {} s of the sine decrypted\n{}",
+        secs(&left),
+        secs(&right),
+        switch.log()
+    );
+    assert!(switch.log().contains("undecrypted=0"), "{}", switch.log());
+}

@@ -48,6 +48,9 @@ pub(super) struct CallMedia {
     recorder: Option<Recorder>,
     /// Payload types either side's SDP named, for the recorder.
     codecs: Vec<(u8, Codec)>,
+    /// Either side's SDP was SRTP, and the SDES keys of each (A, B).
+    secure: bool,
+    cryptos: [Vec<media::srtp::CryptoAttribute>; 2],
 }
 
 impl CallMedia {
@@ -61,6 +64,8 @@ impl CallMedia {
             recording: None,
             recorder: None,
             codecs: Vec::new(),
+            secure: false,
+            cryptos: Default::default(),
         }))
     }
 
@@ -90,11 +95,25 @@ impl CallMedia {
                 store,
                 Tap::Bridge(tap),
                 Vec::new(),
+                None,
                 plan,
                 call,
             ));
             return;
         }
+        let keys = if self.secure {
+            match recording::sdes_keys(&self.cryptos[0], &self.cryptos[1]) {
+                Some(keys) => Some(keys),
+                None => {
+                    tracing::warn!(
+                        "SRTP without SDES keys the switch can read (DTLS-SRTP): not recorded"
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let Some(tap) = self.streams.iter().flatten().next().and_then(Stream::tap) else {
             tracing::warn!("no relayed media stream to record");
             return;
@@ -103,6 +122,7 @@ impl CallMedia {
             store,
             Tap::Relay(tap),
             self.codecs.clone(),
+            keys,
             plan,
             call,
         ));
@@ -119,10 +139,15 @@ impl CallMedia {
             return body.to_vec();
         }
         if self.recording.is_some() {
-            for (pt, codec) in recording::audio_codecs(body) {
+            let media = recording::audio_media(body);
+            for (pt, codec) in media.codecs {
                 if !self.codecs.iter().any(|(p, _)| *p == pt) {
                     self.codecs.push((pt, codec));
                 }
+            }
+            self.secure |= media.secure;
+            if !media.cryptos.is_empty() {
+                self.cryptos[usize::from(from == Side::B)] = media.cryptos;
             }
         }
         if self.transcoding.is_none()

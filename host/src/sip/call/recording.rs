@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use media::codec::Codec;
 use media::recording::{CallRecorder, Layout};
-use media::{BridgeFrame, Tapped};
+use media::srtp::{CryptoAttribute, SrtpContext};
+use media::{BridgeFrame, Side, Tapped};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::Store;
@@ -90,6 +91,14 @@ impl Tap {
     }
 }
 
+/// How a recorder reads what its tap gives it.
+struct Input {
+    /// Payload type → codec, from both sides' SDP.
+    codecs: Vec<(u8, Codec)>,
+    /// Each side's SDES key (A's, B's), when the call is SRTP.
+    keys: Option<[CryptoAttribute; 2]>,
+}
+
 /// Frames a recorder may fall behind by before the bridge drops copies (two
 /// seconds of both directions).
 pub(super) const BRIDGE_TAP_QUEUE: usize = 200;
@@ -105,13 +114,15 @@ impl Recorder {
         store: Store,
         tap: Tap,
         codecs: Vec<(u8, Codec)>,
+        keys: Option<[CryptoAttribute; 2]>,
         plan: RecordingPlan,
         call: RecordedCall,
     ) -> Recorder {
         let (stop, stopped) = oneshot::channel();
         let span = tracing::info_span!("recording", call_id = %call.call_id);
+        let input = Input { codecs, keys };
         tokio::spawn(tracing::Instrument::instrument(
-            run(store, tap, codecs, plan, call, stopped),
+            run(store, tap, input, plan, call, stopped),
             span,
         ));
         Recorder { stop: Some(stop) }
@@ -139,7 +150,7 @@ fn unix_ms() -> i64 {
 async fn run(
     store: Store,
     mut tap: Tap,
-    codecs: Vec<(u8, Codec)>,
+    input: Input,
     plan: RecordingPlan,
     call: RecordedCall,
     mut stopped: oneshot::Receiver<()>,
@@ -170,9 +181,30 @@ async fn run(
     );
     let began = Instant::now();
     let ms = |at: Instant| at.saturating_duration_since(began).as_millis() as u64;
-    let mut recorder = CallRecorder::new(layout, codecs);
-    let push = |recorder: &mut CallRecorder, heard: Heard| match heard {
-        Heard::Rtp(p) => recorder.push(p.from, ms(p.at), &p.packet),
+    let mut recorder = CallRecorder::new(layout, input.codecs);
+    // SDES-keyed SRTP: each side's packets are authenticated and decrypted
+    // with the key its SDP announced.
+    let mut contexts = input
+        .keys
+        .map(|keys| keys.map(|c| SrtpContext::new(c.suite, &c.key)));
+    let mut undecrypted = 0u64;
+    let mut push = |recorder: &mut CallRecorder, heard: Heard| match heard {
+        Heard::Rtp(mut p) => {
+            let n = match &mut contexts {
+                Some(contexts) => {
+                    let side = usize::from(p.from == Side::B);
+                    match contexts[side].unprotect_rtp(&mut p.packet) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            undecrypted += 1;
+                            return;
+                        }
+                    }
+                }
+                None => p.packet.len(),
+            };
+            recorder.push(p.from, ms(p.at), &p.packet[..n]);
+        }
         Heard::Pcm(f) => recorder.push_pcm(f.from, ms(f.at), &f.samples[..]),
     };
     let mut pending: Vec<i16> = Vec::new();
@@ -213,6 +245,7 @@ async fn run(
         packets = stats.packets,
         unknown = stats.unknown,
         late = stats.late,
+        undecrypted,
         "call recording ended"
     );
 }
@@ -242,15 +275,23 @@ async fn store_chunk(
     }
 }
 
-/// The payload types of the first audio m-line of an SDP body, with their
-/// codecs where the media engine decodes them.
-pub(super) fn audio_codecs(body: &[u8]) -> Vec<(u8, Codec)> {
+/// What the recorder needs of one side's SDP: its first audio m-line's
+/// payload types (with their codecs where the media engine decodes them),
+/// whether it is SRTP, and its SDES keys (`a=crypto`), if any.
+#[derive(Debug, Default)]
+pub(super) struct AudioMedia {
+    pub codecs: Vec<(u8, Codec)>,
+    pub secure: bool,
+    pub cryptos: Vec<CryptoAttribute>,
+}
+
+pub(super) fn audio_media(body: &[u8]) -> AudioMedia {
+    let mut out = AudioMedia::default();
     let Ok(text) = std::str::from_utf8(body) else {
-        return Vec::new();
+        return out;
     };
     let mut in_audio = false;
     let mut types: Vec<u8> = Vec::new();
-    let mut out = Vec::new();
     for line in text.lines().map(str::trim_end) {
         if let Some(m) = line.strip_prefix("m=") {
             if in_audio {
@@ -258,12 +299,10 @@ pub(super) fn audio_codecs(body: &[u8]) -> Vec<(u8, Codec)> {
             }
             if let Some(rest) = m.strip_prefix("audio ") {
                 in_audio = true;
-                types = rest
-                    .split_whitespace()
-                    .skip(2)
-                    .filter_map(|t| t.parse().ok())
-                    .collect();
-                out.extend(
+                let mut fields = rest.split_whitespace().skip(1);
+                out.secure = fields.next().is_some_and(|proto| proto.contains("SAVP"));
+                types = fields.filter_map(|t| t.parse().ok()).collect();
+                out.codecs.extend(
                     types
                         .iter()
                         .filter_map(|&pt| Codec::from_static_payload_type(pt).map(|c| (pt, c))),
@@ -272,6 +311,12 @@ pub(super) fn audio_codecs(body: &[u8]) -> Vec<(u8, Codec)> {
             continue;
         }
         if !in_audio {
+            continue;
+        }
+        if let Some(crypto) = line.strip_prefix("a=crypto:") {
+            if let Ok(c) = CryptoAttribute::parse(crypto.trim()) {
+                out.cryptos.push(c);
+            }
             continue;
         }
         if let Some(map) = line.strip_prefix("a=rtpmap:") {
@@ -286,13 +331,25 @@ pub(super) fn audio_codecs(body: &[u8]) -> Vec<(u8, Codec)> {
             let Ok(rate) = rate.parse() else { continue };
             if let Some(codec) = Codec::from_rtpmap(name, rate)
                 && types.contains(&pt)
-                && !out.iter().any(|(p, _)| *p == pt)
+                && !out.codecs.iter().any(|(p, _)| *p == pt)
             {
-                out.push((pt, codec));
+                out.codecs.push((pt, codec));
             }
         }
     }
     out
+}
+
+/// The key each side encrypts with, from the offer's (`a`) and the
+/// answer's (`b`) `a=crypto` lines: the answer's line, and the offer's
+/// line with the same tag (RFC 4568 §5.1.2). `None` when either is missing.
+pub(super) fn sdes_keys(
+    a: &[CryptoAttribute],
+    b: &[CryptoAttribute],
+) -> Option<[CryptoAttribute; 2]> {
+    let answer = b.first()?;
+    let offer = a.iter().find(|c| c.tag == answer.tag)?;
+    Some([offer.clone(), answer.clone()])
 }
 
 #[cfg(test)]
@@ -324,11 +381,45 @@ mod tests {
         let sdp = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 111 8 0 101\r\n\
                     a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
                     a=rtpmap:96 PCMA/8000\r\nm=audio 4002 RTP/AVP 9\r\na=rtpmap:97 PCMU/8000\r\n";
+        let media = audio_media(sdp);
         assert_eq!(
-            audio_codecs(sdp),
+            media.codecs,
             [(8, Codec::Pcma), (0, Codec::Pcmu), (111, Codec::OPUS)]
         );
-        assert!(audio_codecs(b"v=0\r\nm=video 4000 RTP/AVP 96\r\n").is_empty());
-        assert!(audio_codecs(&[0xff, 0xfe]).is_empty());
+        assert!(!media.secure && media.cryptos.is_empty());
+        assert!(
+            audio_media(b"v=0\r\nm=video 4000 RTP/AVP 96\r\n")
+                .codecs
+                .is_empty()
+        );
+        assert!(audio_media(&[0xff, 0xfe]).codecs.is_empty());
+    }
+
+    #[test]
+    fn sdes_keys_pair_the_answer_with_the_offer_line_of_its_tag() {
+        let key = |k: u8| media::srtp::MasterKey::new([k; 16], [k; 14]).key_params();
+        let offer = format!(
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {}\r\n\
+             a=crypto:2 AES_CM_128_HMAC_SHA1_32 {}\r\n",
+            key(1),
+            key(2)
+        );
+        let answer = format!(
+            "m=audio 5000 RTP/SAVP 0\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 {}\r\n",
+            key(9)
+        );
+        let (a, b) = (
+            audio_media(offer.as_bytes()),
+            audio_media(answer.as_bytes()),
+        );
+        assert!(a.secure && b.secure);
+        let [mine, theirs] = sdes_keys(&a.cryptos, &b.cryptos).unwrap();
+        assert_eq!((mine.tag, mine.key.key()[0]), (2, 2));
+        assert_eq!((theirs.tag, theirs.key.key()[0]), (2, 9));
+        assert!(sdes_keys(&a.cryptos, &[]).is_none());
+        // DTLS-SRTP: secure, no keys to read.
+        let dtls =
+            audio_media(b"m=audio 4000 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:sha-256 AB\r\n");
+        assert!(dtls.secure && dtls.cryptos.is_empty());
     }
 }
