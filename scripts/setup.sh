@@ -43,3 +43,12 @@ else
     say "installing rust target wasm32-wasip2"
     rustup target add wasm32-wasip2
 fi
+
+# cargo-fuzz for scripts/fuzz.sh (libFuzzer targets in fuzz/); it runs on the
+# stable toolchain with RUSTC_BOOTSTRAP=1, so no nightly is installed.
+if cargo fuzz --version >/dev/null 2>&1; then
+    say "$(cargo fuzz --version) present"
+else
+    say "installing cargo-fuzz (cargo install)"
+    cargo install --locked cargo-fuzz
+fi

@@ -18,7 +18,10 @@ use super::state::GuestState;
 use super::{FailureKind, GuestFailure, PluginError};
 use crate::directory::{DirAccount, DirGateway, Directory};
 
-mod bindings {
+// Public (hidden) only so the fuzz targets can build the values a guest
+// returns; nothing else should name the generated types.
+#[doc(hidden)]
+pub mod bindings {
     wasmtime::component::bindgen!({
         world: "router",
         path: "../wit/routing",
@@ -263,12 +266,31 @@ fn field_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_FIELD && !s.chars().any(|c| c.is_control())
 }
 
-/// Validates what the guest returned; `Err` names what is wrong.
-fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<CallerId>), String> {
+/// A gateway number or caller-id user: it is written as the user part of
+/// `sip:{user}@host` in the outbound INVITE (Request-URI, To, From), so it
+/// must be an RFC 3261 §25.1 `user` (unreserved, `%` escapes, `&=+$,/`).
+/// `;` and `?` are refused too, though RFC 3261 allows them: rsip 0.4 (and
+/// so this switch, on the way back) cannot parse a URI with them there.
+/// Found by fuzzing: `"` or a space made an INVITE nobody could parse.
+fn uri_user_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    field_ok(s)
+        && b.iter().enumerate().all(|(i, &c)| match c {
+            b'%' => b
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+            c => c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,/".contains(&c),
+        })
+}
+
+/// Validates what the guest returned; `Err` names what is wrong. Public
+/// (hidden) for the fuzz targets.
+#[doc(hidden)]
+pub fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<CallerId>), String> {
     let decision = match r.decision {
         wit::Decision::ToUser(login) if field_ok(&login) => RouteDecision::ToUser { login },
         wit::Decision::ToUser(_) => return Err("to-user with an empty or malformed login".into()),
-        wit::Decision::ToGateway(g) if field_ok(&g.gateway) && field_ok(&g.number) => {
+        wit::Decision::ToGateway(g) if field_ok(&g.gateway) && uri_user_ok(&g.number) => {
             RouteDecision::ToGateway {
                 gateway: g.gateway,
                 number: g.number,
@@ -310,7 +332,7 @@ fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<CallerI
         None => None,
         Some(c) => {
             let ok = |v: &Option<String>| v.as_deref().is_none_or(field_ok);
-            if !ok(&c.display_name) || !ok(&c.user) {
+            if !ok(&c.display_name) || !c.user.as_deref().is_none_or(uri_user_ok) {
                 return Err("caller-id with an empty or malformed field".into());
             }
             Some(CallerId {
@@ -607,6 +629,40 @@ mod tests {
                 reason: "Rejected".into()
             }
         );
+    }
+
+    #[test]
+    fn gateway_numbers_and_caller_id_users_must_be_uri_user_parts() {
+        let to_gateway = |number: &str| {
+            from_wit_result(result(wit::Decision::ToGateway(wit::GatewayTarget {
+                gateway: "gw".into(),
+                number: number.into(),
+            })))
+        };
+        // Inputs the fuzz target guest_results found breaking the INVITE.
+        for bad in ["\"", "1 2", "+49<30>", "12;user=phone", "a@b", "%4", "#31#"] {
+            assert!(to_gateway(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "+4930123456",
+            "*97",
+            "%2331%23",
+            "0049-30-1234",
+            "alice.smith",
+        ] {
+            assert!(to_gateway(good).is_ok(), "{good:?}");
+        }
+        let with_user = |user: &str| {
+            from_wit_result(wit::RouteResult {
+                decision: wit::Decision::ToUser("bob".into()),
+                caller_id: Some(wit::CallerId {
+                    display_name: Some("Alice \"A\" Smith".into()),
+                    user: Some(user.into()),
+                }),
+            })
+        };
+        assert!(with_user("+4930123456").is_ok());
+        assert!(with_user("alice>;x").is_err());
     }
 
     #[test]

@@ -18,7 +18,10 @@ use super::engine::Plugins;
 use super::state::MemoryCap;
 use super::{FailureKind, GuestFailure, PluginError};
 
-mod bindings {
+// Public (hidden) only so the fuzz targets can build the values a guest
+// returns; nothing else should name the generated types.
+#[doc(hidden)]
+pub mod bindings {
     wasmtime::component::bindgen!({
         world: "provider",
         path: "../wit/sms-provider",
@@ -232,17 +235,7 @@ impl SmsProviderGuest {
         let result = self
             .with_instance(async |b, store| b.call_build_send(store, &message, &config).await)
             .await?;
-        let req = result.map_err(|e| self.failure(FailureKind::InvalidResult, error_text(e)))?;
-        if req.body.len() > MAX_BODY {
-            return Err(self.failure(FailureKind::InvalidResult, "request body too large"));
-        }
-        Ok(HttpMessage {
-            method: req.method,
-            url: req.url,
-            status: 0,
-            headers: header_pairs(req.headers),
-            body: req.body,
-        })
+        send_request(result).map_err(|e| self.failure(FailureKind::InvalidResult, e))
     }
 
     /// Interprets the vendor's answer.
@@ -262,19 +255,7 @@ impl SmsProviderGuest {
                     .await
             })
             .await?;
-        Ok(match result {
-            wit::SendResult::Accepted(id) if !id.is_empty() && id.len() <= 255 => {
-                SendOutcome::Accepted { provider_id: id }
-            }
-            wit::SendResult::Accepted(_) => {
-                return Err(self.failure(
-                    FailureKind::InvalidResult,
-                    "accepted with an empty or over-long message id",
-                ));
-            }
-            wit::SendResult::Rejected(reason) => SendOutcome::Rejected { reason },
-            wit::SendResult::RetryAfter(secs) => SendOutcome::RetryAfter { secs },
-        })
+        send_outcome(result).map_err(|e| self.failure(FailureKind::InvalidResult, e))
     }
 
     /// Interprets a delivery-report callback. `Ok(Err(_))` is the guest
@@ -296,20 +277,62 @@ impl SmsProviderGuest {
                     .await
             })
             .await?;
-        Ok(match result {
-            Ok(r) if !r.provider_id.is_empty() && r.provider_id.len() <= 255 => {
-                Ok(DeliveryReport {
-                    provider_id: r.provider_id,
-                    state: match r.state {
-                        wit::DeliveryState::Delivered => DeliveryState::Delivered,
-                        wit::DeliveryState::Failed => DeliveryState::Failed,
-                        wit::DeliveryState::Pending => DeliveryState::Pending,
-                    },
-                    detail: r.detail,
-                })
-            }
-            Ok(_) => Err("report with an empty or over-long message id".into()),
-            Err(e) => Err(error_text(e)),
-        })
+        Ok(delivery_report(result))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the host makes of a provider's results: plain functions, so the fuzz
+// targets (fuzz/fuzz_targets/guest_results.rs) reach them without a guest.
+
+/// The HTTP request a guest's `build-send` returned; `Err` says why the
+/// host refuses it.
+#[doc(hidden)]
+pub fn send_request(result: Result<wit::HttpRequest, wit::Error>) -> Result<HttpMessage, String> {
+    let req = result.map_err(error_text)?;
+    if req.body.len() > MAX_BODY {
+        return Err("request body too large".into());
+    }
+    Ok(HttpMessage {
+        method: req.method,
+        url: req.url,
+        status: 0,
+        headers: header_pairs(req.headers),
+        body: req.body,
+    })
+}
+
+/// The outcome a guest's `parse-send-response` returned; `Err` says why
+/// the host refuses it.
+#[doc(hidden)]
+pub fn send_outcome(result: wit::SendResult) -> Result<SendOutcome, &'static str> {
+    Ok(match result {
+        wit::SendResult::Accepted(id) if !id.is_empty() && id.len() <= 255 => {
+            SendOutcome::Accepted { provider_id: id }
+        }
+        wit::SendResult::Accepted(_) => {
+            return Err("accepted with an empty or over-long message id");
+        }
+        wit::SendResult::Rejected(reason) => SendOutcome::Rejected { reason },
+        wit::SendResult::RetryAfter(secs) => SendOutcome::RetryAfter { secs },
+    })
+}
+
+/// The report a guest's `parse-delivery-report` returned; `Err` is the
+/// request not being a report the guest (or the host) accepts.
+#[doc(hidden)]
+pub fn delivery_report(result: Result<wit::Report, wit::Error>) -> Result<DeliveryReport, String> {
+    match result {
+        Ok(r) if !r.provider_id.is_empty() && r.provider_id.len() <= 255 => Ok(DeliveryReport {
+            provider_id: r.provider_id,
+            state: match r.state {
+                wit::DeliveryState::Delivered => DeliveryState::Delivered,
+                wit::DeliveryState::Failed => DeliveryState::Failed,
+                wit::DeliveryState::Pending => DeliveryState::Pending,
+            },
+            detail: r.detail,
+        }),
+        Ok(_) => Err("report with an empty or over-long message id".into()),
+        Err(e) => Err(error_text(e)),
     }
 }

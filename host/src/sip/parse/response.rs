@@ -120,11 +120,18 @@ impl Encode for Request {
 impl Encode for Response {
     fn start_line(&self) -> String {
         let code = self.status_code.code();
+        // Sanitised before the emptiness test: a phrase of control
+        // characters alone would otherwise go out as blanks, and come back
+        // as the standard phrase when re-parsed (found by fuzzing).
+        let safe = match &self.status_code {
+            StatusCode::Other(_, reason) => header_safe(reason),
+            _ => String::new(),
+        };
         let reason = match &self.status_code {
             // rsip's `From<u16>` leaves the placeholder "Other" for codes it
             // has no name for (202 among them: rsip calls 201 "Accepted").
-            StatusCode::Other(_, reason) if !reason.trim().is_empty() && reason != "Other" => {
-                header_safe(reason)
+            StatusCode::Other(_, reason) if !safe.trim().is_empty() && reason != "Other" => {
+                safe.trim().to_owned()
             }
             _ => standard_reason(code).to_owned(),
         };
@@ -292,6 +299,23 @@ mod tests {
         Contact: <sip:alice@pc33.atlanta.example.com>\r\n\
         Content-Type: application/octet-stream\r\n\
         Content-Length: 4\r\n\r\n\x00\xff\x80\x01";
+
+    #[test]
+    fn a_reason_phrase_of_control_characters_encodes_as_the_standard_one() {
+        // Fuzz target sip_datagram: it went out as blanks, then came back
+        // as "Provisional", so encoding was not stable.
+        let wire = b"SIP/2.0 120 \x00\x00\x05\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            From: <sip:a@b>;tag=1\r\nTo: <sip:b@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let Ok(Inbound::Message(msg)) = parse_datagram(wire) else {
+            panic!("does not parse");
+        };
+        let once = encode(&msg);
+        assert!(once.starts_with(b"SIP/2.0 120 Provisional\r\n"));
+        let Ok(Inbound::Message(again)) = parse_datagram(&once) else {
+            panic!("encoded response does not parse");
+        };
+        assert_eq!(encode(&again), once);
+    }
 
     fn request() -> Request {
         match parse_datagram(INVITE) {
