@@ -492,23 +492,7 @@ async fn transcoded_call(srtp: bool) {
     assert!(switch.log().contains("transcoded"), "{}", switch.log());
     // The recording: dora's sine left, the carrier's tone right.
     let wav = admin_download_last_recording(&switch).await;
-    let (left, right) = (wav_channel(&wav, 2, 0), wav_channel(&wav, 2, 1));
-    let secs = |samples: &[i16], hz: f64| tone_blocks(samples, hz) as f64 * 0.02;
-    assert!(
-        secs(&left, 440.0) >= 1.0,
-        "{} s of dora's sine",
-        secs(&left, 440.0)
-    );
-    assert!(
-        secs(&right, 1000.0) >= 1.0,
-        "{} s of the carrier's tone",
-        secs(&right, 1000.0)
-    );
-    assert_eq!(
-        secs(&left, 1000.0) + secs(&right, 440.0),
-        0.0,
-        "the directions crossed"
-    );
+    assert_stereo_tones(&wav, (440.0, 1000.0), 1.0);
     switch
         .wait_metric("softswitch_calls_active", |v| v == 0)
         .await;
@@ -665,6 +649,30 @@ async fn admin_download_last_recording(switch: &Switch) -> Vec<u8> {
         .to_vec()
 }
 
+/// A stereo recording holds `hz.0` left and `hz.1` right, each for at
+/// least `min_secs`, and neither tone in the other channel.
+fn assert_stereo_tones(wav: &[u8], hz: (f64, f64), min_secs: f64) {
+    let (left, right) = (wav_channel(wav, 2, 0), wav_channel(wav, 2, 1));
+    let secs = |samples: &[i16], f: f64| support::audio::tone_blocks(samples, f) as f64 * 0.02;
+    assert!(
+        secs(&left, hz.0) >= min_secs,
+        "{} s of {} Hz left",
+        secs(&left, hz.0),
+        hz.0
+    );
+    assert!(
+        secs(&right, hz.1) >= min_secs,
+        "{} s of {} Hz right",
+        secs(&right, hz.1),
+        hz.1
+    );
+    assert_eq!(
+        secs(&left, hz.1) + secs(&right, hz.0),
+        0.0,
+        "the directions crossed"
+    );
+}
+
 /// Channel `channel` of `channels` of a WAV served by the switch (44-byte
 /// header, 16-bit samples), checking the header says 8 kHz and `channels`.
 fn wav_channel(wav: &[u8], channels: u16, channel: usize) -> Vec<i16> {
@@ -801,23 +809,7 @@ async fn a_recorded_call_is_stored_per_direction_for_its_owner_only() {
         .bytes()
         .await
         .unwrap();
-    let (left, right) = (wav_channel(&wav, 2, 0), wav_channel(&wav, 2, 1));
-    let secs = |samples: &[i16], hz: f64| support::audio::tone_blocks(samples, hz) as f64 * 0.02;
-    assert!(
-        secs(&left, 440.0) >= 1.8,
-        "{} s of 440 Hz left",
-        secs(&left, 440.0)
-    );
-    assert!(
-        secs(&right, 1000.0) >= 1.8,
-        "{} s of 1000 Hz right",
-        secs(&right, 1000.0)
-    );
-    assert_eq!(
-        secs(&left, 1000.0) + secs(&right, 440.0),
-        0.0,
-        "the directions crossed"
-    );
+    assert_stereo_tones(&wav, (440.0, 1000.0), 1.8);
     // Mixed: both of erin's tones in the one channel.
     let erin_id = erin_rec["id"].as_i64().unwrap();
     let wav = admin_get(format!("/recordings/{erin_id}/audio"))
@@ -882,6 +874,7 @@ async fn a_recorded_call_is_stored_per_direction_for_its_owner_only() {
     assert!(status.success());
     let decoded = std::fs::read(&wav_file).unwrap();
     let left = wav_channel(&decoded, 2, 0);
+    let secs = |samples: &[i16], hz: f64| support::audio::tone_blocks(samples, hz) as f64 * 0.02;
     let recorded = dora_rec["duration_ms"].as_i64().unwrap() as f64 / 1000.0;
     assert!(
         (left.len() as f64 / 8000.0 - recorded).abs() < 0.2,

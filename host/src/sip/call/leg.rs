@@ -18,6 +18,7 @@ use super::relay::{
     response_across, session_expires,
 };
 use super::service::{ServiceCall, ServiceStart};
+use super::unix_ms;
 use super::{CallEvent, CallTx, Origin, Target, gateway_flow};
 use crate::ivr::session::CallFacts;
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
@@ -118,12 +119,6 @@ pub(super) struct Call {
     /// The caller was handed to an IVR service, which owns its dialog,
     /// its INVITE and its call record from then on.
     handed_over: bool,
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Call {

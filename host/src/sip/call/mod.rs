@@ -37,6 +37,13 @@ use crate::store::Gateway;
 use crate::store::answering::AnsweringRule;
 use media::{Relay, RelayConfig};
 
+/// Now as Unix milliseconds (call records, recordings).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// What the call task is told.
 pub(crate) enum CallEvent {
     /// The caller cancelled the INVITE.

@@ -16,6 +16,7 @@ use rsip::headers::{self, UntypedHeader};
 use tokio::sync::mpsc;
 
 use super::endpoint_sdp::audio_offer;
+use super::unix_ms;
 use super::{CallEvent, gateway_flow};
 use crate::ivr::session::{CallFacts, Control};
 use crate::sip::dialog::{Dialog, contact_for, via_for};
@@ -267,10 +268,4 @@ fn send_cancel(server: &Arc<SipServer>, invite: &rsip::Request, flow: crate::sip
     tokio::spawn(async move {
         server.request(flow, cancel).await;
     });
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

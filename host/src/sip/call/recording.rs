@@ -11,6 +11,7 @@ use media::srtp::{CryptoAttribute, SrtpContext};
 use media::{BridgeFrame, Side, Tapped};
 use tokio::sync::{mpsc, oneshot};
 
+use super::unix_ms;
 use crate::store::Store;
 use crate::store::recordings::NewRecording;
 
@@ -139,12 +140,6 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn run(

@@ -17,6 +17,7 @@ use rsip::headers::{self, UntypedHeader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::endpoint_sdp::{AudioOffer, answer};
+use super::unix_ms;
 use super::{CallEvent, CallTx};
 use crate::ivr::session::{CallFacts, Control};
 use crate::sip::dialog::{Dialog, contact_for};
@@ -71,12 +72,6 @@ pub(super) struct ServiceCall {
     answered_at: Option<i64>,
     code: u16,
     end_reason: Option<&'static str>,
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ServiceCall {
