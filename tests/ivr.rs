@@ -63,24 +63,7 @@ fn export(switch: &Switch, login: &str, id: i64) -> Vec<i16> {
 /// Leaves a voicemail of `tone_ms` of 440 Hz for `callee` as alice; the
 /// scenario presses 1 during the greeting and # after speaking.
 fn leave_voicemail(switch: &Switch, callee: &str, tone_ms: u64) -> (bool, String) {
-    let tone = media::tone::sine(TONE_HZ, 8000, Duration::from_millis(tone_ms));
-    let pcap = switch.site.path(&format!("tone-{}.pcap", rand_suffix()));
-    write_pcma_pcap(&pcap, &tone);
-    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let scenario = switch.variant_with(
-        "ivr_deposit_uac.xml",
-        &[
-            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
-            ("TONE_PCAP", pcap.to_str().unwrap()),
-            ("TONE_MS", &(tone_ms + 500).to_string()),
-        ],
-    );
-    let users = switch.users("alice.csv", "alice", "alice-pw");
-    sipp(
-        switch,
-        &scenario,
-        &["-inf", users.to_str().unwrap(), "-s", callee],
-    )
+    support::sipp::leave_voicemail(switch, callee, tone_ms, TONE_HZ)
 }
 
 /// `ivr_listen_uac.xml` with its media toward `sink` and `keys` (scenario

@@ -1,7 +1,8 @@
 //! What the host makes of values that guests return: a routing guest's
 //! `route-result` (`plugins::routing::from_wit_result`) and an SMS provider
 //! guest's `build-send`, `parse-send-response` and `parse-delivery-report`
-//! results (`plugins::sms`). The guest is the fuzzer: it returns any value
+//! results (`plugins::sms`), and a push provider guest's `format` and
+//! `parse-response` results (`plugins::push`). The guest is the fuzzer: it returns any value
 //! the WIT types allow (the canonical ABI's own checks, UTF-8 and bounds,
 //! are wasmtime's and not repeated here).
 //!
@@ -15,6 +16,8 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use softswitch::plugins::routing::bindings::softswitch::routing::types as route;
 use softswitch::plugins::routing::{RouteDecision, from_wit_result};
+use softswitch::plugins::push::bindings::softswitch::push_provider::types as push;
+use softswitch::plugins::push::{self as host_push, PushOutcome};
 use softswitch::plugins::sms::bindings::softswitch::sms_provider::types as sms;
 use softswitch::plugins::sms::{self as host_sms, MAX_BODY, SendOutcome};
 use softswitch::sip::call::relay::name_addr;
@@ -208,10 +211,51 @@ fn check_sms(u: &mut Unstructured<'_>) -> Result<()> {
     Ok(())
 }
 
+fn check_push(u: &mut Unstructured<'_>) -> Result<()> {
+    let requests: Vec<push::HttpRequest> = (0..u.int_in_range(0..=6)?)
+        .map(|_| {
+            let r = http_request(u)?;
+            let body_len = match u.int_in_range(0..=3)? {
+                0 => host_push::MAX_BODY + 1,
+                1 => host_push::MAX_BODY,
+                _ => r.body.len(),
+            };
+            Ok(push::HttpRequest {
+                method: r.method,
+                url: r.url,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| push::Header {
+                        name: h.name,
+                        value: h.value,
+                    })
+                    .collect(),
+                body: vec![0x5a; body_len],
+            })
+        })
+        .collect::<Result<_>>()?;
+    if let Ok(reqs) = host_push::push_requests(requests) {
+        assert!((1..=host_push::MAX_REQUESTS).contains(&reqs.len()));
+        assert!(reqs.iter().all(|r| r.body.len() <= host_push::MAX_BODY));
+    }
+    let outcome = match u.int_in_range(0..=3)? {
+        0 => push::Outcome::Delivered(opt_text(u)?),
+        1 => push::Outcome::TokenInvalid(text(u)?),
+        2 => push::Outcome::RetryAfter(u32::arbitrary(u)?),
+        _ => push::Outcome::Failed(text(u)?),
+    };
+    if let Ok(PushOutcome::Delivered { id: Some(id) }) = host_push::push_outcome(outcome) {
+        assert!(id.len() <= 255);
+    }
+    Ok(())
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     if let Ok(r) = route_result(&mut u) {
         check_route(r);
     }
     let _ = check_sms(&mut u);
+    let _ = check_push(&mut u);
 });

@@ -64,6 +64,8 @@ pub struct Config {
     pub api: crate::api::ApiConfig,
     /// SMS provider guests and the SMS queue.
     pub sms: crate::sms::SmsConfig,
+    /// Push provider guests, their signing keys and the push outbox.
+    pub push: crate::push::PushConfig,
     /// SMTP server and sender of activation e-mails.
     pub email: crate::notify::email::EmailConfig,
     /// The STUN Binding server.
@@ -524,6 +526,33 @@ callback_base_url = ""
 # allowed_hosts = ["rest.nexmo.com"]
 # config = { api_key = "...", api_secret = "...", from = "Softswitch" }
 
+[push]
+# Attempts before a push fails; retry delay doubles from retry_base_secs up to retry_max_secs
+# (a service's own Retry-After wins). Pushes older than max_age_secs are dropped
+# (incoming-call pushes after 60 s).
+max_attempts = 6
+retry_base_secs = 2
+retry_max_secs = 300
+max_age_secs = 86400
+# Outbox check interval when nothing wakes the worker, ms; timeout of one request, ms;
+# pushes in flight at once per provider.
+poll_interval_ms = 1000
+http_timeout_ms = 5000
+max_in_flight = 32
+# Extra CA certificates (PEM) trusted for push services; empty: public roots only.
+ca_file = ""
+# Signing keys the guests use by name (they never see them), e.g.:
+# [push.keys.apns]
+# path = "AuthKey_ABC123DEFG.p8"      # APNs token-based auth key (EC P-256, PKCS#8)
+# key_id = "ABC123DEFG"
+# [push.keys.fcm]
+# path = "service-account.json"       # Firebase service account (RS256, OAuth 2.0)
+# Provider guests, one table each; a device token names one, e.g.:
+# [push.providers.apns]
+# path = "guests/target/wasm32-wasip2/release/push_apns.wasm"
+# allowed_hosts = ["api.push.apple.com", "api.sandbox.push.apple.com"]
+# config = { team_id = "TEAM123456", topic = "net.example.app" }
+
 [email]
 # SMTP server for activation e-mails; empty host: no e-mail (username sign-up answers email-unavailable).
 smtp_host = ""
@@ -625,6 +654,7 @@ impl Default for Config {
             guests,
             api: crate::api::ApiConfig::default(),
             sms: crate::sms::SmsConfig::default(),
+            push: crate::push::PushConfig::default(),
             email: crate::notify::email::EmailConfig::default(),
             stun: crate::stun::StunConfig::default(),
             ivr: crate::ivr::IvrConfig::default(),
@@ -676,6 +706,7 @@ impl Config {
                     }
                 }
                 config.ivr.rebase(base);
+                config.push.rebase(base);
                 for provider in config.sms.providers.values_mut() {
                     let p = Path::new(&provider.path);
                     if p.is_relative() && !provider.path.is_empty() {

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod plugins;
+pub mod push;
 pub mod ratelimit;
 pub mod secrets;
 pub mod sip;

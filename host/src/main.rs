@@ -406,6 +406,16 @@ async fn run(app: App) -> anyhow::Result<()> {
     let registry = Arc::new(app.guests(Some(registrar.clone())).await?);
     let router = registry.router(&app.config)?;
     let sip = softswitch::sip::start::start(&app, router, registrar).await?;
+    let push = softswitch::push::PushService::load(
+        &app.config.push,
+        registry.plugins(),
+        app.store.clone(),
+        app.metrics.clone(),
+    )
+    .await
+    .context("cannot start push")?;
+    let _push_worker = softswitch::push::worker::spawn(push.clone());
+    sip.attach_push(push.clone());
     let ivr = softswitch::ivr::Ivr::new(
         app.config.ivr.clone(),
         registry.plugins().clone(),
@@ -432,9 +442,33 @@ async fn run(app: App) -> anyhow::Result<()> {
         voicemail_template,
         ivr.email_queued(),
     );
+    let push_for_voicemail = push.clone();
+    ivr.on_voicemail_left(Arc::new(move |left: softswitch::ivr::VoicemailLeft| {
+        let push = push_for_voicemail.clone();
+        tokio::spawn(async move {
+            let notification = softswitch::push::Notification {
+                kind: softswitch::push::NotificationKind::Voicemail,
+                from_login: left.caller,
+                from_display_name: left.caller_name.unwrap_or_default(),
+                from_book_name: None,
+                timestamp: softswitch::store::now_secs(),
+                call_id: None,
+                excerpt: left.id.to_string(),
+                badge: 0,
+                id: format!("vm-{}", left.id),
+            };
+            push.notify_user(&left.owner, notification).await;
+        });
+    }));
     sip.attach_ivr(ivr);
     let _stun = softswitch::stun::start(&app.config.stun, app.metrics.clone()).await?;
-    let _api = softswitch::api::start::start(&app, registry.plugins(), Some(sip.clone())).await?;
+    let _api = softswitch::api::start::start(
+        &app,
+        registry.plugins(),
+        Some(sip.clone()),
+        Some(push.clone()),
+    )
+    .await?;
     let (token, token_file) = app.admin_token()?;
     if let Some(path) = token_file {
         tracing::info!(path = %path.display(), "admin bearer token is in this file");

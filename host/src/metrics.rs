@@ -54,6 +54,13 @@ pub struct Metrics {
     /// The notAfter (Unix seconds) of each TLS listener's certificate, as
     /// served now (a renewed certificate shows once reloaded).
     tls_cert_not_after: IntGaugeVec,
+    /// Pushes queued, by notification kind.
+    pub push_queued: IntCounterVec,
+    /// Pushes finished, by provider and outcome (delivered, token-invalid,
+    /// failed, expired) and retries (retry).
+    pub push_outcomes: IntCounterVec,
+    /// Time of one push request, from sending to the service's answer, by provider.
+    pub push_seconds: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -210,6 +217,33 @@ impl Metrics {
         registry
             .register(Box::new(tls_cert_not_after.clone()))
             .expect("unique metric");
+        let push_queued =
+            IntCounterVec::new(Opts::new("push_queued_total", "Pushes queued"), &["kind"])
+                .expect("static metric");
+        let push_outcomes = IntCounterVec::new(
+            Opts::new(
+                "push_outcomes_total",
+                "Push attempts by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )
+        .expect("static metric");
+        // 5 ms to 10 s: APNs and FCM answer in tens to hundreds of ms.
+        let push_seconds = HistogramVec::new(
+            HistogramOpts::new("push_request_seconds", "Time of one push request").buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["provider"],
+        )
+        .expect("static metric");
+        for c in [&push_queued, &push_outcomes] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(push_seconds.clone()))
+            .expect("unique metric");
         Self {
             registry,
             guest_calls,
@@ -233,6 +267,9 @@ impl Metrics {
             stun_dropped,
             stun_tcp_connections,
             tls_cert_not_after,
+            push_queued,
+            push_outcomes,
+            push_seconds,
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod netns;
+pub mod push;
 pub mod sipp;
 pub mod smtp;
 

@@ -577,3 +577,26 @@ impl Drop for Baresip {
         let _ = self.0.wait();
     }
 }
+
+/// alice calls `callee`'s voicemail and leaves `tone_ms` of a `hz` tone
+/// (`ivr_deposit_uac.xml`); (SIPp succeeded, its trace).
+pub fn leave_voicemail(switch: &Switch, callee: &str, tone_ms: u64, hz: f64) -> (bool, String) {
+    let tone = media::tone::sine(hz, 8000, Duration::from_millis(tone_ms));
+    let pcap = switch.site.path(&format!("tone-{}.pcap", rand_suffix()));
+    super::audio::write_pcma_pcap(&pcap, &tone);
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let scenario = switch.variant_with(
+        "ivr_deposit_uac.xml",
+        &[
+            ("MEDIA_PORT", &sink.local_addr().unwrap().port().to_string()),
+            ("TONE_PCAP", pcap.to_str().unwrap()),
+            ("TONE_MS", &(tone_ms + 500).to_string()),
+        ],
+    );
+    let users = switch.users("alice.csv", "alice", "alice-pw");
+    sipp(
+        switch,
+        &scenario,
+        &["-inf", users.to_str().unwrap(), "-s", callee],
+    )
+}

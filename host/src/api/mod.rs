@@ -24,6 +24,7 @@ pub mod password;
 pub mod phone;
 pub mod phone_signup;
 pub mod profile;
+pub mod push_tokens;
 pub mod recordings;
 pub mod sms_reports;
 pub mod start;
@@ -128,6 +129,8 @@ pub struct ApiState {
     pub config: ApiConfig,
     pub store: Store,
     pub sms: Arc<SmsService>,
+    /// Push providers, for checking the tokens apps register.
+    pub push: Option<Arc<crate::push::PushService>>,
     pub template: AccountTemplate,
     /// SIP domain returned with credentials.
     pub sip_domain: String,
@@ -171,6 +174,7 @@ pub type CallOut = Arc<dyn Fn(CallOutRequest) + Send + Sync>;
 /// What [`ApiState`] is made of besides the configuration and the store.
 pub struct ApiParts {
     pub sms: Arc<SmsService>,
+    pub push: Option<Arc<crate::push::PushService>>,
     pub template: AccountTemplate,
     pub sip_domain: String,
     pub mailer: Arc<Mailer>,
@@ -200,6 +204,7 @@ impl ApiState {
             config,
             store,
             sms: parts.sms,
+            push: parts.push,
             template: parts.template,
             sip_domain: parts.sip_domain,
             mailer: parts.mailer,
@@ -360,6 +365,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .delete(answering::clear_greeting)
                 .layer(DefaultBodyLimit::max(answering::GREETING_MAX_BYTES)),
         )
+        .route("/v1/push-tokens", get(push_tokens::list))
+        .route(
+            "/v1/push-tokens/{instance}",
+            put(push_tokens::set).delete(push_tokens::remove),
+        )
         .route("/v1/recordings", get(recordings::list))
         .route(
             "/v1/recordings/{id}",
@@ -424,6 +434,8 @@ mod tests {
             "/v1/answering-rules",
             "/v1/answering-rules/{id}",
             "/v1/answering-rules/{id}/greeting",
+            "/v1/push-tokens",
+            "/v1/push-tokens/{instance}",
             "/v1/recordings",
             "/v1/recordings/{id}",
             "/v1/recordings/{id}/audio",

@@ -33,6 +33,7 @@ pub async fn start(
     app: &App,
     plugins: &Plugins,
     sip_server: Option<Arc<SipServer>>,
+    push: Option<Arc<crate::push::PushService>>,
 ) -> anyhow::Result<ApiHandles> {
     let sms = SmsService::load(&app.config.sms, plugins, app.store.clone())
         .await
@@ -72,6 +73,7 @@ pub async fn start(
         app.store.clone(),
         ApiParts {
             sms,
+            push,
             template: app.config.account_template.clone(),
             sip_domain: sip.domain.clone(),
             mailer,

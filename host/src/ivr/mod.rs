@@ -110,6 +110,20 @@ pub enum IvrStartError {
 /// Told the login whose mailbox changed.
 pub type MailboxListener = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// A voice message that was just stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoicemailLeft {
+    /// The mailbox's owner.
+    pub owner: String,
+    pub id: i64,
+    /// The caller's login or number, and display name.
+    pub caller: String,
+    pub caller_name: Option<String>,
+}
+
+/// Told of each voice message left (push notifications).
+pub type VoicemailListener = Arc<dyn Fn(VoicemailLeft) + Send + Sync>;
+
 /// One run in [`Ivr::runs`] for as long as it lives.
 struct RunCount(Arc<Ivr>);
 
@@ -142,6 +156,7 @@ pub struct Ivr {
     /// configuration values (the compiled code is shared by the cache).
     loaded: tokio::sync::Mutex<HashMap<String, Loaded>>,
     on_mailbox_change: OnceLock<MailboxListener>,
+    on_voicemail_left: OnceLock<VoicemailListener>,
     /// Woken when a run queued a voicemail e-mail.
     email_queued: Arc<tokio::sync::Notify>,
     runs: Mutex<usize>,
@@ -163,6 +178,7 @@ impl Ivr {
             store,
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             on_mailbox_change: OnceLock::new(),
+            on_voicemail_left: OnceLock::new(),
             email_queued: Arc::new(tokio::sync::Notify::new()),
             runs: Mutex::new(0),
         });
@@ -181,6 +197,11 @@ impl Ivr {
     /// Who is told that a mailbox changed (MWI NOTIFYs).
     pub fn on_mailbox_change(&self, f: MailboxListener) {
         let _ = self.on_mailbox_change.set(f);
+    }
+
+    /// Sets who hears of each voice message left.
+    pub fn on_voicemail_left(&self, f: VoicemailListener) {
+        let _ = self.on_voicemail_left.set(f);
     }
 
     /// Notified when a deposit queued a voicemail e-mail (the mailer waits on it).
@@ -306,6 +327,11 @@ impl Ivr {
                 .cloned()
                 .unwrap_or_else(|| Arc::new(|_: &str| {})),
             email_queued: self.email_queued.clone(),
+            voicemail_left: self
+                .on_voicemail_left
+                .get()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(|_: VoicemailLeft| {})),
         };
         let session = Session::new(
             facts,

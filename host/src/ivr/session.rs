@@ -135,6 +135,8 @@ pub struct Hooks {
     pub mailbox_changed: super::MailboxListener,
     /// A voicemail e-mail was queued (wakes the mailer).
     pub email_queued: Arc<tokio::sync::Notify>,
+    /// A voice message was stored (push notifications).
+    pub voicemail_left: super::VoicemailListener,
 }
 
 impl Default for Hooks {
@@ -142,6 +144,7 @@ impl Default for Hooks {
         Self {
             mailbox_changed: Arc::new(|_: &str| {}),
             email_queued: Arc::new(tokio::sync::Notify::new()),
+            voicemail_left: Arc::new(|_: super::VoicemailLeft| {}),
         }
     }
 }
@@ -561,6 +564,12 @@ impl Session {
             "voicemail deposited"
         );
         (self.hooks.mailbox_changed)(&grant.owner);
+        (self.hooks.voicemail_left)(super::VoicemailLeft {
+            owner: grant.owner.clone(),
+            id,
+            caller: caller.to_string(),
+            caller_name: self.facts.caller_display_name.clone(),
+        });
         Ok(id as u64)
     }
 

@@ -15,6 +15,7 @@
 pub mod engine;
 pub mod inspect;
 pub mod ivr;
+pub mod push;
 pub mod registry;
 pub mod routing;
 pub mod sms;

@@ -19,6 +19,7 @@ use super::util::{display_name_of, header_value, new_call_id, new_tag, user_of};
 use crate::plugins::routing::{
     Kind, Reason, RouteDecision, RouteRequest, Transport as RouteTransport,
 };
+use crate::push::{Notification, NotificationKind, excerpt};
 use crate::store::location::Binding;
 use crate::store::messages::{MessageStatus, NewMessage, StoredMessage};
 
@@ -108,6 +109,7 @@ pub async fn on_message(
                 .bindings(&stored.message.recipient, crate::store::now_secs());
             if bindings.is_empty() {
                 tracing::debug!(id, recipient = %stored.message.recipient, "recipient offline: message deferred");
+                push_deferred(server, &stored);
                 return response_for(req, 202, "Accepted", Some(tag), &[]);
             }
             if deliver(
@@ -120,6 +122,7 @@ pub async fn on_message(
             {
                 response_for(req, 200, "OK", Some(tag), &[])
             } else {
+                push_deferred(server, &stored);
                 response_for(req, 202, "Accepted", Some(tag), &[])
             }
         }
@@ -145,6 +148,37 @@ pub async fn on_message(
         }
         RouteDecision::Reject { code, reason } => response_for(req, code, &reason, Some(tag), &[]),
     }
+}
+
+/// A message no device took: the recipient's apps hear of it by push (a
+/// text with its first 40 characters, or the attachment's type). System
+/// commands are never announced (SPEC §5).
+fn push_deferred(server: &Arc<SipServer>, stored: &StoredMessage) {
+    let Some(push) = server.push().cloned() else {
+        return;
+    };
+    let m = &stored.message;
+    if m.system {
+        return;
+    }
+    let kind = NotificationKind::of_message(&m.content_type);
+    let notification = Notification {
+        kind,
+        from_login: m.sender.clone(),
+        from_display_name: m.sender_name.clone().unwrap_or_default(),
+        from_book_name: None,
+        timestamp: stored.created_at,
+        call_id: None,
+        excerpt: if kind == NotificationKind::Text {
+            excerpt(&m.body)
+        } else {
+            String::new()
+        },
+        badge: 0,
+        id: format!("msg-{}", stored.id),
+    };
+    let recipient = m.recipient.clone();
+    tokio::spawn(async move { push.notify_user(&recipient, notification).await });
 }
 
 /// Sends a stored message to every binding; true once a device answered 2xx

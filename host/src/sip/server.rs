@@ -144,6 +144,7 @@ pub struct SipServer {
     client_txs: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Box<SipMessage>>>>,
     presence: OnceLock<Arc<super::presence::Presence>>,
     ivr: OnceLock<Arc<crate::ivr::Ivr>>,
+    push: OnceLock<Arc<crate::push::PushService>>,
 }
 
 /// Takes the request a new server transaction delivers to its TU out of its
@@ -200,6 +201,7 @@ impl SipServer {
             client_txs: Mutex::new(HashMap::new()),
             presence: OnceLock::new(),
             ivr: OnceLock::new(),
+            push: OnceLock::new(),
         }
     }
 
@@ -211,6 +213,16 @@ impl SipServer {
     /// The IVR services, once attached.
     pub fn ivr(&self) -> Option<&Arc<crate::ivr::Ivr>> {
         self.ivr.get()
+    }
+
+    /// Wires the push service in (offline users hear of messages and calls).
+    pub fn attach_push(&self, push: Arc<crate::push::PushService>) {
+        let _ = self.push.set(push);
+    }
+
+    /// The push service, once attached.
+    pub fn push(&self) -> Option<&Arc<crate::push::PushService>> {
+        self.push.get()
     }
 
     /// Wires the presence service in once its state is loaded.
@@ -773,6 +785,12 @@ impl SipServer {
                         )
                     })
                     .collect();
+                if let Some(push) = self.push()
+                    && registered.refreshed
+                {
+                    push.tokens_from_bindings(&login, &registered.bindings)
+                        .await;
+                }
                 if registered.refreshed {
                     super::messaging::deliver_deferred(self.clone(), login.clone());
                 }

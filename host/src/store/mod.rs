@@ -24,6 +24,7 @@ pub mod messages;
 pub mod phone_signups;
 pub mod presence;
 pub mod profiles_api;
+pub mod push;
 pub mod recordings;
 pub mod sms;
 pub mod username_signups;

@@ -1,0 +1,706 @@
+//! Push notifications, black-box: the switch with the APNs, FCM and
+//! UnifiedPush guests, against local stand-ins that speak the services'
+//! documented protocols (HTTP/2 + TLS, ES256 provider tokens, the OAuth 2.0
+//! JWT bearer grant), and SIPp as the phones.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature;
+use support::push::{Answer, Seen, StandIn, TestPki};
+use support::sipp::{Switch, sipp};
+
+const TEAM: &str = "TEAM123456";
+const KEY_ID: &str = "KEY1234567";
+const TOPIC: &str = "net.example.softphone";
+const PROJECT: &str = "softswitch-test";
+const CLIENT_EMAIL: &str = "push@softswitch-test.iam.gserviceaccount.com";
+const FCM_SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+
+/// The switch with an API, the three push guests, and their stand-ins.
+struct PushSite {
+    switch: Switch,
+    base: String,
+    client: reqwest::Client,
+    apns: StandIn,
+    fcm: StandIn,
+    webpush: StandIn,
+    /// The APNs key's public half (uncompressed P-256 point).
+    apns_public: Vec<u8>,
+    /// The service account's public key (PKCS#1 DER).
+    fcm_public: Vec<u8>,
+    /// The key files the switch reads.
+    _keys: tempfile::TempDir,
+}
+
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Firebase-style service account whose token endpoint is the stand-in:
+/// (file path, public key as PKCS#1 DER).
+fn service_account(dir: &Path, token_uri: &str) -> (String, Vec<u8>) {
+    let key = dir.join("fcm-key.pem");
+    let public = dir.join("fcm-public.der");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let file = dir.join("service-account.json");
+    let json = serde_json::json!({
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": "sa-key-1",
+        "private_key": std::fs::read_to_string(&key).unwrap(),
+        "client_email": CLIENT_EMAIL,
+        "token_uri": token_uri,
+    });
+    std::fs::write(&file, json.to_string()).unwrap();
+    (file.display().to_string(), std::fs::read(&public).unwrap())
+}
+
+fn apns_ok(_: &Seen) -> Answer {
+    Answer::new(200, "").header("apns-id", "6B2C7A4E-0000-4000-8000-000000000001")
+}
+
+fn fcm_ok(s: &Seen) -> Answer {
+    if s.path == "/token" {
+        Answer::new(
+            200,
+            r#"{"access_token":"ya29.test-access-token","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+        .header("content-type", "application/json")
+    } else {
+        Answer::new(
+            200,
+            &format!(
+                r#"{{"name":"projects/{PROJECT}/messages/0:1500415314455276%31bd1c9631bd1c96"}}"#
+            ),
+        )
+        .header("content-type", "application/json")
+    }
+}
+
+impl PushSite {
+    async fn start() -> PushSite {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new(dir.path());
+        let apns = StandIn::https(&pki, apns_ok).await;
+        let fcm = StandIn::https(&pki, fcm_ok).await;
+        let webpush = StandIn::http(|_| Answer::new(201, "").header("location", "/up/msg/1")).await;
+        let apns_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let p8 = dir.path().join("AuthKey.p8");
+        std::fs::write(&p8, apns_key.serialize_pem()).unwrap();
+        let (account, fcm_public) =
+            service_account(dir.path(), &format!("{}/token", fcm.base("https")));
+        let wasm = |n: &str| support::guest_wasm(n).display().to_string();
+        let push_config = format!(
+            r#"
+[push]
+ca_file = "{ca}"
+retry_base_secs = 1
+poll_interval_ms = 200
+http_timeout_ms = 1500
+[push.keys.apns]
+path = "{p8}"
+key_id = "{KEY_ID}"
+[push.keys.fcm]
+path = "{account}"
+[push.providers.apns]
+path = "{apns_wasm}"
+allowed_hosts = ["127.0.0.1"]
+config = {{ team_id = "{TEAM}", topic = "{TOPIC}", base_url = "{apns_base}", sandbox_url = "{apns_base}" }}
+[push.providers.fcm]
+path = "{fcm_wasm}"
+allowed_hosts = ["127.0.0.1"]
+config = {{ project_id = "{PROJECT}", base_url = "{fcm_base}" }}
+[push.providers.webpush]
+path = "{webhook_wasm}"
+allowed_hosts = ["*"]
+"#,
+            ca = pki.ca_file.display(),
+            p8 = p8.display(),
+            apns_wasm = wasm("push_apns"),
+            fcm_wasm = wasm("push_fcm"),
+            webhook_wasm = wasm("push_webhook"),
+            apns_base = apns.base("https"),
+            fcm_base = fcm.base("https"),
+        );
+        let (sip, api_port, admin) = (
+            support::sipp::free_sip_port(),
+            support::free_port(),
+            support::free_port(),
+        );
+        let site = support::Site::with_api(
+            sip,
+            &format!("listen = [\"127.0.0.1:{api_port}\"]\n"),
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{push_config}"),
+        );
+        for (login, phone) in [
+            ("alice", "48600111000"),
+            ("bob", "48600222000"),
+            ("carol", "48600333000"),
+        ] {
+            site.ok(&[
+                "account",
+                "add",
+                login,
+                "--password",
+                &format!("{login}-pw"),
+                "--access-password",
+                &format!("{login}-web"),
+                "--phone",
+                phone,
+                "--username",
+                login,
+            ]);
+        }
+        let mut switch = Switch {
+            site,
+            running: None,
+            sip,
+            tls: 0,
+            admin,
+        };
+        switch.boot().await;
+        PushSite {
+            switch,
+            base: format!("https://127.0.0.1:{api_port}"),
+            client: support::api_client(),
+            apns,
+            fcm,
+            webpush,
+            apns_public: apns_key.public_key_raw().to_vec(),
+            fcm_public,
+            _keys: dir,
+        }
+    }
+
+    async fn token(&self, login: &str) -> String {
+        support::api_token(&self.client, &self.base, login, &format!("{login}-web")).await
+    }
+
+    /// `PUT /v1/push-tokens/{instance}`: (status, body).
+    async fn put_token(
+        &self,
+        bearer: &str,
+        instance: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .put(format!("{}/v1/push-tokens/{instance}", self.base))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn tokens(&self, bearer: &str) -> Vec<serde_json::Value> {
+        let r: serde_json::Value = self
+            .client
+            .get(format!("{}/v1/push-tokens", self.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["tokens"].as_array().unwrap().clone()
+    }
+
+    /// alice sends bob (offline) a MESSAGE of `content_type` with `text`;
+    /// the switch must accept it (202: stored for later).
+    fn message(&self, content_type: &str, text: &str) {
+        let scenario = self.switch.variant_with(
+            "uac_message_auth.xml",
+            &[
+                ("hello from sipp-bench message [call_number]", text),
+                (
+                    "Content-Type: text/plain",
+                    &format!("Content-Type: {content_type}"),
+                ),
+                (
+                    "<recv response=\"200\" rtd=\"1\" response_txn=\"msg2\"/>",
+                    "<recv response=\"202\" rtd=\"1\" response_txn=\"msg2\"/>",
+                ),
+            ],
+        );
+        let users = self.switch.users("alice.csv", "alice", "alice-pw");
+        let (ok, trace) = sipp(
+            &self.switch,
+            &scenario,
+            &["-inf", users.to_str().unwrap(), "-s", "bob"],
+        );
+        assert!(ok, "MESSAGE not accepted:\n{trace}\n{}", self.switch.log());
+    }
+
+    fn log(&self) -> String {
+        self.switch.log()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/metrics", self.switch.admin))
+            .bearer_auth(admin_token(&self.switch))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn admin_token(switch: &Switch) -> String {
+    std::fs::read_to_string(switch.site.path("data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The JSON of a JWT's part `i` (0 header, 1 claims), after checking its
+/// signature with `public` under `alg`.
+fn verified_jwt(
+    jwt: &str,
+    public: &[u8],
+    alg: &'static dyn signature::VerificationAlgorithm,
+) -> (serde_json::Value, serde_json::Value) {
+    let (input, sig) = jwt.rsplit_once('.').expect("a compact JWS");
+    signature::UnparsedPublicKey::new(alg, public)
+        .verify(input.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+        .expect("the JWT's signature verifies with the configured key's public half");
+    let part = |i: usize| -> serde_json::Value {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(input.split('.').nth(i).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (part(0), part(1))
+}
+
+async fn wait_until(what: &str, log: impl Fn() -> String, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "never: {what}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
+    let site = PushSite::start().await;
+    site.switch.site.ok(&[
+        "contact",
+        "add",
+        "bob",
+        "+48600111000",
+        "--name",
+        "Alice Liddell",
+    ]);
+    let bob = site.token("bob").await;
+    let apns_alert = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let apns_voip = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    for (instance, body) in [
+        (
+            "iphone",
+            serde_json::json!({"provider": "apns", "token": apns_voip, "app": TOPIC, "kind": "voip"}),
+        ),
+        (
+            "iphone",
+            serde_json::json!({"provider": "apns", "token": apns_alert, "app": TOPIC}),
+        ),
+        (
+            "pixel",
+            serde_json::json!({"provider": "fcm", "token": "fcm-registration-token-1", "app": PROJECT}),
+        ),
+    ] {
+        let (status, answer) = site.put_token(&bob, instance, body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // A UnifiedPush phone puts its endpoint in its REGISTER (RFC 8599),
+    // then goes away: the token stays.
+    let endpoint = format!("{}/up/bob-endpoint", site.webpush.base("http"));
+    let escaped: String = endpoint
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let contact = "Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport]>";
+    let register = site.switch.variant_with(
+        "register_auth.xml",
+        &[(
+            contact,
+            &format!(
+                "Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport];pn-provider=webpush;pn-prid={escaped}>;+sip.instance=\"<urn:uuid:0f0e0d0c-0000-4000-8000-00000000b0b0>\""
+            ),
+        ), ("Expires: 3600", "Expires: 60")],
+    );
+    let users = site.switch.users("bob.csv", "bob", "bob-pw");
+    let (ok, trace) = sipp(&site.switch, &register, &["-inf", users.to_str().unwrap()]);
+    assert!(ok, "{trace}\n{}", site.log());
+    let unregister = site.switch.variant_with(
+        "register_auth.xml",
+        &[(contact, &format!("Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport];pn-provider=webpush;pn-prid={escaped}>")), ("Expires: 3600", "Expires: 0")],
+    );
+    let (ok, trace) = sipp(
+        &site.switch,
+        &unregister,
+        &["-inf", users.to_str().unwrap()],
+    );
+    assert!(ok, "{trace}\n{}", site.log());
+    let tokens = site.tokens(&bob).await;
+    let from_register: Vec<_> = tokens
+        .iter()
+        .filter(|t| t["source"] == "register")
+        .collect();
+    assert_eq!(from_register.len(), 1, "{tokens:?}");
+    assert_eq!(from_register[0]["provider"], "webpush");
+    assert_eq!(from_register[0]["token"], endpoint.as_str());
+    assert_eq!(
+        from_register[0]["instance"],
+        "<urn:uuid:0f0e0d0c-0000-4000-8000-00000000b0b0>"
+    );
+
+    let text = "Are you coming to the tea party at five? The March Hare insists.";
+    site.message("text/plain", text);
+
+    // APNs: one alert over HTTP/2 to the alert token (never the VoIP one),
+    // with a provider token signed by the configured key.
+    let apns = site.apns.wait_for("/3/device/", 1, || site.log()).await;
+    let a = &apns[0];
+    assert!(a.http2, "APNs is HTTP/2 only");
+    assert_eq!(a.method, "POST");
+    assert_eq!(a.path, format!("/3/device/{apns_alert}"));
+    assert_eq!(a.header("apns-push-type"), Some("alert"));
+    assert_eq!(a.header("apns-topic"), Some(TOPIC));
+    let bearer = a
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("bearer ")
+        .unwrap();
+    let (header, claims) = verified_jwt(
+        bearer,
+        &site.apns_public,
+        &signature::ECDSA_P256_SHA256_FIXED,
+    );
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"], KEY_ID);
+    assert_eq!(claims["iss"], TEAM);
+    let body = a.json();
+    assert_eq!(
+        body["aps"]["alert"]["title"], "Alice Liddell",
+        "the callee's own name for the sender: {body}"
+    );
+    let excerpt: String = text.chars().take(40).collect();
+    assert_eq!(body["aps"]["alert"]["body"], excerpt.as_str());
+    assert_eq!(body["type"], "text");
+    assert_eq!(body["from"], "alice");
+
+    // FCM: an OAuth token from the service account, then the v1 send.
+    let grants = site.fcm.wait_for("/token", 1, || site.log()).await;
+    let form: Vec<(String, String)> = url_pairs(&grants[0].body);
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        field("grant_type"),
+        "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    );
+    let (header, claims) = verified_jwt(
+        &field("assertion"),
+        &site.fcm_public,
+        &signature::RSA_PKCS1_2048_8192_SHA256,
+    );
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(claims["iss"], CLIENT_EMAIL);
+    assert_eq!(claims["scope"], FCM_SCOPE);
+    assert_eq!(claims["aud"], format!("{}/token", site.fcm.base("https")));
+    let sends = site
+        .fcm
+        .wait_for(&format!("/v1/projects/{PROJECT}/messages:send"), 1, || {
+            site.log()
+        })
+        .await;
+    let f = &sends[0];
+    assert_eq!(
+        f.header("authorization"),
+        Some("Bearer ya29.test-access-token")
+    );
+    let message = &f.json()["message"];
+    assert_eq!(message["token"], "fcm-registration-token-1");
+    assert_eq!(message["data"]["type"], "text");
+    assert_eq!(message["data"]["excerpt"], excerpt.as_str());
+    assert_eq!(message["data"]["from_login"], "alice");
+
+    // UnifiedPush: the JSON notification POSTed to the device's endpoint.
+    let up = site
+        .webpush
+        .wait_for("/up/bob-endpoint", 1, || site.log())
+        .await;
+    assert_eq!(up[0].json()["type"], "text");
+    assert_eq!(up[0].json()["excerpt"], excerpt.as_str());
+
+    // A second message: the OAuth token is reused; a system command is
+    // never announced (SPEC §5).
+    site.message("text/plain", "second");
+    site.fcm
+        .wait_for(&format!("/v1/projects/{PROJECT}/messages:send"), 2, || {
+            site.log()
+        })
+        .await;
+    site.message(
+        "application/vnd.softswitch.command+json",
+        "{\"cmd\":\"contacts-add\"}",
+    );
+    site.message("text/plain", "third");
+    site.apns.wait_for("/3/device/", 3, || site.log()).await;
+    site.webpush.wait_for("/up/", 3, || site.log()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let apns = site.apns.seen();
+    assert_eq!(
+        apns.len(),
+        3,
+        "three pushes for three messages, none for the command: {apns:?}"
+    );
+    assert!(
+        apns.iter().all(|s| !s.path.contains(apns_voip)),
+        "no VoIP push for a message"
+    );
+    assert_eq!(
+        site.fcm
+            .seen()
+            .iter()
+            .filter(|s| s.path == "/token")
+            .count(),
+        1,
+        "one OAuth grant"
+    );
+    let metrics = site.metrics().await;
+    assert!(
+        metrics
+            .contains("softswitch_push_outcomes_total{outcome=\"delivered\",provider=\"apns\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("softswitch_push_request_seconds_count{provider=\"fcm\"} 3"),
+        "{metrics}"
+    );
+}
+
+fn url_pairs(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &str| -> String {
+        let s = s.replace('+', " ");
+        let mut out = Vec::new();
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() + 1 {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_tokens_are_deleted_throttled_pushes_retried_and_voicemail_announced() {
+    let site = PushSite::start().await;
+    let bob = site.token("bob").await;
+    let dead = "dead0000dead0000dead0000dead0000dead0000dead0000dead0000dead0000";
+    let live = "11110000111100001111000011110000111100001111000011110000aaaa0000";
+    for (instance, token) in [("old-iphone", dead), ("ipad", live)] {
+        let (status, answer) = site
+            .put_token(
+                &bob,
+                instance,
+                serde_json::json!({"provider": "apns", "token": token, "app": TOPIC}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // APNs: the old phone's app is gone (410); the iPad's first attempt is
+    // throttled (429, Retry-After: 1), the next one goes through.
+    let throttled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = throttled.clone();
+    site.apns.answer_with(move |s| {
+        if s.path.ends_with(dead) {
+            Answer::new(
+                410,
+                r#"{"reason":"Unregistered","timestamp":1700000000000}"#,
+            )
+        } else if !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Answer::new(429, r#"{"reason":"TooManyRequests"}"#).header("retry-after", "1")
+        } else {
+            apns_ok(s)
+        }
+    });
+    site.message("text/plain", "are you there?");
+    let seen = site.apns.wait_for("/3/device/", 3, || site.log()).await;
+    let to_live: Vec<&Seen> = seen.iter().filter(|s| s.path.ends_with(live)).collect();
+    assert_eq!(to_live.len(), 2, "retried after the 429: {seen:?}");
+    wait_until(
+        "the dead token is deleted",
+        || site.log(),
+        async || site.tokens(&bob).await.iter().all(|t| t["token"] != dead),
+    )
+    .await;
+    assert_eq!(site.tokens(&bob).await.len(), 1);
+    let metrics = site.metrics().await;
+    for line in [
+        "softswitch_push_outcomes_total{outcome=\"token-invalid\",provider=\"apns\"} 1",
+        "softswitch_push_outcomes_total{outcome=\"retry\",provider=\"apns\"} 1",
+        "softswitch_push_outcomes_total{outcome=\"delivered\",provider=\"apns\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+
+    // A voice message left for bob (offline) is announced as one.
+    let (ok, trace) = support::sipp::leave_voicemail(&site.switch, "bob", 800, 1000.0);
+    assert!(ok, "{trace}\n{}", site.log());
+    let seen = site.apns.wait_for("/3/device/", 4, || site.log()).await;
+    let body = seen[3].json();
+    assert_eq!(body["type"], "voicemail", "{body}");
+    assert_eq!(body["from"], "alice");
+    assert_eq!(body["aps"]["badge"], 1, "one new voice message: {body}");
+
+    // A hung service: the push times out and is retried, and the switch
+    // goes on.
+    site.apns.answer_with(|_| Answer {
+        status: 200,
+        delay: Duration::from_secs(5),
+        ..Default::default()
+    });
+    site.message("text/plain", "hello?");
+    site.apns.wait_for("/3/device/", 6, || site.log()).await;
+    assert!(
+        site.log().contains("push will be retried"),
+        "{}",
+        site.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_token_registration_refuses_bad_input_and_other_users_devices() {
+    let site = PushSite::start().await;
+    let (bob, carol) = (site.token("bob").await, site.token("carol").await);
+    let (status, body) = site
+        .put_token(
+            &bob,
+            "phone",
+            serde_json::json!({"provider": "gcm", "token": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("unknown-push-provider")),
+        "{body}"
+    );
+    let (status, body) = site
+        .put_token(
+            &bob,
+            "phone",
+            serde_json::json!({"provider": "apns", "token": "", "kind": "alert"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, body) = site
+        .put_token(
+            &bob,
+            "phone",
+            serde_json::json!({"provider": "apns", "token": "ab", "kind": "sms"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid-request")),
+        "{body}"
+    );
+    let (status, _) = site
+        .put_token(
+            &bob,
+            "phone",
+            serde_json::json!({"provider": "apns", "token": "abcd", "app": TOPIC}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // carol cannot remove bob's device; the same app signed in as carol
+    // takes the token over (bob's notifications must not reach her).
+    let r = site
+        .client
+        .delete(format!("{}/v1/push-tokens/phone", site.base))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(site.tokens(&bob).await.len(), 1);
+    let (status, _) = site
+        .put_token(
+            &carol,
+            "her-phone",
+            serde_json::json!({"provider": "apns", "token": "abcd", "app": TOPIC}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(site.tokens(&bob).await.is_empty());
+    assert_eq!(site.tokens(&carol).await.len(), 1);
+    let r = site
+        .client
+        .get(format!("{}/v1/push-tokens", site.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
