@@ -602,12 +602,21 @@ async fn dead_tokens_are_deleted_throttled_pushes_retried_and_voicemail_announce
         assert!(metrics.contains(line), "{line}\n{metrics}");
     }
 
-    // A voice message left for bob (offline) is announced as one.
+    // A call to bob (offline, but his iPad can be woken) is parked and
+    // pushed (an alert: the iPad has no VoIP token), missed after his 5 s,
+    // and the voice message alice then leaves is announced as one.
+    site.switch
+        .site
+        .ok(&["account", "set", "bob", "--no-answer-secs", "5"]);
     let (ok, trace) = support::sipp::leave_voicemail(&site.switch, "bob", 800, 1000.0);
     assert!(ok, "{trace}\n{}", site.log());
-    let seen = site.apns.wait_for("/3/device/", 4, || site.log()).await;
-    let body = seen[3].json();
-    assert_eq!(body["type"], "voicemail", "{body}");
+    let seen = site.apns.wait_for("/3/device/", 6, || site.log()).await;
+    let kinds: Vec<String> = seen[3..]
+        .iter()
+        .map(|s| s.json()["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["incoming-call", "missed-call", "voicemail"]);
+    let body = seen[5].json();
     assert_eq!(body["from"], "alice");
     assert_eq!(body["aps"]["badge"], 1, "one new voice message: {body}");
 
@@ -619,7 +628,7 @@ async fn dead_tokens_are_deleted_throttled_pushes_retried_and_voicemail_announce
         ..Default::default()
     });
     site.message("text/plain", "hello?");
-    site.apns.wait_for("/3/device/", 6, || site.log()).await;
+    site.apns.wait_for("/3/device/", 8, || site.log()).await;
     assert!(
         site.log().contains("push will be retried"),
         "{}",
@@ -703,4 +712,266 @@ async fn push_token_registration_refuses_bad_input_and_other_users_devices() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+/// SIPp with `scenario` in the background (the caller of a call that will
+/// be parked); `wait` gives (success, trace) once it ends.
+struct Background {
+    child: std::process::Child,
+    trace: std::path::PathBuf,
+}
+
+impl Background {
+    fn start(switch: &Switch, scenario: &Path, args: &[&str]) -> Background {
+        let trace = switch
+            .site
+            .path(&format!("bg-{}.log", support::sipp::rand_suffix()));
+        let child = std::process::Command::new("sipp")
+            .arg(switch.target())
+            .arg("-sf")
+            .arg(scenario)
+            .args([
+                "-key",
+                "domain",
+                "localhost",
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-nostdin",
+            ])
+            .args([
+                "-timeout",
+                "40",
+                "-timeout_error",
+                "-trace_msg",
+                "-message_file",
+            ])
+            .arg(&trace)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp (scripts/setup.sh installs it)");
+        Background { child, trace }
+    }
+
+    fn wait(mut self) -> (bool, String) {
+        let ok = self.child.wait().unwrap().success();
+        (ok, std::fs::read_to_string(&self.trace).unwrap_or_default())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const VOIP_TOKEN: &str = "0a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223242526272829";
+const ALERT_TOKEN: &str = "f0e0d0c0b0a090807060504030201000f0e0d0c0b0a090807060504030201000";
+
+/// bob's iPhone: a PushKit token and an alert token, no registration.
+async fn bobs_iphone(site: &PushSite) {
+    let bob = site.token("bob").await;
+    for (token, kind) in [(VOIP_TOKEN, "voip"), (ALERT_TOKEN, "alert")] {
+        let (status, body) = site
+            .put_token(
+                &bob,
+                "iphone",
+                serde_json::json!({"provider": "apns", "token": token, "app": TOPIC, "kind": kind}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// The VoIP push of the `n`th parked call: its JSON.
+async fn incoming_call_push(site: &PushSite, n: usize) -> serde_json::Value {
+    let seen = site
+        .apns
+        .wait_for(&format!("/3/device/{VOIP_TOKEN}"), n, || site.log())
+        .await;
+    let push = &seen[n - 1];
+    assert_eq!(push.header("apns-push-type"), Some("voip"));
+    assert_eq!(
+        push.header("apns-topic"),
+        Some(format!("{TOPIC}.voip").as_str())
+    );
+    push.json()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_to_an_offline_app_is_parked_pushed_and_picked_with_replaces() {
+    let site = PushSite::start().await;
+    bobs_iphone(&site).await;
+    // alice calls bob (offline) and talks for 2 s once answered.
+    let tone = media::tone::sine(440.0, 8000, Duration::from_millis(1500));
+    let pcap = site.switch.site.path("alice.pcap");
+    support::audio::write_pcma_pcap(&pcap, &tone);
+    let caller = site.switch.variant_with(
+        "call_uac.xml",
+        &[
+            ("RTP/AVP 0\n      a=rtpmap:0 PCMU/8000", "RTP/AVP 8\n      a=rtpmap:8 PCMA/8000"),
+            (
+                "<pause/>",
+                &format!(
+                    "<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n  <pause milliseconds=\"2000\"/>",
+                    pcap.display()
+                ),
+            ),
+        ],
+    );
+    let users = site.switch.users("alice.csv", "alice", "alice-pw");
+    let started = Instant::now();
+    let call = Background::start(
+        &site.switch,
+        &caller,
+        &["-inf", users.to_str().unwrap(), "-s", "bob"],
+    );
+
+    // The incoming-call push: a PushKit push naming the parked call.
+    let push = incoming_call_push(&site, 1).await;
+    let pushed_after = started.elapsed();
+    assert_eq!(push["type"], "incoming-call", "{push}");
+    assert_eq!(push["from"], "alice");
+    let call_id = push["call_id"]
+        .as_str()
+        .expect("the parked call's id")
+        .to_string();
+
+    // bob's app wakes and picks the call with Replaces.
+    let pickup = site
+        .switch
+        .variant_with("pickup_uac.xml", &[("PARKED_CALL_ID", &call_id)]);
+    let bob_users = site.switch.users("bob.csv", "bob", "bob-pw");
+    let (ok, trace) = sipp(
+        &site.switch,
+        &pickup,
+        &["-inf", bob_users.to_str().unwrap(), "-s", "alice"],
+    );
+    assert!(ok, "the pickup failed:\n{trace}\n{}", site.log());
+    let (ok, caller_trace) = call.wait();
+    assert!(ok, "alice's call failed:\n{caller_trace}\n{}", site.log());
+    assert!(caller_trace.contains("SIP/2.0 200 OK"), "{caller_trace}");
+    // alice's audio reached bob's device through the relay.
+    let metrics = site.switch.metrics_text().await;
+    let relayed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("softswitch_media_packets_relayed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(relayed >= 50.0, "{relayed} packets relayed\n{metrics}");
+    let cdrs = site.switch.site.ok(&["cdr", "list"]);
+    assert!(cdrs.contains("answered"), "{cdrs}");
+    // Answered: no missed-call push.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        site.apns
+            .seen()
+            .iter()
+            .all(|s| !s.path.ends_with(ALERT_TOKEN)),
+        "{:?}",
+        site.apns.seen()
+    );
+    eprintln!("INVITE to push received: {} ms", pushed_after.as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_call_the_caller_gives_up_is_a_missed_call_and_only_its_callee_picks_it() {
+    let site = PushSite::start().await;
+    bobs_iphone(&site).await;
+    let cancel = site.switch.variant_with(
+        "call_uac_cancel.xml",
+        &[(
+            "<pause milliseconds=\"300\"/>",
+            "<pause milliseconds=\"4000\"/>",
+        )],
+    );
+    let users = site.switch.users("alice.csv", "alice", "alice-pw");
+    let call = Background::start(
+        &site.switch,
+        &cancel,
+        &["-inf", users.to_str().unwrap(), "-s", "bob"],
+    );
+    let push = incoming_call_push(&site, 1).await;
+    let call_id = push["call_id"].as_str().unwrap().to_string();
+
+    let refused = |who: &str, call_id: &str, code: &str| {
+        let scenario = site.switch.variant_with(
+            "pickup_uac_refused.xml",
+            &[("PARKED_CALL_ID", call_id), ("EXPECTED_CODE", code)],
+        );
+        let users = site
+            .switch
+            .users(&format!("{who}.csv"), who, &format!("{who}-pw"));
+        let (ok, trace) = sipp(
+            &site.switch,
+            &scenario,
+            &["-inf", users.to_str().unwrap(), "-s", "alice"],
+        );
+        assert!(ok, "{who} expected {code}:\n{trace}\n{}", site.log());
+    };
+    // carol cannot take bob's call; nobody can take a call that is not parked.
+    refused("carol", &call_id, "403");
+    refused("bob", "no-such-call@example.net", "481");
+
+    let (ok, trace) = call.wait();
+    assert!(ok, "alice's cancel failed:\n{trace}\n{}", site.log());
+    // The caller gave up: a missed-call alert (never a VoIP push).
+    let missed = site
+        .apns
+        .wait_for(&format!("/3/device/{ALERT_TOKEN}"), 1, || site.log())
+        .await;
+    assert_eq!(missed[0].header("apns-push-type"), Some("alert"));
+    let body = missed[0].json();
+    assert_eq!(body["type"], "missed-call", "{body}");
+    assert_eq!(body["call_id"], call_id.as_str());
+    // And the call can no longer be picked.
+    refused("bob", &call_id, "481");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_phone_that_does_not_answer_is_joined_by_push_then_voicemail_takes_the_call() {
+    let site = PushSite::start().await;
+    bobs_iphone(&site).await;
+    site.switch
+        .site
+        .ok(&["account", "set", "bob", "--no-answer-secs", "6"]);
+    // bob's desk phone is registered and rings without answering.
+    let (_desk, desk_trace) = support::sipp::device_with(
+        &site.switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        30_000,
+        &support::sipp::scenario("call_uas_ring.xml"),
+    );
+    site.switch.wait_registered(1).await;
+    let started = Instant::now();
+    let (ok, trace) = support::sipp::leave_voicemail(&site.switch, "bob", 800, 440.0);
+    assert!(ok, "alice reached no voicemail:\n{trace}\n{}", site.log());
+    // The apps were pushed after the desk phone rang for park_after_ms
+    // (3 s), and voicemail took the call after bob's 6 s.
+    let push = incoming_call_push(&site, 1).await;
+    assert_eq!(push["type"], "incoming-call");
+    let desk = std::fs::read_to_string(&desk_trace).unwrap_or_default();
+    assert!(desk.contains("INVITE sip:"), "the desk phone rang: {desk}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let missed = site
+        .apns
+        .wait_for(&format!("/3/device/{ALERT_TOKEN}"), 1, || site.log())
+        .await;
+    assert_eq!(missed[0].json()["type"], "missed-call");
+    // Then the voicemail push for the message alice left.
+    let all = site
+        .apns
+        .wait_for(&format!("/3/device/{ALERT_TOKEN}"), 2, || site.log())
+        .await;
+    assert_eq!(all[1].json()["type"], "voicemail", "{:?}", all[1].json());
 }

@@ -527,6 +527,10 @@ callback_base_url = ""
 # config = { api_key = "...", api_secret = "...", from = "Softswitch" }
 
 [push]
+# A call to a user whose apps hold push tokens is parked and pushed after the registered
+# devices rang this long without an answer, ms (at once when none is registered); a woken
+# device picks it with INVITE + Replaces.
+park_after_ms = 3000
 # Attempts before a push fails; retry delay doubles from retry_base_secs up to retry_max_secs
 # (a service's own Retry-After wins). Pushes older than max_age_secs are dropped
 # (incoming-call pushes after 60 s).

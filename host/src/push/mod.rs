@@ -35,6 +35,10 @@ use keys::{KeyConfig, PushKeys};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
+    /// A call to a user with push tokens whose registered devices have not
+    /// answered after this long is parked and their apps get an
+    /// incoming-call push, ms (without registered devices: at once).
+    pub park_after_ms: u64,
     /// Attempts before a push is marked failed.
     pub max_attempts: u32,
     /// First retry delay, seconds; doubled on each further attempt.
@@ -63,6 +67,7 @@ pub struct PushConfig {
 impl Default for PushConfig {
     fn default() -> Self {
         Self {
+            park_after_ms: 3000,
             // Six tries over about two minutes (2, 4, 8, 16, 32 s): services
             // that throttle say when to come back, and that wins.
             max_attempts: 6,

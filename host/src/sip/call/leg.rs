@@ -19,9 +19,10 @@ use super::relay::{
 };
 use super::service::{ServiceCall, ServiceStart};
 use super::unix_ms;
-use super::{CallEvent, CallTx, Origin, Target, gateway_flow};
+use super::{CallEvent, CallTx, Origin, Target, gateway_flow, pickup};
 use crate::ivr::session::CallFacts;
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
+use crate::push::{Notification, NotificationKind};
 use crate::sip::dialog::{Dialog, DialogId, contact_for, cseq_number, via_for};
 use crate::sip::parse::{encode, response_for};
 use crate::sip::registrar::flow_of;
@@ -73,6 +74,9 @@ struct AwaitAck {
     from: DialogId,
     /// Which side's dialog gets the ACK then: true for the B leg.
     to_b: bool,
+    /// False for a 2xx the switch itself answered (a picked call): its ACK
+    /// ends there.
+    relay: bool,
     branch: usize,
     /// CSeq of the INVITE on the side the ACK goes to.
     cseq: u32,
@@ -119,6 +123,12 @@ pub(super) struct Call {
     /// The caller was handed to an IVR service, which owns its dialog,
     /// its INVITE and its call record from then on.
     handed_over: bool,
+    /// When the ringing devices have had long enough: the call is parked
+    /// and the callee's apps pushed.
+    park_at: Option<Instant>,
+    /// The callee's apps got an incoming-call push (a missed-call push
+    /// follows if nobody answers).
+    pushed: bool,
 }
 
 impl Call {
@@ -167,6 +177,8 @@ impl Call {
             media: CallMedia::shared(server_media),
             silence_check_at: None,
             handed_over: false,
+            park_at: None,
+            pushed: false,
         })
     }
 
@@ -249,12 +261,27 @@ impl Call {
                         })
                     })
                     .collect();
+                let pushable = self.has_push_tokens(&login).await;
+                if targets.is_empty() && pushable {
+                    // Offline, but an app can be woken: park the call for
+                    // it until the no-answer timeout.
+                    ring_for = self.no_answer_of(&login).await;
+                    self.park();
+                    if !ring_for.is_zero() {
+                        self.no_answer_at = Some(Instant::now() + ring_for);
+                    }
+                    return;
+                }
                 if targets.is_empty() {
                     // Offline: the user's answering rules (voicemail) apply.
                     if Box::pin(self.reroute(Reason::Unavailable)).await {
                         return;
                     }
                     return self.answer_now(480, "Temporarily Unavailable");
+                }
+                if pushable && let Some(push) = self.server.push() {
+                    self.park_at =
+                        Some(Instant::now() + Duration::from_millis(push.config.park_after_ms));
                 }
                 ring_for = self.no_answer_of(&login).await;
                 callee_account = Some(login);
@@ -505,6 +532,7 @@ impl Call {
             let _ = tx.send(resp);
         }
         self.server.calls.forget_invite(&self.a_key);
+        self.server.calls.unpark(&self.a_template.call_id);
     }
 
     /// Sends the INVITE of a new B leg.
@@ -612,6 +640,7 @@ impl Call {
         let mut all: Vec<Instant> = Vec::new();
         if self.final_tx.is_some() {
             all.extend(self.no_answer_at);
+            all.extend(self.park_at);
         }
         if !self.hung_up {
             all.extend(self.session_deadline);
@@ -655,6 +684,7 @@ impl Call {
                 self.awaiting.push(AwaitAck {
                     from: ack_from,
                     to_b: !from_b,
+                    relay: true,
                     branch,
                     cseq,
                     resend,
@@ -664,6 +694,12 @@ impl Call {
                 });
             }
             CallEvent::Refreshed { session_expires } => self.refresh_session(session_expires),
+            CallEvent::Pickup {
+                req,
+                flow,
+                tag,
+                respond,
+            } => self.on_pickup(req, flow, tag, respond).await,
             CallEvent::PeerGone { from } => {
                 if self.winner.is_some() && !self.hung_up {
                     // The side that sent the request is alive; the other is gone.
@@ -770,35 +806,18 @@ impl Call {
             self.send_bye(index, true);
             return;
         }
-        self.winner = Some(index);
-        self.answered_at = Some(unix_ms());
-        self.server.calls.answered.fetch_add(1, Ordering::Relaxed);
         let contact = contact_for(&self.a_flow);
         let a_tag = self.branches[index].a.local_tag.clone();
         let body = self.sdp(&resp.body, Side::B);
-        lock(&self.media).start_recording(
-            self.server.store.clone(),
-            RecordedCall {
-                call_id: self.a_template.call_id.clone(),
-                caller: self.origin.caller.clone(),
-                callee: self.callee.clone(),
-                gateway: self.gateway.clone(),
-            },
-        );
+        self.mark_answered(index, session_expires(&resp.headers));
         let out = response_across(&self.invite, &resp, Some(&a_tag), &contact, body);
-        self.refresh_session(session_expires(&resp.headers));
-        if !self.server.calls.settings.max_duration.is_zero() {
-            self.max_end = Some(Instant::now() + self.server.calls.settings.max_duration);
-        }
-        self.silence_check_at = lock(&self.media)
-            .silence_check()
-            .map(|every| Instant::now() + every);
         let now = Instant::now();
         let t1 = self.server.settings.timers.t1;
         let resend = (self.a_flow.proto == Proto::Udp).then(|| (encode(&out), self.a_flow));
         self.awaiting.push(AwaitAck {
             from: self.branches[index].a.id(),
             to_b: true,
+            relay: true,
             branch: index,
             cseq: 1,
             resend,
@@ -808,6 +827,216 @@ impl Call {
         });
         self.cancel_branches(Some(index)).await;
         self.finish(out, Disposition::Answered);
+    }
+
+    /// Branch `index` won: the call is answered from now on (its SDP has
+    /// crossed, so the recorder knows the codecs).
+    fn mark_answered(&mut self, index: usize, session_expires: Option<u64>) {
+        self.winner = Some(index);
+        self.answered_at = Some(unix_ms());
+        self.server.calls.answered.fetch_add(1, Ordering::Relaxed);
+        lock(&self.media).start_recording(
+            self.server.store.clone(),
+            RecordedCall {
+                call_id: self.a_template.call_id.clone(),
+                caller: self.origin.caller.clone(),
+                callee: self.callee.clone(),
+                gateway: self.gateway.clone(),
+            },
+        );
+        self.refresh_session(session_expires);
+        if !self.server.calls.settings.max_duration.is_zero() {
+            self.max_end = Some(Instant::now() + self.server.calls.settings.max_duration);
+        }
+        self.silence_check_at = lock(&self.media)
+            .silence_check()
+            .map(|every| Instant::now() + every);
+    }
+
+    /// The callee's woken device picked the parked call (INVITE with
+    /// Replaces): it becomes the winning branch, the switch answers both
+    /// sides (each with the other's offer cut to its own formats) and the
+    /// devices still ringing are cancelled.
+    async fn on_pickup(
+        &mut self,
+        req: rsip::Request,
+        flow: Flow,
+        tag: String,
+        respond: oneshot::Sender<rsip::Response>,
+    ) {
+        if self.final_tx.is_none() || self.winner.is_some() {
+            let gone = response_for(
+                &req,
+                481,
+                "Call/Transaction Does Not Exist",
+                Some(&tag),
+                &[],
+            );
+            let _ = respond.send(gone);
+            return;
+        }
+        let answers = (
+            pickup::answer_from(&self.invite.body, &req.body),
+            pickup::answer_from(&req.body, &self.invite.body),
+        );
+        let (Some(to_device), Some(to_caller)) = answers else {
+            let refused = response_for(&req, 488, "Not Acceptable Here", Some(&tag), &[]);
+            let _ = respond.send(refused);
+            return;
+        };
+        let Some(b) = Dialog::uas(&req, tag.clone(), flow) else {
+            let bad = response_for(&req, 400, "Bad Request - Contact", Some(&tag), &[]);
+            let _ = respond.send(bad);
+            return;
+        };
+        let index = self.branches.len();
+        let mut a = self.a_template.clone();
+        a.local_tag = if index == 0 {
+            self.a_tag.clone()
+        } else {
+            new_tag()
+        };
+        // The caller's media as the device gets it, then the device's as
+        // the caller gets it (the order an INVITE and its 2xx take).
+        let to_device = self.sdp(&to_device, Side::A);
+        let to_caller = self.sdp(&to_caller, Side::B);
+        let sdp_type = ("Content-Type".to_string(), "application/sdp".to_string());
+        let mut device_ok = response_for(
+            &req,
+            200,
+            "OK",
+            Some(&tag),
+            &[("Contact".into(), contact_for(&flow)), sdp_type.clone()],
+        );
+        device_ok.body = to_device;
+        let device_cseq = cseq_number(&req.headers).unwrap_or(1);
+        let (a_id, b_id) = (a.id(), b.id());
+        self.server.calls.register(b_id.clone(), self.tx.clone());
+        self.server.calls.register(a_id.clone(), self.tx.clone());
+        self.branches.push(Branch {
+            invite: req,
+            b,
+            a,
+            state: BranchState::Answered,
+            code: None,
+            cancel_wanted: false,
+            cancel_deadline: None,
+            ack: None,
+        });
+        self.mark_answered(index, None);
+        let a_tag = self.branches[index].a.local_tag.clone();
+        let mut caller_ok = response_for(
+            &self.invite,
+            200,
+            "OK",
+            Some(&a_tag),
+            &[("Contact".into(), contact_for(&self.a_flow)), sdp_type],
+        );
+        caller_ok.body = to_caller;
+        let now = Instant::now();
+        let t1 = self.server.settings.timers.t1;
+        for (from, cseq, out, flow) in [
+            (b_id, device_cseq, &device_ok, flow),
+            (a_id, 1, &caller_ok, self.a_flow),
+        ] {
+            self.awaiting.push(AwaitAck {
+                from,
+                to_b: false,
+                relay: false,
+                branch: index,
+                cseq,
+                resend: (flow.proto == Proto::Udp).then(|| (encode(out), flow)),
+                next: now + t1,
+                interval: t1,
+                deadline: now + ACK_WAIT,
+            });
+        }
+        tracing::info!(callee = self.callee, remote = %flow.remote, "parked call picked by a woken device");
+        let _ = respond.send(device_ok);
+        self.pushed = false;
+        self.cancel_branches(Some(index)).await;
+        self.finish(caller_ok, Disposition::Answered);
+    }
+
+    /// Whether `login`'s apps can be woken by push (the push service runs
+    /// and the user holds a token). A failed read counts as no.
+    async fn has_push_tokens(&self, login: &str) -> bool {
+        let Some(push) = self.server.push() else {
+            return false;
+        };
+        if push.providers.is_empty() {
+            return false;
+        }
+        match self.server.store.push_tokens(login).await {
+            Ok(tokens) => !tokens.is_empty(),
+            Err(e) => {
+                tracing::warn!(callee = login, error = %e, "push tokens unreadable: no push");
+                false
+            }
+        }
+    }
+
+    /// A call notification about this call for the callee's apps.
+    fn call_notification(&self, kind: NotificationKind) -> Notification {
+        let call_id = &self.a_template.call_id;
+        Notification {
+            kind,
+            from_login: self.origin.caller.clone(),
+            from_display_name: self.origin.display_name.clone().unwrap_or_default(),
+            from_book_name: None,
+            timestamp: self.started_at / 1000,
+            call_id: Some(call_id.clone()),
+            excerpt: String::new(),
+            badge: 0,
+            id: format!("{}-{call_id}", kind.as_str()),
+        }
+    }
+
+    fn push_to_callee(&self, kind: NotificationKind) {
+        let Some(push) = self.server.push().cloned() else {
+            return;
+        };
+        let (callee, n) = (self.callee.clone(), self.call_notification(kind));
+        tokio::spawn(async move { push.notify_user(&callee, n).await });
+    }
+
+    /// Parks the call for a device woken by push: the callee's apps get an
+    /// incoming-call push, the caller hears ringing, and a pickup INVITE
+    /// with Replaces finds the call from now on. Registered devices go on
+    /// ringing.
+    fn park(&mut self) {
+        if self.pushed || self.final_tx.is_none() {
+            return;
+        }
+        self.pushed = true;
+        self.park_at = None;
+        self.server
+            .calls
+            .park(&self.a_template.call_id, &self.callee, self.tx.clone());
+        if self.branches.is_empty() {
+            let ringing = response_for(
+                &self.invite,
+                180,
+                "Ringing",
+                Some(&self.a_tag),
+                &[("Contact".into(), contact_for(&self.a_flow))],
+            );
+            let _ = self.provisional.send(Box::new(ringing));
+        }
+        tracing::info!(
+            callee = self.callee,
+            "call parked: the callee's apps are pushed"
+        );
+        self.push_to_callee(NotificationKind::IncomingCall);
+    }
+
+    /// The parked call ended unanswered: no longer pickable, and the
+    /// callee's apps hear it was missed (an alert, never a VoIP push).
+    fn missed(&mut self) {
+        self.server.calls.unpark(&self.a_template.call_id);
+        if std::mem::take(&mut self.pushed) {
+            self.push_to_callee(NotificationKind::MissedCall);
+        }
     }
 
     async fn on_failure(&mut self, index: usize, resp: rsip::Response) {
@@ -866,6 +1095,12 @@ impl Call {
             603 => Some(Reason::Declined),
             _ => None,
         };
+        if reason.is_none() && (self.pushed || self.park_at.is_some()) {
+            // The registered devices are unreachable (a dead connection,
+            // an app asleep): the call waits for a push-woken one.
+            self.park();
+            return;
+        }
         if let Some(reason) = reason
             && self.reroute(reason).await
         {
@@ -896,6 +1131,7 @@ impl Call {
     /// The caller hung up before an answer: stop the ringing, 487 (§9.2).
     async fn caller_gave_up(&mut self) {
         self.cancel_branches(None).await;
+        self.missed();
         let resp = response_for(
             &self.invite,
             487,
@@ -973,6 +1209,9 @@ impl Call {
             return;
         };
         let pending = self.awaiting.remove(pos);
+        if !pending.relay {
+            return;
+        }
         let from = if pending.to_b { Side::A } else { Side::B };
         let body = self.sdp(&req.body, from);
         let branch = &mut self.branches[pending.branch];
@@ -1110,6 +1349,10 @@ impl Call {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.final_tx.is_some() && self.park_at.is_some_and(|t| t <= now) {
+            self.park_at = None;
+            self.park();
+        }
         if self.final_tx.is_some() && self.no_answer_at.is_some_and(|t| t <= now) {
             self.no_answer_at = None;
             self.on_no_answer().await;
@@ -1164,6 +1407,7 @@ impl Call {
     /// Nobody answered in time: stop the ringing and ask the guest again.
     async fn on_no_answer(&mut self) {
         self.cancel_branches(None).await;
+        self.missed();
         let decision = match (&self.origin.route, self.rerouted) {
             (Some(route), false) => {
                 self.rerouted = true;

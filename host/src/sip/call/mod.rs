@@ -11,6 +11,7 @@ mod endpoint_sdp;
 mod leg;
 mod media_session;
 pub mod outbound;
+pub mod pickup;
 mod recording;
 pub mod relay;
 mod service;
@@ -70,6 +71,14 @@ pub(crate) enum CallEvent {
     Refreshed { session_expires: Option<u64> },
     /// The peer of a confirmed dialog is gone (408/481 to a relayed request).
     PeerGone { from: DialogId },
+    /// The callee's woken device picks the parked call (INVITE with
+    /// Replaces, already authenticated as the callee).
+    Pickup {
+        req: rsip::Request,
+        flow: Flow,
+        tag: String,
+        respond: oneshot::Sender<rsip::Response>,
+    },
 }
 
 type CallTx = mpsc::UnboundedSender<CallEvent>;
@@ -129,6 +138,9 @@ pub struct Calls {
     /// Users' answering rules, read once per directory cache lifetime: a
     /// call to a user costs no database round trip for them.
     rules: crate::directory::TtlCache<Arc<Vec<AnsweringRule>>>,
+    /// Calls waiting for a push-woken device, by the caller's Call-ID:
+    /// the callee and the call's task.
+    parked: Mutex<HashMap<String, (String, CallTx)>>,
 }
 
 impl Calls {
@@ -141,7 +153,27 @@ impl Calls {
             answered: AtomicU64::new(0),
             gateways: Mutex::new(None),
             rules: Default::default(),
+            parked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Calls parked for a push-woken device.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn park(&self, call_id: &str, callee: &str, tx: CallTx) {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call_id.to_owned(), (callee.to_owned(), tx));
+    }
+
+    fn unpark(&self, call_id: &str) {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call_id);
     }
 
     /// Calls whose task is running.
@@ -264,6 +296,56 @@ struct Origin {
     route: Option<RouteRequest>,
 }
 
+/// An INVITE with Replaces (RFC 3891): the callee's device, woken by a
+/// push, picks its parked call. 481 when no call with that Call-ID is
+/// parked, 403 when it is parked for someone else.
+async fn pickup(
+    server: &Arc<SipServer>,
+    flow: &Flow,
+    req: &rsip::Request,
+    tag: &str,
+    replaces: &str,
+) -> rsip::Response {
+    let Some(replaces) = pickup::parse_replaces(replaces) else {
+        return response_for(req, 400, "Bad Request - Replaces", Some(tag), &[]);
+    };
+    let account = match server.identify_caller(flow, req, tag).await {
+        Ok(account) => account,
+        Err(resp) => return resp,
+    };
+    let parked = server
+        .calls
+        .parked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&replaces.call_id)
+        .cloned();
+    let gone = || response_for(req, 481, "Call/Transaction Does Not Exist", Some(tag), &[]);
+    let Some((callee, tx)) = parked else {
+        tracing::info!(login = account.login, "pickup of a call that is not parked");
+        return gone();
+    };
+    if callee != account.login {
+        tracing::warn!(
+            login = account.login,
+            callee,
+            "pickup of another user's call refused"
+        );
+        return response_for(req, 403, "Forbidden - not your call", Some(tag), &[]);
+    }
+    let (respond, answer) = oneshot::channel();
+    let event = CallEvent::Pickup {
+        req: req.clone(),
+        flow: *flow,
+        tag: tag.to_owned(),
+        respond,
+    };
+    if tx.send(event).is_err() {
+        return gone();
+    }
+    answer.await.unwrap_or_else(|_| gone())
+}
+
 /// A new INVITE from outside any dialog.
 pub async fn on_invite(
     server: &Arc<SipServer>,
@@ -272,6 +354,9 @@ pub async fn on_invite(
     tag: &str,
     provisional: ProvisionalSink,
 ) -> rsip::Response {
+    if let Some(replaces) = header_value(&req.headers, "Replaces") {
+        return pickup(server, flow, req, tag, replaces).await;
+    }
     let calls = &server.calls;
     let gateways = calls.gateways(server).await;
     let from = header_value(&req.headers, "From").unwrap_or("");

@@ -346,6 +346,19 @@ impl ServiceCall {
                 let _ = respond.send(resp);
             }
             CallEvent::PeerGone { .. } => self.hang_up("peer-gone").await,
+            // A service call is never parked.
+            CallEvent::Pickup {
+                req, tag, respond, ..
+            } => {
+                let gone = response_for(
+                    &req,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    Some(&tag),
+                    &[],
+                );
+                let _ = respond.send(gone);
+            }
             CallEvent::Branch { .. }
             | CallEvent::Reinvited { .. }
             | CallEvent::Refreshed { .. } => {}
