@@ -640,6 +640,43 @@ async fn dead_tokens_are_deleted_throttled_pushes_retried_and_voicemail_announce
 async fn push_token_registration_refuses_bad_input_and_other_users_devices() {
     let site = PushSite::start().await;
     let (bob, carol) = (site.token("bob").await, site.token("carol").await);
+    // alice watches bob (he has her in his book): offline, then reachable
+    // by push once his app registers a token.
+    site.switch
+        .site
+        .ok(&["contact", "add", "bob", "+48600111000"]);
+    let text = std::fs::read_to_string(support::sipp::scenario("presence_watch.xml")).unwrap();
+    let (start, end) = (
+        text.find("<!--NOTIFY-->").unwrap(),
+        text.find("<!--/NOTIFY-->").unwrap(),
+    );
+    let watch = site.switch.site.path("watch-bob.xml");
+    std::fs::write(
+        &watch,
+        format!(
+            "{}{}{}",
+            &text[..start],
+            text[start..end].repeat(2),
+            &text[end..]
+        ),
+    )
+    .unwrap();
+    let users = site.switch.users("alice.csv", "alice", "alice-pw");
+    let watcher = Background::start(
+        &site.switch,
+        &watch,
+        &["-inf", users.to_str().unwrap(), "-s", "bob"],
+    );
+    wait_until(
+        "alice's first NOTIFY",
+        || site.log(),
+        async || {
+            std::fs::read_to_string(&watcher.trace)
+                .unwrap_or_default()
+                .contains("<ss:reachability>offline</ss:reachability>")
+        },
+    )
+    .await;
     let (status, body) = site
         .put_token(
             &bob,
@@ -684,6 +721,13 @@ async fn push_token_registration_refuses_bad_input_and_other_users_devices() {
         )
         .await;
     assert_eq!(status, 200);
+    let (ok, trace) = watcher.wait();
+    assert!(ok, "{trace}\n{}", site.log());
+    let last = trace.rfind("<ss:reachability>").unwrap();
+    assert!(
+        trace[last..].starts_with("<ss:reachability>push</ss:reachability>"),
+        "{trace}"
+    );
     // carol cannot remove bob's device; the same app signed in as carol
     // takes the token over (bob's notifications must not reach her).
     let r = site
@@ -974,4 +1018,53 @@ async fn a_registered_phone_that_does_not_answer_is_joined_by_push_then_voicemai
         .wait_for(&format!("/3/device/{ALERT_TOKEN}"), 2, || site.log())
         .await;
     assert_eq!(all[1].json()["type"], "voicemail", "{:?}", all[1].json());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_checks_a_provider_with_a_test_push_from_the_cli() {
+    let site = PushSite::start().await;
+    let cli = &site.switch.site;
+    let bad = cli.fails(&["push", "token-add", "carol", "phone", "gcm", "abc"]);
+    assert!(bad.contains("no push provider \"gcm\""), "{bad}");
+    let added = cli.ok(&[
+        "push",
+        "token-add",
+        "carol",
+        "pixel",
+        "fcm",
+        "fcm-token-carol",
+        "--app",
+        PROJECT,
+    ]);
+    assert!(
+        added.contains("carol: alert token for pixel via fcm"),
+        "{added}"
+    );
+    let tokens = cli.ok(&["push", "tokens", "carol"]);
+    assert_eq!(tokens.trim(), format!("pixel\tfcm\talert\tapi\t{PROJECT}"));
+    let none = cli.fails(&["push", "test", "alice"]);
+    assert!(none.contains("alice has no push token"), "{none}");
+    let queued = cli.ok(&["push", "test", "carol", "--text", "Can you hear me?"]);
+    assert!(queued.contains("1 push(es) queued"), "{queued}");
+    let sent = site
+        .fcm
+        .wait_for(&format!("/v1/projects/{PROJECT}/messages:send"), 1, || {
+            site.log()
+        })
+        .await;
+    assert_eq!(
+        sent[0].json()["message"]["data"]["excerpt"],
+        "Can you hear me?"
+    );
+    wait_until(
+        "the outbox says delivered",
+        || site.log(),
+        async || {
+            cli.ok(&["push", "outbox", "carol"])
+                .contains("\tdelivered\t1 attempt(s)")
+        },
+    )
+    .await;
+    cli.ok(&["push", "token-del", "carol", "pixel"]);
+    assert_eq!(cli.ok(&["push", "tokens", "carol"]).trim(), "");
 }

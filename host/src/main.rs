@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 mod presence_cli;
+mod push_cli;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -81,6 +82,9 @@ enum Command {
     /// Inspect stored presence state.
     #[command(subcommand)]
     Presence(PresenceCommand),
+    /// Users' push tokens, test pushes and the push outbox.
+    #[command(subcommand)]
+    Push(push_cli::PushCommand),
 }
 
 #[derive(Subcommand)]
@@ -377,6 +381,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Contact(cmd) => presence_cli::contact(app, cmd).await,
         Command::Voicemail(cmd) => presence_cli::voicemail(app, cmd).await,
         Command::Presence(cmd) => presence_cli::presence(app, cmd).await,
+        Command::Push(cmd) => push_cli::push(app, cmd).await,
         Command::Guest(GuestCommand::Check { file }) => {
             let plugins = app.plugins()?;
             let report = inspect::check(&plugins, &file).await?;

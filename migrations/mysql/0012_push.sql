@@ -27,7 +27,7 @@ CREATE TABLE push_outbox (
     login           VARCHAR(64)   NOT NULL,
     provider        VARCHAR(64)   NOT NULL,
     kind            VARCHAR(16)   NOT NULL,
-    notification    TEXT          NOT NULL,
+    notification    VARCHAR(8192) NOT NULL,
     status          VARCHAR(16)   NOT NULL,
     detail          VARCHAR(1024) NULL,
     attempts        BIGINT        NOT NULL DEFAULT 0,

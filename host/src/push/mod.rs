@@ -180,6 +180,9 @@ pub struct Notification {
     pub id: String,
 }
 
+/// Characters of a name a push carries (display names come from SIP headers).
+const NAME_CHARS: usize = 128;
+
 /// Characters of a message body a text push carries (SPEC §9).
 pub const EXCERPT_CHARS: usize = 40;
 
@@ -373,6 +376,16 @@ impl PushService {
     /// many pushes were queued (none when the user has no suitable token).
     pub async fn notify(&self, login: &str, n: &Notification) -> crate::store::Result<usize> {
         let tokens = self.store.push_tokens(login).await?;
+        // Names come from SIP headers: bounded, so the stored row is too.
+        let mut n = n.clone();
+        for name in [&mut n.from_login, &mut n.from_display_name] {
+            *name = name.chars().take(NAME_CHARS).collect();
+        }
+        n.from_book_name = n
+            .from_book_name
+            .map(|b| b.chars().take(NAME_CHARS).collect());
+        n.call_id = n.call_id.map(|c| c.chars().take(255).collect());
+        let n = &n;
         let chosen = choose_tokens(&tokens, n.kind);
         if chosen.is_empty() {
             return Ok(0);

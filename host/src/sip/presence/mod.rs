@@ -99,6 +99,9 @@ struct State {
     /// Logins that registered or published over each open TCP/TLS
     /// connection: whose documents to recompose when it closes.
     by_flow: HashMap<(Proto, SocketAddr), HashSet<String>>,
+    /// Logins whose apps hold a push token: reachable by push even with
+    /// no device registered (`<ss:push>`).
+    push_tokens: HashSet<String>,
 }
 
 impl State {
@@ -226,6 +229,7 @@ impl Presence {
                 .or_default()
                 .push(p);
         }
+        state.push_tokens = store.logins_with_push_tokens().await?.into_iter().collect();
         let stored = store.subscriptions().await?;
         let count = stored.len();
         for s in stored {
@@ -322,10 +326,11 @@ impl Presence {
                 devices.push((true, None, 0));
             }
         }
-        let push_capable = bindings.iter().any(|b| {
-            let c = b.contact.to_ascii_lowercase();
-            c.contains(";pn-provider=") || c.contains(";pn-prid=")
-        });
+        let push_capable = state.push_tokens.contains(login)
+            || bindings.iter().any(|b| {
+                let c = b.contact.to_ascii_lowercase();
+                c.contains(";pn-provider=") || c.contains(";pn-prid=")
+            });
         UserPresence::compose(&devices, push_capable, avatar)
     }
 
@@ -924,6 +929,16 @@ impl Presence {
             }
         }
         let started = Instant::now();
+        // A token registered or deleted (the API, a REGISTER) comes this way.
+        match this.store.push_tokens(login).await {
+            Ok(tokens) if tokens.is_empty() => {
+                this.lock().push_tokens.remove(login);
+            }
+            Ok(_) => {
+                this.lock().push_tokens.insert(login.to_string());
+            }
+            Err(e) => tracing::warn!(error = %e, login, "push tokens unavailable for presence"),
+        }
         let avatar = match this.store.avatar_updated_at(login).await {
             Ok(a) => a,
             Err(e) => {
