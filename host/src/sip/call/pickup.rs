@@ -53,10 +53,25 @@ fn formats(section: &[&str]) -> Vec<(String, String)> {
                     let (p, enc) = rest.split_once(' ')?;
                     (p == *pt).then(|| enc.trim().to_ascii_lowercase())
                 })
-                .unwrap_or_else(|| format!("pt{pt}"));
+                .unwrap_or_else(|| static_name(pt));
             (pt.to_string(), name)
         })
         .collect()
+}
+
+/// The encoding of a static payload type an SDP may leave without rtpmap
+/// (RFC 3551 table 4); others are known by number only.
+fn static_name(pt: &str) -> String {
+    match pt {
+        "0" => "pcmu/8000".into(),
+        "3" => "gsm/8000".into(),
+        "4" => "g723/8000".into(),
+        "8" => "pcma/8000".into(),
+        "9" => "g722/8000".into(),
+        "13" => "cn/8000".into(),
+        "18" => "g729/8000".into(),
+        _ => format!("pt{pt}"),
+    }
 }
 
 /// Splits an SDP into its session part and its media sections (each
@@ -117,7 +132,9 @@ pub fn answer_from(offer: &[u8], other: &[u8]) -> Option<Vec<u8>> {
                     .into_iter()
                     .filter(|(pt, name)| {
                         theirs.iter().any(|(tpt, tname)| {
-                            tname == name || (tpt == pt && name.starts_with("pt"))
+                            tname == name
+                                || (tpt == pt
+                                    && (name.starts_with("pt") || tname.starts_with("pt")))
                         })
                     })
                     .map(|(pt, _)| pt)
