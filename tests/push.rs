@@ -1068,3 +1068,37 @@ async fn an_operator_checks_a_provider_with_a_test_push_from_the_cli() {
     cli.ok(&["push", "token-del", "carol", "pixel"]);
     assert_eq!(cli.ok(&["push", "tokens", "carol"]).trim(), "");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_woken_app_that_registers_rings_for_the_parked_call() {
+    let site = PushSite::start().await;
+    bobs_iphone(&site).await;
+    let users = site.switch.users("alice.csv", "alice", "alice-pw");
+    let call = Background::start(
+        &site.switch,
+        &support::sipp::scenario("call_uac.xml"),
+        &["-inf", users.to_str().unwrap(), "-s", "bob"],
+    );
+    incoming_call_push(&site, 1).await;
+    // The app wakes, registers, and answers the INVITE the parked call
+    // sends its new binding.
+    let (_app, app_trace) = support::sipp::device_with(
+        &site.switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        10_000,
+        &support::sipp::scenario("call_uas.xml"),
+    );
+    let (ok, trace) = call.wait();
+    assert!(ok, "alice's call failed:\n{trace}\n{}", site.log());
+    assert!(trace.contains("SIP/2.0 200 OK"), "{trace}");
+    let app = std::fs::read_to_string(&app_trace).unwrap_or_default();
+    assert!(app.contains("INVITE sip:"), "the app rang: {app}");
+    assert!(
+        site.log()
+            .contains("a device registered while the call is parked"),
+        "{}",
+        site.log()
+    );
+}

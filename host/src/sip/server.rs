@@ -791,6 +791,9 @@ impl SipServer {
                     push.tokens_from_bindings(&login, &registered.bindings)
                         .await;
                 }
+                if registered.arrived {
+                    self.calls.device_registered(&login, &registered.bindings);
+                }
                 if registered.refreshed {
                     super::messaging::deliver_deferred(self.clone(), login.clone());
                 }

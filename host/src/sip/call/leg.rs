@@ -129,6 +129,9 @@ pub(super) struct Call {
     /// The callee's apps got an incoming-call push (a missed-call push
     /// follows if nobody answers).
     pushed: bool,
+    /// The From of the B legs, for devices that register while the call
+    /// is parked.
+    b_from: String,
 }
 
 impl Call {
@@ -179,6 +182,7 @@ impl Call {
             handed_over: false,
             park_at: None,
             pushed: false,
+            b_from: String::new(),
         })
     }
 
@@ -218,6 +222,7 @@ impl Call {
             .and_then(|c| c.display_name.clone())
             .or_else(|| self.origin.display_name.clone());
         let from = name_addr(from_name.as_deref(), &format!("sip:{from_user}@{domain}"));
+        self.b_from = from.clone();
         // How long the targets ring: the callee account's own no-answer
         // timeout, else (and for a carrier's number) the switch-wide one.
         let mut ring_for = self.server.calls.settings.no_answer;
@@ -700,6 +705,7 @@ impl Call {
                 tag,
                 respond,
             } => self.on_pickup(req, flow, tag, respond).await,
+            CallEvent::DeviceRegistered { bindings } => self.on_device_registered(bindings).await,
             CallEvent::PeerGone { from } => {
                 if self.winner.is_some() && !self.hung_up {
                     // The side that sent the request is alive; the other is gone.
@@ -956,6 +962,38 @@ impl Call {
         self.pushed = false;
         self.cancel_branches(Some(index)).await;
         self.finish(caller_ok, Disposition::Answered);
+    }
+
+    /// The callee registered a device while the call is parked: every
+    /// binding not yet rung gets the INVITE too.
+    async fn on_device_registered(&mut self, bindings: Vec<crate::store::location::Binding>) {
+        if self.final_tx.is_none() || self.winner.is_some() {
+            return;
+        }
+        let domain = self.server.settings.domain.clone();
+        let from = self.b_from.clone();
+        for b in bindings {
+            let Some(flow) = flow_of(&b) else {
+                continue;
+            };
+            let rung = self
+                .branches
+                .iter()
+                .any(|br| br.b.flow == flow && br.invite.uri.to_string() == b.contact);
+            if rung {
+                continue;
+            }
+            tracing::info!(callee = self.callee, remote = %flow.remote, "a device registered while the call is parked: it rings too");
+            self.fork(
+                Target {
+                    uri: b.contact.clone(),
+                    to: format!("<sip:{}@{domain}>", self.callee),
+                    flow,
+                },
+                &from,
+            )
+            .await;
+        }
     }
 
     /// Whether `login`'s apps can be woken by push (the push service runs

@@ -71,6 +71,12 @@ pub(crate) enum CallEvent {
     Refreshed { session_expires: Option<u64> },
     /// The peer of a confirmed dialog is gone (408/481 to a relayed request).
     PeerGone { from: DialogId },
+    /// The callee's device registered while the call is parked (an app
+    /// woken by push): ring it too, as the seed's fork to registered and
+    /// push-woken devices has it.
+    DeviceRegistered {
+        bindings: Vec<crate::store::location::Binding>,
+    },
     /// The callee's woken device picks the parked call (INVITE with
     /// Replaces, already authenticated as the callee).
     Pickup {
@@ -167,6 +173,18 @@ impl Calls {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(call_id.to_owned(), (callee.to_owned(), tx));
+    }
+
+    /// `login` registered a device: its parked calls ring it too.
+    pub fn device_registered(&self, login: &str, bindings: &[crate::store::location::Binding]) {
+        let parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        for (callee, tx) in parked.values() {
+            if callee == login {
+                let _ = tx.send(CallEvent::DeviceRegistered {
+                    bindings: bindings.to_vec(),
+                });
+            }
+        }
     }
 
     fn unpark(&self, call_id: &str) {

@@ -360,6 +360,7 @@ impl ServiceCall {
                 let _ = respond.send(gone);
             }
             CallEvent::Branch { .. }
+            | CallEvent::DeviceRegistered { .. }
             | CallEvent::Reinvited { .. }
             | CallEvent::Refreshed { .. } => {}
         }
