@@ -12,7 +12,7 @@
 #     caller's (authenticated) INVITE to the VoIP push at the stand-in, and
 #     from the woken device's (authenticated) INVITE with Replaces to its
 #     200 OK, from SIPp's message traces.
-# Knobs: DEVICES (200), ROUNDS (5), CALLS (10).
+# Knobs: DEVICES (200), ROUNDS (5), CALLS (10); BUILD=0 reuses the last release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -20,9 +20,11 @@ DEVICES=${DEVICES:-200}
 ROUNDS=${ROUNDS:-5}
 CALLS=${CALLS:-10}
 
-./scripts/setup.sh >/dev/null
-./scripts/build-guests.sh >/dev/null
-cargo build -q --release -p softswitch --bin softswitch --example push_standin
+if [[ ${BUILD:-1} != 0 ]]; then
+    ./scripts/setup.sh >/dev/null
+    ./scripts/build-guests.sh >/dev/null
+    cargo build -q --release -p softswitch --bin softswitch --example push_standin
+fi
 bin=$root/target/release/softswitch
 standin=$root/target/release/examples/push_standin
 
@@ -131,9 +133,11 @@ base = json.load(open(f"{tmp}/baseline.json"))
 # p50/p99 of the switch's request time, from the histogram buckets.
 buckets = []
 for l in open(f"{tmp}/metrics.txt"):
-    m = re.match(r'softswitch_push_request_seconds_bucket\{le="([^"]+)",provider="apns"\} (\d+)', l)
-    if m:
-        buckets.append((float("inf") if m[1] == "+Inf" else float(m[1]), int(m[2])))
+    m = re.match(r'softswitch_push_request_seconds_bucket\{([^}]*)\} (\d+)', l)
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m[1])) if m else {}
+    if labels.get("provider") == "apns":
+        le = labels["le"]
+        buckets.append((float("inf") if le == "+Inf" else float(le), int(m[2])))
 total = buckets[-1][1] if buckets else 0
 def q(p):
     for le, n in buckets:

@@ -2057,3 +2057,265 @@ async fn a_new_avatar_reaches_presence_watchers_with_its_update_time() {
         notifies[1]
     );
 }
+
+/// `login`'s handset over SIP: registers, stays up `hold_ms` answering the
+/// MESSAGEs the switch sends it; its trace file.
+fn handset(
+    api: &Api,
+    login: &str,
+    password: &str,
+    hold_ms: u64,
+) -> (std::process::Child, std::path::PathBuf) {
+    let dir = api.site.dir.path();
+    let users = dir.join(format!("handset-{login}.csv"));
+    std::fs::write(
+        &users,
+        format!(
+            "SEQUENTIAL\n{login};{password};[authentication username={login} password={password}]\n"
+        ),
+    )
+    .unwrap();
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp");
+    let hold = dir.join(format!("hold-{login}.xml"));
+    let text = std::fs::read_to_string(scenarios.join("register_and_hold.xml"))
+        .unwrap()
+        .replace(
+            "<pause milliseconds=\"5000\"/>",
+            &format!("<pause milliseconds=\"{hold_ms}\"/>"),
+        );
+    std::fs::write(&hold, text).unwrap();
+    let trace = dir.join(format!("handset-{login}.log"));
+    let child = std::process::Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", api.sip))
+        .arg("-sf")
+        .arg(&hold)
+        .arg("-oocsf")
+        .arg(scenarios.join("ooc_answer_message.xml"))
+        .arg("-inf")
+        .arg(&users)
+        .args([
+            "-key",
+            "domain",
+            "localhost",
+            "-users",
+            "1",
+            "-m",
+            "50",
+            "-nostdin",
+        ])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp (scripts/setup.sh installs it)");
+    (child, trace)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_book_finds_its_users_and_hears_when_a_friend_joins() {
+    let mut vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "identity_burst = 1000\naddress_burst = 1000",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    for (login, phone) in [("alice", "48600111000"), ("carol", "48600333000")] {
+        api.site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-pw"),
+            "--phone",
+            phone,
+            "--username",
+            login,
+            "--access-password",
+            &format!("{login}-web"),
+        ]);
+    }
+    let (alice, carol) = (
+        api_token(&api.client, &api.base, "alice", "alice-web").await,
+        api_token(&api.client, &api.base, "carol", "carol-web").await,
+    );
+    let call = |method: Method, path: &str, bearer: &str, body: Option<Value>| {
+        let mut r = api
+            .client
+            .request(method, format!("{}{path}", api.base))
+            .bearer_auth(bearer);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // alice's phone book, in two chunks: bob is not a user yet, carol is.
+    let (s, body) = call(
+        Method::POST,
+        "/v1/contacts/uploads",
+        &alice,
+        Some(json!({"replace": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let upload = format!("/v1/contacts/uploads/{token}");
+    let (s, body) = call(
+        Method::POST,
+        &upload,
+        &alice,
+        Some(json!({"entries": [
+            {"id": "c-bob", "name": "Bob", "numbers": ["0600 222 000"]},
+            {"id": "c-odd", "numbers": ["call me maybe"]},
+        ]})),
+    )
+    .await;
+    assert_eq!(
+        (s, body["numbers"].as_i64(), body["rejected"].as_i64()),
+        (StatusCode::OK, Some(1), Some(1)),
+        "{body}"
+    );
+    let (s, body) = call(
+        Method::POST,
+        &upload,
+        &alice,
+        Some(json!({"entries": [
+            {"id": "c-carol", "name": "Carol", "numbers": ["+48 600 333 000"]},
+        ]})),
+    )
+    .await;
+    assert_eq!(
+        (s, body["numbers"].as_i64()),
+        (StatusCode::OK, Some(2)),
+        "{body}"
+    );
+    // Another user's token names nothing; a malformed chunk is refused.
+    let (s, _) = call(Method::GET, &upload, &carol, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, body) = call(
+        Method::POST,
+        &upload,
+        &alice,
+        Some(json!({"entries": [{"numbers": []}]})),
+    )
+    .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-request")),
+        "{body}"
+    );
+    let (s, body) = call(Method::POST, &format!("{upload}/done"), &alice, None).await;
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("pending")),
+        "{body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let users = loop {
+        let (s, body) = call(Method::GET, &upload, &alice, None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        if body["status"] == "done" {
+            break body["users"].clone();
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        users,
+        json!([{"contact_id": "c-carol", "login": "carol", "phone": "48600333000"}])
+    );
+    let (_, book) = call(Method::GET, "/v1/contacts", &alice, None).await;
+    assert_eq!(book["contacts"].as_array().unwrap().len(), 2, "{book}");
+
+    // bob signs up with the number in alice's book while her handset is
+    // online: the command and the text reach it at once.
+    let (mut handset_proc, trace) = handset(&api, "alice", "alice-pw", 8000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .contains("SIP/2.0 200 OK")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alice never registered: {}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let device =
+        json!({"phone": "0600 222 000", "country_code": "48", "udid": "bob-phone", "os": "ios"});
+    let (s, body) = api.post("/v1/signup/phone", device).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let sent: Value = serde_json::from_slice(&vendor.next().await.body).unwrap();
+    let code = code_in(sent["text"].as_str().unwrap());
+    let (s, creds) = api
+        .post(
+            "/v1/signup/phone/verify",
+            json!({"phone": "+48600222000", "udid": "bob-phone", "code": code}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{creds}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        if text.contains("I joined") && text.contains("contacts-add") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's handset got: {text}\n{}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = handset_proc.kill();
+    let _ = handset_proc.wait();
+    assert!(text.contains("\"command\":\"contacts-add\""), "{text}");
+    assert!(
+        text.contains("\"id\":\"c-bob\"")
+            && text.contains("\"l\":\"48600222000\"")
+            && text.contains("\"os\":\"ios\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: application/vnd.softswitch.command+json"),
+        "{text}"
+    );
+    // Both on bob's behalf: alice sees the name her book gives him.
+    assert!(
+        text.contains("From: \"48600222000\" <sip:48600222000@localhost>"),
+        "{text}"
+    );
+
+    // bob leaves while alice is offline: her handset hears contacts-del
+    // when it registers.
+    api.site.ok(&["account", "del", "48600222000"]);
+    let (mut handset_proc, trace) = handset(&api, "alice", "alice-pw", 3000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        if text.contains("contacts-del") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's handset got: {text}\n{}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = handset_proc.kill();
+    let _ = handset_proc.wait();
+}

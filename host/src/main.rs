@@ -675,7 +675,7 @@ async fn account(app: App, cmd: AccountCommand) -> anyhow::Result<()> {
             println!("account {login} changed");
         }
         AccountCommand::Del { login } => {
-            if !app.store.delete_account(&login).await? {
+            if !app.store.remove_account(&login).await? {
                 bail!("no account {login:?}");
             }
             println!("account {login} deleted");

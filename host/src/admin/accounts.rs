@@ -318,7 +318,7 @@ pub async fn delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(login): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_account(&login).await? {
+    if !state.store.remove_account(&login).await? {
         return Err(no_such_account(&login));
     }
     tracing::info!(action = "account.delete", %login, %peer, "admin action");

@@ -16,6 +16,7 @@
 pub mod answering;
 pub mod avatar;
 pub mod clock;
+pub mod contacts;
 pub mod error;
 pub mod friends;
 pub mod listener;
@@ -131,6 +132,8 @@ pub struct ApiState {
     pub sms: Arc<SmsService>,
     /// Push providers, for checking the tokens apps register.
     pub push: Option<Arc<crate::push::PushService>>,
+    /// Calling code for the address-book numbers of users without a phone.
+    pub default_country_code: String,
     pub template: AccountTemplate,
     /// SIP domain returned with credentials.
     pub sip_domain: String,
@@ -152,6 +155,8 @@ pub struct ApiState {
     pub on_mailbox_changed: Option<ProfileChanged>,
     /// Places "call me" calls (the SIP service, when it runs here).
     pub call_out: Option<CallOut>,
+    /// Delivers what a new user's joining stored (the SIP service).
+    pub on_user_joined: Option<UserJoined>,
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
@@ -171,10 +176,14 @@ pub struct CallOutRequest {
 /// See [`ApiState::call_out`].
 pub type CallOut = Arc<dyn Fn(CallOutRequest) + Send + Sync>;
 
+/// See [`ApiState::on_user_joined`].
+pub type UserJoined = Arc<dyn Fn(Vec<crate::store::messages::StoredMessage>) + Send + Sync>;
+
 /// What [`ApiState`] is made of besides the configuration and the store.
 pub struct ApiParts {
     pub sms: Arc<SmsService>,
     pub push: Option<Arc<crate::push::PushService>>,
+    pub default_country_code: String,
     pub template: AccountTemplate,
     pub sip_domain: String,
     pub mailer: Arc<Mailer>,
@@ -184,6 +193,7 @@ pub struct ApiParts {
     pub on_profile_changed: Option<ProfileChanged>,
     pub on_mailbox_changed: Option<ProfileChanged>,
     pub call_out: Option<CallOut>,
+    pub on_user_joined: Option<UserJoined>,
 }
 
 impl ApiState {
@@ -205,6 +215,7 @@ impl ApiState {
             store,
             sms: parts.sms,
             push: parts.push,
+            default_country_code: parts.default_country_code,
             template: parts.template,
             sip_domain: parts.sip_domain,
             mailer: parts.mailer,
@@ -214,6 +225,7 @@ impl ApiState {
             on_profile_changed: parts.on_profile_changed,
             on_mailbox_changed: parts.on_mailbox_changed,
             call_out: parts.call_out,
+            on_user_joined: parts.on_user_joined,
             // One per core of the machines this runs on: a burst of uploads
             // queues instead of multiplying the decode memory.
             avatar_decoders: tokio::sync::Semaphore::new(
@@ -365,6 +377,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .delete(answering::clear_greeting)
                 .layer(DefaultBodyLimit::max(answering::GREETING_MAX_BYTES)),
         )
+        .route("/v1/contacts", get(contacts::list))
+        .route("/v1/contacts/uploads", post(contacts::open))
+        .route(
+            "/v1/contacts/uploads/{token}",
+            get(contacts::status)
+                .post(contacts::chunk)
+                .layer(DefaultBodyLimit::max(contacts::CHUNK_MAX_BYTES)),
+        )
+        .route("/v1/contacts/uploads/{token}/done", post(contacts::done))
         .route("/v1/push-tokens", get(push_tokens::list))
         .route(
             "/v1/push-tokens/{instance}",
@@ -434,6 +455,10 @@ mod tests {
             "/v1/answering-rules",
             "/v1/answering-rules/{id}",
             "/v1/answering-rules/{id}/greeting",
+            "/v1/contacts",
+            "/v1/contacts/uploads",
+            "/v1/contacts/uploads/{token}",
+            "/v1/contacts/uploads/{token}/done",
             "/v1/push-tokens",
             "/v1/push-tokens/{instance}",
             "/v1/recordings",

@@ -138,6 +138,30 @@ pub(crate) fn new_sip_password() -> String {
         .collect()
 }
 
+/// Tells the books holding the new user's number (SPEC §5): stored first,
+/// then delivered by the SIP service when it runs here. A failure is
+/// logged: the account stands either way.
+async fn announce_join(state: &ApiState, login: &str, phone: &str, os: &str) {
+    match state
+        .store
+        .announce_join(login, Some(phone), phone, os)
+        .await
+    {
+        Ok(messages) if messages.is_empty() => {}
+        Ok(messages) => {
+            tracing::info!(
+                login,
+                messages = messages.len(),
+                "new user announced to the books holding the number"
+            );
+            if let Some(hook) = &state.on_user_joined {
+                hook(messages);
+            }
+        }
+        Err(e) => tracing::error!(login, error = %e, "new user not announced"),
+    }
+}
+
 fn validate_device(d: &Device) -> Result<String, ApiError> {
     if d.udid.is_empty() || d.udid.len() > 255 || d.udid.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -416,6 +440,7 @@ pub async fn verify(
                     match state.store.add_account(&new).await {
                         Ok(a) => {
                             tracing::info!(login = %a.login, "account created by phone sign-up");
+                            announce_join(&state, &a.login, &phone, &row.os).await;
                             a.login
                         }
                         // Two devices verified at once: the other one created it.

@@ -39,6 +39,10 @@ pub async fn start(
         .await
         .context("cannot start SMS")?;
     let mut tasks = vec![worker::spawn(sms.clone())];
+    // Address books closed but not applied when the last run stopped.
+    for token in app.store.pending_contact_uploads().await? {
+        super::contacts::spawn_apply(app.store.clone(), token);
+    }
     let api = &app.config.api;
     if api.listen.is_empty() {
         return Ok(ApiHandles { tasks });
@@ -74,6 +78,7 @@ pub async fn start(
         ApiParts {
             sms,
             push,
+            default_country_code: app.config.presence.default_country_code.clone(),
             template: app.config.account_template.clone(),
             sip_domain: sip.domain.clone(),
             mailer,
@@ -95,6 +100,12 @@ pub async fn start(
                     tokio::spawn(async move {
                         crate::sip::presence::Presence::mailbox_changed(&server, &login).await;
                     });
+                });
+                hook
+            }),
+            on_user_joined: sip_server.clone().map(|server| {
+                let hook: super::UserJoined = Arc::new(move |messages| {
+                    crate::sip::messaging::deliver_stored(server.clone(), messages);
                 });
                 hook
             }),

@@ -25,7 +25,7 @@ use crate::store::messages::{MessageStatus, NewMessage, StoredMessage};
 
 /// Content type of system commands (SPEC §5: "Contacts add", file and
 /// location commands): deferred like any message, never announced by push.
-pub const SYSTEM_COMMAND_TYPE: &str = "application/vnd.softswitch.command+json";
+pub use crate::store::joins::SYSTEM_COMMAND_TYPE;
 
 /// How many deferred messages one delivery round reads at a time.
 const DEFERRED_BATCH: u32 = 100;
@@ -148,6 +148,22 @@ pub async fn on_message(
         }
         RouteDecision::Reject { code, reason } => response_for(req, code, &reason, Some(tag), &[]),
     }
+}
+
+/// Messages the switch itself stored (a user joined): delivered at once to
+/// the recipients' registered devices, pushed (texts only) where none took
+/// them; the rest wait for a REGISTER like any deferred message.
+pub fn deliver_stored(server: Arc<SipServer>, messages: Vec<StoredMessage>) {
+    tokio::spawn(async move {
+        for stored in messages {
+            let bindings = server
+                .registrar
+                .bindings(&stored.message.recipient, crate::store::now_secs());
+            if bindings.is_empty() || !deliver(&server, &stored, bindings, None).await {
+                push_deferred(&server, &stored);
+            }
+        }
+    });
 }
 
 /// A message no device took: the recipient's apps hear of it by push (a

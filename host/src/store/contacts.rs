@@ -44,7 +44,7 @@ pub struct ContactChange {
 
 /// Records a change in the same transaction as the change itself, so that
 /// no node misses one.
-async fn record_change(
+pub(super) async fn record_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     owner: &str,
     number: &str,
