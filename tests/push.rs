@@ -492,15 +492,20 @@ async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
         "{\"cmd\":\"contacts-add\"}",
     );
     site.message("text/plain", "third");
-    site.apns.wait_for("/3/device/", 3, || site.log()).await;
-    site.webpush.wait_for("/up/", 3, || site.log()).await;
+    // An attachment: its type, not its bytes.
+    site.message("image/jpeg", "JFIF-not-really");
+    site.apns.wait_for("/3/device/", 4, || site.log()).await;
+    site.webpush.wait_for("/up/", 4, || site.log()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let apns = site.apns.seen();
     assert_eq!(
         apns.len(),
-        3,
-        "three pushes for three messages, none for the command: {apns:?}"
+        4,
+        "four pushes for four messages, none for the command: {apns:?}"
     );
+    let picture = apns[3].json();
+    assert_eq!(picture["type"], "picture", "{picture}");
+    assert_eq!(picture["aps"]["alert"]["body"], "Photo", "{picture}");
     assert!(
         apns.iter().all(|s| !s.path.contains(apns_voip)),
         "no VoIP push for a message"
@@ -517,11 +522,11 @@ async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
     let metrics = site.metrics().await;
     assert!(
         metrics
-            .contains("softswitch_push_outcomes_total{outcome=\"delivered\",provider=\"apns\"} 3"),
+            .contains("softswitch_push_outcomes_total{outcome=\"delivered\",provider=\"apns\"} 4"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("softswitch_push_request_seconds_count{provider=\"fcm\"} 3"),
+        metrics.contains("softswitch_push_request_seconds_count{provider=\"fcm\"} 4"),
         "{metrics}"
     );
 }
