@@ -2238,6 +2238,22 @@ async fn an_uploaded_book_finds_its_users_and_hears_when_a_friend_joins() {
     );
     let (_, book) = call(Method::GET, "/v1/contacts", &alice, None).await;
     assert_eq!(book["contacts"].as_array().unwrap().len(), 2, "{book}");
+    // The dialing plan clients route by (SPEC §6).
+    api.site
+        .ok(&["dialplan", "add", "48", "pl.sip.example.net"]);
+    let (s, plan) = call(Method::GET, "/v1/dialplan", &alice, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        plan,
+        json!({"entries": [{"prefix": "48", "server": "pl.sip.example.net"}]})
+    );
+    let r = api
+        .client
+        .get(format!("{}/v1/dialplan", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // bob signs up with the number in alice's book while her handset is
     // online: the command and the text reach it at once.

@@ -265,3 +265,21 @@ pub async fn list(
         .collect();
     Ok(Json(Book { contacts }))
 }
+
+#[derive(Debug, Serialize)]
+pub struct Dialplan {
+    /// Prefix → SIP server; the longest prefix of a login or number wins,
+    /// the empty prefix is the default.
+    pub entries: Vec<crate::store::dialplan::DialplanEntry>,
+}
+
+/// `GET /v1/dialplan`: the local dialing plan clients route by (SPEC §6).
+pub async fn dialplan(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<Dialplan>, ApiError> {
+    state.authenticate(&headers)?;
+    Ok(Json(Dialplan {
+        entries: state.store.list_dialplan().await?,
+    }))
+}

@@ -378,6 +378,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .layer(DefaultBodyLimit::max(answering::GREETING_MAX_BYTES)),
         )
         .route("/v1/contacts", get(contacts::list))
+        .route("/v1/dialplan", get(contacts::dialplan))
         .route("/v1/contacts/uploads", post(contacts::open))
         .route(
             "/v1/contacts/uploads/{token}",
@@ -456,6 +457,7 @@ mod tests {
             "/v1/answering-rules/{id}",
             "/v1/answering-rules/{id}/greeting",
             "/v1/contacts",
+            "/v1/dialplan",
             "/v1/contacts/uploads",
             "/v1/contacts/uploads/{token}",
             "/v1/contacts/uploads/{token}/done",
