@@ -243,6 +243,11 @@ allowed_hosts = ["*"]
     /// alice sends bob (offline) a MESSAGE of `content_type` with `text`;
     /// the switch must accept it (202: stored for later).
     fn message(&self, content_type: &str, text: &str) {
+        self.message_answered(content_type, text, "202");
+    }
+
+    /// [`PushSite::message`] expecting `code` as the final answer.
+    fn message_answered(&self, content_type: &str, text: &str, code: &str) {
         let scenario = self.switch.variant_with(
             "uac_message_auth.xml",
             &[
@@ -253,7 +258,7 @@ allowed_hosts = ["*"]
                 ),
                 (
                     "<recv response=\"200\" rtd=\"1\" response_txn=\"msg2\"/>",
-                    "<recv response=\"202\" rtd=\"1\" response_txn=\"msg2\"/>",
+                    &format!("<recv response=\"{code}\" rtd=\"1\" response_txn=\"msg2\"/>"),
                 ),
             ],
         );
@@ -489,7 +494,13 @@ async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
         .await;
     site.message(
         "application/vnd.softswitch.command+json",
-        "{\"cmd\":\"contacts-add\"}",
+        "{\"command\":\"location\",\"lat\":52.23,\"lon\":21.01,\"label\":\"Tea\"}",
+    );
+    // A location with a latitude off the globe is refused, never stored.
+    site.message_answered(
+        "application/vnd.softswitch.command+json",
+        "{\"command\":\"location\",\"lat\":123,\"lon\":21.01}",
+        "400",
     );
     site.message("text/plain", "third");
     // An attachment: its type, not its bytes.
@@ -502,6 +513,16 @@ async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
         apns.len(),
         4,
         "four pushes for four messages, none for the command: {apns:?}"
+    );
+    let stored = site.switch.site.ok(&["message", "list", "--to", "bob"]);
+    assert_eq!(
+        stored.lines().count(),
+        5,
+        "the refused location is not stored:\n{stored}"
+    );
+    assert!(
+        stored.contains("\\\"lat\\\":52.23") || stored.contains("52.23"),
+        "{stored}"
     );
     let picture = apns[3].json();
     assert_eq!(picture["type"], "picture", "{picture}");

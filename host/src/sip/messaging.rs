@@ -69,13 +69,17 @@ pub async fn on_message(
         .unwrap_or("text/plain")
         .trim()
         .to_string();
+    let system = content_type.eq_ignore_ascii_case(SYSTEM_COMMAND_TYPE);
+    if system && let Err(reason) = super::system_command::check(&req.body) {
+        return response_for(req, 400, reason, Some(tag), &[]);
+    }
     match routed.decision {
         RouteDecision::ToUser { login: recipient } => {
             let message = NewMessage {
                 sender: login,
                 sender_name,
                 recipient,
-                system: content_type.eq_ignore_ascii_case(SYSTEM_COMMAND_TYPE),
+                system,
                 content_type,
                 body: req.body.clone(),
             };

@@ -14,6 +14,7 @@ pub mod registrar;
 pub mod sdp;
 pub mod server;
 pub mod start;
+pub mod system_command;
 pub mod transaction;
 pub mod transport;
 pub mod util;
