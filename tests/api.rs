@@ -2315,6 +2315,34 @@ async fn an_uploaded_book_finds_its_users_and_hears_when_a_friend_joins() {
         "{text}"
     );
 
+    // alice's history with bob: his "joined" text, not the command.
+    let (s, history) = call(
+        Method::GET,
+        "/v1/history/messages?with=48600222000",
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{history}");
+    assert_eq!(messages[0]["direction"], "received");
+    assert!(
+        messages[0]["text"].as_str().unwrap().contains("joined"),
+        "{history}"
+    );
+    let (s, body) = call(
+        Method::GET,
+        "/v1/history/messages?with=48600222000&limit=0",
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-request"))
+    );
+
     // bob leaves while alice is offline: her handset hears contacts-del
     // when it registers.
     api.site.ok(&["account", "del", "48600222000"]);

@@ -932,6 +932,34 @@ async fn a_call_to_an_offline_app_is_parked_pushed_and_picked_with_replaces() {
     assert!(relayed >= 50.0, "{relayed} packets relayed\n{metrics}");
     let cdrs = site.switch.site.ok(&["cdr", "list"]);
     assert!(cdrs.contains("answered"), "{cdrs}");
+    // bob's app fetches what happened: the call it picked.
+    let bob = site.token("bob").await;
+    let history: serde_json::Value = site
+        .client
+        .get(format!("{}/v1/history/calls", site.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let calls = history["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{history}");
+    assert_eq!(
+        (
+            &calls[0]["direction"],
+            &calls[0]["peer"],
+            &calls[0]["outcome"]
+        ),
+        (
+            &serde_json::json!("incoming"),
+            &serde_json::json!("alice"),
+            &serde_json::json!("answered")
+        ),
+        "{history}"
+    );
+    assert_eq!(calls[0]["call_id"], call_id.as_str());
     // Answered: no missed-call push.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod contacts;
 pub mod error;
 pub mod friends;
+pub mod history;
 pub mod listener;
 pub mod login;
 pub mod password;
@@ -379,6 +380,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/contacts", get(contacts::list))
         .route("/v1/dialplan", get(contacts::dialplan))
+        .route("/v1/history/calls", get(history::calls))
+        .route("/v1/history/messages", get(history::messages))
         .route("/v1/contacts/uploads", post(contacts::open))
         .route(
             "/v1/contacts/uploads/{token}",
@@ -458,6 +461,8 @@ mod tests {
             "/v1/answering-rules/{id}/greeting",
             "/v1/contacts",
             "/v1/dialplan",
+            "/v1/history/calls",
+            "/v1/history/messages",
             "/v1/contacts/uploads",
             "/v1/contacts/uploads/{token}",
             "/v1/contacts/uploads/{token}/done",

@@ -151,7 +151,7 @@ pub struct StoredCdr {
     pub cdr: Cdr,
 }
 
-fn cdr_from_row(row: &AnyRow) -> Result<StoredCdr> {
+pub(super) fn cdr_from_row(row: &AnyRow) -> Result<StoredCdr> {
     let disposition: String = row.try_get("disposition")?;
     let code: i64 = row.try_get("code")?;
     Ok(StoredCdr {

@@ -67,7 +67,7 @@ pub struct StoredMessage {
     pub created_at: i64,
 }
 
-fn message_from_row(row: &AnyRow) -> Result<StoredMessage> {
+pub(super) fn message_from_row(row: &AnyRow) -> Result<StoredMessage> {
     let status: String = row.try_get("status")?;
     let system: i64 = row.try_get("is_system")?;
     Ok(StoredMessage {
@@ -85,7 +85,7 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage> {
     })
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, sender, sender_name, recipient, content_type, body, status, is_system, created_at";
 
 /// An OFFNET message waiting for the SMS provider.

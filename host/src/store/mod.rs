@@ -19,6 +19,7 @@ pub mod contacts;
 pub mod dialplan;
 pub mod error;
 pub mod gateways;
+pub mod history;
 pub mod joins;
 pub mod location;
 pub mod mailbox;
