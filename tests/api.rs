@@ -2283,6 +2283,23 @@ async fn an_uploaded_book_finds_its_users_and_hears_when_a_friend_joins() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{creds}");
+    // bob has no access password yet: he sets his first, once.
+    let bob = creds["token"].as_str().unwrap().to_string();
+    let set = json!({"password": "bob-first-pw"});
+    let (s, body) = call(Method::POST, "/v1/password/set", &bob, Some(set.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call(Method::POST, "/v1/password/set", &bob, Some(set)).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("password-already-set"))
+    );
+    let (s, body) = api
+        .post(
+            "/v1/login",
+            json!({"id": "+48600222000", "password": "bob-first-pw"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = std::fs::read_to_string(&trace).unwrap_or_default();

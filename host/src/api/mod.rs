@@ -347,6 +347,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/activate", get(username_signup::activate))
         .route("/v1/login", post(login::login))
         .route("/v1/password/change", post(password::change))
+        .route("/v1/password/set", post(password::set_first))
         .route(
             "/v1/profile",
             get(profile::get_profile).patch(profile::update_profile),
@@ -472,6 +473,7 @@ mod tests {
             "/v1/recordings/{id}",
             "/v1/recordings/{id}/audio",
             "/v1/password/forgot",
+            "/v1/password/set",
             "/v1/password/reset",
             "/v1/sms/reports/{provider}",
             "/v1/openapi.json",

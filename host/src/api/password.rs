@@ -76,6 +76,37 @@ pub async fn change(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct SetRequest {
+    pub password: String,
+}
+
+/// `POST /v1/password/set` with the bearer token: the first access password
+/// of an account made by phone sign-up (it has none, so "change" cannot
+/// prove anything); 409 `password-already-set` once there is one.
+pub async fn set_first(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    ApiJson(req): ApiJson<SetRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let login = state.authenticate(&headers)?;
+    check_new(&req.password)?;
+    if !state
+        .store
+        .set_first_access_password(&login, &req.password)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "password-already-set",
+            "the account has an access password: change it with the old one",
+        ));
+    }
+    tracing::info!(%login, "first access password set");
+    Ok(Json(serde_json::json!({ "status": "set" })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ForgotRequest {
     pub id: String,
     #[serde(default)]

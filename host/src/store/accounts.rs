@@ -511,6 +511,22 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Sets the access password of an account that has none yet (one made
+    /// by phone sign-up); false when it has one (or there is no account).
+    /// Conditional, so two requests at once set it once.
+    pub async fn set_first_access_password(&self, login: &str, password: &str) -> Result<bool> {
+        validate::required("access password", password, validate::ACCESS_PASSWORD_MAX)?;
+        let hash = hash_password(password.to_owned()).await?;
+        let done = sqlx::query(
+            "UPDATE accounts SET access_password_hash = ? WHERE login = ? AND access_password_hash IS NULL",
+        )
+        .bind(hash)
+        .bind(login)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Changes the billing and routing settings given (`None` keeps one; a
     /// `plan` of `Some("")` removes the plan). False if there is no such
     /// account.
