@@ -37,55 +37,6 @@ struct PushSite {
     _keys: tempfile::TempDir,
 }
 
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A Firebase-style service account whose token endpoint is the stand-in:
-/// (file path, public key as PKCS#1 DER).
-fn service_account(dir: &Path, token_uri: &str) -> (String, Vec<u8>) {
-    let key = dir.join("fcm-key.pem");
-    let public = dir.join("fcm-public.der");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "rsa",
-        "-in",
-        key.to_str().unwrap(),
-        "-RSAPublicKey_out",
-        "-outform",
-        "DER",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    let file = dir.join("service-account.json");
-    let json = serde_json::json!({
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "sa-key-1",
-        "private_key": std::fs::read_to_string(&key).unwrap(),
-        "client_email": CLIENT_EMAIL,
-        "token_uri": token_uri,
-    });
-    std::fs::write(&file, json.to_string()).unwrap();
-    (file.display().to_string(), std::fs::read(&public).unwrap())
-}
-
 fn apns_ok(_: &Seen) -> Answer {
     Answer::new(200, "").header("apns-id", "6B2C7A4E-0000-4000-8000-000000000001")
 }
@@ -118,8 +69,14 @@ impl PushSite {
         let apns_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let p8 = dir.path().join("AuthKey.p8");
         std::fs::write(&p8, apns_key.serialize_pem()).unwrap();
-        let (account, fcm_public) =
-            service_account(dir.path(), &format!("{}/token", fcm.base("https")));
+        let (account, fcm_public) = support::push::service_account(
+            dir.path(),
+            &format!("{}/token", fcm.base("https")),
+            PROJECT,
+            CLIENT_EMAIL,
+        )
+        .unwrap();
+        let account = account.display().to_string();
         let wasm = |n: &str| support::guest_wasm(n).display().to_string();
         let push_config = format!(
             r#"

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use standin::{Answer, Seen, StandIn, TestPki};
@@ -34,17 +34,6 @@ fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
-}
-
-fn openssl(args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .context("openssl (scripts/setup.sh installs it)")?;
-    if !out.status.success() {
-        bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
 }
 
 /// Whether the APNs request's provider token verifies with `public`.
@@ -167,29 +156,13 @@ fn write_config(
 ) -> anyhow::Result<()> {
     let p8 = dir.join("AuthKey_STANDIN01.p8");
     std::fs::write(&p8, apns_key.serialize_pem())?;
-    let rsa = dir.join("fcm-key.pem");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &rsa.display().to_string(),
-    ])?;
-    let account = dir.join("service-account.json");
-    std::fs::write(
-        &account,
-        serde_json::json!({
-            "type": "service_account",
-            "project_id": "standin-project",
-            "private_key_id": "standin-key",
-            "private_key": std::fs::read_to_string(&rsa)?,
-            "client_email": "push@standin-project.iam.gserviceaccount.com",
-            "token_uri": format!("{}/token", fcm.base("https")),
-        })
-        .to_string(),
-    )?;
+    let (account, _) = standin::service_account(
+        dir,
+        &format!("{}/token", fcm.base("https")),
+        "standin-project",
+        "push@standin-project.iam.gserviceaccount.com",
+    )
+    .map_err(anyhow::Error::msg)?;
     let guests = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../guests/target/wasm32-wasip2/release")
         .canonicalize()

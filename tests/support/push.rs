@@ -254,3 +254,58 @@ async fn answer(
     }
     response.body(Full::new(Bytes::from(a.body))).unwrap()
 }
+
+fn openssl(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("openssl (scripts/setup.sh installs it): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("openssl: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+/// A Firebase-style service account in `dir` whose token endpoint is
+/// `token_uri` (a fresh 2048-bit RSA key, made with openssl): the file's
+/// path, and the public key as PKCS#1 DER (to check RS256 signatures).
+pub fn service_account(
+    dir: &Path,
+    token_uri: &str,
+    project: &str,
+    client_email: &str,
+) -> Result<(PathBuf, Vec<u8>), String> {
+    let key = dir.join("fcm-key.pem");
+    let public = dir.join("fcm-public.der");
+    let (key_arg, public_arg) = (key.display().to_string(), public.display().to_string());
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &key_arg,
+    ])?;
+    openssl(&[
+        "rsa",
+        "-in",
+        &key_arg,
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        &public_arg,
+    ])?;
+    let file = dir.join("service-account.json");
+    let json = serde_json::json!({
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "sa-key-1",
+        "private_key": std::fs::read_to_string(&key).map_err(|e| e.to_string())?,
+        "client_email": client_email,
+        "token_uri": token_uri,
+    });
+    std::fs::write(&file, json.to_string()).map_err(|e| e.to_string())?;
+    Ok((file, std::fs::read(&public).map_err(|e| e.to_string())?))
+}

@@ -260,25 +260,19 @@ async fn send_one(service: &PushService, p: &PushEntry) -> crate::store::Result<
                 return retry_or_fail(service, p, None, &why).await;
             }
         };
-        let status = response.status().as_u16();
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let mut body = match response.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) => {
-                let why = format!("reading the answer from {host}: {}", e.without_url());
-                return retry_or_fail(service, p, None, &why).await;
-            }
-        };
+        let (status, headers, body) =
+            match crate::sms::worker::read_answer(response, MAX_BODY).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let why = format!("reading the answer from {host}: {}", e.without_url());
+                    return retry_or_fail(service, p, None, &why).await;
+                }
+            };
         service
             .metrics
             .push_seconds
             .with_label_values(&[&token.provider])
             .observe(started.elapsed().as_secs_f64());
-        body.truncate(MAX_BODY);
         if status == 401 || status == 403 {
             // A credential the service no longer takes (FCM 401, APNs 403
             // ExpiredProviderToken): the retry gets a fresh one.

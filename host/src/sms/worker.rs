@@ -155,14 +155,8 @@ async fn send_one(service: &SmsService, m: &SmsMessage, attempts: i64) -> crate:
             .await;
         }
     };
-    let status = response.status().as_u16();
-    let headers: Vec<(String, String)> = response
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let mut body = match response.bytes().await {
-        Ok(b) => b.to_vec(),
+    let (status, headers, body) = match read_answer(response, MAX_BODY).await {
+        Ok(answer) => answer,
         Err(e) => {
             return retry_or_fail(
                 service,
@@ -174,7 +168,6 @@ async fn send_one(service: &SmsService, m: &SmsMessage, attempts: i64) -> crate:
             .await;
         }
     };
-    body.truncate(MAX_BODY);
     let answer = HttpMessage {
         status,
         headers,
@@ -205,6 +198,23 @@ async fn send_one(service: &SmsService, m: &SmsMessage, attempts: i64) -> crate:
         }
         Err(f) => retry_or_fail(service, m, attempts, None, &f.to_string()).await,
     }
+}
+
+/// A vendor's answer as guests get it: status, the headers that are text,
+/// and the body cut to `max` bytes (the SMS and push workers share it).
+pub async fn read_answer(
+    response: reqwest::Response,
+    max: usize,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), reqwest::Error> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let mut body = response.bytes().await?.to_vec();
+    body.truncate(max);
+    Ok((status, headers, body))
 }
 
 #[cfg(test)]
