@@ -332,8 +332,10 @@ async fn the_callee_account_s_own_no_answer_timeout_ends_the_ringing() {
         rang >= Duration::from_secs(5) && rang < Duration::from_secs(12),
         "rang {rang:?}, not carol's 5 s"
     );
-    // The switch stopped the ringing on its own leg.
+    // The switch stopped the ringing on its own leg (and the device said
+    // so: killed before its 487, the branch would wait out 32 s).
     wait_trace(&ring_trace, "CANCEL sip:").await;
+    wait_trace(&ring_trace, "SIP/2.0 487").await;
     drop(ringing);
     first_cdr_is(
         &switch,
