@@ -55,3 +55,71 @@ impl Store {
         rows.iter().map(super::messages::message_from_row).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::calls::{Cdr, Disposition};
+    use super::super::messages::{MessageStatus, NewMessage};
+    use super::super::testutil::{test_store, unique};
+
+    #[tokio::test]
+    async fn a_users_calls_and_one_conversation_newest_first_by_page() {
+        let store = test_store().await;
+        let (me, peer, other) = (unique("hme"), unique("hpe"), unique("hot"));
+        for (i, (caller, callee)) in [(&me, &peer), (&peer, &me), (&other, &peer)]
+            .into_iter()
+            .enumerate()
+        {
+            store
+                .insert_cdr(&Cdr {
+                    call_id: unique("call"),
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                    gateway: None,
+                    started_at: 1_000 + i as i64,
+                    answered_at: None,
+                    ended_at: 2_000,
+                    disposition: Disposition::NoAnswer,
+                    code: 480,
+                    end_reason: None,
+                })
+                .await
+                .unwrap();
+        }
+        let message = |sender: &str, recipient: &str, system: bool| NewMessage {
+            sender: sender.into(),
+            sender_name: None,
+            recipient: recipient.into(),
+            content_type: "text/plain".into(),
+            body: b"hi".to_vec(),
+            system,
+        };
+        for m in [
+            message(&me, &peer, false),
+            message(&peer, &me, false),
+            message(&peer, &me, true),
+            message(&other, &me, false),
+        ] {
+            store
+                .insert_message(&m, MessageStatus::Deferred)
+                .await
+                .unwrap();
+        }
+        let calls = store.call_history(&me, None, 10).await.unwrap();
+        let first = store.call_history(&me, None, 1).await.unwrap();
+        let second = store.call_history(&me, Some(first[0].id), 1).await.unwrap();
+        let talk = store.conversation(&me, &peer, None, 10).await.unwrap();
+        let older = store
+            .conversation(&me, &peer, Some(talk[0].id), 10)
+            .await
+            .unwrap();
+
+        assert_eq!(calls.len(), 2, "only my calls");
+        assert!(calls[0].id > calls[1].id, "newest first");
+        assert_eq!((first[0].id, second[0].id), (calls[0].id, calls[1].id));
+        assert_eq!(talk.len(), 2, "both ways, no system command, no one else");
+        assert_eq!(talk[0].message.sender, peer);
+        assert_eq!(older.len(), 1);
+        assert_eq!(older[0].message.sender, me);
+    }
+}
