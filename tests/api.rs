@@ -1809,15 +1809,23 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// The text of the page's body.
+/// The text of the page's body. Right after a form is submitted the next
+/// page may still be loading (its body not there yet, or gone under the
+/// element just found: seen on a loaded machine), so it tries again for
+/// up to 10 s.
 async fn page_text(browser: &fantoccini::Client) -> String {
-    browser
-        .find(fantoccini::Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = match browser.find(fantoccini::Locator::Css("body")).await {
+            Ok(body) => match body.text().await {
+                Ok(text) => return text,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "no page body: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
