@@ -54,11 +54,6 @@ pub async fn pass(service: &Arc<PushService>) -> crate::store::Result<()> {
     Ok(())
 }
 
-/// Delay before attempt `attempts + 1`: `base · 2^(attempts-1)`, capped.
-fn backoff_secs(attempts: i64, base: u64, max: u64) -> u64 {
-    crate::sms::worker::backoff_secs(attempts, base, max)
-}
-
 fn count(service: &PushService, provider: &str, outcome: &str) {
     service
         .metrics
@@ -124,7 +119,7 @@ async fn retry_or_fail(
         .await;
     }
     let delay = delay.unwrap_or_else(|| {
-        backoff_secs(
+        crate::sms::worker::backoff_secs(
             attempts,
             service.config.retry_base_secs,
             service.config.retry_max_secs,

@@ -24,6 +24,7 @@ pub mod joins;
 pub mod location;
 pub mod mailbox;
 pub mod messages;
+mod outbox;
 pub mod phone_signups;
 pub mod presence;
 pub mod profiles_api;

@@ -191,13 +191,9 @@ fn entry_from_row(row: &AnyRow) -> Result<PushEntry> {
     })
 }
 
-fn clip(detail: &str) -> String {
-    let mut end = detail.len().min(1000);
-    while !detail.is_char_boundary(end) {
-        end -= 1;
-    }
-    detail[..end].to_string()
-}
+use super::outbox::{Outbox, clip};
+
+const PUSHES: Outbox = Outbox("push_outbox");
 
 impl Store {
     /// Registers (or replaces) `login`'s token for one device instance and
@@ -388,18 +384,16 @@ impl Store {
     /// Claims `p` (as read) until `lease_until`, counting one attempt;
     /// false when another node claimed it first.
     pub async fn claim_push(&self, p: &PushEntry, lease_until: i64, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE push_outbox SET status = 'sending', attempts = attempts + 1, \
-             next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = ? AND next_attempt_at = ?",
-        )
-        .bind(lease_until)
-        .bind(now)
-        .bind(p.id)
-        .bind(p.status.as_str())
-        .bind(p.next_attempt_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        PUSHES
+            .claim(
+                self,
+                p.id,
+                p.status.as_str(),
+                p.next_attempt_at,
+                lease_until,
+                now,
+            )
+            .await
     }
 
     /// Records the end of a push (delivered or failed), with the detail.
@@ -425,17 +419,7 @@ impl Store {
 
     /// Puts the push back in the queue, due at `at`, with why.
     pub async fn push_retry(&self, id: i64, at: i64, detail: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE push_outbox SET status = 'queued', next_attempt_at = ?, detail = ?, updated_at = ? \
-             WHERE id = ? AND status = 'sending'",
-        )
-        .bind(at)
-        .bind(clip(detail))
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        PUSHES.retry(self, id, at, detail, now).await
     }
 
     /// The name `owner` gave `caller` (a login) in their address book, when

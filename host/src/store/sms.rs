@@ -113,16 +113,9 @@ fn from_row(row: &AnyRow) -> Result<SmsMessage> {
 const COLUMNS: &str = "id, provider, number, sender, body, purpose, status, provider_id, detail, \
                        attempts, next_attempt_at";
 
-/// Longest detail text kept (vendor error texts can be long).
-const DETAIL_MAX: usize = 1000;
+use super::outbox::{Outbox, clip};
 
-fn clip(detail: &str) -> String {
-    let mut end = detail.len().min(DETAIL_MAX);
-    while !detail.is_char_boundary(end) {
-        end -= 1;
-    }
-    detail[..end].to_string()
-}
+const SMS: Outbox = Outbox("sms_messages");
 
 impl Store {
     /// Queues an SMS, due at once; returns its id.
@@ -178,18 +171,15 @@ impl Store {
     /// Claims `m` (as read) until `lease_until`, counting one attempt; false
     /// when another node claimed it first.
     pub async fn claim_sms(&self, m: &SmsMessage, lease_until: i64, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE sms_messages SET status = 'sending', attempts = attempts + 1, \
-             next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = ? AND next_attempt_at = ?",
+        SMS.claim(
+            self,
+            m.id,
+            m.status.as_str(),
+            m.next_attempt_at,
+            lease_until,
+            now,
         )
-        .bind(lease_until)
-        .bind(now)
-        .bind(m.id)
-        .bind(m.status.as_str())
-        .bind(m.next_attempt_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
     }
 
     /// The vendor accepted the SMS under `provider_id`.
@@ -208,17 +198,7 @@ impl Store {
 
     /// Puts the SMS back in the queue, due at `at`, with why.
     pub async fn sms_retry(&self, id: i64, at: i64, detail: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE sms_messages SET status = 'queued', next_attempt_at = ?, detail = ?, updated_at = ? \
-             WHERE id = ? AND status = 'sending'",
-        )
-        .bind(at)
-        .bind(clip(detail))
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        SMS.retry(self, id, at, detail, now).await
     }
 
     /// Gives up on the SMS, with why.
