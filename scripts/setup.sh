@@ -23,8 +23,9 @@ say "$(cargo --version)"
 # in front of a SIPp carrier (Debian's SIPp is built without TLS); mpg123 to
 # decode the MP3 of voicemail e-mails in the tests; cmake to build the libopus
 # the `opus` crate bundles (the media engine's Opus); openssl (its s_client)
-# as the TLS tests' client and certificate maker.
-packages=(build-essential pkg-config cmake sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat mpg123 openssl)
+# as the TLS tests' client and certificate maker; curl and sqlite3 for the
+# file-sharing test (an upload that waits for 100 Continue, the rows left).
+packages=(build-essential pkg-config cmake sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat mpg123 openssl curl sqlite3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -2388,3 +2388,635 @@ async fn an_uploaded_book_finds_its_users_and_hears_when_a_friend_joins() {
     let _ = handset_proc.kill();
     let _ = handset_proc.wait();
 }
+
+/// Waits until `login`'s handset trace shows its REGISTER answered.
+async fn wait_registered(api: &Api, login: &str, trace: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .contains("SIP/2.0 200 OK")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{login} never registered: {}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the handset trace holds every one of `wanted`; the trace.
+async fn wait_trace(api: &Api, trace: &std::path::Path, wanted: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(trace).unwrap_or_default();
+        if wanted.iter().all(|w| text.contains(w)) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the handset got: {text}\n{}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_adds_a_phone_by_sms_code_and_the_books_holding_it_hear_it_joined() {
+    let mut vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "identity_burst = 1000\naddress_burst = 1000",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    // alice has a phone and a book; dora and erin were made without one.
+    api.site.ok(&[
+        "account",
+        "add",
+        "alice",
+        "--password",
+        "alice-pw",
+        "--phone",
+        "48600111000",
+        "--username",
+        "alice",
+        "--access-password",
+        "alice-web",
+    ]);
+    for login in ["dora", "erin"] {
+        api.site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-pw"),
+            "--username",
+            login,
+            "--access-password",
+            &format!("{login}-web"),
+        ]);
+    }
+    let (alice, dora, erin) = (
+        api_token(&api.client, &api.base, "alice", "alice-web").await,
+        api_token(&api.client, &api.base, "dora", "dora-web").await,
+        api_token(&api.client, &api.base, "erin", "erin-web").await,
+    );
+    let call = |path: &str, bearer: Option<&str>, body: Value| {
+        let mut r = api.client.post(format!("{}{path}", api.base)).json(&body);
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let sms_code = async |vendor: &mut StandIn, to: &str| {
+        let sent: Value = serde_json::from_slice(&vendor.next().await.body).unwrap();
+        assert_eq!(sent["to"], to, "{sent}");
+        code_in(sent["text"].as_str().unwrap())
+    };
+
+    // alice's book holds dora's future number (national, read with +48).
+    let (s, body) = call(
+        "/v1/contacts/uploads",
+        Some(&alice),
+        json!({"replace": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let upload = format!("/v1/contacts/uploads/{}", body["token"].as_str().unwrap());
+    let (s, body) = call(
+        &upload,
+        Some(&alice),
+        json!({"entries": [{"id": "c-dora", "name": "Dora", "numbers": ["0600 444 000"]}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call(&format!("{upload}/done"), Some(&alice), Value::Null).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body: Value = api
+            .client
+            .get(format!("{}{upload}", api.base))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["status"] == "done" {
+            assert_eq!(body["users"], json!([]), "dora has no phone yet");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The routes want the account's token; a malformed number is refused.
+    let device = json!({"phone": "0600 444 000", "country_code": "48", "udid": "dora-phone", "os": "android"});
+    let (s, body) = call("/v1/phone", None, device.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing-token")),
+        "{body}"
+    );
+    let (s, body) = call(
+        "/v1/phone",
+        Some(&dora),
+        json!({"phone": "call me", "udid": "dora-phone"}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-phone")),
+        "{body}"
+    );
+
+    // dora asks: a code by SMS, answered like sign-up's.
+    let (s, body) = call("/v1/phone", Some(&dora), device.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["phone"].as_str(),
+            body["sms_left"].as_i64()
+        ),
+        (Some("code-sent"), Some("48600444000"), Some(4)),
+        "{body}"
+    );
+    let code = sms_code(&mut vendor, "48600444000").await;
+    // The sign-up's spacing holds.
+    let (s, body) = call("/v1/phone", Some(&dora), device.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("resend-too-soon")),
+        "{body}"
+    );
+    // erin asks for the same number before dora proves it: free, so she
+    // gets her own code too.
+    let erin_device = json!({"phone": "+48600444000", "udid": "erin-phone"});
+    let (s, body) = call("/v1/phone", Some(&erin), erin_device.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let erin_code = sms_code(&mut vendor, "48600444000").await;
+
+    // A wrong code is refused and counted.
+    let verify = |code: &str| json!({"phone": "+48600444000", "udid": "dora-phone", "code": code});
+    let wrong = if code == "0000" { "1111" } else { "0000" };
+    let (s, body) = call("/v1/phone/verify", Some(&dora), verify(wrong)).await;
+    assert_eq!(
+        (s, body["code"].as_str(), body["attempts_left"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some("wrong-code"), Some(2)),
+        "{body}"
+    );
+
+    // alice's handset is online when dora proves the number.
+    let (mut handset_proc, trace) = handset(&api, "alice", "alice-pw", 15000);
+    wait_registered(&api, "alice", &trace).await;
+    let (s, body) = call("/v1/phone/verify", Some(&dora), verify(&code)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"login": "dora", "phone": "48600444000"}));
+    let shown = api.site.ok(&["account", "show", "dora"]);
+    assert!(shown.contains("phone: 48600444000"), "{shown}");
+    // The number is dora's: she logs in with it.
+    let (s, body) = api
+        .post(
+            "/v1/login",
+            json!({"id": "+48600444000", "password": "dora-web"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["login"].as_str()),
+        (StatusCode::OK, Some("dora")),
+        "{body}"
+    );
+    // alice hears of her as of a new user: the command and the text.
+    let text = wait_trace(&api, &trace, &["contacts-add", "I joined"]).await;
+    assert!(
+        text.contains("\"id\":\"c-dora\"")
+            && text.contains("\"n\":\"48600444000\"")
+            && text.contains("\"l\":\"dora\"")
+            && text.contains("\"os\":\"android\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: application/vnd.softswitch.command+json"),
+        "{text}"
+    );
+
+    // The number is taken: erin's right code is refused (checked again at
+    // verify), and so is a new request; dora's own is no news; a repeated
+    // verify of dora's answers the same.
+    let (s, body) = call(
+        "/v1/phone/verify",
+        Some(&erin),
+        json!({"phone": "+48600444000", "udid": "erin-phone", "code": erin_code}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("phone-taken")),
+        "{body}"
+    );
+    let (s, body) = call("/v1/phone", Some(&erin), erin_device).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("phone-taken")),
+        "{body}"
+    );
+    let (s, body) = call("/v1/phone", Some(&dora), device.clone()).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("phone-already-yours")),
+        "{body}"
+    );
+    let (s, body) = call("/v1/phone/verify", Some(&dora), verify(&code)).await;
+    assert_eq!(
+        (s, body["phone"].as_str()),
+        (StatusCode::OK, Some("48600444000")),
+        "{body}"
+    );
+    let shown = api.site.ok(&["account", "show", "erin"]);
+    assert!(!shown.contains("48600444000"), "{shown}");
+
+    // dora changes her number (national, read with her phone's +48): the
+    // old one is freed and alice's book hears it left.
+    let (s, body) = call(
+        "/v1/phone",
+        Some(&dora),
+        json!({"phone": "0600 555 000", "udid": "dora-phone"}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["phone"].as_str()),
+        (StatusCode::ACCEPTED, Some("48600555000")),
+        "{body}"
+    );
+    let code = sms_code(&mut vendor, "48600555000").await;
+    let (s, body) = call(
+        "/v1/phone/verify",
+        Some(&dora),
+        json!({"phone": "0600 555 000", "udid": "dora-phone", "code": code}),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"login": "dora", "phone": "48600555000"}),
+        "{s}"
+    );
+    let text = wait_trace(&api, &trace, &["contacts-del"]).await;
+    assert!(text.contains("\"n\":\"48600444000\""), "{text}");
+    let _ = handset_proc.kill();
+    let _ = handset_proc.wait();
+    let (s, _) = api
+        .post(
+            "/v1/login",
+            json!({"id": "+48600444000", "password": "dora-web"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = api
+        .post(
+            "/v1/login",
+            json!({"id": "+48600555000", "password": "dora-web"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Rows left in `table` of the switch's SQLite database.
+fn rows_in(api: &Api, table: &str) -> i64 {
+    let out = std::process::Command::new("sqlite3")
+        .arg(api.site.path("data/softswitch.db"))
+        .arg(format!("SELECT COUNT(*) FROM {table}"))
+        .output()
+        .expect("sqlite3 (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Accounts `login` (username the same, access password `<login>-web`)
+/// and their API tokens.
+async fn users_with_tokens<const N: usize>(api: &Api, logins: [&str; N]) -> [String; N] {
+    let mut tokens = Vec::new();
+    for login in logins {
+        api.site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-pw"),
+            "--username",
+            login,
+            "--access-password",
+            &format!("{login}-web"),
+        ]);
+        tokens.push(api_token(&api.client, &api.base, login, &format!("{login}-web")).await);
+    }
+    tokens.try_into().unwrap()
+}
+
+impl Api {
+    /// `POST /v1/files?to=…` with `body` as `content_type`.
+    async fn share(
+        &self,
+        token: &str,
+        to: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/files", self.base))
+            .query(&[("to", to), ("name", "holiday")])
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/files/{id}{query}`: status, content type, body.
+    async fn fetch_file(&self, token: &str, id: &str, query: &str) -> (StatusCode, String, Bytes) {
+        let r = self
+            .client
+            .get(format!("{}/v1/files/{id}{query}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, content_type, r.bytes().await.unwrap())
+    }
+
+    /// Waits until file `id` is gone for `token` (404). The last
+    /// recipient's download is recorded as its connection lets go of the
+    /// body, so the deletion may come a moment after the client read it;
+    /// a download racing it breaks off.
+    async fn wait_file_gone(&self, token: &str, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .client
+                .get(format!("{}/v1/files/{id}", self.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::NOT_FOUND {
+                return;
+            }
+            assert_eq!(r.status(), StatusCode::OK);
+            let _ = r.bytes().await;
+            assert!(Instant::now() < deadline, "file {id} is still there");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_file_reaches_its_recipients_survives_a_crash_and_goes_after_the_last_download() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let mut api = Api::start(
+        "file_max_bytes = 3000000\nidentity_burst = 1000\naddress_burst = 1000",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    let [alice, bob, carol, dave] =
+        users_with_tokens(&api, ["alice", "bob", "carol", "dave"]).await;
+
+    // A picture for bob and carol, and a 2.5 MB recording (three chunks in
+    // storage) for bob alone, sent without a length, as a stream.
+    let photo = picture(640, 480, image::ImageFormat::Png);
+    let (s, sent) = api
+        .share(&alice, "bob, carol", "image/png", photo.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sent}");
+    assert_eq!(sent["size"].as_u64(), Some(photo.len() as u64), "{sent}");
+    assert_eq!(sent["recipients"], json!(["bob", "carol"]));
+    assert_eq!(sent["name"], "holiday");
+    let photo_id = sent["id"].as_str().unwrap().to_string();
+    assert_eq!(photo_id.len(), 32);
+    let audio: Vec<u8> = (0..2_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+        audio.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let (s, sent) = api
+        .share(
+            &alice,
+            "bob",
+            "audio/wav",
+            reqwest::Body::wrap_stream(futures_util::stream::iter(parts)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sent}");
+    let audio_id = sent["id"].as_str().unwrap().to_string();
+
+    // Refusals, each with its code, none leaving anything behind. (Small
+    // bodies: the switch answers without reading them, and a big one
+    // could still be on its way when the connection closes.)
+    for (to, content_type, body, want, code) in [
+        (
+            "bob",
+            "text/html",
+            b"<p>".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-file-type",
+        ),
+        (
+            "bob,nobody",
+            "image/png",
+            b"png".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unknown-recipient",
+        ),
+        (
+            "bob",
+            "image/png",
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            " ",
+            "image/png",
+            b"png".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+    ] {
+        let (s, body) = api.share(&alice, to, content_type, body).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (want, Some(code)),
+            "{to} {content_type}: {body}"
+        );
+    }
+    // Too large by its announced length: curl (like most clients) sends
+    // a big body only after a 100 Continue, which it never gets.
+    let oversize = vec![0u8; 3_000_001];
+    std::fs::write(api.site.path("oversize.mp4"), &oversize).unwrap();
+    let curl = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(api.site.path("data/tls/self-signed-cert.pem"))
+        .args(["-H", &format!("Authorization: Bearer {alice}")])
+        .args(["-H", "Content-Type: video/mp4", "--data-binary"])
+        .arg(format!("@{}", api.site.path("oversize.mp4").display()))
+        .arg(format!("{}/v1/files?to=bob", api.base))
+        .output()
+        .expect("curl (scripts/setup.sh installs it)");
+    let answer = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        answer.ends_with("\n413") && answer.contains("\"too-large\""),
+        "{answer}"
+    );
+    // Too large found while streaming (no length announced).
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> = oversize
+        .chunks(256 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let (s, body) = api
+        .share(
+            &alice,
+            "bob",
+            "video/mp4",
+            reqwest::Body::wrap_stream(futures_util::stream::iter(parts)),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too-large")),
+        "{body}"
+    );
+    assert_eq!(
+        rows_in(&api, "shared_files"),
+        2,
+        "only the two good uploads are kept"
+    );
+    let r = api
+        .client
+        .get(format!("{}/v1/files/{photo_id}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // dave is no recipient; unknown ids are not found.
+    let (s, _, body) = api.fetch_file(&dave, &photo_id, "").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("\"forbidden\""));
+    for id in ["00112233445566778899aabbccddeeff", "1", "../etc"] {
+        let (s, _, _) = api.fetch_file(&bob, id, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{id}");
+    }
+    // A thumbnail keeps the aspect ratio and is not a download.
+    let (s, content_type, thumb) = api.fetch_file(&bob, &photo_id, "?width=64&height=64").await;
+    assert_eq!((s, content_type.as_str()), (StatusCode::OK, "image/jpeg"));
+    let small = image::load_from_memory(&thumb).unwrap();
+    assert_eq!((small.width(), small.height()), (64, 48));
+    for (query, want) in [
+        ("?width=64", StatusCode::BAD_REQUEST),
+        ("?width=0&height=10", StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(
+            api.fetch_file(&bob, &photo_id, query).await.0,
+            want,
+            "{query}"
+        );
+    }
+    let (s, _, body) = api.fetch_file(&bob, &audio_id, "?width=64&height=64").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
+
+    // The switch dies (SIGKILL) and comes back: what it took is there.
+    api.restart().await;
+    let (s, content_type, body) = api.fetch_file(&bob, &photo_id, "").await;
+    assert_eq!((s, content_type.as_str()), (StatusCode::OK, "image/png"));
+    assert!(body == photo, "bob's copy differs");
+    // The sender's download does not count; carol's, the last, ends it.
+    let (s, _, body) = api.fetch_file(&alice, &photo_id, "").await;
+    assert!(s == StatusCode::OK && body == photo, "{s}");
+    let (s, _, body) = api.fetch_file(&carol, &photo_id, "").await;
+    assert!(s == StatusCode::OK && body == photo, "{s}");
+    for token in [&alice, &bob, &carol] {
+        api.wait_file_gone(token, &photo_id).await;
+    }
+    let (s, content_type, body) = api.fetch_file(&bob, &audio_id, "").await;
+    assert_eq!((s, content_type.as_str()), (StatusCode::OK, "audio/wav"));
+    assert!(body == audio, "the streamed upload came back different");
+    api.wait_file_gone(&alice, &audio_id).await;
+    for table in [
+        "shared_files",
+        "shared_file_recipients",
+        "shared_file_chunks",
+    ] {
+        assert_eq!(rows_in(&api, table), 0, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_nobody_downloads_expires() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start(
+        "file_keep_secs = 2",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    let [alice, _bob] = users_with_tokens(&api, ["alice", "bob"]).await;
+    let (s, sent) = api
+        .share(
+            &alice,
+            "bob",
+            "image/gif",
+            picture(8, 8, image::ImageFormat::Gif),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sent}");
+    let id = sent["id"].as_str().unwrap();
+    let (s, _, thumb) = api.fetch_file(&alice, id, "?width=4&height=4").await;
+    assert_eq!(s, StatusCode::OK, "a GIF has thumbnails too: {thumb:?}");
+    let uploaded = Instant::now();
+    while api.fetch_file(&alice, id, "").await.0 == StatusCode::OK {
+        assert!(
+            uploaded.elapsed() < Duration::from_secs(15),
+            "{}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        uploaded.elapsed() >= Duration::from_secs(1),
+        "expired at once"
+    );
+    assert_eq!(rows_in(&api, "shared_file_chunks"), 0);
+}

@@ -462,25 +462,38 @@ async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
     site.message("text/plain", "third");
     // An attachment: its type, not its bytes.
     site.message("image/jpeg", "JFIF-not-really");
-    site.apns.wait_for("/3/device/", 4, || site.log()).await;
-    site.webpush.wait_for("/up/", 4, || site.log()).await;
+    // A shared file's command is the one command that is announced, by
+    // the file's type (the seed's file messages inherit the chat's pushes);
+    // one that names no upload is refused.
+    site.message(
+        "application/vnd.softswitch.command+json",
+        "{\"command\":\"file\",\"id\":\"00112233445566778899aabbccddeeff\",\"type\":\"video/mp4\",\"size\":5}",
+    );
+    site.message_answered(
+        "application/vnd.softswitch.command+json",
+        "{\"command\":\"file\",\"id\":\"nope\",\"type\":\"video/mp4\"}",
+        "400",
+    );
+    site.apns.wait_for("/3/device/", 5, || site.log()).await;
+    site.webpush.wait_for("/up/", 5, || site.log()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let apns = site.apns.seen();
     assert_eq!(
         apns.len(),
-        4,
-        "four pushes for four messages, none for the command: {apns:?}"
+        5,
+        "five pushes for four messages and a file, none for the location: {apns:?}"
     );
     let stored = site.switch.site.ok(&["message", "list", "--to", "bob"]);
     assert_eq!(
         stored.lines().count(),
-        5,
-        "the refused location is not stored:\n{stored}"
+        6,
+        "the refused commands are not stored:\n{stored}"
     );
     assert!(stored.contains("52.23"), "{stored}");
     let picture = apns[3].json();
     assert_eq!(picture["type"], "picture", "{picture}");
     assert_eq!(picture["aps"]["alert"]["body"], "Photo", "{picture}");
+    assert_eq!(apns[4].json()["type"], "video", "{}", apns[4].json());
     assert!(
         apns.iter().all(|s| !s.path.contains(apns_voip)),
         "no VoIP push for a message"
@@ -497,11 +510,11 @@ async fn an_offline_users_message_reaches_apns_fcm_and_unifiedpush_devices() {
     let metrics = site.metrics().await;
     assert!(
         metrics
-            .contains("softswitch_push_outcomes_total{outcome=\"delivered\",provider=\"apns\"} 4"),
+            .contains("softswitch_push_outcomes_total{outcome=\"delivered\",provider=\"apns\"} 5"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("softswitch_push_request_seconds_count{provider=\"fcm\"} 4"),
+        metrics.contains("softswitch_push_request_seconds_count{provider=\"fcm\"} 5"),
         "{metrics}"
     );
 }

@@ -63,14 +63,27 @@ pub struct Processed {
     pub height: u32,
 }
 
+/// What avatars may be made of.
+const AVATAR_SOURCES: &[ImageFormat] = &[ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP];
+
 /// Decodes, checks, scales down to fit `max_side` and re-encodes `bytes`.
 /// CPU-bound: call it off the async threads.
 pub fn process(bytes: &[u8], max_side: u32) -> Result<Processed, AvatarError> {
+    scale(bytes, AVATAR_SOURCES, max_side, max_side)
+}
+
+/// Decodes `bytes` (one of `formats`, sniffed), scales the picture down to
+/// fit `max_width` × `max_height` keeping its aspect ratio (never up), and
+/// re-encodes it: what avatars and shared pictures' thumbnails are made by.
+/// CPU-bound: call it off the async threads.
+pub fn scale(
+    bytes: &[u8],
+    formats: &[ImageFormat],
+    max_width: u32,
+    max_height: u32,
+) -> Result<Processed, AvatarError> {
     let format = image::guess_format(bytes).map_err(|_| AvatarError::UnsupportedType)?;
-    if !matches!(
-        format,
-        ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP
-    ) {
+    if !formats.contains(&format) {
         return Err(AvatarError::UnsupportedType);
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -85,10 +98,14 @@ pub fn process(bytes: &[u8], max_side: u32) -> Result<Processed, AvatarError> {
         )),
         other => AvatarError::Undecodable(other.to_string()),
     })?;
-    let picture = if picture.width() > max_side || picture.height() > max_side {
+    let picture = if picture.width() > max_width || picture.height() > max_height {
         // Keeps the aspect ratio; CatmullRom is sharp enough at these
         // sizes and a good deal cheaper than Lanczos3.
-        picture.resize(max_side, max_side, image::imageops::FilterType::CatmullRom)
+        picture.resize(
+            max_width,
+            max_height,
+            image::imageops::FilterType::CatmullRom,
+        )
     } else {
         picture
     };

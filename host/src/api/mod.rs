@@ -5,9 +5,11 @@
 //! - [`error`]: the error answers and the JSON/query extractors that use them;
 //! - [`phone`]: number normalisation (SPEC §4);
 //! - [`phone_signup`]: sign-up by SMS code; [`login`]: public ID + password;
+//! - [`phone_add`]: an account adding (or replacing) its phone by SMS code;
 //! - [`sms_reports`]: the vendors' delivery-report webhook;
 //! - [`profile`], [`avatar`], [`friends`]: the profile, its picture, and
-//!   the search for other users.
+//!   the search for other users;
+//! - [`files`]: file sharing (upload with recipients, download, thumbnails).
 //!
 //! Abuse limits: a body-size cap on every request, and token buckets per
 //! source address and per identity (phone number or public ID) on the
@@ -18,12 +20,14 @@ pub mod avatar;
 pub mod clock;
 pub mod contacts;
 pub mod error;
+pub mod files;
 pub mod friends;
 pub mod history;
 pub mod listener;
 pub mod login;
 pub mod password;
 pub mod phone;
+pub mod phone_add;
 pub mod phone_signup;
 pub mod profile;
 pub mod push_tokens;
@@ -89,6 +93,11 @@ pub struct ApiConfig {
     pub avatar_max_side: u32,
     /// Caller ID (From user part) of "call me" sign-up calls.
     pub call_me_caller_id: String,
+    /// Largest shared file, bytes (SPEC §7: the seed's 96 MB).
+    pub file_max_bytes: u64,
+    /// Seconds a shared file is kept for recipients who have not
+    /// downloaded it yet.
+    pub file_keep_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -119,6 +128,9 @@ impl Default for ApiConfig {
             // call-screen sizes; a JPEG of it is tens of KB.
             avatar_max_side: 512,
             call_me_caller_id: "verify".into(),
+            file_max_bytes: 96 << 20,
+            // A phone that was off for a holiday still finds its pictures.
+            file_keep_secs: 30 * 86_400,
         }
     }
 }
@@ -339,6 +351,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/signup/phone/verify", post(phone_signup::verify))
         .route("/v1/signup/phone/status", get(phone_signup::status))
         .route("/v1/signup/phone/call-me", post(phone_signup::call_me))
+        .route("/v1/phone", post(phone_add::start))
+        .route("/v1/phone/verify", post(phone_add::verify))
         .route("/v1/signup/username", post(username_signup::start))
         .route(
             "/v1/signup/username/available",
@@ -396,6 +410,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/push-tokens/{instance}",
             put(push_tokens::set).delete(push_tokens::remove),
         )
+        .route(
+            "/v1/files",
+            // The body streams into storage with its own limit
+            // (`file_max_bytes`), never buffered.
+            post(files::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/files/{id}", get(files::download))
         .route("/v1/recordings", get(recordings::list))
         .route(
             "/v1/recordings/{id}",
@@ -445,6 +466,8 @@ mod tests {
             "/v1/signup/phone/verify",
             "/v1/signup/phone/status",
             "/v1/signup/phone/call-me",
+            "/v1/phone",
+            "/v1/phone/verify",
             "/v1/login",
             "/v1/signup/username",
             "/v1/signup/username/available",

@@ -3,7 +3,9 @@
 //!
 //! The rules are the pure functions [`decide_start`] and [`decide_verify`];
 //! the handlers read the request row, apply them and write the outcome with
-//! conditional updates (see `store::phone_signups`).
+//! conditional updates (see `store::phone_signups`). [`issue_code`] and
+//! [`check_code`] apply them for sign-up and for an account adding a number
+//! to itself (`phone_add`), which shares the rules, limits and error codes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::phone::normalize;
 use super::{ApiConfig, ApiState, CallOutRequest, SipCredentials};
+use crate::store::messages::StoredMessage;
 use crate::store::phone_signups::PhoneSignup;
 use crate::store::sms::{SmsPurpose, SmsStatus};
 use crate::store::{NewAccount, StoreError};
@@ -73,18 +76,21 @@ pub enum StartDecision {
     Refused,
 }
 
-/// The rules of a start request, given the device's row (if any), whether
-/// the number has an account, and the time.
+/// The rules of a start request, given the device's row (if any), the
+/// login of the number's account (if any), and the time. A re-install is a
+/// device that signed up to that very account: one that signed up to an
+/// account since deleted, or that has given the number up (replaced it),
+/// proves the number again.
 pub fn decide_start(
     row: Option<&PhoneSignup>,
-    account_exists: bool,
+    account: Option<&str>,
     now: i64,
     rules: &ApiConfig,
 ) -> StartDecision {
     let Some(row) = row else {
         return StartDecision::SendFirst;
     };
-    if row.completed_login.is_some() && account_exists {
+    if account.is_some() && row.completed_login.as_deref() == account {
         return StartDecision::Reinstall;
     }
     if row.attempts_left <= 0 {
@@ -139,37 +145,66 @@ pub(crate) fn new_sip_password() -> String {
 }
 
 /// Tells the books holding the new user's number (SPEC §5): stored first,
-/// then delivered by the SIP service when it runs here. A failure is
-/// logged: the account stands either way.
-async fn announce_join(state: &ApiState, login: &str, phone: &str, os: &str) {
-    match state
+/// then delivered by the SIP service when it runs here. `name` is the
+/// sender name the messages carry. A failure is logged: the account stands
+/// either way.
+pub(super) async fn announce_join(
+    state: &ApiState,
+    login: &str,
+    name: &str,
+    phone: &str,
+    os: &str,
+) {
+    let stored = state
         .store
-        .announce_join(login, Some(phone), phone, os)
-        .await
-    {
+        .announce_join(login, Some(name), phone, os)
+        .await;
+    deliver_announcement(state, login, "joined", stored);
+}
+
+/// Hands what an announcement (a join, or a number given up) stored to the
+/// SIP service, when it runs here; the rest wait for a REGISTER.
+pub(super) fn deliver_announcement(
+    state: &ApiState,
+    login: &str,
+    what: &str,
+    stored: Result<Vec<StoredMessage>, StoreError>,
+) {
+    match stored {
         Ok(messages) if messages.is_empty() => {}
         Ok(messages) => {
             tracing::info!(
                 login,
+                what,
                 messages = messages.len(),
-                "new user announced to the books holding the number"
+                "user announced to the books holding the number"
             );
             if let Some(hook) = &state.on_user_joined {
                 hook(messages);
             }
         }
-        Err(e) => tracing::error!(login, error = %e, "new user not announced"),
+        Err(e) => tracing::error!(login, what, error = %e, "user not announced"),
     }
 }
 
-fn validate_device(d: &Device) -> Result<String, ApiError> {
+/// The device's UDID checked, and its number normalised with the request's
+/// `country_code`, else `default_cc`.
+pub(super) fn validate_device(d: &Device, default_cc: Option<&str>) -> Result<String, ApiError> {
     if d.udid.is_empty() || d.udid.len() > 255 || d.udid.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "udid must be 1 to 255 printable characters",
         ));
     }
-    normalize(&d.phone, d.country_code.as_deref())
+    normalize(&d.phone, d.country_code.as_deref().or(default_cc))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-phone", e.to_string()))
+}
+
+/// An OS name, as the `contacts-add` commands pass it on.
+pub(super) fn validate_os(os: &str) -> Result<(), ApiError> {
+    if os.is_empty() || os.len() > 64 {
+        return Err(ApiError::invalid("os must be 1 to 64 characters"));
+    }
+    Ok(())
 }
 
 fn refused() -> ApiError {
@@ -228,7 +263,7 @@ async fn queue_code(
 
 /// How the code reaches the phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Channel {
+pub(super) enum Channel {
     Sms,
     /// A voice call that reads it out (SPEC §3 "call me").
     Call,
@@ -261,16 +296,66 @@ async fn send_code(
     channel: Channel,
 ) -> Result<Response, ApiError> {
     state.limit_address(peer)?;
-    let phone = validate_device(&req.device)?;
-    if req.os.is_empty() || req.os.len() > 64 {
-        return Err(ApiError::invalid("os must be 1 to 64 characters"));
-    }
+    let phone = validate_device(&req.device, None)?;
+    validate_os(&req.os)?;
     state.limit_identity(&format!("phone:{phone}"))?;
-    let udid = &req.device.udid;
+    let account = state.store.account_by_phone(&phone).await?.map(|a| a.login);
+    let request = CodeRequest {
+        phone: &phone,
+        udid: &req.device.udid,
+        for_login: "",
+        os: Some(&req.os),
+    };
+    match issue_code(state, &request, account.as_deref(), channel).await? {
+        Issued::Reinstall => {
+            let login = account.unwrap_or_default();
+            tracing::info!(phone, "phone sign-up: reinstall on a known device");
+            Ok(Json(credentials(state, &login).await?).into_response())
+        }
+        Issued::Sent { sms_left } => Ok(code_sent(state, channel, phone, sms_left)),
+    }
+}
+
+/// A code request: the number, the device, and the account adding the
+/// number to itself (empty for a sign-up).
+pub(super) struct CodeRequest<'a> {
+    pub phone: &'a str,
+    pub udid: &'a str,
+    pub for_login: &'a str,
+    /// The device's OS; `None` keeps the request's (empty on a new one).
+    pub os: Option<&'a str>,
+}
+
+/// What [`issue_code`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Issued {
+    /// The device signed up to `account` before (sign-up only).
+    Reinstall,
+    /// The code is on its way; `sms_left` more may be asked for.
+    Sent { sms_left: i64 },
+}
+
+fn resend_too_soon(message: impl Into<String>, secs: u64) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "resend-too-soon", message).retry_after(secs)
+}
+
+/// Applies [`decide_start`] to the request's row and sends the code by
+/// `channel`: a new request's, or the same code again. `account` is the
+/// login of the number's account (a sign-up's re-install); `None` never
+/// re-installs.
+pub(super) async fn issue_code(
+    state: &Arc<ApiState>,
+    req: &CodeRequest<'_>,
+    account: Option<&str>,
+    channel: Channel,
+) -> Result<Issued, ApiError> {
+    let (phone, udid) = (req.phone, req.udid);
     let now = state.clock.now();
-    let row = state.store.phone_signup(&phone, udid).await?;
-    let account = state.store.account_by_phone(&phone).await?;
-    let decision = decide_start(row.as_ref(), account.is_some(), now, &state.config);
+    let row = state
+        .store
+        .phone_request(phone, udid, req.for_login)
+        .await?;
+    let decision = decide_start(row.as_ref(), account, now, &state.config);
     if matches!(decision, StartDecision::SendFirst | StartDecision::Resend) {
         match channel {
             Channel::Sms if !state.sms.enabled() => {
@@ -291,24 +376,18 @@ async fn send_code(
         }
     }
     let deliver = async |row_id: i64, code: &str| match channel {
-        Channel::Sms => queue_code(state, row_id, &phone, code).await,
-        Channel::Call => place_call(state, row_id, &phone, code).await,
+        Channel::Sms => queue_code(state, row_id, phone, code).await,
+        Channel::Call => place_call(state, row_id, phone, code).await,
     };
     let sms_left = match (decision, row) {
-        (StartDecision::Reinstall, _) => {
-            let login = account.map(|a| a.login).unwrap_or_default();
-            tracing::info!(phone, "phone sign-up: reinstall on a known device");
-            return Ok(Json(credentials(state, &login).await?).into_response());
-        }
+        (StartDecision::Reinstall, _) => return Ok(Issued::Reinstall),
         (StartDecision::Refused, _) => return Err(refused()),
         (StartDecision::TooManySms, _) => return Err(too_many_sms()),
         (StartDecision::TooSoon(secs), _) => {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "resend-too-soon",
+            return Err(resend_too_soon(
                 format!("a new code may be asked for in {secs} s"),
-            )
-            .retry_after(secs));
+                secs,
+            ));
         }
         (StartDecision::SendFirst, _) => {
             let code = new_code();
@@ -316,9 +395,10 @@ async fn send_code(
             let row = match state
                 .store
                 .insert_phone_signup(
-                    &phone,
+                    phone,
                     udid,
-                    &req.os,
+                    req.for_login,
+                    req.os.unwrap_or_default(),
                     &code,
                     first_left,
                     i64::from(state.config.code_attempts),
@@ -329,12 +409,10 @@ async fn send_code(
                 Ok(row) => row,
                 // The same device asked twice at once: the other request sends.
                 Err(StoreError::Conflict(_)) => {
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "resend-too-soon",
+                    return Err(resend_too_soon(
                         "a code is already on its way",
-                    )
-                    .retry_after(state.config.resend_after_secs));
+                        state.config.resend_after_secs,
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -342,13 +420,12 @@ async fn send_code(
             row.sms_left
         }
         (StartDecision::Resend, Some(row)) => {
-            if !state.store.spend_signup_sms(&row, &req.os, now).await? {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "resend-too-soon",
+            let os = req.os.unwrap_or(&row.os);
+            if !state.store.spend_signup_sms(&row, os, now).await? {
+                return Err(resend_too_soon(
                     "a code is already on its way",
-                )
-                .retry_after(state.config.resend_after_secs));
+                    state.config.resend_after_secs,
+                ));
             }
             deliver(row.id, &row.code).await?;
             row.sms_left - 1
@@ -358,7 +435,17 @@ async fn send_code(
             return Err(ApiError::internal("resend decided without a sign-up row"));
         }
     };
-    Ok((
+    Ok(Issued::Sent { sms_left })
+}
+
+/// The 202 answer of a code sent.
+pub(super) fn code_sent(
+    state: &ApiState,
+    channel: Channel,
+    phone: String,
+    sms_left: i64,
+) -> Response {
+    (
         StatusCode::ACCEPTED,
         Json(CodeSent {
             status: match channel {
@@ -370,7 +457,7 @@ async fn send_code(
             resend_after_secs: state.config.resend_after_secs,
         }),
     )
-        .into_response())
+        .into_response()
 }
 
 /// Starts the call that reads `code` to `phone`; its outcome becomes the
@@ -394,29 +481,30 @@ async fn place_call(
     Ok(())
 }
 
-/// `POST /v1/signup/phone/verify`.
-pub async fn verify(
-    State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ApiJson(req): ApiJson<VerifyRequest>,
-) -> Result<Response, ApiError> {
-    state.limit_address(peer)?;
-    let phone = validate_device(&req.device)?;
-    state.limit_identity(&format!("phone:{phone}"))?;
+/// Applies [`decide_verify`] to the request of `phone`, `udid` and
+/// `for_login` (empty: the sign-up's): its row when `code` is right, else
+/// the error to answer (a wrong code spends an attempt).
+pub(super) async fn check_code(
+    state: &ApiState,
+    phone: &str,
+    udid: &str,
+    for_login: &str,
+    code: &str,
+) -> Result<PhoneSignup, ApiError> {
     let now = state.clock.now();
-    let Some(row) = state.store.phone_signup(&phone, &req.device.udid).await? else {
+    let Some(row) = state.store.phone_request(phone, udid, for_login).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no-signup",
             "no code was sent to this number for this device",
         ));
     };
-    match decide_verify(&row, &req.code) {
+    match decide_verify(&row, code) {
         VerifyDecision::Refused => Err(refused()),
         VerifyDecision::Wrong => {
             state.store.spend_signup_attempt(&row, now).await?;
             let left = (row.attempts_left - 1).max(0);
-            tracing::info!(phone, attempts_left = left, "phone sign-up: wrong code");
+            tracing::info!(phone, attempts_left = left, "phone code: wrong code");
             if left == 0 {
                 return Err(refused());
             }
@@ -424,43 +512,54 @@ pub async fn verify(
             e.attempts_left = Some(left);
             Err(e)
         }
-        VerifyDecision::Right => {
-            let login = match state.store.account_by_phone(&phone).await? {
-                // Another device of the same number: the account is shared.
-                Some(a) => a.login,
-                None => {
-                    let new = NewAccount {
-                        login: phone.clone(),
-                        sip_password: new_sip_password(),
-                        phone: Some(phone.clone()),
-                        display_name: Some(phone.clone()),
-                        template: state.template.clone(),
-                        ..Default::default()
-                    };
-                    match state.store.add_account(&new).await {
-                        Ok(a) => {
-                            tracing::info!(login = %a.login, "account created by phone sign-up");
-                            announce_join(&state, &a.login, &phone, &row.os).await;
-                            a.login
-                        }
-                        // Two devices verified at once: the other one created it.
-                        Err(StoreError::Conflict(_)) => state
-                            .store
-                            .account_by_phone(&phone)
-                            .await?
-                            .map(|a| a.login)
-                            .ok_or_else(|| ApiError::internal("phone conflict without account"))?,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            };
-            state
-                .store
-                .complete_phone_signup(row.id, &login, now)
-                .await?;
-            Ok((StatusCode::OK, Json(credentials(&state, &login).await?)).into_response())
-        }
+        VerifyDecision::Right => Ok(row),
     }
+}
+
+/// `POST /v1/signup/phone/verify`.
+pub async fn verify(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<VerifyRequest>,
+) -> Result<Response, ApiError> {
+    state.limit_address(peer)?;
+    let phone = validate_device(&req.device, None)?;
+    state.limit_identity(&format!("phone:{phone}"))?;
+    let row = check_code(&state, &phone, &req.device.udid, "", &req.code).await?;
+    let login = match state.store.account_by_phone(&phone).await? {
+        // Another device of the same number: the account is shared.
+        Some(a) => a.login,
+        None => {
+            let new = NewAccount {
+                login: phone.clone(),
+                sip_password: new_sip_password(),
+                phone: Some(phone.clone()),
+                display_name: Some(phone.clone()),
+                template: state.template.clone(),
+                ..Default::default()
+            };
+            match state.store.add_account(&new).await {
+                Ok(a) => {
+                    tracing::info!(login = %a.login, "account created by phone sign-up");
+                    announce_join(&state, &a.login, &phone, &phone, &row.os).await;
+                    a.login
+                }
+                // Two devices verified at once: the other one created it.
+                Err(StoreError::Conflict(_)) => state
+                    .store
+                    .account_by_phone(&phone)
+                    .await?
+                    .map(|a| a.login)
+                    .ok_or_else(|| ApiError::internal("phone conflict without account"))?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    state
+        .store
+        .complete_phone_signup(row.id, &login, state.clock.now())
+        .await?;
+    Ok((StatusCode::OK, Json(credentials(&state, &login).await?)).into_response())
 }
 
 #[derive(Debug, Serialize)]
@@ -474,7 +573,7 @@ pub async fn status(
     State(state): State<Arc<ApiState>>,
     ApiQuery(device): ApiQuery<Device>,
 ) -> Result<Response, ApiError> {
-    let phone = validate_device(&device)?;
+    let phone = validate_device(&device, None)?;
     let no_signup = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -519,6 +618,7 @@ mod tests {
             sms_id: None,
             completed_login: done.then(|| "48600100200".into()),
             call_status: None,
+            for_login: String::new(),
         }
     }
 
@@ -526,32 +626,45 @@ mod tests {
     fn start_rules() {
         let rules = ApiConfig::default();
         let d = |r: Option<&PhoneSignup>, acct, now| decide_start(r, acct, now, &rules);
-        assert_eq!(d(None, false, 0), StartDecision::SendFirst);
+        let own = Some("48600100200");
+        assert_eq!(d(None, None, 0), StartDecision::SendFirst);
         assert_eq!(
-            d(None, true, 0),
+            d(None, own, 0),
             StartDecision::SendFirst,
             "a new device of a known number"
         );
         assert_eq!(
-            d(Some(&row(4, 3, 100, true)), true, 101),
+            d(Some(&row(4, 3, 100, true)), own, 101),
             StartDecision::Reinstall
         );
         assert_eq!(
-            d(Some(&row(4, 3, 100, false)), false, 101),
+            d(Some(&row(4, 3, 100, false)), None, 101),
             StartDecision::TooSoon(59)
         );
         assert_eq!(
-            d(Some(&row(4, 3, 100, false)), false, 160),
+            d(Some(&row(4, 3, 100, false)), None, 160),
             StartDecision::Resend
         );
         assert_eq!(
-            d(Some(&row(0, 3, 100, false)), false, 1000),
+            d(Some(&row(0, 3, 100, false)), None, 1000),
             StartDecision::TooManySms
         );
         assert_eq!(
-            d(Some(&row(4, 0, 100, false)), false, 1000),
+            d(Some(&row(4, 0, 100, false)), None, 1000),
             StartDecision::Refused
         );
+    }
+
+    #[test]
+    fn a_device_reinstalls_only_into_the_account_it_signed_up_to() {
+        let rules = ApiConfig::default();
+        let d = |acct, now| decide_start(Some(&row(4, 3, 100, true)), acct, now, &rules);
+        // The account it made was deleted: the number is proven again.
+        assert_eq!(d(None, 101), StartDecision::TooSoon(59));
+        assert_eq!(d(None, 160), StartDecision::Resend);
+        // The number has moved to another account (its old one gave it up,
+        // another one added it): no credentials without a code.
+        assert_eq!(d(Some("bob"), 160), StartDecision::Resend);
     }
 
     #[test]

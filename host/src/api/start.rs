@@ -145,6 +145,11 @@ pub async fn start(
             }),
         },
     ));
+    tasks.push(super::files::spawn_sweep(
+        app.store.clone(),
+        state.clock.clone(),
+        api.file_keep_secs,
+    ));
     for addr in &api.listen {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await

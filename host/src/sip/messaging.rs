@@ -172,16 +172,21 @@ pub fn deliver_stored(server: Arc<SipServer>, messages: Vec<StoredMessage>) {
 
 /// A message no device took: the recipient's apps hear of it by push (a
 /// text with its first 40 characters, or the attachment's type). System
-/// commands are never announced (SPEC §5).
+/// commands are never announced (SPEC §5), but for a shared file's, which
+/// is announced by the file's type like an attachment.
 fn push_deferred(server: &Arc<SipServer>, stored: &StoredMessage) {
     let Some(push) = server.push().cloned() else {
         return;
     };
     let m = &stored.message;
-    if m.system {
-        return;
-    }
-    let kind = NotificationKind::of_message(&m.content_type);
+    let kind = if m.system {
+        match crate::sip::system_command::shared_file_type(&m.body) {
+            Some(file_type) => NotificationKind::of_message(&file_type),
+            None => return,
+        }
+    } else {
+        NotificationKind::of_message(&m.content_type)
+    };
     let notification = Notification {
         kind,
         from_login: m.sender.clone(),

@@ -18,6 +18,7 @@ pub mod contact_uploads;
 pub mod contacts;
 pub mod dialplan;
 pub mod error;
+pub mod files;
 pub mod gateways;
 pub mod history;
 pub mod joins;
@@ -294,7 +295,6 @@ fn create_parent_dir(base: &str) {
     }
 }
 
-/// Unix time in seconds.
 /// Unix time in seconds, the store's clock.
 pub fn now_secs() -> i64 {
     now()
