@@ -3020,3 +3020,103 @@ async fn a_file_nobody_downloads_expires() {
     );
     assert_eq!(rows_in(&api, "shared_file_chunks"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_book_upload_goes_on_after_the_switch_is_killed_in_the_middle() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let mut api = Api::start(
+        "identity_burst = 1000\naddress_burst = 1000",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    let [alice] = users_with_tokens(&api, ["alice"]).await;
+    for (login, phone) in [("carol", "48600333000"), ("dan", "48600444000")] {
+        api.site.ok(&[
+            "account",
+            "add",
+            login,
+            "--password",
+            &format!("{login}-pw"),
+            "--phone",
+            phone,
+        ]);
+    }
+    let call = |api: &Api, method: Method, path: &str, body: Option<Value>| {
+        let mut r = api
+            .client
+            .request(method, format!("{}{path}", api.base))
+            .bearer_auth(&alice);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, body) = call(
+        &api,
+        Method::POST,
+        "/v1/contacts/uploads",
+        Some(json!({"replace": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let upload = format!("/v1/contacts/uploads/{}", body["token"].as_str().unwrap());
+    let chunk = |id: &str, number: &str| json!({"entries": [{"id": id, "numbers": [number]}]});
+    let (s, body) = call(
+        &api,
+        Method::POST,
+        &upload,
+        Some(chunk("c-carol", "+48600333000")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    // SIGKILL between two chunks: the first is kept, the upload goes on.
+    api.restart().await;
+    let (s, body) = call(
+        &api,
+        Method::POST,
+        &upload,
+        Some(chunk("c-dan", "+48600444000")),
+    )
+    .await;
+    assert_eq!(
+        (s, body["numbers"].as_i64()),
+        (StatusCode::OK, Some(2)),
+        "{body}"
+    );
+    let (s, body) = call(&api, Method::POST, &format!("{upload}/done"), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    // Killed again at once: an upload closed but not yet applied is applied
+    // at the next start; one applied before the kill is simply there.
+    api.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let users = loop {
+        let (s, body) = call(&api, Method::GET, &upload, None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        if body["status"] == "done" {
+            break body["users"].clone();
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut logins: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["login"].as_str().unwrap())
+        .collect();
+    logins.sort();
+    assert_eq!(logins, ["carol", "dan"], "{users}");
+    let (_, book) = call(&api, Method::GET, "/v1/contacts", None).await;
+    assert_eq!(book["contacts"].as_array().unwrap().len(), 2, "{book}");
+}
