@@ -971,3 +971,135 @@ async fn an_srtp_call_between_two_phones_is_recorded_decrypted() {
     );
     assert!(switch.log().contains("undecrypted=0"), "{}", switch.log());
 }
+
+/// A transcoded call put on hold: the carrier is told too (sendonly, then
+/// sendrecv again: `call_uas_hold.xml` checks), the phone gets the
+/// complement (recvonly), and while it holds nothing is sent to it; when it
+/// resumes, its stream goes on where it stopped (next sequence number).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transcoded_call_on_hold_holds_the_carrier_and_sends_the_phone_nothing() {
+    let switch = Switch::start("").await;
+    let carrier_port = free_sip_port();
+    switch.dora_and_gateway(&[], "carrier", "486", carrier_port, "udp");
+    // As a carrier: ends at the BYE (no wait for a stray ACK, whose
+    // timeout SIPp counts as a failure).
+    let carrier_scenario = switch.variant(
+        "call_uas_hold.xml",
+        "<recv request=\"ACK\" timeout=\"1000\" ontimeout=\"done\" optional=\"true\"/>",
+        "",
+    );
+    let mut carrier = carrier(&switch, &carrier_scenario, carrier_port, "u1");
+    let phone = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let pause = "<pause milliseconds=\"2000\"/>\n  <send retrans=\"500\" start_txn=";
+    let caller_scenario = switch.variant_with(
+        "call_uac_hold.xml",
+        &[
+            ("c=IN IP[media_ip_type] [media_ip]", "c=IN IP4 127.0.0.3"),
+            (
+                "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+                &format!(
+                    "m=audio {} RTP/AVP 111\n      a=rtpmap:111 opus/48000/2",
+                    phone.local_addr().unwrap().port()
+                ),
+            ),
+            (
+                "<send retrans=\"500\" start_txn=\"hold\">",
+                &format!("{pause}\"hold\">"),
+            ),
+            (
+                "<send retrans=\"500\" start_txn=\"resume\">",
+                &format!("{pause}\"resume\">"),
+            ),
+            (
+                "<send retrans=\"500\" start_txn=\"bye\">",
+                &format!("{pause}\"bye\">"),
+            ),
+        ],
+    );
+    let users = switch.users("dora.csv", "dora", "dora-pw");
+    let caller_trace = switch.site.path("caller.log");
+    let target = switch.target();
+    let mut caller = spawn_sipp(
+        &[
+            &target,
+            "-sf",
+            caller_scenario.to_str().unwrap(),
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-key",
+            "domain",
+            "localhost",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            caller_trace.to_str().unwrap(),
+        ],
+        switch.site.path("caller.err"),
+    );
+    // What the phone's socket receives: (arrival, sequence number).
+    let heard = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok((n, _)) = phone.recv_from(&mut buf)
+                && n >= 12
+            {
+                got.push((start.elapsed(), u16::from_be_bytes([buf[2], buf[3]])));
+            }
+            if got.len() > 10 && got.last().unwrap().0 + Duration::from_secs(3) < start.elapsed() {
+                break;
+            }
+        }
+        got
+    });
+    for (name, device, trace) in [
+        ("caller", &mut caller, caller_trace.clone()),
+        ("carrier", &mut carrier, switch.site.path("carrier.log")),
+    ] {
+        let status = tokio::task::block_in_place(|| device.0.wait().unwrap());
+        assert!(
+            status.success(),
+            "{name} failed:\n{}\n{}\n{}",
+            std::fs::read_to_string(switch.site.path(&format!("{name}.err"))).unwrap_or_default(),
+            std::fs::read_to_string(trace).unwrap_or_default(),
+            switch.log()
+        );
+    }
+    let got = tokio::task::block_in_place(|| heard.join().unwrap());
+    assert!(got.len() > 100, "{} packets reached the phone", got.len());
+    let (gap_at, gap) = got
+        .windows(2)
+        .map(|w| (w[1], w[1].0 - w[0].0))
+        .max_by_key(|(_, gap)| *gap)
+        .unwrap();
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "the phone kept getting packets while it held the call (longest gap {gap:?})"
+    );
+    let resumed = got.iter().position(|p| *p == gap_at).unwrap();
+    assert!(
+        resumed > 50 && got.len() - resumed > 50,
+        "packets before ({resumed}) and after ({}) the hold",
+        got.len() - resumed
+    );
+    assert_eq!(
+        got[resumed].1,
+        got[resumed - 1].1.wrapping_add(1),
+        "the stream resumes with the next sequence number"
+    );
+    assert!(switch.log().contains("transcoded"), "{}", switch.log());
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
+}

@@ -211,6 +211,9 @@ pub(crate) enum Command {
     /// Joins a bridge, leaving any other.
     Bridge(BridgeLink),
     Unbridge,
+    /// Whether packets go to the peer: not while it holds the call (its
+    /// SDP says sendonly or inactive).
+    SetSending(bool),
 }
 
 struct PlayJob {
@@ -279,6 +282,9 @@ pub(crate) struct Core {
     jitter_carried: [u64; 3],
     // Bridged to another endpoint.
     bridge: Option<BridgeLink>,
+    /// False while the peer holds the call: ticks go on (time, the bridge,
+    /// recording), no packet is built.
+    sends_to_peer: bool,
     bridge_frame: [i16; FRAME_SAMPLES],
     srtp: Option<Srtp>,
 }
@@ -321,6 +327,7 @@ impl Core {
             records: VecDeque::new(),
             jitter_carried: [0; 3],
             bridge: None,
+            sends_to_peer: true,
             bridge_frame: [0; FRAME_SAMPLES],
             srtp: config.srtp.as_ref().map(|c| Srtp {
                 outgoing: SrtpContext::new(c.suite, &c.outgoing),
@@ -387,6 +394,7 @@ impl Core {
             // A bridge left behind ends for its other side too (the link's drop).
             Command::Bridge(link) => self.bridge = Some(link),
             Command::Unbridge => self.bridge = None,
+            Command::SetSending(on) => self.sends_to_peer = on,
         }
     }
 
@@ -473,7 +481,16 @@ impl Core {
         }
         self.forget_abandoned();
         self.hear_frame();
-        self.build_packet();
+        if self.sends_to_peer {
+            self.build_packet();
+        } else {
+            // On hold: the bridge's frame goes by unsent, and the clock
+            // runs on, so the stream resumes with a timestamp gap and the
+            // next sequence number, as after silence suppression.
+            self.take_bridged();
+            self.skip(1);
+            self.packet.clear();
+        }
         &self.packet
     }
 
@@ -956,6 +973,21 @@ mod tests {
         let p = Packet::parse(c.tick()).unwrap();
         let event = TelephoneEvent::parse(p.payload).unwrap();
         assert_eq!(event.duration, 1920);
+    }
+
+    #[test]
+    fn a_held_peer_gets_nothing_and_the_stream_resumes_after_a_gap() {
+        let mut c = core(Some(101));
+        let before = Packet::parse(c.tick()).unwrap().header;
+        c.command(Command::SetSending(false));
+        for _ in 0..3 {
+            assert!(c.tick().is_empty(), "a packet while on hold");
+        }
+        c.command(Command::SetSending(true));
+        let after = Packet::parse(c.tick()).unwrap().header;
+        assert_eq!(after.sequence, before.sequence.wrapping_add(1));
+        let step = c.config.codec.timestamp_step();
+        assert_eq!(after.timestamp, before.timestamp.wrapping_add(4 * step));
     }
 
     #[test]

@@ -368,6 +368,12 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether packets go to the peer: off while it holds the call (its
+    /// SDP says sendonly or inactive), on again when it resumes.
+    pub async fn set_sending(&self, on: bool) -> Result<(), EndpointError> {
+        self.send(Command::SetSending(on)).await
+    }
+
     /// The peer's SDP answer chose another codec than the one the
     /// endpoint was opened with (we offered PCMA and PCMU, it answered
     /// PCMU): packets are sent and heard in it from the next tick. The

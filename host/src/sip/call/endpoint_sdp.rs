@@ -289,10 +289,136 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
     sdp.into_bytes()
 }
 
+/// Which way media flows, from the side whose SDP says it (RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// Whether the side that said this wants packets.
+    pub fn receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+}
+
+/// The direction of a body's first audio stream: its own attribute, else
+/// the session's, else sendrecv; a connection address of 0.0.0.0 (RFC 2543
+/// hold, still sent by some equipment) is sendonly when nothing else says
+/// otherwise.
+pub fn direction(body: &[u8]) -> Direction {
+    let text = String::from_utf8_lossy(body);
+    let (mut session, mut audio) = (None, None);
+    let mut section = Section::Session;
+    let mut null_address = false;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            section = match (section, media.starts_with("audio ")) {
+                (Section::Session, true) => Section::Audio,
+                _ => Section::Other,
+            };
+            continue;
+        }
+        let found = match line {
+            "a=sendrecv" => Some(Direction::SendRecv),
+            "a=sendonly" => Some(Direction::SendOnly),
+            "a=recvonly" => Some(Direction::RecvOnly),
+            "a=inactive" => Some(Direction::Inactive),
+            _ => None,
+        };
+        match section {
+            Section::Session => session = found.or(session),
+            Section::Audio => audio = found.or(audio),
+            Section::Other => {}
+        }
+        if section != Section::Other
+            && line.strip_prefix("c=IN IP4 ").is_some_and(|a| a.starts_with("0.0.0.0"))
+        {
+            null_address = true;
+        }
+    }
+    match audio.or(session) {
+        Some(d) => d,
+        None if null_address => Direction::SendOnly,
+        None => Direction::SendRecv,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Session,
+    Audio,
+    Other,
+}
+
+/// One of the switch's own SDPs ([`g711_offer`], [`answer`]) saying
+/// `direction`, as version `version` of its session (RFC 3264 §8: a
+/// changed description has a higher version).
+pub fn with_direction(sdp: &[u8], direction: Direction, version: u64) -> Vec<u8> {
+    let text = String::from_utf8_lossy(sdp);
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.split_inclusive("\r\n") {
+        if let Some(origin) = line.strip_prefix("o=softswitch ") {
+            let mut fields: Vec<&str> = origin.split(' ').collect();
+            let version = version.to_string();
+            if fields.len() > 1 {
+                fields[1] = &version;
+            }
+            out.push_str("o=softswitch ");
+            out.push_str(&fields.join(" "));
+        } else if line == "a=sendrecv\r\n" {
+            out.push_str("a=");
+            out.push_str(direction.attribute());
+            out.push_str("\r\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use media::srtp::Suite;
+
+    #[test]
+    fn directions_are_read_per_stream_and_ours_rewritten() {
+        let sdp = |session: &str, audio: &str, c: &str| {
+            format!(
+                "v=0\r\no=- 1 2 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 {c}\r\nt=0 0\r\n{session}\
+                 m=audio 4000 RTP/AVP 0\r\n{audio}m=video 4002 RTP/AVP 97\r\na=inactive\r\n"
+            )
+        };
+        for (session, audio, c, want) in [
+            ("", "", "192.0.2.7", Direction::SendRecv),
+            ("", "a=sendonly\r\n", "192.0.2.7", Direction::SendOnly),
+            ("a=inactive\r\n", "", "192.0.2.7", Direction::Inactive),
+            ("a=inactive\r\n", "a=recvonly\r\n", "192.0.2.7", Direction::RecvOnly),
+            ("", "", "0.0.0.0", Direction::SendOnly),
+            ("", "a=sendrecv\r\n", "0.0.0.0", Direction::SendRecv),
+        ] {
+            assert_eq!(direction(sdp(session, audio, c).as_bytes()), want, "{session}{audio}{c}");
+        }
+        let ours = g711_offer("192.0.2.1".parse().unwrap(), 4000, 77);
+        let held = String::from_utf8(with_direction(&ours, Direction::SendOnly, 2)).unwrap();
+        assert!(held.contains("o=softswitch 77 2 IN IP4 192.0.2.1\r\n"), "{held}");
+        assert!(held.ends_with("a=sendonly\r\n") && !held.contains("sendrecv"), "{held}");
+        assert_eq!(direction(held.as_bytes()), Direction::SendOnly);
+        assert_eq!(with_direction(&ours, Direction::SendRecv, 1), ours);
+    }
 
     const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
         m=audio 4000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\

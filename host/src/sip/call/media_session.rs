@@ -5,6 +5,7 @@
 //! decrypts the phone's side).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,14 @@ struct Transcoding {
     to_carrier: Vec<u8>,
     /// Copies of the bridge's frames, when the call is to be recorded.
     tap: Option<tokio::sync::mpsc::Receiver<media::BridgeFrame>>,
+    /// Hold: the direction each side's last SDP said (caller, carrier),
+    /// mirrored to the other side, and whether that side wants packets
+    /// (read by the task that tells its endpoint, so tasks spawned for a
+    /// hold and a quick resume leave the latest state whatever their order).
+    heard: [endpoint_sdp::Direction; 2],
+    wants_packets: [Arc<AtomicBool>; 2],
+    /// What each side was last told (direction, o= version).
+    told: [(endpoint_sdp::Direction, u64); 2],
 }
 
 pub(super) struct CallMedia {
@@ -287,6 +296,12 @@ impl CallMedia {
             to_caller,
             to_carrier,
             tap,
+            heard: [endpoint_sdp::Direction::SendRecv; 2],
+            wants_packets: [
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicBool::new(true)),
+            ],
+            told: [(endpoint_sdp::Direction::SendRecv, 1); 2],
         });
     }
 
@@ -331,8 +346,41 @@ impl CallMedia {
 impl Transcoding {
     /// A body on its way across: each side only ever sees the switch's own
     /// SDP (its endpoint's port, its codec). The carrier's answer tells the
-    /// carrier endpoint where to send and which law it chose.
+    /// carrier endpoint where to send and which law it chose. A side that
+    /// holds the call (sendonly, inactive) gets no packets from its
+    /// endpoint, and the other side is told the same direction (so its
+    /// answer is the complement the holder expects).
     fn rewrite(&mut self, body: &[u8], from: Side) -> Vec<u8> {
+        let (this, other) = match from {
+            Side::A => (0, 1),
+            Side::B => (1, 0),
+        };
+        let direction = endpoint_sdp::direction(body);
+        if direction != self.heard[this] {
+            self.heard[this] = direction;
+            self.wants_packets[this].store(direction.receives(), Ordering::Relaxed);
+            let endpoint = if this == 0 {
+                self.caller.clone()
+            } else {
+                self.carrier.clone()
+            };
+            let wants = self.wants_packets[this].clone();
+            tokio::spawn(async move {
+                let _ = endpoint.set_sending(wants.load(Ordering::Relaxed)).await;
+            });
+        }
+        let told = &mut self.told[other];
+        if told.0 != direction {
+            *told = (direction, told.1 + 1);
+        }
+        let (direction, version) = *told;
+        let ours = self.our_sdp(body, from);
+        endpoint_sdp::with_direction(&ours, direction, version)
+    }
+
+    /// The switch's SDP for the side opposite `from`, after what `from`'s
+    /// body tells the endpoints.
+    fn our_sdp(&mut self, body: &[u8], from: Side) -> Vec<u8> {
         match from {
             Side::A => {
                 if let Ok(offer) = endpoint_sdp::audio_offer(body)
