@@ -72,6 +72,8 @@ pub struct Config {
     pub stun: crate::stun::StunConfig,
     /// IVR services (voicemail, greeting, code readout) and their prompts.
     pub ivr: crate::ivr::IvrConfig,
+    /// Tariffs, balances, vouchers and transfers.
+    pub billing: crate::billing::BillingConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -117,6 +119,16 @@ pub struct SipConfig {
     pub tcp: Vec<SocketAddr>,
     /// TLS listeners (what handsets use).
     pub tls: Vec<SocketAddr>,
+    /// SIP over WebSocket listeners (RFC 7118, what browsers use): plain
+    /// `ws` (behind a TLS-terminating proxy, or for tests) and `wss` (TLS
+    /// with the same certificate as `tls`). None by default.
+    pub ws: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
+    /// Origins (e.g. `https://portal.example.net`) whose pages may open
+    /// WebSocket connections; empty allows any.
+    pub ws_origins: Vec<String>,
+    /// WebSocket connections one address may hold open.
+    pub ws_max_per_address: usize,
     /// PEM certificate chain and key; both empty means a self-signed
     /// certificate generated into `<data_dir>/tls/`.
     pub tls_cert: String,
@@ -152,6 +164,12 @@ impl Default for SipConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             tls: vec![SocketAddr::from(([127, 0, 0, 1], 5061))],
+            ws: Vec::new(),
+            wss: Vec::new(),
+            ws_origins: Vec::new(),
+            // A browser holds one connection per tab; an office behind one
+            // NAT address a few hundred.
+            ws_max_per_address: 500,
             tls_cert: String::new(),
             tls_key: String::new(),
             gateway_ca: String::new(),
@@ -622,6 +640,19 @@ path = "guests/target/wasm32-wasip2/release/ivr_voicemail_access.wasm"
 [ivr.services.greeting]
 path = "guests/target/wasm32-wasip2/release/ivr_greeting.wasm"
 
+[billing]
+# Largest user-to-user balance transfer, millionths of the sender's currency unit.
+transfer_max_micro = 50000000
+# Longest call one authorisation covers, seconds: it caps the money reserved for a call,
+# and the call is cut then.
+max_call_secs = 14400
+# How often each node checks whether a tariff changed (CLI, admin API, another node), seconds.
+tariff_poll_secs = 5
+# Seconds after a call's latest possible end at which a reservation never settled is released.
+reservation_grace_secs = 3600
+# Days a voucher is valid when its batch does not say.
+voucher_days = 365
+
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
 # (the current folder when there is no config file).
@@ -662,6 +693,7 @@ impl Default for Config {
             email: crate::notify::email::EmailConfig::default(),
             stun: crate::stun::StunConfig::default(),
             ivr: crate::ivr::IvrConfig::default(),
+            billing: crate::billing::BillingConfig::default(),
         }
     }
 }

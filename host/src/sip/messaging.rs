@@ -59,6 +59,10 @@ pub async fn on_message(
                 super::transport::Proto::Udp => RouteTransport::Udp,
                 super::transport::Proto::Tcp => RouteTransport::Tcp,
                 super::transport::Proto::Tls => RouteTransport::Tls,
+                // The routing world names no WebSocket (yet): a browser's
+                // requests look like TCP or TLS ones to the guest.
+                super::transport::Proto::Ws => RouteTransport::Tcp,
+                super::transport::Proto::Wss => RouteTransport::Tls,
             },
             source_address: flow.remote.to_string(),
             dialplan_rule: caller.dialplan_rule.clone(),

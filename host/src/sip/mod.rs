@@ -18,3 +18,4 @@ pub mod system_command;
 pub mod transaction;
 pub mod transport;
 pub mod util;
+pub mod websocket;

@@ -334,7 +334,11 @@ impl SipServer {
 
     fn receive(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
         let parsed = match flow.proto {
-            Proto::Udp => parse_datagram_with_limit(&bytes, self.settings.max_message_bytes),
+            // A WebSocket message is one whole SIP message, like a datagram
+            // (RFC 7118 §5: no stream framing, Content-Length optional).
+            Proto::Udp | Proto::Ws | Proto::Wss => {
+                parse_datagram_with_limit(&bytes, self.settings.max_message_bytes)
+            }
             _ => parse_frame(&bytes, self.settings.max_message_bytes).map(Inbound::Message),
         };
         match parsed {

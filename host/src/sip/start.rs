@@ -55,7 +55,7 @@ pub async fn start(
     registrar: Arc<Registrar>,
 ) -> anyhow::Result<Arc<SipServer>> {
     let sip = &app.config.sip;
-    let tls_config = if sip.tls.is_empty() {
+    let tls_config = if sip.tls.is_empty() && sip.wss.is_empty() {
         None
     } else {
         let files = (!sip.tls_cert.is_empty())
@@ -63,7 +63,7 @@ pub async fn start(
         let source = CertSource {
             files,
             generated_dir: app.data_dir.join("tls"),
-            names: self_signed_names(&sip.domain, &sip.tls),
+            names: self_signed_names(&sip.domain, &[&sip.tls[..], &sip.wss[..]].concat()),
         };
         let (cert, key) = ensure_cert(&source)?;
         Some(server_config("sip", &cert, &key)?)
@@ -92,16 +92,21 @@ pub async fn start(
         limiter,
     ));
     let (transports, _tasks) = transport::start(
-        &sip.udp,
-        &sip.tcp,
-        &sip.tls,
+        transport::Listeners {
+            udp: &sip.udp,
+            tcp: &sip.tcp,
+            tls: &sip.tls,
+            ws: &sip.ws,
+            wss: &sip.wss,
+        },
+        transport::WsPolicy::new(sip.ws_origins.clone(), sip.ws_max_per_address),
         tls_config,
         tls_client,
         sip.max_message_bytes,
         server.clone(),
     )
     .await
-    .context("cannot bind the SIP listeners (sip.udp, sip.tcp, sip.tls)")?;
+    .context("cannot bind the SIP listeners (sip.udp, sip.tcp, sip.tls, sip.ws, sip.wss)")?;
     for (proto, addr) in &transports.bound {
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }

@@ -1,6 +1,7 @@
-//! SIP transports: UDP sockets, TCP and TLS connections, and the table that
-//! lets a response or a later request reach a device over the connection it
-//! opened (handsets sit behind NAT and cannot be connected to).
+//! SIP transports: UDP sockets, TCP, TLS and WebSocket connections (the
+//! latter in [`super::websocket`]), and the table that lets a response or a
+//! later request reach a device over the connection it opened (handsets sit
+//! behind NAT and cannot be connected to).
 //!
 //! This is the tokio glue: it moves bytes and cuts streams into frames; what
 //! the bytes mean is the [`Handler`]'s business.
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::parse::{Frame, StreamFramer};
 use super::transaction::Reliability;
+pub use super::websocket::WsPolicy;
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +27,9 @@ pub enum Proto {
     Udp,
     Tcp,
     Tls,
+    /// SIP over WebSocket (RFC 7118), plain and over TLS: browsers.
+    Ws,
+    Wss,
 }
 
 impl Proto {
@@ -34,6 +39,8 @@ impl Proto {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
             Proto::Tls => "TLS",
+            Proto::Ws => "WS",
+            Proto::Wss => "WSS",
         }
     }
 
@@ -43,7 +50,28 @@ impl Proto {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
             Proto::Tls => "tls",
+            Proto::Ws => "ws",
+            Proto::Wss => "wss",
         }
+    }
+
+    /// The `transport=` URI parameter naming it (RFC 3261 §19.1.1, RFC 7118
+    /// §5.2), empty for UDP: what the switch puts in the URIs and Contacts
+    /// it sends along a flow.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Proto::Udp => "",
+            Proto::Tcp => ";transport=tcp",
+            Proto::Tls => ";transport=tls",
+            Proto::Ws => ";transport=ws",
+            Proto::Wss => ";transport=wss",
+        }
+    }
+
+    /// Connection-oriented: a device on it is reachable only while its
+    /// connection is open.
+    pub fn is_stream(self) -> bool {
+        self != Proto::Udp
     }
 
     pub fn parse(s: &str) -> Option<Proto> {
@@ -51,6 +79,8 @@ impl Proto {
             "udp" => Some(Proto::Udp),
             "tcp" => Some(Proto::Tcp),
             "tls" => Some(Proto::Tls),
+            "ws" => Some(Proto::Ws),
+            "wss" => Some(Proto::Wss),
             _ => None,
         }
     }
@@ -58,7 +88,7 @@ impl Proto {
     pub fn reliability(self) -> Reliability {
         match self {
             Proto::Udp => Reliability::Unreliable,
-            Proto::Tcp | Proto::Tls => Reliability::Reliable,
+            Proto::Tcp | Proto::Tls | Proto::Ws | Proto::Wss => Reliability::Reliable,
         }
     }
 }
@@ -140,7 +170,7 @@ const CONN_QUEUE: usize = 256;
 
 /// A connection silent this long is closed: RFC 5626 clients ping every
 /// 2 minutes or so, so 10 minutes without a byte means the peer is gone.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Transports {
     /// Sends bytes along a flow: from the UDP socket it names, or down the
@@ -162,7 +192,7 @@ impl Transports {
                     })?;
                 Ok(())
             }
-            Proto::Tcp | Proto::Tls => {
+            Proto::Tcp | Proto::Tls | Proto::Ws | Proto::Wss => {
                 let tx = {
                     let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
                     conns.get(&(flow.proto, flow.remote)).map(|c| c.tx.clone())
@@ -291,6 +321,25 @@ impl Transports {
     pub fn connection_count(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+
+    /// Largest message accepted, bytes.
+    pub(super) fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Connection `id` of `flow` ended: out of the table, unless a newer
+    /// connection from the same address replaced it (true when it was
+    /// still there: the flow failed, RFC 5626).
+    pub(super) fn forget_connection(&self, flow: Flow, id: u64) -> bool {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let ours = conns
+            .get(&(flow.proto, flow.remote))
+            .is_some_and(|c| c.id == id);
+        if ours {
+            conns.remove(&(flow.proto, flow.remote));
+        }
+        ours
+    }
 }
 
 /// What the SIP UDP sockets ask the kernel to buffer. The default (~200 KiB)
@@ -323,17 +372,35 @@ async fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// The addresses to listen on, by transport.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listeners<'a> {
+    pub udp: &'a [SocketAddr],
+    pub tcp: &'a [SocketAddr],
+    pub tls: &'a [SocketAddr],
+    pub ws: &'a [SocketAddr],
+    pub wss: &'a [SocketAddr],
+}
+
 /// Binds every listener and starts serving. Returns the transports and the
-/// listener tasks. `tls_client` verifies the servers the switch connects to.
+/// listener tasks. `tls_config` serves TLS and WSS (without it those
+/// listeners are not bound); `tls_client` verifies the servers the switch
+/// connects to.
 pub async fn start(
-    udp: &[SocketAddr],
-    tcp: &[SocketAddr],
-    tls: &[SocketAddr],
+    listeners: Listeners<'_>,
+    ws_policy: WsPolicy,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     tls_client: Arc<rustls::ClientConfig>,
     max_message: usize,
     handler: Arc<dyn Handler>,
 ) -> std::io::Result<(Arc<Transports>, Vec<JoinHandle<()>>)> {
+    let Listeners {
+        udp,
+        tcp,
+        tls,
+        ws,
+        wss,
+    } = listeners;
     let mut udp_sockets = HashMap::new();
     let mut bound = Vec::new();
     for addr in udp {
@@ -353,6 +420,17 @@ pub async fn start(
             let listener = TcpListener::bind(addr).await?;
             bound.push((Proto::Tls, listener.local_addr()?));
             tcp_listeners.push((Proto::Tls, listener));
+        }
+    }
+    let mut ws_listeners = Vec::new();
+    for (proto, addrs) in [(Proto::Ws, ws), (Proto::Wss, wss)] {
+        if proto == Proto::Wss && tls_config.is_none() {
+            continue;
+        }
+        for addr in addrs {
+            let listener = TcpListener::bind(addr).await?;
+            bound.push((proto, listener.local_addr()?));
+            ws_listeners.push((proto, listener));
         }
     }
     let transports = Arc::new(Transports {
@@ -387,6 +465,16 @@ pub async fn start(
             proto,
             listener,
             acceptor.clone(),
+            transports.clone(),
+            handler.clone(),
+        )));
+    }
+    for (proto, listener) in ws_listeners {
+        tasks.push(tokio::spawn(super::websocket::serve_listener(
+            proto,
+            listener,
+            acceptor.clone().filter(|_| proto == Proto::Wss),
+            ws_policy.clone(),
             transports.clone(),
             handler.clone(),
         )));
@@ -475,13 +563,13 @@ async fn serve_stream_listener(
 }
 
 /// A connection's entry in the table: its id and its write queue.
-struct Registered {
-    id: u64,
-    tx: mpsc::Sender<Vec<u8>>,
-    rx: mpsc::Receiver<Vec<u8>>,
+pub(super) struct Registered {
+    pub(super) id: u64,
+    pub(super) tx: mpsc::Sender<Vec<u8>>,
+    pub(super) rx: mpsc::Receiver<Vec<u8>>,
 }
 
-fn register_connection(transports: &Transports, flow: Flow) -> Registered {
+pub(super) fn register_connection(transports: &Transports, flow: Flow) -> Registered {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
     let id = transports.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -542,16 +630,7 @@ async fn serve_connection<S>(
             }
         }
     }
-    let ours = {
-        let mut conns = transports.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = conns
-            .get(&(flow.proto, flow.remote))
-            .is_some_and(|c| c.id == id);
-        if ours {
-            conns.remove(&(flow.proto, flow.remote));
-        }
-        ours
-    };
+    let ours = transports.forget_connection(flow, id);
     drop(tx);
     let _ = writer_task.await;
     if ours {

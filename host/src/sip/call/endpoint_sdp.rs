@@ -344,7 +344,9 @@ pub fn direction(body: &[u8]) -> Direction {
             Section::Other => {}
         }
         if section != Section::Other
-            && line.strip_prefix("c=IN IP4 ").is_some_and(|a| a.starts_with("0.0.0.0"))
+            && line
+                .strip_prefix("c=IN IP4 ")
+                .is_some_and(|a| a.starts_with("0.0.0.0"))
         {
             null_address = true;
         }
@@ -406,16 +408,31 @@ mod tests {
             ("", "", "192.0.2.7", Direction::SendRecv),
             ("", "a=sendonly\r\n", "192.0.2.7", Direction::SendOnly),
             ("a=inactive\r\n", "", "192.0.2.7", Direction::Inactive),
-            ("a=inactive\r\n", "a=recvonly\r\n", "192.0.2.7", Direction::RecvOnly),
+            (
+                "a=inactive\r\n",
+                "a=recvonly\r\n",
+                "192.0.2.7",
+                Direction::RecvOnly,
+            ),
             ("", "", "0.0.0.0", Direction::SendOnly),
             ("", "a=sendrecv\r\n", "0.0.0.0", Direction::SendRecv),
         ] {
-            assert_eq!(direction(sdp(session, audio, c).as_bytes()), want, "{session}{audio}{c}");
+            assert_eq!(
+                direction(sdp(session, audio, c).as_bytes()),
+                want,
+                "{session}{audio}{c}"
+            );
         }
         let ours = g711_offer("192.0.2.1".parse().unwrap(), 4000, 77);
         let held = String::from_utf8(with_direction(&ours, Direction::SendOnly, 2)).unwrap();
-        assert!(held.contains("o=softswitch 77 2 IN IP4 192.0.2.1\r\n"), "{held}");
-        assert!(held.ends_with("a=sendonly\r\n") && !held.contains("sendrecv"), "{held}");
+        assert!(
+            held.contains("o=softswitch 77 2 IN IP4 192.0.2.1\r\n"),
+            "{held}"
+        );
+        assert!(
+            held.ends_with("a=sendonly\r\n") && !held.contains("sendrecv"),
+            "{held}"
+        );
         assert_eq!(direction(held.as_bytes()), Direction::SendOnly);
         assert_eq!(with_direction(&ours, Direction::SendRecv, 1), ours);
     }

@@ -306,11 +306,7 @@ impl Call {
                 // The transport the switch chose, said in the URI as RFC 3261
                 // §19.1.1 has it (a plain `sip:` URI means UDP to a proxy
                 // that re-resolves it); over TLS without requiring `sips:`.
-                let transport = match flow.proto {
-                    Proto::Udp => "",
-                    Proto::Tcp => ";transport=tcp",
-                    Proto::Tls => ";transport=tls",
-                };
+                let transport = flow.proto.uri_param();
                 vec![Target {
                     uri: format!("sip:{number}@{}{transport}", flow.remote),
                     to: format!("<sip:{number}@{}>", flow.remote),

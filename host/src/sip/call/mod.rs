@@ -428,6 +428,10 @@ pub async fn on_invite(
                     Proto::Udp => RouteTransport::Udp,
                     Proto::Tcp => RouteTransport::Tcp,
                     Proto::Tls => RouteTransport::Tls,
+                    // The routing world names no WebSocket (yet): a browser's
+                    // requests look like TCP or TLS ones to the guest.
+                    Proto::Ws => RouteTransport::Tcp,
+                    Proto::Wss => RouteTransport::Tls,
                 },
                 source_address: flow.remote.to_string(),
                 dialplan_rule: account.dialplan_rule.clone(),

@@ -22,7 +22,6 @@ use crate::ivr::session::{CallFacts, Control};
 use crate::sip::dialog::{Dialog, contact_for, via_for};
 use crate::sip::parse::{encode, response_for};
 use crate::sip::server::{ClientEvent, SipServer};
-use crate::sip::transport::Proto;
 use crate::sip::util::{new_call_id, new_tag};
 use crate::store::calls::{Cdr, Disposition};
 
@@ -91,11 +90,7 @@ pub async fn call_out(
         endpoint.local_port()
     );
     let domain = &server.settings.domain;
-    let transport = match flow.proto {
-        Proto::Udp => "",
-        Proto::Tcp => ";transport=tcp",
-        Proto::Tls => ";transport=tls",
-    };
+    let transport = flow.proto.uri_param();
     let Ok(uri) = rsip::Uri::try_from(format!("sip:{number}@{}{transport}", flow.remote).as_str())
     else {
         return not_placed("number is not a SIP user part");

@@ -286,7 +286,7 @@ impl Presence {
             transport.and_then(Proto::parse),
             source.and_then(|s| s.parse::<SocketAddr>().ok()),
         ) {
-            (Some(proto @ (Proto::Tcp | Proto::Tls)), Some(remote)) => {
+            (Some(proto), Some(remote)) if proto.is_stream() => {
                 self.transports.has_connection(proto, remote)
             }
             _ => true,
@@ -1458,11 +1458,7 @@ fn chunk_members<B, D>(
 /// Our Contact in subscription dialogs: the listener the watcher reached,
 /// so in-dialog requests come back the same way.
 fn our_contact(flow: &Flow) -> String {
-    match flow.proto {
-        Proto::Udp => format!("<sip:{}>", flow.local),
-        Proto::Tcp => format!("<sip:{};transport=tcp>", flow.local),
-        Proto::Tls => format!("<sip:{};transport=tls>", flow.local),
-    }
+    format!("<sip:{}{}>", flow.local, flow.proto.uri_param())
 }
 
 /// Values of a header rsip parses into a typed variant that
