@@ -145,6 +145,21 @@ fn api_section(port: u16, extra: &str) -> String {
 }
 
 impl Api {
+    /// [`Api::start`] with the generic SMS provider guest sending to `vendor`.
+    async fn generic(api_extra: &str, vendor: &StandIn) -> Api {
+        Api::start(
+            api_extra,
+            (
+                "generic",
+                "sms_generic",
+                &generic_config(vendor),
+                "\"127.0.0.1\"",
+            ),
+            "",
+        )
+        .await
+    }
+
     /// `provider`: (name, guest file, TOML body of its config table, allowed hosts).
     async fn start(api_extra: &str, provider: (&str, &str, &str, &str), sms_extra: &str) -> Api {
         Api::start_with(api_extra, provider, sms_extra, "").await
@@ -374,17 +389,7 @@ fn generic_config(stand_in: &StandIn) -> String {
 #[tokio::test]
 async fn phone_sign_up_follows_every_rule_of_spec_3() {
     let mut vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "identity_burst = 1000\naddress_burst = 1000",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("identity_burst = 1000\naddress_burst = 1000", &vendor).await;
     let device =
         json!({ "phone": "0600 100 200", "country_code": "48", "udid": "dev-1", "os": "android" });
     let status_query = "phone=%2B48600100200&udid=dev-1";
@@ -595,17 +600,7 @@ async fn errors_have_stable_codes_and_limits_hold() {
 #[tokio::test]
 async fn requests_from_one_address_are_rate_limited() {
     let vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "address_burst = 3\naddress_refill_secs = 3600",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("address_burst = 3\naddress_refill_secs = 3600", &vendor).await;
     for i in 0..3 {
         let (s, _) = api
             .post(
@@ -1159,17 +1154,7 @@ async fn a_trapping_provider_guest_fails_the_sms_and_the_switch_keeps_serving() 
 #[tokio::test]
 async fn the_profile_is_read_and_edited_with_the_login_token() {
     let vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("", &vendor).await;
     api.site.ok(&[
         "account",
         "add",
@@ -1480,17 +1465,7 @@ fn picture(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
 #[tokio::test]
 async fn avatars_are_resized_kept_across_restarts_and_friends_are_found() {
     let vendor = StandIn::start(generic_answer()).await;
-    let mut api = Api::start(
-        "avatar_max_bytes = 300000\n",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let mut api = Api::generic("avatar_max_bytes = 300000\n", &vendor).await;
     for (login, user) in [
         ("grace", "grace.h"),
         ("gregor", "gsamsa"),
@@ -1907,17 +1882,7 @@ async fn chromium_opens_the_e_mailed_activation_and_reset_pages_and_submits_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_avatar_reaches_presence_watchers_with_its_update_time() {
     let vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("", &vendor).await;
     api.site.ok(&[
         "account",
         "add",
@@ -2124,17 +2089,7 @@ fn handset(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_uploaded_book_finds_its_users_and_hears_when_a_friend_joins() {
     let mut vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "identity_burst = 1000\naddress_burst = 1000",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("identity_burst = 1000\naddress_burst = 1000", &vendor).await;
     for (login, phone) in [("alice", "48600111000"), ("carol", "48600333000")] {
         api.site.ok(&[
             "account",
@@ -2425,17 +2380,7 @@ async fn wait_trace(api: &Api, trace: &std::path::Path, wanted: &[&str]) -> Stri
 #[tokio::test(flavor = "multi_thread")]
 async fn an_account_adds_a_phone_by_sms_code_and_the_books_holding_it_hear_it_joined() {
     let mut vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "identity_burst = 1000\naddress_burst = 1000",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("identity_burst = 1000\naddress_burst = 1000", &vendor).await;
     // alice has a phone and a book; dora and erin were made without one.
     api.site.ok(&[
         "account",
@@ -2795,15 +2740,9 @@ impl Api {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shared_file_reaches_its_recipients_survives_a_crash_and_goes_after_the_last_download() {
     let vendor = StandIn::start(generic_answer()).await;
-    let mut api = Api::start(
+    let mut api = Api::generic(
         "file_max_bytes = 3000000\nidentity_burst = 1000\naddress_burst = 1000",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
+        &vendor,
     )
     .await;
     let [alice, bob, carol, dave] =
@@ -2981,17 +2920,7 @@ async fn a_shared_file_reaches_its_recipients_survives_a_crash_and_goes_after_th
 #[tokio::test]
 async fn a_file_nobody_downloads_expires() {
     let vendor = StandIn::start(generic_answer()).await;
-    let api = Api::start(
-        "file_keep_secs = 2",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let api = Api::generic("file_keep_secs = 2", &vendor).await;
     let [alice, _bob] = users_with_tokens(&api, ["alice", "bob"]).await;
     let (s, sent) = api
         .share(
@@ -3024,17 +2953,7 @@ async fn a_file_nobody_downloads_expires() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_address_book_upload_goes_on_after_the_switch_is_killed_in_the_middle() {
     let vendor = StandIn::start(generic_answer()).await;
-    let mut api = Api::start(
-        "identity_burst = 1000\naddress_burst = 1000",
-        (
-            "generic",
-            "sms_generic",
-            &generic_config(&vendor),
-            "\"127.0.0.1\"",
-        ),
-        "",
-    )
-    .await;
+    let mut api = Api::generic("identity_burst = 1000\naddress_burst = 1000", &vendor).await;
     let [alice] = users_with_tokens(&api, ["alice"]).await;
     for (login, phone) in [("carol", "48600333000"), ("dan", "48600444000")] {
         api.site.ok(&[
