@@ -414,3 +414,87 @@ async fn a_browser_registers_over_wss_and_exchanges_messages_with_a_udp_phone() 
     );
     assert!(ok, "{trace}\n{}", switch.log());
 }
+
+/// A call from a SIPp phone on UDP to a browser on WSS: the INVITE comes
+/// down the WebSocket, the browser's 200 reaches the caller, the caller's
+/// BYE reaches the browser in the dialog; a call record is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_udp_phone_calls_a_browser_over_wss() {
+    let wss_port = free_port();
+    let switch = Switch::start(&format!("wss = [\"127.0.0.1:{wss_port}\"]\n")).await;
+    let ws = open(&switch, wss_port, true, Some("sip"), None)
+        .await
+        .unwrap();
+    let mut alice = WsPhone::new(ws, "alice", "alice-pw");
+    let ok = alice.register().await;
+    assert_eq!(status(&ok), 200, "{ok}");
+
+    let bob = switch.users("bob-call.csv", "bob", "bob-pw");
+    let caller = tokio::task::spawn_blocking({
+        let target = switch.target();
+        move || {
+            std::process::Command::new("sipp")
+                .arg(target)
+                .arg("-sf")
+                .arg(scenario("call_uac.xml"))
+                .arg("-inf")
+                .arg(bob)
+                .args(["-s", "alice", "-d", "500", "-key", "domain", "localhost"])
+                .args(["-m", "1", "-nostdin", "-timeout", "20", "-timeout_error"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        }
+    });
+    let invite = alice.next().await;
+    assert!(invite.starts_with("INVITE sip:alice@"), "{invite}");
+    assert!(
+        invite.to_ascii_lowercase().contains(".invalid;transport=ws"),
+        "the INVITE goes to the browser's registered Contact:\n{invite}"
+    );
+    assert!(
+        header(&invite, "Contact")
+            .unwrap()
+            .contains(";transport=wss"),
+        "the switch's Contact names the transport the browser reaches it by:\n{invite}"
+    );
+    // Answer with SDP (the relay anchors the plain RTP offer).
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+    let copy = |name: &str| {
+        invite
+            .lines()
+            .filter(|l| {
+                l.split_once(':')
+                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect::<String>()
+    };
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{}{}To: {};tag=browser1\r\n{}{}Contact: <sip:alice@{};transport=ws>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        copy("Via"),
+        copy("From"),
+        header(&invite, "To").unwrap(),
+        copy("Call-ID"),
+        copy("CSeq"),
+        alice.host,
+        sdp.len()
+    );
+    alice.send_text(ok).await;
+    let ack = alice.next().await;
+    assert!(ack.starts_with("ACK "), "{ack}");
+    let bye = alice.next().await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    alice.answer(&bye, 200, "OK").await;
+    assert!(
+        caller.await.unwrap(),
+        "the caller's call failed:\n{}",
+        switch.log()
+    );
+    let records = switch.site.ok(&["cdr", "list", "--login", "alice"]);
+    assert!(records.contains("bob"), "{records}");
+}
