@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use super::contacts::{BATCH_ROWS, record_changes, values_marks};
 use super::error::{Result, StoreError};
 use super::{Store, now};
 
@@ -152,16 +153,21 @@ impl Store {
                 None => StoreError::NotFound("open upload".into()),
             });
         }
-        for n in numbers {
-            sqlx::query(
-                "INSERT INTO contact_upload_entries (token, contact_id, name, number) VALUES (?, ?, ?, ?)",
-            )
-            .bind(token)
-            .bind(&n.contact_id)
-            .bind(&n.name)
-            .bind(&n.number)
-            .execute(&mut *tx)
-            .await?;
+        // In the chunk's order: the staged rows' ids keep it.
+        for batch in numbers.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO contact_upload_entries (token, contact_id, name, number) VALUES {}",
+                values_marks(batch.len(), 4)
+            );
+            let mut q = sqlx::query(&sql);
+            for n in batch {
+                q = q
+                    .bind(token)
+                    .bind(&n.contact_id)
+                    .bind(&n.name)
+                    .bind(&n.number);
+            }
+            q.execute(&mut *tx).await?;
         }
         let total: i64 = sqlx::query_scalar("SELECT entries FROM contact_uploads WHERE token = ?")
             .bind(token)
@@ -233,68 +239,86 @@ impl Store {
         for n in &staged {
             wanted.insert((n.contact_id.clone(), n.number.clone()), n.name.clone());
         }
-        let stored: Vec<(String, String, Option<String>)> =
-            sqlx::query("SELECT contact_id, number, name FROM contacts WHERE owner = ?")
+        // (id, contact id, number, name); the id is what the batched
+        // UPDATE and DELETE below find a row by, (owner, contact id,
+        // number) being unique.
+        let stored: Vec<(i64, String, String, Option<String>)> =
+            sqlx::query("SELECT id, contact_id, number, name FROM contacts WHERE owner = ?")
                 .bind(&owner)
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
                 .map(|r| {
                     Ok((
+                        r.try_get("id")?,
                         r.try_get("contact_id")?,
                         r.try_get("number")?,
                         r.try_get("name")?,
                     ))
                 })
                 .collect::<Result<_>>()?;
-        let before: BTreeSet<&str> = stored.iter().map(|s| s.1.as_str()).collect();
+        let before: BTreeSet<&str> = stored.iter().map(|s| s.2.as_str()).collect();
         let now = now();
-        let mut removed_pairs = Vec::new();
-        for (contact_id, number, name) in &stored {
-            let key = (contact_id.clone(), number.clone());
-            match wanted.get(&key) {
-                Some(new_name) if new_name != name => {
-                    sqlx::query(
-                        "UPDATE contacts SET name = ? WHERE owner = ? AND contact_id = ? AND number = ?",
-                    )
-                    .bind(new_name)
-                    .bind(&owner)
-                    .bind(contact_id)
-                    .bind(number)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+        let mut renamed: Vec<(i64, &Option<String>)> = Vec::new();
+        let mut removed_ids: Vec<i64> = Vec::new();
+        for (id, contact_id, number, name) in &stored {
+            match wanted.get(&(contact_id.clone(), number.clone())) {
+                Some(new_name) if new_name != name => renamed.push((*id, new_name)),
                 Some(_) => {}
-                None if replace => removed_pairs.push(key),
+                None if replace => removed_ids.push(*id),
                 None => {}
             }
         }
-        for (contact_id, number) in &removed_pairs {
-            sqlx::query("DELETE FROM contacts WHERE owner = ? AND contact_id = ? AND number = ?")
-                .bind(&owner)
-                .bind(contact_id)
-                .bind(number)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let stored_pairs: BTreeSet<(String, String)> = stored
-            .iter()
-            .map(|(c, n, _)| (c.clone(), n.clone()))
-            .collect();
-        for ((contact_id, number), name) in &wanted {
-            if stored_pairs.contains(&(contact_id.clone(), number.clone())) {
-                continue;
+        for batch in renamed.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "UPDATE contacts SET name = CASE id {} END WHERE owner = ? AND id IN ({})",
+                vec!["WHEN ? THEN ?"; batch.len()].join(" "),
+                vec!["?"; batch.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, name) in batch {
+                q = q.bind(*id).bind(*name);
             }
-            sqlx::query(
-                "INSERT INTO contacts (owner, contact_id, name, number, created_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&owner)
-            .bind(contact_id)
-            .bind(name)
-            .bind(number)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            q = q.bind(&owner);
+            for (id, _) in batch {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for batch in removed_ids.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "DELETE FROM contacts WHERE owner = ? AND id IN ({})",
+                vec!["?"; batch.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(&owner);
+            for id in batch {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let stored_pairs: BTreeSet<(&str, &str)> = stored
+            .iter()
+            .map(|(_, c, n, _)| (c.as_str(), n.as_str()))
+            .collect();
+        let new: Vec<(&(String, String), &Option<String>)> = wanted
+            .iter()
+            .filter(|((c, n), _)| !stored_pairs.contains(&(c.as_str(), n.as_str())))
+            .collect();
+        for batch in new.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO contacts (owner, contact_id, name, number, created_at) VALUES {}",
+                values_marks(batch.len(), 5)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((contact_id, number), name) in batch {
+                q = q
+                    .bind(&owner)
+                    .bind(contact_id)
+                    .bind(*name)
+                    .bind(number)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
         }
         let after: BTreeSet<String> =
             sqlx::query_scalar("SELECT number FROM contacts WHERE owner = ?")
@@ -303,12 +327,19 @@ impl Store {
                 .await?
                 .into_iter()
                 .collect();
-        for number in after.iter().filter(|n| !before.contains(n.as_str())) {
-            super::contacts::record_change(&mut tx, &owner, number, false).await?;
-        }
-        for number in before.iter().filter(|n| !after.contains(**n)) {
-            super::contacts::record_change(&mut tx, &owner, number, true).await?;
-        }
+        // Numbers that came, then numbers that went, as one run of rows.
+        let changes: Vec<(&str, bool)> = after
+            .iter()
+            .filter(|n| !before.contains(n.as_str()))
+            .map(|n| (n.as_str(), false))
+            .chain(
+                before
+                    .iter()
+                    .filter(|n| !after.contains(**n))
+                    .map(|n| (*n, true)),
+            )
+            .collect();
+        record_changes(&mut tx, &owner, &changes).await?;
         let found = discover(&mut tx, &owner, &wanted).await?;
         let result = serde_json::to_vec(&found).expect("discovered entries serialise");
         sqlx::query(
@@ -471,5 +502,184 @@ mod tests {
             "the old entry went with the full sync"
         );
         assert_eq!(not_friends, None);
+    }
+
+    /// `owner`'s book as `list_contacts` gives it: contact id -> (name, number).
+    async fn book_of(store: &Store, owner: &str) -> BTreeMap<String, (Option<String>, String)> {
+        store
+            .list_contacts(owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.contact_id, (c.name, c.number)))
+            .collect()
+    }
+
+    /// `owner`'s changes after the one with id `after`, in id order.
+    async fn changes_of(store: &Store, owner: &str, after: i64) -> Vec<(String, bool)> {
+        let all = store.contact_changes_after(after, 1_000_000).await.unwrap();
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        all.into_iter()
+            .filter(|c| c.owner == owner)
+            .map(|c| (c.number, c.removed))
+            .collect()
+    }
+
+    async fn id_of(store: &Store, owner: &str, contact_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT id FROM contacts WHERE owner = ? AND contact_id = ?")
+            .bind(owner)
+            .bind(contact_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// A book of several batches: every row, rename, removal and change
+    /// record is written, in order, as one statement per row would.
+    #[tokio::test]
+    async fn a_book_larger_than_a_batch_is_written_whole() {
+        let store = test_store().await;
+        let (owner, friend) = (unique("cub"), unique("cbf"));
+        let friend_phone = unique_digits(11);
+        for (login, phone) in [(&owner, None), (&friend, Some(friend_phone.clone()))] {
+            store
+                .add_account(&NewAccount {
+                    login: login.clone(),
+                    sip_password: "pw".into(),
+                    phone,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let base = unique_digits(8);
+        let number = |j: usize| {
+            if j == 5 {
+                friend_phone.clone()
+            } else {
+                format!("{base}{j:04}")
+            }
+        };
+        let entry = |j: usize, name: &str| n(&format!("c{j:04}"), name, &number(j));
+        // First sync, 1,200 entries: a chunk of 1,000 (entries 0..999, the
+        // last a second copy of entry 0, which wins) and one of 201.
+        let mut first: Vec<UploadedNumber> = (0..999).map(|j| entry(j, "Old")).collect();
+        first.push(entry(0, "Last copy"));
+        let second: Vec<UploadedNumber> = (999..1200).map(|j| entry(j, "Old")).collect();
+        let token = unique("tok");
+        store
+            .open_contact_upload(&owner, &token, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .add_upload_chunk(&owner, &token, &first)
+                .await
+                .unwrap(),
+            1000
+        );
+        assert_eq!(
+            store
+                .add_upload_chunk(&owner, &token, &second)
+                .await
+                .unwrap(),
+            1201
+        );
+        assert!(store.close_contact_upload(&owner, &token).await.unwrap());
+        let mark = store.last_contact_change_id().await.unwrap();
+        let found = store.apply_contact_upload(&token).await.unwrap().unwrap();
+        let stored = book_of(&store, &owner).await;
+        let recorded = changes_of(&store, &owner, mark).await;
+        let kept_id = id_of(&store, &owner, "c0001").await;
+
+        let mut expected: BTreeMap<String, (Option<String>, String)> = (0..1200)
+            .map(|j| (format!("c{j:04}"), (Some("Old".to_string()), number(j))))
+            .collect();
+        expected.get_mut("c0000").unwrap().0 = Some("Last copy".into());
+        assert_eq!(stored, expected);
+        let mut numbers: Vec<String> = (0..1200).map(number).collect();
+        numbers.sort();
+        let added: Vec<(String, bool)> = numbers.iter().map(|n| (n.clone(), false)).collect();
+        assert_eq!(
+            recorded, added,
+            "one change per number, in the numbers' order"
+        );
+        assert_eq!(
+            found,
+            vec![Discovered {
+                contact_id: "c0005".into(),
+                login: friend.clone(),
+                phone: friend_phone.clone(),
+            }]
+        );
+
+        // Full sync again: 0..599 renamed (0 to no name), 600..649 as they
+        // were, 650..1199 dropped, 2000..2599 new.
+        let mut book2: Vec<UploadedNumber> = (0..600)
+            .map(|j| entry(j, &format!("Renamed {j}")))
+            .collect();
+        book2[0].name = None;
+        book2.extend((600..650).map(|j| entry(j, "Old")));
+        book2.extend((2000..2600).map(|j| entry(j, "New")));
+        let token = unique("tok");
+        store
+            .open_contact_upload(&owner, &token, true)
+            .await
+            .unwrap();
+        store
+            .add_upload_chunk(&owner, &token, &book2)
+            .await
+            .unwrap();
+        assert!(store.close_contact_upload(&owner, &token).await.unwrap());
+        let mark = store.last_contact_change_id().await.unwrap();
+        let found = store.apply_contact_upload(&token).await.unwrap().unwrap();
+        let stored = book_of(&store, &owner).await;
+        let recorded = changes_of(&store, &owner, mark).await;
+        let renamed_id = id_of(&store, &owner, "c0001").await;
+
+        let expected: BTreeMap<String, (Option<String>, String)> = book2
+            .iter()
+            .map(|e| (e.contact_id.clone(), (e.name.clone(), e.number.clone())))
+            .collect();
+        assert_eq!(stored.len(), 1250);
+        assert_eq!(stored, expected);
+        assert_eq!(renamed_id, kept_id, "a rename updates the row in place");
+        let mut came: Vec<String> = (2000..2600).map(number).collect();
+        came.sort();
+        let mut went: Vec<String> = (650..1200).map(number).collect();
+        went.sort();
+        let mut want: Vec<(String, bool)> = came.into_iter().map(|n| (n, false)).collect();
+        want.extend(went.into_iter().map(|n| (n, true)));
+        assert_eq!(recorded, want, "the new numbers, then the dropped ones");
+        assert_eq!(found.len(), 1, "{found:?}");
+
+        // A merge: nothing dropped, one rename, one new entry.
+        let token = unique("tok");
+        store
+            .open_contact_upload(&owner, &token, false)
+            .await
+            .unwrap();
+        store
+            .add_upload_chunk(
+                &owner,
+                &token,
+                &[entry(600, "Merged"), entry(3000, "Merged new")],
+            )
+            .await
+            .unwrap();
+        assert!(store.close_contact_upload(&owner, &token).await.unwrap());
+        let mark = store.last_contact_change_id().await.unwrap();
+        store.apply_contact_upload(&token).await.unwrap().unwrap();
+        let stored = book_of(&store, &owner).await;
+        let recorded = changes_of(&store, &owner, mark).await;
+        for login in [&owner, &friend] {
+            store.delete_account(login).await.unwrap();
+        }
+
+        let mut expected = expected;
+        expected.insert("c0600".into(), (Some("Merged".into()), number(600)));
+        expected.insert("c3000".into(), (Some("Merged new".into()), number(3000)));
+        assert_eq!(stored, expected);
+        assert_eq!(recorded, vec![(number(3000), false)]);
     }
 }

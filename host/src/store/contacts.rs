@@ -62,6 +62,44 @@ pub(super) async fn record_change(
     Ok(())
 }
 
+/// Rows per multi-row INSERT (or ids per `IN` list) when a store function
+/// writes many rows at once: with at most 5 columns a row, 2,500 bound
+/// parameters a statement, well under SQLite's 32,766 and MySQL's 65,535.
+pub(super) const BATCH_ROWS: usize = 500;
+
+/// `(?, ?, ...), (?, ?, ...), ...`: the VALUES of a multi-row INSERT of
+/// `rows` rows of `columns` columns.
+pub(super) fn values_marks(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row.as_str(); rows].join(", ")
+}
+
+/// [`record_change`] for many numbers at once, in this order (ids follow
+/// it), [`BATCH_ROWS`] rows a statement.
+pub(super) async fn record_changes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
+    changes: &[(&str, bool)],
+) -> Result<()> {
+    let now = now();
+    for batch in changes.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "INSERT INTO contact_changes (owner, number, removed, created_at) VALUES {}",
+            values_marks(batch.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (number, removed) in batch {
+            q = q
+                .bind(owner)
+                .bind(*number)
+                .bind(i64::from(*removed))
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Two-digit ITU-T E.164 country calling codes; the rest are one digit (1, 7)
 /// or three. Enough to find the country code at the start of a number.
 const TWO_DIGIT_CODES: &[&str] = &[
