@@ -3039,3 +3039,667 @@ async fn an_address_book_upload_goes_on_after_the_switch_is_killed_in_the_middle
     let (_, book) = call(&api, Method::GET, "/v1/contacts", None).await;
     assert_eq!(book["contacts"].as_array().unwrap().len(), 2, "{book}");
 }
+
+impl Api {
+    /// A signed-in request: `method path` with `token`, `body` as JSON.
+    async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An admin request with a JSON body (token "t").
+    async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.admin(&self.client, method, path);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The sum of an account's whole ledger, read through the admin API, and
+/// its balance.
+async fn ledger_sum_and_balance(api: &Api, login: &str) -> (i64, i64) {
+    let (s, body) = api
+        .admin_json(
+            reqwest::Method::GET,
+            &format!("/accounts/{login}/ledger?limit=200"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.get("next").is_none(), "one page holds it: {body}");
+    let sum = body["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount_micro"].as_i64().unwrap())
+        .sum();
+    (sum, body["balance_micro"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn billing_tariffs_rates_vouchers_transfers_and_a_ledger_that_sums_to_the_balance() {
+    use reqwest::Method;
+    let vendor = StandIn::start(generic_answer()).await;
+    // The default per-account limit (10 tries, one more every 30 s) is
+    // what stops PIN guessing; the address limit is raised for the test's
+    // many requests from one address.
+    let api = Api::start_with(
+        "address_burst = 1000",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+        "\n[billing]\ntariff_poll_secs = 1\ntransfer_max_micro = 20000000\n",
+    )
+    .await;
+    let [alice, bob, carol] = users_with_tokens(&api, ["alice", "bob", "carol"]).await;
+    for (login, currency) in [("alice", "EUR"), ("bob", "EUR"), ("carol", "USD")] {
+        api.site.ok(&[
+            "account",
+            "set",
+            login,
+            "--tariff",
+            "std",
+            "--currency",
+            currency,
+        ]);
+    }
+
+    // A tariff from a CSV file through the CLI.
+    let csv = api.site.path("std.csv");
+    std::fs::write(
+        &csv,
+        "prefix,description,country,currency,price_per_minute,connection_fee,increments,free_seconds\n\
+         48,Poland,PL,EUR,0.0123,0,60/60,0\n\
+         48600,\"Poland, mobile\",PL,EUR,0.05,0.01,30/6,5\n\
+         4822,Warsaw,,EUR,0.02,,1/1,\n",
+    )
+    .unwrap();
+    let out = api
+        .site
+        .ok(&["tariff", "import", "std", csv.to_str().unwrap()]);
+    assert!(out.contains("3 rates imported"), "{out}");
+    let listed = api.site.ok(&["tariff", "list", "std"]);
+    assert!(
+        listed.starts_with("prefix,description,country,currency"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("48600,\"Poland, mobile\",PL,EUR,0.05,0.01,30/6,5,"),
+        "{listed}"
+    );
+    let bad = api.site.path("bad.csv");
+    std::fs::write(
+        &bad,
+        "prefix,currency,price_per_minute\n48,EUR,0.1\n48,EUR,0.2\n",
+    )
+    .unwrap();
+    let err = api
+        .site
+        .fails(&["tariff", "import", "std", bad.to_str().unwrap()]);
+    assert!(err.contains("line 3: prefix 48 is given twice"), "{err}");
+
+    // Rates by country: only rows that carry one, in the account's
+    // currency. The running switch sees the import within its poll.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let by_country = loop {
+        let (s, body) = api
+            .call(&alice, Method::GET, "/v1/rates?country=pl", None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        if !body["rates"].as_array().unwrap().is_empty() {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the import never showed: {}",
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(by_country["currency"], "EUR");
+    let prefixes: Vec<&str> = by_country["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["48", "48600"],
+        "4822 has no country: {by_country}"
+    );
+    assert_eq!(by_country["rates"][0]["price_per_minute"], "0.0123");
+    assert_eq!(by_country["rates"][0]["price_per_minute_micro"], 12_300);
+    // By dialled number: the longest prefix.
+    let (s, body) = api
+        .call(
+            &alice,
+            Method::GET,
+            "/v1/rates?number=%2B48%20600%20100%20200",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["rates"][0]["prefix"], "48600", "{body}");
+    assert_eq!(body["rates"][0]["description"], "Poland, mobile");
+    assert_eq!(body["rates"][0]["increments"], "30/6");
+    assert_eq!(body["rates"][0]["connection_fee"], "0.01");
+    assert_eq!(body["rates"][0]["free_seconds"], 5);
+    let (_, body) = api
+        .call(&alice, Method::GET, "/v1/rates?number=4822123", None)
+        .await;
+    assert_eq!(body["rates"][0]["prefix"], "4822");
+    let (_, body) = api
+        .call(&alice, Method::GET, "/v1/rates?number=44207", None)
+        .await;
+    assert_eq!(body["rates"], json!([]), "no rate");
+    // carol's balance is in USD: a EUR tariff shows nothing (no FX).
+    let (_, body) = api
+        .call(&carol, Method::GET, "/v1/rates?country=PL", None)
+        .await;
+    assert_eq!(
+        (body["currency"].as_str(), body["rates"].clone()),
+        (Some("USD"), json!([]))
+    );
+    for (query, code) in [
+        ("", "invalid-request"),
+        ("?country=PL&number=48", "invalid-request"),
+        ("?country=POL", "invalid-request"),
+        ("?number=abc", "invalid-phone"),
+    ] {
+        let (s, body) = api
+            .call(&alice, Method::GET, &format!("/v1/rates{query}"), None)
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{query}"
+        );
+    }
+    let (s, _) = api.get("/v1/rates?country=PL").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Balance: 0 to start with.
+    let (s, body) = api.call(&alice, Method::GET, "/v1/balance", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["balance"].as_str(), body["currency"].as_str()),
+        (Some("0.00"), Some("EUR"))
+    );
+
+    // Top-ups: the admin API and the CLI.
+    let (s, body) = api
+        .admin_json(
+            Method::POST,
+            "/accounts/alice/topup",
+            Some(json!({"amount": "10.00", "reference": "pay-1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["balance"].as_str(), body["balance_micro"].as_i64()),
+        (Some("10.00"), Some(10_000_000))
+    );
+    for (login, amount, status, code) in [
+        (
+            "alice",
+            json!("-1"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            "alice",
+            json!("1.001"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            "alice",
+            json!("1000000000"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            "alice",
+            json!(5),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            "nobody",
+            json!("1"),
+            StatusCode::NOT_FOUND,
+            "no-such-account",
+        ),
+    ] {
+        let (s, body) = api
+            .admin_json(
+                Method::POST,
+                &format!("/accounts/{login}/topup"),
+                Some(json!({ "amount": amount })),
+            )
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (status, Some(code)),
+            "{amount}: {body}"
+        );
+    }
+    let out = api.site.ok(&["balance", "topup", "bob", "1.50"]);
+    assert!(out.contains("balance 1.50 EUR"), "{out}");
+    let err = api.site.fails(&["balance", "topup", "bob", "0"]);
+    assert!(err.contains("must be positive"), "{err}");
+
+    // Vouchers made by the admin API, redeemed once.
+    let (s, made) = api
+        .admin_json(
+            Method::POST,
+            "/vouchers",
+            Some(json!({"count": 2, "value": "5.00", "currency": "eur"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    assert_eq!(
+        (made["currency"].as_str(), made["value"].as_str()),
+        (Some("EUR"), Some("5.00"))
+    );
+    let pins: Vec<String> = made["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pins.len(), 2);
+    assert!(
+        pins.iter()
+            .all(|p| p.len() == 16 && p.bytes().all(|b| b.is_ascii_digit()))
+    );
+    for (body, status, code) in [
+        (
+            json!({"count": 1, "value": "5", "currency": "XYZ"}),
+            StatusCode::BAD_REQUEST,
+            "unknown-currency",
+        ),
+        (
+            json!({"count": 0, "value": "5", "currency": "EUR"}),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            json!({"count": 1, "value": "five", "currency": "EUR"}),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            json!({"count": 1, "value": "-5", "currency": "EUR"}),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+    ] {
+        let (s, answer) = api
+            .admin_json(Method::POST, "/vouchers", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (s, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let (s, body) = api
+        .call(
+            &alice,
+            Method::POST,
+            "/v1/vouchers/redeem",
+            Some(json!({ "pin": pins[0] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["amount"].as_str(), body["balance"].as_str()),
+        (Some("5.00"), Some("15.00"))
+    );
+    let (s, body) = api
+        .call(
+            &bob,
+            Method::POST,
+            "/v1/vouchers/redeem",
+            Some(json!({ "pin": pins[0] })),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("voucher-redeemed")),
+        "{body}"
+    );
+    let (s, body) = api
+        .call(
+            &carol,
+            Method::POST,
+            "/v1/vouchers/redeem",
+            Some(json!({ "pin": pins[1] })),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("currency-mismatch")),
+        "{body}"
+    );
+    let (s, batch) = api
+        .admin_json(
+            Method::GET,
+            &format!("/vouchers/{}", made["batch"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, batch["redeemed"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{batch}"
+    );
+    // Guessing PINs: unknown, then the per-account limit answers.
+    let mut limited = false;
+    for _ in 0..12 {
+        let (s, body) = api
+            .call(
+                &bob,
+                Method::POST,
+                "/v1/vouchers/redeem",
+                Some(json!({"pin": "0000-0000-0000-0000"})),
+            )
+            .await;
+        match s {
+            StatusCode::NOT_FOUND => assert_eq!(body["code"], "unknown-voucher"),
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["code"], "rate-limited");
+                limited = true;
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(limited, "PIN guessing was never limited");
+
+    // Transfers.
+    let (s, body) = api
+        .call(
+            &alice,
+            Method::POST,
+            "/v1/transfers",
+            Some(json!({"to": "bob", "amount": "2.50"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["to"].as_str(), body["balance"].as_str()),
+        (Some("bob"), Some("12.50"))
+    );
+    for (token, to, amount, status, code) in [
+        (
+            &alice,
+            "alice",
+            json!("1"),
+            StatusCode::BAD_REQUEST,
+            "transfer-to-self",
+        ),
+        (
+            &alice,
+            "bob",
+            json!("0"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            &alice,
+            "bob",
+            json!("-1.00"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            &alice,
+            "bob",
+            json!("0.001"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            &alice,
+            "bob",
+            json!("lots"),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            &alice,
+            "bob",
+            json!(1.5),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            &alice,
+            "bob",
+            json!("20.01"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "transfer-limit",
+        ),
+        (
+            &alice,
+            "nobody",
+            json!("1"),
+            StatusCode::BAD_REQUEST,
+            "unknown-recipient",
+        ),
+        (
+            &alice,
+            "carol",
+            json!("1"),
+            StatusCode::CONFLICT,
+            "currency-mismatch",
+        ),
+        (
+            &bob,
+            "alice",
+            json!("4.01"),
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient-funds",
+        ),
+    ] {
+        let (s, body) = api
+            .call(
+                token,
+                Method::POST,
+                "/v1/transfers",
+                Some(json!({ "to": to, "amount": amount })),
+            )
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (status, Some(code)),
+            "{to} {amount}: {body}"
+        );
+    }
+    let (s, body) = api
+        .call(
+            &bob,
+            Method::POST,
+            "/v1/transfers",
+            Some(json!({"to": "alice", "amount": "4"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["balance"].as_str()),
+        (StatusCode::CREATED, Some("0.00")),
+        "{body}"
+    );
+
+    // The balance with its ledger, newest first and paged.
+    let (s, page) = api
+        .call(&alice, Method::GET, "/v1/balance?limit=2", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["balance"], "16.50");
+    let kinds: Vec<&str> = page["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["transfer-in", "transfer-out"]);
+    assert_eq!(page["ledger"][0]["amount"], "4.00");
+    assert_eq!(page["ledger"][1]["amount"], "-2.50");
+    let next = page["next"].as_i64().unwrap();
+    let (_, older) = api
+        .call(
+            &alice,
+            Method::GET,
+            &format!("/v1/balance?limit=2&before={next}"),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = older["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["voucher", "topup"]);
+    let (s, body) = api
+        .call(&alice, Method::GET, "/v1/balance?limit=0", None)
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-request"))
+    );
+    // The operator's balance setter is a ledger row too.
+    let (s, _) = api
+        .admin_json(
+            Method::PUT,
+            "/accounts/bob/balance",
+            Some(json!({"balance_micro": 7_250_000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for (login, balance) in [("alice", 16_500_000), ("bob", 7_250_000), ("carol", 0)] {
+        assert_eq!(
+            ledger_sum_and_balance(&api, login).await,
+            (balance, balance),
+            "{login}"
+        );
+    }
+    let ledger = api.site.ok(&["balance", "ledger", "bob"]);
+    assert_eq!(ledger.lines().count(), 4, "{ledger}");
+    assert!(
+        ledger
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\tadjust\t7.25\t7.25\t"),
+        "{ledger}"
+    );
+    let shown = api.site.ok(&["balance", "show", "alice"]);
+    assert!(shown.contains("balance: 16.50 EUR"), "{shown}");
+
+    // Tariffs through the admin API.
+    let put = |name: &str, body: &'static str| {
+        api.admin(&api.client, Method::PUT, &format!("/tariffs/{name}"))
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let r = put(
+        "promo",
+        "prefix,currency,price_per_minute,country\n1,USD,0.01,US\n44,USD,0.02,GB\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = put("promo", "prefix,currency,price\n1,USD,0.01\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid-tariff");
+    let (_, list) = api.admin_json(Method::GET, "/tariffs", None).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "promo" && t["rows"] == 2),
+        "{list}"
+    );
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/tariffs/promo/rates/44", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, promo) = api.admin_json(Method::GET, "/tariffs/promo", None).await;
+    assert_eq!(promo["rates"].as_array().unwrap().len(), 1, "{promo}");
+    // carol moves to it: USD rates now show.
+    api.site
+        .ok(&["account", "set", "carol", "--tariff", "promo"]);
+    let (_, body) = api
+        .call(&carol, Method::GET, "/v1/rates?country=US", None)
+        .await;
+    assert_eq!(body["rates"][0]["prefix"], "1", "{body}");
+    let (s, _) = api.admin_json(Method::DELETE, "/tariffs/promo", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = api.admin_json(Method::GET, "/tariffs/promo", None).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown-tariff"))
+    );
+
+    // The CLI's other billing commands.
+    api.site.ok(&["tariff", "del", "std", "4822"]);
+    let err = api.site.fails(&["tariff", "del", "std", "4822"]);
+    assert!(err.contains("no rate for prefix"), "{err}");
+    let pins = api.site.ok(&[
+        "voucher",
+        "create",
+        "--count",
+        "3",
+        "--value",
+        "1.00",
+        "--currency",
+        "EUR",
+    ]);
+    assert_eq!(pins.lines().count(), 3, "{pins}");
+    assert!(pins.lines().all(|p| p.len() == 16), "{pins}");
+    let err = api.site.fails(&[
+        "voucher",
+        "create",
+        "--count",
+        "1",
+        "--value",
+        "1",
+        "--currency",
+        "XYZ",
+    ]);
+    assert!(err.contains("ISO 4217"), "{err}");
+}

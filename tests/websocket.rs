@@ -451,7 +451,9 @@ async fn a_udp_phone_calls_a_browser_over_wss() {
     let invite = alice.next().await;
     assert!(invite.starts_with("INVITE sip:alice@"), "{invite}");
     assert!(
-        invite.to_ascii_lowercase().contains(".invalid;transport=ws"),
+        invite
+            .to_ascii_lowercase()
+            .contains(".invalid;transport=ws"),
         "the INVITE goes to the browser's registered Contact:\n{invite}"
     );
     assert!(

@@ -5,6 +5,7 @@
 //! network; everything but `/health` also needs the bearer token.
 
 pub mod accounts;
+pub mod billing;
 pub mod recordings;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub store: Store,
     /// What accounts created here start with.
     pub template: AccountTemplate,
+    /// Tariffs and vouchers.
+    pub billing: Arc<crate::billing::Billing>,
     token_digest: [u8; 32],
 }
 
@@ -41,6 +44,7 @@ pub struct AdminParts {
     pub metrics: Metrics,
     pub store: Store,
     pub template: AccountTemplate,
+    pub billing: Arc<crate::billing::Billing>,
 }
 
 impl AdminState {
@@ -50,6 +54,7 @@ impl AdminState {
             metrics: parts.metrics,
             store: parts.store,
             template: parts.template,
+            billing: parts.billing,
             allow,
             token_digest: Sha256::digest(token.as_bytes()).into(),
         }
@@ -110,6 +115,25 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/accounts/{login}/registrations",
             get(accounts::registrations),
         )
+        .route("/accounts/{login}/topup", post(billing::topup))
+        .route("/accounts/{login}/ledger", get(billing::ledger))
+        .route("/tariffs", get(billing::list))
+        .route(
+            "/tariffs/{name}",
+            get(billing::show)
+                .put(billing::replace)
+                .post(billing::merge)
+                .delete(billing::remove)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    billing::TARIFF_MAX_BYTES,
+                )),
+        )
+        .route(
+            "/tariffs/{name}/rates/{prefix}",
+            axum::routing::delete(billing::remove_rate),
+        )
+        .route("/vouchers", post(billing::create_vouchers))
+        .route("/vouchers/{batch}", get(billing::voucher_batch))
         .route("/recordings", get(recordings::list))
         .route(
             "/recordings/{id}",
@@ -270,6 +294,13 @@ mod tests {
             ("/accounts/{login}/registrations", &["get"]),
             ("/recordings", &["get"]),
             ("/recordings/{id}", &["delete"]),
+            ("/accounts/{login}/topup", &["post"]),
+            ("/accounts/{login}/ledger", &["get"]),
+            ("/tariffs", &["get"]),
+            ("/tariffs/{name}", &["get", "put", "post", "delete"]),
+            ("/tariffs/{name}/rates/{prefix}", &["delete"]),
+            ("/vouchers", &["post"]),
+            ("/vouchers/{batch}", &["get"]),
             ("/recordings/{id}/audio", &["get"]),
         ] {
             for m in methods {

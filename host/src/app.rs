@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::billing::Billing;
 use crate::config::Config;
 use crate::directory::{Directory, StoreDirectory};
 use crate::metrics::Metrics;
@@ -20,6 +21,8 @@ pub struct App {
     pub data_dir: PathBuf,
     pub store: Store,
     pub metrics: Metrics,
+    /// Made on first use: one per process (see [`App::billing`]).
+    billing: std::sync::OnceLock<Arc<Billing>>,
 }
 
 impl App {
@@ -41,7 +44,17 @@ impl App {
             data_dir,
             store,
             metrics: Metrics::new(),
+            billing: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The billing service (tariffs in memory, charging, vouchers), the
+    /// same instance for the call path and the APIs. Its refresh task is
+    /// started by whoever runs the switch ([`Billing::spawn_refresh`]).
+    pub fn billing(&self) -> Arc<Billing> {
+        self.billing
+            .get_or_init(|| Billing::new(self.store.clone(), self.config.billing.clone()))
+            .clone()
     }
 
     /// The plugin engine with the configured limits.

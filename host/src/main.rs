@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod billing_cli;
 mod presence_cli;
 mod push_cli;
 
@@ -85,6 +86,15 @@ enum Command {
     /// Users' push tokens, test pushes and the push outbox.
     #[command(subcommand)]
     Push(push_cli::PushCommand),
+    /// Tariffs: import from CSV, list, delete rates.
+    #[command(subcommand)]
+    Tariff(billing_cli::TariffCommand),
+    /// Balances: show, top up, the ledger.
+    #[command(subcommand)]
+    Balance(billing_cli::BalanceCommand),
+    /// Voucher (recharge PIN) batches.
+    #[command(subcommand)]
+    Voucher(billing_cli::VoucherCommand),
 }
 
 #[derive(Subcommand)]
@@ -382,6 +392,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Voicemail(cmd) => presence_cli::voicemail(app, cmd).await,
         Command::Presence(cmd) => presence_cli::presence(app, cmd).await,
         Command::Push(cmd) => push_cli::push(app, cmd).await,
+        Command::Tariff(cmd) => billing_cli::tariff(app, cmd).await,
+        Command::Balance(cmd) => billing_cli::balance(app, cmd).await,
+        Command::Voucher(cmd) => billing_cli::voucher(app, cmd).await,
         Command::Guest(GuestCommand::Check { file }) => {
             let plugins = app.plugins()?;
             let report = inspect::check(&plugins, &file).await?;
@@ -493,6 +506,7 @@ async fn run(app: App) -> anyhow::Result<()> {
             metrics: app.metrics.clone(),
             store: app.store.clone(),
             template: app.config.account_template.clone(),
+            billing: app.billing(),
         },
         app.config.admin.allow.clone(),
         &token,

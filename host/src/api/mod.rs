@@ -17,6 +17,7 @@
 
 pub mod answering;
 pub mod avatar;
+pub mod billing;
 pub mod clock;
 pub mod contacts;
 pub mod error;
@@ -170,6 +171,8 @@ pub struct ApiState {
     pub call_out: Option<CallOut>,
     /// Delivers what a new user's joining stored (the SIP service).
     pub on_user_joined: Option<UserJoined>,
+    /// Tariffs, balances, vouchers, transfers.
+    pub billing: Arc<crate::billing::Billing>,
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
@@ -207,6 +210,7 @@ pub struct ApiParts {
     pub on_mailbox_changed: Option<ProfileChanged>,
     pub call_out: Option<CallOut>,
     pub on_user_joined: Option<UserJoined>,
+    pub billing: Arc<crate::billing::Billing>,
 }
 
 impl ApiState {
@@ -239,6 +243,7 @@ impl ApiState {
             on_mailbox_changed: parts.on_mailbox_changed,
             call_out: parts.call_out,
             on_user_joined: parts.on_user_joined,
+            billing: parts.billing,
             // One per core of the machines this runs on: a burst of uploads
             // queues instead of multiplying the decode memory.
             avatar_decoders: tokio::sync::Semaphore::new(
@@ -424,6 +429,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/recordings/{id}/audio", get(recordings::audio))
         .route("/v1/users/{login}/avatar", get(avatar::download))
+        .route("/v1/balance", get(billing::balance))
+        .route("/v1/rates", get(billing::rates))
+        .route("/v1/vouchers/redeem", post(billing::redeem))
+        .route("/v1/transfers", post(billing::transfer))
         .route("/v1/password/forgot", post(password::forgot))
         .route(
             "/v1/password/reset",
@@ -500,6 +509,10 @@ mod tests {
             "/v1/password/reset",
             "/v1/sms/reports/{provider}",
             "/v1/openapi.json",
+            "/v1/balance",
+            "/v1/rates",
+            "/v1/vouchers/redeem",
+            "/v1/transfers",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
         }

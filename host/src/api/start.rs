@@ -38,7 +38,8 @@ pub async fn start(
     let sms = SmsService::load(&app.config.sms, plugins, app.store.clone())
         .await
         .context("cannot start SMS")?;
-    let mut tasks = vec![worker::spawn(sms.clone())];
+    let billing = app.billing();
+    let mut tasks = vec![worker::spawn(sms.clone()), billing.spawn_refresh()];
     // Address books closed but not applied when the last run stopped.
     for token in app.store.pending_contact_uploads().await? {
         super::contacts::spawn_apply(app.store.clone(), token);
@@ -81,6 +82,7 @@ pub async fn start(
             default_country_code: app.config.presence.default_country_code.clone(),
             template: app.config.account_template.clone(),
             sip_domain: sip.domain.clone(),
+            billing,
             mailer,
             activation_template,
             reset_template,

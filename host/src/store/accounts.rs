@@ -358,6 +358,21 @@ impl Store {
             .bind(created_at)
             .execute(&mut *tx)
             .await?;
+            if t.balance_micro != 0 {
+                // The ledger invariant: an opening balance is a ledger row.
+                sqlx::query(
+                    "INSERT INTO ledger (login, kind, amount_micro, balance_after_micro, \
+                     currency, reference, actor, created_at) \
+                     VALUES (?, 'adjust', ?, ?, ?, 'opening balance', 'system', ?)",
+                )
+                .bind(&new.login)
+                .bind(t.balance_micro)
+                .bind(t.balance_micro)
+                .bind(&t.currency)
+                .bind(created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(())
         }
@@ -582,15 +597,20 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Sets the balance (millionths of the currency unit). False if there is
-    /// no such account.
+    /// Sets the balance (millionths of the currency unit) through an
+    /// `adjust` ledger row of the difference (see [`super::billing`]).
+    /// False if there is no such account.
     pub async fn set_balance(&self, login: &str, balance_micro: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE accounts SET balance_micro = ? WHERE login = ?")
-            .bind(balance_micro)
-            .bind(login)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        use super::billing::BillingError;
+        match self
+            .set_balance_recorded(login, balance_micro, Some("admin"), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(BillingError::NoAccount(_)) => Ok(false),
+            Err(BillingError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Invalid(e.to_string())),
+        }
     }
 
     /// Activates or deactivates the account. False if there is no such

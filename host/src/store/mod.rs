@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod answering;
 pub mod avatars;
+pub mod billing;
 pub mod calls;
 pub mod contact_uploads;
 pub mod contacts;

@@ -1,0 +1,574 @@
+//! Billing (SPEC §10): tariffs, rating, prepaid balances, vouchers and
+//! transfers — the money side the call path charges through.
+//!
+//! - [`money`]: exact amounts (micro units, decimal strings, ISO 4217);
+//! - [`rating`]: what a call costs and how long a balance lasts (pure);
+//! - [`tariffs`]: tariff rows, their CSV form, the in-memory prefix tables;
+//! - [`Billing`]: the service the call path and the APIs use; the tables
+//!   and the ledger are in [`crate::store::billing`].
+//!
+//! # Charging a call: reserve, then settle
+//!
+//! [`Billing::authorize`] finds the rate (longest prefix of the dialled
+//! number in the account's tariff), works out the longest call the
+//! available money pays for ([`rating::max_secs`], capped by
+//! `billing.max_call_secs`) and **reserves** its cost: one conditional
+//! update adds it to `accounts.reserved_micro` only if `balance -
+//! reserved` still covers it. A second call of the same account therefore
+//! only gets what the first left, and no interleaving of calls, SMS,
+//! transfers and top-ups can spend money twice. The call path cuts the call
+//! at `max_secs`. [`Billing::settle`] then debits the real cost of the
+//! billed seconds (never more than the reservation) with its `call` ledger
+//! row and frees the reservation, in one transaction;
+//! [`Billing::release`] frees it without a charge (the call was not
+//! answered). A reservation nobody settled (its node died) is released
+//! `billing.reservation_grace_secs` after the call's latest end.
+
+pub mod money;
+pub mod rating;
+pub mod tariffs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+pub use crate::store::billing::{
+    AccountMoney, BillingError, LedgerEntry, LedgerKind, Movement, Redeemed,
+};
+use crate::store::{Store, StoreError};
+use tariffs::{TariffRate, TariffSet};
+
+/// `[billing]`: limits and timers of the money side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// Largest user-to-user transfer, micro units of the sender's currency.
+    pub transfer_max_micro: i64,
+    /// Longest call one authorisation covers, seconds: it caps what is
+    /// reserved for a call, and the call path cuts the call then.
+    pub max_call_secs: u32,
+    /// How often a node checks whether a tariff changed, seconds.
+    pub tariff_poll_secs: u64,
+    /// How long after a call's latest possible end an unsettled
+    /// reservation is released, seconds.
+    pub reservation_grace_secs: u64,
+    /// Days a voucher is valid when its batch says nothing.
+    pub voucher_days: u32,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            // Enough to share credit with family; small enough that a stolen
+            // session cannot empty a large balance at once.
+            transfer_max_micro: 50 * money::MICRO,
+            // calls.max_duration_secs' default: four hours.
+            max_call_secs: 14_400,
+            // Other nodes see a changed tariff within seconds, for one tiny
+            // query per poll.
+            tariff_poll_secs: 5,
+            // A settle arrives right after the call; an hour covers a
+            // database outage at the end of the call.
+            reservation_grace_secs: 3_600,
+            voucher_days: 365,
+        }
+    }
+}
+
+/// Why a call or message is refused before it starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No such account.
+    #[error("no such account")]
+    UnknownAccount,
+    /// The account is disabled.
+    #[error("the account is not active")]
+    Inactive,
+    /// The account's tariff prices nothing for this number (for an SMS: no
+    /// SMS price), or the number is not digits.
+    #[error("no rate for this number")]
+    NoRate,
+    /// The rate is in another currency than the account's balance.
+    #[error("the rate is in {rate}, the balance in {account}")]
+    CurrencyMismatch { account: String, rate: String },
+    /// The money available does not pay the fee and the first increment
+    /// (for an SMS: its price).
+    #[error("insufficient funds ({available_micro} micro available)")]
+    NoBalance { available_micro: i64 },
+    /// The database failed: the caller decides whether to let it through.
+    #[error("billing unavailable: {0}")]
+    Failed(BillingError),
+}
+
+/// A call the balance pays for: what [`Billing::settle`] needs at its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authorization {
+    pub reservation_id: i64,
+    pub login: String,
+    /// The dialled number (digits).
+    pub number: String,
+    /// The tariff row that prices it.
+    pub rate: TariffRate,
+    /// Cut the call after this many seconds.
+    pub max_secs: u32,
+    /// Set aside: the cost of `max_secs`.
+    pub reserved_micro: i64,
+}
+
+/// A settled call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settlement {
+    /// Seconds charged (the billed ones, at most `max_secs`).
+    pub secs: u32,
+    pub cost_micro: i64,
+    /// The `call` ledger row; none for a cost of 0.
+    pub entry: Option<LedgerEntry>,
+}
+
+/// A charged message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SmsCharge {
+    pub rate: TariffRate,
+    pub cost_micro: i64,
+    /// None for a price of 0.
+    pub entry: Option<LedgerEntry>,
+}
+
+/// A new batch of vouchers with their PINs (shown once: only a keyed hash
+/// of each is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewVouchers {
+    pub batch: String,
+    pub value_micro: i64,
+    pub currency: String,
+    pub expires_at: i64,
+    pub pins: Vec<String>,
+}
+
+/// Digits of a voucher PIN: 10^16 PINs, so guessing one of even a million
+/// live vouchers takes ~10^10 tries, against a rate limit of a few a minute.
+pub const PIN_DIGITS: usize = 16;
+/// Most vouchers one batch may hold.
+pub const MAX_BATCH: u32 = 10_000;
+
+/// The digits of a dialled number (`+` and separators dropped), if it is
+/// one.
+pub fn number_digits(number: &str) -> Option<String> {
+    let digits: String = number
+        .trim()
+        .trim_start_matches('+')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+        .collect();
+    (!digits.is_empty()
+        && digits.len() <= tariffs::PREFIX_MAX
+        && digits.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(digits)
+}
+
+/// The billing service: one per process, shared by the call path and the
+/// APIs ([`crate::app::App::billing`]).
+pub struct Billing {
+    store: Store,
+    config: BillingConfig,
+    tariffs: ArcSwap<TariffSet>,
+    /// One reload at a time.
+    reload: tokio::sync::Mutex<()>,
+    pin_key: hmac::Key,
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Billing")
+            .field("config", &self.config)
+            .field("tariff_version", &self.tariffs.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Billing {
+    pub fn new(store: Store, config: BillingConfig) -> Arc<Billing> {
+        let pin_key = hmac::Key::new(hmac::HMAC_SHA256, &store.secrets().derive("voucher-pins"));
+        Arc::new(Billing {
+            store,
+            config,
+            tariffs: ArcSwap::from_pointee(TariffSet::unloaded()),
+            reload: tokio::sync::Mutex::new(()),
+            pin_key,
+        })
+    }
+
+    pub fn config(&self) -> &BillingConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Polls the tariff version every `tariff_poll_secs` (reloading the
+    /// tables when it moved) and releases expired reservations.
+    pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let billing = Arc::downgrade(self);
+        let every = Duration::from_secs(self.config.tariff_poll_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(billing) = billing.upgrade() else {
+                    return;
+                };
+                if let Err(e) = billing.refresh().await {
+                    tracing::warn!(error = %e, "tariff reload failed; the loaded tariffs stay");
+                }
+                match billing
+                    .store
+                    .release_expired_reservations(crate::store::now_secs())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        released = n,
+                        "balance reservations of calls never settled were released"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "releasing expired reservations failed"),
+                }
+            }
+        })
+    }
+
+    /// Reloads the tariffs if their version moved; whether it did.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let _one = self.reload.lock().await;
+        let version = self.store.tariff_version().await?;
+        if version == self.tariffs.load().version {
+            return Ok(false);
+        }
+        // Version first, rows second: a change in between is loaded now
+        // and again at the next poll, never missed.
+        let rows = self.store.all_tariff_rates().await?;
+        let set = TariffSet::build(version, rows);
+        tracing::info!(version, rows = set.len(), "tariffs loaded");
+        self.tariffs.store(Arc::new(set));
+        Ok(true)
+    }
+
+    /// The tariffs in memory (loaded on first use).
+    pub async fn tariffs(&self) -> Result<Arc<TariffSet>, StoreError> {
+        let current = self.tariffs.load_full();
+        if current.version >= 0 {
+            return Ok(current);
+        }
+        self.refresh().await?;
+        Ok(self.tariffs.load_full())
+    }
+
+    /// The row of `tariff` with the longest prefix of `number`.
+    pub async fn rate(&self, tariff: &str, number: &str) -> Result<Option<TariffRate>, StoreError> {
+        let Some(digits) = number_digits(number) else {
+            return Ok(None);
+        };
+        Ok(self.tariffs().await?.lookup(tariff, &digits).cloned())
+    }
+
+    /// The account, its rate for `number`, checked against each other.
+    async fn priced(
+        &self,
+        login: &str,
+        number: &str,
+    ) -> Result<(AccountMoney, TariffRate, String), Refusal> {
+        let account = self
+            .store
+            .account_money(login)
+            .await
+            .map_err(|e| Refusal::Failed(e.into()))?
+            .ok_or(Refusal::UnknownAccount)?;
+        if !account.active {
+            return Err(Refusal::Inactive);
+        }
+        let digits = number_digits(number).ok_or(Refusal::NoRate)?;
+        let rate = self
+            .tariffs()
+            .await
+            .map_err(|e| Refusal::Failed(e.into()))?
+            .lookup(&account.tariff, &digits)
+            .cloned()
+            .ok_or(Refusal::NoRate)?;
+        if rate.currency != account.currency {
+            return Err(Refusal::CurrencyMismatch {
+                account: account.currency,
+                rate: rate.currency,
+            });
+        }
+        Ok((account, rate, digits))
+    }
+
+    /// Authorises a call from `login` to `number` (E.164 digits): the rate,
+    /// the longest call the available money pays for, and a reservation of
+    /// its cost (see the module documentation).
+    pub async fn authorize(&self, login: &str, number: &str) -> Result<Authorization, Refusal> {
+        let mut available = 0;
+        // A concurrent debit between the read and the reservation makes the
+        // reservation fail; the second look sees the new balance.
+        for _ in 0..3 {
+            let (account, rate, digits) = self.priced(login, number).await?;
+            available = account.available_micro();
+            let max_secs = rating::max_secs(&rate.rate, available, self.config.max_call_secs);
+            if max_secs == 0 {
+                return Err(Refusal::NoBalance {
+                    available_micro: available,
+                });
+            }
+            let reserved = rating::cost(&rate.rate, max_secs);
+            let expires_at = crate::store::now_secs()
+                + i64::from(max_secs)
+                + i64::try_from(self.config.reservation_grace_secs).unwrap_or(i64::MAX / 4);
+            match self
+                .store
+                .reserve(login, reserved, Some(&digits), expires_at)
+                .await
+            {
+                Ok(reservation_id) => {
+                    return Ok(Authorization {
+                        reservation_id,
+                        login: login.to_owned(),
+                        number: digits,
+                        rate,
+                        max_secs,
+                        reserved_micro: reserved,
+                    });
+                }
+                Err(BillingError::InsufficientFunds { .. }) => continue,
+                Err(BillingError::NoAccount(_)) => return Err(Refusal::UnknownAccount),
+                Err(e) => return Err(Refusal::Failed(e)),
+            }
+        }
+        Err(Refusal::NoBalance {
+            available_micro: available,
+        })
+    }
+
+    /// Ends an authorised call that lasted `billed_secs` seconds (answered;
+    /// more than `max_secs` is charged as `max_secs`): debits its cost with
+    /// a `call` ledger row referencing the number and frees the rest of the
+    /// reservation, in one transaction. `UnknownReservation` if it was
+    /// settled or released already (nothing is charged twice).
+    pub async fn settle(
+        &self,
+        auth: &Authorization,
+        billed_secs: u32,
+    ) -> Result<Settlement, BillingError> {
+        let secs = billed_secs.min(auth.max_secs);
+        let cost = rating::cost(&auth.rate.rate, secs).min(auth.reserved_micro);
+        let entry = self
+            .store
+            .settle_reservation(
+                auth.reservation_id,
+                &Movement {
+                    login: &auth.login,
+                    kind: LedgerKind::Call,
+                    amount_micro: cost,
+                    reference: Some(&auth.number),
+                    actor: Some("system"),
+                },
+                auth.reserved_micro,
+            )
+            .await?;
+        Ok(Settlement {
+            secs,
+            cost_micro: cost,
+            entry,
+        })
+    }
+
+    /// Frees an authorised call's reservation without a charge (it was
+    /// never answered).
+    pub async fn release(&self, auth: &Authorization) -> Result<(), BillingError> {
+        self.store
+            .release_reservation(auth.reservation_id, &auth.login, auth.reserved_micro)
+            .await
+    }
+
+    /// Charges one message from `login` to `number` at the rate row's
+    /// `sms_price_micro` (rows without one do not sell messages:
+    /// [`Refusal::NoRate`]), with an `sms` ledger row, if the available
+    /// money covers it.
+    pub async fn charge_sms(&self, login: &str, number: &str) -> Result<SmsCharge, Refusal> {
+        let (_, rate, digits) = self.priced(login, number).await?;
+        let price = rate.sms_price_micro.ok_or(Refusal::NoRate)?;
+        if price == 0 {
+            return Ok(SmsCharge {
+                rate,
+                cost_micro: 0,
+                entry: None,
+            });
+        }
+        let movement = Movement {
+            login,
+            kind: LedgerKind::Sms,
+            amount_micro: price,
+            reference: Some(&digits),
+            actor: Some("system"),
+        };
+        match self.store.debit(&movement).await {
+            Ok(entry) => Ok(SmsCharge {
+                rate,
+                cost_micro: price,
+                entry: Some(entry),
+            }),
+            Err(BillingError::InsufficientFunds { available_micro }) => {
+                Err(Refusal::NoBalance { available_micro })
+            }
+            Err(BillingError::NoAccount(_)) => Err(Refusal::UnknownAccount),
+            Err(e) => Err(Refusal::Failed(e)),
+        }
+    }
+
+    /// The keyed hash a PIN is stored as.
+    pub fn pin_hash(&self, pin: &str) -> String {
+        hex::encode(hmac::sign(&self.pin_key, pin.as_bytes()).as_ref())
+    }
+
+    /// Creates `count` vouchers worth `value_micro` of `currency` (ISO
+    /// 4217, whole minor units), valid for `days` days (the configured
+    /// default when `None`).
+    pub async fn create_vouchers(
+        &self,
+        count: u32,
+        value_micro: i64,
+        currency: &str,
+        days: Option<u32>,
+    ) -> Result<NewVouchers, BillingError> {
+        let currency = money::currency(currency).ok_or_else(|| {
+            BillingError::Invalid(format!("{currency:?} is not an ISO 4217 currency"))
+        })?;
+        if !(1..=MAX_BATCH).contains(&count) {
+            return Err(BillingError::Invalid(format!(
+                "count {count}: 1 to {MAX_BATCH} vouchers a batch"
+            )));
+        }
+        let days = days.unwrap_or(self.config.voucher_days);
+        if !(1..=3650).contains(&days) {
+            return Err(BillingError::Invalid(format!("{days} days: 1 to 3650")));
+        }
+        let minor = 10i64.pow(6 - currency.exponent);
+        if value_micro % minor != 0 {
+            return Err(BillingError::Invalid(format!(
+                "a voucher in {currency} is worth whole minor units"
+            )));
+        }
+        let rng = SystemRandom::new();
+        let mut pins = Vec::with_capacity(count as usize);
+        let mut seen = std::collections::HashSet::new();
+        while pins.len() < count as usize {
+            let pin = random_pin(&rng)?;
+            if seen.insert(pin.clone()) {
+                pins.push(pin);
+            }
+        }
+        let hashes: Vec<String> = pins.iter().map(|p| self.pin_hash(p)).collect();
+        let mut batch_id = [0u8; 8];
+        rng.fill(&mut batch_id)
+            .map_err(|_| BillingError::Invalid("no randomness".into()))?;
+        let batch = hex::encode(batch_id);
+        let expires_at = crate::store::now_secs() + i64::from(days) * 86_400;
+        self.store
+            .create_vouchers(&batch, &hashes, value_micro, currency.code, expires_at)
+            .await?;
+        Ok(NewVouchers {
+            batch,
+            value_micro,
+            currency: currency.code.to_owned(),
+            expires_at,
+            pins,
+        })
+    }
+
+    /// Redeems a PIN (spaces and dashes ignored) for `login`, once.
+    pub async fn redeem(&self, login: &str, pin: &str) -> Result<Redeemed, BillingError> {
+        let digits: String = pin.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        if digits.len() != PIN_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BillingError::VoucherUnknown);
+        }
+        self.store
+            .redeem_voucher(&self.pin_hash(&digits), login, crate::store::now_secs())
+            .await
+    }
+
+    /// A user's transfer of `amount_micro` to another account, within
+    /// `billing.transfer_max_micro`.
+    pub async fn transfer(
+        &self,
+        from: &str,
+        to: &str,
+        amount_micro: i64,
+    ) -> Result<(LedgerEntry, LedgerEntry), BillingError> {
+        if amount_micro > self.config.transfer_max_micro {
+            return Err(BillingError::TransferLimit {
+                max_micro: self.config.transfer_max_micro,
+            });
+        }
+        self.store
+            .transfer(from, to, amount_micro, Some(from))
+            .await
+    }
+}
+
+/// A uniformly random PIN of [`PIN_DIGITS`] digits.
+fn random_pin(rng: &SystemRandom) -> Result<String, BillingError> {
+    const SPAN: u64 = 10_000_000_000_000_000; // 10^16
+    // Rejection sampling: the largest multiple of SPAN below 2^64 keeps
+    // every PIN equally likely.
+    const LIMIT: u64 = u64::MAX - u64::MAX % SPAN;
+    loop {
+        let mut bytes = [0u8; 8];
+        rng.fill(&mut bytes)
+            .map_err(|_| BillingError::Invalid("no randomness".into()))?;
+        let n = u64::from_le_bytes(bytes);
+        if n < LIMIT {
+            return Ok(format!("{:016}", n % SPAN));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_sixteen_random_digits() {
+        let rng = SystemRandom::new();
+        let pins: std::collections::HashSet<String> =
+            (0..1000).map(|_| random_pin(&rng).unwrap()).collect();
+        assert_eq!(pins.len(), 1000);
+        assert!(
+            pins.iter()
+                .all(|p| p.len() == PIN_DIGITS && p.bytes().all(|b| b.is_ascii_digit()))
+        );
+    }
+
+    #[test]
+    fn dialled_numbers_become_digits() {
+        assert_eq!(
+            number_digits("+48 600-100 200").as_deref(),
+            Some("48600100200")
+        );
+        assert_eq!(number_digits("(0048) 600.1").as_deref(), Some("00486001"));
+        assert_eq!(number_digits(""), None);
+        assert_eq!(number_digits("alice"), None);
+        assert_eq!(number_digits(&"1".repeat(33)), None);
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let c = BillingConfig::default();
+        assert_eq!(c.transfer_max_micro, 50_000_000);
+        assert_eq!(c.max_call_secs, 14_400);
+    }
+}
