@@ -725,3 +725,141 @@ async fn a_session_timer_nobody_refreshes_ends_the_call() {
     assert_eq!(c[7], "session-timer");
     nothing_leaks(&switch).await;
 }
+
+/// `balance show` of `login`: its balance line, e.g. `0.92 USD`.
+fn balance_of(switch: &Switch, login: &str) -> String {
+    let shown = switch.site.ok(&["balance", "show", login]);
+    shown
+        .lines()
+        .find_map(|l| l.strip_prefix("balance: "))
+        .unwrap_or_else(|| panic!("{shown}"))
+        .to_string()
+}
+
+/// An amount like `0.08` in hundredths.
+fn cents(text: &str) -> i64 {
+    let (units, hundredths) = text.split_once('.').unwrap_or((text, "0"));
+    units.parse::<i64>().unwrap() * 100 + hundredths.parse::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepaid_offnet_calls_are_charged_cut_when_the_money_runs_out_and_refused_without_it() {
+    let switch = switch("[billing]\nprepaid_calls = true\n").await;
+    let carrier_port = free_sip_port();
+    switch.dora_and_gateway(&[], "carrier", "4860", carrier_port, "udp");
+    switch.site.ok(&[
+        "account",
+        "add",
+        "erin",
+        "--password",
+        "erin-pw",
+        "--phone",
+        "48600333444",
+    ]);
+    // The template's tariff, in the accounts' currency: 0.60 a minute
+    // billed by the second (0.01 a second) and 0.05 to connect.
+    let tariff = switch.site.path("tariff.csv");
+    std::fs::write(
+        &tariff,
+        "prefix,description,country,currency,price_per_minute,connection_fee,increments\n\
+         486001,Poland mobile,PL,USD,0.60,0.05,1/1\n",
+    )
+    .unwrap();
+    switch
+        .site
+        .ok(&["tariff", "import", "default", tariff.to_str().unwrap()]);
+    switch.site.ok(&["balance", "topup", "dora", "1.00"]);
+    switch.site.ok(&["balance", "topup", "erin", "0.08"]);
+    let carrier_for = |from: &str| {
+        let scenario = switch.variant_with(
+            "call_gw_uas.xml",
+            &[("EXPECT_RURI", "4860012345"), ("EXPECT_FROM", from)],
+        );
+        carrier(&switch, &scenario, carrier_port, "u1")
+    };
+
+    // dora talks for about 2 s: the fee and every started second.
+    let c = carrier_for("sip:48600111222@");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dora = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            dora.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-d",
+            "2000",
+        ],
+    );
+    assert!(ok, "dora's call failed:\n{trace}\n{}", switch.log());
+    carrier_passed(&switch, c);
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let record = columns(&lines[0]);
+    assert_eq!(
+        &record[1..6],
+        ["dora", "4860012345", "carrier", "answered", "200"]
+    );
+    let cost = cents(record[8]);
+    assert!(
+        (7..=9).contains(&cost),
+        "0.05 and 2-4 started seconds at 0.01: {lines:?}"
+    );
+    assert_eq!(
+        balance_of(&switch, "dora"),
+        format!("{}.{:02} USD", (100 - cost) / 100, (100 - cost) % 100),
+        "the record's cost is what left the balance"
+    );
+
+    // erin's 0.08 pays the fee and 3 seconds: the switch hangs up then,
+    // both sides, and the whole reservation is spent.
+    let c = carrier_for("sip:48600333444@");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let erin = switch.users("erin.csv", "erin", "erin-pw");
+    let started = std::time::Instant::now();
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac_wait_bye.xml"),
+        &["-inf", erin.to_str().unwrap(), "-s", "int4860012345"],
+    );
+    assert!(
+        ok,
+        "erin's call was not ended by the switch:\n{trace}\n{}",
+        switch.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    carrier_passed(&switch, c);
+    let lines = wait_cdrs(&switch, "erin", 1).await;
+    let record = columns(&lines[0]);
+    assert_eq!(
+        (record[5], record[7], record[8]),
+        ("200", "out-of-credit", "0.08"),
+        "{lines:?}"
+    );
+    assert!(["3", "4"].contains(&record[6]), "cut after 3 s: {lines:?}");
+    assert_eq!(balance_of(&switch, "erin"), "0.00 USD");
+    let ledger = switch.site.ok(&["balance", "ledger", "erin"]);
+    assert!(ledger.contains("call"), "{ledger}");
+
+    // Nothing left: refused before the carrier is called.
+    let (ok, trace) = sipp(
+        &switch,
+        &expect_failure(&switch, 402),
+        &["-inf", erin.to_str().unwrap(), "-s", "int4860012345"],
+    );
+    assert!(ok, "{trace}\n{}", switch.log());
+    // A number the gateway serves and the tariff does not price.
+    let (ok, trace) = sipp(
+        &switch,
+        &expect_failure(&switch, 403),
+        &["-inf", dora.to_str().unwrap(), "-s", "int4860912345"],
+    );
+    assert!(ok, "{trace}\n{}", switch.log());
+    nothing_leaks(&switch).await;
+}

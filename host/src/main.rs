@@ -353,7 +353,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for c in app.store.list_cdrs(login.as_deref(), limit).await? {
                 let c = c.cdr;
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     softswitch::utc::format_ms(c.started_at),
                     c.caller,
                     c.callee,
@@ -362,6 +362,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     c.code,
                     c.duration_secs(),
                     c.end_reason.as_deref().unwrap_or("-"),
+                    c.cost_micro.map_or_else(
+                        || "-".to_owned(),
+                        |m| softswitch::billing::money::format_micro(m, 2)
+                    ),
                 );
             }
             Ok(())

@@ -58,6 +58,11 @@ pub struct BillingConfig {
     pub reservation_grace_secs: u64,
     /// Days a voucher is valid when its batch says nothing.
     pub voucher_days: u32,
+    /// Prepaid OFFNET calls: a call from an account to a gateway is
+    /// authorised against the account's tariff and balance (refused with
+    /// 402 or 403 otherwise), cut when the money runs out, and charged at
+    /// its end. Off by default: a fresh switch has no tariffs.
+    pub prepaid_calls: bool,
 }
 
 impl Default for BillingConfig {
@@ -75,6 +80,7 @@ impl Default for BillingConfig {
             // database outage at the end of the call.
             reservation_grace_secs: 3_600,
             voucher_days: 365,
+            prepaid_calls: false,
         }
     }
 }
@@ -293,13 +299,24 @@ impl Billing {
             return Err(Refusal::Inactive);
         }
         let digits = number_digits(number).ok_or(Refusal::NoRate)?;
-        let rate = self
+        let failed = |e: StoreError| Refusal::Failed(e.into());
+        let mut rate = self
             .tariffs()
             .await
-            .map_err(|e| Refusal::Failed(e.into()))?
+            .map_err(failed)?
             .lookup(&account.tariff, &digits)
-            .cloned()
-            .ok_or(Refusal::NoRate)?;
+            .cloned();
+        // A miss may be a tariff imported since the last poll (on this node
+        // or another): one look at the version row, and the new table.
+        if rate.is_none() && self.refresh().await.map_err(failed)? {
+            rate = self
+                .tariffs()
+                .await
+                .map_err(failed)?
+                .lookup(&account.tariff, &digits)
+                .cloned();
+        }
+        let rate = rate.ok_or(Refusal::NoRate)?;
         if rate.currency != account.currency {
             return Err(Refusal::CurrencyMismatch {
                 account: account.currency,
@@ -378,6 +395,43 @@ impl Billing {
                     actor: Some("system"),
                 },
                 auth.reserved_micro,
+            )
+            .await?;
+        Ok(Settlement {
+            secs,
+            cost_micro: cost,
+            entry,
+        })
+    }
+
+    /// [`Billing::settle`] for a call through the switch: its call record,
+    /// carrying the cost, is written in the debit's transaction, and the
+    /// ledger row names the call's Call-ID.
+    pub async fn settle_call(
+        &self,
+        auth: &Authorization,
+        billed_secs: u32,
+        cdr: &crate::store::calls::Cdr,
+    ) -> Result<Settlement, BillingError> {
+        let secs = billed_secs.min(auth.max_secs);
+        let cost = rating::cost(&auth.rate.rate, secs).min(auth.reserved_micro);
+        let cdr = crate::store::calls::Cdr {
+            cost_micro: Some(cost),
+            ..cdr.clone()
+        };
+        let entry = self
+            .store
+            .settle_call(
+                auth.reservation_id,
+                &Movement {
+                    login: &auth.login,
+                    kind: LedgerKind::Call,
+                    amount_micro: cost,
+                    reference: Some(&cdr.call_id),
+                    actor: Some("system"),
+                },
+                auth.reserved_micro,
+                &cdr,
             )
             .await?;
         Ok(Settlement {

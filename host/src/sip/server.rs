@@ -145,6 +145,8 @@ pub struct SipServer {
     presence: OnceLock<Arc<super::presence::Presence>>,
     ivr: OnceLock<Arc<crate::ivr::Ivr>>,
     push: OnceLock<Arc<crate::push::PushService>>,
+    /// Prepaid charging of OFFNET calls, when `billing.prepaid_calls` is on.
+    billing: OnceLock<Arc<crate::billing::Billing>>,
 }
 
 /// Takes the request a new server transaction delivers to its TU out of its
@@ -202,6 +204,7 @@ impl SipServer {
             presence: OnceLock::new(),
             ivr: OnceLock::new(),
             push: OnceLock::new(),
+            billing: OnceLock::new(),
         }
     }
 
@@ -218,6 +221,17 @@ impl SipServer {
     /// Wires the push service in (offline users hear of messages and calls).
     pub fn attach_push(&self, push: Arc<crate::push::PushService>) {
         let _ = self.push.set(push);
+    }
+
+    /// Wires prepaid charging in: OFFNET calls of accounts are authorised,
+    /// cut and charged.
+    pub fn attach_billing(&self, billing: Arc<crate::billing::Billing>) {
+        let _ = self.billing.set(billing);
+    }
+
+    /// Prepaid charging, when attached.
+    pub fn billing(&self) -> Option<&Arc<crate::billing::Billing>> {
+        self.billing.get()
     }
 
     /// The push service, once attached.

@@ -111,6 +111,9 @@ pub async fn start(
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
     server.attach(transports.clone());
+    if app.config.billing.prepaid_calls {
+        server.attach_billing(app.billing());
+    }
     let presence = Presence::load(
         PresenceSettings::from_config(&app.config.presence),
         sip.domain.clone(),

@@ -804,38 +804,28 @@ impl Store {
         m: &Movement<'_>,
         reserved_micro: i64,
     ) -> Result<Option<LedgerEntry>> {
-        let cost = m.amount_micro;
-        if !(0..=reserved_micro).contains(&cost) {
-            return Err(BillingError::Invalid(format!(
-                "cost {cost} outside the reservation of {reserved_micro}"
-            )));
-        }
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM balance_reservations WHERE id = ? AND login = ? AND amount_micro = ?",
-        )
-        .bind(id)
-        .bind(m.login)
-        .bind(reserved_micro)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(BillingError::UnknownReservation);
-        }
-        sqlx::query(
-            "UPDATE accounts SET balance_micro = balance_micro - ?, \
-             reserved_micro = reserved_micro - ? WHERE login = ?",
-        )
-        .bind(cost)
-        .bind(reserved_micro)
-        .bind(m.login)
-        .execute(&mut *tx)
-        .await?;
-        let entry = if cost > 0 {
-            Some(record(&mut tx, m.login, m.kind, -cost, m.reference, m.actor).await?)
-        } else {
-            None
-        };
+        let entry = settle_in(&mut tx, id, m, reserved_micro).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    /// [`Store::settle_reservation`] for a call, with its call record
+    /// (which carries the cost) in the same transaction: a charged call
+    /// always has its record, and a recorded charged call its debit.
+    pub async fn settle_call(
+        &self,
+        id: i64,
+        m: &Movement<'_>,
+        reserved_micro: i64,
+        cdr: &super::calls::Cdr,
+    ) -> Result<Option<LedgerEntry>> {
+        let mut tx = self.pool.begin().await?;
+        let entry = settle_in(&mut tx, id, m, reserved_micro).await?;
+        let sql = super::calls::insert_cdrs_sql(1);
+        super::calls::bind_cdr(sqlx::query(&sql), cdr)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -1037,6 +1027,48 @@ impl Store {
 /// Checks a prefix for `tariff del` (1 to 32 digits).
 pub fn check_prefix(prefix: &str) -> StoreResult<()> {
     validate_prefix(prefix).map_err(StoreError::Invalid)
+}
+
+/// Ends reservation `id` inside `conn`'s transaction: the cost
+/// (`m.amount_micro`, at most what was reserved) debited with its ledger
+/// row, the rest of the reservation freed.
+async fn settle_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    m: &Movement<'_>,
+    reserved_micro: i64,
+) -> Result<Option<LedgerEntry>> {
+    let cost = m.amount_micro;
+    if !(0..=reserved_micro).contains(&cost) {
+        return Err(BillingError::Invalid(format!(
+            "cost {cost} outside the reservation of {reserved_micro}"
+        )));
+    }
+    let done = sqlx::query(
+        "DELETE FROM balance_reservations WHERE id = ? AND login = ? AND amount_micro = ?",
+    )
+    .bind(id)
+    .bind(m.login)
+    .bind(reserved_micro)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(BillingError::UnknownReservation);
+    }
+    sqlx::query(
+        "UPDATE accounts SET balance_micro = balance_micro - ?, \
+         reserved_micro = reserved_micro - ? WHERE login = ?",
+    )
+    .bind(cost)
+    .bind(reserved_micro)
+    .bind(m.login)
+    .execute(&mut *conn)
+    .await?;
+    Ok(if cost > 0 {
+        Some(record(conn, m.login, m.kind, -cost, m.reference, m.actor).await?)
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]

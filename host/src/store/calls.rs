@@ -20,21 +20,21 @@ pub(crate) struct CdrWriter(mpsc::UnboundedSender<PendingCdr>);
 /// Most rows one statement carries (11 parameters each).
 const CDR_BATCH: usize = 256;
 
-fn insert_cdrs_sql(rows: usize) -> String {
+pub(super) fn insert_cdrs_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO cdrs (call_id, caller, callee, gateway, started_at, answered_at, ended_at, \
-         duration, disposition, code, end_reason) VALUES ",
+         duration, disposition, code, end_reason, cost_micro) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql
 }
 
-fn bind_cdr<'q>(
+pub(super) fn bind_cdr<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     cdr: &Cdr,
 ) -> Query<'q, Any, AnyArguments<'q>> {
@@ -50,6 +50,7 @@ fn bind_cdr<'q>(
         .bind(cdr.disposition.as_str())
         .bind(i64::from(cdr.code))
         .bind(cdr.end_reason.clone())
+        .bind(cdr.cost_micro)
 }
 
 async fn run_cdr_writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<PendingCdr>) {
@@ -134,6 +135,9 @@ pub struct Cdr {
     /// The final status the caller got (200 for an answered call).
     pub code: u16,
     pub end_reason: Option<String>,
+    /// What the call cost the caller (micro units of its currency), when
+    /// it was charged (prepaid OFFNET calls); written with the debit.
+    pub cost_micro: Option<i64>,
 }
 
 impl Cdr {
@@ -168,6 +172,7 @@ pub(super) fn cdr_from_row(row: &AnyRow) -> Result<StoredCdr> {
             code: u16::try_from(code)
                 .map_err(|_| StoreError::Corrupt(format!("call status {code}")))?,
             end_reason: row.try_get("end_reason")?,
+            cost_micro: row.try_get("cost_micro")?,
         },
     })
 }
@@ -203,7 +208,7 @@ impl Store {
     /// The newest call records, optionally only those `login` made or received.
     pub async fn list_cdrs(&self, login: Option<&str>, limit: u32) -> Result<Vec<StoredCdr>> {
         const COLUMNS: &str = "id, call_id, caller, callee, gateway, started_at, answered_at, \
-                               ended_at, disposition, code, end_reason";
+                               ended_at, disposition, code, end_reason, cost_micro";
         let rows = match login {
             Some(l) => sqlx::query(&format!(
                 "SELECT {COLUMNS} FROM cdrs WHERE caller = ? OR callee = ? ORDER BY id DESC LIMIT ?"
@@ -344,6 +349,7 @@ mod tests {
                     disposition: Disposition::Busy,
                     code: 486,
                     end_reason: None,
+                    cost_micro: None,
                 };
                 tokio::spawn(async move { store.insert_cdr(&cdr).await })
             })
@@ -377,6 +383,7 @@ mod tests {
             disposition: Disposition::Answered,
             code: 200,
             end_reason: Some("caller".into()),
+            cost_micro: Some(12_345),
         };
         assert_eq!(cdr.duration_secs(), 62);
         store.insert_cdr(&cdr).await.unwrap();

@@ -18,7 +18,7 @@ impl Store {
     ) -> Result<Vec<StoredCdr>> {
         let rows = sqlx::query(
             "SELECT id, call_id, caller, callee, gateway, started_at, answered_at, ended_at, \
-             disposition, code, end_reason FROM cdrs WHERE (caller = ? OR callee = ?) AND id < ? \
+             disposition, code, end_reason, cost_micro FROM cdrs WHERE (caller = ? OR callee = ?) AND id < ? \
              ORDER BY id DESC LIMIT ?",
         )
         .bind(login)
@@ -82,6 +82,7 @@ mod tests {
                     disposition: Disposition::NoAnswer,
                     code: 480,
                     end_reason: None,
+                    cost_micro: None,
                 })
                 .await
                 .unwrap();

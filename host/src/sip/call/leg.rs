@@ -20,6 +20,7 @@ use super::relay::{
 use super::service::{ServiceCall, ServiceStart};
 use super::unix_ms;
 use super::{CallEvent, CallTx, Origin, Target, gateway_flow, pickup};
+use crate::billing::Refusal;
 use crate::ivr::session::CallFacts;
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
 use crate::push::{Notification, NotificationKind};
@@ -115,6 +116,11 @@ pub(super) struct Call {
     rerouted: bool,
     session_deadline: Option<Instant>,
     max_end: Option<Instant>,
+    /// A prepaid OFFNET call's authorisation: settled (or released) with
+    /// the call record; the call is cut when its money runs out.
+    charge: Option<crate::billing::Authorization>,
+    /// `max_end` is the charge's limit, not the configured maximum.
+    cut_for_credit: bool,
     awaiting: Vec<AwaitAck>,
     /// The call's streams on the relay and its SDP rewriting.
     media: SharedMedia,
@@ -176,6 +182,8 @@ impl Call {
             rerouted: false,
             session_deadline: None,
             max_end: None,
+            charge: None,
+            cut_for_credit: false,
             awaiting: Vec::new(),
             media: CallMedia::shared(server_media),
             silence_check_at: None,
@@ -303,6 +311,9 @@ impl Call {
                     tracing::warn!(gateway, "gateway unknown or not reachable");
                     return self.answer_now(503, "Service Unavailable");
                 };
+                if let Err((code, reason)) = self.authorize_charge(&number).await {
+                    return self.answer_now(code, reason);
+                }
                 // The transport the switch chose, said in the URI as RFC 3261
                 // §19.1.1 has it (a plain `sip:` URI means UDP to a proxy
                 // that re-resolves it); over TLS without requiring `sips:`.
@@ -849,6 +860,13 @@ impl Call {
         self.refresh_session(session_expires);
         if !self.server.calls.settings.max_duration.is_zero() {
             self.max_end = Some(Instant::now() + self.server.calls.settings.max_duration);
+        }
+        if let Some(charge) = &self.charge {
+            let paid_until = Instant::now() + Duration::from_secs(u64::from(charge.max_secs));
+            if self.max_end.is_none_or(|end| paid_until < end) {
+                self.max_end = Some(paid_until);
+                self.cut_for_credit = true;
+            }
         }
         self.silence_check_at = lock(&self.media)
             .silence_check()
@@ -1398,7 +1416,12 @@ impl Call {
         }
         if !self.hung_up && self.max_end.is_some_and(|t| t <= now) {
             self.max_end = None;
-            self.hang_up(true, true, "max-duration").await;
+            let reason = if self.cut_for_credit {
+                "out-of-credit"
+            } else {
+                "max-duration"
+            };
+            self.hang_up(true, true, reason).await;
         }
         if !self.hung_up && self.silence_check_at.is_some_and(|t| t <= now) {
             let (silent, every) = {
@@ -1498,9 +1521,84 @@ impl Call {
             disposition: self.disposition.unwrap_or(Disposition::Failed),
             code: self.code,
             end_reason: self.end_reason.map(str::to_owned),
+            cost_micro: None,
         };
+        if let (Some(charge), Some(billing)) = (&self.charge, self.server.billing()) {
+            match cdr.answered_at {
+                Some(answered) => {
+                    // Started seconds count: 61.2 s is billed as 62.
+                    let billed = u32::try_from(((cdr.ended_at - answered).max(0) + 999) / 1000)
+                        .unwrap_or(u32::MAX);
+                    match billing.settle_call(charge, billed, &cdr).await {
+                        Ok(settled) => {
+                            tracing::info!(
+                                call_id = cdr.call_id,
+                                secs = settled.secs,
+                                cost_micro = settled.cost_micro,
+                                "call charged"
+                            );
+                            return;
+                        }
+                        // The reservation stays until its grace runs out;
+                        // the record is written below without a cost.
+                        Err(e) => {
+                            tracing::error!(error = %e, call_id = cdr.call_id, "call not charged")
+                        }
+                    }
+                }
+                None => {
+                    if let Err(e) = billing.release(charge).await {
+                        tracing::error!(error = %e, call_id = cdr.call_id, "reservation not released");
+                    }
+                }
+            }
+        }
         if let Err(e) = self.server.store.insert_cdr(&cdr).await {
             tracing::error!(error = %e, call_id = cdr.call_id, "call record not written");
+        }
+    }
+
+    /// Prepaid: authorises a call of the account to `number` through a
+    /// gateway (a reservation on its balance); the answer to refuse it with.
+    /// Calls from gateways, and every call when prepaid is off, pass.
+    async fn authorize_charge(&mut self, number: &str) -> Result<(), (u16, &'static str)> {
+        let Some(billing) = self.server.billing().cloned() else {
+            return Ok(());
+        };
+        if self.origin.gateway.is_some() {
+            return Ok(());
+        }
+        // A call routed again (no answer, then another gateway) holds one
+        // reservation at a time.
+        if let Some(old) = self.charge.take()
+            && let Err(e) = billing.release(&old).await
+        {
+            tracing::error!(error = %e, "reservation not released");
+        }
+        match billing.authorize(&self.origin.caller, number).await {
+            Ok(charge) => {
+                tracing::info!(
+                    caller = self.origin.caller,
+                    number,
+                    max_secs = charge.max_secs,
+                    reserved_micro = charge.reserved_micro,
+                    "prepaid call authorised"
+                );
+                self.charge = Some(charge);
+                Ok(())
+            }
+            Err(refusal) => {
+                tracing::info!(caller = self.origin.caller, number, %refusal, "prepaid call refused");
+                Err(match refusal {
+                    Refusal::NoBalance { .. } => (402, "Payment Required - insufficient funds"),
+                    Refusal::NoRate => (403, "Forbidden - no rate for this number"),
+                    Refusal::CurrencyMismatch { .. } => {
+                        (403, "Forbidden - rate in another currency")
+                    }
+                    Refusal::Inactive | Refusal::UnknownAccount => (403, "Forbidden"),
+                    _ => (503, "Service Unavailable - billing unavailable"),
+                })
+            }
         }
     }
 }

@@ -168,6 +168,7 @@ pub async fn call_out(
         disposition: Disposition::Failed,
         code,
         end_reason: None,
+        cost_micro: None,
     };
     let outcome = match answer {
         Ok(resp) if (200..300).contains(&code) => {

@@ -403,6 +403,7 @@ impl ServiceCall {
             },
             code: self.code,
             end_reason: self.end_reason.map(str::to_owned),
+            cost_micro: None,
         };
         if let Err(e) = self.server.store.insert_cdr(&cdr).await {
             tracing::error!(error = %e, call_id = cdr.call_id, "call record not written");
