@@ -235,6 +235,11 @@ impl Call {
         // timeout, else (and for a carrier's number) the switch-wide one.
         let mut ring_for = self.server.calls.settings.no_answer;
         let mut callee_account = None;
+        // A prepaid call routed again elsewhere than a gateway (a user,
+        // voicemail) is not charged at the carrier's rate.
+        if !matches!(routed.decision, RouteDecision::ToGateway { .. }) {
+            self.release_charge().await;
+        }
         let targets: Vec<Target> = match routed.decision {
             RouteDecision::ToUser { login } => {
                 match self.answering_rule(&login).await {
@@ -1558,6 +1563,15 @@ impl Call {
         }
     }
 
+    /// Frees the call's reservation, if it holds one, without a charge.
+    async fn release_charge(&mut self) {
+        if let (Some(charge), Some(billing)) = (self.charge.take(), self.server.billing())
+            && let Err(e) = billing.release(&charge).await
+        {
+            tracing::error!(error = %e, "reservation not released");
+        }
+    }
+
     /// Prepaid: authorises a call of the account to `number` through a
     /// gateway (a reservation on its balance); the answer to refuse it with.
     /// Calls from gateways, and every call when prepaid is off, pass.
@@ -1570,11 +1584,7 @@ impl Call {
         }
         // A call routed again (no answer, then another gateway) holds one
         // reservation at a time.
-        if let Some(old) = self.charge.take()
-            && let Err(e) = billing.release(&old).await
-        {
-            tracing::error!(error = %e, "reservation not released");
-        }
+        self.release_charge().await;
         match billing.authorize(&self.origin.caller, number).await {
             Ok(charge) => {
                 tracing::info!(
