@@ -203,7 +203,8 @@ async fn serve<S>(
     let max = transports.max_message();
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+        .max_frame_size(Some(max))
+        .read_buffer_size(4096);
     let origins = policy.origins.clone();
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,

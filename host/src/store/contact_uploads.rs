@@ -207,6 +207,19 @@ impl Store {
     /// upload that is not pending.
     pub async fn apply_contact_upload(&self, token: &str) -> Result<Option<Vec<Discovered>>> {
         let mut tx = self.pool.begin().await?;
+        // A write first: on SQLite it takes the write lock (waiting its
+        // turn) before anything is read, so the reads below see the latest
+        // commits; a transaction that read first and wrote after another
+        // connection's commit would fail at once with "database is locked"
+        // (its snapshot is stale), which the busy timeout does not cover.
+        // (Its row count is not the test: MySQL counts changed rows only.)
+        sqlx::query(
+            "UPDATE contact_uploads SET updated_at = updated_at \
+             WHERE token = ? AND status = 'pending'",
+        )
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query(
             "SELECT owner, replace_book FROM contact_uploads WHERE token = ? AND status = 'pending'",
         )
