@@ -111,8 +111,11 @@ impl Metrics {
             "Accounts with a registered device",
         )
         .expect("static metric");
-        let sip_connections = IntGauge::new("sip_connections", "Open SIP TCP, TLS and WebSocket connections")
-            .expect("static metric");
+        let sip_connections = IntGauge::new(
+            "sip_connections",
+            "Open SIP TCP, TLS and WebSocket connections",
+        )
+        .expect("static metric");
         let calls_active =
             IntGauge::new("calls_active", "Calls in progress").expect("static metric");
         let sip_dialogs =
