@@ -54,6 +54,19 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Every `name:` line of `message`, with its line end: what a response
+/// copies from its request.
+fn header_lines(message: &str, name: &str) -> String {
+    message
+        .lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
 fn status(message: &str) -> u16 {
     message
         .strip_prefix("SIP/2.0 ")
@@ -174,16 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsPhone<S> {
     /// Answers `request` with `code` (a UAS's response: its Via, From, To
     /// with a tag, Call-ID and CSeq).
     async fn answer(&mut self, request: &str, code: u16, reason: &str) {
-        let copy = |name: &str| {
-            request
-                .lines()
-                .filter(|l| {
-                    l.split_once(':')
-                        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-                })
-                .map(|l| format!("{l}\r\n"))
-                .collect::<String>()
-        };
+        let copy = |name: &str| header_lines(request, name);
         let to = header(request, "To").unwrap();
         let response = format!(
             "SIP/2.0 {code} {reason}\r\n{}{}To: {to};tag=ws-uas\r\n{}{}Content-Length: 0\r\n\r\n",
@@ -465,16 +469,7 @@ async fn a_udp_phone_calls_a_browser_over_wss() {
     // Answer with SDP (the relay anchors the plain RTP offer).
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
-    let copy = |name: &str| {
-        invite
-            .lines()
-            .filter(|l| {
-                l.split_once(':')
-                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            })
-            .map(|l| format!("{l}\r\n"))
-            .collect::<String>()
-    };
+    let copy = |name: &str| header_lines(&invite, name);
     let ok = format!(
         "SIP/2.0 200 OK\r\n{}{}To: {};tag=browser1\r\n{}{}Contact: <sip:alice@{};transport=ws>\r\n\
          Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
