@@ -166,17 +166,7 @@ pub async fn upload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AvatarInfo>, ApiError> {
     let login = state.authenticate(&headers)?;
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let declared = super::media_type(&headers);
     if !matches!(declared.as_str(), "image/png" | "image/jpeg" | "image/webp") {
         return Err(refused(AvatarError::UnsupportedType));
     }

@@ -88,17 +88,6 @@ pub struct DownloadQuery {
     pub height: Option<u32>,
 }
 
-/// The content type of a request, lower-cased, without parameters.
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -147,7 +136,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let login = state.authenticate(&headers)?;
-    let content_type = content_type(&headers);
+    let content_type = super::media_type(&headers);
     if !FILE_TYPES.contains(&content_type.as_str()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

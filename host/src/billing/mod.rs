@@ -381,27 +381,7 @@ impl Billing {
         auth: &Authorization,
         billed_secs: u32,
     ) -> Result<Settlement, BillingError> {
-        let secs = billed_secs.min(auth.max_secs);
-        let cost = rating::cost(&auth.rate.rate, secs).min(auth.reserved_micro);
-        let entry = self
-            .store
-            .settle_reservation(
-                auth.reservation_id,
-                &Movement {
-                    login: &auth.login,
-                    kind: LedgerKind::Call,
-                    amount_micro: cost,
-                    reference: Some(&auth.number),
-                    actor: Some("system"),
-                },
-                auth.reserved_micro,
-            )
-            .await?;
-        Ok(Settlement {
-            secs,
-            cost_micro: cost,
-            entry,
-        })
+        self.charge(auth, billed_secs, None).await
     }
 
     /// [`Billing::settle`] for a call through the switch: its call record,
@@ -413,25 +393,35 @@ impl Billing {
         billed_secs: u32,
         cdr: &crate::store::calls::Cdr,
     ) -> Result<Settlement, BillingError> {
+        self.charge(auth, billed_secs, Some(cdr)).await
+    }
+
+    async fn charge(
+        &self,
+        auth: &Authorization,
+        billed_secs: u32,
+        cdr: Option<&crate::store::calls::Cdr>,
+    ) -> Result<Settlement, BillingError> {
         let secs = billed_secs.min(auth.max_secs);
         let cost = rating::cost(&auth.rate.rate, secs).min(auth.reserved_micro);
-        let cdr = crate::store::calls::Cdr {
+        let cdr = cdr.map(|cdr| crate::store::calls::Cdr {
             cost_micro: Some(cost),
             ..cdr.clone()
-        };
+        });
+        let reference = cdr.as_ref().map_or(&auth.number, |c| &c.call_id);
         let entry = self
             .store
-            .settle_call(
+            .settle_reservation(
                 auth.reservation_id,
                 &Movement {
                     login: &auth.login,
                     kind: LedgerKind::Call,
                     amount_micro: cost,
-                    reference: Some(&cdr.call_id),
+                    reference: Some(reference),
                     actor: Some("system"),
                 },
                 auth.reserved_micro,
-                &cdr,
+                cdr.as_ref(),
             )
             .await?;
         Ok(Settlement {

@@ -797,35 +797,25 @@ impl Store {
 
     /// Ends reservation `id` of `amount_micro` and debits `cost_micro`
     /// (at most the reservation) with a ledger row of `kind`; no row for a
-    /// cost of 0. `UnknownReservation` if it was ended already.
+    /// cost of 0. `UnknownReservation` if it was ended already. With `cdr`,
+    /// the call's record (which carries the cost) is written in the same
+    /// transaction: a charged call always has its record, and a recorded
+    /// charged call its debit.
     pub async fn settle_reservation(
         &self,
         id: i64,
         m: &Movement<'_>,
         reserved_micro: i64,
+        cdr: Option<&super::calls::Cdr>,
     ) -> Result<Option<LedgerEntry>> {
         let mut tx = self.pool.begin().await?;
         let entry = settle_in(&mut tx, id, m, reserved_micro).await?;
-        tx.commit().await?;
-        Ok(entry)
-    }
-
-    /// [`Store::settle_reservation`] for a call, with its call record
-    /// (which carries the cost) in the same transaction: a charged call
-    /// always has its record, and a recorded charged call its debit.
-    pub async fn settle_call(
-        &self,
-        id: i64,
-        m: &Movement<'_>,
-        reserved_micro: i64,
-        cdr: &super::calls::Cdr,
-    ) -> Result<Option<LedgerEntry>> {
-        let mut tx = self.pool.begin().await?;
-        let entry = settle_in(&mut tx, id, m, reserved_micro).await?;
-        let sql = super::calls::insert_cdrs_sql(1);
-        super::calls::bind_cdr(sqlx::query(&sql), cdr)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(cdr) = cdr {
+            let sql = super::calls::insert_cdrs_sql(1);
+            super::calls::bind_cdr(sqlx::query(&sql), cdr)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(entry)
     }
@@ -844,7 +834,7 @@ impl Store {
             reference: None,
             actor: None,
         };
-        self.settle_reservation(id, &m, reserved_micro)
+        self.settle_reservation(id, &m, reserved_micro, None)
             .await
             .map(|_| ())
     }

@@ -374,13 +374,17 @@ impl Transcoding {
             *told = (direction, told.1 + 1);
         }
         let (direction, version) = *told;
-        let ours = self.our_sdp(body, from);
-        endpoint_sdp::with_direction(&ours, direction, version)
+        self.follow(body, from);
+        let ours = match from {
+            Side::A => &self.to_carrier,
+            Side::B => &self.to_caller,
+        };
+        endpoint_sdp::with_direction(ours, direction, version)
     }
 
-    /// The switch's SDP for the side opposite `from`, after what `from`'s
-    /// body tells the endpoints.
-    fn our_sdp(&mut self, body: &[u8], from: Side) -> Vec<u8> {
+    /// Tells the endpoints what `from`'s body says: the caller's address,
+    /// the carrier's address and chosen law.
+    fn follow(&self, body: &[u8], from: Side) {
         match from {
             Side::A => {
                 if let Ok(offer) = endpoint_sdp::audio_offer(body)
@@ -391,7 +395,6 @@ impl Transcoding {
                     let remote = SocketAddr::new(ip, offer.port);
                     tokio::spawn(async move { caller.set_remote(remote).await });
                 }
-                self.to_carrier.clone()
             }
             Side::B => {
                 if let Ok(answer) = endpoint_sdp::audio_offer(body)
@@ -411,7 +414,6 @@ impl Transcoding {
                         }
                     });
                 }
-                self.to_caller.clone()
             }
         }
     }
