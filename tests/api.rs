@@ -255,22 +255,54 @@ impl Api {
 
     /// Registers `login` over SIP with SIPp as the handset (digest).
     fn register_with_sipp(&self, login: &str, sip_password: &str) {
+        let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/sipp/register_auth.xml");
+        assert!(
+            self.sipp_as(login, sip_password, &scenario, &[]),
+            "REGISTER of {login} failed: {}",
+            self.running.log()
+        );
+    }
+
+    /// `login` sends a MESSAGE to `to` with SIPp (digest); true when the
+    /// final answer is `code`.
+    fn message_with_sipp(&self, login: &str, sip_password: &str, to: &str, code: u16) -> bool {
+        let scenario = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/sipp/uac_message_auth.xml"),
+        )
+        .unwrap()
+        .replace(
+            "<recv response=\"200\" rtd=\"1\"",
+            &format!("<recv response=\"{code}\" rtd=\"1\""),
+        );
+        let path = self.site.path(&format!("message-{code}.xml"));
+        std::fs::write(&path, scenario).unwrap();
+        self.sipp_as(login, sip_password, &path, &["-s", to])
+    }
+
+    /// One SIPp run of `scenario` as `login` (digest) to completion.
+    fn sipp_as(
+        &self,
+        login: &str,
+        sip_password: &str,
+        scenario: &std::path::Path,
+        args: &[&str],
+    ) -> bool {
         let users = self.site.path(&format!("users-{login}.csv"));
         std::fs::write(
             &users,
             format!("SEQUENTIAL\n{login};{sip_password};[authentication username={login} password={sip_password}]\n"),
         )
         .unwrap();
-        let sipp = std::process::Command::new("sipp")
+        let out = std::process::Command::new("sipp")
             .current_dir(self.site.dir.path())
             .arg(format!("127.0.0.1:{}", self.sip))
             .arg("-sf")
-            .arg(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../tests/sipp/register_auth.xml"),
-            )
+            .arg(scenario)
             .arg("-inf")
             .arg(&users)
+            .args(args)
             .args([
                 "-key",
                 "domain",
@@ -284,17 +316,14 @@ impl Api {
                 "20",
                 "-timeout_error",
             ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
+            .output()
             .expect(
                 "sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it",
             );
-        assert!(
-            sipp.success(),
-            "REGISTER of {login} failed: {}",
-            self.running.log()
-        );
+        if !out.status.success() {
+            eprintln!("sipp: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
     }
 
     fn set_clock(&self, offset_secs: i64) {
@@ -3702,4 +3731,688 @@ async fn billing_tariffs_rates_vouchers_transfers_and_a_ledger_that_sums_to_the_
         "XYZ",
     ]);
     assert!(err.contains("ISO 4217"), "{err}");
+}
+
+/// The balance line of `softswitch balance show LOGIN`, e.g. "0.03 USD".
+fn balance_shown(api: &Api, login: &str) -> String {
+    let out = api.site.ok(&["balance", "show", login]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("balance: "))
+        .unwrap_or_else(|| panic!("no balance in {out}"))
+        .to_owned()
+}
+
+/// Prepaid OFFNET messages (SPEC §10): a MESSAGE to a number the SMS
+/// provider sends is charged at its tariff row's SMS price before it is
+/// accepted, refunded when the vendor refuses it, and refused with 402 when
+/// the money is short or 403 when the tariff does not sell messages there.
+#[tokio::test]
+async fn prepaid_offnet_messages_are_charged_refunded_when_refused_and_refused_without_money() {
+    // The vendor takes the first message and refuses the second for good.
+    let mut vendor = StandIn::start(Arc::new(|_: &Received, n: usize| {
+        if n == 0 {
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "data": { "id": "gen-0" } })),
+            )
+                .into_response()
+        } else {
+            (StatusCode::BAD_REQUEST, "number barred").into_response()
+        }
+    }))
+    .await;
+    let api = Api::start_with(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+        "\n[billing]\nprepaid_sms = true\n",
+    )
+    .await;
+    api.site.ok(&[
+        "account",
+        "add",
+        "dora",
+        "--password",
+        "dora-pw",
+        "--phone",
+        "48600111222",
+    ]);
+    // Numbers from 4 go to the carrier; the tariff sells messages to 4860
+    // only (0.07 each), calls to 44 but no messages.
+    api.site.ok(&[
+        "gateway",
+        "add",
+        "carrier",
+        "--prefix",
+        "4",
+        "--address",
+        "127.0.0.1:9",
+        "--transport",
+        "udp",
+    ]);
+    let tariff = api.site.path("tariff.csv");
+    std::fs::write(
+        &tariff,
+        "prefix,description,country,currency,price_per_minute,connection_fee,increments,sms_price\n\
+         4860,Poland mobile,PL,USD,0.60,0,1/1,0.07\n\
+         44,United Kingdom,GB,USD,0.30,0,1/1,\n",
+    )
+    .unwrap();
+    api.site
+        .ok(&["tariff", "import", "default", tariff.to_str().unwrap()]);
+    api.site.ok(&["balance", "topup", "dora", "0.10"]);
+
+    assert!(
+        api.message_with_sipp("dora", "dora-pw", "int4860012345", 202),
+        "first message: {}",
+        api.running.log()
+    );
+    let sent: Value = serde_json::from_slice(&vendor.next().await.body).unwrap();
+    assert!(
+        sent["to"].as_str().unwrap().ends_with("4860012345"),
+        "{sent}"
+    );
+    assert_eq!(balance_shown(&api, "dora"), "0.03 USD");
+
+    assert!(
+        api.message_with_sipp("dora", "dora-pw", "int4860012345", 402),
+        "0.03 does not pay 0.07: {}",
+        api.running.log()
+    );
+    assert!(
+        api.message_with_sipp("dora", "dora-pw", "int4470000000", 403),
+        "no SMS price to 44: {}",
+        api.running.log()
+    );
+    vendor.nothing_within(Duration::from_millis(500)).await;
+    assert_eq!(balance_shown(&api, "dora"), "0.03 USD");
+
+    api.site.ok(&["balance", "topup", "dora", "0.10"]);
+    assert!(
+        api.message_with_sipp("dora", "dora-pw", "int4860012345", 202),
+        "second message: {}",
+        api.running.log()
+    );
+    vendor.next().await;
+    // Refused by the vendor: the 0.07 comes back, with its own ledger row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance_shown(&api, "dora") != "0.13 USD" {
+        assert!(
+            Instant::now() < deadline,
+            "no refund: {} {}",
+            balance_shown(&api, "dora"),
+            api.running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ledger = api.site.ok(&["balance", "ledger", "dora"]);
+    let kinds: Vec<_> = ledger
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["sms", "sms", "topup", "sms", "topup"],
+        "newest first:\n{ledger}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dids_are_imported_listed_ordered_from_the_balance_and_released() {
+    use reqwest::Method;
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::generic("address_burst = 1000", &vendor).await;
+    let [alice, bob] = users_with_tokens(&api, ["alice", "bob"]).await;
+    for login in ["alice", "bob"] {
+        api.site.ok(&["account", "set", login, "--currency", "EUR"]);
+    }
+    api.site.ok(&["balance", "topup", "alice", "10.00"]);
+    api.site.ok(&["balance", "topup", "bob", "1.00"]);
+
+    // The pool: a CSV file through the admin API; a bad line is named.
+    let import = |body: &'static str| {
+        api.admin(&api.client, Method::POST, "/did-pool")
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let r = import(
+        "number,country,description,monthly_fee,setup_fee,currency\n\
+         +48 22 555 0100,PL,Warsaw,2.00,1.00,EUR\n\
+         48225550101,pl,\"Warsaw, Mokotów\",2.50,,EUR\n\
+         12125550100,US,New York,1.00,,USD\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["rows"].as_i64(), body["added"].as_i64()),
+        (Some(3), Some(3))
+    );
+    let r = import("number,monthly_fee,currency\n4822,1,EUR\n4823,1.001,EUR\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "invalid-did-pool");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("line 3:"),
+        "{body}"
+    );
+
+    // Free numbers in the caller's currency only.
+    let (s, body) = api
+        .call(&alice, Method::GET, "/v1/dids/available?country=pl", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["currency"].as_str(), body["period_days"].as_i64()),
+        (Some("EUR"), Some(30))
+    );
+    let numbers: Vec<&str> = body["dids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["number"].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, ["48225550100", "48225550101"], "{body}");
+    assert_eq!(body["dids"][0]["monthly_fee"], "2.00");
+    assert_eq!(body["dids"][0]["setup_fee_micro"], 1_000_000);
+    assert_eq!(body["dids"][1]["description"], "Warsaw, Mokotów");
+    let (_, body) = api
+        .call(&alice, Method::GET, "/v1/dids/available", None)
+        .await;
+    assert_eq!(body["dids"].as_array().unwrap().len(), 2, "no USD: {body}");
+    for query in ["?country=POL", "?limit=0", "?limit=x", "?colour=red"] {
+        let (s, body) = api
+            .call(
+                &alice,
+                Method::GET,
+                &format!("/v1/dids/available{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid-request")),
+            "{query}"
+        );
+    }
+
+    // Ordered: the setup fee and the first month from the balance.
+    let (s, body) = api
+        .call(
+            &alice,
+            Method::POST,
+            "/v1/dids",
+            Some(json!({"number": "+48 22 555 0100"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["did"]["number"], "48225550100");
+    assert_eq!(
+        (body["charged"].as_str(), body["balance"].as_str()),
+        (Some("3.00"), Some("7.00"))
+    );
+    let paid_until = body["did"]["paid_until"].as_i64().unwrap();
+    assert_eq!(
+        paid_until - body["did"]["ordered_at"].as_i64().unwrap(),
+        30 * 86_400
+    );
+    assert!(
+        api.site.ok(&["did", "list"]).contains("48225550100\talice"),
+        "routed"
+    );
+    for (request, status, code) in [
+        (
+            json!({"number": "48225550100"}),
+            StatusCode::CONFLICT,
+            "did-taken",
+        ),
+        (
+            json!({"number": "12125550100"}),
+            StatusCode::CONFLICT,
+            "currency-mismatch",
+        ),
+        (
+            json!({"country": "PL"}),
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient-funds",
+        ),
+        (
+            json!({"country": "DE"}),
+            StatusCode::NOT_FOUND,
+            "no-free-number",
+        ),
+        (
+            json!({"number": "4899"}),
+            StatusCode::NOT_FOUND,
+            "unknown-number",
+        ),
+        (
+            json!({"number": "abc"}),
+            StatusCode::BAD_REQUEST,
+            "invalid-phone",
+        ),
+        (
+            json!({"country": "Poland"}),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (json!({}), StatusCode::BAD_REQUEST, "invalid-request"),
+        (
+            json!({"number": "48225550101", "country": "PL"}),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            json!({"number": 48225550101u64}),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+    ] {
+        let (s, body) = api
+            .call(&bob, Method::POST, "/v1/dids", Some(request.clone()))
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (status, Some(code)),
+            "{request}: {body}"
+        );
+    }
+    let (s, _) = api.post("/v1/dids", json!({"country": "PL"})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // The caller's numbers; the admin sees who holds what.
+    let (s, body) = api.call(&alice, Method::GET, "/v1/dids", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["dids"].as_array().unwrap().len(), 1);
+    assert_eq!(body["dids"][0]["paid_until"].as_i64(), Some(paid_until));
+    let (_, body) = api.call(&bob, Method::GET, "/v1/dids", None).await;
+    assert_eq!(body["dids"], json!([]));
+    let (s, pool) = api
+        .admin_json(Method::GET, "/did-pool?country=PL", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{pool}");
+    assert_eq!(pool.as_array().unwrap().len(), 2);
+    assert_eq!(pool[0]["login"], "alice");
+    assert!(pool[1].get("login").is_none(), "{pool}");
+    let (s, body) = api
+        .admin_json(Method::DELETE, "/did-pool/48225550100", None)
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("did-held"))
+    );
+    let (sum, balance) = ledger_sum_and_balance(&api, "alice").await;
+    assert_eq!((sum, balance), (7_000_000, 7_000_000));
+
+    // Released by its holder only: back in the pool, no longer routed.
+    let (s, _) = api
+        .call(&bob, Method::DELETE, "/v1/dids/48225550100", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api
+        .call(&alice, Method::DELETE, "/v1/dids/+48225550100", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = api
+        .call(&alice, Method::DELETE, "/v1/dids/48225550100", None)
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+    assert!(!api.site.ok(&["did", "list"]).contains("48225550100"));
+    let (_, body) = api.call(&alice, Method::GET, "/v1/dids", None).await;
+    assert_eq!(body["dids"], json!([]));
+    let (_, body) = api
+        .call(&bob, Method::GET, "/v1/dids/available?country=PL", None)
+        .await;
+    assert_eq!(
+        body["dids"].as_array().unwrap().len(),
+        2,
+        "free again: {body}"
+    );
+    assert_eq!(
+        ledger_sum_and_balance(&api, "alice").await.1,
+        7_000_000,
+        "no refund"
+    );
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/did-pool/48225550100", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/did-pool/48225550100", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// The payment page's webhook: a signed payment is credited once, however
+/// often it is delivered; unsigned, stale or wrong requests change nothing.
+#[tokio::test]
+async fn a_signed_payment_is_credited_once_and_nothing_else_is() {
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::start_with(
+        "",
+        (
+            "generic",
+            "sms_generic",
+            &generic_config(&vendor),
+            "\"127.0.0.1\"",
+        ),
+        "",
+        "\n[billing]\npayment_webhook_secret = \"pay-secret\"\n",
+    )
+    .await;
+    let [token] = users_with_tokens(&api, ["payer"]).await;
+    let balance = || async {
+        let r = api
+            .client
+            .get(format!("{}/v1/balance", api.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()
+    };
+    let currency = balance().await["currency"].as_str().unwrap().to_owned();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let deliver = |body: Value, signature: Option<String>| {
+        let body = serde_json::to_vec(&body).unwrap();
+        let signature = signature
+            .unwrap_or_else(|| softswitch::api::payments::sign("pay-secret", &body, now()));
+        let request = api
+            .client
+            .post(format!("{}/v1/payments/webhook", api.base))
+            .header("content-type", "application/json")
+            .header("softswitch-signature", signature)
+            .body(body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let payment =
+        json!({ "id": "pi_001", "login": "payer", "amount": "10.00", "currency": currency });
+
+    let (s, first) = deliver(payment.clone(), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(
+        (first["amount"].as_str(), first["repeated"].as_bool()),
+        (Some("10.00"), Some(false))
+    );
+    let (s, again) = deliver(payment.clone(), None).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["ledger_id"], first["ledger_id"]);
+
+    let body = serde_json::to_vec(
+        &json!({ "id": "pi_002", "login": "payer", "amount": "5.00", "currency": currency }),
+    )
+    .unwrap();
+    let stale = softswitch::api::payments::sign("pay-secret", &body, now() - 3_600);
+    let forged = softswitch::api::payments::sign("guessed", &body, now());
+    for (what, signature) in [
+        ("stale", stale),
+        ("forged", forged),
+        ("none", String::new()),
+    ] {
+        let (s, e) = deliver(
+            json!({ "id": "pi_002", "login": "payer", "amount": "5.00", "currency": currency }),
+            Some(signature),
+        )
+        .await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("bad-signature")),
+            "{what}: {e}"
+        );
+    }
+    let other = if currency == "EUR" { "USD" } else { "EUR" };
+    for (body, status, code) in [
+        (
+            json!({ "id": "pi_003", "login": "nobody", "amount": "5.00", "currency": currency }),
+            StatusCode::NOT_FOUND,
+            "no-such-account",
+        ),
+        (
+            json!({ "id": "pi_004", "login": "payer", "amount": "5.00", "currency": other }),
+            StatusCode::CONFLICT,
+            "currency-mismatch",
+        ),
+        (
+            json!({ "id": "pi_005", "login": "payer", "amount": "-5.00", "currency": currency }),
+            StatusCode::BAD_REQUEST,
+            "invalid-amount",
+        ),
+        (
+            json!({ "id": "pi_006", "login": "payer", "amount": "5.00", "currency": "XYZ" }),
+            StatusCode::BAD_REQUEST,
+            "unknown-currency",
+        ),
+        (
+            json!({ "id": "", "login": "payer", "amount": "5.00", "currency": currency }),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            json!({ "id": "pi_007", "login": "payer" }),
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+    ] {
+        let (s, e) = deliver(body.clone(), None).await;
+        assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{body}: {e}");
+    }
+
+    let money = balance().await;
+    assert_eq!(money["balance"], "10.00", "{money}");
+    let ledger = money["ledger"].as_array().unwrap();
+    assert_eq!(ledger.len(), 1, "{money}");
+    assert_eq!(
+        (ledger[0]["kind"].as_str(), ledger[0]["reference"].as_str()),
+        (Some("topup"), Some("payment pi_001"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plans_are_sold_by_the_admin_bought_from_the_balance_listed_and_cancelled() {
+    use reqwest::Method;
+    let vendor = StandIn::start(generic_answer()).await;
+    let api = Api::generic("address_burst = 1000", &vendor).await;
+    let [alice, carol] = users_with_tokens(&api, ["alice", "carol"]).await;
+    api.site
+        .ok(&["account", "set", "alice", "--currency", "EUR"]);
+    api.site
+        .ok(&["account", "set", "carol", "--currency", "USD"]);
+    api.site.ok(&["balance", "topup", "alice", "7.00"]);
+
+    // The catalogue: a monthly 100 minutes to Poland, a plan in USD.
+    let (s, body) = api
+        .admin_json(
+            Method::PUT,
+            "/plans/pl-100",
+            Some(
+                json!({"description": "100 minutes to Poland", "price": "5.00",
+                "currency": "eur", "minutes": 100, "prefixes": ["48"],
+                "validity_days": 30, "recurring": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (
+            body["price_micro"].as_i64(),
+            body["seconds"].as_i64(),
+            body["currency"].as_str()
+        ),
+        (Some(5_000_000), Some(6_000), Some("EUR"))
+    );
+    let (s, _) = api
+        .admin_json(
+            Method::PUT,
+            "/plans/us-60",
+            Some(json!({"price": "1.00", "currency": "USD", "minutes": 60})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    for (path, body, code) in [
+        (
+            "/plans/mine",
+            json!({"price": "1.00", "currency": "EUR", "minutes": 1}),
+            "invalid-plan",
+        ),
+        (
+            "/plans/x",
+            json!({"price": "1.00", "currency": "EUR", "minutes": 0}),
+            "invalid-plan",
+        ),
+        (
+            "/plans/x",
+            json!({"price": "1.00", "currency": "EUR", "minutes": 1, "prefixes": ["+48"]}),
+            "invalid-plan",
+        ),
+        (
+            "/plans/x",
+            json!({"price": "1.00", "currency": "EUR", "minutes": 1, "recurring": true}),
+            "invalid-plan",
+        ),
+        (
+            "/plans/x",
+            json!({"price": "0", "currency": "EUR", "minutes": 1}),
+            "invalid-amount",
+        ),
+        (
+            "/plans/x",
+            json!({"price": "1.00", "currency": "XYZ", "minutes": 1}),
+            "unknown-currency",
+        ),
+        (
+            "/plans/x",
+            json!({"price": "1.00", "currency": "EUR"}),
+            "invalid-request",
+        ),
+    ] {
+        let (s, answer) = api.admin_json(Method::PUT, path, Some(body)).await;
+        assert_eq!(
+            (s, answer["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{answer}"
+        );
+    }
+    let (s, list) = api.admin_json(Method::GET, "/plans", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+
+    // alice sees the EUR plan only, buys it once.
+    let (s, plans) = api.call(&alice, Method::GET, "/v1/plans", None).await;
+    assert_eq!(s, StatusCode::OK, "{plans}");
+    assert_eq!(plans["for_sale"].as_array().unwrap().len(), 1, "{plans}");
+    assert_eq!(plans["for_sale"][0]["name"], "pl-100");
+    assert_eq!(plans["mine"], json!([]));
+    let (s, bought) = api
+        .call(&alice, Method::POST, "/v1/plans/pl-100/buy", None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{bought}");
+    assert_eq!(bought["balance"], "2.00");
+    assert_eq!(
+        (
+            bought["plan"]["seconds_left"].as_i64(),
+            bought["plan"]["status"].as_str()
+        ),
+        (Some(6_000), Some("active"))
+    );
+    let id = bought["plan"]["id"].as_i64().unwrap();
+    for (token, path, status, code) in [
+        (
+            &alice,
+            "/v1/plans/pl-100/buy",
+            StatusCode::CONFLICT,
+            "plan-active",
+        ),
+        (
+            &alice,
+            "/v1/plans/nope/buy",
+            StatusCode::NOT_FOUND,
+            "unknown-plan",
+        ),
+        (
+            &alice,
+            "/v1/plans/us-60/buy",
+            StatusCode::CONFLICT,
+            "currency-mismatch",
+        ),
+        (
+            &carol,
+            "/v1/plans/us-60/buy",
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient-funds",
+        ),
+    ] {
+        let (s, answer) = api.call(token, Method::POST, path, None).await;
+        assert_eq!(
+            (s, answer["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {answer}"
+        );
+    }
+    let (_, plans) = api.call(&alice, Method::GET, "/v1/plans", None).await;
+    assert_eq!(plans["balance_micro"], 2_000_000);
+    assert_eq!(plans["mine"][0]["id"], id, "{plans}");
+    assert_eq!(plans["mine"][0]["prefixes"], json!(["48"]));
+    let (_, ledger) = api.call(&alice, Method::GET, "/v1/balance", None).await;
+    assert_eq!(
+        (
+            ledger["ledger"][0]["kind"].as_str(),
+            ledger["ledger"][0]["amount"].as_str()
+        ),
+        (Some("plan"), Some("-5.00"))
+    );
+    let (sum, balance) = ledger_sum_and_balance(&api, "alice").await;
+    assert_eq!(sum, balance);
+
+    // Ending it: first the renewal stops, then the plan; another user's id
+    // and nonsense are not found.
+    let mine = format!("/v1/plans/mine/{id}");
+    let (s, ended) = api.call(&alice, Method::DELETE, &mine, None).await;
+    assert_eq!(s, StatusCode::OK, "{ended}");
+    assert_eq!(
+        (ended["recurring"].as_bool(), ended["status"].as_str()),
+        (Some(false), Some("active"))
+    );
+    let (s, answer) = api.call(&carol, Method::DELETE, &mine, None).await;
+    assert_eq!(
+        (s, answer["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+    let (s, _) = api
+        .call(&alice, Method::DELETE, "/v1/plans/mine/x", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, ended) = api.call(&alice, Method::DELETE, &mine, None).await;
+    assert_eq!(ended["status"], "cancelled");
+
+    // Withdrawn: gone from the catalogue.
+    let (s, _) = api.admin_json(Method::DELETE, "/plans/pl-100", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, answer) = api.admin_json(Method::GET, "/plans/pl-100", None).await;
+    assert_eq!(
+        (s, answer["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown-plan"))
+    );
+    let (s, _) = api.get("/v1/plans").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }

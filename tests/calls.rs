@@ -453,6 +453,107 @@ async fn calls_go_out_through_gateways_and_come_in_on_dids() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_did_ordered_in_the_app_rings_its_holder_until_released() {
+    let (switch, api) = Switch::start_with_api("", "").await;
+    let carrier_port = free_sip_port();
+    let site = &switch.site;
+    site.ok(&[
+        "gateway",
+        "add",
+        "carrier",
+        "--prefix",
+        "4860",
+        "--address",
+        &format!("127.0.0.1:{carrier_port}"),
+    ]);
+    site.ok(&[
+        "account",
+        "add",
+        "erin",
+        "--password",
+        "erin-pw",
+        "--username",
+        "erin",
+        "--access-password",
+        "erin-web",
+    ]);
+    site.ok(&["account", "set", "erin", "--currency", "EUR"]);
+    site.ok(&["balance", "topup", "erin", "5.00"]);
+    // The operator's pool, imported through the admin API.
+    let admin_token = std::fs::read_to_string(site.path("data/admin.token")).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/did-pool", switch.admin))
+        .bearer_auth(admin_token.trim())
+        .header("content-type", "text/csv")
+        .body("number,country,monthly_fee,currency\n+48 22 555 0123,PL,1.50,EUR\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Ordered in the app: any Polish number.
+    let client = support::api_client();
+    let token = support::api_token(&client, &api, "erin", "erin-web").await;
+    let r = client
+        .post(format!("{api}/v1/dids"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "country": "pl" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ordered: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ordered["did"]["number"], "48225550123", "{ordered}");
+    assert_eq!(ordered["balance"], "3.50", "{ordered}");
+    assert!(site.ok(&["did", "list"]).contains("48225550123\terin"));
+
+    // The carrier calls it: erin's phone rings and answers.
+    let (_erin, _) = callee(&switch, "erin", &scenario("call_uas.xml"));
+    switch.wait_registered(1).await;
+    let caller = site.path("carrier-caller.csv");
+    std::fs::write(&caller, "SEQUENTIAL\n48221234567;x;\n").unwrap();
+    let port = carrier_port.to_string();
+    let carrier_calls = |scenario_file: &std::path::Path| {
+        sipp(
+            &switch,
+            scenario_file,
+            &[
+                "-inf",
+                caller.to_str().unwrap(),
+                "-s",
+                "48225550123",
+                "-p",
+                &port,
+            ],
+        )
+    };
+    let (ok, trace) = carrier_calls(&scenario("call_gw_uac.xml"));
+    assert!(
+        ok,
+        "call to the ordered DID failed:\n{trace}\n{}",
+        switch.log()
+    );
+    first_cdr_is(
+        &switch,
+        "erin",
+        ["48221234567", "erin", "carrier", "answered", "200"],
+    )
+    .await;
+
+    // Released in the app: the number rings nobody any more.
+    let r = client
+        .delete(format!("{api}/v1/dids/48225550123"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (ok, trace) = carrier_calls(&expect_failure_unauthenticated(&switch, 404));
+    assert!(ok, "released DID:\n{trace}\n{}", switch.log());
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_over_tcp_is_reached_on_a_connection_the_switch_opens() {
     let switch = switch("").await;
     let carrier_port = free_sip_port();
@@ -861,5 +962,96 @@ async fn prepaid_offnet_calls_are_charged_cut_when_the_money_runs_out_and_refuse
         &["-inf", dora.to_str().unwrap(), "-s", "int4860912345"],
     );
     assert!(ok, "{trace}\n{}", switch.log());
+    nothing_leaks(&switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepaid_call_within_a_plan_s_minutes_leaves_the_balance_alone() {
+    let (switch, api) = Switch::start_with_api("[billing]\nprepaid_calls = true\n", "").await;
+    let carrier_port = free_sip_port();
+    switch.dora_and_gateway(
+        &["--username", "dora", "--access-password", "dora-web"],
+        "carrier",
+        "4860",
+        carrier_port,
+        "udp",
+    );
+    let tariff = switch.site.path("tariff.csv");
+    std::fs::write(
+        &tariff,
+        "prefix,currency,price_per_minute,connection_fee,increments\n486001,USD,0.60,0.05,1/1\n",
+    )
+    .unwrap();
+    switch
+        .site
+        .ok(&["tariff", "import", "default", tariff.to_str().unwrap()]);
+    switch.site.ok(&["balance", "topup", "dora", "1.50"]);
+
+    // The operator sells a minute to Polish numbers; dora buys it in the app.
+    let admin_token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{}/plans/pl-1", switch.admin))
+        .bearer_auth(admin_token.trim())
+        .json(&serde_json::json!({"price": "1.00", "currency": "USD", "minutes": 1, "prefixes": ["4860"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let client = support::api_client();
+    let token = support::api_token(&client, &api, "dora", "dora-web").await;
+    let bought: serde_json::Value = client
+        .post(format!("{api}/v1/plans/pl-1/buy"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bought["balance"], "0.50", "{bought}");
+
+    // A call of about a second: the plan pays it, fee included.
+    let answers = switch.variant_with(
+        "call_gw_uas.xml",
+        &[
+            ("EXPECT_RURI", "4860012345"),
+            ("EXPECT_FROM", "sip:48600111222@"),
+        ],
+    );
+    let c = carrier(&switch, &answers, carrier_port, "u1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dora = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        &switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            dora.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-d",
+            "1000",
+        ],
+    );
+    assert!(ok, "dora's call failed:\n{trace}\n{}", switch.log());
+    carrier_passed(&switch, c);
+    let lines = wait_cdrs(&switch, "dora", 1).await;
+    let record = columns(&lines[0]);
+    assert_eq!((record[4], record[8]), ("answered", "0.00"), "{lines:?}");
+    assert_eq!(balance_of(&switch, "dora"), "0.50 USD");
+    let mine: serde_json::Value = client
+        .get(format!("{api}/v1/plans"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let left = mine["mine"][0]["seconds_left"].as_i64().unwrap();
+    assert!(
+        (56..=59).contains(&left),
+        "1-4 started seconds used: {mine}"
+    );
     nothing_leaks(&switch).await;
 }

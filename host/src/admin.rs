@@ -6,6 +6,8 @@
 
 pub mod accounts;
 pub mod billing;
+pub mod dids;
+pub mod plans;
 pub mod recordings;
 
 use std::net::SocketAddr;
@@ -134,6 +136,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/vouchers", post(billing::create_vouchers))
         .route("/vouchers/{batch}", get(billing::voucher_batch))
+        .route("/plans", get(plans::list))
+        .route(
+            "/plans/{name}",
+            get(plans::show).put(plans::put).delete(plans::remove),
+        )
+        .route(
+            "/did-pool",
+            get(dids::list)
+                .post(dids::import)
+                .layer(axum::extract::DefaultBodyLimit::max(dids::POOL_MAX_BYTES)),
+        )
+        .route("/did-pool/{number}", axum::routing::delete(dids::remove))
         .route("/recordings", get(recordings::list))
         .route(
             "/recordings/{id}",
@@ -301,6 +315,10 @@ mod tests {
             ("/tariffs/{name}/rates/{prefix}", &["delete"]),
             ("/vouchers", &["post"]),
             ("/vouchers/{batch}", &["get"]),
+            ("/plans", &["get"]),
+            ("/plans/{name}", &["get", "put", "delete"]),
+            ("/did-pool", &["get", "post"]),
+            ("/did-pool/{number}", &["delete"]),
             ("/recordings/{id}/audio", &["get"]),
         ] {
             for m in methods {

@@ -652,6 +652,20 @@ tariff_poll_secs = 5
 reservation_grace_secs = 3600
 # Days a voucher is valid when its batch does not say.
 voucher_days = 365
+# Prepaid OFFNET calls: authorised against the caller's tariff and balance, cut when the
+# money runs out, charged at the end (402/403 before the carrier is called otherwise).
+prepaid_calls = false
+# Prepaid OFFNET messages: a MESSAGE to a number the SMS provider sends is charged at the
+# tariff row's SMS price before it is accepted (402/403 otherwise), refunded if never sent.
+prepaid_sms = false
+# Shared secret of the payment page's webhook (POST /v1/payments/webhook, signed with
+# HMAC-SHA256, see README "Billing"); empty: no webhook.
+payment_webhook_secret = ""
+# Days one paid period of an ordered DID lasts: the order pays the setup fee and the first,
+# each renewal (from the balance) the next.
+did_period_days = 30
+# Days an ordered DID keeps ringing after its period ended unpaid, before it goes back to the pool.
+did_grace_days = 3
 
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder

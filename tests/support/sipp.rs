@@ -47,6 +47,41 @@ impl Switch {
     /// Like [`Switch::start_with`], with the TLS listener on `tls_ip`
     /// (UDP and TCP stay on loopback).
     pub async fn start_tls_on(tls_ip: &str, sip_extra: &str, extra_config: &str) -> Switch {
+        Switch::start_full(tls_ip, sip_extra, super::NO_API, extra_config).await
+    }
+
+    /// Like [`Switch::start_with`], with the client API listening too;
+    /// returns the switch and the API's base URL (self-signed certificate:
+    /// see [`api_client`]).
+    pub async fn start_with_api(sip_extra: &str, extra_config: &str) -> (Switch, String) {
+        let port = free_port();
+        let api = format!("listen = [\"127.0.0.1:{port}\"]\n");
+        let switch = Switch::start_full("127.0.0.1", sip_extra, &api, extra_config).await;
+        let base = format!("https://127.0.0.1:{port}");
+        // The admin endpoint answers first; the API binds a moment later.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api_client()
+            .get(format!("{base}/v1/openapi.json"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "API never answered: {}",
+                switch.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (switch, base)
+    }
+
+    async fn start_full(
+        tls_ip: &str,
+        sip_extra: &str,
+        api_section: &str,
+        extra_config: &str,
+    ) -> Switch {
         let sip = free_sip_port();
         let tls = free_port();
         let admin = free_port();
@@ -54,7 +89,7 @@ impl Switch {
             &format!(
                 "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"{tls_ip}:{tls}\"]\n{sip_extra}\n"
             ),
-            super::NO_API,
+            api_section,
             &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra_config}"),
         );
         for (login, password) in [

@@ -42,6 +42,8 @@ pub fn billing_error(e: BillingError) -> ApiError {
         BillingError::VoucherUnknown => (StatusCode::NOT_FOUND, "unknown-voucher"),
         BillingError::VoucherRedeemed => (StatusCode::CONFLICT, "voucher-redeemed"),
         BillingError::VoucherExpired => (StatusCode::GONE, "voucher-expired"),
+        BillingError::UnknownPlan(_) => (StatusCode::NOT_FOUND, "unknown-plan"),
+        BillingError::PlanActive(_) => (StatusCode::CONFLICT, "plan-active"),
         _ => (StatusCode::BAD_REQUEST, "invalid-request"),
     };
     ApiError::new(status, code, e.to_string())

@@ -20,6 +20,7 @@ pub mod avatar;
 pub mod billing;
 pub mod clock;
 pub mod contacts;
+pub mod dids;
 pub mod error;
 pub mod files;
 pub mod friends;
@@ -27,9 +28,11 @@ pub mod history;
 pub mod listener;
 pub mod login;
 pub mod password;
+pub mod payments;
 pub mod phone;
 pub mod phone_add;
 pub mod phone_signup;
+pub mod plans;
 pub mod profile;
 pub mod push_tokens;
 pub mod recordings;
@@ -445,6 +448,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rates", get(billing::rates))
         .route("/v1/vouchers/redeem", post(billing::redeem))
         .route("/v1/transfers", post(billing::transfer))
+        .route("/v1/plans", get(plans::list))
+        .route("/v1/plans/{name}/buy", post(plans::buy))
+        .route("/v1/plans/mine/{id}", axum::routing::delete(plans::cancel))
+        .route("/v1/payments/webhook", post(payments::webhook))
+        .route("/v1/dids", get(dids::mine).post(dids::order))
+        .route("/v1/dids/available", get(dids::available))
+        .route("/v1/dids/{number}", axum::routing::delete(dids::release))
         .route("/v1/password/forgot", post(password::forgot))
         .route(
             "/v1/password/reset",
@@ -525,6 +535,12 @@ mod tests {
             "/v1/rates",
             "/v1/vouchers/redeem",
             "/v1/transfers",
+            "/v1/plans",
+            "/v1/plans/{name}/buy",
+            "/v1/plans/mine/{id}",
+            "/v1/dids",
+            "/v1/dids/available",
+            "/v1/dids/{number}",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
         }

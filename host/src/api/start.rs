@@ -39,7 +39,11 @@ pub async fn start(
         .await
         .context("cannot start SMS")?;
     let billing = app.billing();
-    let mut tasks = vec![worker::spawn(sms.clone()), billing.spawn_refresh()];
+    let mut tasks = vec![
+        worker::spawn(sms.clone()),
+        billing.spawn_refresh(),
+        billing.spawn_did_renewal(),
+    ];
     // Address books closed but not applied when the last run stopped.
     for token in app.store.pending_contact_uploads().await? {
         super::contacts::spawn_apply(app.store.clone(), token);

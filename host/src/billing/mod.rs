@@ -1,7 +1,9 @@
 //! Billing (SPEC §10): tariffs, rating, prepaid balances, vouchers and
 //! transfers — the money side the call path charges through.
 //!
+//! - [`dids`]: numbers for sale, ordered and renewed from the balance;
 //! - [`money`]: exact amounts (micro units, decimal strings, ISO 4217);
+//! - [`plans`]: bundles of call seconds bought from the balance;
 //! - [`rating`]: what a call costs and how long a balance lasts (pure);
 //! - [`tariffs`]: tariff rows, their CSV form, the in-memory prefix tables;
 //! - [`Billing`]: the service the call path and the APIs use; the tables
@@ -23,8 +25,14 @@
 //! [`Billing::release`] frees it without a charge (the call was not
 //! answered). A reservation nobody settled (its node died) is released
 //! `billing.reservation_grace_secs` after the call's latest end.
+//!
+//! An account's [`plans`] pay before the balance: the reservation also
+//! holds seconds of the plan covering the number, and the settlement takes
+//! the answered seconds off the plan first.
 
+pub mod dids;
 pub mod money;
+pub mod plans;
 pub mod rating;
 pub mod tariffs;
 
@@ -39,6 +47,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::store::billing::{
     AccountMoney, BillingError, LedgerEntry, LedgerKind, Movement, Redeemed,
 };
+use crate::store::messages::OffnetSms;
 use crate::store::{Store, StoreError};
 use tariffs::{TariffRate, TariffSet};
 
@@ -63,6 +72,20 @@ pub struct BillingConfig {
     /// 402 or 403 otherwise), cut when the money runs out, and charged at
     /// its end. Off by default: a fresh switch has no tariffs.
     pub prepaid_calls: bool,
+    /// Prepaid OFFNET messages: a MESSAGE from an account to a number the
+    /// routing sends to the SMS provider is charged at its tariff row's SMS
+    /// price before it is accepted (refused with 402 or 403 otherwise), and
+    /// refunded if the vendor never takes it. Off by default.
+    pub prepaid_sms: bool,
+    /// Shared secret of the payment page's webhook (`POST
+    /// /v1/payments/webhook`, HMAC-SHA256 signed); empty: no webhook.
+    pub payment_webhook_secret: String,
+    /// Days one paid period of an ordered DID lasts (at least 1): the
+    /// order pays the first, each renewal the next ([`dids`]).
+    pub did_period_days: u32,
+    /// Days an ordered DID keeps ringing after its period ended unpaid,
+    /// before it goes back to the pool (0: at once).
+    pub did_grace_days: u32,
 }
 
 impl Default for BillingConfig {
@@ -81,6 +104,13 @@ impl Default for BillingConfig {
             reservation_grace_secs: 3_600,
             voucher_days: 365,
             prepaid_calls: false,
+            prepaid_sms: false,
+            payment_webhook_secret: String::new(),
+            // "Monthly": the same length every time, whatever the month.
+            did_period_days: 30,
+            // A top-up a few days late keeps a number the user may have
+            // handed out; it cannot be got back once someone else orders it.
+            did_grace_days: 3,
         }
     }
 }
@@ -111,6 +141,21 @@ pub enum Refusal {
     Failed(BillingError),
 }
 
+impl Refusal {
+    /// The SIP answer a call or MESSAGE refused for this reason gets: 402
+    /// when money is short, 403 when nothing would ever sell it, 503 when
+    /// billing cannot tell (the client may try again later).
+    pub fn sip_status(&self) -> (u16, &'static str) {
+        match self {
+            Refusal::NoBalance { .. } => (402, "Payment Required - insufficient funds"),
+            Refusal::NoRate => (403, "Forbidden - no rate for this number"),
+            Refusal::CurrencyMismatch { .. } => (403, "Forbidden - rate in another currency"),
+            Refusal::Inactive | Refusal::UnknownAccount => (403, "Forbidden"),
+            Refusal::Failed(_) => (503, "Service Unavailable - billing unavailable"),
+        }
+    }
+}
+
 /// A call the balance pays for: what [`Billing::settle`] needs at its end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Authorization {
@@ -122,8 +167,30 @@ pub struct Authorization {
     pub rate: TariffRate,
     /// Cut the call after this many seconds.
     pub max_secs: u32,
-    /// Set aside: the cost of `max_secs`.
+    /// Set aside: the cost of `max_secs` (less the plan's seconds).
     pub reserved_micro: i64,
+    /// The plan seconds that pay for the start of the call, before the
+    /// balance ([`plans`]).
+    pub plan: Option<plans::PlanHold>,
+}
+
+impl Authorization {
+    /// How the balance prices the seconds after the plan's: with a plan,
+    /// the free seconds are gone (the plan paid the start of the call).
+    fn balance_rate(&self) -> rating::Rate {
+        balance_rate(&self.rate.rate, self.plan.is_some())
+    }
+}
+
+fn balance_rate(rate: &rating::Rate, after_plan: bool) -> rating::Rate {
+    if after_plan {
+        rating::Rate {
+            free_seconds: 0,
+            ..*rate
+        }
+    } else {
+        *rate
+    }
 }
 
 /// A settled call.
@@ -131,14 +198,19 @@ pub struct Authorization {
 pub struct Settlement {
     /// Seconds charged (the billed ones, at most `max_secs`).
     pub secs: u32,
+    /// Of them, the seconds a plan paid.
+    pub plan_secs: u32,
+    /// What the balance paid for the rest.
     pub cost_micro: i64,
     /// The `call` ledger row; none for a cost of 0.
     pub entry: Option<LedgerEntry>,
 }
 
-/// A charged message.
+/// A charged message, queued for the SMS provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SmsCharge {
+    /// Its row in the SMS outbox.
+    pub outbox_id: i64,
     pub rate: TariffRate,
     pub cost_micro: i64,
     /// None for a price of 0.
@@ -218,7 +290,8 @@ impl Billing {
     }
 
     /// Polls the tariff version every `tariff_poll_secs` (reloading the
-    /// tables when it moved) and releases expired reservations.
+    /// tables when it moved), releases expired reservations, and ends or
+    /// renews plans at the end of their period.
     pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let billing = Arc::downgrade(self);
         let every = Duration::from_secs(self.config.tariff_poll_secs.max(1));
@@ -244,6 +317,17 @@ impl Billing {
                         "balance reservations of calls never settled were released"
                     ),
                     Err(e) => tracing::warn!(error = %e, "releasing expired reservations failed"),
+                }
+                match billing.store.sweep_plans(crate::store::now_secs()).await {
+                    Ok(s) if s.expired + s.renewed > 0 => {
+                        tracing::info!(
+                            expired = s.expired,
+                            renewed = s.renewed,
+                            "plans at the end of their period"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "ending or renewing plans failed"),
                 }
             }
         })
@@ -333,22 +417,38 @@ impl Billing {
         let mut available = 0;
         // A concurrent debit between the read and the reservation makes the
         // reservation fail; the second look sees the new balance.
-        for _ in 0..3 {
+        // Likewise a concurrent call taking the plan's seconds.
+        for _ in 0..5 {
             let (account, rate, digits) = self.priced(login, number).await?;
             available = account.available_micro();
-            let max_secs = rating::max_secs(&rate.rate, available, self.config.max_call_secs);
+            let now = crate::store::now_secs();
+            let cap = self.config.max_call_secs;
+            let plan = self
+                .store
+                .plan_for_call(login, &digits, now)
+                .await
+                .map_err(|e| Refusal::Failed(e.into()))?
+                .map(|p| plans::PlanHold {
+                    account_plan_id: p.id,
+                    secs: p.usable_secs(now).min(cap),
+                })
+                .filter(|h| h.secs > 0);
+            let plan_secs = plan.map_or(0, |h| h.secs);
+            let money_rate = balance_rate(&rate.rate, plan.is_some());
+            let money_secs = rating::max_secs(&money_rate, available, cap - plan_secs);
+            let max_secs = plan_secs + money_secs;
             if max_secs == 0 {
                 return Err(Refusal::NoBalance {
                     available_micro: available,
                 });
             }
-            let reserved = rating::cost(&rate.rate, max_secs);
-            let expires_at = crate::store::now_secs()
+            let reserved = rating::cost(&money_rate, money_secs);
+            let expires_at = now
                 + i64::from(max_secs)
                 + i64::try_from(self.config.reservation_grace_secs).unwrap_or(i64::MAX / 4);
             match self
                 .store
-                .reserve(login, reserved, Some(&digits), expires_at)
+                .reserve_call(login, reserved, plan, Some(&digits), expires_at)
                 .await
             {
                 Ok(reservation_id) => {
@@ -359,9 +459,10 @@ impl Billing {
                         rate,
                         max_secs,
                         reserved_micro: reserved,
+                        plan,
                     });
                 }
-                Err(BillingError::InsufficientFunds { .. }) => continue,
+                Err(BillingError::InsufficientFunds { .. } | BillingError::PlanTaken) => continue,
                 Err(BillingError::NoAccount(_)) => return Err(Refusal::UnknownAccount),
                 Err(e) => return Err(Refusal::Failed(e)),
             }
@@ -403,7 +504,13 @@ impl Billing {
         cdr: Option<&crate::store::calls::Cdr>,
     ) -> Result<Settlement, BillingError> {
         let secs = billed_secs.min(auth.max_secs);
-        let cost = rating::cost(&auth.rate.rate, secs).min(auth.reserved_micro);
+        // The plan's seconds first, per second; the balance pays the rest.
+        let plan = auth.plan.map(|hold| plans::PlanUse {
+            hold,
+            used_secs: secs.min(hold.secs),
+        });
+        let plan_secs = plan.map_or(0, |p| p.used_secs);
+        let cost = rating::cost(&auth.balance_rate(), secs - plan_secs).min(auth.reserved_micro);
         let cdr = cdr.map(|cdr| crate::store::calls::Cdr {
             cost_micro: Some(cost),
             ..cdr.clone()
@@ -421,11 +528,13 @@ impl Billing {
                     actor: Some("system"),
                 },
                 auth.reserved_micro,
+                plan,
                 cdr.as_ref(),
             )
             .await?;
         Ok(Settlement {
             secs,
+            plan_secs,
             cost_micro: cost,
             entry,
         })
@@ -435,33 +544,47 @@ impl Billing {
     /// never answered).
     pub async fn release(&self, auth: &Authorization) -> Result<(), BillingError> {
         self.store
-            .release_reservation(auth.reservation_id, &auth.login, auth.reserved_micro)
+            .release_reservation(
+                auth.reservation_id,
+                &auth.login,
+                auth.reserved_micro,
+                auth.plan,
+            )
             .await
     }
 
-    /// Charges one message from `login` to `number` at the rate row's
-    /// `sms_price_micro` (rows without one do not sell messages:
-    /// [`Refusal::NoRate`]), with an `sms` ledger row, if the available
-    /// money covers it.
-    pub async fn charge_sms(&self, login: &str, number: &str) -> Result<SmsCharge, Refusal> {
-        let (_, rate, digits) = self.priced(login, number).await?;
+    /// Queues an OFFNET message of `login` for the SMS provider and charges
+    /// it at its rate row's `sms_price_micro` (rows without one do not sell
+    /// messages: [`Refusal::NoRate`]), with an `sms` ledger row, if the
+    /// available money covers it: both in one transaction. A message the
+    /// vendor never accepts is refunded when it fails
+    /// ([`Store::sms_failed`]).
+    pub async fn queue_sms(&self, sms: &OffnetSms<'_>) -> Result<SmsCharge, Refusal> {
+        let (_, rate, digits) = self.priced(sms.sender, sms.number).await?;
         let price = rate.sms_price_micro.ok_or(Refusal::NoRate)?;
         if price == 0 {
+            let outbox_id = self
+                .store
+                .queue_sms(sms)
+                .await
+                .map_err(|e| Refusal::Failed(e.into()))?;
             return Ok(SmsCharge {
+                outbox_id,
                 rate,
                 cost_micro: 0,
                 entry: None,
             });
         }
         let movement = Movement {
-            login,
+            login: sms.sender,
             kind: LedgerKind::Sms,
             amount_micro: price,
             reference: Some(&digits),
             actor: Some("system"),
         };
-        match self.store.debit(&movement).await {
-            Ok(entry) => Ok(SmsCharge {
+        match self.store.queue_charged_sms(sms, &movement).await {
+            Ok((outbox_id, entry)) => Ok(SmsCharge {
+                outbox_id,
                 rate,
                 cost_micro: price,
                 entry: Some(entry),

@@ -128,7 +128,7 @@ pub const CSV_HEADER: &str = "prefix,description,country,currency,price_per_minu
 
 /// Splits one CSV line into fields (RFC 4180: fields in double quotes may
 /// hold commas, and `""` is a quote).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();

@@ -21,7 +21,7 @@ use crate::plugins::routing::{
 };
 use crate::push::{Notification, NotificationKind, excerpt};
 use crate::store::location::Binding;
-use crate::store::messages::{MessageStatus, NewMessage, StoredMessage};
+use crate::store::messages::{MessageStatus, NewMessage, OffnetSms, StoredMessage};
 
 /// Content type of system commands (SPEC §5: "Contacts add", file and
 /// location commands): deferred like any message, never announced by push.
@@ -136,11 +136,28 @@ pub async fn on_message(
         }
         RouteDecision::ToGateway { gateway, number } => {
             // OFFNET: the SMS provider extension point drains this outbox.
-            match server
-                .store
-                .queue_sms(&login, &number, &gateway, &req.body)
-                .await
-            {
+            let sms = OffnetSms {
+                sender: &login,
+                number: &number,
+                gateway: &gateway,
+                body: &req.body,
+            };
+            let queued = match server.billing() {
+                Some(billing) if billing.config().prepaid_sms => {
+                    match billing.queue_sms(&sms).await {
+                        Ok(charge) => Ok(charge.outbox_id),
+                        Err(refusal) => {
+                            tracing::info!(sender = login, number, %refusal, "prepaid SMS refused");
+                            let (code, reason) = refusal.sip_status();
+                            let retry = [("Retry-After".into(), "5".into())];
+                            let headers: &[_] = if code == 503 { &retry } else { &[] };
+                            return response_for(req, code, reason, Some(tag), headers);
+                        }
+                    }
+                }
+                _ => server.store.queue_sms(&sms).await,
+            };
+            match queued {
                 Ok(id) => {
                     tracing::debug!(id, number, gateway, "OFFNET message queued for SMS");
                     response_for(req, 202, "Accepted", Some(tag), &[])

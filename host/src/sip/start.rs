@@ -111,7 +111,7 @@ pub async fn start(
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
     server.attach(transports.clone());
-    if app.config.billing.prepaid_calls {
+    if app.config.billing.prepaid_calls || app.config.billing.prepaid_sms {
         server.attach_billing(app.billing());
     }
     let presence = Presence::load(

@@ -22,8 +22,10 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::error::{Result as StoreResult, StoreError, unique_violation};
+use super::messages::OffnetSms;
 use super::{Store, now};
 use crate::billing::money::MAX_BALANCE_MICRO;
+use crate::billing::plans::{PlanHold, PlanUse};
 use crate::billing::rating::Rate;
 use crate::billing::tariffs::{TariffRate, validate_name, validate_prefix};
 
@@ -63,6 +65,16 @@ pub enum BillingError {
     /// The reservation was settled, released or expired already.
     #[error("no such reservation (settled, released or expired already)")]
     UnknownReservation,
+    /// No plan of this name is for sale.
+    #[error("no plan {0:?} is for sale")]
+    UnknownPlan(String),
+    /// The account holds an active plan of this name with seconds left
+    /// (a repeated purchase would pay twice).
+    #[error("plan {0:?} is active and has seconds left")]
+    PlanActive(String),
+    /// The plan's seconds were taken, or it ended, since it was read.
+    #[error("the plan's seconds were taken meanwhile")]
+    PlanTaken,
     /// Bad input (an amount, a tariff row).
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -278,6 +290,95 @@ async fn record(
         actor,
         created_at,
     })
+}
+
+/// Adds `m.amount_micro` to the balance on `conn` (a transaction the caller
+/// commits), with its ledger row. `currency`, when given, must be the
+/// account's.
+async fn credit_on(
+    conn: &mut AnyConnection,
+    m: &Movement<'_>,
+    currency: Option<&str>,
+) -> Result<LedgerEntry> {
+    check_amount(m.amount_micro)?;
+    let done = sqlx::query(
+        "UPDATE accounts SET balance_micro = balance_micro + ? \
+         WHERE login = ? AND balance_micro <= ? AND (? IS NULL OR currency = ?)",
+    )
+    .bind(m.amount_micro)
+    .bind(m.login)
+    .bind(MAX_BALANCE_MICRO - m.amount_micro)
+    .bind(currency)
+    .bind(currency)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        let account: Option<String> =
+            sqlx::query_scalar("SELECT currency FROM accounts WHERE login = ?")
+                .bind(m.login)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Err(match (account, currency) {
+            (None, _) => BillingError::NoAccount(m.login.to_owned()),
+            (Some(account), Some(c)) if c != account => BillingError::CurrencyMismatch {
+                account,
+                other: c.to_owned(),
+            },
+            _ => BillingError::BalanceLimit,
+        });
+    }
+    record(conn, m.login, m.kind, m.amount_micro, m.reference, m.actor).await
+}
+
+/// Takes `m.amount_micro` from the balance on `conn` (a transaction the
+/// caller commits) if that much is available (balance less reservations),
+/// with its ledger row.
+pub(super) async fn debit_on(conn: &mut AnyConnection, m: &Movement<'_>) -> Result<LedgerEntry> {
+    check_amount(m.amount_micro)?;
+    let done = sqlx::query(
+        "UPDATE accounts SET balance_micro = balance_micro - ? \
+         WHERE login = ? AND balance_micro - reserved_micro >= ?",
+    )
+    .bind(m.amount_micro)
+    .bind(m.login)
+    .bind(m.amount_micro)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        let available: Option<i64> = sqlx::query_scalar(
+            "SELECT balance_micro - reserved_micro FROM accounts WHERE login = ?",
+        )
+        .bind(m.login)
+        .fetch_optional(&mut *conn)
+        .await?;
+        return Err(match available {
+            Some(available_micro) => BillingError::InsufficientFunds { available_micro },
+            None => BillingError::NoAccount(m.login.to_owned()),
+        });
+    }
+    record(conn, m.login, m.kind, -m.amount_micro, m.reference, m.actor).await
+}
+
+/// Gives back a charge on `conn` (a transaction the caller commits): the
+/// service it paid for was not delivered. No balance cap applies, the money
+/// was the account's a moment ago. None when the account is gone.
+pub(super) async fn refund_on(
+    conn: &mut AnyConnection,
+    m: &Movement<'_>,
+) -> StoreResult<Option<LedgerEntry>> {
+    let done = sqlx::query("UPDATE accounts SET balance_micro = balance_micro + ? WHERE login = ?")
+        .bind(m.amount_micro)
+        .bind(m.login)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    match record(conn, m.login, m.kind, m.amount_micro, m.reference, m.actor).await {
+        Ok(entry) => Ok(Some(entry)),
+        Err(BillingError::Store(e)) => Err(e),
+        Err(e) => Err(StoreError::Corrupt(e.to_string())),
+    }
 }
 
 /// At most `max` characters (ledger references are informative).
@@ -502,75 +603,82 @@ impl Store {
     /// Adds `m.amount_micro` to the balance, with its ledger row.
     /// `currency`, when given, must be the account's.
     pub async fn credit(&self, m: &Movement<'_>, currency: Option<&str>) -> Result<LedgerEntry> {
-        check_amount(m.amount_micro)?;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE accounts SET balance_micro = balance_micro + ? \
-             WHERE login = ? AND balance_micro <= ? AND (? IS NULL OR currency = ?)",
-        )
-        .bind(m.amount_micro)
-        .bind(m.login)
-        .bind(MAX_BALANCE_MICRO - m.amount_micro)
-        .bind(currency)
-        .bind(currency)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            drop(tx);
-            let account = self.money_or_missing(m.login).await?;
-            return Err(match currency {
-                Some(c) if c != account.currency => BillingError::CurrencyMismatch {
-                    account: account.currency,
-                    other: c.to_owned(),
-                },
-                _ => BillingError::BalanceLimit,
-            });
-        }
-        let entry = record(
-            &mut tx,
-            m.login,
-            m.kind,
-            m.amount_micro,
-            m.reference,
-            m.actor,
-        )
-        .await?;
+        let entry = credit_on(&mut tx, m, currency).await?;
         tx.commit().await?;
         Ok(entry)
+    }
+
+    /// Credits a payment reported by a payment page (a `topup` row naming
+    /// the payment), once per payment id: the payment's row and the credit
+    /// share a transaction, so a webhook delivered again changes nothing
+    /// and gets the first credit back, with `true` (a repeat).
+    pub async fn credit_payment(
+        &self,
+        payment_id: &str,
+        m: &Movement<'_>,
+        currency: &str,
+    ) -> Result<(LedgerEntry, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let entry = credit_on(&mut tx, m, Some(currency)).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO payments (id, login, amount_micro, currency, ledger_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(payment_id)
+        .bind(m.login)
+        .bind(m.amount_micro)
+        .bind(currency)
+        .bind(entry.id)
+        .bind(entry.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok((entry, false))
+            }
+            Err(e) if unique_violation(&e).is_some() => {
+                drop(tx);
+                let first = sqlx::query(&format!(
+                    "SELECT {LEDGER_COLUMNS} FROM ledger WHERE id = \
+                     (SELECT ledger_id FROM payments WHERE id = ?)"
+                ))
+                .bind(payment_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                match first {
+                    Some(row) => Ok((entry_from_row(&row)?, true)),
+                    // Its account was deleted since.
+                    None => Err(BillingError::NoAccount(m.login.to_owned())),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Takes `m.amount_micro` from the balance if that much is available
     /// (balance less reservations), with its ledger row.
     pub async fn debit(&self, m: &Movement<'_>) -> Result<LedgerEntry> {
-        check_amount(m.amount_micro)?;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE accounts SET balance_micro = balance_micro - ? \
-             WHERE login = ? AND balance_micro - reserved_micro >= ?",
-        )
-        .bind(m.amount_micro)
-        .bind(m.login)
-        .bind(m.amount_micro)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            drop(tx);
-            let account = self.money_or_missing(m.login).await?;
-            return Err(BillingError::InsufficientFunds {
-                available_micro: account.available_micro(),
-            });
-        }
-        let entry = record(
-            &mut tx,
-            m.login,
-            m.kind,
-            -m.amount_micro,
-            m.reference,
-            m.actor,
-        )
-        .await?;
+        let entry = debit_on(&mut tx, m).await?;
         tx.commit().await?;
         Ok(entry)
+    }
+
+    /// Charges an OFFNET SMS and queues it for the SMS provider in one
+    /// transaction: no message leaves unpaid, no payment without its
+    /// message. Returns the outbox id and the `sms` ledger row.
+    pub async fn queue_charged_sms(
+        &self,
+        sms: &OffnetSms<'_>,
+        charge: &Movement<'_>,
+    ) -> Result<(i64, LedgerEntry)> {
+        let mut tx = self.pool.begin().await?;
+        let entry = debit_on(&mut tx, charge).await?;
+        let id = super::messages::insert_outbox(&mut tx, sms, charge.amount_micro).await?;
+        tx.commit().await?;
+        Ok((id, entry))
     }
 
     /// Moves `amount_micro` from `from` to `to` (same currency, from what
@@ -759,10 +867,42 @@ impl Store {
         reference: Option<&str>,
         expires_at: i64,
     ) -> Result<i64> {
+        self.reserve_call(login, amount_micro, None, reference, expires_at)
+            .await
+    }
+
+    /// [`Store::reserve`] that also holds `plan.secs` seconds of one of
+    /// `login`'s plans (if its free seconds still cover them: `PlanTaken`
+    /// otherwise), in the same transaction.
+    pub async fn reserve_call(
+        &self,
+        login: &str,
+        amount_micro: i64,
+        plan: Option<PlanHold>,
+        reference: Option<&str>,
+        expires_at: i64,
+    ) -> Result<i64> {
         if amount_micro < 0 {
             return Err(BillingError::Invalid("a negative reservation".into()));
         }
         let mut tx = self.pool.begin().await?;
+        if let Some(hold) = plan {
+            let taken = sqlx::query(
+                "UPDATE account_plans SET reserved_secs = reserved_secs + ? \
+                 WHERE id = ? AND login = ? AND status = 'active' \
+                 AND seconds_left - reserved_secs >= ? AND (expires_at IS NULL OR expires_at > ?)",
+            )
+            .bind(i64::from(hold.secs))
+            .bind(hold.account_plan_id)
+            .bind(login)
+            .bind(i64::from(hold.secs))
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() == 0 {
+                return Err(BillingError::PlanTaken);
+            }
+        }
         let done = sqlx::query(
             "UPDATE accounts SET reserved_micro = reserved_micro + ? \
              WHERE login = ? AND balance_micro - reserved_micro >= ?",
@@ -780,14 +920,16 @@ impl Store {
             });
         }
         let done = sqlx::query(
-            "INSERT INTO balance_reservations (login, amount_micro, reference, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO balance_reservations (login, amount_micro, reference, created_at, \
+             expires_at, account_plan_id, plan_secs) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(login)
         .bind(amount_micro)
         .bind(reference.map(|r| clip(r, 255)))
         .bind(now())
         .bind(expires_at)
+        .bind(plan.map(|h| h.account_plan_id))
+        .bind(plan.map_or(0, |h| i64::from(h.secs)))
         .execute(&mut *tx)
         .await?;
         let id = super::messages::last_insert_id(&mut tx, &done).await?;
@@ -800,16 +942,19 @@ impl Store {
     /// cost of 0. `UnknownReservation` if it was ended already. With `cdr`,
     /// the call's record (which carries the cost) is written in the same
     /// transaction: a charged call always has its record, and a recorded
-    /// charged call its debit.
+    /// charged call its debit. `plan`: the plan seconds the reservation
+    /// holds and how many of them the call used (taken off the plan, the
+    /// rest freed).
     pub async fn settle_reservation(
         &self,
         id: i64,
         m: &Movement<'_>,
         reserved_micro: i64,
+        plan: Option<PlanUse>,
         cdr: Option<&super::calls::Cdr>,
     ) -> Result<Option<LedgerEntry>> {
         let mut tx = self.pool.begin().await?;
-        let entry = settle_in(&mut tx, id, m, reserved_micro).await?;
+        let entry = settle_in(&mut tx, id, m, reserved_micro, plan).await?;
         if let Some(cdr) = cdr {
             let sql = super::calls::insert_cdrs_sql(1);
             super::calls::bind_cdr(sqlx::query(&sql), cdr)
@@ -820,12 +965,14 @@ impl Store {
         Ok(entry)
     }
 
-    /// Ends reservation `id` without charging anything.
+    /// Ends reservation `id` without charging anything (its plan seconds,
+    /// if any, freed unused).
     pub async fn release_reservation(
         &self,
         id: i64,
         login: &str,
         reserved_micro: i64,
+        plan: Option<PlanHold>,
     ) -> Result<()> {
         let m = Movement {
             login,
@@ -834,7 +981,8 @@ impl Store {
             reference: None,
             actor: None,
         };
-        self.settle_reservation(id, &m, reserved_micro, None)
+        let plan = plan.map(|hold| PlanUse { hold, used_secs: 0 });
+        self.settle_reservation(id, &m, reserved_micro, plan, None)
             .await
             .map(|_| ())
     }
@@ -843,7 +991,8 @@ impl Store {
     /// settled: its node died); how many.
     pub async fn release_expired_reservations(&self, now: i64) -> StoreResult<u64> {
         let rows = sqlx::query(
-            "SELECT id, login, amount_micro FROM balance_reservations WHERE expires_at < ? LIMIT 500",
+            "SELECT id, login, amount_micro, account_plan_id, plan_secs FROM balance_reservations \
+             WHERE expires_at < ? LIMIT 500",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -855,7 +1004,16 @@ impl Store {
                 r.try_get("login")?,
                 r.try_get("amount_micro")?,
             );
-            match self.release_reservation(id, &login, amount).await {
+            let plan = match r.try_get::<Option<i64>, _>("account_plan_id")? {
+                Some(account_plan_id) => Some(PlanHold {
+                    account_plan_id,
+                    secs: u32::try_from(r.try_get::<i64, _>("plan_secs")?).map_err(|_| {
+                        StoreError::Corrupt("balance_reservations.plan_secs out of range".into())
+                    })?,
+                }),
+                None => None,
+            };
+            match self.release_reservation(id, &login, amount, plan).await {
                 Ok(()) => released += 1,
                 // Settled meanwhile.
                 Err(BillingError::UnknownReservation) => {}
@@ -1027,6 +1185,7 @@ async fn settle_in(
     id: i64,
     m: &Movement<'_>,
     reserved_micro: i64,
+    plan: Option<PlanUse>,
 ) -> Result<Option<LedgerEntry>> {
     let cost = m.amount_micro;
     if !(0..=reserved_micro).contains(&cost) {
@@ -1034,16 +1193,39 @@ async fn settle_in(
             "cost {cost} outside the reservation of {reserved_micro}"
         )));
     }
+    if let Some(p) = plan
+        && p.used_secs > p.hold.secs
+    {
+        return Err(BillingError::Invalid(format!(
+            "{} plan seconds used of {} held",
+            p.used_secs, p.hold.secs
+        )));
+    }
+    // The plan columns are matched too: a reservation ends once, with the
+    // plan seconds it holds.
     let done = sqlx::query(
-        "DELETE FROM balance_reservations WHERE id = ? AND login = ? AND amount_micro = ?",
+        "DELETE FROM balance_reservations WHERE id = ? AND login = ? AND amount_micro = ? \
+         AND plan_secs = ?",
     )
     .bind(id)
     .bind(m.login)
     .bind(reserved_micro)
+    .bind(plan.map_or(0, |p| i64::from(p.hold.secs)))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
         return Err(BillingError::UnknownReservation);
+    }
+    if let Some(p) = plan {
+        sqlx::query(
+            "UPDATE account_plans SET seconds_left = seconds_left - ?, \
+             reserved_secs = reserved_secs - ? WHERE id = ?",
+        )
+        .bind(i64::from(p.used_secs))
+        .bind(i64::from(p.hold.secs))
+        .bind(p.hold.account_plan_id)
+        .execute(&mut *conn)
+        .await?;
     }
     sqlx::query(
         "UPDATE accounts SET balance_micro = balance_micro - ?, \
@@ -1350,6 +1532,60 @@ mod tests {
         name
     }
 
+    /// A charged OFFNET SMS the vendor never takes is refunded once; one it
+    /// takes stays charged.
+    #[tokio::test]
+    async fn a_charged_sms_that_fails_is_refunded_once() {
+        // A private SQLite file even when the suite runs on MariaDB: the
+        // hand-over drains the whole shared outbox, other tests' rows too.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let secrets = Arc::new(crate::secrets::Secrets::generate().unwrap());
+        let store = Store::open(&url, secrets).await.unwrap();
+        let name = tariff(&store, "48,EUR,0.10,0,60/60,0,0.07\n").await;
+        let login = account(&store, &name, "EUR", 200_000).await;
+        let billing = billing(&store, 14_400);
+        let provider = unique("prov");
+        for text in [&b"fails"[..], b"goes"] {
+            billing
+                .queue_sms(&OffnetSms {
+                    sender: &login,
+                    number: "48600100200",
+                    gateway: "carrier",
+                    body: text,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(assert_invariant(&store, &login).await, 60_000);
+        let now = crate::store::now_secs();
+        store
+            .hand_over_offnet_sms(&provider, 100, now)
+            .await
+            .unwrap();
+        let mine = store.due_sms(now, 100).await.unwrap();
+        assert_eq!(mine.len(), 2);
+        for m in &mine {
+            assert!(store.claim_sms(m, now + 60, now).await.unwrap());
+        }
+        let (failing, going) = if mine[0].body == "fails" {
+            (&mine[0], &mine[1])
+        } else {
+            (&mine[1], &mine[0])
+        };
+        store.sms_accepted(going.id, "v-1", now).await.unwrap();
+        store.sms_failed(failing.id, "refused", now).await.unwrap();
+        store.sms_failed(failing.id, "refused", now).await.unwrap();
+        assert_eq!(
+            assert_invariant(&store, &login).await,
+            130_000,
+            "the failed one refunded once"
+        );
+        let ledger = store.ledger(&login, None, 10).await.unwrap();
+        assert_eq!(ledger[0].kind, "sms");
+        assert_eq!(ledger[0].amount_micro, 70_000);
+    }
+
     #[tokio::test]
     async fn a_call_is_reserved_then_settled_and_concurrent_calls_share_the_balance() {
         let store = test_store().await;
@@ -1383,14 +1619,41 @@ mod tests {
             "{second}"
         );
         // An SMS takes only unreserved money: 0.05 of the 0.09 left.
-        let sms = billing.charge_sms(&login, "48600100200").await.unwrap();
-        assert_eq!(sms.cost_micro, 50_000);
+        let sms = |number| OffnetSms {
+            sender: &login,
+            number,
+            gateway: "carrier",
+            body: b"hi",
+        };
+        let charged = billing.queue_sms(&sms("48600100200")).await.unwrap();
+        assert_eq!(charged.cost_micro, 50_000);
+        let queued = store.sms_outbox(10_000).await.unwrap();
+        let entry = queued.iter().find(|e| e.id == charged.outbox_id).unwrap();
+        assert_eq!(
+            (entry.sender.as_str(), entry.charge_micro),
+            (login.as_str(), 50_000)
+        );
         assert!(
             matches!(
-                billing.charge_sms(&login, "12125550100").await,
+                billing.queue_sms(&sms("12125550100")).await,
                 Err(Refusal::NoRate)
             ),
             "no SMS price on prefix 1"
+        );
+        // Another message would not be paid for by the 0.04 left: refused,
+        // and nothing is queued for it.
+        assert!(matches!(
+            billing.queue_sms(&sms("48600100201")).await,
+            Err(Refusal::NoBalance {
+                available_micro: 40_000
+            })
+        ));
+        let mine = |q: &[crate::store::messages::SmsOutboxEntry]| {
+            q.iter().filter(|e| e.sender == login).count()
+        };
+        assert_eq!(
+            mine(&store.sms_outbox(10_000).await.unwrap()),
+            mine(&queued)
         );
 
         let done = billing.settle(&auth, 61).await.unwrap();
@@ -1489,7 +1752,7 @@ mod tests {
         let money = store.account_money(&login).await.unwrap().unwrap();
         assert_eq!(money.reserved_micro, 0);
         assert!(matches!(
-            store.release_reservation(id, &login, 400_000).await,
+            store.release_reservation(id, &login, 400_000, None).await,
             Err(BillingError::UnknownReservation)
         ));
     }

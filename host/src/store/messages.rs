@@ -97,6 +97,43 @@ pub struct SmsOutboxEntry {
     pub gateway: String,
     pub body: Vec<u8>,
     pub status: String,
+    /// What the sender paid for it (refunded if the vendor never takes it).
+    pub charge_micro: i64,
+}
+
+/// An OFFNET message from a user for the SMS provider.
+#[derive(Debug, Clone, Copy)]
+pub struct OffnetSms<'a> {
+    /// The sender's login.
+    pub sender: &'a str,
+    /// E.164 digits.
+    pub number: &'a str,
+    /// The gateway the routing chose.
+    pub gateway: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Writes an OFFNET message into `sms_outbox` on `conn`; its id.
+pub(super) async fn insert_outbox(
+    conn: &mut AnyConnection,
+    sms: &OffnetSms<'_>,
+    charge_micro: i64,
+) -> Result<i64> {
+    let t = now();
+    let done = sqlx::query(
+        "INSERT INTO sms_outbox (sender, number, gateway, body, status, attempts, charge_micro, \
+         created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
+    )
+    .bind(sms.sender)
+    .bind(sms.number)
+    .bind(sms.gateway)
+    .bind(sms.body)
+    .bind(charge_micro)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?;
+    last_insert_id(conn, &done).await
 }
 
 /// A write for the message writer task, with where its outcome goes.
@@ -400,35 +437,18 @@ impl Store {
         row.as_ref().map(message_from_row).transpose()
     }
 
-    /// Queues an OFFNET message for the SMS provider; returns its id.
-    pub async fn queue_sms(
-        &self,
-        sender: &str,
-        number: &str,
-        gateway: &str,
-        body: &[u8],
-    ) -> Result<i64> {
-        let t = now();
+    /// Queues an OFFNET message for the SMS provider, uncharged; returns its
+    /// id. (A charged one: [`Store::queue_charged_sms`].)
+    pub async fn queue_sms(&self, sms: &OffnetSms<'_>) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
-        let done = sqlx::query(
-            "INSERT INTO sms_outbox (sender, number, gateway, body, status, attempts, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'queued', 0, ?, ?)",
-        )
-        .bind(sender)
-        .bind(number)
-        .bind(gateway)
-        .bind(body)
-        .bind(t)
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
-        last_insert_id(&mut conn, &done).await
+        insert_outbox(&mut conn, sms, 0).await
     }
 
     /// The oldest queued SMS, up to `limit`.
     pub async fn sms_outbox(&self, limit: u32) -> Result<Vec<SmsOutboxEntry>> {
         let rows = sqlx::query(
-            "SELECT id, sender, number, gateway, body, status FROM sms_outbox WHERE status = 'queued' \
+            "SELECT id, sender, number, gateway, body, status, charge_micro FROM sms_outbox \
+             WHERE status = 'queued' \
              ORDER BY id LIMIT ?",
         )
         .bind(i64::from(limit))
@@ -443,6 +463,7 @@ impl Store {
                     gateway: row.try_get("gateway")?,
                     body: row.try_get("body")?,
                     status: row.try_get("status")?,
+                    charge_micro: row.try_get("charge_micro")?,
                 })
             })
             .collect()
@@ -590,7 +611,12 @@ mod tests {
         );
 
         let sms = store
-            .queue_sms("alice", "4860012345", "carrier", b"hi")
+            .queue_sms(&OffnetSms {
+                sender: "alice",
+                number: "4860012345",
+                gateway: "carrier",
+                body: b"hi",
+            })
             .await
             .unwrap();
         assert!(

@@ -12,6 +12,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::Store;
+use super::billing::{LedgerKind, Movement};
 use super::error::{Result, StoreError};
 use super::messages::last_insert_id;
 
@@ -201,17 +202,44 @@ impl Store {
         SMS.retry(self, id, at, detail, now).await
     }
 
-    /// Gives up on the SMS, with why.
+    /// Gives up on the SMS, with why. A charged OFFNET message the vendor
+    /// never took is refunded (an `sms` ledger row crediting the sender) in
+    /// the same transaction, so it is refunded exactly once.
     pub async fn sms_failed(&self, id: i64, detail: &str, now: i64) -> Result<()> {
-        sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
             "UPDATE sms_messages SET status = 'failed', detail = ?, updated_at = ? \
              WHERE id = ? AND status = 'sending'",
         )
         .bind(clip(detail))
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            let row = sqlx::query(
+                "SELECT sender, charge_micro FROM sms_messages WHERE id = ? AND purpose = 'offnet'",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let sender: String = row.try_get("sender")?;
+                let charge: i64 = row.try_get("charge_micro")?;
+                if charge > 0 {
+                    let reference = format!("refund: SMS {id} not sent");
+                    let refund = Movement {
+                        login: &sender,
+                        kind: LedgerKind::Sms,
+                        amount_micro: charge,
+                        reference: Some(&reference),
+                        actor: Some("system"),
+                    };
+                    super::billing::refund_on(&mut tx, &refund).await?;
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -309,12 +337,14 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO sms_messages (provider, number, sender, body, purpose, status, attempts, \
-                 next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'offnet', 'queued', 0, ?, ?, ?)",
+                 charge_micro, next_attempt_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, 'offnet', 'queued', 0, ?, ?, ?, ?)",
             )
             .bind(provider)
             .bind(&entry.number)
             .bind(&entry.sender)
             .bind(String::from_utf8_lossy(&entry.body).into_owned())
+            .bind(entry.charge_micro)
             .bind(now)
             .bind(now)
             .bind(now)
@@ -407,7 +437,12 @@ mod tests {
         let provider = unique("offnet");
         let number = unique_digits(11);
         let out = store
-            .queue_sms("alice", &number, "carrier", b"hello")
+            .queue_sms(&crate::store::messages::OffnetSms {
+                sender: "alice",
+                number: &number,
+                gateway: "carrier",
+                body: b"hello",
+            })
             .await
             .unwrap();
         let moved = store

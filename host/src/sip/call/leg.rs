@@ -20,7 +20,6 @@ use super::relay::{
 use super::service::{ServiceCall, ServiceStart};
 use super::unix_ms;
 use super::{CallEvent, CallTx, Origin, Target, gateway_flow, pickup};
-use crate::billing::Refusal;
 use crate::ivr::session::CallFacts;
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
 use crate::push::{Notification, NotificationKind};
@@ -1539,6 +1538,7 @@ impl Call {
                             tracing::info!(
                                 call_id = cdr.call_id,
                                 secs = settled.secs,
+                                plan_secs = settled.plan_secs,
                                 cost_micro = settled.cost_micro,
                                 "call charged"
                             );
@@ -1579,7 +1579,7 @@ impl Call {
         let Some(billing) = self.server.billing().cloned() else {
             return Ok(());
         };
-        if self.origin.gateway.is_some() {
+        if !billing.config().prepaid_calls || self.origin.gateway.is_some() {
             return Ok(());
         }
         // A call routed again (no answer, then another gateway) holds one
@@ -1592,6 +1592,7 @@ impl Call {
                     number,
                     max_secs = charge.max_secs,
                     reserved_micro = charge.reserved_micro,
+                    plan_secs = charge.plan.map_or(0, |p| p.secs),
                     "prepaid call authorised"
                 );
                 self.charge = Some(charge);
@@ -1599,15 +1600,7 @@ impl Call {
             }
             Err(refusal) => {
                 tracing::info!(caller = self.origin.caller, number, %refusal, "prepaid call refused");
-                Err(match refusal {
-                    Refusal::NoBalance { .. } => (402, "Payment Required - insufficient funds"),
-                    Refusal::NoRate => (403, "Forbidden - no rate for this number"),
-                    Refusal::CurrencyMismatch { .. } => {
-                        (403, "Forbidden - rate in another currency")
-                    }
-                    Refusal::Inactive | Refusal::UnknownAccount => (403, "Forbidden"),
-                    _ => (503, "Service Unavailable - billing unavailable"),
-                })
+                Err(refusal.sip_status())
             }
         }
     }
