@@ -1250,38 +1250,7 @@ mod tests {
     use super::*;
     use crate::billing::tariffs::parse_csv;
     use crate::billing::{Billing, BillingConfig, Refusal};
-    use crate::store::accounts::{AccountTemplate, NewAccount};
-    use crate::store::testutil::{test_store, unique};
-
-    async fn account(store: &Store, tariff: &str, currency: &str, balance_micro: i64) -> String {
-        let login = unique("bill");
-        store
-            .add_account(&NewAccount {
-                login: login.clone(),
-                sip_password: "sip-pw".into(),
-                template: AccountTemplate {
-                    tariff: tariff.into(),
-                    currency: currency.into(),
-                    balance_micro,
-                    ..Default::default()
-                },
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        login
-    }
-
-    async fn assert_invariant(store: &Store, login: &str) -> i64 {
-        let money = store.account_money(login).await.unwrap().unwrap();
-        assert_eq!(
-            store.ledger_total(login).await.unwrap(),
-            money.balance_micro,
-            "the ledger of {login} sums to its balance"
-        );
-        assert!(money.balance_micro >= 0, "{login} overspent: {money:?}");
-        money.balance_micro
-    }
+    use crate::store::testutil::{checked_balance, money_account, test_store, unique};
 
     fn movement(login: &str, kind: LedgerKind, amount_micro: i64) -> Movement<'_> {
         Movement {
@@ -1352,9 +1321,9 @@ mod tests {
     #[tokio::test]
     async fn every_balance_change_is_a_ledger_row() {
         let store = test_store().await;
-        let login = account(&store, "t", "EUR", 2_500_000).await;
+        let login = money_account(&store, "bill", "t", "EUR", 2_500_000).await;
         assert_eq!(
-            assert_invariant(&store, &login).await,
+            checked_balance(&store, &login).await,
             2_500_000,
             "opening row"
         );
@@ -1422,7 +1391,7 @@ mod tests {
         assert_eq!(rows.len(), 4);
         let page = store.ledger(&login, Some(rows[1].id), 10).await.unwrap();
         assert_eq!(page[0].id, rows[2].id, "paged by id");
-        assert_eq!(assert_invariant(&store, &login).await, 1_000_000);
+        assert_eq!(checked_balance(&store, &login).await, 1_000_000);
         store.delete_account(&login).await.unwrap();
         assert!(store.ledger(&login, None, 10).await.unwrap().is_empty());
     }
@@ -1431,10 +1400,10 @@ mod tests {
     async fn transfers_move_money_between_two_accounts_of_one_currency() {
         let store = test_store().await;
         let (a, b) = (
-            account(&store, "t", "EUR", 10_000_000).await,
-            account(&store, "t", "EUR", 0).await,
+            money_account(&store, "bill", "t", "EUR", 10_000_000).await,
+            money_account(&store, "bill", "t", "EUR", 0).await,
         );
-        let usd = account(&store, "t", "USD", 0).await;
+        let usd = money_account(&store, "bill", "t", "USD", 0).await;
         let (out, into) = store.transfer(&a, &b, 2_500_000, Some(&a)).await.unwrap();
         assert_eq!(
             (out.kind.as_str(), out.amount_micro),
@@ -1454,15 +1423,15 @@ mod tests {
             let err = store.transfer(&a, to, amount, None).await.unwrap_err();
             assert!(format!("{err:?}").starts_with(want), "{err:?}");
         }
-        assert_eq!(assert_invariant(&store, &a).await, 7_500_000);
-        assert_eq!(assert_invariant(&store, &b).await, 2_500_000);
+        assert_eq!(checked_balance(&store, &a).await, 7_500_000);
+        assert_eq!(checked_balance(&store, &b).await, 2_500_000);
     }
 
     #[tokio::test]
     async fn fifty_concurrent_debits_and_transfers_never_overspend() {
         let store = test_store().await;
         // 30 units; 50 debits of 1 unit race: exactly 30 succeed.
-        let login = account(&store, "t", "EUR", 30_000_000).await;
+        let login = money_account(&store, "bill", "t", "EUR", 30_000_000).await;
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let (store, login) = (store.store.clone(), login.clone());
@@ -1488,12 +1457,12 @@ mod tests {
             }
         }
         assert_eq!(ok, 30);
-        assert_eq!(assert_invariant(&store, &login).await, 0);
+        assert_eq!(checked_balance(&store, &login).await, 0);
 
         // 50 transfers both ways between two accounts holding 10 units
         // together: no account goes below zero, none is created or lost.
-        let a = account(&store, "t", "EUR", 5_000_000).await;
-        let b = account(&store, "t", "EUR", 5_000_000).await;
+        let a = money_account(&store, "bill", "t", "EUR", 5_000_000).await;
+        let b = money_account(&store, "bill", "t", "EUR", 5_000_000).await;
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let store = store.store.clone();
@@ -1511,7 +1480,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        let total = assert_invariant(&store, &a).await + assert_invariant(&store, &b).await;
+        let total = checked_balance(&store, &a).await + checked_balance(&store, &b).await;
         assert_eq!(total, 10_000_000);
     }
 
@@ -1543,7 +1512,7 @@ mod tests {
         let secrets = Arc::new(crate::secrets::Secrets::generate().unwrap());
         let store = Store::open(&url, secrets).await.unwrap();
         let name = tariff(&store, "48,EUR,0.10,0,60/60,0,0.07\n").await;
-        let login = account(&store, &name, "EUR", 200_000).await;
+        let login = money_account(&store, "bill", &name, "EUR", 200_000).await;
         let billing = billing(&store, 14_400);
         let provider = unique("prov");
         for text in [&b"fails"[..], b"goes"] {
@@ -1557,7 +1526,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(assert_invariant(&store, &login).await, 60_000);
+        assert_eq!(checked_balance(&store, &login).await, 60_000);
         let now = crate::store::now_secs();
         store
             .hand_over_offnet_sms(&provider, 100, now)
@@ -1577,7 +1546,7 @@ mod tests {
         store.sms_failed(failing.id, "refused", now).await.unwrap();
         store.sms_failed(failing.id, "refused", now).await.unwrap();
         assert_eq!(
-            assert_invariant(&store, &login).await,
+            checked_balance(&store, &login).await,
             130_000,
             "the failed one refunded once"
         );
@@ -1595,7 +1564,7 @@ mod tests {
             "48,EUR,0.10,0.01,60/60,0,0.05\n1,EUR,0.02,0,1/1,0,\n",
         )
         .await;
-        let login = account(&store, &name, "EUR", 1_000_000).await;
+        let login = money_account(&store, "bill", &name, "EUR", 1_000_000).await;
         let billing = billing(&store, 14_400);
 
         let auth = billing.authorize(&login, "+48 600 100 200").await.unwrap();
@@ -1681,7 +1650,7 @@ mod tests {
         let done = billing.settle(&auth, auth.max_secs + 100).await.unwrap();
         assert_eq!(done.secs, auth.max_secs);
         assert_eq!(
-            assert_invariant(&store, &login).await,
+            checked_balance(&store, &login).await,
             740_000 - done.cost_micro
         );
 
@@ -1693,7 +1662,7 @@ mod tests {
             billing.authorize("nobody-here", "48").await,
             Err(Refusal::UnknownAccount)
         ));
-        let usd = account(&store, &name, "USD", 1_000_000).await;
+        let usd = money_account(&store, "bill", &name, "USD", 1_000_000).await;
         assert!(matches!(
             billing.authorize(&usd, "48600").await,
             Err(Refusal::CurrencyMismatch { .. })
@@ -1708,7 +1677,7 @@ mod tests {
         // fee) on a balance of 1.00: nine get through, all are settled at
         // their longest, and the balance ends at 0.01, never below.
         let capped = self::billing(&store, 60);
-        let rich = account(&store, &name, "EUR", 1_000_000).await;
+        let rich = money_account(&store, "bill", &name, "EUR", 1_000_000).await;
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let (billing, rich) = (capped.clone(), rich.clone());
@@ -1731,13 +1700,13 @@ mod tests {
             }
         }
         assert_eq!(ok, 9);
-        assert_eq!(assert_invariant(&store, &rich).await, 10_000);
+        assert_eq!(checked_balance(&store, &rich).await, 10_000);
     }
 
     #[tokio::test]
     async fn expired_reservations_are_released() {
         let store = test_store().await;
-        let login = account(&store, "t", "EUR", 1_000_000).await;
+        let login = money_account(&store, "bill", "t", "EUR", 1_000_000).await;
         let id = store
             .reserve(&login, 400_000, Some("48"), 100)
             .await
@@ -1767,8 +1736,10 @@ mod tests {
             .unwrap();
         assert_eq!(batch.pins.len(), 3);
         assert_eq!(batch.currency, "EUR");
-        let users: Vec<String> =
-            futures_util::future::join_all((0..10).map(|_| account(&store, "t", "EUR", 0))).await;
+        let users: Vec<String> = futures_util::future::join_all(
+            (0..10).map(|_| money_account(&store, "bill", "t", "EUR", 0)),
+        )
+        .await;
         let pin = batch.pins[0].clone();
         let tasks: Vec<_> = users
             .iter()
@@ -1794,12 +1765,12 @@ mod tests {
         assert_eq!(ok, 1);
         let mut total = 0;
         for u in &users {
-            total += assert_invariant(&store, u).await;
+            total += checked_balance(&store, u).await;
         }
         assert_eq!(total, 5_000_000);
 
         // Another currency: refused, and the voucher stays good.
-        let usd = account(&store, "t", "USD", 0).await;
+        let usd = money_account(&store, "bill", "t", "USD", 0).await;
         let spaced = format!("{} {}", &batch.pins[1][..8], &batch.pins[1][8..]);
         assert!(matches!(
             billing.redeem(&usd, &spaced).await,

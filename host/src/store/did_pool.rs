@@ -611,38 +611,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::accounts::{AccountTemplate, NewAccount};
-    use crate::store::testutil::{test_store, unique, unique_digits};
-
-    async fn account(store: &Store, currency: &str, balance_micro: i64) -> String {
-        let login = unique("did");
-        store
-            .add_account(&NewAccount {
-                login: login.clone(),
-                sip_password: "sip-pw".into(),
-                template: AccountTemplate {
-                    currency: currency.into(),
-                    balance_micro,
-                    ..Default::default()
-                },
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        login
-    }
-
-    /// The balance, checked to be the sum of the ledger.
-    async fn balance(store: &Store, login: &str) -> i64 {
-        let money = store.account_money(login).await.unwrap().unwrap();
-        assert_eq!(
-            store.ledger_total(login).await.unwrap(),
-            money.balance_micro,
-            "the ledger of {login} sums to its balance"
-        );
-        assert!(money.balance_micro >= 0, "{login} overspent");
-        money.balance_micro
-    }
+    use crate::store::testutil::{checked_balance, money_account, test_store, unique_digits};
 
     fn number(country: &str, currency: &str, monthly: i64, setup: i64) -> NewPoolNumber {
         NewPoolNumber {
@@ -675,7 +644,7 @@ mod tests {
         let imported = store.import_did_pool(&[dearer]).await.unwrap();
         assert_eq!((imported.added, imported.updated), (0, 1));
 
-        let login = account(&store, "EUR", 10_000_000).await;
+        let login = money_account(&store, "did", "default", "EUR", 10_000_000).await;
         let free = store.free_dids("EUR", Some("PL"), 1000).await.unwrap();
         assert!(free.iter().any(|d| d.number == a.number));
         assert!(!free.iter().any(|d| d.number == b.number), "USD");
@@ -695,7 +664,7 @@ mod tests {
             ),
             ("did", -3_500_000, Some(a.number.as_str()))
         );
-        assert_eq!(balance(&store, &login).await, 6_500_000);
+        assert_eq!(checked_balance(&store, &login).await, 6_500_000);
         assert_eq!(
             store.did_owner(&a.number).await.unwrap().as_deref(),
             Some(login.as_str()),
@@ -714,7 +683,7 @@ mod tests {
         );
 
         // Refusals: held, not in the pool, another currency, no money.
-        let other = account(&store, "EUR", 100_000_000).await;
+        let other = money_account(&store, "did", "default", "EUR", 100_000_000).await;
         for (n, want) in [
             (a.number.as_str(), "Taken"),
             ("999", "NotInPool"),
@@ -723,7 +692,7 @@ mod tests {
             let err = store.order_did(&other, n, paid_until).await.unwrap_err();
             assert!(format!("{err:?}").starts_with(want), "{n}: {err:?}");
         }
-        let poor = account(&store, "USD", 999_999).await;
+        let poor = money_account(&store, "did", "default", "USD", 999_999).await;
         assert!(matches!(
             store.order_did(&poor, &b.number, paid_until).await,
             Err(DidError::Billing(BillingError::InsufficientFunds {
@@ -755,7 +724,7 @@ mod tests {
         assert!(store.release_did(&login, &a.number).await.unwrap());
         assert_eq!(store.did_owner(&a.number).await.unwrap(), None);
         assert!(store.dids_of(&login).await.unwrap().is_empty());
-        assert_eq!(balance(&store, &login).await, 6_500_000);
+        assert_eq!(checked_balance(&store, &login).await, 6_500_000);
         assert!(store.remove_pool_number(&a.number).await.unwrap());
         assert!(!store.remove_pool_number(&a.number).await.unwrap());
         assert!(store.remove_pool_number(&b.number).await.unwrap());
@@ -837,7 +806,7 @@ mod tests {
             .unwrap();
         let mut logins = Vec::new();
         for _ in 0..10 {
-            logins.push(account(&store, "EUR", 5_000_000).await);
+            logins.push(money_account(&store, "did", "default", "EUR", 5_000_000).await);
         }
         let tasks: Vec<_> = logins
             .iter()
@@ -862,7 +831,7 @@ mod tests {
         assert_eq!(winners.len(), 1, "{winners:?}");
         let mut total = 0;
         for login in &logins {
-            total += balance(&store, login).await;
+            total += checked_balance(&store, login).await;
         }
         assert_eq!(total, 10 * 5_000_000 - 2_000_000, "charged once");
         assert_eq!(
@@ -882,7 +851,7 @@ mod tests {
             .await
             .unwrap();
         // Pays the first month and one renewal, not a second.
-        let login = account(&store, "EUR", 5_000_000).await;
+        let login = money_account(&store, "did", "default", "EUR", 5_000_000).await;
         let start = now();
         store
             .order_did(&login, &n.number, start + 30 * DAY)
@@ -928,7 +897,7 @@ mod tests {
             }
         }
         assert_eq!(renewed, 1);
-        assert_eq!(balance(&store, &login).await, 1_000_000);
+        assert_eq!(checked_balance(&store, &login).await, 1_000_000);
         assert_eq!(
             store.dids_of(&login).await.unwrap()[0].paid_until,
             Some(start + 60 * DAY)
@@ -947,7 +916,11 @@ mod tests {
             store.did_owner(&n.number).await.unwrap().as_deref(),
             Some(login.as_str())
         );
-        assert_eq!(balance(&store, &login).await, 1_000_000, "nothing taken");
+        assert_eq!(
+            checked_balance(&store, &login).await,
+            1_000_000,
+            "nothing taken"
+        );
         // A top-up within the grace: renewed from the old end, no free days.
         store
             .credit(
@@ -969,7 +942,7 @@ mod tests {
                 .unwrap(),
             Renewal::Renewed { paid_until, .. } if paid_until == start + 90 * DAY
         ));
-        assert_eq!(balance(&store, &login).await, 0);
+        assert_eq!(checked_balance(&store, &login).await, 0);
 
         // Unpaid past the grace: released, unrouted, free again.
         let due = due_at(start + 90 * DAY).await.unwrap();
@@ -991,7 +964,7 @@ mod tests {
             Renewal::Skipped,
             "released already"
         );
-        assert_eq!(balance(&store, &login).await, 0);
+        assert_eq!(checked_balance(&store, &login).await, 0);
 
         // Unrouted by hand (`did del`): released at its end, not charged.
         store
@@ -1021,7 +994,7 @@ mod tests {
             Renewal::Released
         );
         assert!(store.dids_of(&login).await.unwrap().is_empty());
-        assert_eq!(balance(&store, &login).await, 3_000_000);
+        assert_eq!(checked_balance(&store, &login).await, 3_000_000);
         store.remove_pool_number(&n.number).await.unwrap();
     }
 }

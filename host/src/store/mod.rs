@@ -387,6 +387,50 @@ pub(crate) mod testutil {
         format!("{tag}{}x{n}x{nanos}", std::process::id())
     }
 
+    /// A new account (login `tag…`) on `tariff` with `balance_micro` of
+    /// `currency` (its opening `adjust` ledger row).
+    pub(crate) async fn money_account(
+        store: &Store,
+        tag: &str,
+        tariff: &str,
+        currency: &str,
+        balance_micro: i64,
+    ) -> String {
+        use super::accounts::{AccountTemplate, NewAccount};
+        let login = unique(tag);
+        store
+            .add_account(&NewAccount {
+                login: login.clone(),
+                sip_password: "sip-pw".into(),
+                template: AccountTemplate {
+                    tariff: tariff.into(),
+                    currency: currency.into(),
+                    balance_micro,
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        login
+    }
+
+    /// The balance of `login`, asserting that its ledger sums to it and
+    /// that it is not below what calls in progress hold.
+    pub(crate) async fn checked_balance(store: &Store, login: &str) -> i64 {
+        let money = store.account_money(login).await.unwrap().unwrap();
+        assert_eq!(
+            store.ledger_total(login).await.unwrap(),
+            money.balance_micro,
+            "the ledger of {login} sums to its balance"
+        );
+        assert!(
+            money.balance_micro >= money.reserved_micro.max(0),
+            "{login} overspent: {money:?}"
+        );
+        money.balance_micro
+    }
+
     /// A unique string of `len` digits, for phone numbers and prefixes.
     pub(crate) fn unique_digits(len: usize) -> String {
         let mut digits: String = unique("")

@@ -452,38 +452,7 @@ mod tests {
     use super::*;
     use crate::billing::tariffs::parse_csv;
     use crate::billing::{Billing, BillingConfig, Refusal};
-    use crate::store::accounts::{AccountTemplate, NewAccount};
-    use crate::store::testutil::{test_store, unique};
-
-    async fn account(store: &Store, tariff: &str, currency: &str, balance_micro: i64) -> String {
-        let login = unique("plan");
-        store
-            .add_account(&NewAccount {
-                login: login.clone(),
-                sip_password: "sip-pw".into(),
-                template: AccountTemplate {
-                    tariff: tariff.into(),
-                    currency: currency.into(),
-                    balance_micro,
-                    ..Default::default()
-                },
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        login
-    }
-
-    /// The balance, checked against the ledger.
-    async fn balance(store: &Store, login: &str) -> i64 {
-        let money = store.account_money(login).await.unwrap().unwrap();
-        assert_eq!(
-            store.ledger_total(login).await.unwrap(),
-            money.balance_micro
-        );
-        assert!(money.balance_micro >= money.reserved_micro, "{money:?}");
-        money.balance_micro
-    }
+    use crate::store::testutil::{checked_balance, money_account, test_store, unique};
 
     fn plan(name: &str, seconds: u32, prefixes: &[&str]) -> Plan {
         Plan {
@@ -545,7 +514,7 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
 
-        let login = account(&store, "t", "EUR", 3_000_000).await;
+        let login = money_account(&store, "plan", "t", "EUR", 3_000_000).await;
         let (bought, entry) = store.buy_plan(&login, &name).await.unwrap();
         assert_eq!(
             (
@@ -569,13 +538,17 @@ mod tests {
             let err = store.buy_plan(who, what).await.unwrap_err();
             assert!(format!("{err:?}").starts_with(want), "{err:?}");
         }
-        let usd = account(&store, "t", "USD", 5_000_000).await;
+        let usd = money_account(&store, "plan", "t", "USD", 5_000_000).await;
         assert!(matches!(
             store.buy_plan(&usd, &name).await,
             Err(BillingError::CurrencyMismatch { .. })
         ));
-        assert_eq!(balance(&store, &usd).await, 5_000_000, "rolled back");
-        let poor = account(&store, "t", "EUR", 1_999_999).await;
+        assert_eq!(
+            checked_balance(&store, &usd).await,
+            5_000_000,
+            "rolled back"
+        );
+        let poor = money_account(&store, "plan", "t", "EUR", 1_999_999).await;
         assert!(matches!(
             store.buy_plan(&poor, &name).await,
             Err(BillingError::InsufficientFunds { .. })
@@ -618,7 +591,7 @@ mod tests {
             .unwrap();
         store.buy_plan(&login, &name).await.unwrap();
         assert_eq!(store.account_plans(&login).await.unwrap().len(), 2);
-        assert_eq!(balance(&store, &login).await, 0);
+        assert_eq!(checked_balance(&store, &login).await, 0);
 
         // Withdrawn from sale, then deleted: no more purchases, and the
         // plans bought stop renewing.
@@ -641,7 +614,7 @@ mod tests {
         let tariff = tariff(&store).await;
         let name = unique("p");
         store.put_plan(&plan(&name, 90, &["48"])).await.unwrap();
-        let login = account(&store, &tariff, "EUR", 2_500_000).await;
+        let login = money_account(&store, "plan", &tariff, "EUR", 2_500_000).await;
         let (bought, _) = store.buy_plan(&login, &name).await.unwrap();
         let billing = billing(&store, 14_400);
 
@@ -656,7 +629,7 @@ mod tests {
         assert_eq!((done.plan_secs, done.cost_micro, done.entry), (30, 0, None));
         let p = held(&store, &login, bought.id).await;
         assert_eq!((p.seconds_left, p.reserved_secs), (60, 0));
-        assert_eq!(balance(&store, &login).await, 500_000);
+        assert_eq!(checked_balance(&store, &login).await, 500_000);
 
         // Past the plan: its 60 seconds, then 61 s at the balance (the fee
         // and two started minutes, no free seconds).
@@ -664,7 +637,7 @@ mod tests {
         let done = billing.settle(&auth, 121).await.unwrap();
         assert_eq!((done.plan_secs, done.cost_micro), (60, 210_000));
         assert_eq!(held(&store, &login, bought.id).await.seconds_left, 0);
-        assert_eq!(balance(&store, &login).await, 290_000);
+        assert_eq!(checked_balance(&store, &login).await, 290_000);
 
         // Not covered by the plan: the balance only, free seconds and all.
         let auth = billing.authorize(&login, "12125550100").await.unwrap();
@@ -674,7 +647,7 @@ mod tests {
         // Released and expired reservations give the seconds back.
         let other = unique("p");
         store.put_plan(&plan(&other, 100, &[])).await.unwrap();
-        let rich = account(&store, &tariff, "EUR", 2_000_000).await;
+        let rich = money_account(&store, "plan", &tariff, "EUR", 2_000_000).await;
         let (all, _) = store.buy_plan(&rich, &other).await.unwrap();
         let auth = billing.authorize(&rich, "12125550100").await.unwrap();
         assert_eq!(auth.plan.map(|p| p.secs), Some(100));
@@ -704,7 +677,7 @@ mod tests {
             billing.settle(&auth, 10).await,
             Err(BillingError::UnknownReservation)
         ));
-        assert_eq!(balance(&store, &rich).await, 0);
+        assert_eq!(checked_balance(&store, &rich).await, 0);
     }
 
     #[tokio::test]
@@ -713,7 +686,7 @@ mod tests {
         let tariff = tariff(&store).await;
         let name = unique("p");
         store.put_plan(&plan(&name, 300, &["48"])).await.unwrap();
-        let login = account(&store, &tariff, "EUR", 2_000_000).await;
+        let login = money_account(&store, "plan", &tariff, "EUR", 2_000_000).await;
         let (bought, _) = store.buy_plan(&login, &name).await.unwrap();
         // No money left: only the plan pays, a minute a call at most.
         let capped = billing(&store, 60);
@@ -741,7 +714,7 @@ mod tests {
         assert!(used <= 300 && used > 0, "{used}");
         let p = held(&store, &login, bought.id).await;
         assert_eq!((p.seconds_left, p.reserved_secs), (300 - used, 0));
-        assert_eq!(balance(&store, &login).await, 0);
+        assert_eq!(checked_balance(&store, &login).await, 0);
     }
 
     #[tokio::test]
@@ -757,7 +730,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let login = account(&store, "t", "EUR", 8_000_000).await;
+        let login = money_account(&store, "plan", "t", "EUR", 8_000_000).await;
         let (a, _) = store.buy_plan(&login, &once).await.unwrap();
         let (b, _) = store.buy_plan(&login, &monthly).await.unwrap();
         // Their periods are over (moved back rather than sweeping in the
@@ -784,7 +757,7 @@ mod tests {
         let renewed = held(&store, &login, b.id).await;
         assert_eq!(renewed.seconds_left, 60);
         assert_eq!(renewed.expires_at, Some(end + 30 * 86_400));
-        assert_eq!(balance(&store, &login).await, 2_000_000);
+        assert_eq!(checked_balance(&store, &login).await, 2_000_000);
         let rows = store.ledger(&login, None, 1).await.unwrap();
         assert_eq!(
             (rows[0].kind.as_str(), rows[0].amount_micro),
@@ -799,7 +772,7 @@ mod tests {
         let s = store.sweep_plans(late).await.unwrap();
         assert!(s.expired >= 1);
         assert_eq!(held(&store, &login, b.id).await.status, "expired");
-        assert_eq!(balance(&store, &login).await, 2_000_000);
+        assert_eq!(checked_balance(&store, &login).await, 2_000_000);
         assert!(
             store
                 .plan_for_call(&login, "48", late)
