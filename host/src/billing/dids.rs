@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::money::{self, parse_micro};
-use super::tariffs::csv_fields;
+use super::tariffs::CsvTable;
 use super::{Billing, number_digits};
 use crate::store::StoreError;
 use crate::store::billing::BillingError;
@@ -45,50 +45,12 @@ const CANDIDATES: i64 = 50;
 /// units of the row's currency (`1.99`). A bad value, an unknown column, a
 /// number given twice: an error naming the line, and nothing is imported.
 pub fn parse_pool_csv(text: &str) -> Result<Vec<NewPoolNumber>, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-    let Some((_, header)) = lines.next() else {
-        return Err(format!("no header line: expected {CSV_HEADER}"));
-    };
-    let columns: Vec<String> = csv_fields(header)?
-        .into_iter()
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let known: Vec<&str> = CSV_HEADER.split(',').collect();
-    for (i, c) in columns.iter().enumerate() {
-        if !known.contains(&c.as_str()) {
-            return Err(format!(
-                "unknown column {c:?}: the columns are {CSV_HEADER}"
-            ));
-        }
-        if columns[..i].contains(c) {
-            return Err(format!("column {c:?} is given twice"));
-        }
-    }
-    let index = |c: &str| columns.iter().position(|x| x == c);
-    for required in ["number", "monthly_fee", "currency"] {
-        if index(required).is_none() {
-            return Err(format!(
-                "column {required:?} is missing: expected {CSV_HEADER}"
-            ));
-        }
-    }
+    let table = CsvTable::parse(text, CSV_HEADER, &["number", "monthly_fee", "currency"])?;
     let mut rows = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (n, line) in lines {
-        let at = |e: String| format!("line {}: {e}", n + 1);
-        let fields = csv_fields(line).map_err(at)?;
-        if fields.len() != columns.len() {
-            return Err(at(format!(
-                "{} fields where the header has {}",
-                fields.len(),
-                columns.len()
-            )));
-        }
-        let get = |c: &str| index(c).map(|i| fields[i].as_str()).unwrap_or("");
+    for record in table.records() {
+        let at = |e: String| record.at(e);
+        let get = |c: &str| record.get(c);
         let number = number_digits(get("number"))
             .ok_or_else(|| at(format!("number {:?} is not a phone number", get("number"))))?;
         let currency = money::currency(get("currency")).ok_or_else(|| {

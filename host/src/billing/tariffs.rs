@@ -128,7 +128,7 @@ pub const CSV_HEADER: &str = "prefix,description,country,currency,price_per_minu
 
 /// Splits one CSV line into fields (RFC 4180: fields in double quotes may
 /// hold commas, and `""` is a quote).
-pub(crate) fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();
@@ -165,6 +165,91 @@ pub(crate) fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     Ok(fields.into_iter().map(|f| f.trim().to_owned()).collect())
 }
 
+/// The records of a CSV file whose first line names its columns, in any
+/// order: every name one of `header`'s, none twice, each of `required`
+/// present; blank lines and `#` comments skipped; every record as many
+/// fields as the header. Errors name the line.
+pub(crate) struct CsvTable {
+    columns: Vec<String>,
+    /// (line number from 1, fields)
+    records: Vec<(usize, Vec<String>)>,
+}
+
+/// One record of a [`CsvTable`].
+pub(crate) struct CsvRecord<'a> {
+    pub line: usize,
+    columns: &'a [String],
+    fields: &'a [String],
+}
+
+impl CsvTable {
+    pub(crate) fn parse(text: &str, header: &str, required: &[&str]) -> Result<CsvTable, String> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        let Some((_, first)) = lines.next() else {
+            return Err(format!("no header line: expected {header}"));
+        };
+        let columns: Vec<String> = csv_fields(first)?
+            .into_iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let known: Vec<&str> = header.split(',').collect();
+        for (i, c) in columns.iter().enumerate() {
+            if !known.contains(&c.as_str()) {
+                return Err(format!("unknown column {c:?}: the columns are {header}"));
+            }
+            if columns[..i].contains(c) {
+                return Err(format!("column {c:?} is given twice"));
+            }
+        }
+        for r in required {
+            if !columns.iter().any(|c| c == r) {
+                return Err(format!("column {r:?} is missing: expected {header}"));
+            }
+        }
+        let mut records = Vec::new();
+        for (n, line) in lines {
+            let at = |e: String| format!("line {}: {e}", n + 1);
+            let fields = csv_fields(line).map_err(at)?;
+            if fields.len() != columns.len() {
+                return Err(at(format!(
+                    "{} fields where the header has {}",
+                    fields.len(),
+                    columns.len()
+                )));
+            }
+            records.push((n + 1, fields));
+        }
+        Ok(CsvTable { columns, records })
+    }
+
+    pub(crate) fn records(&self) -> impl Iterator<Item = CsvRecord<'_>> {
+        self.records.iter().map(|(line, fields)| CsvRecord {
+            line: *line,
+            columns: &self.columns,
+            fields,
+        })
+    }
+}
+
+impl CsvRecord<'_> {
+    /// The field of `column`; empty when the file has no such column.
+    pub(crate) fn get(&self, column: &str) -> &str {
+        self.columns
+            .iter()
+            .position(|c| c == column)
+            .map_or("", |i| self.fields[i].as_str())
+    }
+
+    /// `e`, naming this record's line.
+    pub(crate) fn at(&self, e: impl std::fmt::Display) -> String {
+        format!("line {}: {e}", self.line)
+    }
+}
+
 /// Quotes a CSV field when it needs it.
 fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n', '\r']) || value != value.trim() {
@@ -192,48 +277,17 @@ pub fn parse_increments(text: &str) -> Result<(u32, u32), String> {
 /// line, and nothing is imported.
 pub fn parse_csv(name: &str, text: &str) -> Result<Vec<TariffRate>, String> {
     validate_name(name)?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-    let Some((_, header)) = lines.next() else {
-        return Err(format!("no header line: expected {CSV_HEADER}"));
-    };
-    let columns: Vec<String> = csv_fields(header)?
-        .into_iter()
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let known = CSV_HEADER.split(',').collect::<Vec<_>>();
-    for c in &columns {
-        if !known.contains(&c.as_str()) {
-            return Err(format!(
-                "unknown column {c:?}: the columns are {CSV_HEADER}"
-            ));
-        }
-    }
-    let index = |c: &str| columns.iter().position(|x| x == c);
-    for required in ["prefix", "currency", "price_per_minute"] {
-        if index(required).is_none() {
-            return Err(format!(
-                "column {required:?} is missing: expected {CSV_HEADER}"
-            ));
-        }
-    }
+    let table = CsvTable::parse(
+        text,
+        CSV_HEADER,
+        &["prefix", "currency", "price_per_minute"],
+    )?;
     let mut rows = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut currency: Option<String> = None;
-    for (n, line) in lines {
-        let at = |e: String| format!("line {}: {e}", n + 1);
-        let fields = csv_fields(line).map_err(at)?;
-        if fields.len() != columns.len() {
-            return Err(at(format!(
-                "{} fields where the header has {}",
-                fields.len(),
-                columns.len()
-            )));
-        }
-        let get = |c: &str| index(c).map(|i| fields[i].as_str()).unwrap_or("");
+    for record in table.records() {
+        let at = |e: String| record.at(e);
+        let get = |c: &str| record.get(c);
         let price = |c: &str| -> Result<i64, String> {
             parse_micro(get(c), 6).map_err(|e| format!("{c}: {e}"))
         };
