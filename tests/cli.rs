@@ -354,3 +354,252 @@ async fn failed_loads(client: &reqwest::Client, base: &str, token: &str) -> u64 
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
 }
+
+/// Builds the project in `dir` with the one command its README documents.
+/// The four template builds share one target folder, so wit-bindgen and
+/// serde_json are compiled once.
+fn build_template(dir: &Path) {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/target-templates");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--target", "wasm32-wasip2", "--release"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn template_wasm(lib: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/target-templates/wasm32-wasip2/release")
+        .join(format!("{lib}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_new_writes_projects_that_build_and_load() {
+    use softswitch::plugins::ivr::IvrGuest;
+    use softswitch::plugins::push::{PushDevice, PushProviderGuest};
+    use softswitch::plugins::sms::{OutgoingSms, SmsProviderGuest};
+    use softswitch::plugins::{PluginError, Plugins, PluginsOptions};
+    use softswitch::push::keys::PushKeys;
+    use softswitch::push::{Notification, NotificationKind};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let site = Site::new(
+        "\n[guests.routing.config]\nroutes = \"48:carrier-pl, 4860:carrier-pl-mobile\"\n",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dir = |world: &str| work.path().join(world);
+
+    // What it refuses, each with one clear error.
+    for lang in ["python", "js"] {
+        let line = site.fails(&["guest", "new", "routing", "demo", "--lang", lang]);
+        assert!(line.contains("not available yet"), "{line}");
+    }
+    let line = site.fails(&["guest", "new", "routing", "1demo"]);
+    assert!(line.contains("must start with a letter"), "{line}");
+    let line = site.fails(&["guest", "new", "routing", "de.mo"]);
+    assert!(line.contains("'.'"), "{line}");
+    std::fs::create_dir_all(dir("taken")).unwrap();
+    std::fs::write(dir("taken").join("keep.txt"), "mine").unwrap();
+    let taken = dir("taken");
+    let line = site.fails(&[
+        "guest",
+        "new",
+        "ivr",
+        "demo",
+        "--dir",
+        taken.to_str().unwrap(),
+    ]);
+    assert!(line.contains("not empty"), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    // One project per world, built as its README says.
+    let worlds = ["routing", "sms-provider", "ivr", "push-provider"];
+    for world in worlds {
+        let name = format!("demo_{world}");
+        let out = site.ok(&[
+            "guest",
+            "new",
+            world,
+            &name,
+            "--dir",
+            dir(world).to_str().unwrap(),
+        ]);
+        assert!(
+            out.contains("cargo build --target wasm32-wasip2 --release"),
+            "{out}"
+        );
+        for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore"] {
+            assert!(dir(world).join(file).is_file(), "{world}: no {file}");
+        }
+        let wit = std::fs::read_to_string(dir(world).join(format!("wit/{world}.wit"))).unwrap();
+        let repo_wit =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../wit/{world}/{world}.wit"));
+        assert_eq!(wit, std::fs::read_to_string(repo_wit).unwrap());
+        let manifest = std::fs::read_to_string(dir(world).join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "{manifest}"
+        );
+        assert!(
+            !manifest.contains("path ="),
+            "no path dependency: {manifest}"
+        );
+        let readme = std::fs::read_to_string(dir(world).join("README.md")).unwrap();
+        assert!(
+            readme.contains("cargo build --target wasm32-wasip2 --release"),
+            "{readme}"
+        );
+        build_template(&dir(world));
+    }
+
+    // Routing: the switch's own check, then decisions through the CLI.
+    let routing = template_wasm("demo_routing");
+    let ok = site.ok(&["guest", "check", routing.to_str().unwrap()]);
+    assert!(
+        ok.contains("implements softswitch:routing/router@0.1.0"),
+        "{ok}"
+    );
+    std::fs::copy(&routing, site.path("router.wasm")).unwrap();
+    site.populate();
+    let r = site.route("alice", "4860123456", &[]);
+    assert_eq!(r["decision"], "to-gateway", "{r}");
+    assert_eq!(r["gateway"], "carrier-pl-mobile");
+    assert_eq!(r["number"], "4860123456");
+    assert_eq!(r["fallback"], serde_json::Value::Null, "{r}");
+    let r = site.route("alice", "+4822123456", &[]);
+    assert_eq!(
+        (&r["gateway"], &r["number"]),
+        (&"carrier-pl".into(), &"4822123456".into())
+    );
+    let r = site.route("alice", "48600333444", &[]);
+    assert_eq!(
+        (&r["decision"], &r["login"]),
+        (&"to-user".into(), &"48600333444".into())
+    );
+    let r = site.route("alice", "15550001", &[]);
+    assert_eq!(
+        (&r["decision"], &r["code"]),
+        (&"reject".into(), &404.into())
+    );
+    let r = site.route("48600333444", "alice", &["--reason", "busy"]);
+    assert_eq!(r["code"], 486, "{r}");
+
+    // The other worlds, loaded by the host library as the switch loads them.
+    let plugins = Plugins::new(
+        PluginsOptions {
+            cache_dir: Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-guest-cache"),
+            memory_limit_bytes: 64 << 20,
+            deadline: Duration::from_secs(2),
+            warm_instances: 0,
+        },
+        softswitch::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let config = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+
+    let sms = SmsProviderGuest::load(
+        &plugins,
+        "demo",
+        &template_wasm("demo_sms_provider"),
+        config(&[("url", "https://sms.example/v1/send"), ("api_key", "k-1")]),
+    )
+    .await
+    .unwrap();
+    let request = sms
+        .build_send(
+            &OutgoingSms {
+                to: "48600111222".into(),
+                sender: "Switch".into(),
+                text: "Your code is 1234".into(),
+                reference: "r-1".into(),
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(request.url, "https://sms.example/v1/send");
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["to"], "+48600111222");
+
+    let keys = Arc::new(PushKeys::load(&BTreeMap::new(), reqwest::Client::new()).unwrap());
+    let push = PushProviderGuest::load(
+        &plugins,
+        "demo",
+        &template_wasm("demo_push_provider"),
+        config(&[("url", "https://push.example/hook")]),
+        keys.clone(),
+    )
+    .await
+    .unwrap();
+    let requests = push
+        .format(
+            &Notification {
+                kind: NotificationKind::MissedCall,
+                from_login: "bob".into(),
+                from_display_name: "Bob".into(),
+                from_book_name: None,
+                timestamp: 1_700_000_000,
+                call_id: Some("c-1".into()),
+                excerpt: String::new(),
+                badge: 1,
+                id: "n-1".into(),
+            },
+            &PushDevice {
+                token: "tok".into(),
+                app: String::new(),
+                sandbox: false,
+                voip: false,
+                login: "alice".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url, "https://push.example/hook");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["kind"], "missed-call");
+
+    // An IVR run needs a call's media session: loading proves the world.
+    IvrGuest::load(
+        &plugins,
+        "demo",
+        &template_wasm("demo_ivr"),
+        BTreeMap::new(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+
+    // And a component of one world is refused as another.
+    let wrong = SmsProviderGuest::load(
+        &plugins,
+        "demo",
+        &template_wasm("demo_ivr"),
+        BTreeMap::new(),
+    )
+    .await;
+    assert!(
+        matches!(wrong, Err(PluginError::WrongWorld { .. })),
+        "an IVR guest loaded as an SMS provider"
+    );
+}

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 mod billing_cli;
+mod guest_new;
 mod presence_cli;
 mod push_cli;
 
@@ -71,7 +72,7 @@ enum Command {
     Cdr(CdrCommand),
     /// Ask the routing guest where a call or message goes.
     Route(RouteArgs),
-    /// Inspect guests.
+    /// Inspect guests, or start a new one.
     #[command(subcommand)]
     Guest(GuestCommand),
     /// Manage users' address books (buddy lists are built from them).
@@ -293,6 +294,8 @@ struct RouteArgs {
 enum GuestCommand {
     /// Say which world a component implements, or why it is refused.
     Check { file: PathBuf },
+    /// Write a standalone Cargo project for a new guest of WORLD.
+    New(guest_new::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -334,9 +337,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         print!("{DEFAULT_TOML}");
         return Ok(());
     }
+    if let Command::Guest(GuestCommand::New(args)) = &cli.command {
+        return guest_new::run(args);
+    }
     let app = App::open(cli.config.as_deref(), cli.data_dir.as_deref()).await?;
     match cli.command {
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Guest(GuestCommand::New(_)) => {
+            unreachable!("handled above")
+        }
         Command::Run => run(app).await,
         Command::Migrate => {
             app.store.migrate().await?;
