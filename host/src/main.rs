@@ -548,6 +548,10 @@ async fn run(app: App) -> anyhow::Result<()> {
     tracing::info!("stopping: new requests get 503, finishing those under way");
     sip.drain();
     sip.wait_answered(STOP_GRACE).await;
+    // Calls that ended meanwhile: their record and charge in the database
+    // before it closes (else the record is lost and the reservation waits
+    // for its grace to run out).
+    sip.wait_records(STOP_GRACE).await;
     admin_task.abort();
     if let Some(media) = &sip.calls.settings.media {
         media.relay.shutdown();

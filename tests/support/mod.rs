@@ -99,11 +99,14 @@ impl Site {
         let guest = dir.path().join("router.wasm");
         std::fs::copy(guest_wasm("routing_default"), &guest).unwrap();
         // The default STUN port is fixed; tests running side by side each get
-        // their own unless the test configures STUN itself.
+        // their own unless the test configures STUN itself. Not port 0: the
+        // kernel could hand STUN's listener a port `free_port` gave this
+        // test for the API, which then cannot listen.
         let stun_section = if extra_config.contains("[stun]") {
-            ""
+            String::new()
         } else {
-            "\n[stun]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n"
+            let port = sipp::free_sip_port();
+            format!("\n[stun]\nudp = [\"127.0.0.1:{port}\"]\ntcp = [\"127.0.0.1:{port}\"]\n")
         };
         // The IVR services with the built guests and the repository's
         // prompts, unless the test configures them itself.

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -123,6 +123,15 @@ enum ServerEvent {
     Message(Box<SipMessage>),
 }
 
+/// A call record being written (see [`SipServer::writing_record`]).
+pub(crate) struct RecordGuard<'a>(&'a AtomicUsize);
+
+impl Drop for RecordGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Everything the SIP core holds.
 pub struct SipServer {
     pub settings: Settings,
@@ -137,6 +146,9 @@ pub struct SipServer {
     accounts: TtlCache<Option<Arc<Account>>>,
     /// A graceful stop began ([`SipServer::drain`]).
     draining: AtomicBool,
+    /// Call records (with their charge) being written: a stop waits for
+    /// them ([`SipServer::writing_record`]).
+    records_in_flight: AtomicUsize,
     server_txs: Mutex<HashMap<ServerKey, ServerEntry>>,
     /// Lingering server transactions in the order they began to linger:
     /// the same timer for all non-INVITE ones, so mostly by deadline.
@@ -198,6 +210,7 @@ impl SipServer {
             passwords: PasswordCache::default(),
             accounts: TtlCache::default(),
             draining: AtomicBool::new(false),
+            records_in_flight: AtomicUsize::new(0),
             server_txs: Mutex::new(HashMap::new()),
             lingering: Mutex::new(VecDeque::new()),
             client_txs: Mutex::new(HashMap::new()),
@@ -321,6 +334,31 @@ impl SipServer {
     /// under way go on.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts a call record, with its charge, as being written until the
+    /// guard drops: [`SipServer::wait_records`] waits for it, so a graceful
+    /// stop does not close the database under a call that just ended.
+    pub(crate) fn writing_record(&self) -> RecordGuard<'_> {
+        self.records_in_flight.fetch_add(1, Ordering::AcqRel);
+        RecordGuard(&self.records_in_flight)
+    }
+
+    /// Waits until no call record is being written, at most `max`; true if
+    /// none is.
+    pub async fn wait_records(&self, max: Duration) -> bool {
+        let deadline = Instant::now() + max;
+        loop {
+            let writing = self.records_in_flight.load(Ordering::Acquire);
+            if writing == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(writing, "stopping with call records still being written");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until no server transaction is still working on its answer,

@@ -1514,6 +1514,7 @@ impl Call {
     }
 
     async fn write_cdr(&self) {
+        let _writing = self.server.writing_record();
         let cdr = Cdr {
             call_id: self.a_template.call_id.clone(),
             caller: self.origin.caller.clone(),

@@ -251,9 +251,11 @@ pub async fn call_out(
             _ => Disposition::Failed,
         };
     }
+    let writing = server.writing_record();
     if let Err(e) = server.store.insert_cdr(&cdr).await {
         tracing::error!(error = %e, "call record not written");
     }
+    drop(writing);
     tracing::info!(number, ?outcome, "placed call over");
     outcome
 }

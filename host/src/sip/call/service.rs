@@ -405,6 +405,7 @@ impl ServiceCall {
             end_reason: self.end_reason.map(str::to_owned),
             cost_micro: None,
         };
+        let _writing = self.server.writing_record();
         if let Err(e) = self.server.store.insert_cdr(&cdr).await {
             tracing::error!(error = %e, call_id = cdr.call_id, "call record not written");
         }
