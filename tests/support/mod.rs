@@ -221,22 +221,34 @@ impl Site {
 }
 
 /// A loopback TCP port nobody listens on, never the same twice in one test
-/// process: the kernel may hand a just-released ephemeral port out again,
-/// and two listeners of one switch on the same port make it fail to start.
+/// process. Taken below the kernel's ephemeral range: a port from that
+/// range, released again, may be handed by the kernel to any later bind
+/// of port 0 or outgoing connection (the switch's own TLS listener on port
+/// 0 got the port a test had chosen for its API, in a CI run) before the
+/// switch binds it.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(12_000));
+    let span = u32::from(high - low);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    // Test processes running side by side start at different places.
+    let mut port = next.unwrap_or_else(|| {
+        let spread = (std::process::id().wrapping_mul(7919)) % span;
+        low + u16::try_from(spread).unwrap_or(0)
+    });
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= high { low } else { port + 1 };
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
         }
     }
+    panic!("no free loopback port below {high}");
 }
 
 /// A running `softswitch run`, killed on drop.
