@@ -837,6 +837,24 @@ fn balance_of(switch: &Switch, login: &str) -> String {
         .to_string()
 }
 
+/// dora (prepaid) calls 4860012345 through the carrier and talks `hold_ms`.
+fn dora_calls_the_carrier(switch: &Switch, hold_ms: &str) {
+    let dora = switch.users("dora.csv", "dora", "dora-pw");
+    let (ok, trace) = sipp(
+        switch,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            dora.to_str().unwrap(),
+            "-s",
+            "int4860012345",
+            "-d",
+            hold_ms,
+        ],
+    );
+    assert!(ok, "dora's call failed:\n{trace}\n{}", switch.log());
+}
+
 /// An amount like `0.08` in hundredths.
 fn cents(text: &str) -> i64 {
     let (units, hundredths) = text.split_once('.').unwrap_or((text, "0"));
@@ -882,20 +900,7 @@ async fn prepaid_offnet_calls_are_charged_cut_when_the_money_runs_out_and_refuse
     // dora talks for about 2 s: the fee and every started second.
     let c = carrier_for("sip:48600111222@");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let dora = switch.users("dora.csv", "dora", "dora-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("call_uac.xml"),
-        &[
-            "-inf",
-            dora.to_str().unwrap(),
-            "-s",
-            "int4860012345",
-            "-d",
-            "2000",
-        ],
-    );
-    assert!(ok, "dora's call failed:\n{trace}\n{}", switch.log());
+    dora_calls_the_carrier(&switch, "2000");
     carrier_passed(&switch, c);
     let lines = wait_cdrs(&switch, "dora", 1).await;
     let record = columns(&lines[0]);
@@ -956,6 +961,7 @@ async fn prepaid_offnet_calls_are_charged_cut_when_the_money_runs_out_and_refuse
     );
     assert!(ok, "{trace}\n{}", switch.log());
     // A number the gateway serves and the tariff does not price.
+    let dora = switch.users("dora.csv", "dora", "dora-pw");
     let (ok, trace) = sipp(
         &switch,
         &expect_failure(&switch, 403),
@@ -1020,20 +1026,7 @@ async fn a_prepaid_call_within_a_plan_s_minutes_leaves_the_balance_alone() {
     );
     let c = carrier(&switch, &answers, carrier_port, "u1");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let dora = switch.users("dora.csv", "dora", "dora-pw");
-    let (ok, trace) = sipp(
-        &switch,
-        &scenario("call_uac.xml"),
-        &[
-            "-inf",
-            dora.to_str().unwrap(),
-            "-s",
-            "int4860012345",
-            "-d",
-            "1000",
-        ],
-    );
-    assert!(ok, "dora's call failed:\n{trace}\n{}", switch.log());
+    dora_calls_the_carrier(&switch, "1000");
     carrier_passed(&switch, c);
     let lines = wait_cdrs(&switch, "dora", 1).await;
     let record = columns(&lines[0]);
