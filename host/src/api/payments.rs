@@ -77,8 +77,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64) -> Result<(), &
         return Err("the signature's timestamp is too old or in the future");
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = format!("{t}.").into_bytes();
-    signed.extend_from_slice(body);
+    let signed = signed_payload(t, body);
     // ring compares in constant time; several v1 values allow a secret to
     // be rolled over.
     if signatures
@@ -95,9 +94,15 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64) -> Result<(), &
 /// written in Rust, and the tests).
 pub fn sign(secret: &str, body: &[u8], t: i64) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let signed = signed_payload(t, body);
+    format!("t={t},v1={}", hex::encode(hmac::sign(&key, &signed)))
+}
+
+/// What the signature covers: `"<t>.<raw body>"`.
+fn signed_payload(t: i64, body: &[u8]) -> Vec<u8> {
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
-    format!("t={t},v1={}", hex::encode(hmac::sign(&key, &signed)))
+    signed
 }
 
 /// `POST /v1/payments/webhook`.
