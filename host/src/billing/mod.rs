@@ -367,15 +367,16 @@ impl Billing {
         Ok(self.tariffs().await?.lookup(tariff, &digits).cloned())
     }
 
-    /// The account, its rate for `number`, checked against each other.
+    /// The account (and whether it holds an active plan), its rate for
+    /// `number`, checked against each other.
     async fn priced(
         &self,
         login: &str,
         number: &str,
-    ) -> Result<(AccountMoney, TariffRate, String), Refusal> {
-        let account = self
+    ) -> Result<(AccountMoney, bool, TariffRate, String), Refusal> {
+        let (account, plans) = self
             .store
-            .account_money(login)
+            .call_money(login)
             .await
             .map_err(|e| Refusal::Failed(e.into()))?
             .ok_or(Refusal::UnknownAccount)?;
@@ -407,7 +408,7 @@ impl Billing {
                 rate: rate.currency,
             });
         }
-        Ok((account, rate, digits))
+        Ok((account, plans, rate, digits))
     }
 
     /// Authorises a call from `login` to `number` (E.164 digits): the rate,
@@ -419,15 +420,19 @@ impl Billing {
         // reservation fail; the second look sees the new balance.
         // Likewise a concurrent call taking the plan's seconds.
         for _ in 0..5 {
-            let (account, rate, digits) = self.priced(login, number).await?;
+            let (account, plans, rate, digits) = self.priced(login, number).await?;
             available = account.available_micro();
             let now = crate::store::now_secs();
             let cap = self.config.max_call_secs;
-            let plan = self
-                .store
-                .plan_for_call(login, &digits, now)
-                .await
-                .map_err(|e| Refusal::Failed(e.into()))?
+            let plan = if plans {
+                self.store
+                    .plan_for_call(login, &digits, now)
+                    .await
+                    .map_err(|e| Refusal::Failed(e.into()))?
+            } else {
+                None
+            };
+            let plan = plan
                 .map(|p| plans::PlanHold {
                     account_plan_id: p.id,
                     secs: p.usable_secs(now).min(cap),
@@ -560,7 +565,7 @@ impl Billing {
     /// vendor never accepts is refunded when it fails
     /// ([`Store::sms_failed`]).
     pub async fn queue_sms(&self, sms: &OffnetSms<'_>) -> Result<SmsCharge, Refusal> {
-        let (_, rate, digits) = self.priced(sms.sender, sms.number).await?;
+        let (_, _, rate, digits) = self.priced(sms.sender, sms.number).await?;
         let price = rate.sms_price_micro.ok_or(Refusal::NoRate)?;
         if price == 0 {
             let outbox_id = self

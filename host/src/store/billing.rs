@@ -13,7 +13,10 @@
 //!
 //! Every transaction here writes before it reads: on SQLite a transaction
 //! that reads first and then writes fails with SQLITE_BUSY under
-//! concurrency instead of waiting for the lock. Two-account transfers
+//! concurrency instead of waiting for the lock (the money writer, which
+//! reads first, takes the lock at `BEGIN IMMEDIATE`). Reservations and
+//! settlements, two per prepaid call, go through that writer
+//! ([`super::money_writer`]): concurrent ones share a transaction. Two-account transfers
 //! update the rows in login order, so two opposite transfers on MariaDB
 //! cannot deadlock.
 
@@ -245,6 +248,17 @@ fn rate_from_row(row: &AnyRow) -> StoreResult<TariffRate> {
     })
 }
 
+fn money_from_row(r: &AnyRow) -> StoreResult<AccountMoney> {
+    Ok(AccountMoney {
+        login: r.try_get("login")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        tariff: r.try_get("tariff")?,
+        currency: r.try_get("currency")?,
+        balance_micro: r.try_get("balance_micro")?,
+        reserved_micro: r.try_get("reserved_micro")?,
+    })
+}
+
 /// Writes the ledger row of a balance change made on `conn` just before,
 /// reading the balance it left.
 async fn record(
@@ -264,21 +278,21 @@ async fn record(
     let created_at = now();
     let reference = reference.map(|r| clip(r, 255));
     let actor = actor.map(|a| clip(a, 64));
-    let done = sqlx::query(
+    let sql = format!(
         "INSERT INTO ledger (login, kind, amount_micro, balance_after_micro, currency, \
-         reference, actor, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(login)
-    .bind(kind.as_str())
-    .bind(signed_micro)
-    .bind(balance)
-    .bind(&currency)
-    .bind(&reference)
-    .bind(&actor)
-    .bind(created_at)
-    .execute(&mut *conn)
-    .await?;
-    let id = super::messages::last_insert_id(conn, &done).await?;
+         reference, actor, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?){}",
+        super::messages::returning_id(conn)
+    );
+    let insert = sqlx::query(&sql)
+        .bind(login)
+        .bind(kind.as_str())
+        .bind(signed_micro)
+        .bind(balance)
+        .bind(&currency)
+        .bind(&reference)
+        .bind(&actor)
+        .bind(created_at);
+    let id = super::messages::insert_id(conn, insert).await?;
     Ok(LedgerEntry {
         id,
         login: login.to_owned(),
@@ -382,7 +396,7 @@ pub(super) async fn refund_on(
 }
 
 /// At most `max` characters (ledger references are informative).
-fn clip(s: &str, max: usize) -> String {
+pub(super) fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
@@ -581,17 +595,23 @@ impl Store {
         .bind(login)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(AccountMoney {
-                login: r.try_get("login")?,
-                active: r.try_get::<i64, _>("active")? != 0,
-                tariff: r.try_get("tariff")?,
-                currency: r.try_get("currency")?,
-                balance_micro: r.try_get("balance_micro")?,
-                reserved_micro: r.try_get("reserved_micro")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(money_from_row).transpose()
+    }
+
+    /// [`Store::account_money`] and whether the account holds an active
+    /// plan, in one read: a call's authorisation looks for a plan that
+    /// covers the number only then.
+    pub async fn call_money(&self, login: &str) -> StoreResult<Option<(AccountMoney, bool)>> {
+        let row = sqlx::query(
+            "SELECT login, active, tariff, currency, balance_micro, reserved_micro, \
+             (SELECT COUNT(*) FROM account_plans p WHERE p.login = accounts.login \
+             AND p.status = 'active') AS plans FROM accounts WHERE login = ?",
+        )
+        .bind(login)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((money_from_row(&r)?, r.try_get::<i64, _>("plans")? > 0)))
+            .transpose()
     }
 
     async fn money_or_missing(&self, login: &str) -> Result<AccountMoney> {
@@ -873,7 +893,8 @@ impl Store {
 
     /// [`Store::reserve`] that also holds `plan.secs` seconds of one of
     /// `login`'s plans (if its free seconds still cover them: `PlanTaken`
-    /// otherwise), in the same transaction.
+    /// otherwise), in the same transaction (shared with the reservations and
+    /// settlements made at the same moment).
     pub async fn reserve_call(
         &self,
         login: &str,
@@ -882,66 +903,22 @@ impl Store {
         reference: Option<&str>,
         expires_at: i64,
     ) -> Result<i64> {
-        if amount_micro < 0 {
-            return Err(BillingError::Invalid("a negative reservation".into()));
-        }
-        let mut tx = self.pool.begin().await?;
-        if let Some(hold) = plan {
-            let taken = sqlx::query(
-                "UPDATE account_plans SET reserved_secs = reserved_secs + ? \
-                 WHERE id = ? AND login = ? AND status = 'active' \
-                 AND seconds_left - reserved_secs >= ? AND (expires_at IS NULL OR expires_at > ?)",
-            )
-            .bind(i64::from(hold.secs))
-            .bind(hold.account_plan_id)
-            .bind(login)
-            .bind(i64::from(hold.secs))
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-            if taken.rows_affected() == 0 {
-                return Err(BillingError::PlanTaken);
-            }
-        }
-        let done = sqlx::query(
-            "UPDATE accounts SET reserved_micro = reserved_micro + ? \
-             WHERE login = ? AND balance_micro - reserved_micro >= ?",
-        )
-        .bind(amount_micro)
-        .bind(login)
-        .bind(amount_micro)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            drop(tx);
-            let account = self.money_or_missing(login).await?;
-            return Err(BillingError::InsufficientFunds {
-                available_micro: account.available_micro(),
-            });
-        }
-        let done = sqlx::query(
-            "INSERT INTO balance_reservations (login, amount_micro, reference, created_at, \
-             expires_at, account_plan_id, plan_secs) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(login)
-        .bind(amount_micro)
-        .bind(reference.map(|r| clip(r, 255)))
-        .bind(now())
-        .bind(expires_at)
-        .bind(plan.map(|h| h.account_plan_id))
-        .bind(plan.map_or(0, |h| i64::from(h.secs)))
-        .execute(&mut *tx)
-        .await?;
-        let id = super::messages::last_insert_id(&mut tx, &done).await?;
-        tx.commit().await?;
-        Ok(id)
+        self.write_reservation(super::money_writer::NewReservation {
+            login: login.to_owned(),
+            amount_micro,
+            plan,
+            reference: reference.map(str::to_owned),
+            expires_at,
+        })
+        .await
     }
 
     /// Ends reservation `id` of `amount_micro` and debits `cost_micro`
     /// (at most the reservation) with a ledger row of `kind`; no row for a
     /// cost of 0. `UnknownReservation` if it was ended already. With `cdr`,
     /// the call's record (which carries the cost) is written in the same
-    /// transaction: a charged call always has its record, and a recorded
+    /// transaction (shared with the reservations and settlements made at
+    /// the same moment): a charged call always has its record, and a recorded
     /// charged call its debit. `plan`: the plan seconds the reservation
     /// holds and how many of them the call used (taken off the plan, the
     /// rest freed).
@@ -953,16 +930,18 @@ impl Store {
         plan: Option<PlanUse>,
         cdr: Option<&super::calls::Cdr>,
     ) -> Result<Option<LedgerEntry>> {
-        let mut tx = self.pool.begin().await?;
-        let entry = settle_in(&mut tx, id, m, reserved_micro, plan).await?;
-        if let Some(cdr) = cdr {
-            let sql = super::calls::insert_cdrs_sql(1);
-            super::calls::bind_cdr(sqlx::query(&sql), cdr)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(entry)
+        self.write_settlement(super::money_writer::Settling {
+            id,
+            login: m.login.to_owned(),
+            kind: m.kind,
+            cost_micro: m.amount_micro,
+            reference: m.reference.map(str::to_owned),
+            actor: m.actor.map(str::to_owned),
+            reserved_micro,
+            plan,
+            cdr: cdr.cloned(),
+        })
+        .await
     }
 
     /// Ends reservation `id` without charging anything (its plan seconds,
@@ -1177,17 +1156,9 @@ pub fn check_prefix(prefix: &str) -> StoreResult<()> {
     validate_prefix(prefix).map_err(StoreError::Invalid)
 }
 
-/// Ends reservation `id` inside `conn`'s transaction: the cost
-/// (`m.amount_micro`, at most what was reserved) debited with its ledger
-/// row, the rest of the reservation freed.
-async fn settle_in(
-    conn: &mut AnyConnection,
-    id: i64,
-    m: &Movement<'_>,
-    reserved_micro: i64,
-    plan: Option<PlanUse>,
-) -> Result<Option<LedgerEntry>> {
-    let cost = m.amount_micro;
+/// Checks a settlement before it writes anything: the cost within the
+/// reservation, the plan seconds used within those held.
+pub(super) fn check_settling(cost: i64, reserved_micro: i64, plan: Option<PlanUse>) -> Result<()> {
     if !(0..=reserved_micro).contains(&cost) {
         return Err(BillingError::Invalid(format!(
             "cost {cost} outside the reservation of {reserved_micro}"
@@ -1201,6 +1172,36 @@ async fn settle_in(
             p.used_secs, p.hold.secs
         )));
     }
+    Ok(())
+}
+
+/// Takes the seconds a settled call used off its plan and frees the rest
+/// of those it held.
+pub(super) async fn use_plan(conn: &mut AnyConnection, p: PlanUse) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE account_plans SET seconds_left = seconds_left - ?, \
+         reserved_secs = reserved_secs - ? WHERE id = ?",
+    )
+    .bind(i64::from(p.used_secs))
+    .bind(i64::from(p.hold.secs))
+    .bind(p.hold.account_plan_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends reservation `id` inside `conn`'s transaction: the cost
+/// (`m.amount_micro`, at most what was reserved) debited with its ledger
+/// row, the rest of the reservation freed.
+pub(super) async fn settle_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    m: &Movement<'_>,
+    reserved_micro: i64,
+    plan: Option<PlanUse>,
+) -> Result<Option<LedgerEntry>> {
+    let cost = m.amount_micro;
+    check_settling(cost, reserved_micro, plan)?;
     // The plan columns are matched too: a reservation ends once, with the
     // plan seconds it holds.
     let done = sqlx::query(
@@ -1217,15 +1218,7 @@ async fn settle_in(
         return Err(BillingError::UnknownReservation);
     }
     if let Some(p) = plan {
-        sqlx::query(
-            "UPDATE account_plans SET seconds_left = seconds_left - ?, \
-             reserved_secs = reserved_secs - ? WHERE id = ?",
-        )
-        .bind(i64::from(p.used_secs))
-        .bind(i64::from(p.hold.secs))
-        .bind(p.hold.account_plan_id)
-        .execute(&mut *conn)
-        .await?;
+        use_plan(conn, p).await?;
     }
     sqlx::query(
         "UPDATE accounts SET balance_micro = balance_micro - ?, \

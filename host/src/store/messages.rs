@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Result, StoreError};
@@ -355,6 +356,30 @@ pub(crate) async fn last_insert_id(
         .fetch_one(&mut *conn)
         .await?;
     Ok(id)
+}
+
+/// ` RETURNING id` where `conn` can return the id an INSERT made with the
+/// INSERT itself (SQLite: one statement instead of two), else nothing (the
+/// MySQL driver reports it with the result). Appended to an INSERT's SQL
+/// for [`insert_id`].
+pub(crate) fn returning_id(conn: &AnyConnection) -> &'static str {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        " RETURNING id"
+    } else {
+        ""
+    }
+}
+
+/// Runs `insert` (SQL ending in [`returning_id`]) on `conn`; the new row's id.
+pub(crate) async fn insert_id<'q>(
+    conn: &mut AnyConnection,
+    insert: Query<'q, Any, AnyArguments<'q>>,
+) -> Result<i64> {
+    if returning_id(conn).is_empty() {
+        let done = insert.execute(&mut *conn).await?;
+        return last_insert_id(conn, &done).await;
+    }
+    Ok(insert.fetch_one(&mut *conn).await?.try_get(0)?)
 }
 
 impl Store {

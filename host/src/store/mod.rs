@@ -27,6 +27,7 @@ pub mod joins;
 pub mod location;
 pub mod mailbox;
 pub mod messages;
+mod money_writer;
 mod outbox;
 pub mod phone_signups;
 pub mod plans;
@@ -103,6 +104,7 @@ pub struct Store {
     binding_writer: Arc<std::sync::OnceLock<location::BindingWriter>>,
     cdr_writer: Arc<std::sync::OnceLock<calls::CdrWriter>>,
     message_writer: Arc<std::sync::OnceLock<messages::MessageWriter>>,
+    money_writer: Arc<std::sync::OnceLock<money_writer::MoneyWriter>>,
 }
 
 impl Store {
@@ -134,6 +136,7 @@ impl Store {
             binding_writer: Arc::default(),
             cdr_writer: Arc::default(),
             message_writer: Arc::default(),
+            money_writer: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
