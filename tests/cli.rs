@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::sipp::free_sip_port;
 use support::*;
 
 #[test]
@@ -602,4 +603,35 @@ async fn guest_new_writes_projects_that_build_and_load() {
         matches!(wrong, Err(PluginError::WrongWorld { .. })),
         "an IVR guest loaded as an SMS provider"
     );
+}
+
+/// The README's billing tour, run as a newcomer would run it
+/// (`scripts/billing-tour.sh` checks each step itself): a tariff imported,
+/// a voucher redeemed, a call to a SIPp carrier charged, one cut when the
+/// money runs out, one refused with 402.
+#[test]
+fn the_billing_tour_charges_a_call_cuts_one_and_refuses_one() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = tempfile::tempdir().unwrap();
+    let port = |name: &str, port: u16| (name.to_owned(), port.to_string());
+    let ports = [
+        port("SIP_PORT", free_sip_port()),
+        port("TLS_PORT", free_port()),
+        port("API_PORT", free_port()),
+        port("ADMIN_PORT", free_port()),
+        port("GW_PORT", free_sip_port()),
+    ];
+    let out = Command::new(repo.join("scripts/billing-tour.sh"))
+        .env("SOFTSWITCH", env!("CARGO_BIN_EXE_softswitch"))
+        .env("WORK", work.path())
+        .envs(ports)
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the tour failed:\n{shown}");
+    assert!(shown.contains("tour done"), "{shown}");
 }
