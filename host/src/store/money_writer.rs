@@ -72,7 +72,7 @@ pub(crate) struct Settling {
 #[derive(Debug)]
 enum Pending {
     Reserve(NewReservation, oneshot::Sender<Result<i64>>),
-    Settle(Settling, oneshot::Sender<Result<Option<LedgerEntry>>>),
+    Settle(Box<Settling>, oneshot::Sender<Result<Option<LedgerEntry>>>),
 }
 
 /// What an operation gave, before it is handed to its caller.
@@ -145,7 +145,7 @@ async fn apply_together(
         .iter()
         .enumerate()
         .filter_map(|(i, op)| match op {
-            Pending::Settle(s, _) => Some((s, i)),
+            Pending::Settle(s, _) => Some((&**s, i)),
             Pending::Reserve(..) => None,
         })
         .unzip();
@@ -200,13 +200,13 @@ async fn run_money_writer(
         Backend::MySql => "BEGIN",
     };
     while let Some(batch) = super::next_batch(&mut queue, MONEY_BATCH).await {
-        if batch.len() > 1 {
-            if let Ok(outcomes) = apply_together(&pool, begin, &batch).await {
-                for (op, outcome) in batch.into_iter().zip(outcomes) {
-                    op.answer(outcome);
-                }
-                continue;
+        if batch.len() > 1
+            && let Ok(outcomes) = apply_together(&pool, begin, &batch).await
+        {
+            for (op, outcome) in batch.into_iter().zip(outcomes) {
+                op.answer(outcome);
             }
+            continue;
         }
         for op in batch {
             let outcome = apply_alone(&pool, begin, &op).await;
@@ -377,7 +377,7 @@ impl Store {
 
     pub(super) async fn write_settlement(&self, s: Settling) -> Result<Option<LedgerEntry>> {
         let (done, result) = oneshot::channel();
-        self.money_writer(Pending::Settle(s, done))?;
+        self.money_writer(Pending::Settle(Box::new(s), done))?;
         result.await.map_err(|_| writer_gone())?
     }
 }
