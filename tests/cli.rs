@@ -187,6 +187,71 @@ fn guest_check_names_the_world_or_the_reason() {
     assert!(junk.contains("not a valid WebAssembly component"), "{junk}");
 }
 
+/// `guest test`: the shipped routing guests pass their own cases; a wrong
+/// expectation fails the run and says what came instead; a guest of
+/// another world and a malformed case file are clear errors.
+#[test]
+fn guest_test_runs_a_routing_guest_against_its_cases() {
+    let site = Site::new("");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cases = |guest: &str| repo.join(format!("guests/routing/{guest}/cases.toml"));
+    for guest in ["default", "blocklist"] {
+        let wasm = guest_wasm(&format!("routing_{guest}"));
+        let out = site.ok(&[
+            "guest",
+            "test",
+            wasm.to_str().unwrap(),
+            cases(guest).to_str().unwrap(),
+        ]);
+        let last = out.lines().last().unwrap_or_default();
+        let total = out.lines().filter(|l| l.starts_with("ok ")).count();
+        assert!(total >= 5, "{out}");
+        assert_eq!(
+            last,
+            format!("{total} cases, {total} passed, 0 failed"),
+            "{out}"
+        );
+    }
+
+    // The default router does not block: the blocklist's cases fail on it.
+    let default = guest_wasm("routing_default");
+    let blocklist_cases = cases("blocklist");
+    let args = [
+        "guest",
+        "test",
+        default.to_str().unwrap(),
+        blocklist_cases.to_str().unwrap(),
+    ];
+    let error = site.fails(&args);
+    assert_eq!(error, "error: 3 of 5 cases failed");
+    let report = String::from_utf8(site.run(&args).stdout).unwrap();
+    assert!(
+        report.contains(
+            "FAIL  a blocked caller: expected \"reject 403 Blocked\", got \"to-user alice\""
+        ),
+        "{report}"
+    );
+    assert!(report.contains("5 cases, 2 passed, 3 failed"), "{report}");
+
+    let sms = guest_wasm("sms_generic");
+    let other_world = site.fails(&[
+        "guest",
+        "test",
+        sms.to_str().unwrap(),
+        cases("default").to_str().unwrap(),
+    ]);
+    assert!(other_world.contains("routing"), "{other_world}");
+
+    std::fs::write(site.path("bad.toml"), "[[cases]]\nfrom = \"alice\"\n").unwrap();
+    let bad = site.fails(&[
+        "guest",
+        "test",
+        default.to_str().unwrap(),
+        site.path("bad.toml").to_str().unwrap(),
+    ]);
+    assert!(bad.contains("bad.toml is not a case file"), "{bad}");
+}
+
 async fn guests(client: &reqwest::Client, base: &str, token: &str) -> serde_json::Value {
     client
         .get(format!("{base}/guests"))

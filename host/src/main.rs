@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod billing_cli;
 mod guest_new;
+mod guest_test;
 mod presence_cli;
 mod push_cli;
 
@@ -25,7 +26,7 @@ use softswitch::admin::{self, AdminParts, AdminState};
 use softswitch::app::{App, redact_url};
 use softswitch::config::DEFAULT_TOML;
 use softswitch::plugins::inspect;
-use softswitch::plugins::routing::{Kind, Reason, RouteDecision, RouteRequest, Routed, Transport};
+use softswitch::plugins::routing::{self, Kind, Reason, RouteRequest, Routed, Transport};
 use softswitch::store::accounts::{AccountSettings, NewAccount};
 use softswitch::store::dialplan::DialplanEntry;
 use softswitch::store::gateways::{Gateway, Transport as GatewayTransport};
@@ -296,6 +297,8 @@ enum GuestCommand {
     Check { file: PathBuf },
     /// Write a standalone Cargo project for a new guest of WORLD.
     New(guest_new::NewArgs),
+    /// Run a guest against written cases, without a switch (routing guests).
+    Test(guest_test::TestArgs),
 }
 
 fn main() -> ExitCode {
@@ -340,9 +343,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     if let Command::Guest(GuestCommand::New(args)) = &cli.command {
         return guest_new::run(args);
     }
+    if let Command::Guest(GuestCommand::Test(args)) = &cli.command {
+        return guest_test::run(args).await;
+    }
     let app = App::open(cli.config.as_deref(), cli.data_dir.as_deref()).await?;
     match cli.command {
-        Command::Config(_) | Command::Guest(GuestCommand::New(_)) => {
+        Command::Config(_) | Command::Guest(GuestCommand::New(_) | GuestCommand::Test(_)) => {
             unreachable!("handled above")
         }
         Command::Run => run(app).await,
@@ -860,21 +866,7 @@ async fn route(app: App, args: RouteArgs) -> anyhow::Result<()> {
 }
 
 fn describe(routed: &Routed) -> String {
-    let mut line = match &routed.decision {
-        RouteDecision::ToUser { login } => format!("to-user {login}"),
-        RouteDecision::ToGateway { gateway, number } => format!("to-gateway {gateway} {number}"),
-        RouteDecision::ToService { name, args } => format!("to-service {name} {}", args.join(" "))
-            .trim_end()
-            .to_string(),
-        RouteDecision::Reject { code, reason } => format!("reject {code} {reason}"),
-    };
-    if let Some(cid) = &routed.caller_id {
-        line.push_str(&format!(
-            " (caller-id {} <{}>)",
-            cid.display_name.as_deref().unwrap_or("-"),
-            cid.user.as_deref().unwrap_or("-")
-        ));
-    }
+    let mut line = routing::describe(&routed.decision, routed.caller_id.as_ref());
     if let Some(kind) = routed.fallback {
         line.push_str(&format!(
             " [fallback: guest {} failed: {kind}]",

@@ -212,6 +212,29 @@ pub struct CallerId {
     pub user: Option<String>,
 }
 
+/// A decision in one line, as `softswitch route` prints it and `softswitch
+/// guest test` cases expect it: `to-user bob`, `to-gateway carrier 4812
+/// (caller-id Alice <48600111222>)`, `to-service voicemail-playback alice
+/// 230`, `reject 404 Not Found`.
+pub fn describe(decision: &RouteDecision, caller_id: Option<&CallerId>) -> String {
+    let mut line = match decision {
+        RouteDecision::ToUser { login } => format!("to-user {login}"),
+        RouteDecision::ToGateway { gateway, number } => format!("to-gateway {gateway} {number}"),
+        RouteDecision::ToService { name, args } => format!("to-service {name} {}", args.join(" "))
+            .trim_end()
+            .to_string(),
+        RouteDecision::Reject { code, reason } => format!("reject {code} {reason}"),
+    };
+    if let Some(cid) = caller_id {
+        line.push_str(&format!(
+            " (caller-id {} <{}>)",
+            cid.display_name.as_deref().unwrap_or("-"),
+            cid.user.as_deref().unwrap_or("-")
+        ));
+    }
+    line
+}
+
 /// A decision with its provenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Routed {
