@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::any::AnyArguments;
-use sqlx::query::{Query, QueryAs};
+use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -586,18 +586,17 @@ async fn insert_ledger_rows(
         "{INSERT}{} RETURNING id, login, balance_after_micro",
         vec![ROW; rows].join(", ")
     );
-    let mut query = sqlx::query_as::<_, (i64, String, i64)>(&sql);
+    let mut query = sqlx::query(&sql);
     for e in entries.iter().flatten() {
-        query = bind_entry_as(query, e);
+        query = bind_entry(query, e);
     }
     // An account's rows differ in the balance they left (each charge is
     // positive), so login and balance name one row.
-    let ids: HashMap<(String, i64), i64> = query
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|(id, login, after)| ((login, after), id))
-        .collect();
+    let mut ids = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let key: (String, i64) = (row.try_get("login")?, row.try_get("balance_after_micro")?);
+        ids.insert(key, row.try_get::<i64, _>("id")?);
+    }
     for e in entries.iter_mut().flatten() {
         e.id = *ids
             .get(&(e.login.clone(), e.balance_after_micro))
@@ -610,20 +609,6 @@ fn bind_entry<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     e: &LedgerEntry,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    q.bind(e.login.clone())
-        .bind(e.kind.clone())
-        .bind(e.amount_micro)
-        .bind(e.balance_after_micro)
-        .bind(e.currency.clone())
-        .bind(e.reference.clone())
-        .bind(e.actor.clone())
-        .bind(e.created_at)
-}
-
-fn bind_entry_as<'q, O>(
-    q: QueryAs<'q, Any, O, AnyArguments<'q>>,
-    e: &LedgerEntry,
-) -> QueryAs<'q, Any, O, AnyArguments<'q>> {
     q.bind(e.login.clone())
         .bind(e.kind.clone())
         .bind(e.amount_micro)
