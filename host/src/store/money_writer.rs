@@ -628,6 +628,18 @@ mod tests {
     use crate::store::calls::Disposition;
     use crate::store::testutil::{checked_balance, money_account, test_store, unique};
 
+    /// A tariff for the accounts (0.10 a minute to 48).
+    async fn tariff(store: &Store) -> String {
+        let name = unique("mw");
+        let rows = parse_csv(
+            &name,
+            "prefix,currency,price_per_minute,connection_fee,increments\n48,EUR,0.10,0,1/1\n",
+        )
+        .unwrap();
+        store.replace_tariff(&name, &rows).await.unwrap();
+        name
+    }
+
     fn record(call_id: &str, caller: &str) -> Cdr {
         Cdr {
             call_id: call_id.to_owned(),
@@ -651,13 +663,7 @@ mod tests {
     #[tokio::test]
     async fn settlements_batched_together_end_each_reservation_once_and_keep_the_ledger() {
         let store = test_store().await;
-        let name = unique("mw");
-        let rows = parse_csv(
-            &name,
-            "prefix,currency,price_per_minute,connection_fee,increments\n48,EUR,0.10,0,1/1\n",
-        )
-        .unwrap();
-        store.replace_tariff(&name, &rows).await.unwrap();
+        let name = tariff(&store).await;
         let logins: Vec<String> =
             join_all((0..3).map(|_| money_account(&store, "mw", &name, "EUR", 100_000_000))).await;
         let mut reservations = Vec::new();
@@ -770,13 +776,7 @@ mod tests {
     #[tokio::test]
     async fn reservations_batched_together_never_overspend_and_get_their_own_ids() {
         let store = test_store().await;
-        let name = unique("mwr");
-        let rows = parse_csv(
-            &name,
-            "prefix,currency,price_per_minute,connection_fee,increments\n48,EUR,0.10,0,1/1\n",
-        )
-        .unwrap();
-        store.replace_tariff(&name, &rows).await.unwrap();
+        let name = tariff(&store).await;
         let rich = money_account(&store, "mwr", &name, "EUR", 100_000_000).await;
         let poor = money_account(&store, "mwr", &name, "EUR", 5_000_000).await;
         let asks: Vec<&String> = (0..24)
