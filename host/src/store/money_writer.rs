@@ -278,6 +278,37 @@ async fn hold_in(conn: &mut AnyConnection, r: &NewReservation) -> Result<()> {
     Ok(())
 }
 
+/// A reservation row's columns but its id and creation time: alike rows
+/// are interchangeable.
+type ReservationKey = (String, i64, Option<String>, i64, Option<i64>, i64);
+
+fn reservation_key(r: &NewReservation) -> ReservationKey {
+    (
+        r.login.clone(),
+        r.amount_micro,
+        r.reference.as_deref().map(|s| clip(s, 255)),
+        r.expires_at,
+        r.plan.map(|h| h.account_plan_id),
+        r.plan.map_or(0, |h| i64::from(h.secs)),
+    )
+}
+
+fn bind_reservation<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    r: &NewReservation,
+    created_at: i64,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    let (login, amount, reference, expires_at, plan_id, plan_secs) = reservation_key(r);
+    query
+        .bind(login)
+        .bind(amount)
+        .bind(reference)
+        .bind(created_at)
+        .bind(expires_at)
+        .bind(plan_id)
+        .bind(plan_secs)
+}
+
 /// Writes the rows of reservations held by [`hold_in`]; their ids, in
 /// order. On SQLite one statement returns them all; rows that are alike in
 /// every column may get each other's ids, which changes nothing since
@@ -291,29 +322,11 @@ async fn insert_reservations(
                           created_at, expires_at, account_plan_id, plan_secs) VALUES ";
     const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
     let created_at = now();
-    let values = |r: &NewReservation| {
-        (
-            r.login.clone(),
-            r.amount_micro,
-            r.reference.as_deref().map(|s| clip(s, 255)),
-            r.expires_at,
-            r.plan.map(|h| h.account_plan_id),
-            r.plan.map_or(0, |h| i64::from(h.secs)),
-        )
-    };
     if super::messages::returning_id(conn).is_empty() {
         let sql = format!("{INSERT}{ROW}");
         let mut ids = Vec::with_capacity(rows.len());
         for r in rows {
-            let (login, amount, reference, expires_at, plan_id, plan_secs) = values(r);
-            let done = sqlx::query(&sql)
-                .bind(login)
-                .bind(amount)
-                .bind(reference)
-                .bind(created_at)
-                .bind(expires_at)
-                .bind(plan_id)
-                .bind(plan_secs)
+            let done = bind_reservation(sqlx::query(&sql), r, created_at)
                 .execute(&mut *conn)
                 .await?;
             ids.push(super::messages::last_insert_id(conn, &done).await?);
@@ -327,20 +340,11 @@ async fn insert_reservations(
     );
     let mut query = sqlx::query(&sql);
     for r in rows {
-        let (login, amount, reference, expires_at, plan_id, plan_secs) = values(r);
-        query = query
-            .bind(login)
-            .bind(amount)
-            .bind(reference)
-            .bind(created_at)
-            .bind(expires_at)
-            .bind(plan_id)
-            .bind(plan_secs);
+        query = bind_reservation(query, r, created_at);
     }
-    type Key = (String, i64, Option<String>, i64, Option<i64>, i64);
-    let mut ids: HashMap<Key, Vec<i64>> = HashMap::new();
+    let mut ids: HashMap<ReservationKey, Vec<i64>> = HashMap::new();
     for row in query.fetch_all(&mut *conn).await? {
-        let key: Key = (
+        let key: ReservationKey = (
             row.try_get("login")?,
             row.try_get("amount_micro")?,
             row.try_get("reference")?,
@@ -352,7 +356,7 @@ async fn insert_reservations(
     }
     rows.iter()
         .map(|r| {
-            ids.get_mut(&values(r))
+            ids.get_mut(&reservation_key(r))
                 .and_then(Vec::pop)
                 .ok_or_else(|| StoreError::Corrupt("a reservation's id was not returned".into()))
         })
