@@ -539,6 +539,15 @@ async fn guest_new_writes_projects_that_build_and_load() {
         ok.contains("implements softswitch:routing/router@0.1.0"),
         "{ok}"
     );
+    // Its own cases pass, as its README says.
+    let cases = dir("routing").join("cases.toml");
+    let out = site.ok(&[
+        "guest",
+        "test",
+        routing.to_str().unwrap(),
+        cases.to_str().unwrap(),
+    ]);
+    assert!(out.ends_with("6 cases, 6 passed, 0 failed\n"), "{out}");
     std::fs::copy(&routing, site.path("router.wasm")).unwrap();
     site.populate();
     let r = site.route("alice", "4860123456", &[]);

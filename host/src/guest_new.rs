@@ -50,6 +50,8 @@ struct Template {
     cargo_toml: &'static str,
     lib_rs: &'static str,
     readme: &'static str,
+    /// Cases for `softswitch guest test`, for the worlds it runs.
+    cases: Option<&'static str>,
 }
 
 const README_BUILD: &str = include_str!("../templates/README-build.md");
@@ -65,6 +67,7 @@ impl World {
                 cargo_toml: include_str!("../templates/routing/Cargo.toml"),
                 lib_rs: include_str!("../templates/routing/src/lib.rs"),
                 readme: include_str!("../templates/routing/README.md"),
+                cases: Some(include_str!("../templates/routing/cases.toml")),
             },
             World::SmsProvider => Template {
                 world_id: "softswitch:sms-provider/provider@0.1.0",
@@ -73,6 +76,7 @@ impl World {
                 cargo_toml: include_str!("../templates/sms-provider/Cargo.toml"),
                 lib_rs: include_str!("../templates/sms-provider/src/lib.rs"),
                 readme: include_str!("../templates/sms-provider/README.md"),
+                cases: None,
             },
             World::Ivr => Template {
                 world_id: "softswitch:ivr/scenario@0.1.0",
@@ -81,6 +85,7 @@ impl World {
                 cargo_toml: include_str!("../templates/ivr/Cargo.toml"),
                 lib_rs: include_str!("../templates/ivr/src/lib.rs"),
                 readme: include_str!("../templates/ivr/README.md"),
+                cases: None,
             },
             World::PushProvider => Template {
                 world_id: "softswitch:push-provider/provider@0.1.0",
@@ -89,6 +94,7 @@ impl World {
                 cargo_toml: include_str!("../templates/push-provider/Cargo.toml"),
                 lib_rs: include_str!("../templates/push-provider/src/lib.rs"),
                 readme: include_str!("../templates/push-provider/README.md"),
+                cases: None,
             },
         }
     }
@@ -171,13 +177,17 @@ fn files(world: World, name: &str) -> Vec<(PathBuf, String)> {
             .replace("{{crate}}", name)
             .replace("{{lib}}", &lib)
     };
-    vec![
+    let mut files = vec![
         ("Cargo.toml".into(), fill(t.cargo_toml)),
         ("src/lib.rs".into(), fill(t.lib_rs)),
         ("README.md".into(), fill(t.readme)),
         (".gitignore".into(), GITIGNORE.to_string()),
         (Path::new("wit").join(t.wit_file), t.wit.to_string()),
-    ]
+    ];
+    if let Some(cases) = t.cases {
+        files.push(("cases.toml".into(), cases.to_string()));
+    }
+    files
 }
 
 /// Refuses a folder that exists and holds anything, or is not a folder.
