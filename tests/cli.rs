@@ -233,14 +233,45 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
     );
     assert!(report.contains("5 cases, 2 passed, 3 failed"), "{report}");
 
+    // The SMS providers: their requests, the vendors' answers, the reports.
+    for (vendor, count) in [("generic", 10), ("vonage", 7), ("twilio", 7)] {
+        let wasm = guest_wasm(&format!("sms_{vendor}"));
+        let file = repo.join(format!("guests/sms-providers/{vendor}/cases.toml"));
+        let out = site.ok(&[
+            "guest",
+            "test",
+            wasm.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
+            "{vendor}: {out}"
+        );
+    }
     let sms = guest_wasm("sms_generic");
-    let other_world = site.fails(&[
+    let sms_cases = repo.join("guests/sms-providers/generic/cases.toml");
+    // Routing questions mean nothing to it; a push guest is not run yet.
+    let line = site.fails(&[
         "guest",
         "test",
         sms.to_str().unwrap(),
         cases("default").to_str().unwrap(),
     ]);
-    assert!(other_world.contains("routing"), "{other_world}");
+    assert!(
+        line.contains("has no [[sends]], [[responses]] or [[reports]]"),
+        "{line}"
+    );
+    let push = guest_wasm("push_webhook");
+    let line = site.fails(&[
+        "guest",
+        "test",
+        push.to_str().unwrap(),
+        sms_cases.to_str().unwrap(),
+    ]);
+    assert!(
+        line.contains("runs routing and SMS provider guests so far"),
+        "{line}"
+    );
 
     std::fs::write(site.path("bad.toml"), "[[cases]]\nfrom = \"alice\"\n").unwrap();
     let bad = site.fails(&[

@@ -297,7 +297,8 @@ enum GuestCommand {
     Check { file: PathBuf },
     /// Write a standalone Cargo project for a new guest of WORLD.
     New(guest_new::NewArgs),
-    /// Run a guest against written cases, without a switch (routing guests).
+    /// Run a guest against written cases, without a switch (routing and SMS
+    /// provider guests).
     Test(guest_test::TestArgs),
 }
 

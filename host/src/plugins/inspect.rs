@@ -20,6 +20,16 @@ pub struct CheckReport {
     pub exports: Vec<String>,
 }
 
+/// The names a component exports: which world it is written for (`route`:
+/// routing; `build-send`: sms-provider; ...).
+pub fn export_names(plugins: &Plugins, component: &wasmtime::component::Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(&plugins.engine)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
 /// Compiles `path`, links it against every world the host implements and makes
 /// the smoke call. The error names the world that was expected and what the
 /// component offers instead.

@@ -58,7 +58,8 @@ fn build_send(message: Message, config: Config) -> Result<HttpRequest, Error> {
         ("api_key", api_key),
         ("api_secret", api_secret),
         ("from", &from),
-        ("to", &message.to),
+        // Vonage wants E.164 digits: a leading `+` is refused as invalid.
+        ("to", message.to.trim_start_matches('+')),
         ("text", &message.text),
         ("type", "unicode"),
         ("client-ref", &message.reference),
