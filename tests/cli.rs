@@ -740,3 +740,58 @@ fn the_billing_tour_charges_a_call_cuts_one_and_refuses_one() {
     assert!(out.status.success(), "the tour failed:\n{shown}");
     assert!(shown.contains("tour done"), "{shown}");
 }
+
+/// `[guests.<name>] cases`: a hot reload runs the guest's cases against
+/// the new version and refuses it when one fails; the version in service
+/// stays. A version that passes is swapped in.
+#[tokio::test]
+async fn a_reload_that_fails_the_guests_cases_is_refused() {
+    let port = free_port();
+    let token = "test-admin-token-0123456789";
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cases = repo.join("guests/routing/blocklist/cases.toml");
+    // The lines go into [guests.routing], whose file is router.wasm.
+    let site = Site::new(&format!(
+        "cases = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n",
+        cases.display()
+    ));
+    let live = site.path("router.wasm");
+    std::fs::copy(guest_wasm("routing_blocklist"), &live).unwrap();
+    let mut running = Running::start(&site, port);
+    let client = reqwest::Client::new();
+    running.wait_ready(&client).await;
+    let base = running.base.clone();
+    let blocklist = guests(&client, &base, token).await[0]["sha256"].clone();
+
+    // The default router blocks nobody: three of the five cases fail.
+    std::fs::copy(guest_wasm("routing_default"), site.path("router.tmp")).unwrap();
+    std::fs::rename(site.path("router.tmp"), &live).unwrap();
+    let refused = client
+        .post(format!("{base}/guests/routing/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "guest-load-failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("failed its cases: 3 of 5 cases")
+            && message.contains("a blocked caller: expected \"reject 403 Blocked\""),
+        "{message}"
+    );
+    assert_eq!(guests(&client, &base, token).await[0]["sha256"], blocklist);
+
+    // The blocklist again (rebuilt or not, it passes): in service.
+    std::fs::copy(guest_wasm("routing_blocklist"), site.path("router.tmp")).unwrap();
+    std::fs::rename(site.path("router.tmp"), &live).unwrap();
+    let ok = client
+        .post(format!("{base}/guests/routing/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "{}", running.log());
+    assert_eq!(guests(&client, &base, token).await[0]["sha256"], blocklist);
+}

@@ -159,6 +159,7 @@ fn router(
             path: guest_path().to_string_lossy().into_owned(),
             world: WorldKind::Routing,
             config: BTreeMap::new(),
+            cases: String::new(),
         },
     );
     let dir: Arc<dyn Directory> = dir;

@@ -332,6 +332,10 @@ pub struct GuestConfig {
     pub world: WorldKind,
     /// Values the guest reads through its `config.get` import.
     pub config: BTreeMap<String, String>,
+    /// A case file (`softswitch guest test`) every new version must pass
+    /// before it replaces the one in service; empty: none. Relative to the
+    /// config file's folder, like `path`.
+    pub cases: String,
 }
 
 /// The annotated default configuration printed by `softswitch config default`.
@@ -672,6 +676,9 @@ did_grace_days = 3
 # (the current folder when there is no config file).
 path = "guests/target/wasm32-wasip2/release/routing_default.wasm"
 world = "routing"
+# Cases (`softswitch guest test`) a new version must pass before a hot reload
+# puts it in service (its canary); empty: none.
+cases = ""
 
 [guests.routing.config]
 # Values the guest reads with config.get(key); the default router reads none.
@@ -687,6 +694,7 @@ impl Default for Config {
                 path: "guests/target/wasm32-wasip2/release/routing_default.wasm".into(),
                 world: WorldKind::Routing,
                 config: BTreeMap::new(),
+                cases: String::new(),
             },
         );
         Config {
@@ -750,9 +758,10 @@ impl Config {
                 // Relative guest paths are relative to the file that names them.
                 let base = path.parent().unwrap_or(Path::new("."));
                 for guest in config.guests.values_mut() {
-                    let p = Path::new(&guest.path);
-                    if p.is_relative() && !guest.path.is_empty() {
-                        guest.path = base.join(p).to_string_lossy().into_owned();
+                    for file in [&mut guest.path, &mut guest.cases] {
+                        if Path::new(file.as_str()).is_relative() && !file.is_empty() {
+                            *file = base.join(file.as_str()).to_string_lossy().into_owned();
+                        }
                     }
                 }
                 config.ivr.rebase(base);

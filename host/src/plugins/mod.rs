@@ -12,6 +12,7 @@
 //! `softswitch_guest_failures_total{kind=...}`, its instance is discarded
 //! (never reused), and the extension point's fallback answers instead.
 
+pub mod cases;
 pub mod engine;
 pub mod inspect;
 pub mod ivr;
@@ -103,6 +104,9 @@ pub enum PluginError {
         path: PathBuf,
         failure: GuestFailure,
     },
+    /// The component loaded but failed the cases its config names.
+    #[error("{path} failed its cases: {message}")]
+    Canary { path: PathBuf, message: String },
     /// No guest by that name is configured.
     #[error("no guest named {0:?} is configured")]
     UnknownGuest(String),

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
-use super::PluginError;
 use super::engine::{Plugins, sha256_hex};
 use super::routing::{Fallback, Router, RoutingGuest, WORLD as ROUTING_WORLD};
+use super::{PluginError, cases};
 use crate::config::{Config, GuestConfig, WorldKind};
 use crate::directory::Directory;
 
@@ -79,6 +79,38 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Runs the cases a guest's config names against a new version; refuses it
+/// if one fails (or the cases cannot be run).
+async fn canary(
+    plugins: &Plugins,
+    name: &str,
+    path: &Path,
+    component: &wasmtime::component::Component,
+    cases_path: &Path,
+) -> Result<(), PluginError> {
+    let refuse = |message: String| PluginError::Canary {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = cases::CaseFile::load(cases_path).map_err(|e| refuse(e.to_string()))?;
+    let checked = cases::routing(plugins, name, path, component, &file)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    let failed: Vec<String> = checked
+        .iter()
+        .filter_map(|c| c.failure.as_ref().map(|why| format!("{}: {why}", c.name)))
+        .collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(refuse(format!(
+            "{} of {} cases in {} failed, first {first}",
+            failed.len(),
+            checked.len(),
+            cases_path.display()
+        ))),
+    }
 }
 
 impl GuestRegistry {
@@ -200,6 +232,10 @@ impl GuestRegistry {
                     path: path.to_path_buf(),
                     failure,
                 })?;
+                if !slot.config.cases.is_empty() {
+                    let cases = Path::new(&slot.config.cases);
+                    canary(&self.plugins, &slot.name, path, &component, cases).await?;
+                }
                 Ok(Version {
                     info: GuestInfo {
                         name: slot.name.clone(),

@@ -88,6 +88,7 @@ pub fn guest(path: PathBuf, config: &[(&str, &str)]) -> GuestConfig {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        cases: String::new(),
     }
 }
 
