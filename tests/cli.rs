@@ -283,6 +283,23 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
     assert!(bad.contains("bad.toml is not a case file"), "{bad}");
 }
 
+/// Replaces the site's routing guest file with `source` in one rename, as
+/// an operator's deploy would.
+fn replace_router(site: &Site, source: &Path) {
+    std::fs::copy(source, site.path("router.tmp")).unwrap();
+    std::fs::rename(site.path("router.tmp"), site.path("router.wasm")).unwrap();
+}
+
+/// `POST /guests/routing/reload` on the admin endpoint.
+async fn reload_routing(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/guests/routing/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn guests(client: &reqwest::Client, base: &str, token: &str) -> serde_json::Value {
     client
         .get(format!("{base}/guests"))
@@ -335,12 +352,7 @@ async fn the_admin_endpoint_reports_and_reloads_guests() {
     let first = list[0]["sha256"].as_str().unwrap().to_string();
     assert_eq!(first.len(), 64);
 
-    let reload = client
-        .post(format!("{base}/guests/routing/reload"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let reload = reload_routing(&client, &base, token).await;
     assert_eq!(reload.status(), 200);
     let unknown = client
         .post(format!("{base}/guests/nope/reload"))
@@ -352,8 +364,7 @@ async fn the_admin_endpoint_reports_and_reloads_guests() {
 
     // A replaced file is picked up by the watch.
     let live = site.path("router.wasm");
-    std::fs::copy(guest_wasm("routing_blocklist"), site.path("router.tmp")).unwrap();
-    std::fs::rename(site.path("router.tmp"), &live).unwrap();
+    replace_router(&site, &guest_wasm("routing_blocklist"));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = guests(&client, &base, token).await;
@@ -371,12 +382,7 @@ async fn the_admin_endpoint_reports_and_reloads_guests() {
     // A broken file is refused over the API and the old version stays.
     std::fs::write(site.path("router.tmp"), b"broken").unwrap();
     std::fs::rename(site.path("router.tmp"), &live).unwrap();
-    let refused = client
-        .post(format!("{base}/guests/routing/reload"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let refused = reload_routing(&client, &base, token).await;
     assert_eq!(refused.status(), 422);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "guest-load-failed");
@@ -755,8 +761,7 @@ async fn a_reload_that_fails_the_guests_cases_is_refused() {
         "cases = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n",
         cases.display()
     ));
-    let live = site.path("router.wasm");
-    std::fs::copy(guest_wasm("routing_blocklist"), &live).unwrap();
+    replace_router(&site, &guest_wasm("routing_blocklist"));
     let mut running = Running::start(&site, port);
     let client = reqwest::Client::new();
     running.wait_ready(&client).await;
@@ -764,14 +769,8 @@ async fn a_reload_that_fails_the_guests_cases_is_refused() {
     let blocklist = guests(&client, &base, token).await[0]["sha256"].clone();
 
     // The default router blocks nobody: three of the five cases fail.
-    std::fs::copy(guest_wasm("routing_default"), site.path("router.tmp")).unwrap();
-    std::fs::rename(site.path("router.tmp"), &live).unwrap();
-    let refused = client
-        .post(format!("{base}/guests/routing/reload"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    replace_router(&site, &guest_wasm("routing_default"));
+    let refused = reload_routing(&client, &base, token).await;
     assert_eq!(refused.status(), 422);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "guest-load-failed");
@@ -784,14 +783,8 @@ async fn a_reload_that_fails_the_guests_cases_is_refused() {
     assert_eq!(guests(&client, &base, token).await[0]["sha256"], blocklist);
 
     // The blocklist again (rebuilt or not, it passes): in service.
-    std::fs::copy(guest_wasm("routing_blocklist"), site.path("router.tmp")).unwrap();
-    std::fs::rename(site.path("router.tmp"), &live).unwrap();
-    let ok = client
-        .post(format!("{base}/guests/routing/reload"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    replace_router(&site, &guest_wasm("routing_blocklist"));
+    let ok = reload_routing(&client, &base, token).await;
     assert_eq!(ok.status(), 200, "{}", running.log());
     assert_eq!(guests(&client, &base, token).await[0]["sha256"], blocklist);
 }
