@@ -1190,52 +1190,6 @@ pub(super) async fn use_plan(conn: &mut AnyConnection, p: PlanUse) -> StoreResul
     Ok(())
 }
 
-/// Ends reservation `id` inside `conn`'s transaction: the cost
-/// (`m.amount_micro`, at most what was reserved) debited with its ledger
-/// row, the rest of the reservation freed.
-pub(super) async fn settle_in(
-    conn: &mut AnyConnection,
-    id: i64,
-    m: &Movement<'_>,
-    reserved_micro: i64,
-    plan: Option<PlanUse>,
-) -> Result<Option<LedgerEntry>> {
-    let cost = m.amount_micro;
-    check_settling(cost, reserved_micro, plan)?;
-    // The plan columns are matched too: a reservation ends once, with the
-    // plan seconds it holds.
-    let done = sqlx::query(
-        "DELETE FROM balance_reservations WHERE id = ? AND login = ? AND amount_micro = ? \
-         AND plan_secs = ?",
-    )
-    .bind(id)
-    .bind(m.login)
-    .bind(reserved_micro)
-    .bind(plan.map_or(0, |p| i64::from(p.hold.secs)))
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(BillingError::UnknownReservation);
-    }
-    if let Some(p) = plan {
-        use_plan(conn, p).await?;
-    }
-    sqlx::query(
-        "UPDATE accounts SET balance_micro = balance_micro - ?, \
-         reserved_micro = reserved_micro - ? WHERE login = ?",
-    )
-    .bind(cost)
-    .bind(reserved_micro)
-    .bind(m.login)
-    .execute(&mut *conn)
-    .await?;
-    Ok(if cost > 0 {
-        Some(record(conn, m.login, m.kind, -cost, m.reference, m.actor).await?)
-    } else {
-        None
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

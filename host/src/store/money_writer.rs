@@ -27,9 +27,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::billing::{
-    BillingError, LedgerEntry, LedgerKind, Movement, check_settling, clip, settle_in, use_plan,
-};
+use super::billing::{BillingError, LedgerEntry, LedgerKind, check_settling, clip, use_plan};
 use super::calls::{Cdr, bind_cdr, insert_cdrs_sql};
 use super::error::{Result as StoreResult, StoreError};
 use super::{Backend, Store, now};
@@ -82,28 +80,6 @@ enum Outcome {
 }
 
 impl Pending {
-    async fn apply(&self, conn: &mut AnyConnection) -> Result<Outcome> {
-        match self {
-            Pending::Reserve(r, _) => reserve_in(conn, r).await.map(Outcome::Reserved),
-            Pending::Settle(s, _) => {
-                let m = Movement {
-                    login: &s.login,
-                    kind: s.kind,
-                    amount_micro: s.cost_micro,
-                    reference: s.reference.as_deref(),
-                    actor: s.actor.as_deref(),
-                };
-                let entry = settle_in(conn, s.id, &m, s.reserved_micro, s.plan).await?;
-                if let Some(cdr) = &s.cdr {
-                    bind_cdr(sqlx::query(&insert_cdrs_sql(1)), cdr)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(Outcome::Settled(entry))
-            }
-        }
-    }
-
     fn answer(self, outcome: Result<Outcome>) {
         match self {
             Pending::Reserve(_, done) => {
@@ -130,8 +106,8 @@ fn is_database_error(e: &BillingError) -> bool {
     matches!(e, BillingError::Store(_))
 }
 
-/// The outcomes of a whole batch in one transaction, or the database error
-/// that undid it.
+/// The outcomes of a batch (one operation or many) in one transaction, or
+/// the database error that undid it.
 async fn apply_together(
     pool: &AnyPool,
     begin: &'static str,
@@ -179,13 +155,6 @@ async fn apply_together(
     Ok(outcomes.into_iter().flatten().collect())
 }
 
-async fn apply_alone(pool: &AnyPool, begin: &'static str, op: &Pending) -> Result<Outcome> {
-    let mut tx = pool.begin_with(begin).await?;
-    let outcome = op.apply(&mut tx).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
 async fn run_money_writer(
     pool: AnyPool,
     backend: Backend,
@@ -209,18 +178,13 @@ async fn run_money_writer(
             continue;
         }
         for op in batch {
-            let outcome = apply_alone(&pool, begin, &op).await;
+            let outcome = match apply_together(&pool, begin, std::slice::from_ref(&op)).await {
+                Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| Err(mixed_up())),
+                Err(e) => Err(e),
+            };
             op.answer(outcome);
         }
     }
-}
-
-/// Sets `r.amount_micro` aside (and `r.plan`'s seconds) on `conn`; the new
-/// reservation's id. Writes nothing when it fails for want of money or
-/// plan seconds.
-async fn reserve_in(conn: &mut AnyConnection, r: &NewReservation) -> Result<i64> {
-    hold_in(conn, r).await?;
-    Ok(insert_reservations(conn, &[r]).await?[0])
 }
 
 /// The money (and plan seconds) of reservation `r` held on its account, its
@@ -398,8 +362,8 @@ fn placeholders(n: usize) -> String {
 /// Settles `ops` in `conn`'s transaction with a few statements for all of
 /// them instead of five each: the reservations read and deleted together,
 /// one update of the accounts, one insert of the ledger rows and one of the
-/// call records. Each outcome is what [`settle_in`] would have given; the
-/// outer error is a database error (the caller then undoes everything).
+/// call records. The outer error is a database error (the caller then
+/// undoes everything).
 async fn settle_together(
     conn: &mut AnyConnection,
     ops: &[&Settling],
@@ -629,6 +593,7 @@ mod tests {
 
     use super::*;
     use crate::billing::tariffs::parse_csv;
+    use crate::store::billing::Movement;
     use crate::store::calls::Disposition;
     use crate::store::testutil::{checked_balance, money_account, test_store, unique};
 
