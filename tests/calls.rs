@@ -1154,3 +1154,135 @@ async fn calls_ended_before_a_sigterm_keep_their_records_and_charges() {
         "the balance moved by the records' costs"
     );
 }
+
+/// (message, count) per line of the scenario table SIPp dumped last
+/// (`-trace_screen`): e.g. `("503", 120)`.
+fn screen_counts(screen: &std::path::Path) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(screen).unwrap_or_default();
+    let table = text.rsplit("Messages  Retrans").next().unwrap_or("");
+    table
+        .lines()
+        .skip(1)
+        .map(str::split_whitespace)
+        .map_while(|mut parts| {
+            let message = parts.next()?;
+            let arrow = parts.next()?;
+            if !arrow.chars().all(|c| matches!(c, '-' | '<' | '>')) {
+                return None;
+            }
+            // "B-RTD1"/"E-RTD1" marks where a response time starts or ends.
+            let count = parts.find(|p| !p.contains("RTD"))?;
+            Some((message.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A gauge that may not be an integer (`metric` reads integers).
+async fn gauge(switch: &Switch, name: &str) -> f64 {
+    let text = switch.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Issue 15, graceful overload: calls offered far past what the switch (a
+/// debug build here) sets up. A share of the new INVITEs is refused at once
+/// with 503 and Retry-After; every call that got its 200 ends with its BYE
+/// answered (in-dialog requests are never refused); and once the load
+/// stops the switch stops shedding by itself and the next call goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_capacity_new_calls_get_503_and_the_admitted_ones_finish() {
+    let switch = switch("").await;
+    let carrier_port = free_sip_port();
+    switch.dora_and_gateway(&[], "carrier", "4860", carrier_port, "udp");
+    let kit_uas =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/anchors/sipp/uas_call.xml");
+    let _carrier = Device(
+        std::process::Command::new("sipp")
+            .arg("-sf")
+            .arg(&kit_uas)
+            .args(["-p", &carrier_port.to_string(), "-i", "127.0.0.1"])
+            .args(["-m", "1000000", "-nostdin", "-timeout", "120"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp"),
+    );
+    // The first calls must not find the carrier still starting.
+    while std::net::UdpSocket::bind(("127.0.0.1", carrier_port)).is_ok() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dora = switch.users("dora.csv", "dora", "dora-pw");
+    let callers = |rate: u32, calls: u32, screen: &std::path::Path| {
+        tokio::task::block_in_place(|| {
+            std::process::Command::new("sipp")
+                .arg(switch.target())
+                .arg("-sf")
+                .arg(scenario("call_uac_auth_shed.xml"))
+                .arg("-inf")
+                .arg(&dora)
+                .args(["-s", "int4860012345", "-key", "domain", "localhost"])
+                .args(["-auth_uri", "int4860012345@localhost"])
+                .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
+                .args(["-l", "20000", "-timeout", "60s", "-recv_timeout", "10000"])
+                .args(["-nostdin", "-trace_screen", "-screen_file"])
+                .arg(screen)
+                .args(["-trace_err", "-error_file"])
+                .arg(screen.with_extension("errors"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("sipp")
+        })
+    };
+    let screen = switch.site.path("overload-screen.log");
+    let status = callers(2000, 10_000, &screen);
+    let rows = screen_counts(&screen);
+    let count = |message: &str| -> Vec<u64> {
+        rows.iter()
+            .filter(|(m, _)| m == message)
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    eprintln!("{rows:?}");
+    let refused: u64 = count("503").iter().sum();
+    // The 200s in order: the authenticated INVITE's, then the BYE's.
+    let (established, ended) = (count("200")[0], count("200")[1]);
+    assert!(refused > 0, "nothing was shed: {rows:?}");
+    assert!(established > 0, "no call got through: {rows:?}");
+    assert_eq!(established, ended, "established calls dropped: {rows:?}");
+    // Why calls failed, if any did (SIPp logs late answers to calls it has
+    // ended too: those are not failures).
+    let errors = std::fs::read_to_string(screen.with_extension("errors")).unwrap_or_default();
+    let failures: Vec<&str> = ["nexpected", "borting", "imeout"]
+        .iter()
+        .filter_map(|word| {
+            let at = errors.find(word)?;
+            errors.get(at.saturating_sub(200)..(at + 600).min(errors.len()))
+        })
+        .collect();
+    assert!(
+        status.success(),
+        "calls failed otherwise ({} receive timeouts): {rows:?}\n{}\n{}",
+        errors.matches("receive timeout").count(),
+        failures.join("\n"),
+        switch.log()
+    );
+    assert!(
+        switch
+            .metric("softswitch_sip_shed_total{class=\"new\"}")
+            .await
+            > 0
+    );
+
+    // Recovery: shedding stops by itself, and a call goes through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while gauge(&switch, "softswitch_sip_shed_share").await != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "still shedding");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let screen = switch.site.path("after-screen.log");
+    assert!(callers(1, 1, &screen).success());
+    let rows = screen_counts(&screen);
+    assert!(rows.iter().all(|(m, n)| m != "503" || *n == 0), "{rows:?}");
+}

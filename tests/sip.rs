@@ -779,3 +779,76 @@ async fn registrations_acknowledged_before_a_kill_9_are_all_kept() {
         lost.len()
     );
 }
+
+/// Issue 15: an unauthenticated REGISTER flood from one address, as fast as
+/// SIPp sends, while 100 users register from another address: every user
+/// registers, and the flood's excess is dropped unparsed (counted in
+/// `/metrics`). Neither address is exempt (only 127.0.0.1 is by default).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_from_one_address_leaves_other_users_registering() {
+    let switch = Switch::start("").await;
+    let accounts = switch.site.path("legit-accounts.txt");
+    let users = switch.site.path("legit-users.csv");
+    let mut list = String::new();
+    let mut csv = String::from("SEQUENTIAL\n");
+    for i in 0..100 {
+        list.push_str(&format!("legit{i};pw{i}\n"));
+        csv.push_str(&format!(
+            "legit{i};pw{i};[authentication username=legit{i} password=pw{i}]\n"
+        ));
+    }
+    std::fs::write(&accounts, list).unwrap();
+    std::fs::write(&users, csv).unwrap();
+    switch
+        .site
+        .ok(&["account", "import", accounts.to_str().unwrap()]);
+    let mut flood = Device(
+        std::process::Command::new("sipp")
+            .arg(switch.target())
+            .arg("-sf")
+            .arg(scenario("flood_register.xml"))
+            .args(["-i", "127.0.0.2", "-key", "domain", "localhost"])
+            .args(["-r", "20000", "-l", "20000", "-timeout", "20s", "-nostdin"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp"),
+    );
+    // The flood is under way before the users start.
+    switch
+        .wait_metric("softswitch_sip_flood_dropped_total", |v| v > 1000)
+        .await;
+    let dropped_before = switch.metric("softswitch_sip_flood_dropped_total").await;
+    let legit = tokio::task::block_in_place(|| {
+        std::process::Command::new("sipp")
+            .arg(switch.target())
+            .arg("-sf")
+            .arg(scenario("register_auth.xml"))
+            .arg("-inf")
+            .arg(&users)
+            .args(["-i", "127.0.0.3", "-key", "domain", "localhost"])
+            .args(["-r", "50", "-m", "100", "-l", "100", "-timeout", "20s"])
+            .args(["-timeout_error", "-recv_timeout", "5000", "-nostdin"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("sipp")
+    });
+    let dropped_during = switch.metric("softswitch_sip_flood_dropped_total").await - dropped_before;
+    let _ = flood.0.kill();
+    assert!(
+        legit.success(),
+        "legit users failed to register: {}",
+        switch.log()
+    );
+    switch.wait_registered(100).await;
+    // The users took about 2 s: the flood sent far more than their 200
+    // requests in that time, nearly all of it dropped.
+    eprintln!("flood requests dropped while the users registered: {dropped_during}");
+    assert!(dropped_during > 2000, "{dropped_during}");
+    assert!(
+        switch.log().contains("source over its request rate"),
+        "{}",
+        switch.log()
+    );
+}

@@ -155,6 +155,16 @@ pub struct SipConfig {
     /// How long a MESSAGE waits for a device's 2xx before the sender gets 202
     /// and the message stays deferred, milliseconds.
     pub message_wait_ms: u64,
+    /// Load shedding: once the runtime's scheduling lag stays above this
+    /// many milliseconds, a growing share of new requests gets 503 with
+    /// Retry-After (0 turns shedding off).
+    pub overload_lag_ms: u64,
+    /// Requests per second one source address may send, in bursts of
+    /// `flood_burst`; the excess is dropped unparsed (0 turns it off).
+    pub flood_rate: u32,
+    pub flood_burst: u32,
+    /// Networks never limited per source: gateways, a proxy or SBC in front.
+    pub flood_exempt: Vec<IpNet>,
 }
 
 impl Default for SipConfig {
@@ -192,6 +202,19 @@ impl Default for SipConfig {
             auth_failure_burst: 20,
             auth_failure_refill_secs: 3,
             message_wait_ms: 5000,
+            // The clients' first retransmission comes at 500 ms (T1): a
+            // request admitted with 30 ms of queue ahead of it is answered
+            // well before, with room for a burst.
+            overload_lag_ms: 30,
+            // Far above what one handset, or an office of them behind one
+            // NAT address, sends; far below a flood.
+            flood_rate: 500,
+            flood_burst: 1000,
+            // The local host is trusted, as on the admin endpoint.
+            flood_exempt: vec![
+                "127.0.0.1/32".parse().expect("static"),
+                "::1/128".parse().expect("static"),
+            ],
         }
     }
 }
@@ -441,6 +464,14 @@ auth_failure_burst = 20
 auth_failure_refill_secs = 3
 # How long a MESSAGE waits for a device's 2xx before the sender gets 202 and it stays deferred, ms.
 message_wait_ms = 5000
+# Load shedding: when the scheduling lag stays above this many ms, a growing share of new
+# requests is answered 503 with Retry-After; in-dialog requests, ACK, CANCEL and BYE never are (0: off).
+overload_lag_ms = 30
+# Requests per second one source address may send, with bursts of flood_burst; the excess is
+# dropped unparsed (0: off). Gateways, proxies or SBCs that send more go in flood_exempt.
+flood_rate = 500
+flood_burst = 1000
+flood_exempt = ["127.0.0.1/32", "::1/128"]
 
 [presence]
 # User part of buddy-list URIs (sip:<user>@<domain>); {login} is the list owner.

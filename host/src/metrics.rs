@@ -1,8 +1,8 @@
 //! Prometheus metrics served by the admin endpoint at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric the switch exports. Cheap to clone (the collectors are `Arc`s).
@@ -23,6 +23,18 @@ pub struct Metrics {
     pub sip_registered_accounts: IntGauge,
     /// Open TCP/TLS connections.
     pub sip_connections: IntGauge,
+    /// New requests refused with 503 under overload, by class (new,
+    /// authenticated).
+    pub sip_shed: IntCounterVec,
+    /// The share of new requests being refused now, 0..1.
+    pub sip_shed_share: Gauge,
+    /// The runtime's scheduling lag (lowest of the last window), seconds.
+    pub sip_scheduling_lag: Gauge,
+    /// The wait of datagrams in the UDP receive buffer (lowest of the last
+    /// window), seconds.
+    pub sip_receive_queue_wait: Gauge,
+    /// Requests dropped unparsed for being over their source's rate.
+    pub sip_flood_dropped: IntCounter,
     /// Calls in progress (one task each): a leak shows here.
     pub calls_active: IntGauge,
     /// Dialogs the B2BUA holds (two per answered call).
@@ -116,6 +128,49 @@ impl Metrics {
             "Open SIP TCP, TLS and WebSocket connections",
         )
         .expect("static metric");
+        let sip_shed = IntCounterVec::new(
+            Opts::new("sip_shed_total", "New requests answered 503 under overload"),
+            &["class"],
+        )
+        .expect("static metric");
+        for class in ["new", "authenticated"] {
+            sip_shed.with_label_values(&[class]);
+        }
+        let sip_shed_share = Gauge::new(
+            "sip_shed_share",
+            "Share of new requests being refused under overload",
+        )
+        .expect("static metric");
+        let sip_scheduling_lag = Gauge::new(
+            "sip_scheduling_lag_seconds",
+            "Scheduling lag of the runtime, lowest of the last 100 ms",
+        )
+        .expect("static metric");
+        let sip_receive_queue_wait = Gauge::new(
+            "sip_receive_queue_wait_seconds",
+            "Wait of SIP datagrams in the UDP receive buffer, lowest of the last 100 ms",
+        )
+        .expect("static metric");
+        let sip_flood_dropped = IntCounter::new(
+            "sip_flood_dropped_total",
+            "Requests dropped for being over their source address's rate",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(sip_shed.clone()))
+            .expect("unique metric");
+        for g in [
+            &sip_shed_share,
+            &sip_scheduling_lag,
+            &sip_receive_queue_wait,
+        ] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(sip_flood_dropped.clone()))
+            .expect("unique metric");
         let calls_active =
             IntGauge::new("calls_active", "Calls in progress").expect("static metric");
         let sip_dialogs =
@@ -256,6 +311,11 @@ impl Metrics {
             sip_transactions,
             sip_registered_accounts,
             sip_connections,
+            sip_shed,
+            sip_shed_share,
+            sip_scheduling_lag,
+            sip_receive_queue_wait,
+            sip_flood_dropped,
             calls_active,
             sip_dialogs,
             ivr_runs,

@@ -7,9 +7,12 @@
 pub mod call;
 pub mod dialog;
 pub mod digest;
+pub mod flood;
 pub mod messaging;
+pub mod overload;
 pub mod parse;
 pub mod presence;
+pub mod receive_time;
 pub mod registrar;
 pub mod sdp;
 pub mod server;

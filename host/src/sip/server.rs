@@ -26,6 +26,8 @@ use rsip::headers::UntypedHeader;
 
 use super::call::{CallSettings, Calls};
 use super::dialog::DialogId;
+use super::flood::FloodGuard;
+use super::overload::{Admission, Class, Overload};
 use super::registrar::{RegisterError, Registrar};
 use super::transaction::{
     Action, ClientKey, ClientTransaction, Linger, ServerKey, ServerTransaction, Timers,
@@ -68,6 +70,10 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub message_wait: Duration,
     pub timers: Timers,
+    pub overload_lag: Duration,
+    pub flood_rate: u32,
+    pub flood_burst: u32,
+    pub flood_exempt: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -83,6 +89,10 @@ impl Settings {
             max_message_bytes: sip.max_message_bytes,
             message_wait: Duration::from_millis(sip.message_wait_ms),
             timers: Timers::default(),
+            overload_lag: Duration::from_millis(sip.overload_lag_ms),
+            flood_rate: sip.flood_rate,
+            flood_burst: sip.flood_burst,
+            flood_exempt: sip.flood_exempt.clone(),
         }
     }
 }
@@ -146,6 +156,8 @@ pub struct SipServer {
     accounts: TtlCache<Option<Arc<Account>>>,
     /// A graceful stop began ([`SipServer::drain`]).
     draining: AtomicBool,
+    pub overload: Arc<Overload>,
+    pub flood: FloodGuard,
     /// Call records (with their charge) being written: a stop waits for
     /// them ([`SipServer::writing_record`]).
     records_in_flight: AtomicUsize,
@@ -198,6 +210,12 @@ impl SipServer {
         auth: DigestAuth,
         auth_failures: RateLimiter<IpAddr>,
     ) -> Self {
+        let overload = Arc::new(Overload::new(settings.overload_lag));
+        let flood = FloodGuard::new(
+            settings.flood_rate,
+            settings.flood_burst,
+            settings.flood_exempt.clone(),
+        );
         Self {
             settings,
             store,
@@ -210,6 +228,8 @@ impl SipServer {
             passwords: PasswordCache::default(),
             accounts: TtlCache::default(),
             draining: AtomicBool::new(false),
+            overload,
+            flood,
             records_in_flight: AtomicUsize::new(0),
             server_txs: Mutex::new(HashMap::new()),
             lingering: Mutex::new(VecDeque::new()),
@@ -385,6 +405,9 @@ impl SipServer {
     }
 
     fn receive(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
+        if !self.flood.admits(flow.remote.ip(), &bytes, Instant::now()) {
+            return;
+        }
         let parsed = match flow.proto {
             // A WebSocket message is one whole SIP message, like a datagram
             // (RFC 7118 §5: no stream framing, Content-Length optional).
@@ -479,8 +502,30 @@ impl SipServer {
             // An ACK that matches no transaction acknowledges a 2xx: it
             // belongs to a call's dialog.
             Method::Ack => self.calls.on_ack(req),
-            _ => self.start_server_transaction(key, flow, req),
+            _ => match self.overload.admit(Class::of(&req)) {
+                Admission::Admit => self.start_server_transaction(key, flow, req),
+                Admission::Shed => self.shed(flow, req),
+            },
         }
+    }
+
+    /// Refuses a new request under overload with a stateless 503: no
+    /// transaction, no task beyond the send. A retransmission is refused
+    /// again the same way, and the ACK of an INVITE's 503 matches nothing and
+    /// is dropped. Retry-After is spread so refused clients do not come back
+    /// together.
+    fn shed(self: Arc<Self>, flow: Flow, req: rsip::Request) {
+        let retry_after = 5 + rand::random::<u8>() % 11;
+        let reply = response_for(
+            &req,
+            503,
+            "Service Unavailable",
+            Some(&new_tag()),
+            &[("Retry-After".into(), retry_after.to_string())],
+        );
+        tokio::spawn(async move {
+            self.send(&flow, encode(&SipMessage::Response(reply))).await;
+        });
     }
 
     /// A request matching a lingering transaction: a retransmission gets
@@ -1100,6 +1145,11 @@ impl SipServer {
 
 impl Handler for SipServer {
     fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
+        self.receive(flow, bytes);
+    }
+
+    fn on_datagram(self: Arc<Self>, flow: Flow, bytes: Vec<u8>, queued: Duration) {
+        self.overload.observe_queue(queued);
         self.receive(flow, bytes);
     }
 

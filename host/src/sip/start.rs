@@ -111,6 +111,7 @@ pub async fn start(
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
     server.attach(transports.clone());
+    server.overload.spawn_probe();
     if app.config.billing.prepaid_calls || app.config.billing.prepaid_sms {
         server.attach_billing(app.billing());
     }
@@ -201,6 +202,23 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
             if let Some(t) = server.transports() {
                 metrics.sip_connections.set(t.connection_count() as i64);
             }
+            let overload = &server.overload;
+            for (class, shed) in [
+                ("new", &overload.shed_new),
+                ("authenticated", &overload.shed_authenticated),
+            ] {
+                let counter = metrics.sip_shed.with_label_values(&[class]);
+                counter.inc_by(shed.load(Ordering::Relaxed).saturating_sub(counter.get()));
+            }
+            metrics.sip_shed_share.set(overload.shed_share());
+            metrics.sip_scheduling_lag.set(overload.lag().as_secs_f64());
+            metrics
+                .sip_receive_queue_wait
+                .set(overload.receive_queue_wait().as_secs_f64());
+            let dropped = server.flood.dropped.load(Ordering::Relaxed);
+            metrics
+                .sip_flood_dropped
+                .inc_by(dropped.saturating_sub(metrics.sip_flood_dropped.get()));
             if seconds.is_multiple_of(60)
                 && let Err(e) = server
                     .store

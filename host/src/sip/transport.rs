@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::parse::{Frame, StreamFramer};
+use super::receive_time;
 use super::transaction::Reliability;
 pub use super::websocket::WsPolicy;
 
@@ -131,6 +132,13 @@ pub enum TransportError {
 pub trait Handler: Send + Sync + 'static {
     /// One datagram, or one framed stream message.
     fn on_message(self: Arc<Self>, flow: Flow, bytes: Vec<u8>);
+
+    /// One datagram that waited `queued` in the socket's receive buffer
+    /// (zero when the kernel gives no receive time).
+    fn on_datagram(self: Arc<Self>, flow: Flow, bytes: Vec<u8>, queued: Duration) {
+        let _ = queued;
+        self.on_message(flow, bytes);
+    }
 
     /// A TCP/TLS connection closed (by the peer, an error or the idle
     /// timeout) and no newer connection from the same address replaced it:
@@ -491,15 +499,28 @@ async fn serve_udp(
     // One byte more than the limit, so an oversized datagram is seen as such
     // instead of being silently truncated into something that parses.
     let mut buf = vec![0u8; max_message.saturating_add(1).max(2048)];
+    let stamped = receive_time::enable(&socket);
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, remote)) => {
+        let received = if stamped {
+            socket
+                .async_io(tokio::io::Interest::READABLE, || {
+                    receive_time::recv(&socket, &mut buf)
+                })
+                .await
+        } else {
+            socket
+                .recv_from(&mut buf)
+                .await
+                .map(|(n, remote)| (n, remote, Duration::ZERO))
+        };
+        match received {
+            Ok((n, remote, queued)) => {
                 let flow = Flow {
                     proto: Proto::Udp,
                     local,
                     remote,
                 };
-                handler.clone().on_message(flow, buf[..n].to_vec());
+                handler.clone().on_datagram(flow, buf[..n].to_vec(), queued);
             }
             // ICMP port-unreachable from an earlier send shows up here on some
             // systems; it concerns one peer, not the socket.
