@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plugins;
 pub mod push;
+pub mod queue_wait;
 pub mod ratelimit;
 pub mod secrets;
 pub mod sip;

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// The wait of datagrams in the UDP receive buffer (lowest of the last
     /// window), seconds.
     pub sip_receive_queue_wait: Gauge,
+    /// The SIP path's waits on the database (lowest of the last window), seconds.
+    pub sip_database_wait: Gauge,
     /// Requests dropped unparsed for being over their source's rate.
     pub sip_flood_dropped: IntCounter,
     /// Calls in progress (one task each): a leak shows here.
@@ -151,6 +153,11 @@ impl Metrics {
             "Wait of SIP datagrams in the UDP receive buffer, lowest of the last 100 ms",
         )
         .expect("static metric");
+        let sip_database_wait = Gauge::new(
+            "sip_database_wait_seconds",
+            "Wait of the SIP path's reads and writes on the database, lowest of the last 100 ms",
+        )
+        .expect("static metric");
         let sip_flood_dropped = IntCounter::new(
             "sip_flood_dropped_total",
             "Requests dropped for being over their source address's rate",
@@ -163,6 +170,7 @@ impl Metrics {
             &sip_shed_share,
             &sip_scheduling_lag,
             &sip_receive_queue_wait,
+            &sip_database_wait,
         ] {
             registry
                 .register(Box::new(g.clone()))
@@ -315,6 +323,7 @@ impl Metrics {
             sip_shed_share,
             sip_scheduling_lag,
             sip_receive_queue_wait,
+            sip_database_wait,
             sip_flood_dropped,
             calls_active,
             sip_dialogs,

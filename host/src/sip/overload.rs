@@ -12,7 +12,11 @@
 //! - the runtime's **scheduling lag**: a probe task asks to wake every few
 //!   milliseconds and measures how late it runs, which is the time any
 //!   runnable task (a request being parsed, a guest call, a database answer
-//!   coming back) waits behind the others.
+//!   coming back) waits behind the others;
+//! - the **database**: the time the SIP path's reads and writes (credentials,
+//!   bindings, messages) wait for their connection and writer
+//!   ([`crate::store::Store::sip_wait`]); with a slow disk, or a database
+//!   starved of CPU, that is where requests queue while the runtime idles.
 //!
 //! Like CoDel, the lowest wait of a 100 ms window counts: a burst that
 //! clears within the window is not overload, a queue that never empties is.
@@ -28,11 +32,13 @@
 //!   so they are refused only when the lag is far past the target.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rsip::Method;
 
 use super::util::{header_value, tag_of};
+use crate::queue_wait::QueueWait;
 
 /// How often the probe asks to wake.
 const PROBE_EVERY: Duration = Duration::from_millis(5);
@@ -103,10 +109,13 @@ pub struct Overload {
     severe: AtomicBool,
     /// Lowest scheduling lag of the last window, µs (for `/metrics`).
     lag_us: AtomicU64,
-    /// Lowest receive-buffer wait of the window under way, µs (`u64::MAX`:
-    /// no datagram yet), and of the last one (for `/metrics`).
-    queue_min_us: AtomicU64,
+    /// Receive-buffer waits of the window under way, and the lowest of the
+    /// last one, µs (for `/metrics`).
+    receive_queue: QueueWait,
     queue_us: AtomicU64,
+    /// The database's waits, once attached, and the last window's lowest.
+    database: OnceLock<Arc<QueueWait>>,
+    db_us: AtomicU64,
     /// Spreads the shed requests evenly over time.
     sequence: AtomicU32,
     /// Requests answered 503 by class (new, authenticated).
@@ -121,8 +130,10 @@ impl Overload {
             shed_ppm: AtomicU32::new(0),
             severe: AtomicBool::new(false),
             lag_us: AtomicU64::new(0),
-            queue_min_us: AtomicU64::new(u64::MAX),
+            receive_queue: QueueWait::default(),
             queue_us: AtomicU64::new(0),
+            database: OnceLock::new(),
+            db_us: AtomicU64::new(0),
             sequence: AtomicU32::new(0),
             shed_new: AtomicU64::new(0),
             shed_authenticated: AtomicU64::new(0),
@@ -169,27 +180,39 @@ impl Overload {
         Duration::from_micros(self.queue_us.load(Ordering::Relaxed))
     }
 
+    /// The lowest wait of the SIP path on the database in the last window.
+    pub fn database_wait(&self) -> Duration {
+        Duration::from_micros(self.db_us.load(Ordering::Relaxed))
+    }
+
     /// A datagram waited `queued` in the receive buffer.
     pub fn observe_queue(&self, queued: Duration) {
-        let us = queued.as_micros().min(u128::from(u64::MAX - 1)) as u64;
-        self.queue_min_us.fetch_min(us, Ordering::Relaxed);
+        self.receive_queue.observe(queued);
     }
 
-    /// Ends a window: its lowest receive-buffer wait (zero when nothing came).
-    fn take_queue_wait(&self) -> Duration {
-        match self.queue_min_us.swap(u64::MAX, Ordering::Relaxed) {
-            u64::MAX => Duration::ZERO,
-            us => Duration::from_micros(us),
-        }
+    /// Where the database's waits are recorded.
+    pub fn attach_database(&self, waits: Arc<QueueWait>) {
+        let _ = self.database.set(waits);
     }
 
-    /// One window's verdict from the lowest scheduling lag and the lowest
-    /// receive-buffer wait it saw: the longer of the two is the queue.
-    fn adjust(&self, lag: Duration, queued: Duration) {
+    /// Ends a window: the lowest receive-buffer and database waits it saw
+    /// (zero where nothing queued).
+    fn take_waits(&self) -> (Duration, Duration) {
+        let database = self.database.get().and_then(|d| d.take());
+        (
+            self.receive_queue.take().unwrap_or_default(),
+            database.unwrap_or_default(),
+        )
+    }
+
+    /// One window's verdict from the lowest scheduling lag, receive-buffer
+    /// wait and database wait it saw: the longest is the queue.
+    fn adjust(&self, lag: Duration, (queued, database): (Duration, Duration)) {
         let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.lag_us.store(micros(lag), Ordering::Relaxed);
         self.queue_us.store(micros(queued), Ordering::Relaxed);
-        let lag = lag.max(queued);
+        self.db_us.store(micros(database), Ordering::Relaxed);
+        let lag = lag.max(queued).max(database);
         let share = self.shed_ppm.load(Ordering::Relaxed);
         let share = if lag > self.target {
             share.saturating_add(RAISE).min(CEILING)
@@ -212,7 +235,7 @@ impl Overload {
 
     /// Starts the probe (not when shedding is off). It runs on the same
     /// runtime as the SIP tasks, so it waits in the same queue.
-    pub fn spawn_probe(self: &std::sync::Arc<Self>) {
+    pub fn spawn_probe(self: &Arc<Self>) {
         if self.target.is_zero() {
             return;
         }
@@ -227,7 +250,7 @@ impl Overload {
                     .saturating_duration_since(asked)
                     .saturating_sub(PROBE_EVERY);
                 if let Some(lowest) = window.record(lag, woke) {
-                    me.adjust(lowest, me.take_queue_wait());
+                    me.adjust(lowest, me.take_waits());
                 }
             }
         });
@@ -308,9 +331,9 @@ mod tests {
     #[test]
     fn nothing_is_shed_until_the_lag_passes_the_target() {
         let o = Overload::new(Duration::from_millis(30));
-        o.adjust(Duration::from_millis(20), Duration::ZERO);
+        o.adjust(Duration::from_millis(20), (Duration::ZERO, Duration::ZERO));
         assert_eq!(shed_share_of(&o, Class::New, 1000), 0.0);
-        o.adjust(Duration::from_millis(40), Duration::ZERO);
+        o.adjust(Duration::from_millis(40), (Duration::ZERO, Duration::ZERO));
         let share = shed_share_of(&o, Class::New, 1000);
         assert!((share - 0.1).abs() < 0.01, "{share}");
         assert_eq!(shed_share_of(&o, Class::Continuing, 100), 0.0);
@@ -322,18 +345,18 @@ mod tests {
     fn sustained_overload_raises_the_share_to_its_ceiling_and_recovery_lowers_it() {
         let o = Overload::new(Duration::from_millis(30));
         for _ in 0..50 {
-            o.adjust(Duration::from_millis(60), Duration::ZERO);
+            o.adjust(Duration::from_millis(60), (Duration::ZERO, Duration::ZERO));
         }
         assert_eq!(o.shed_share(), 0.95);
         // Between half the target and the target: held.
-        o.adjust(Duration::from_millis(20), Duration::ZERO);
+        o.adjust(Duration::from_millis(20), (Duration::ZERO, Duration::ZERO));
         assert_eq!(o.shed_share(), 0.95);
         for _ in 0..10 {
-            o.adjust(Duration::from_millis(2), Duration::ZERO);
+            o.adjust(Duration::from_millis(2), (Duration::ZERO, Duration::ZERO));
         }
         assert!((o.shed_share() - 0.70).abs() < 1e-9, "{}", o.shed_share());
         for _ in 0..100 {
-            o.adjust(Duration::from_millis(2), Duration::ZERO);
+            o.adjust(Duration::from_millis(2), (Duration::ZERO, Duration::ZERO));
         }
         assert_eq!(o.shed_share(), 0.0);
         assert_eq!(shed_share_of(&o, Class::New, 100), 0.0);
@@ -342,10 +365,10 @@ mod tests {
     #[test]
     fn severe_lag_refuses_answers_to_challenges_but_never_what_finishes_work() {
         let o = Overload::new(Duration::from_millis(30));
-        o.adjust(Duration::from_millis(200), Duration::ZERO);
+        o.adjust(Duration::from_millis(200), (Duration::ZERO, Duration::ZERO));
         assert_eq!(shed_share_of(&o, Class::Authenticated, 10), 1.0);
         assert_eq!(shed_share_of(&o, Class::Continuing, 10), 0.0);
-        o.adjust(Duration::from_millis(60), Duration::ZERO);
+        o.adjust(Duration::from_millis(60), (Duration::ZERO, Duration::ZERO));
         assert_eq!(shed_share_of(&o, Class::Authenticated, 10), 0.0);
         assert_eq!(o.shed_authenticated.load(Ordering::Relaxed), 10);
     }
@@ -354,17 +377,34 @@ mod tests {
     fn a_receive_buffer_that_never_empties_is_overload_too() {
         let o = Overload::new(Duration::from_millis(30));
         // No datagram in the window: no wait.
-        assert_eq!(o.take_queue_wait(), Duration::ZERO);
-        for ms in [400, 90, 250] {
+        assert_eq!(o.take_waits(), (Duration::ZERO, Duration::ZERO));
+        for ms in [400, 90, 250, 120] {
             o.observe_queue(Duration::from_millis(ms));
         }
-        let queued = o.take_queue_wait();
-        assert_eq!(queued, Duration::from_millis(90));
-        o.adjust(Duration::from_millis(1), queued);
+        let waits = o.take_waits();
+        assert_eq!(waits, (Duration::from_millis(90), Duration::ZERO));
+        o.adjust(Duration::from_millis(1), waits);
         assert!(o.shed_share() > 0.0);
         assert_eq!(o.receive_queue_wait(), Duration::from_millis(90));
         // The next window starts empty.
-        assert_eq!(o.take_queue_wait(), Duration::ZERO);
+        assert_eq!(o.take_waits(), (Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_database_that_keeps_the_sip_path_waiting_is_overload_too() {
+        let o = Overload::new(Duration::from_millis(30));
+        let db = Arc::new(QueueWait::default());
+        o.attach_database(db.clone());
+        for ms in [3000, 800, 900, 1000] {
+            db.observe(Duration::from_millis(ms));
+        }
+        let waits = o.take_waits();
+        assert_eq!(waits, (Duration::ZERO, Duration::from_millis(800)));
+        o.adjust(Duration::from_millis(1), waits);
+        assert!(o.shed_share() > 0.0);
+        // Far past the target: answers to challenges wait too.
+        assert_eq!(o.admit(Class::Authenticated), Admission::Shed);
+        assert_eq!(o.database_wait(), Duration::from_millis(800));
     }
 
     #[test]
@@ -392,11 +432,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_runtime_is_seen_and_shed_then_released() {
-        let o = std::sync::Arc::new(Overload::new(Duration::from_millis(20)));
+        let o = Arc::new(Overload::new(Duration::from_millis(20)));
         o.spawn_probe();
         // Keep both workers busy with tasks that never yield for 50 ms: the
         // probe waits behind them.
-        let busy = std::sync::Arc::new(AtomicBool::new(true));
+        let busy = Arc::new(AtomicBool::new(true));
         let mut hogs = Vec::new();
         for _ in 0..8 {
             let busy = busy.clone();

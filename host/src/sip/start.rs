@@ -111,6 +111,7 @@ pub async fn start(
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
     server.attach(transports.clone());
+    server.overload.attach_database(app.store.sip_wait());
     server.overload.spawn_probe();
     if app.config.billing.prepaid_calls || app.config.billing.prepaid_sms {
         server.attach_billing(app.billing());
@@ -215,6 +216,9 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
             metrics
                 .sip_receive_queue_wait
                 .set(overload.receive_queue_wait().as_secs_f64());
+            metrics
+                .sip_database_wait
+                .set(overload.database_wait().as_secs_f64());
             let dropped = server.flood.dropped.load(Ordering::Relaxed);
             metrics
                 .sip_flood_dropped

@@ -470,11 +470,13 @@ impl Store {
         &self,
         login: &str,
     ) -> Result<Option<(Account, String)>> {
-        let Some(row) = sqlx::query(ACCOUNT_AUTH_SELECT)
+        let started = std::time::Instant::now();
+        let row = sqlx::query(ACCOUNT_AUTH_SELECT)
             .bind(login)
             .fetch_optional(&self.hot)
-            .await?
-        else {
+            .await;
+        self.sip_wait.observe(started.elapsed());
+        let Some(row) = row? else {
             return Ok(None);
         };
         let enc: String = row.try_get("sip_password_enc")?;

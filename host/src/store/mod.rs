@@ -105,9 +105,19 @@ pub struct Store {
     cdr_writer: Arc<std::sync::OnceLock<calls::CdrWriter>>,
     message_writer: Arc<std::sync::OnceLock<messages::MessageWriter>>,
     money_writer: Arc<std::sync::OnceLock<money_writer::MoneyWriter>>,
+    /// How long the SIP path's reads and writes waited (see [`Store::sip_wait`]).
+    sip_wait: Arc<crate::queue_wait::QueueWait>,
 }
 
 impl Store {
+    /// Where the SIP path's database waits are recorded: credentials read
+    /// for a challenge's answer, a binding written before its 200, a
+    /// message stored before its 2xx or 202. The overload controller sheds
+    /// new requests while even the shortest of these stays long.
+    pub fn sip_wait(&self) -> Arc<crate::queue_wait::QueueWait> {
+        self.sip_wait.clone()
+    }
+
     /// Connects and brings the schema up to date.
     ///
     /// `sqlite:` URLs create the database file if it is missing (the URL may
@@ -134,6 +144,7 @@ impl Store {
             backend,
             secrets,
             binding_writer: Arc::default(),
+            sip_wait: Arc::default(),
             cdr_writer: Arc::default(),
             message_writer: Arc::default(),
             money_writer: Arc::default(),
