@@ -373,6 +373,8 @@ pub fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<Cal
 struct Warm {
     store: Store<GuestState>,
     bindings: RouterBindings,
+    // Last: released after the store (and its instance) is gone.
+    _slot: super::engine::InstanceSlot,
 }
 
 /// A compiled, linked routing guest with its pool of warm instances.
@@ -425,6 +427,11 @@ impl RoutingGuest {
     }
 
     async fn instantiate(&self) -> Result<Warm, GuestFailure> {
+        let slot = self
+            .plugins
+            .instance_slot(WORLD)
+            .await
+            .map_err(|e| self.failure(FailureKind::Overloaded, e.to_string()))?;
         let state = GuestState::new(
             self.name.clone(),
             self.config.clone(),
@@ -441,7 +448,11 @@ impl RoutingGuest {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.failure(FailureKind::Instantiate, format!("{e:#}")))?;
-        Ok(Warm { store, bindings })
+        Ok(Warm {
+            store,
+            bindings,
+            _slot: slot,
+        })
     }
 
     fn take_warm(&self) -> Option<Warm> {
@@ -449,6 +460,10 @@ impl RoutingGuest {
     }
 
     fn give_back(&self, warm: Warm) {
+        // With calls waiting for a slot, this one's slot goes to them.
+        if self.plugins.slot_wanted() {
+            return;
+        }
         if let Ok(mut pool) = self.warm.lock()
             && pool.len() < self.plugins.options.warm_instances
         {
