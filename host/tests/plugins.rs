@@ -581,3 +581,36 @@ async fn a_call_that_waits_too_long_for_a_slot_gets_the_fallback() {
     let routed = router.route(&call("alice", "48600333444")).await;
     assert_eq!(routed.fallback, None, "{routed:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_looping_guest_yields_its_thread_to_other_calls_until_its_deadline() {
+    // One runtime thread: a guest spinning to its deadline (200 ms here) in
+    // one go would hold the good router's call behind it all that time.
+    let (registry, _) = load(vec![
+        ("routing", guest(guest_wasm(DEFAULT_ROUTER), &[])),
+        (
+            "looping",
+            guest(guest_wasm("fixture_loop"), &[("when", "boom")]),
+        ),
+    ])
+    .await
+    .unwrap();
+    let (good, looping) = (router(&registry, "routing"), router(&registry, "looping"));
+    let spinning = tokio::spawn(async move {
+        let started = Instant::now();
+        let routed = looping.route(&call("alice", "boom")).await;
+        (routed, started.elapsed())
+    });
+    // Let the loop start and take the thread; then the good call.
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let routed = good.route(&call("alice", "carolina")).await;
+    let waited = started.elapsed();
+    assert_eq!(routed.decision, user("carol"));
+    let (spun, spun_for) = spinning.await.unwrap();
+    assert_eq!(spun.fallback, Some("timeout"));
+    assert!(
+        waited < spun_for / 2,
+        "the good call took {waited:?} beside a loop cut off after {spun_for:?}"
+    );
+}

@@ -441,7 +441,9 @@ impl RoutingGuest {
         let mut store = Store::new(&self.plugins.engine, state);
         store.limiter(|s| &mut s.limits);
         // Instantiation runs guest start-up code: it gets the same deadline as a call.
-        store.set_epoch_deadline(self.plugins.deadline_ticks());
+        let (budget, slice) = super::state::Budget::new(self.plugins.deadline_ticks());
+        store.data_mut().budget = budget;
+        store.set_epoch_deadline(slice);
         store.epoch_deadline_callback(super::state::on_deadline);
         let bindings = self
             .pre
@@ -479,7 +481,9 @@ impl RoutingGuest {
         };
         warm.store.data_mut().limits.hit = false;
         warm.store.data_mut().host_wait = Default::default();
-        warm.store.set_epoch_deadline(self.plugins.deadline_ticks());
+        let (budget, slice) = super::state::Budget::new(self.plugins.deadline_ticks());
+        warm.store.data_mut().budget = budget;
+        warm.store.set_epoch_deadline(slice);
         match warm.bindings.call_route(&mut warm.store, request).await {
             Ok(result) => {
                 self.give_back(warm);
