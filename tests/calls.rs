@@ -1285,4 +1285,196 @@ async fn past_capacity_new_calls_get_503_and_the_admitted_ones_finish() {
     assert!(callers(1, 1, &screen).success());
     let rows = screen_counts(&screen);
     assert!(rows.iter().all(|(m, n)| m != "503" || *n == 0), "{rows:?}");
+/// alice calling `to` at `rate` calls/s, `count` calls, with SIPp running
+/// `scenario_file` (answered calls last 100 ms) from its own port; SIPp's
+/// errors go to `<label>.err` in the site.
+fn alice_calls_at(
+    switch: &Switch,
+    scenario_file: &std::path::Path,
+    to: &str,
+    rate: u32,
+    count: u32,
+    label: &str,
+) -> Device {
+    let users = switch.users(&format!("{label}.csv"), "alice", "alice-pw");
+    let child = std::process::Command::new("sipp")
+        .arg(switch.target())
+        .arg("-sf")
+        .arg(scenario_file)
+        .arg("-inf")
+        .arg(&users)
+        .args([
+            "-s",
+            to,
+            "-key",
+            "domain",
+            "localhost",
+            "-t",
+            "u1",
+            "-i",
+            "127.0.0.1",
+        ])
+        .args(["-p", &free_sip_port().to_string()])
+        .args(["-r", &rate.to_string(), "-m", &count.to_string()])
+        .args(["-l", "500", "-d", "100", "-nostdin"])
+        .args([
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-trace_err",
+            "-error_file",
+        ])
+        .arg(switch.site.path(&format!("{label}.err")))
+        .args(["-trace_screen", "-screen_file"])
+        .arg(switch.site.path(&format!("{label}.screen")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(switch.site.path(&format!("{label}.stderr"))).unwrap())
+        .spawn()
+        .expect("sipp");
+    Device(child)
+}
+
+/// Waits for a SIPp run to end; true when every call went as its scenario says.
+async fn all_calls_ok(mut run: Device) -> bool {
+    tokio::task::spawn_blocking(move || run.0.wait().is_ok_and(|s| s.success()))
+        .await
+        .unwrap()
+}
+
+/// Puts the built guest `stem` in as the routing guest (the file replaced in
+/// one rename, then `POST /guests/routing/reload`).
+async fn swap_router(switch: &Switch, stem: &str) {
+    std::fs::copy(support::guest_wasm(stem), switch.site.path("router.tmp")).unwrap();
+    std::fs::rename(
+        switch.site.path("router.tmp"),
+        switch.site.path("router.wasm"),
+    )
+    .unwrap();
+    let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    let reload = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/guests/routing/reload",
+            switch.admin
+        ))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200, "{stem}: {}", switch.log());
+}
+
+/// Routing-guest failures counted so far, all kinds.
+async fn routing_failures(switch: &Switch) -> i64 {
+    switch
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("softswitch_guest_failures_total{guest=\"routing\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faulty_routing_guests_swapped_in_under_load_get_the_fallback_until_the_good_one_is_back() {
+    // The fixtures fail only calls to boom…; the others go to the user they
+    // name, as the default router sends them.
+    let mut switch =
+        switch("[guests.routing.config]\nwhen = \"boom\"\notherwise = \"to-user\"\n").await;
+    // A memory cap the memory bomb reaches in a few ms: at 64 MiB, writing
+    // every page can take longer than the 50 ms deadline on a loaded machine,
+    // and the call then ends as a timeout. Set, then the switch started again.
+    switch.terminate();
+    let config = switch.site.path("softswitch.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[plugins]\n", "[plugins]\nmemory_limit_mib = 8\n", 1),
+    )
+    .unwrap();
+    switch.boot().await;
+    let (_bob, _) = device_taking(
+        &switch,
+        "bob",
+        "bob-pw",
+        "u1",
+        120_000,
+        &scenario("call_uas.xml"),
+        100_000,
+    );
+    switch.wait_registered(1).await;
+    let fallback = expect_failure(&switch, 500);
+    // Modest rates: a looping call costs its deadline (50 ms) of CPU.
+    for (fixture, kind) in [
+        ("fixture_loop", "timeout"),
+        ("fixture_alloc", "memory"),
+        ("fixture_trap", "trap"),
+    ] {
+        swap_router(&switch, fixture).await;
+        let counted = format!(
+            "softswitch_guest_failures_total{{guest=\"routing\",kind=\"{kind}\",world=\"softswitch:routing/router@0.1.0\"}}"
+        );
+        let before = switch.metric(&counted).await;
+        let faulty = alice_calls_at(&switch, &fallback, "boom1", 10, 20, fixture);
+        let calls = alice_calls_at(
+            &switch,
+            &scenario("call_uac.xml"),
+            "bob",
+            100,
+            300,
+            &format!("{fixture}-calls"),
+        );
+        let (faulty, calls) = (all_calls_ok(faulty).await, all_calls_ok(calls).await);
+        let errors = |label: &str| {
+            ["err", "stderr", "screen"]
+                .map(|ext| {
+                    std::fs::read_to_string(switch.site.path(&format!("{label}.{ext}")))
+                        .unwrap_or_default()
+                })
+                .join("\n")
+        };
+        assert!(
+            faulty,
+            "{fixture}: not every call to boom1 got the fallback 500:\n{}",
+            errors(fixture)
+        );
+        assert!(
+            calls,
+            "{fixture}: calls the fixture leaves alone failed:\n{}",
+            errors(&format!("{fixture}-calls"))
+        );
+        // Counted before the answer leaves; wait all the same on a slow machine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while switch.metric(&counted).await < before + 20 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            switch.metric(&counted).await - before,
+            20,
+            "{fixture}: each failed call counted once as {kind}:\n{}",
+            switch
+                .metrics_text()
+                .await
+                .lines()
+                .filter(|l| l.starts_with("softswitch_guest_failures_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + &switch.log()
+        );
+    }
+
+    // The good router back: calls routed by it again, nothing failing.
+    swap_router(&switch, "routing_default").await;
+    let before = routing_failures(&switch).await;
+    let unknown = alice_calls_at(
+        &switch,
+        &expect_failure(&switch, 404),
+        "boom1",
+        10,
+        10,
+        "unknown",
+    );
+    let calls = alice_calls_at(&switch, &scenario("call_uac.xml"), "bob", 100, 200, "good");
+    assert!(all_calls_ok(unknown).await, "boom1 is no user: 404");
+    assert!(all_calls_ok(calls).await, "calls after the reload failed");
+    assert_eq!(routing_failures(&switch).await, before);
 }

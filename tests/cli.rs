@@ -617,6 +617,8 @@ async fn guest_new_writes_projects_that_build_and_load() {
             memory_limit_bytes: 64 << 20,
             deadline: Duration::from_secs(2),
             warm_instances: 0,
+            max_instances: 16,
+            instance_wait: Duration::from_secs(1),
         },
         softswitch::metrics::Metrics::new(),
     )

@@ -148,6 +148,8 @@ fn router(
             memory_limit_bytes: 64 << 20,
             deadline: Duration::from_millis(50),
             warm_instances,
+            max_instances: 64,
+            instance_wait: Duration::from_secs(1),
         },
         Metrics::new(),
     )

@@ -230,6 +230,13 @@ pub struct PluginsConfig {
     pub deadline_ms: u64,
     /// Warm instances kept per guest for reuse.
     pub warm_instances: usize,
+    /// Guest instances that may exist at once, every guest and world
+    /// together, warm ones included: the size of the instance pool.
+    pub max_instances: u32,
+    /// Longest a guest call waits for an instance slot when all are in
+    /// use, in milliseconds; then it fails (`overloaded`) and the
+    /// extension point's fallback answers.
+    pub instance_wait_ms: u64,
     /// How often guest files are checked for changes, in milliseconds (0 = never).
     pub watch_interval_ms: u64,
 }
@@ -246,6 +253,16 @@ impl Default for PluginsConfig {
             deadline_ms: 50,
             // Enough for both cores plus callers waiting on the directory.
             warm_instances: 8,
+            // A routing call holds its instance while its directory look-ups
+            // wait for the database, so at 2,000 calls/s a slow database
+            // keeps a few hundred busy (256 ran out). Each slot reserves
+            // address space only (about 4 GiB: 1,000 use 4 of the 128 TiB);
+            // memory is committed for the slots in use.
+            max_instances: 1000,
+            // A call past this waits on a switch that is overloaded beyond
+            // what waiting fixes: answer with the fallback instead. The same
+            // bound as the database wait handed back to a guest (1 s).
+            instance_wait_ms: 1000,
             watch_interval_ms: 1000,
         }
     }
@@ -500,6 +517,11 @@ memory_limit_mib = 64
 deadline_ms = 50
 # Warm instances kept per guest for reuse.
 warm_instances = 8
+# Guest instances alive at once, all guests and worlds together (warm ones included):
+# the instance pool. A call finding every slot in use waits for one.
+max_instances = 1000
+# Longest a guest call waits for a free instance slot, ms; then the fallback applies.
+instance_wait_ms = 1000
 # How often guest files are checked for changes, ms (0 disables the watch; SIGHUP and the admin API still reload).
 watch_interval_ms = 1000
 
@@ -897,6 +919,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "plugins.deadline_ms",
                 message: "must be at least 1".into(),
+            });
+        }
+        // Each slot reserves about 4 GiB of address space: 10,000 is 40 of
+        // the 128 TiB a process has.
+        if !(1..=10_000).contains(&self.plugins.max_instances) {
+            return Err(ConfigError::Invalid {
+                key: "plugins.max_instances",
+                message: "must be between 1 and 10000".into(),
             });
         }
         for (key, value) in [

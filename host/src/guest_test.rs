@@ -29,6 +29,10 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
             memory_limit_bytes: 64 << 20,
             deadline: std::time::Duration::from_millis(50),
             warm_instances: 1,
+            // One case at a time: a few slots are plenty, and reserve
+            // little address space.
+            max_instances: 16,
+            instance_wait: std::time::Duration::from_secs(1),
         },
         Metrics::new(),
     )?;

@@ -17,6 +17,12 @@ pub struct Metrics {
     pub decision_seconds: HistogramVec,
     /// Guest (re)loads by guest and outcome (ok, failed).
     pub guest_loads: IntCounterVec,
+    /// Guest calls that found every instance slot in use and waited for
+    /// one, by world (those that waited in vain are also in
+    /// `guest_failures` with kind `overloaded`).
+    pub guest_instance_waits: IntCounterVec,
+    /// Guest instances alive (warm ones included), of `plugins.max_instances`.
+    pub guest_instances: IntGauge,
     /// Live SIP transactions by side (server, client): a leak shows here.
     pub sip_transactions: IntGaugeVec,
     /// Accounts with at least one registered device.
@@ -113,6 +119,19 @@ impl Metrics {
         let guest_loads = IntCounterVec::new(
             Opts::new("guest_loads_total", "Guest loads and reloads"),
             &["guest", "outcome"],
+        )
+        .expect("static metric");
+        let guest_instance_waits = IntCounterVec::new(
+            Opts::new(
+                "guest_instance_waits_total",
+                "Guest calls that waited for a free instance slot",
+            ),
+            &["world"],
+        )
+        .expect("static metric");
+        let guest_instances = IntGauge::new(
+            "guest_instances",
+            "Guest instances alive, warm ones included",
         )
         .expect("static metric");
         let sip_transactions = IntGaugeVec::new(
@@ -264,13 +283,21 @@ impl Metrics {
         registry
             .register(Box::new(sip_connections.clone()))
             .expect("unique metric");
-        for c in [&guest_calls, &guest_failures, &guest_loads] {
+        for c in [
+            &guest_calls,
+            &guest_failures,
+            &guest_loads,
+            &guest_instance_waits,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
         registry
             .register(Box::new(decision_seconds.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(guest_instances.clone()))
             .expect("unique metric");
         let tls_cert_not_after = IntGaugeVec::new(
             Opts::new(
@@ -316,6 +343,8 @@ impl Metrics {
             guest_failures,
             decision_seconds,
             guest_loads,
+            guest_instance_waits,
+            guest_instances,
             sip_transactions,
             sip_registered_accounts,
             sip_connections,

@@ -489,3 +489,128 @@ async fn time_spent_waiting_for_the_directory_does_not_count_against_the_deadlin
     assert_eq!(routed.fallback, None, "{routed:?}");
     assert_eq!(routed.decision, user("48600333444"));
 }
+
+/// A registry of the default router over a directory whose every answer
+/// takes `delay`, on an instance pool of `slots`.
+async fn slow_router(
+    slots: u32,
+    instance_wait: Duration,
+    delay: Duration,
+) -> (GuestRegistry, Metrics) {
+    let slow: Arc<dyn Directory> = Arc::new(SlowDirectory {
+        inner: directory(),
+        delay,
+    });
+    let metrics = Metrics::new();
+    let map = BTreeMap::from([(
+        "routing".to_string(),
+        guest(guest_wasm(DEFAULT_ROUTER), &[]),
+    )]);
+    let plugins = plugins_with_slots(&cache_dir(), &metrics, slots, instance_wait);
+    let registry = GuestRegistry::load(plugins, &map, slow)
+        .await
+        .expect("loads");
+    (registry, metrics)
+}
+
+/// The value of the metric line starting with `prefix` (0 when absent).
+fn metric(metrics: &Metrics, prefix: &str) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_in_flight_than_instance_slots_wait_for_one_and_all_succeed() {
+    // Each call holds its instance across directory look-ups of 20 ms, so
+    // 200 at once need 25 times the 8 slots: the pooling allocator used to
+    // refuse the 9th ("maximum concurrent limit"), the fallback answering.
+    let (registry, metrics) =
+        slow_router(8, Duration::from_secs(30), Duration::from_millis(20)).await;
+    let router = router(&registry, "routing");
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move { router.route(&call("alice", "48600333444")).await })
+        })
+        .collect();
+    for call in calls {
+        let routed = call.await.unwrap();
+        assert_eq!(routed.fallback, None, "{routed:?}");
+        assert_eq!(routed.decision, user("48600333444"));
+    }
+    let waits = metric(
+        &metrics,
+        "softswitch_guest_instance_waits_total{world=\"softswitch:routing/router@0.1.0\"}",
+    );
+    assert!(waits >= 100.0, "only {waits} calls waited for a slot");
+    // Only the warm instances (4) are left holding slots.
+    let alive = metric(&metrics, "softswitch_guest_instances ");
+    assert!(alive <= 4.0, "{alive} instances alive after the calls");
+    assert!(!metrics.render().contains("kind=\"overloaded\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_waits_too_long_for_a_slot_gets_the_fallback() {
+    // One slot, held 300 ms by each call (the look-ups), waited for 50 ms at most.
+    let (registry, metrics) =
+        slow_router(1, Duration::from_millis(50), Duration::from_millis(300)).await;
+    let router = router(&registry, "routing");
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move { router.route(&call("alice", "48600333444")).await })
+        })
+        .collect();
+    let mut kinds = Vec::new();
+    for call in calls {
+        kinds.push(call.await.unwrap().fallback);
+    }
+    assert!(kinds.contains(&None), "{kinds:?}");
+    assert!(kinds.contains(&Some("overloaded")), "{kinds:?}");
+    assert!(
+        metric(
+            &metrics,
+            "softswitch_guest_failures_total{guest=\"routing\",kind=\"overloaded\""
+        ) >= 1.0
+    );
+    // The slot is free again afterwards: the next call succeeds.
+    let routed = router.route(&call("alice", "48600333444")).await;
+    assert_eq!(routed.fallback, None, "{routed:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_looping_guest_yields_its_thread_to_other_calls_until_its_deadline() {
+    // One runtime thread: a guest spinning to its deadline (200 ms here) in
+    // one go would hold the good router's call behind it all that time.
+    let (registry, _) = load(vec![
+        ("routing", guest(guest_wasm(DEFAULT_ROUTER), &[])),
+        (
+            "looping",
+            guest(guest_wasm("fixture_loop"), &[("when", "boom")]),
+        ),
+    ])
+    .await
+    .unwrap();
+    let (good, looping) = (router(&registry, "routing"), router(&registry, "looping"));
+    let spinning = tokio::spawn(async move {
+        let started = Instant::now();
+        let routed = looping.route(&call("alice", "boom")).await;
+        (routed, started.elapsed())
+    });
+    // Let the loop start and take the thread; then the good call.
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let routed = good.route(&call("alice", "carolina")).await;
+    let waited = started.elapsed();
+    assert_eq!(routed.decision, user("carol"));
+    let (spun, spun_for) = spinning.await.unwrap();
+    assert_eq!(spun.fallback, Some("timeout"));
+    assert!(
+        waited < spun_for / 2,
+        "the good call took {waited:?} beside a loop cut off after {spun_for:?}"
+    );
+}

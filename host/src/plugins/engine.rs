@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +31,11 @@ pub struct PluginsOptions {
     pub deadline: Duration,
     /// Warm instances kept per guest (0: a fresh instance for every call).
     pub warm_instances: usize,
+    /// Instances alive at once, every guest and world together, warm ones
+    /// included: the size of the pooling allocator.
+    pub max_instances: u32,
+    /// Longest a call waits for an instance slot when all are in use.
+    pub instance_wait: Duration,
 }
 
 impl PluginsOptions {
@@ -39,6 +45,8 @@ impl PluginsOptions {
             memory_limit_bytes: (config.plugins.memory_limit_mib as usize) << 20,
             deadline: Duration::from_millis(config.plugins.deadline_ms),
             warm_instances: config.plugins.warm_instances,
+            max_instances: config.plugins.max_instances,
+            instance_wait: Duration::from_millis(config.plugins.instance_wait_ms),
         }
     }
 }
@@ -50,6 +58,52 @@ pub struct Plugins {
     pub(crate) routing_linker: Arc<Linker<GuestState>>,
     pub(crate) options: Arc<PluginsOptions>,
     pub(crate) metrics: Metrics,
+    slots: Arc<InstanceSlots>,
+}
+
+/// Admission to the instance pool. The pooling allocator refuses an
+/// instance outright when its slots are all taken ("maximum concurrent
+/// limit"), and a routing call holds its instance while its directory
+/// look-ups wait for the database, so a burst of calls on a slow database
+/// used to fail for want of a slot. Every instance (warm ones included)
+/// holds a permit for its lifetime instead, and a call that finds none free
+/// waits for one, in arrival order, up to `instance_wait`.
+struct InstanceSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Calls waiting for a permit now: a warm instance given back while
+    /// someone waits is dropped, so its slot goes to the waiter.
+    waiting: AtomicUsize,
+}
+
+/// One instance's claim on a pool slot; released when dropped, which must
+/// be after the instance's `Store` (declare it first, or as a later field).
+pub(crate) struct InstanceSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    alive: prometheus::IntGauge,
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        self.alive.dec();
+    }
+}
+
+/// No slot came free in time; the call fails with [`super::FailureKind::Overloaded`].
+#[derive(Debug)]
+pub(crate) struct NoSlot {
+    pub waited: Duration,
+    pub slots: u32,
+}
+
+impl std::fmt::Display for NoSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "all {} instance slots stayed in use for {} ms (plugins.max_instances, plugins.instance_wait_ms)",
+            self.slots,
+            self.waited.as_millis()
+        )
+    }
 }
 
 impl Plugins {
@@ -63,12 +117,24 @@ impl Plugins {
         // The pooling allocator makes instantiation a few µs (slots are reused and
         // memory is reset with madvise), which lets a trapped instance be thrown
         // away and replaced without a measurable cost.
+        //
+        // Sized from `plugins.max_instances`, with the semaphore in
+        // [`InstanceSlots`] keeping the instances alive within it. Core
+        // instances are only counted (their state is allocated as needed), so
+        // their bound is the per-component one times the slots. Memories,
+        // tables and stacks are real pools: a memory slot reserves about 4 GiB
+        // of address space (no memory until used), a table slot a few hundred
+        // KiB, a
+        // stack 2 MiB. Our guests have one memory and one or two tables each;
+        // twice the slots lets a component with a second memory (an old WASI
+        // adapter) still fit. A call needs one stack while it runs.
+        let slots = options.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(1024)
-            .total_memories(256)
-            .total_tables(512)
-            .total_stacks(256)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(16))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(2))
+            .total_stacks(slots)
             .max_memories_per_component(4)
             .max_core_instances_per_component(16)
             .max_memory_size(options.memory_limit_bytes)
@@ -86,12 +152,57 @@ impl Plugins {
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         super::routing::add_to_linker(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let slots = Arc::new(InstanceSlots {
+            permits: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+            waiting: AtomicUsize::new(0),
+        });
         Ok(Self {
             engine,
             routing_linker: Arc::new(linker),
             options: Arc::new(options),
             metrics,
+            slots,
         })
+    }
+
+    /// A slot for one new instance of a guest of `world`: at once when one is
+    /// free, otherwise after waiting (counted) up to `instance_wait`.
+    pub(crate) async fn instance_slot(&self, world: &str) -> Result<InstanceSlot, NoSlot> {
+        let slot = |permit| {
+            self.metrics.guest_instances.inc();
+            InstanceSlot {
+                _permit: permit,
+                alive: self.metrics.guest_instances.clone(),
+            }
+        };
+        if let Ok(permit) = self.slots.permits.clone().try_acquire_owned() {
+            return Ok(slot(permit));
+        }
+        self.metrics
+            .guest_instance_waits
+            .with_label_values(&[world])
+            .inc();
+        self.slots.waiting.fetch_add(1, Ordering::SeqCst);
+        let acquired = tokio::time::timeout(
+            self.options.instance_wait,
+            self.slots.permits.clone().acquire_owned(),
+        )
+        .await;
+        self.slots.waiting.fetch_sub(1, Ordering::SeqCst);
+        match acquired {
+            Ok(Ok(permit)) => Ok(slot(permit)),
+            // Timed out (the semaphore is never closed).
+            _ => Err(NoSlot {
+                waited: self.options.instance_wait,
+                slots: self.options.max_instances,
+            }),
+        }
+    }
+
+    /// Whether calls are waiting for a slot: a warm instance should then be
+    /// dropped rather than kept, so that its slot goes to one of them.
+    pub(crate) fn slot_wanted(&self) -> bool {
+        self.slots.waiting.load(Ordering::SeqCst) > 0
     }
 
     /// Epoch ticks for one call's deadline.

@@ -434,6 +434,15 @@ impl IvrGuest {
     /// Runs the flow on a fresh instance; the session comes back for the
     /// caller to close the media.
     pub async fn run(&self, session: Session) -> (RunOutcome, Session) {
+        // Held until the store below is dropped (declared before it). A flow
+        // holds its slot for the whole call.
+        let _slot = match self.plugins.instance_slot(WORLD).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                let failure = self.failure(FailureKind::Overloaded, e.to_string());
+                return (RunOutcome::Failed(failure), session);
+            }
+        };
         let facts = session.facts.clone();
         let state = IvrState {
             wasi: super::state::wasi_granting_nothing(),

@@ -45,6 +45,9 @@ pub enum FailureKind {
     Directory,
     /// No version of the guest is loaded.
     Unavailable,
+    /// Every instance slot stayed in use for `plugins.instance_wait_ms`:
+    /// more guest calls in progress than `plugins.max_instances`.
+    Overloaded,
 }
 
 impl FailureKind {
@@ -58,6 +61,7 @@ impl FailureKind {
             FailureKind::Instantiate => "instantiate",
             FailureKind::Directory => "directory",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::Overloaded => "overloaded",
         }
     }
 }

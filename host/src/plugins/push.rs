@@ -233,6 +233,12 @@ impl PushProviderGuest {
         &self,
         f: impl AsyncFnOnce(&Provider, &mut Store<PushState>) -> wasmtime::Result<T>,
     ) -> Result<T, GuestFailure> {
+        // Held until the store below is dropped (declared before it).
+        let _slot = self
+            .plugins
+            .instance_slot(WORLD)
+            .await
+            .map_err(|e| self.failure(FailureKind::Overloaded, e.to_string()))?;
         let state = PushState {
             wasi: super::state::wasi_granting_nothing(),
             table: ResourceTable::new(),

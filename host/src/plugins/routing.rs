@@ -373,6 +373,8 @@ pub fn from_wit_result(r: wit::RouteResult) -> Result<(RouteDecision, Option<Cal
 struct Warm {
     store: Store<GuestState>,
     bindings: RouterBindings,
+    // Last: released after the store (and its instance) is gone.
+    _slot: super::engine::InstanceSlot,
 }
 
 /// A compiled, linked routing guest with its pool of warm instances.
@@ -425,6 +427,11 @@ impl RoutingGuest {
     }
 
     async fn instantiate(&self) -> Result<Warm, GuestFailure> {
+        let slot = self
+            .plugins
+            .instance_slot(WORLD)
+            .await
+            .map_err(|e| self.failure(FailureKind::Overloaded, e.to_string()))?;
         let state = GuestState::new(
             self.name.clone(),
             self.config.clone(),
@@ -434,14 +441,20 @@ impl RoutingGuest {
         let mut store = Store::new(&self.plugins.engine, state);
         store.limiter(|s| &mut s.limits);
         // Instantiation runs guest start-up code: it gets the same deadline as a call.
-        store.set_epoch_deadline(self.plugins.deadline_ticks());
+        let (budget, slice) = super::state::Budget::new(self.plugins.deadline_ticks());
+        store.data_mut().budget = budget;
+        store.set_epoch_deadline(slice);
         store.epoch_deadline_callback(super::state::on_deadline);
         let bindings = self
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.failure(FailureKind::Instantiate, format!("{e:#}")))?;
-        Ok(Warm { store, bindings })
+        Ok(Warm {
+            store,
+            bindings,
+            _slot: slot,
+        })
     }
 
     fn take_warm(&self) -> Option<Warm> {
@@ -449,6 +462,10 @@ impl RoutingGuest {
     }
 
     fn give_back(&self, warm: Warm) {
+        // With calls waiting for a slot, this one's slot goes to them.
+        if self.plugins.slot_wanted() {
+            return;
+        }
         if let Ok(mut pool) = self.warm.lock()
             && pool.len() < self.plugins.options.warm_instances
         {
@@ -464,7 +481,9 @@ impl RoutingGuest {
         };
         warm.store.data_mut().limits.hit = false;
         warm.store.data_mut().host_wait = Default::default();
-        warm.store.set_epoch_deadline(self.plugins.deadline_ticks());
+        let (budget, slice) = super::state::Budget::new(self.plugins.deadline_ticks());
+        warm.store.data_mut().budget = budget;
+        warm.store.set_epoch_deadline(slice);
         match warm.bindings.call_route(&mut warm.store, request).await {
             Ok(result) => {
                 self.give_back(warm);

@@ -178,6 +178,19 @@ impl SmsProviderGuest {
         &self,
         f: impl AsyncFnOnce(&Provider, &mut Store<ProviderState>) -> wasmtime::Result<T>,
     ) -> Result<T, GuestFailure> {
+        // Held until the store below is dropped (declared before it).
+        let _slot = match self.plugins.instance_slot(WORLD).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                let kind = FailureKind::Overloaded;
+                self.plugins
+                    .metrics
+                    .guest_failures
+                    .with_label_values(&[&*self.name, WORLD, kind.as_str()])
+                    .inc();
+                return Err(self.failure(kind, e.to_string()));
+            }
+        };
         let state = ProviderState {
             wasi: super::state::wasi_granting_nothing(),
             table: ResourceTable::new(),

@@ -73,15 +73,66 @@ impl HostWait {
     }
 }
 
-/// The epoch-deadline callback of every guest store: the deadline moves by
-/// the time spent in host imports since it was set; otherwise the guest is
-/// interrupted (classified as a timeout).
+/// Epoch ticks a guest runs before it yields its thread. A call runs on one
+/// of the runtime's worker threads (two on a two-core machine): a guest
+/// spinning to its 50 ms deadline in one go would hold every request queued
+/// behind it on that thread for as long. In 2 ms slices it holds them at most
+/// that long; a decision takes microseconds, so only a stuck or slow guest
+/// ever reaches the end of a slice.
+pub(crate) const SLICE_TICKS: u64 = 2;
+
+/// A call's deadline, handed out in slices: ticks of the guest's own work
+/// left after the current slice.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    left: u64,
+}
+
+impl Budget {
+    /// A budget of `ticks`; returns it and the first slice to set as the
+    /// store's epoch deadline.
+    pub fn new(ticks: u64) -> (Self, u64) {
+        let slice = ticks.clamp(1, SLICE_TICKS);
+        (
+            Self {
+                left: ticks.saturating_sub(slice),
+            },
+            slice,
+        )
+    }
+
+    /// The slice ended, `extra` ticks handed back: the next slice, or `None`
+    /// when the budget is spent.
+    pub fn next_slice(&mut self, extra: u64) -> Option<u64> {
+        self.left += extra;
+        if self.left == 0 {
+            return None;
+        }
+        let slice = self.left.min(SLICE_TICKS);
+        self.left -= slice;
+        Some(slice)
+    }
+}
+
+/// The epoch-deadline callback of every guest store, at the end of each
+/// slice: the budget gets back the time spent in host imports, and the guest
+/// yields to the runtime and goes on with the next slice (wasmtime sets its
+/// deadline when it resumes, so time spent waiting to be resumed is not
+/// counted); with the budget spent it is interrupted (a timeout).
 pub(crate) fn on_deadline(
     mut ctx: StoreContextMut<'_, GuestState>,
 ) -> wasmtime::Result<UpdateDeadline> {
-    match ctx.data_mut().host_wait.claim(super::engine::EPOCH_TICK) {
-        0 => Err(wasmtime::Trap::Interrupt.into()),
-        ticks => Ok(UpdateDeadline::Continue(ticks)),
+    let data = ctx.data_mut();
+    let extra = data.host_wait.claim(super::engine::EPOCH_TICK);
+    match data.budget.next_slice(extra) {
+        None => Err(wasmtime::Trap::Interrupt.into()),
+        // tokio's own yield, as wasmtime recommends: the task goes behind the
+        // others and behind the timer and I/O drivers, which a plain wake would
+        // poll only every 61 polls of the spinning task.
+        Some(slice) => Ok(UpdateDeadline::YieldCustom(
+            slice,
+            Box::pin(tokio::task::yield_now()),
+        )),
     }
 }
 
@@ -106,6 +157,7 @@ pub(crate) struct GuestState {
     pub config: Arc<BTreeMap<String, String>>,
     pub directory: Arc<dyn Directory>,
     pub host_wait: HostWait,
+    pub budget: Budget,
 }
 
 impl GuestState {
@@ -126,6 +178,7 @@ impl GuestState {
             config,
             directory,
             host_wait: HostWait::default(),
+            budget: Budget::default(),
         }
     }
 }
@@ -142,6 +195,20 @@ impl WasiView for GuestState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_is_handed_out_in_slices_plus_what_is_handed_back() {
+        let (mut b, first) = Budget::new(5);
+        assert_eq!(first, 2);
+        assert_eq!(b.next_slice(0), Some(2));
+        assert_eq!(b.next_slice(0), Some(1));
+        assert_eq!(b.next_slice(0), None, "5 ticks spent");
+        let (mut b, first) = Budget::new(1);
+        assert_eq!(first, 1);
+        assert_eq!(b.next_slice(3), Some(2), "3 ticks of host wait handed back");
+        assert_eq!(b.next_slice(0), Some(1));
+        assert_eq!(b.next_slice(0), None);
+    }
 
     #[test]
     fn host_waits_are_handed_back_once_and_capped() {

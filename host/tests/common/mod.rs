@@ -23,6 +23,18 @@ pub const DEFAULT_ROUTER: &str = "routing_default";
 pub const BLOCKLIST_ROUTER: &str = "routing_blocklist";
 
 pub fn plugins(cache: &std::path::Path, metrics: &Metrics) -> Plugins {
+    // Generous wait: a test's calls queue behind each other on two shared cores.
+    plugins_with_slots(cache, metrics, 64, Duration::from_secs(10))
+}
+
+/// [`plugins`] with an instance pool of `max_instances` slots, a call
+/// waiting at most `instance_wait` for one.
+pub fn plugins_with_slots(
+    cache: &std::path::Path,
+    metrics: &Metrics,
+    max_instances: u32,
+    instance_wait: Duration,
+) -> Plugins {
     Plugins::new(
         PluginsOptions {
             cache_dir: cache.to_path_buf(),
@@ -32,6 +44,8 @@ pub fn plugins(cache: &std::path::Path, metrics: &Metrics) -> Plugins {
             memory_limit_bytes: 8 << 20,
             deadline: Duration::from_millis(200),
             warm_instances: 4,
+            max_instances,
+            instance_wait,
         },
         metrics.clone(),
     )
