@@ -1285,6 +1285,8 @@ async fn past_capacity_new_calls_get_503_and_the_admitted_ones_finish() {
     assert!(callers(1, 1, &screen).success());
     let rows = screen_counts(&screen);
     assert!(rows.iter().all(|(m, n)| m != "503" || *n == 0), "{rows:?}");
+}
+
 /// alice calling `to` at `rate` calls/s, `count` calls, with SIPp running
 /// `scenario_file` (answered calls last 100 ms) from its own port; SIPp's
 /// errors go to `<label>.err` in the site.
