@@ -687,21 +687,17 @@ async fn flood_then_stop(stop: Stop) {
     assert_eq!(order, accepted, "delivered out of the order accepted");
 }
 
-/// kill -9 under a REGISTER flood: 1,000 accounts register at 500/s; the
-/// switch is killed 1.2 s in and started again; every registration that got
-/// its 200 is there after the restart (the database is written before the
-/// 200), read by the admin API.
-#[tokio::test(flavor = "multi_thread")]
-async fn registrations_acknowledged_before_a_kill_9_are_all_kept() {
-    let mut switch = Switch::start("").await;
-    let accounts = switch.site.path("flood-accounts.txt");
-    let users = switch.site.path("flood-users.csv");
+/// Accounts `<prefix>0`, `<prefix>1`, … (`n` of them, passwords `pw0`, …),
+/// imported; returns SIPp's injection file for them (the bench kit's form).
+fn numbered_accounts(switch: &Switch, prefix: &str, n: usize) -> std::path::PathBuf {
+    let accounts = switch.site.path(&format!("{prefix}-accounts.txt"));
+    let users = switch.site.path(&format!("{prefix}-users.csv"));
     let mut list = String::new();
     let mut csv = String::from("SEQUENTIAL\n");
-    for i in 0..1000 {
-        list.push_str(&format!("reg{i};pw{i}\n"));
+    for i in 0..n {
+        list.push_str(&format!("{prefix}{i};pw{i}\n"));
         csv.push_str(&format!(
-            "reg{i};pw{i};[authentication username=reg{i} password=pw{i}]\n"
+            "{prefix}{i};pw{i};[authentication username={prefix}{i} password=pw{i}]\n"
         ));
     }
     std::fs::write(&accounts, list).unwrap();
@@ -709,6 +705,17 @@ async fn registrations_acknowledged_before_a_kill_9_are_all_kept() {
     switch
         .site
         .ok(&["account", "import", accounts.to_str().unwrap()]);
+    users
+}
+
+/// kill -9 under a REGISTER flood: 1,000 accounts register at 500/s; the
+/// switch is killed 1.2 s in and started again; every registration that got
+/// its 200 is there after the restart (the database is written before the
+/// 200), read by the admin API.
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_acknowledged_before_a_kill_9_are_all_kept() {
+    let mut switch = Switch::start("").await;
+    let users = numbered_accounts(&switch, "reg", 1000);
     let trace = switch.site.path("register-flood.log");
     let mut flood = Device(
         std::process::Command::new("sipp")
@@ -787,21 +794,7 @@ async fn registrations_acknowledged_before_a_kill_9_are_all_kept() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_from_one_address_leaves_other_users_registering() {
     let switch = Switch::start("").await;
-    let accounts = switch.site.path("legit-accounts.txt");
-    let users = switch.site.path("legit-users.csv");
-    let mut list = String::new();
-    let mut csv = String::from("SEQUENTIAL\n");
-    for i in 0..100 {
-        list.push_str(&format!("legit{i};pw{i}\n"));
-        csv.push_str(&format!(
-            "legit{i};pw{i};[authentication username=legit{i} password=pw{i}]\n"
-        ));
-    }
-    std::fs::write(&accounts, list).unwrap();
-    std::fs::write(&users, csv).unwrap();
-    switch
-        .site
-        .ok(&["account", "import", accounts.to_str().unwrap()]);
+    let users = numbered_accounts(&switch, "legit", 100);
     let mut flood = Device(
         std::process::Command::new("sipp")
             .arg(switch.target())
