@@ -6,9 +6,9 @@
 //! Only requests count (a message starting with a letter, but not `SIP/`):
 //! responses belong to transactions the switch started, and dropping them
 //! would only make it retransmit; keep-alives (CRLF, STUN) are how the
-//! handsets behind one carrier-grade NAT address hold their flows. Addresses in the exempt networks (the
-//! gateways, a proxy or SBC in front of the switch, loopback by default) are
-//! never limited.
+//! handsets behind one carrier-grade NAT address hold their flows.
+//! Addresses in the exempt networks (the gateways, a proxy or SBC in front
+//! of the switch, loopback by default) are never limited.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
