@@ -1177,14 +1177,6 @@ fn screen_counts(screen: &std::path::Path) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// A gauge that may not be an integer (`metric` reads integers).
-async fn gauge(switch: &Switch, name: &str) -> f64 {
-    let text = switch.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// Issue 15, graceful overload: calls offered far past what the switch (a
 /// debug build here) sets up. A share of the new INVITEs is refused at once
 /// with 503 and Retry-After; every call that got its 200 ends with its BYE
@@ -1282,7 +1274,7 @@ async fn past_capacity_new_calls_get_503_and_the_admitted_ones_finish() {
 
     // Recovery: shedding stops by itself, and a call goes through.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while gauge(&switch, "softswitch_sip_shed_share").await != 0.0 {
+    while switch.gauge("softswitch_sip_shed_share").await != 0.0 {
         assert!(std::time::Instant::now() < deadline, "still shedding");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

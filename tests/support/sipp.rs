@@ -215,6 +215,14 @@ impl Switch {
     }
 }
 
+/// The value of the metric `name` (labels included) in `/metrics` text.
+fn exposed<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(str::trim)
+}
+
 /// One SIPp run to completion; returns (success, message trace).
 pub fn sipp(switch: &Switch, scenario_file: &Path, args: &[&str]) -> (bool, String) {
     let trace = switch.site.path(&format!("sipp-{}.log", rand_suffix()));
@@ -382,14 +390,18 @@ impl Switch {
     /// as exposed, e.g. `foo_total{reason="x"}`.
     pub async fn metric(&self, name: &str) -> i64 {
         let metrics = self.metrics_text().await;
-        metrics
-            .lines()
-            .find(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' '))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        exposed(&metrics, name)
+            .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Like [`Switch::metric`], for a gauge that may not be an integer
+    /// (NaN when it is not exposed).
+    pub async fn gauge(&self, name: &str) -> f64 {
+        let metrics = self.metrics_text().await;
+        exposed(&metrics, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
     }
 
     /// Waits (up to 15 s) until the metric `name` satisfies `ok`.

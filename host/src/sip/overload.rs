@@ -140,8 +140,17 @@ impl Overload {
         }
     }
 
+    /// Whether a new request is let in now; counts the refused. It is
+    /// classed only while shedding: not overloaded, nothing is read of it.
+    pub fn admit(&self, req: &rsip::Request) -> Admission {
+        if self.shed_ppm.load(Ordering::Relaxed) == 0 {
+            return Admission::Admit;
+        }
+        self.admit_class(Class::of(req))
+    }
+
     /// Whether a request of this class is let in now; counts the refused.
-    pub fn admit(&self, class: Class) -> Admission {
+    fn admit_class(&self, class: Class) -> Admission {
         let share = self.shed_ppm.load(Ordering::Relaxed);
         if share == 0 || class == Class::Continuing {
             return Admission::Admit;
@@ -304,7 +313,7 @@ mod tests {
 
     fn shed_share_of(overload: &Overload, class: Class, n: usize) -> f64 {
         let shed = (0..n)
-            .filter(|_| overload.admit(class) == Admission::Shed)
+            .filter(|_| overload.admit_class(class) == Admission::Shed)
             .count();
         shed as f64 / n as f64
     }
@@ -403,7 +412,7 @@ mod tests {
         o.adjust(Duration::from_millis(1), waits);
         assert!(o.shed_share() > 0.0);
         // Far past the target: answers to challenges wait too.
-        assert_eq!(o.admit(Class::Authenticated), Admission::Shed);
+        assert_eq!(o.admit_class(Class::Authenticated), Admission::Shed);
         assert_eq!(o.database_wait(), Duration::from_millis(800));
     }
 

@@ -27,7 +27,7 @@ use rsip::headers::UntypedHeader;
 use super::call::{CallSettings, Calls};
 use super::dialog::DialogId;
 use super::flood::FloodGuard;
-use super::overload::{Admission, Class, Overload};
+use super::overload::{Admission, Overload};
 use super::registrar::{RegisterError, Registrar};
 use super::transaction::{
     Action, ClientKey, ClientTransaction, Linger, ServerKey, ServerTransaction, Timers,
@@ -502,7 +502,7 @@ impl SipServer {
             // An ACK that matches no transaction acknowledges a 2xx: it
             // belongs to a call's dialog.
             Method::Ack => self.calls.on_ack(req),
-            _ => match self.overload.admit(Class::of(&req)) {
+            _ => match self.overload.admit(&req) {
                 Admission::Admit => self.start_server_transaction(key, flow, req),
                 Admission::Shed => self.shed(flow, req),
             },

@@ -470,13 +470,12 @@ impl Store {
         &self,
         login: &str,
     ) -> Result<Option<(Account, String)>> {
-        let started = std::time::Instant::now();
-        let row = sqlx::query(ACCOUNT_AUTH_SELECT)
-            .bind(login)
-            .fetch_optional(&self.hot)
-            .await;
-        self.sip_wait.observe(started.elapsed());
-        let Some(row) = row? else {
+        let row = self.sip_timed(
+            sqlx::query(ACCOUNT_AUTH_SELECT)
+                .bind(login)
+                .fetch_optional(&self.hot),
+        );
+        let Some(row) = row.await? else {
             return Ok(None);
         };
         let enc: String = row.try_get("sip_password_enc")?;

@@ -218,11 +218,8 @@ impl Store {
         });
         let (done, result) = oneshot::channel();
         let gone = || StoreError::Busy("the binding writer stopped".into());
-        let started = std::time::Instant::now();
         writer.0.send((binding, done)).map_err(|_| gone())?;
-        let written = result.await.map_err(|_| gone())?;
-        self.sip_wait.observe(started.elapsed());
-        written
+        self.sip_timed(result).await.map_err(|_| gone())?
     }
 
     /// Every binding that has not expired at `now` (unix seconds), for the

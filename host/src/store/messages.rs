@@ -390,11 +390,8 @@ impl Store {
     /// once per MESSAGE.
     pub async fn insert_message(&self, m: &NewMessage, status: MessageStatus) -> Result<i64> {
         let (done, result) = oneshot::channel();
-        let started = std::time::Instant::now();
         self.message_writer(WriteOp::Insert(m.clone(), status, done))?;
-        let stored = result.await.map_err(|_| writer_gone())?;
-        self.sip_wait.observe(started.elapsed());
-        stored
+        self.sip_timed(result).await.map_err(|_| writer_gone())?
     }
 
     /// Records a delivery outcome (batched like [`Store::insert_message`]).

@@ -118,6 +118,14 @@ impl Store {
         self.sip_wait.clone()
     }
 
+    /// One of the SIP path's database operations, its wait recorded.
+    async fn sip_timed<T>(&self, op: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let done = op.await;
+        self.sip_wait.observe(started.elapsed());
+        done
+    }
+
     /// Connects and brings the schema up to date.
     ///
     /// `sqlite:` URLs create the database file if it is missing (the URL may
