@@ -74,6 +74,8 @@ pub struct Config {
     pub ivr: crate::ivr::IvrConfig,
     /// Tariffs, balances, vouchers and transfers.
     pub billing: crate::billing::BillingConfig,
+    /// Several nodes on one database.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -724,6 +726,21 @@ did_period_days = 30
 # Days an ordered DID keeps ringing after its period ended unpaid, before it goes back to the pool.
 did_grace_days = 3
 
+[cluster]
+# Several switch nodes on one MariaDB (README "Cluster"): each node's users are those
+# registered on it; a call or message for a user registered on another node is forwarded
+# there over SIP, signed with a key derived from the shared secret.key.
+enabled = false
+# Name in logs and the admin view; empty: the address.
+name = ""
+# This node's SIP address as the other nodes reach it: a sip.udp listener (on a wildcard
+# listener, the address the nodes reach each other on). Unset: the first sip.udp listener.
+# address = "10.0.0.1:5060"
+# How often a node writes its heartbeat and reads which others are alive, milliseconds.
+heartbeat_ms = 1000
+# A node not seen for this long is dead: nothing is forwarded to it, milliseconds.
+dead_after_ms = 5000
+
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
 # (the current folder when there is no config file).
@@ -769,6 +786,7 @@ impl Default for Config {
             stun: crate::stun::StunConfig::default(),
             ivr: crate::ivr::IvrConfig::default(),
             billing: crate::billing::BillingConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -832,6 +850,20 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.refuse_test_seams(!cfg!(debug_assertions))?;
+        if self.cluster.enabled {
+            if self.cluster.node_address(&self.sip.udp).is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.address",
+                    message: "cluster mode needs this node's SIP address: a sip.udp listener that is not a wildcard (or the address the nodes reach a wildcard listener on)".into(),
+                });
+            }
+            if self.cluster.dead_after_ms < 2 * self.cluster.heartbeat_ms.max(100) {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.dead_after_ms",
+                    message: "must be at least two heartbeats (cluster.heartbeat_ms)".into(),
+                });
+            }
+        }
         if self.media.port_min < 1024 || self.media.port_max < self.media.port_min.saturating_add(3)
         {
             return Err(ConfigError::Invalid {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod billing;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod ivr;

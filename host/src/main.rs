@@ -554,6 +554,9 @@ async fn run(app: App) -> anyhow::Result<()> {
     // then the database is closed.
     tracing::info!("stopping: new requests get 503, finishing those under way");
     sip.drain();
+    if let Some(cluster) = sip.cluster() {
+        cluster.leave(&app.store).await;
+    }
     sip.wait_answered(STOP_GRACE).await;
     // Calls that ended meanwhile: their record and charge in the database
     // before it closes (else the record is lost and the reservation waits

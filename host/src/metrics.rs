@@ -43,6 +43,8 @@ pub struct Metrics {
     pub sip_database_wait: Gauge,
     /// Requests dropped unparsed for being over their source's rate.
     pub sip_flood_dropped: IntCounter,
+    /// Other live nodes of the cluster, as this node sees them.
+    pub cluster_peers: IntGauge,
     /// Calls in progress (one task each): a leak shows here.
     pub calls_active: IntGauge,
     /// Dialogs the B2BUA holds (two per answered call).
@@ -197,6 +199,14 @@ impl Metrics {
         }
         registry
             .register(Box::new(sip_flood_dropped.clone()))
+            .expect("unique metric");
+        let cluster_peers = IntGauge::new(
+            "cluster_peers",
+            "Other live switch nodes on the database (cluster mode)",
+        )
+        .expect("static metric");
+        registry
+            .register(Box::new(cluster_peers.clone()))
             .expect("unique metric");
         let calls_active =
             IntGauge::new("calls_active", "Calls in progress").expect("static metric");
@@ -354,6 +364,7 @@ impl Metrics {
             sip_receive_queue_wait,
             sip_database_wait,
             sip_flood_dropped,
+            cluster_peers,
             calls_active,
             sip_dialogs,
             ivr_runs,

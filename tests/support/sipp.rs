@@ -110,6 +110,43 @@ impl Switch {
         switch
     }
 
+    /// A node of a cluster on the database `db_url`: SIP on its own
+    /// loopback port, cluster mode with heartbeats every 200 ms (dead after
+    /// 1 s), the secret key of `key_of` (nodes sharing a database share it),
+    /// no accounts added. Running.
+    pub async fn start_node(db_url: &str, key_of: Option<&Switch>, extra_config: &str) -> Switch {
+        let sip = free_sip_port();
+        let tls = free_port();
+        let admin = free_port();
+        let site = Site::build(
+            &format!(
+                "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"127.0.0.1:{tls}\"]\n"
+            ),
+            super::NO_API,
+            &format!(
+                "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[database]\nurl = \"{db_url}\"\n\n\
+                 [cluster]\nenabled = true\nheartbeat_ms = 200\ndead_after_ms = 1000\n{extra_config}"
+            ),
+        );
+        if let Some(other) = key_of {
+            std::fs::create_dir_all(site.path("data")).unwrap();
+            std::fs::copy(
+                other.site.path("data/secret.key"),
+                site.path("data/secret.key"),
+            )
+            .unwrap();
+        }
+        let mut switch = Switch {
+            site,
+            running: None,
+            sip,
+            tls,
+            admin,
+        };
+        switch.boot().await;
+        switch
+    }
+
     pub async fn boot(&mut self) {
         let mut running = Running::start(&self.site, self.admin);
         running.wait_ready(&reqwest::Client::new()).await;

@@ -10,17 +10,18 @@ use rsip::headers::{self, UntypedHeader};
 use rsip::{Header, Method};
 use tokio::task::JoinSet;
 
+use super::forward::Located;
 use super::parse::response_for;
 use super::registrar::flow_of;
 use super::server::{ClientOutcome, SipServer};
 use super::transaction::new_branch;
 use super::transport::Flow;
 use super::util::{display_name_of, header_value, new_call_id, new_tag, user_of};
+use crate::cluster::{Forwarded, MESSAGE_ID_HEADER};
 use crate::plugins::routing::{
     Kind, Reason, RouteDecision, RouteRequest, Transport as RouteTransport,
 };
 use crate::push::{Notification, NotificationKind, excerpt};
-use crate::store::location::Binding;
 use crate::store::messages::{MessageStatus, NewMessage, OffnetSms, StoredMessage};
 
 /// Content type of system commands (SPEC §5: "Contacts add", file and
@@ -37,6 +38,12 @@ pub async fn on_message(
     req: &rsip::Request,
     tag: &str,
 ) -> rsip::Response {
+    if server.forwarded(flow, req) == Forwarded::Yes
+        && let Some(id) =
+            header_value(&req.headers, MESSAGE_ID_HEADER).and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        return deliver_forwarded(server, req, tag, id).await;
+    }
     let caller = match server.identify_caller(flow, req, tag).await {
         Ok(caller) => caller,
         Err(resp) => return resp,
@@ -112,22 +119,13 @@ pub async fn on_message(
                 status: MessageStatus::Deferred,
                 created_at: crate::store::now_secs(),
             };
-            let bindings = server
-                .registrar
-                .bindings(&stored.message.recipient, crate::store::now_secs());
-            if bindings.is_empty() {
+            let located = server.locate(&stored.message.recipient, false).await;
+            if located.is_empty() {
                 tracing::debug!(id, recipient = %stored.message.recipient, "recipient offline: message deferred");
                 push_deferred(server, &stored);
                 return response_for(req, 202, "Accepted", Some(tag), &[]);
             }
-            if deliver(
-                server,
-                &stored,
-                bindings,
-                Some(server.settings.message_wait),
-            )
-            .await
-            {
+            if deliver(server, &stored, located, Some(server.settings.message_wait)).await {
                 response_for(req, 200, "OK", Some(tag), &[])
             } else {
                 push_deferred(server, &stored);
@@ -181,10 +179,8 @@ pub async fn on_message(
 pub fn deliver_stored(server: Arc<SipServer>, messages: Vec<StoredMessage>) {
     tokio::spawn(async move {
         for stored in messages {
-            let bindings = server
-                .registrar
-                .bindings(&stored.message.recipient, crate::store::now_secs());
-            if bindings.is_empty() || !deliver(&server, &stored, bindings, None).await {
+            let located = server.locate(&stored.message.recipient, false).await;
+            if located.is_empty() || !deliver(&server, &stored, located, None).await {
                 push_deferred(&server, &stored);
             }
         }
@@ -227,24 +223,83 @@ fn push_deferred(server: &Arc<SipServer>, stored: &StoredMessage) {
     tokio::spawn(async move { push.notify_user(&recipient, notification).await });
 }
 
-/// Sends a stored message to every binding; true once a device answered 2xx
-/// (the message is then marked delivered). With `wait`, gives up waiting
-/// after that long and lets the remaining attempts finish in the background.
+/// A MESSAGE another node stored (as `id`) and forwarded because the
+/// recipient's devices are registered here: offered to them, 200 once one
+/// took it (and it is marked delivered), 480 otherwise. The forwarding node
+/// answers the sender, pushes, and leaves the message deferred if need be.
+async fn deliver_forwarded(
+    server: &Arc<SipServer>,
+    req: &rsip::Request,
+    tag: &str,
+    id: i64,
+) -> rsip::Response {
+    let from = header_value(&req.headers, "From").unwrap_or("");
+    let (Some(sender), Some(recipient)) = (user_of(from), user_of(&req.uri.to_string())) else {
+        return response_for(req, 400, "Bad Request - forwarded message", Some(tag), &[]);
+    };
+    let content_type = header_value(&req.headers, "Content-Type")
+        .unwrap_or("text/plain")
+        .trim()
+        .to_string();
+    let stored = StoredMessage {
+        id,
+        message: NewMessage {
+            sender,
+            sender_name: display_name_of(from),
+            system: content_type.eq_ignore_ascii_case(SYSTEM_COMMAND_TYPE),
+            recipient,
+            content_type,
+            body: req.body.clone(),
+        },
+        status: MessageStatus::Deferred,
+        created_at: crate::store::now_secs(),
+    };
+    let located = server.locate(&stored.message.recipient, true).await;
+    let wait = Some(server.settings.message_wait);
+    if !located.is_empty() && deliver(server, &stored, located, wait).await {
+        response_for(req, 200, "OK", Some(tag), &[])
+    } else {
+        response_for(req, 480, "Temporarily Unavailable", Some(tag), &[])
+    }
+}
+
+/// Sends a stored message to every device, through the nodes that hold the
+/// remote ones; true once one answered 2xx (the message is then marked
+/// delivered). With `wait`, gives up waiting after that long and lets the
+/// remaining attempts finish in the background.
 async fn deliver(
     server: &Arc<SipServer>,
     stored: &StoredMessage,
-    bindings: Vec<Binding>,
+    located: Located,
     wait: Option<Duration>,
 ) -> bool {
     let mut attempts = JoinSet::new();
-    for binding in bindings {
-        let Some(flow) = flow_of(&binding) else {
-            continue;
-        };
+    let domain = &server.settings.domain;
+    let recipient = &stored.message.recipient;
+    let local = located.local.into_iter().filter_map(|binding| {
+        let flow = flow_of(&binding)?;
         if server.transports().is_some_and(|t| !t.is_reachable(&flow)) {
-            continue;
+            return None;
         }
-        let request = build_message(server, &binding, &flow, stored);
+        let uri = rsip::Uri::try_from(binding.contact.as_str()).unwrap_or_else(|_| {
+            rsip::Uri::try_from(format!("sip:{}@{}", binding.login, flow.remote).as_str())
+                .unwrap_or_default()
+        });
+        Some((flow, build_message(domain, uri, &flow, stored)))
+    });
+    let remote = located.remote.into_iter().filter_map(|peer| {
+        let flow = server.node_flow(peer)?;
+        let uri = rsip::Uri::try_from(format!("sip:{recipient}@{peer}").as_str()).ok()?;
+        let mut request = build_message(domain, uri, &flow, stored);
+        request.headers.push(Header::Other(
+            MESSAGE_ID_HEADER.into(),
+            stored.id.to_string(),
+        ));
+        server.cluster()?.sign(&mut request);
+        Some((flow, request))
+    });
+    let requests: Vec<_> = local.chain(remote).collect();
+    for (flow, request) in requests {
         let server = server.clone();
         tracing::debug!(id = stored.id, remote = %flow.remote, "sending message to a device");
         attempts.spawn(async move {
@@ -283,14 +338,14 @@ async fn deliver(
     }
 }
 
-/// A MESSAGE from the switch to one device, over the flow its REGISTER came on.
+/// A MESSAGE from the switch to `uri` (a device's Contact, or the user at
+/// the node holding the device) over `flow`.
 fn build_message(
-    server: &SipServer,
-    binding: &Binding,
+    domain: &str,
+    uri: rsip::Uri,
     flow: &Flow,
     stored: &StoredMessage,
 ) -> rsip::Request {
-    let domain = &server.settings.domain;
     let m = &stored.message;
     let from = match &m.sender_name {
         Some(name) => format!(
@@ -301,10 +356,6 @@ fn build_message(
         ),
         None => format!("<sip:{}@{domain}>;tag={}", m.sender, new_tag()),
     };
-    let uri = rsip::Uri::try_from(binding.contact.as_str()).unwrap_or_else(|_| {
-        rsip::Uri::try_from(format!("sip:{}@{}", binding.login, flow.remote).as_str())
-            .unwrap_or_default()
-    });
     let headers: Vec<Header> = vec![
         Header::Via(headers::Via::new(format!(
             "SIP/2.0/{} {};branch={};rport",
@@ -367,9 +418,10 @@ pub fn deliver_deferred(server: Arc<SipServer>, login: String) {
             };
             let full = batch.len() as u32 == DEFERRED_BATCH;
             let mut stuck = false;
+            // Once a batch: in a cluster each look is a database read.
+            let located = server.locate(&login, false).await;
             for message in batch {
-                let bindings = server.registrar.bindings(&login, crate::store::now_secs());
-                if bindings.is_empty() || !deliver(&server, &message, bindings, None).await {
+                if located.is_empty() || !deliver(&server, &message, located.clone(), None).await {
                     stuck = true;
                     break;
                 }

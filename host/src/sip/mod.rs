@@ -8,6 +8,7 @@ pub mod call;
 pub mod dialog;
 pub mod digest;
 pub mod flood;
+pub mod forward;
 pub mod messaging;
 pub mod overload;
 pub mod parse;

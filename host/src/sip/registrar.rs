@@ -138,14 +138,20 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    /// Loads the live bindings: a restart loses no registration.
+    /// Loads the live bindings: a restart loses no registration. In a
+    /// cluster (`only_own`), only those this node holds (its `node`): the
+    /// others' flows are theirs to use.
     pub async fn load(
         store: Store,
         policy: ExpiryPolicy,
         node: String,
+        only_own: bool,
     ) -> crate::store::Result<Self> {
         let mut cache: HashMap<String, Vec<Binding>> = HashMap::new();
         for b in store.live_bindings(crate::store::now_secs()).await? {
+            if only_own && b.node != node {
+                continue;
+            }
             cache.entry(b.login.clone()).or_default().push(b);
         }
         tracing::info!(accounts = cache.len(), "registrations loaded");
@@ -155,6 +161,11 @@ impl Registrar {
             node,
             cache: RwLock::new(cache),
         })
+    }
+
+    /// The `node` value this node writes into its bindings.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Live bindings of a login.

@@ -35,6 +35,7 @@ use super::transaction::{
 };
 use super::transport::{Flow, Handler, Proto, Transports};
 use super::util::{header_value, header_values, new_tag, user_of};
+use crate::cluster::Forwarded;
 use crate::config::SipConfig;
 use crate::directory::TtlCache;
 use crate::plugins::routing::Router;
@@ -171,6 +172,8 @@ pub struct SipServer {
     push: OnceLock<Arc<crate::push::PushService>>,
     /// Prepaid charging of OFFNET calls, when `billing.prepaid_calls` is on.
     billing: OnceLock<Arc<crate::billing::Billing>>,
+    /// The other nodes on the database, in cluster mode.
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Takes the request a new server transaction delivers to its TU out of its
@@ -238,7 +241,19 @@ impl SipServer {
             ivr: OnceLock::new(),
             push: OnceLock::new(),
             billing: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Wires cluster mode in: users registered on other nodes are reached
+    /// through them.
+    pub fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// Wires the IVR services in (calls routed `to-service` need them).
@@ -1103,7 +1118,17 @@ impl SipServer {
         req: &rsip::Request,
         tag: &str,
     ) -> Result<Arc<Account>, rsip::Response> {
-        let login = self.authenticate(flow, req, true, tag).await?;
+        let login = match self.forwarded(flow, req) {
+            // Another node authenticated the caller.
+            Forwarded::Yes => {
+                user_of(header_value(&req.headers, "From").unwrap_or("")).unwrap_or_default()
+            }
+            Forwarded::Bad(reason) => {
+                tracing::warn!(remote = %flow.remote, reason, "forwarded request refused");
+                return Err(response_for(req, 403, reason, Some(tag), &[]));
+            }
+            Forwarded::No => self.authenticate(flow, req, true, tag).await?,
+        };
         let from = header_value(&req.headers, "From").unwrap_or("");
         if user_of(from).as_deref() != Some(login.as_str()) {
             return Err(response_for(

@@ -25,15 +25,19 @@ const AUTH_LIMITER_KEYS: usize = 100_000;
 /// `is-registered` from it.
 pub async fn load_registrar(app: &App) -> anyhow::Result<Arc<Registrar>> {
     let sip = &app.config.sip;
-    let node = format!(
-        "sip:{}",
-        sip.udp
-            .first()
-            .or(sip.tcp.first())
-            .or(sip.tls.first())
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
+    let cluster = app.config.cluster.node_address(&sip.udp);
+    let node = match cluster.filter(|_| app.config.cluster.enabled) {
+        Some(address) => crate::cluster::node_id(address),
+        None => format!(
+            "sip:{}",
+            sip.udp
+                .first()
+                .or(sip.tcp.first())
+                .or(sip.tls.first())
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        ),
+    };
     let registrar = Registrar::load(
         app.store.clone(),
         ExpiryPolicy {
@@ -42,6 +46,7 @@ pub async fn load_registrar(app: &App) -> anyhow::Result<Arc<Registrar>> {
             max: sip.max_expires,
         },
         node,
+        app.config.cluster.enabled,
     )
     .await
     .context("cannot load registrations")?;
@@ -111,6 +116,24 @@ pub async fn start(
         tracing::info!(transport = proto.as_str(), address = %addr, "SIP listening");
     }
     server.attach(transports.clone());
+    if let Some(cluster) =
+        crate::cluster::Cluster::from_config(&app.config.cluster, &sip.udp, app.store.secrets())
+    {
+        let cluster = Arc::new(cluster);
+        // Known to the others, and knowing them, before the first request.
+        cluster
+            .beat(&app.store)
+            .await
+            .context("cannot join the cluster (the nodes table)")?;
+        tracing::info!(
+            node = cluster.node(),
+            name = cluster.name(),
+            peers = cluster.peer_count(),
+            "cluster node started"
+        );
+        cluster.clone().spawn(app.store.clone());
+        server.attach_cluster(cluster);
+    }
     server.overload.attach_database(app.store.sip_wait());
     server.overload.spawn_probe();
     if app.config.billing.prepaid_calls || app.config.billing.prepaid_sms {
@@ -219,6 +242,9 @@ fn spawn_housekeeping(server: Arc<SipServer>, metrics: crate::metrics::Metrics) 
             metrics
                 .sip_database_wait
                 .set(overload.database_wait().as_secs_f64());
+            if let Some(cluster) = server.cluster() {
+                metrics.cluster_peers.set(cluster.peer_count() as i64);
+            }
             let dropped = server.flood.dropped.load(Ordering::Relaxed);
             metrics
                 .sip_flood_dropped

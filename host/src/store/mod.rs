@@ -28,6 +28,7 @@ pub mod location;
 pub mod mailbox;
 pub mod messages;
 mod money_writer;
+pub mod nodes;
 mod outbox;
 pub mod phone_signups;
 pub mod plans;

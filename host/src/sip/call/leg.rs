@@ -24,6 +24,7 @@ use crate::ivr::session::CallFacts;
 use crate::plugins::routing::{Reason, RouteDecision, Routed};
 use crate::push::{Notification, NotificationKind};
 use crate::sip::dialog::{Dialog, DialogId, contact_for, cseq_number, via_for};
+use crate::sip::forward::Located;
 use crate::sip::parse::{encode, response_for};
 use crate::sip::registrar::flow_of;
 use crate::sip::server::{ClientEvent, ProvisionalSink, SipServer};
@@ -240,6 +241,9 @@ impl Call {
             self.release_charge().await;
         }
         let targets: Vec<Target> = match routed.decision {
+            RouteDecision::ToUser { login } if self.origin.forwarded => {
+                return self.ring_here(login, &from).await;
+            }
             RouteDecision::ToUser { login } => {
                 match self.answering_rule(&login).await {
                     Some(RuleAction::Reject) => {
@@ -258,26 +262,9 @@ impl Call {
                     Some(RuleAction::RingOnly) => self.rerouted = true,
                     Some(RuleAction::Ring) | None => {}
                 }
-                let bindings = self
-                    .server
-                    .registrar
-                    .bindings(&login, crate::store::now_secs());
+                let located = self.server.locate(&login, false).await;
                 self.callee = login.clone();
-                let transports = self.server.transports().cloned();
-                let targets: Vec<Target> = bindings
-                    .iter()
-                    .filter_map(|b| {
-                        let flow = flow_of(b)?;
-                        if transports.as_ref().is_some_and(|t| !t.is_reachable(&flow)) {
-                            return None;
-                        }
-                        Some(Target {
-                            uri: b.contact.clone(),
-                            to: format!("<sip:{login}@{domain}>"),
-                            flow,
-                        })
-                    })
-                    .collect();
+                let targets = self.targets_of(&login, located);
                 let pushable = self.has_push_tokens(&login).await;
                 if targets.is_empty() && pushable {
                     // Offline, but an app can be woken: park the call for
@@ -326,6 +313,7 @@ impl Call {
                     uri: format!("sip:{number}@{}{transport}", flow.remote),
                     to: format!("<sip:{number}@{}>", flow.remote),
                     flow,
+                    node: false,
                 }]
             }
             RouteDecision::ToService { name, args } => {
@@ -360,6 +348,56 @@ impl Call {
             // Every contact was unusable: nothing rings.
             return self.answer_now(480, "Temporarily Unavailable");
         }
+        if !ring_for.is_zero() {
+            self.no_answer_at = Some(Instant::now() + ring_for);
+        }
+    }
+
+    /// The B legs that ring `login`'s devices: this node's over their
+    /// flows, other nodes' through those nodes.
+    fn targets_of(&self, login: &str, located: Located) -> Vec<Target> {
+        let domain = &self.server.settings.domain;
+        let transports = self.server.transports().cloned();
+        let local = located.local.into_iter().filter_map(|b| {
+            let flow = flow_of(&b)?;
+            if transports.as_ref().is_some_and(|t| !t.is_reachable(&flow)) {
+                return None;
+            }
+            Some(Target {
+                uri: b.contact,
+                to: format!("<sip:{login}@{domain}>"),
+                flow,
+                node: false,
+            })
+        });
+        let remote = located.remote.into_iter().filter_map(|peer| {
+            Some(Target {
+                uri: format!("sip:{login}@{peer}"),
+                to: format!("<sip:{login}@{domain}>"),
+                flow: self.server.node_flow(peer)?,
+                node: true,
+            })
+        });
+        local.chain(remote).collect()
+    }
+
+    /// A call another node forwarded: rings the callee's devices on this
+    /// node and nothing else. What an unanswered or refused call becomes
+    /// (voicemail, push) is the forwarding node's decision, as are the
+    /// record and the charge.
+    async fn ring_here(&mut self, login: String, from: &str) {
+        let located = self.server.locate(&login, true).await;
+        self.callee = login.clone();
+        let targets = self.targets_of(&login, located);
+        for target in targets {
+            self.fork(target, from).await;
+        }
+        if self.branches.is_empty() {
+            return self.answer_now(480, "Temporarily Unavailable");
+        }
+        // The forwarding node's own timer ends the call first; this one
+        // ends it here should that node be gone.
+        let ring_for = self.no_answer_of(&login).await;
         if !ring_for.is_zero() {
             self.no_answer_at = Some(Instant::now() + ring_for);
         }
@@ -572,13 +610,19 @@ impl Call {
             rsip::Header::Contact(headers::Contact::new(contact)),
         ];
         hs.extend(passed_headers(&self.invite.headers));
-        let invite = rsip::Request {
+        let mut invite = rsip::Request {
             method: Method::Invite,
             uri,
             version: rsip::Version::V2,
             headers: hs.into(),
             body: self.sdp(&self.invite.body, Side::A),
         };
+        if target.node {
+            let Some(cluster) = self.server.cluster() else {
+                return;
+            };
+            cluster.sign(&mut invite);
+        }
         let Some(b) = Dialog::uac(&invite, flow) else {
             return;
         };
@@ -1007,6 +1051,7 @@ impl Call {
                     uri: b.contact.clone(),
                     to: format!("<sip:{}@{domain}>", self.callee),
                     flow,
+                    node: false,
                 },
                 &from,
             )
@@ -1514,6 +1559,9 @@ impl Call {
     }
 
     async fn write_cdr(&self) {
+        if self.origin.forwarded {
+            return; // the node the caller is on writes it
+        }
         let _writing = self.server.writing_record();
         let cdr = Cdr {
             call_id: self.a_template.call_id.clone(),

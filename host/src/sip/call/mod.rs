@@ -30,6 +30,7 @@ use super::server::{ClientEvent, ProvisionalSink, SipServer};
 use super::transaction::{ServerKey, server_key};
 use super::transport::{Flow, Proto};
 use super::util::{display_name_of, header_value, user_of};
+use crate::cluster::Forwarded;
 use crate::config::{CallsConfig, MediaConfig};
 use crate::plugins::routing::{
     Kind, Reason, RouteDecision, RouteRequest, Routed, Transport as RouteTransport,
@@ -312,6 +313,10 @@ struct Origin {
     /// Gateway the call came in from.
     gateway: Option<String>,
     route: Option<RouteRequest>,
+    /// Another node of the cluster forwarded the call to the callee's
+    /// devices here: it routed, records and charges the call, and decides
+    /// what an unanswered call becomes; this node only rings.
+    forwarded: bool,
 }
 
 /// An INVITE with Replaces (RFC 3891): the callee's device, woken by a
@@ -402,6 +407,7 @@ pub async fn on_invite(
                 display_name: display_name_of(from),
                 gateway: Some(gateway.name.clone()),
                 route: None,
+                forwarded: false,
             };
             let routed = Routed {
                 decision: RouteDecision::ToUser { login: owner },
@@ -418,6 +424,32 @@ pub async fn on_invite(
             };
             let login = account.login.clone();
             let display_name = display_name_of(from).or(account.display_name.clone());
+            if server.forwarded(flow, req) == Forwarded::Yes {
+                let origin = Origin {
+                    caller: login,
+                    display_name,
+                    gateway: None,
+                    route: None,
+                    forwarded: true,
+                };
+                let routed = Routed {
+                    decision: RouteDecision::ToUser { login: target },
+                    caller_id: None,
+                    guest: String::new(),
+                    fallback: None,
+                };
+                return ring(
+                    server,
+                    flow,
+                    req,
+                    tag,
+                    provisional,
+                    origin,
+                    routed,
+                    gateways,
+                )
+                .await;
+            }
             let route = RouteRequest {
                 kind: Kind::Call,
                 caller_login: login.clone(),
@@ -443,10 +475,37 @@ pub async fn on_invite(
                 display_name,
                 gateway: None,
                 route: Some(route),
+                forwarded: false,
             };
             (origin, routed)
         }
     };
+    ring(
+        server,
+        flow,
+        req,
+        tag,
+        provisional,
+        origin,
+        routed,
+        gateways,
+    )
+    .await
+}
+
+/// Runs the call the INVITE asks for, to what routing decided; the answer
+/// for the caller.
+#[allow(clippy::too_many_arguments)]
+async fn ring(
+    server: &Arc<SipServer>,
+    flow: &Flow,
+    req: &rsip::Request,
+    tag: &str,
+    provisional: ProvisionalSink,
+    origin: Origin,
+    routed: Routed,
+    gateways: Arc<Vec<Gateway>>,
+) -> rsip::Response {
     let Some(a_key) = server_key(req) else {
         return response_for(req, 400, "Bad Request - Via branch", Some(tag), &[]);
     };
@@ -476,6 +535,9 @@ struct Target {
     /// To of the B leg (the callee as addressed).
     to: String,
     flow: Flow,
+    /// Another node of the cluster, ringing the callee's devices there:
+    /// the INVITE is signed.
+    node: bool,
 }
 
 /// The flow toward a gateway: UDP from one of our UDP listeners, or a TCP

@@ -1,0 +1,226 @@
+//! Several switch nodes on one database (cluster mode), seen from outside:
+//! SIPp devices registered on different nodes message and call each other,
+//! and a node killed leaves its users' messages deferred until they register
+//! elsewhere.
+//!
+//! The nodes share MariaDB when `SOFTSWITCH_TEST_MYSQL_URL` names one (the
+//! MariaDB step of scripts/test.sh), else one SQLite file: the forwarding
+//! is the same on both.
+
+mod support;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use support::sipp::*;
+
+/// The database the nodes share, and the folder holding it (SQLite).
+fn shared_database() -> (String, Option<tempfile::TempDir>) {
+    match std::env::var("SOFTSWITCH_TEST_MYSQL_URL") {
+        Ok(url) if !url.is_empty() => (url, None),
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite:{}", dir.path().join("cluster.db").display());
+            (url, Some(dir))
+        }
+    }
+}
+
+/// Two running nodes that see each other, and logins unique to this run
+/// (a MariaDB database is shared with other tests and earlier runs).
+async fn two_nodes(db: &str) -> (Switch, Switch) {
+    let a = Switch::start_node(db, None, "").await;
+    let b = Switch::start_node(db, Some(&a), "").await;
+    for node in [&a, &b] {
+        node.wait_metric("softswitch_cluster_peers", |v| v >= 1)
+            .await;
+    }
+    (a, b)
+}
+
+fn add_account(node: &Switch, name: &str) -> String {
+    let login = format!("{name}-{}", rand_suffix());
+    node.site.ok(&[
+        "account",
+        "add",
+        &login,
+        "--password",
+        &format!("{name}-pw"),
+    ]);
+    login
+}
+
+/// `softswitch cdr list` lines of a login.
+fn cdrs(node: &Switch, login: &str) -> Vec<String> {
+    node.site
+        .ok(&["cdr", "list", "--login", login])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_trace(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never showed {needle:?}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_registered_on_two_nodes_message_and_call_each_other() {
+    let (db, _dir) = shared_database();
+    let (a, b) = two_nodes(&db).await;
+    let alice = add_account(&a, "alice");
+    let bob = add_account(&a, "bob");
+    let carol = add_account(&b, "carol");
+
+    // bob (answering messages) and carol (answering calls) on node B.
+    let (_bob_device, bob_trace) = device(&b, &bob, "bob-pw", "u1", 30_000);
+    let (_carol_device, carol_trace) = device_with(
+        &b,
+        &carol,
+        "carol-pw",
+        "u1",
+        30_000,
+        &scenario("call_uas.xml"),
+    );
+    b.wait_registered(2).await;
+
+    // alice on node A: her MESSAGE is stored by A, delivered through B.
+    let alice_users = a.users("alice.csv", &alice, "alice-pw");
+    let (ok, trace) = a.message(&alice_users, &bob, 200);
+    assert!(ok, "alice's message:\n{trace}\n{}\n{}", a.log(), b.log());
+    let seen = wait_trace(&bob_trace, "hello from sipp-bench message").await;
+    assert!(
+        seen.contains(&format!("<sip:{alice}@localhost>")),
+        "bob's device sees alice as the sender:\n{seen}"
+    );
+    // One stored copy, delivered, whichever node's CLI reads it.
+    let lines = b.messages_to(&bob);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\tdelivered\t"), "{lines:?}");
+
+    // alice calls carol: A rings carol's device through B.
+    let (ok, trace) = sipp(
+        &a,
+        &scenario("call_uac.xml"),
+        &[
+            "-inf",
+            alice_users.to_str().unwrap(),
+            "-s",
+            &carol,
+            "-d",
+            "200",
+        ],
+    );
+    assert!(ok, "alice's call:\n{trace}\n{}\n{}", a.log(), b.log());
+    wait_trace(&carol_trace, "BYE sip:").await;
+    // One call record, written by alice's node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cdrs(&a, &alice).is_empty() {
+        assert!(Instant::now() < deadline, "no call record:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let records = cdrs(&a, &alice);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let columns: Vec<&str> = records[0].split('\t').collect();
+    assert_eq!(
+        &columns[1..6],
+        [alice.as_str(), carol.as_str(), "-", "answered", "200"],
+        "{records:?}"
+    );
+    for node in [&a, &b] {
+        node.wait_metric("softswitch_calls_active", |v| v == 0)
+            .await;
+        node.wait_metric("softswitch_sip_dialogs", |v| v == 0).await;
+    }
+
+    // A request claiming to come from a node, from anywhere else, is refused.
+    let forged = format!(
+        "MESSAGE sip:{bob}@127.0.0.1:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{{local}};branch=z9hG4bKforged1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{alice}@localhost>;tag=f1\r\n\
+         To: <sip:{bob}@localhost>\r\n\
+         Call-ID: forged-1\r\nCSeq: 1 MESSAGE\r\n\
+         X-Softswitch-Node: ts=1;sig=00\r\n\
+         X-Softswitch-Message-Id: 1\r\n\
+         Content-Type: text/plain\r\nContent-Length: 6\r\n\r\nforged",
+        port = b.sip
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap().port();
+    socket
+        .send_to(
+            forged.replace("{local}", &local.to_string()).as_bytes(),
+            ("127.0.0.1", b.sip),
+        )
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = socket
+        .recv(&mut buf)
+        .expect("an answer to the forged request");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    assert!(
+        !std::fs::read_to_string(&bob_trace)
+            .unwrap_or_default()
+            .contains("forged"),
+        "the forged message reached bob"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_s_users_get_their_messages_once_they_register_on_another() {
+    let (db, _dir) = shared_database();
+    let (a, mut b) = two_nodes(&db).await;
+    let alice = add_account(&a, "alice");
+    let bob = add_account(&a, "bob");
+    let (bob_device, _) = device(&b, &bob, "bob-pw", "u1", 30_000);
+    b.wait_registered(1).await;
+
+    // Node B dies with bob's binding in the database.
+    b.crash();
+    a.wait_metric("softswitch_cluster_peers", |v| v == 0).await;
+    drop(bob_device);
+
+    // alice's messages meanwhile: accepted and deferred, none lost.
+    let alice_users = a.users("alice.csv", &alice, "alice-pw");
+    for _ in 0..3 {
+        let (ok, trace) = a.message(&alice_users, &bob, 202);
+        assert!(
+            ok,
+            "alice's message while bob's node is down:\n{trace}\n{}",
+            a.log()
+        );
+    }
+    let lines = a.messages_to(&bob);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("\tdeferred\t")).count(),
+        3,
+        "{lines:?}"
+    );
+
+    // bob's client registers at the next server: node A delivers them all.
+    let (_bob_again, bob_trace) = device(&a, &bob, "bob-pw", "u1", 30_000);
+    a.wait_delivered(&bob, 3).await;
+    let seen = std::fs::read_to_string(&bob_trace).unwrap_or_default();
+    assert_eq!(
+        seen.matches("hello from sipp-bench message").count(),
+        3,
+        "{seen}"
+    );
+}
