@@ -224,3 +224,108 @@ async fn a_killed_node_s_users_get_their_messages_once_they_register_on_another(
         "{seen}"
     );
 }
+
+/// A TCP link between the switch and MariaDB that the test can cut, as a
+/// network failure would: while cut, the open connections are closed and
+/// new ones are closed as soon as they come.
+struct DbLink {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl DbLink {
+    async fn start(upstream: String) -> DbLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watch.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let upstream = upstream.clone();
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        DbLink { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs MariaDB: the MariaDB step of scripts/test.sh runs it (--include-ignored)"]
+async fn while_the_database_is_unreachable_requests_get_503_and_service_resumes_by_itself() {
+    let url = std::env::var("SOFTSWITCH_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect(
+            "SOFTSWITCH_TEST_MYSQL_URL names the MariaDB database (scripts/mariadb-test-db.sh)",
+        );
+    // mysql://user:pass@HOST:PORT/db → the switch reaches HOST:PORT through the link.
+    let (head, tail) = url.rsplit_once('@').unwrap();
+    let (upstream, db) = tail.split_once('/').unwrap();
+    let link = DbLink::start(upstream.to_string()).await;
+    let through_link = format!("{head}@127.0.0.1:{}/{db}", link.port);
+    let node = Switch::start_node(&through_link, None, "").await;
+    let alice = add_account(&node, "alice");
+    let bob = add_account(&node, "bob");
+    let users = node.users("alice.csv", &alice, "alice-pw");
+    let mut accepted = 0;
+
+    let (ok, trace) = node.message(&users, &bob, 202);
+    assert!(ok, "before the outage:\n{trace}\n{}", node.log());
+    accepted += 1;
+
+    link.set_cut(true);
+    let asked = Instant::now();
+    let (ok, trace) = node.message(&users, &bob, 503);
+    assert!(ok, "during the outage:\n{trace}\n{}", node.log());
+    assert!(trace.contains("Retry-After: 5"), "{trace}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}",
+        asked.elapsed()
+    );
+
+    let refused_in = asked.elapsed();
+
+    // Back: the switch reconnects by itself.
+    link.set_cut(false);
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(20);
+    loop {
+        let (ok, trace) = node.message(&users, &bob, 202);
+        if ok {
+            accepted += 1;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered:\n{trace}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "refused in {refused_in:?} during the outage; accepted again {:?} after it",
+        back.elapsed()
+    );
+    // Every message that was accepted is stored; the refused one is not.
+    let lines = node.messages_to(&bob);
+    assert_eq!(lines.len(), accepted, "{lines:?}");
+}

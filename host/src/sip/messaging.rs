@@ -11,7 +11,7 @@ use rsip::{Header, Method};
 use tokio::task::JoinSet;
 
 use super::forward::Located;
-use super::parse::response_for;
+use super::parse::{database_unavailable, response_for};
 use super::registrar::flow_of;
 use super::server::{ClientOutcome, SipServer};
 use super::transaction::new_branch;
@@ -104,13 +104,7 @@ pub async fn on_message(
                 Ok(id) => id,
                 Err(e) => {
                     tracing::error!(error = %e, "message not stored");
-                    return response_for(
-                        req,
-                        500,
-                        "Server Internal Error",
-                        Some(tag),
-                        &[("Retry-After".into(), "5".into())],
-                    );
+                    return database_unavailable(req, Some(tag));
                 }
             };
             let stored = StoredMessage {
@@ -162,7 +156,7 @@ pub async fn on_message(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "SMS not queued");
-                    response_for(req, 500, "Server Internal Error", Some(tag), &[])
+                    database_unavailable(req, Some(tag))
                 }
             }
         }

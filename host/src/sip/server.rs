@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::digest::{DigestAuth, Verdict, parse_credentials};
 use super::parse::{
-    Inbound, lenient_headers, parse_datagram_with_limit, parse_frame, precheck, reply_from_context,
-    response_for, via_received,
+    Inbound, database_unavailable, lenient_headers, parse_datagram_with_limit, parse_frame,
+    precheck, reply_from_context, response_for, via_received,
 };
 use rsip::headers::UntypedHeader;
 
@@ -947,13 +947,7 @@ impl SipServer {
             ),
             Err(RegisterError::Store(e)) => {
                 tracing::error!(error = %e, login, "registration not stored");
-                response_for(
-                    req,
-                    500,
-                    "Server Internal Error",
-                    Some(tag),
-                    &[("Retry-After".into(), "5".into())],
-                )
+                database_unavailable(req, Some(tag))
             }
         }
     }
@@ -1022,13 +1016,7 @@ impl SipServer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "account look-up failed during authentication");
-                return Err(response_for(
-                    req,
-                    500,
-                    "Server Internal Error",
-                    Some(tag),
-                    &[("Retry-After".into(), "5".into())],
-                ));
+                return Err(database_unavailable(req, Some(tag)));
             }
         };
         match self.auth.verify(
@@ -1144,13 +1132,7 @@ impl SipServer {
             Ok(None) => Err(response_for(req, 403, "Forbidden", Some(tag), &[])),
             Err(e) => {
                 tracing::error!(error = %e, "account look-up failed");
-                Err(response_for(
-                    req,
-                    500,
-                    "Server Internal Error",
-                    Some(tag),
-                    &[],
-                ))
+                Err(database_unavailable(req, Some(tag)))
             }
         }
     }

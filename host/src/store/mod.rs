@@ -57,6 +57,8 @@ pub use gateways::{Gateway, Transport};
 pub use voicemail::VoicemailSettings;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+/// Longest wait for a MySQL/MariaDB connection, a new one included.
+const MYSQL_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/mysql");
 /// How long a node waits for another one to finish migrating.
 const MIGRATE_LOCK_WAIT_SECS: i64 = 300;
@@ -143,7 +145,13 @@ impl Store {
         let (pool, hot) = match backend {
             Backend::Sqlite => open_sqlite(url).await?,
             Backend::MySql => {
-                let pool = AnyPoolOptions::new().connect(url).await?;
+                // Bounded waits: with the server gone, a request is refused
+                // (503 + Retry-After) within seconds instead of hanging past
+                // the client's transaction timeout (sqlx waits 30 s).
+                let pool = AnyPoolOptions::new()
+                    .acquire_timeout(MYSQL_ACQUIRE_TIMEOUT)
+                    .connect(url)
+                    .await?;
                 (pool.clone(), pool)
             }
         };

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dialog::DialogId;
-use super::parse::response_for;
+use super::parse::{database_unavailable, response_for};
 use super::server::{ClientEvent, ProvisionalSink, SipServer};
 use super::transaction::{ServerKey, server_key};
 use super::transport::{Flow, Proto};
@@ -399,7 +399,7 @@ pub async fn on_invite(
                 Ok(None) => return response_for(req, 404, "Not Found", Some(tag), &[]),
                 Err(e) => {
                     tracing::error!(error = %e, "DID look-up failed");
-                    return response_for(req, 500, "Server Internal Error", Some(tag), &[]);
+                    return database_unavailable(req, Some(tag));
                 }
             };
             let origin = Origin {

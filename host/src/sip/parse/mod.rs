@@ -82,7 +82,7 @@ pub use error::{FramingError, ParseError};
 pub use framer::{Frame, StreamFramer};
 pub use lenient::{ReplyContext, bad_request, lenient_headers, reply_from_context};
 pub use precheck::{Rejection, precheck};
-pub use response::{Encode, encode, response_for, standard_reason};
+pub use response::{Encode, database_unavailable, encode, response_for, standard_reason};
 pub use via::{ViaParam, ViaParm, parse_via, via_received};
 
 use message::{Framing, parse_message};

@@ -5,6 +5,19 @@ use rsip::{Header, Headers, Request, Response, SipMessage, StatusCode};
 
 use super::lenient::{has_tag, header_safe};
 
+/// The answer when the database failed or cannot be reached: 503 with
+/// Retry-After, so the client tries again later (or another node) and
+/// nothing it was told was accepted is lost (RFC 3261 §21.5.4).
+pub fn database_unavailable(req: &Request, to_tag: Option<&str>) -> Response {
+    response_for(
+        req,
+        503,
+        "Service Unavailable - database",
+        to_tag,
+        &[("Retry-After".into(), "5".into())],
+    )
+}
+
 /// A response to `req` (RFC 3261 §8.2.6.2): every Via in order, From, To
 /// (with `;tag=<to_tag>` added when given and the To has none), Call-ID and
 /// CSeq copied, then `extra` headers, then `Content-Length: 0`.

@@ -1505,16 +1505,6 @@ fn contact_uri(value: &str) -> Option<String> {
         .filter(|u| u.len() <= 1024 && rsip::Uri::try_from(u.as_str()).is_ok())
 }
 
-fn server_error(req: &rsip::Request, tag: &str) -> rsip::Response {
-    response_for(
-        req,
-        500,
-        "Server Internal Error",
-        Some(tag),
-        &[("Retry-After".into(), "5".into())],
-    )
-}
-
 fn expires_error(req: &rsip::Request, tag: &str, e: ExpiresError) -> rsip::Response {
     match e {
         ExpiresError::Malformed => {
@@ -1647,7 +1637,7 @@ pub async fn on_subscribe(
         }
         if let Err(e) = this.store.refresh_subscription(&stored).await {
             tracing::error!(error = %e, "subscription refresh not stored");
-            return server_error(req, tag);
+            return super::parse::database_unavailable(req, Some(tag));
         }
         spawn_notify(server, key, None);
         return ok(Vec::new());
@@ -1686,7 +1676,7 @@ pub async fn on_subscribe(
                     Ok(None) => return response_for(req, 404, "Not Found", Some(tag), &[]),
                     Err(e) => {
                         tracing::error!(error = %e, "account look-up failed");
-                        return server_error(req, tag);
+                        return super::parse::database_unavailable(req, Some(tag));
                     }
                 }
                 let allowed = user == login
@@ -1695,7 +1685,7 @@ pub async fn on_subscribe(
                         Ok(b) => b,
                         Err(e) => {
                             tracing::error!(error = %e, "address book look-up failed");
-                            return server_error(req, tag);
+                            return super::parse::database_unavailable(req, Some(tag));
                         }
                     };
                 if !allowed {
@@ -1757,7 +1747,7 @@ pub async fn on_subscribe(
     }
     if let Err(e) = this.store.insert_subscription(&sub.stored).await {
         tracing::error!(error = %e, "subscription not stored");
-        return server_error(req, tag);
+        return super::parse::database_unavailable(req, Some(tag));
     }
     tracing::debug!(
         watcher = login,
@@ -1911,7 +1901,7 @@ pub async fn on_publish(
             if expires == 0 {
                 if let Err(e) = this.store.delete_publication(&old.etag).await {
                     tracing::error!(error = %e, "publication removal not stored");
-                    return server_error(req, tag);
+                    return super::parse::database_unavailable(req, Some(tag));
                 }
                 remove_publication(&this, &login, &old.etag);
                 spawn_changed(server, login);
@@ -1938,7 +1928,7 @@ pub async fn on_publish(
         .await
     {
         tracing::error!(error = %e, "publication not stored");
-        return server_error(req, tag);
+        return super::parse::database_unavailable(req, Some(tag));
     }
     {
         let mut state = this.lock();
