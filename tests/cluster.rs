@@ -28,9 +28,9 @@ fn shared_database() -> (String, Option<tempfile::TempDir>) {
 
 /// Two running nodes that see each other, and logins unique to this run
 /// (a MariaDB database is shared with other tests and earlier runs).
-async fn two_nodes(db: &str) -> (Switch, Switch) {
-    let a = Switch::start_node(db, None, "").await;
-    let b = Switch::start_node(db, Some(&a), "").await;
+async fn two_nodes(db: &str, extra_config: &str) -> (Switch, Switch) {
+    let a = Switch::start_node(db, None, extra_config).await;
+    let b = Switch::start_node(db, Some(&a), extra_config).await;
     for node in [&a, &b] {
         node.wait_metric("softswitch_cluster_peers", |v| v >= 1)
             .await;
@@ -78,7 +78,7 @@ async fn wait_trace(path: &std::path::Path, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn users_registered_on_two_nodes_message_and_call_each_other() {
     let (db, _dir) = shared_database();
-    let (a, b) = two_nodes(&db).await;
+    let (a, b) = two_nodes(&db, "").await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let carol = add_account(&b, "carol");
@@ -183,10 +183,127 @@ async fn users_registered_on_two_nodes_message_and_call_each_other() {
     );
 }
 
+/// `watcher` (with `password`) watches `presentity` from `node` in the
+/// background, expecting `n` NOTIFYs before it unsubscribes; the SIPp
+/// process and its trace.
+fn watch(
+    node: &Switch,
+    (watcher, password): (&str, &str),
+    presentity: &str,
+    n: usize,
+) -> (Device, std::path::PathBuf) {
+    let users = node.users(&format!("{watcher}-watch.csv"), watcher, password);
+    let trace = node.site.path(&format!("watch-{}.log", rand_suffix()));
+    let child = std::process::Command::new("sipp")
+        .arg(node.target())
+        .arg("-sf")
+        .arg(watch_scenario(&node.site, n, "presence"))
+        .arg("-inf")
+        .arg(&users)
+        .args(["-s", presentity, "-key", "domain", "localhost"])
+        .args([
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ])
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&trace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp must be installed");
+    (Device(child), trace)
+}
+
+async fn wait_notifies(trace: &std::path::Path, n: usize, nodes: &[&Switch]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = notifies(&std::fs::read_to_string(trace).unwrap_or_default());
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} NOTIFYs, not {n}: {got:#?}\n{}",
+            got.len(),
+            nodes.iter().map(|s| s.log()).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_on_one_node_follows_a_user_whose_device_is_on_another() {
+    let (db, _dir) = shared_database();
+    let (a, b) = two_nodes(&db, "\n[presence]\nwatch_policy = \"open\"\n").await;
+    let alice = add_account(&a, "alice");
+    let bob = add_account(&a, "bob");
+    let (mut watcher, trace) = watch(&a, (&alice, "alice-pw"), &bob, 4);
+    let first = wait_notifies(&trace, 1, &[&a, &b]).await;
+    assert!(
+        first[0].contains("<ss:reachability>offline</ss:reachability>"),
+        "{}",
+        first[0]
+    );
+
+    // bob's phone on node B registers, publishes a note, un-REGISTERs,
+    // with 1.5 s between the steps (a heartbeat is 200 ms here).
+    let device = b.variant_with(
+        "presence_device.xml",
+        &[(
+            "<pause milliseconds=\"500\"/>",
+            "<pause milliseconds=\"1500\"/>",
+        )],
+    );
+    let bob_users = b.users("bob-device.csv", &bob, "bob-pw");
+    let (ok, device_trace) = sipp(&b, &device, &["-inf", bob_users.to_str().unwrap()]);
+    assert!(ok, "bob's device:\n{device_trace}\n{}", b.log());
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = watcher.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the watcher never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the watcher failed:\n{text}\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let n = notifies(&text);
+    assert_eq!(n.len(), 5, "{n:#?}");
+    let (offline, online) = (
+        "<ss:reachability>offline</ss:reachability>",
+        "<ss:reachability>online</ss:reachability>",
+    );
+    assert!(
+        n[1].contains(online) && !n[1].contains("<note>"),
+        "registered: {}",
+        n[1]
+    );
+    assert!(
+        n[2].contains(online) && n[2].contains("<note>Here</note>"),
+        "published: {}",
+        n[2]
+    );
+    assert!(n[3].contains(offline), "un-registered: {}", n[3]);
+    assert!(n[4].contains("Subscription-State: terminated"), "{}", n[4]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_s_users_get_their_messages_once_they_register_on_another() {
     let (db, _dir) = shared_database();
-    let (a, mut b) = two_nodes(&db).await;
+    let (a, mut b) = two_nodes(&db, "").await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let (bob_device, _) = device(&b, &bob, "bob-pw", "u1", 30_000);

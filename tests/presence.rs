@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::sipp::notifies;
 use support::*;
 
 fn scenario(name: &str) -> PathBuf {
@@ -141,20 +142,7 @@ impl Switch {
 
     /// presence_watch.xml expecting `notifies` NOTIFYs before it unsubscribes.
     fn watch_scenario(&self, notifies: usize, event: &str) -> PathBuf {
-        let text = std::fs::read_to_string(scenario("presence_watch.xml")).unwrap();
-        let start = text.find("<!--NOTIFY-->").unwrap();
-        let end = text.find("<!--/NOTIFY-->").unwrap();
-        let block = &text[start..end];
-        let text = format!(
-            "{}{}{}",
-            &text[..start],
-            block.repeat(notifies),
-            &text[end..]
-        )
-        .replace("Event: presence", &format!("Event: {event}"));
-        let path = self.site.path(&format!("watch-{}.xml", suffix()));
-        std::fs::write(&path, text).unwrap();
-        path
+        support::sipp::watch_scenario(&self.site, notifies, event)
     }
 
     /// Starts SIPp in the background as `user` against `service`.
@@ -294,22 +282,6 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The NOTIFY requests a SIPp trace received, in order.
-fn notifies(trace: &str) -> Vec<String> {
-    trace
-        .split("message received")
-        .skip(1)
-        .filter_map(|chunk| {
-            let start = chunk.find("NOTIFY sip:")?;
-            let msg = &chunk[start..];
-            // The next trace separator line starts with dashes.
-            let end = msg.find("\n----------").unwrap_or(msg.len());
-            Some(msg[..end].to_string())
-        })
-        .filter(|m| m.starts_with("NOTIFY "))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -160,6 +160,21 @@ impl Cluster {
             .copied()
     }
 
+    /// The ids of the live nodes other than this one.
+    pub fn peer_nodes(&self) -> Vec<String> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// How often this node beats (and presence looks at the others' changes).
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
     /// Live nodes other than this one.
     pub fn peer_count(&self) -> usize {
         self.peers.read().unwrap_or_else(|p| p.into_inner()).len()

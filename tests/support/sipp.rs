@@ -684,3 +684,38 @@ pub fn leave_voicemail(switch: &Switch, callee: &str, tone_ms: u64, hz: f64) -> 
         &["-inf", users.to_str().unwrap(), "-s", callee],
     )
 }
+
+/// presence_watch.xml expecting `notifies` NOTIFYs (the event `event`)
+/// before it unsubscribes, written into `site`.
+pub fn watch_scenario(site: &Site, notifies: usize, event: &str) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("presence_watch.xml")).unwrap();
+    let start = text.find("<!--NOTIFY-->").unwrap();
+    let end = text.find("<!--/NOTIFY-->").unwrap();
+    let block = &text[start..end];
+    let text = format!(
+        "{}{}{}",
+        &text[..start],
+        block.repeat(notifies),
+        &text[end..]
+    )
+    .replace("Event: presence", &format!("Event: {event}"));
+    let path = site.path(&format!("watch-{}.xml", rand_suffix()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The NOTIFY requests a SIPp trace received, in order.
+pub fn notifies(trace: &str) -> Vec<String> {
+    trace
+        .split("message received")
+        .skip(1)
+        .filter_map(|chunk| {
+            let start = chunk.find("NOTIFY sip:")?;
+            let msg = &chunk[start..];
+            // The next trace separator line starts with dashes.
+            let end = msg.find("\n----------").unwrap_or(msg.len());
+            Some(msg[..end].to_string())
+        })
+        .filter(|m| m.starts_with("NOTIFY "))
+        .collect()
+}

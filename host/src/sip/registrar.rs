@@ -177,6 +177,12 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// Logins with at least one binding in memory.
+    pub fn logins(&self) -> Vec<String> {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.keys().cloned().collect()
+    }
+
     /// Number of accounts with at least one binding in memory.
     pub fn registered_accounts(&self) -> usize {
         self.cache.read().unwrap_or_else(|p| p.into_inner()).len()

@@ -148,8 +148,14 @@ pub async fn start(
     )
     .await
     .context("cannot load presence subscriptions and publications")?;
+    if let Some(cluster) = server.cluster() {
+        presence.attach_cluster(cluster.clone());
+    }
     server.attach_presence(Arc::new(presence));
     Presence::spawn_housekeeping(server.clone());
+    if server.cluster().is_some() {
+        Presence::spawn_cluster_sync(server.clone());
+    }
     spawn_housekeeping(server.clone(), app.metrics.clone());
     Ok(server)
 }

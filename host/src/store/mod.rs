@@ -33,6 +33,7 @@ mod outbox;
 pub mod phone_signups;
 pub mod plans;
 pub mod presence;
+pub mod presence_shares;
 pub mod profiles_api;
 pub mod push;
 pub mod recordings;

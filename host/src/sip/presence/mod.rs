@@ -9,6 +9,7 @@
 //! its devices' publications, and sends NOTIFYs through the server's client
 //! transactions over the flow each SUBSCRIBE came on.
 
+pub mod cluster;
 pub mod mwi;
 pub mod pidf;
 pub mod rlmi;
@@ -17,7 +18,7 @@ pub mod subscription;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rsip::headers::{self, UntypedHeader};
@@ -40,6 +41,11 @@ use crate::store::Store;
 use crate::store::contacts::Buddy;
 use crate::store::location::Binding;
 use crate::store::presence::{MailboxCounts, Publication, StoredSubscription};
+use crate::store::presence_shares::PresenceShare;
+
+/// One device of a user as presence composes it: open, its note, and when
+/// it last said so (Unix seconds).
+type DeviceState<'a> = (bool, Option<&'a str>, i64);
 
 /// Content type of published and notified presence documents.
 const PIDF_TYPE: &str = "application/pidf+xml";
@@ -102,6 +108,11 @@ struct State {
     /// Logins whose apps hold a push token: reachable by push even with
     /// no device registered (`<ss:push>`).
     push_tokens: HashSet<String>,
+    /// Cluster mode: the other nodes' shares of users' presence, by login
+    /// and node (see [`cluster`]).
+    remote: HashMap<String, HashMap<String, PresenceShare>>,
+    /// Cluster mode: this node's shares as last written, by login.
+    shared: HashMap<String, PresenceShare>,
 }
 
 impl State {
@@ -179,6 +190,8 @@ pub struct Presence {
     last_account: AtomicI64,
     /// The newest address-book change applied.
     last_contact_change: AtomicI64,
+    /// Cluster mode: users' devices on other nodes count too.
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// How long address-book changes are kept for the nodes to apply.
@@ -260,6 +273,7 @@ impl Presence {
             state: Mutex::new(state),
             last_account: AtomicI64::new(last_account),
             last_contact_change: AtomicI64::new(last_contact_change),
+            cluster: OnceLock::new(),
         })
     }
 
@@ -302,6 +316,23 @@ impl Presence {
     /// instance"); when it comes, a token counts here as a push parameter
     /// does.
     fn compose_locked(&self, state: &State, login: &str, avatar: Option<i64>) -> UserPresence {
+        let (mut devices, mut push_capable) = self.local_devices(state, login);
+        push_capable |= state.push_tokens.contains(login);
+        if let Some(cluster) = self.cluster.get() {
+            // Shares of live nodes only: a dead node's devices are gone.
+            for (node, share) in state.remote.get(login).into_iter().flatten() {
+                if cluster.peer(node).is_some() {
+                    devices.push((share.online, share.note.as_deref(), share.note_at));
+                    push_capable |= share.push;
+                }
+            }
+        }
+        UserPresence::compose(&devices, push_capable, avatar)
+    }
+
+    /// The devices of `login` this node holds, as `(open, note,
+    /// updated_at)`, and whether one registered with push parameters.
+    fn local_devices<'a>(&self, state: &'a State, login: &str) -> (Vec<DeviceState<'a>>, bool) {
         let now = crate::store::now_secs();
         let publications: Vec<&Publication> = state
             .publications
@@ -312,7 +343,7 @@ impl Presence {
                 p.expires_at > now && self.attached(p.transport.as_deref(), p.source.as_deref())
             })
             .collect();
-        let mut devices: Vec<(bool, Option<&str>, i64)> = publications
+        let mut devices: Vec<DeviceState> = publications
             .iter()
             .map(|p| (p.open, p.note.as_deref(), p.updated_at))
             .collect();
@@ -326,12 +357,11 @@ impl Presence {
                 devices.push((true, None, 0));
             }
         }
-        let push_capable = state.push_tokens.contains(login)
-            || bindings.iter().any(|b| {
-                let c = b.contact.to_ascii_lowercase();
-                c.contains(";pn-provider=") || c.contains(";pn-prid=")
-            });
-        UserPresence::compose(&devices, push_capable, avatar)
+        let push = bindings.iter().any(|b| {
+            let c = b.contact.to_ascii_lowercase();
+            c.contains(";pn-provider=") || c.contains(";pn-prid=")
+        });
+        (devices, push)
     }
 
     /// The flow a NOTIFY of `sub` goes over: the one its SUBSCRIBE (or last
@@ -915,6 +945,7 @@ impl Presence {
         let Some(this) = server.presence() else {
             return;
         };
+        this.share(login).await;
         {
             // Registrations call this often: skip the avatar look-up when
             // nobody watches (the document is composed afresh for the
