@@ -300,6 +300,47 @@ async fn a_watcher_on_one_node_follows_a_user_whose_device_is_on_another() {
     assert!(n[4].contains("Subscription-State: terminated"), "{}", n[4]);
 }
 
+/// `login` (password `pw`) registers at `node`, expecting `code`; the trace.
+fn register(node: &Switch, login: &str, pw: &str, code: u16) -> String {
+    let users = node.users(&format!("{login}-reg-{}.csv", rand_suffix()), login, pw);
+    let file = node.variant(
+        "register_auth.xml",
+        "<recv response=\"200\" rtd=\"1\"/>",
+        &format!("<recv response=\"{code}\" rtd=\"1\"/>"),
+    );
+    let (ok, trace) = sipp(node, &file, &["-inf", users.to_str().unwrap()]);
+    assert!(
+        ok,
+        "{login} registering, {code} expected:\n{trace}\n{}",
+        node.log()
+    );
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_registering_away_from_home_is_sent_home_unless_home_is_down() {
+    let (db, _dir) = shared_database();
+    let (a, mut b) = two_nodes(&db, "").await;
+    // The local dialing plan makes node B (named by its address) the home
+    // of logins starting with this run's prefix.
+    let prefix = format!("home{}", rand_suffix().replace('-', "x"));
+    let dan = format!("{prefix}dan");
+    a.site.ok(&["account", "add", &dan, "--password", "dan-pw"]);
+    let home = format!("127.0.0.1:{}", b.sip);
+    a.site.ok(&["dialplan", "add", &prefix, &home]);
+
+    let trace = register(&a, &dan, "dan-pw", 302);
+    assert!(trace.contains(&format!("Contact: <sip:{home}>")), "{trace}");
+    register(&b, &dan, "dan-pw", 200);
+    b.wait_registered(1).await;
+
+    // Home down: node A stands in.
+    b.crash();
+    a.wait_metric("softswitch_cluster_peers", |v| v == 0).await;
+    register(&a, &dan, "dan-pw", 200);
+    a.site.ok(&["dialplan", "del", &prefix]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_s_users_get_their_messages_once_they_register_on_another() {
     let (db, _dir) = shared_database();

@@ -40,7 +40,9 @@ pub const SIGNATURE_WINDOW_SECS: i64 = 60;
 pub struct ClusterConfig {
     /// Off: one node, every binding in the database is this node's.
     pub enabled: bool,
-    /// Name in logs and the admin view; empty means the address.
+    /// The node's name: as the local dialing plan names its server (users
+    /// whose login that prefix matches are at home here), and in logs.
+    /// Empty means the address (`HOST:PORT`).
     pub name: String,
     /// The SIP address other nodes forward to and expect this node's
     /// requests from: a `sip.udp` listener (on a wildcard listener, the
@@ -104,8 +106,8 @@ pub struct Cluster {
     key: hmac::Key,
     heartbeat: Duration,
     dead_after: Duration,
-    /// Live nodes other than this one, by `node` id.
-    peers: RwLock<HashMap<String, SocketAddr>>,
+    /// Live nodes other than this one, by `node` id: address and name.
+    peers: RwLock<HashMap<String, (SocketAddr, String)>>,
     /// A graceful stop removed this node's row: no heartbeat writes it again.
     left: AtomicBool,
 }
@@ -157,7 +159,18 @@ impl Cluster {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
-            .copied()
+            .map(|(address, _)| *address)
+    }
+
+    /// The address of the live node called `name` (its `cluster.name`, as
+    /// the local dialing plan names it), other than this one.
+    pub fn peer_named(&self, name: &str) -> Option<SocketAddr> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|(_, n)| n == name)
+            .map(|(address, _)| *address)
     }
 
     /// The ids of the live nodes other than this one.
@@ -185,7 +198,7 @@ impl Cluster {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .any(|a| *a == address)
+            .any(|(a, _)| *a == address)
     }
 
     /// Refreshes this node's row, then reads which others are alive.
@@ -198,18 +211,18 @@ impl Cluster {
             .node_heartbeat(&self.node, &self.name, self.started_at, now)
             .await?;
         let since = now - i64::try_from(self.dead_after.as_millis()).unwrap_or(i64::MAX);
-        let peers: HashMap<String, SocketAddr> = store
+        let peers: HashMap<String, (SocketAddr, String)> = store
             .nodes_seen_since(since)
             .await?
             .into_iter()
             .filter(|row| row.node != self.node)
             .filter_map(|row| {
                 let address = row.node.strip_prefix("sip:")?.parse().ok()?;
-                Some((row.node, address))
+                Some((row.node, (address, row.name)))
             })
             .collect();
         let mut current = self.peers.write().unwrap_or_else(|p| p.into_inner());
-        for (node, address) in &peers {
+        for (node, (address, _)) in &peers {
             if !current.contains_key(node) {
                 tracing::info!(node, %address, "cluster node alive");
             }
@@ -353,7 +366,10 @@ mod tests {
         let secrets = crate::secrets::Secrets::generate().unwrap();
         let a = cluster(&secrets, 5060);
         let b = cluster(&secrets, 5070);
-        b.peers.write().unwrap().insert(a.node.clone(), a.address);
+        b.peers
+            .write()
+            .unwrap()
+            .insert(a.node.clone(), (a.address, a.name.clone()));
         let from_a = a.address;
 
         let mut req = message("hi");
@@ -399,7 +415,10 @@ mod tests {
         let secrets = crate::secrets::Secrets::generate().unwrap();
         let a = cluster(&secrets, 5060);
         let b = cluster(&secrets, 5070);
-        b.peers.write().unwrap().insert(a.node.clone(), a.address);
+        b.peers
+            .write()
+            .unwrap()
+            .insert(a.node.clone(), (a.address, a.name.clone()));
         let mut req = message("hi");
         let ts = crate::store::now_secs() - SIGNATURE_WINDOW_SECS - 5;
         let sig = a.signature(&req, ts);

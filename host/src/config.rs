@@ -731,7 +731,9 @@ did_grace_days = 3
 # registered on it; a call or message for a user registered on another node is forwarded
 # there over SIP, signed with a key derived from the shared secret.key.
 enabled = false
-# Name in logs and the admin view; empty: the address.
+# The node's name as the local dialing plan names its server (`dialplan add PREFIX NAME`):
+# a user whose login a prefix of this node matches registers here; one registering at
+# another live node is redirected here (302). Empty: the address (HOST:PORT).
 name = ""
 # This node's SIP address as the other nodes reach it: a sip.udp listener (on a wildcard
 # listener, the address the nodes reach each other on). Unset: the first sip.udp listener.

@@ -96,6 +96,27 @@ fn parse_contact(part: &str) -> Result<ContactSpec, RegisterError> {
     Ok(spec)
 }
 
+/// Whether a REGISTER only removes bindings (`Contact: *`, or every
+/// Contact with expires 0), so a node redirecting registrations elsewhere
+/// still lets a device leave where it was.
+pub fn removes_only(req: &rsip::Request) -> bool {
+    let header_zero = header_value(&req.headers, "Expires").is_some_and(|v| v.trim() == "0");
+    let mut any = false;
+    for value in header_values(&req.headers, "Contact") {
+        for part in split_list(value) {
+            any = true;
+            if part == "*" {
+                continue;
+            }
+            match parse_contact(part) {
+                Ok(c) if c.expires == Some(0) || (c.expires.is_none() && header_zero) => {}
+                _ => return false,
+            }
+        }
+    }
+    any
+}
+
 /// Splits `;a=1;b="x;y"` into `a=1`, `b="x;y"`.
 fn split_params(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
@@ -350,6 +371,46 @@ pub fn flow_of(binding: &Binding) -> Option<Flow> {
 
 #[cfg(test)]
 mod tests {
+
+    fn register_with(headers: &str) -> rsip::Request {
+        let raw = format!(
+            "REGISTER sip:localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr\r\n\
+             From: <sip:a@localhost>;tag=1\r\nTo: <sip:a@localhost>\r\nCall-ID: r1\r\n\
+             CSeq: 1 REGISTER\r\n{headers}Content-Length: 0\r\n\r\n"
+        );
+        rsip::Request::try_from(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn only_a_register_that_adds_nothing_removes_only() {
+        for (headers, removes) in [
+            ("Contact: *\r\nExpires: 0\r\n", true),
+            ("Contact: <sip:a@1.2.3.4>\r\nExpires: 0\r\n", true),
+            ("Contact: <sip:a@1.2.3.4>;expires=0\r\n", true),
+            (
+                "Contact: <sip:a@1.2.3.4>;expires=0, <sip:a@5.6.7.8>\r\nExpires: 0\r\n",
+                true,
+            ),
+            ("Contact: <sip:a@1.2.3.4>\r\n", false),
+            (
+                "Contact: <sip:a@1.2.3.4>;expires=60\r\nExpires: 0\r\n",
+                false,
+            ),
+            (
+                "Contact: <sip:a@1.2.3.4>;expires=0, <sip:a@5.6.7.8>\r\n",
+                false,
+            ),
+            // A fetch of the bindings adds nothing, but is not a removal either.
+            ("", false),
+        ] {
+            assert_eq!(
+                removes_only(&register_with(headers)),
+                removes,
+                "{headers:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -155,6 +155,8 @@ pub struct SipServer {
     transports: OnceLock<Arc<Transports>>,
     passwords: PasswordCache,
     accounts: TtlCache<Option<Arc<Account>>>,
+    /// Home nodes by login, from the local dialing plan (cluster mode).
+    homes: TtlCache<Option<String>>,
     /// A graceful stop began ([`SipServer::drain`]).
     draining: AtomicBool,
     pub overload: Arc<Overload>,
@@ -230,6 +232,7 @@ impl SipServer {
             transports: OnceLock::new(),
             passwords: PasswordCache::default(),
             accounts: TtlCache::default(),
+            homes: TtlCache::default(),
             draining: AtomicBool::new(false),
             overload,
             flood,
@@ -888,6 +891,18 @@ impl SipServer {
                 &[],
             );
         }
+        if let Some(home) = self.home_elsewhere(&login).await
+            && !super::registrar::removes_only(req)
+        {
+            tracing::debug!(login, home, "registration redirected to the home node");
+            return response_for(
+                req,
+                302,
+                "Moved Temporarily",
+                Some(tag),
+                &[("Contact".into(), format!("<sip:{home}>"))],
+            );
+        }
         let now = crate::store::now_secs();
         match self.registrar.register(req, flow, &login, now).await {
             Ok(registered) => {
@@ -1135,6 +1150,29 @@ impl SipServer {
                 Err(database_unavailable(req, Some(tag)))
             }
         }
+    }
+
+    /// In a cluster, the name of the live node that is `login`'s home by the
+    /// local dialing plan (longest prefix), when that is not this node.
+    /// `None` means register here: this is the home, the plan names no
+    /// node, or the home node is down (this node stands in until it is back).
+    async fn home_elsewhere(&self, login: &str) -> Option<String> {
+        let cluster = self.cluster()?;
+        let home = match self.homes.get(login) {
+            Some(home) => home,
+            None => {
+                let home = match self.store.server_for(login).await {
+                    Ok(entry) => entry.map(|e| e.server),
+                    Err(e) => {
+                        tracing::warn!(error = %e, login, "dialing plan not read: registering here");
+                        return None;
+                    }
+                };
+                self.homes.put(login.to_string(), home.clone());
+                home
+            }
+        }?;
+        (home != cluster.name() && cluster.peer_named(&home).is_some()).then_some(home)
     }
 
     /// An account, from a short-lived cache: a call or message reads the
