@@ -487,3 +487,27 @@ async fn while_the_database_is_unreachable_requests_get_503_and_service_resumes_
     let lines = node.messages_to(&bob);
     assert_eq!(lines.len(), accepted, "{lines:?}");
 }
+
+#[test]
+#[ignore = "needs MariaDB and root: the MariaDB step of scripts/test.sh runs it (--include-ignored)"]
+fn the_cluster_tour_messages_and_calls_across_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster-tour.sh"),
+    )
+    .env("SOFTSWITCH_BIN", support::BIN)
+    .env("CLUSTER_TOUR_DIR", dir.path())
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the tour failed:\n{stdout}\n{stderr}");
+    for seen in [
+        "node-a sees 1 peer, node-b sees 1 peer",
+        "bob\tsip:127.0.0.1:5070",
+        "\tdelivered\talice -> bob\t",
+        "\talice\tbob\t-\tanswered\t200\t",
+    ] {
+        assert!(stdout.contains(seen), "no {seen:?} in:\n{stdout}");
+    }
+}
