@@ -134,6 +134,7 @@ for _ in $(seq 1 600); do
 done
 [[ $a == 1 && $b == 1 ]] || { echo "the nodes never saw each other; logs in $dir/node-*/run.log" >&2; exit 1; }
 echo "node-a sees 1 peer, node-b sees 1 peer"
+sw node-a node list
 
 scenarios=$repo/tests/sipp
 users() { printf 'SEQUENTIAL\n%s;%s;[authentication username=%s password=%s]\n' "$1" "$2" "$1" "$2" >"$dir/$1.csv"; }

@@ -504,6 +504,8 @@ fn the_cluster_tour_messages_and_calls_across_two_nodes() {
     assert!(out.status.success(), "the tour failed:\n{stdout}\n{stderr}");
     for seen in [
         "node-a sees 1 peer, node-b sees 1 peer",
+        "sip:127.0.0.1:5060\tnode-a\talive",
+        "sip:127.0.0.1:5070\tnode-b\talive",
         "bob\tsip:127.0.0.1:5070",
         "\tdelivered\talice -> bob\t",
         "\talice\tbob\t-\tanswered\t200\t",

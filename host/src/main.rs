@@ -62,6 +62,9 @@ enum Command {
     /// Manage the local dialing plan (prefix → SIP server).
     #[command(subcommand)]
     Dialplan(DialplanCommand),
+    /// The switch nodes on this database (cluster mode).
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Inspect the message store.
     #[command(subcommand)]
     Message(MessageCommand),
@@ -252,6 +255,13 @@ enum CdrCommand {
 }
 
 #[derive(Subcommand)]
+enum NodeCommand {
+    /// Every node that has run on this database: alive or dead (by
+    /// `cluster.dead_after_ms`), its address, name and last heartbeat.
+    List,
+}
+
+#[derive(Subcommand)]
 enum DialplanCommand {
     /// Map numbers starting with PREFIX to SIP server SERVER.
     Add { prefix: String, server: String },
@@ -386,6 +396,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dialplan(cmd) => dialplan(app, cmd).await,
+        Command::Node(NodeCommand::List) => {
+            let now_ms = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis(),
+            )?;
+            let dead_after = i64::try_from(app.config.cluster.dead_after_ms)?;
+            for n in app.store.nodes().await? {
+                let state = if now_ms - n.seen_at <= dead_after {
+                    "alive"
+                } else {
+                    "dead"
+                };
+                println!(
+                    "{}\t{}\t{state}\tseen {} ms ago",
+                    n.node,
+                    n.name,
+                    now_ms - n.seen_at
+                );
+            }
+            Ok(())
+        }
         Command::Route(args) => route(app, args).await,
         Command::Message(MessageCommand::List { to, limit }) => {
             for m in app.store.list_messages(to.as_deref(), limit).await? {
