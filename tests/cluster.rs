@@ -183,6 +183,40 @@ async fn users_registered_on_two_nodes_message_and_call_each_other() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relays() {
+    let (db, _dir) = shared_database();
+    let (a, b) = two_nodes(&db, "").await;
+    let alice = add_account(&a, "alice");
+    let bob = add_account(&a, "bob");
+    let _bob = Baresip::start_with(&b, &bob, "bob-pw", ";answermode=auto", &[]);
+    b.wait_registered(1).await;
+    let dial = format!("/dial {bob}");
+    let alice_phone = Baresip::start_with(&a, &alice, "alice-pw", "", &[&dial]);
+    for node in [&a, &b] {
+        node.wait_metric("softswitch_calls_answered_total", |v| v >= 1)
+            .await;
+    }
+    // Audio crosses both nodes' relays (each anchors its own leg).
+    for node in [&a, &b] {
+        node.wait_metric("softswitch_media_packets_relayed_total", |v| v >= 200)
+            .await;
+    }
+    alice_phone.quit();
+    for node in [&a, &b] {
+        node.wait_metric("softswitch_calls_active", |v| v == 0)
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cdrs(&a, &alice).is_empty() {
+        assert!(Instant::now() < deadline, "no call record:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = cdrs(&a, &alice);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].contains("\tanswered\t200\t"), "{records:?}");
+}
+
 /// `watcher` (with `password`) watches `presentity` from `node` in the
 /// background, expecting `n` NOTIFYs before it unsubscribes; the SIPp
 /// process and its trace.
