@@ -227,32 +227,12 @@ fn watch(
     n: usize,
 ) -> (Device, std::path::PathBuf) {
     let users = node.users(&format!("{watcher}-watch.csv"), watcher, password);
-    let trace = node.site.path(&format!("watch-{}.log", rand_suffix()));
-    let child = std::process::Command::new("sipp")
-        .arg(node.target())
-        .arg("-sf")
-        .arg(watch_scenario(&node.site, n, "presence"))
-        .arg("-inf")
-        .arg(&users)
-        .args(["-s", presentity, "-key", "domain", "localhost"])
-        .args([
-            "-m",
-            "1",
-            "-l",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "30",
-            "-timeout_error",
-        ])
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(&trace)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("sipp must be installed");
-    (Device(child), trace)
+    let scenario_file = watch_scenario(&node.site, n, "presence");
+    sipp_background(
+        node,
+        &scenario_file,
+        &["-inf", users.to_str().unwrap(), "-s", presentity],
+    )
 }
 
 async fn wait_notifies(trace: &std::path::Path, n: usize, nodes: &[&Switch]) -> Vec<String> {

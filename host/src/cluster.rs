@@ -356,6 +356,16 @@ mod tests {
         rsip::Request::try_from(raw.as_bytes()).unwrap()
     }
 
+    impl Cluster {
+        /// As if `other` had been seen alive at the last heartbeat.
+        fn knows(&self, other: &Cluster) {
+            self.peers
+                .write()
+                .unwrap()
+                .insert(other.node.clone(), (other.address, other.name.clone()));
+        }
+    }
+
     /// Signs on one node, sends over the wire, verifies on the other.
     fn over_the_wire(req: &rsip::Request) -> rsip::Request {
         rsip::Request::try_from(req.to_string().as_bytes()).unwrap()
@@ -366,10 +376,7 @@ mod tests {
         let secrets = crate::secrets::Secrets::generate().unwrap();
         let a = cluster(&secrets, 5060);
         let b = cluster(&secrets, 5070);
-        b.peers
-            .write()
-            .unwrap()
-            .insert(a.node.clone(), (a.address, a.name.clone()));
+        b.knows(&a);
         let from_a = a.address;
 
         let mut req = message("hi");
@@ -415,10 +422,7 @@ mod tests {
         let secrets = crate::secrets::Secrets::generate().unwrap();
         let a = cluster(&secrets, 5060);
         let b = cluster(&secrets, 5070);
-        b.peers
-            .write()
-            .unwrap()
-            .insert(a.node.clone(), (a.address, a.name.clone()));
+        b.knows(&a);
         let mut req = message("hi");
         let ts = crate::store::now_secs() - SIGNATURE_WINDOW_SECS - 5;
         let sig = a.signature(&req, ts);

@@ -82,6 +82,23 @@ impl Switch {
         api_section: &str,
         extra_config: &str,
     ) -> Switch {
+        let mut switch = Switch::unbooted(tls_ip, sip_extra, api_section, extra_config);
+        for (login, password) in [
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("carol", "carol-pw"),
+        ] {
+            switch
+                .site
+                .ok(&["account", "add", login, "--password", password]);
+        }
+        switch.boot().await;
+        switch
+    }
+
+    /// A site on free loopback ports (SIP over UDP and TCP, TLS on
+    /// `tls_ip`, the admin endpoint), not started.
+    fn unbooted(tls_ip: &str, sip_extra: &str, api_section: &str, extra_config: &str) -> Switch {
         let sip = free_sip_port();
         let tls = free_port();
         let admin = free_port();
@@ -92,22 +109,13 @@ impl Switch {
             api_section,
             &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra_config}"),
         );
-        for (login, password) in [
-            ("alice", "alice-pw"),
-            ("bob", "bob-pw"),
-            ("carol", "carol-pw"),
-        ] {
-            site.ok(&["account", "add", login, "--password", password]);
-        }
-        let mut switch = Switch {
+        Switch {
             site,
             running: None,
             sip,
             tls,
             admin,
-        };
-        switch.boot().await;
-        switch
+        }
     }
 
     /// A node of a cluster on the database `db_url`: SIP on its own
@@ -115,34 +123,20 @@ impl Switch {
     /// 1 s), the secret key of `key_of` (nodes sharing a database share it),
     /// no accounts added. Running.
     pub async fn start_node(db_url: &str, key_of: Option<&Switch>, extra_config: &str) -> Switch {
-        let sip = free_sip_port();
-        let tls = free_port();
-        let admin = free_port();
-        let site = Site::build(
-            &format!(
-                "udp = [\"127.0.0.1:{sip}\"]\ntcp = [\"127.0.0.1:{sip}\"]\ntls = [\"127.0.0.1:{tls}\"]\n"
-            ),
+        let mut switch = Switch::unbooted(
+            "127.0.0.1",
+            "",
             super::NO_API,
             &format!(
-                "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[database]\nurl = \"{db_url}\"\n\n\
+                "\n[database]\nurl = \"{db_url}\"\n\n\
                  [cluster]\nenabled = true\nheartbeat_ms = 200\ndead_after_ms = 1000\n{extra_config}"
             ),
         );
         if let Some(other) = key_of {
-            std::fs::create_dir_all(site.path("data")).unwrap();
-            std::fs::copy(
-                other.site.path("data/secret.key"),
-                site.path("data/secret.key"),
-            )
-            .unwrap();
+            let data = switch.site.path("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::copy(other.site.path("data/secret.key"), data.join("secret.key")).unwrap();
         }
-        let mut switch = Switch {
-            site,
-            running: None,
-            sip,
-            tls,
-            admin,
-        };
         switch.boot().await;
         switch
     }
@@ -260,11 +254,11 @@ fn exposed<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// One SIPp run to completion; returns (success, message trace).
-pub fn sipp(switch: &Switch, scenario_file: &Path, args: &[&str]) -> (bool, String) {
-    let trace = switch.site.path(&format!("sipp-{}.log", rand_suffix()));
-    let out = Command::new("sipp")
-        .arg(switch.target())
+/// SIPp against the switch with `scenario_file`, one call, its messages
+/// traced to `trace`, then `args`.
+fn sipp_command(switch: &Switch, scenario_file: &Path, trace: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sipp");
+    cmd.arg(switch.target())
         .arg("-sf")
         .arg(scenario_file)
         .args([
@@ -282,14 +276,31 @@ pub fn sipp(switch: &Switch, scenario_file: &Path, args: &[&str]) -> (bool, Stri
         ])
         .arg("-trace_msg")
         .arg("-message_file")
-        .arg(&trace)
+        .arg(trace)
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// One SIPp run to completion; returns (success, message trace).
+pub fn sipp(switch: &Switch, scenario_file: &Path, args: &[&str]) -> (bool, String) {
+    let trace = switch.site.path(&format!("sipp-{}.log", rand_suffix()));
+    let out = sipp_command(switch, scenario_file, &trace, args)
         .stderr(Stdio::piped())
         .output()
         .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
     let log = std::fs::read_to_string(&trace).unwrap_or_default();
     (out.status.success(), log)
+}
+
+/// Like [`sipp`], in the background: the process and its message trace.
+pub fn sipp_background(switch: &Switch, scenario_file: &Path, args: &[&str]) -> (Device, PathBuf) {
+    let trace = switch.site.path(&format!("sipp-{}.log", rand_suffix()));
+    let child = sipp_command(switch, scenario_file, &trace, args)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (Debian package sip-tester) must be installed: scripts/setup.sh installs it");
+    (Device(child), trace)
 }
 
 pub fn rand_suffix() -> String {

@@ -409,13 +409,7 @@ pub async fn on_invite(
                 route: None,
                 forwarded: false,
             };
-            let routed = Routed {
-                decision: RouteDecision::ToUser { login: owner },
-                caller_id: None,
-                guest: String::new(),
-                fallback: None,
-            };
-            (origin, routed)
+            (origin, to_user(owner))
         }
         None => {
             let account = match server.identify_caller(flow, req, tag).await {
@@ -432,12 +426,7 @@ pub async fn on_invite(
                     route: None,
                     forwarded: true,
                 };
-                let routed = Routed {
-                    decision: RouteDecision::ToUser { login: target },
-                    caller_id: None,
-                    guest: String::new(),
-                    fallback: None,
-                };
+                let routed = to_user(target);
                 return ring(
                     server,
                     flow,
@@ -491,6 +480,17 @@ pub async fn on_invite(
         gateways,
     )
     .await
+}
+
+/// A call to a user decided without the routing guest: a DID's owner, a
+/// callee another node forwarded.
+fn to_user(login: String) -> Routed {
+    Routed {
+        decision: RouteDecision::ToUser { login },
+        caller_id: None,
+        guest: String::new(),
+        fallback: None,
+    }
 }
 
 /// Runs the call the INVITE asks for, to what routing decided; the answer
