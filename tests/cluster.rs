@@ -28,9 +28,9 @@ fn shared_database() -> (String, Option<tempfile::TempDir>) {
 
 /// Two running nodes that see each other, and logins unique to this run
 /// (a MariaDB database is shared with other tests and earlier runs).
-async fn two_nodes(db: &str, extra_config: &str) -> (Switch, Switch) {
-    let a = Switch::start_node(db, None, extra_config).await;
-    let b = Switch::start_node(db, Some(&a), extra_config).await;
+async fn two_nodes(db: &str, sip_extra: &str, extra_config: &str) -> (Switch, Switch) {
+    let a = Switch::start_node(db, None, sip_extra, extra_config).await;
+    let b = Switch::start_node(db, Some(&a), sip_extra, extra_config).await;
     for node in [&a, &b] {
         node.wait_metric("softswitch_cluster_peers", |v| v >= 1)
             .await;
@@ -78,7 +78,7 @@ async fn wait_trace(path: &std::path::Path, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn users_registered_on_two_nodes_message_and_call_each_other() {
     let (db, _dir) = shared_database();
-    let (a, b) = two_nodes(&db, "").await;
+    let (a, b) = two_nodes(&db, "", "").await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let carol = add_account(&b, "carol");
@@ -186,7 +186,7 @@ async fn users_registered_on_two_nodes_message_and_call_each_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relays() {
     let (db, _dir) = shared_database();
-    let (a, b) = two_nodes(&db, "").await;
+    let (a, b) = two_nodes(&db, "", "").await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let _bob = Baresip::start_with(&b, &bob, "bob-pw", ";answermode=auto", &[]);
@@ -215,6 +215,50 @@ async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relay
     let records = cdrs(&a, &alice);
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(records[0].contains("\tanswered\t200\t"), "{records:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_forwarding_many_users_requests_is_not_limited_as_one_flooding_source() {
+    let (db, _dir) = shared_database();
+    // Per-source limits on with nothing exempt on B: 5 requests a second.
+    // alice sends from 127.0.0.2, exempt on A; A forwards from 127.0.0.1.
+    let (a, b) = two_nodes(
+        &db,
+        "flood_rate = 5\nflood_burst = 5\nflood_exempt = [\"127.0.0.2/32\"]\n",
+        "",
+    )
+    .await;
+    let alice = add_account(&a, "alice");
+    let bob = add_account(&a, "bob");
+    let (_bob_device, bob_trace) = device(&b, &bob, "bob-pw", "u1", 30_000);
+    b.wait_registered(1).await;
+    let users = a.users("alice-burst.csv", &alice, "alice-pw");
+    let (ok, trace) = sipp(
+        &a,
+        &scenario("uac_message_auth.xml"),
+        &[
+            "-inf",
+            users.to_str().unwrap(),
+            "-s",
+            &bob,
+            "-i",
+            "127.0.0.2",
+            "-m",
+            "20",
+            "-l",
+            "20",
+            "-r",
+            "200",
+        ],
+    );
+    assert!(ok, "alice's burst:\n{trace}\n{}\n{}", a.log(), b.log());
+    let seen = std::fs::read_to_string(&bob_trace).unwrap_or_default();
+    assert_eq!(
+        seen.matches("hello from sipp-bench message").count(),
+        20,
+        "every message reached bob's phone through node B"
+    );
+    assert_eq!(b.metric("softswitch_sip_flood_dropped_total").await, 0);
 }
 
 /// `watcher` (with `password`) watches `presentity` from `node` in the
@@ -255,7 +299,7 @@ async fn wait_notifies(trace: &std::path::Path, n: usize, nodes: &[&Switch]) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watcher_on_one_node_follows_a_user_whose_device_is_on_another() {
     let (db, _dir) = shared_database();
-    let (a, b) = two_nodes(&db, "\n[presence]\nwatch_policy = \"open\"\n").await;
+    let (a, b) = two_nodes(&db, "", "\n[presence]\nwatch_policy = \"open\"\n").await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let (mut watcher, trace) = watch(&a, (&alice, "alice-pw"), &bob, 4);
@@ -334,7 +378,7 @@ fn register(node: &Switch, login: &str, pw: &str, code: u16) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_registering_away_from_home_is_sent_home_unless_home_is_down() {
     let (db, _dir) = shared_database();
-    let (a, mut b) = two_nodes(&db, "").await;
+    let (a, mut b) = two_nodes(&db, "", "").await;
     // The local dialing plan makes node B (named by its address) the home
     // of logins starting with this run's prefix.
     let prefix = format!("home{}", rand_suffix().replace('-', "x"));
@@ -358,7 +402,7 @@ async fn a_user_registering_away_from_home_is_sent_home_unless_home_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_s_users_get_their_messages_once_they_register_on_another() {
     let (db, _dir) = shared_database();
-    let (a, mut b) = two_nodes(&db, "").await;
+    let (a, mut b) = two_nodes(&db, "", "").await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let (bob_device, _) = device(&b, &bob, "bob-pw", "u1", 30_000);
@@ -453,7 +497,7 @@ async fn while_the_database_is_unreachable_requests_get_503_and_service_resumes_
     let (upstream, db) = tail.split_once('/').unwrap();
     let link = DbLink::start(upstream.to_string()).await;
     let through_link = format!("{head}@127.0.0.1:{}/{db}", link.port);
-    let node = Switch::start_node(&through_link, None, "").await;
+    let node = Switch::start_node(&through_link, None, "", "").await;
     let alice = add_account(&node, "alice");
     let bob = add_account(&node, "bob");
     let users = node.users("alice.csv", &alice, "alice-pw");

@@ -193,7 +193,8 @@ impl Cluster {
         self.peers.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn is_peer_address(&self, address: SocketAddr) -> bool {
+    /// Whether `address` is the SIP address of another live node.
+    pub fn is_peer_address(&self, address: SocketAddr) -> bool {
         self.peers
             .read()
             .unwrap_or_else(|p| p.into_inner())

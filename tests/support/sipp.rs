@@ -121,11 +121,16 @@ impl Switch {
     /// A node of a cluster on the database `db_url`: SIP on its own
     /// loopback port, cluster mode with heartbeats every 200 ms (dead after
     /// 1 s), the secret key of `key_of` (nodes sharing a database share it),
-    /// no accounts added. Running.
-    pub async fn start_node(db_url: &str, key_of: Option<&Switch>, extra_config: &str) -> Switch {
+    /// no accounts added; `sip_extra` goes into the `[sip]` section. Running.
+    pub async fn start_node(
+        db_url: &str,
+        key_of: Option<&Switch>,
+        sip_extra: &str,
+        extra_config: &str,
+    ) -> Switch {
         let mut switch = Switch::unbooted(
             "127.0.0.1",
-            "",
+            sip_extra,
             super::NO_API,
             &format!(
                 "\n[database]\nurl = \"{db_url}\"\n\n\

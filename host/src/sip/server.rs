@@ -423,7 +423,12 @@ impl SipServer {
     }
 
     fn receive(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
-        if !self.flood.admits(flow.remote.ip(), &bytes, Instant::now()) {
+        // The other nodes of the cluster forward many users' requests from
+        // one address: never limited per source.
+        let from_node = self
+            .cluster()
+            .is_some_and(|c| c.is_peer_address(flow.remote));
+        if !from_node && !self.flood.admits(flow.remote.ip(), &bytes, Instant::now()) {
             return;
         }
         let parsed = match flow.proto {
