@@ -35,6 +35,8 @@ struct PushSite {
     fcm_public: Vec<u8>,
     /// The key files the switch reads.
     _keys: tempfile::TempDir,
+    /// The `[push]` sections: another node of a cluster gets them too.
+    push_config: String,
 }
 
 fn apns_ok(_: &Seen) -> Answer {
@@ -61,6 +63,11 @@ fn fcm_ok(s: &Seen) -> Answer {
 
 impl PushSite {
     async fn start() -> PushSite {
+        PushSite::start_with("").await
+    }
+
+    /// Like [`PushSite::start`], with `extra_config` (whole sections) added.
+    async fn start_with(extra_config: &str) -> PushSite {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path());
         let apns = StandIn::https(&pki, apns_ok).await;
@@ -118,7 +125,7 @@ allowed_hosts = ["*"]
         let site = support::Site::with_api(
             sip,
             &format!("listen = [\"127.0.0.1:{api_port}\"]\n"),
-            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{push_config}"),
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{push_config}{extra_config}"),
         );
         for (login, phone) in [
             ("alice", "48600111000"),
@@ -157,6 +164,7 @@ allowed_hosts = ["*"]
             apns_public: apns_key.public_key_raw().to_vec(),
             fcm_public,
             _keys: dir,
+            push_config,
         }
     }
 
@@ -941,6 +949,59 @@ async fn a_call_to_an_offline_app_is_parked_pushed_and_picked_with_replaces() {
         site.apns.seen()
     );
     eprintln!("INVITE to push received: {} ms", pushed_after.as_millis());
+}
+
+/// Cluster mode: bob's home (the local dialing plan) is node B. alice's
+/// call on node A to bob, offline with an app, goes to node B, which parks
+/// it and pushes; bob's woken app picks it there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_to_an_offline_app_at_home_on_another_node_is_parked_and_picked_there() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", db_dir.path().join("cluster.db").display());
+    let cluster = format!(
+        "\n[database]\nurl = \"{db}\"\n\n[cluster]\nenabled = true\nheartbeat_ms = 200\ndead_after_ms = 1000\n"
+    );
+    let site = PushSite::start_with(&cluster).await;
+    let b = Switch::start_node(&db, Some(&site.switch), "", &site.push_config).await;
+    for node in [&site.switch, &b] {
+        node.wait_metric("softswitch_cluster_peers", |v| v >= 1)
+            .await;
+    }
+    site.switch
+        .site
+        .ok(&["dialplan", "add", "bob", &format!("127.0.0.1:{}", b.sip)]);
+    bobs_iphone(&site).await;
+
+    let users = site.switch.users("alice.csv", "alice", "alice-pw");
+    let call = Background::start(
+        &site.switch,
+        &support::sipp::scenario("call_uac.xml"),
+        &["-inf", users.to_str().unwrap(), "-s", "bob", "-d", "500"],
+    );
+    let push = incoming_call_push(&site, 1).await;
+    let call_id = push["call_id"].as_str().expect("the parked call's id");
+
+    // Parked on node B: picked there.
+    let pickup = b.variant_with("pickup_uac.xml", &[("PARKED_CALL_ID", call_id)]);
+    let bob_users = b.users("bob.csv", "bob", "bob-pw");
+    let (ok, trace) = sipp(
+        &b,
+        &pickup,
+        &["-inf", bob_users.to_str().unwrap(), "-s", "alice"],
+    );
+    assert!(
+        ok,
+        "the pickup at node B failed:\n{trace}\n{}\n{}",
+        site.log(),
+        b.log()
+    );
+    let (ok, caller_trace) = call.wait();
+    assert!(ok, "alice's call failed:\n{caller_trace}\n{}", site.log());
+    assert!(caller_trace.contains("SIP/2.0 200 OK"), "{caller_trace}");
+    // One record, node A's.
+    let cdrs = site.switch.site.ok(&["cdr", "list", "--login", "alice"]);
+    assert_eq!(cdrs.lines().count(), 1, "{cdrs}");
+    assert!(cdrs.contains("\tanswered\t200\t"), "{cdrs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1163,21 +1163,35 @@ impl SipServer {
     /// node, or the home node is down (this node stands in until it is back).
     async fn home_elsewhere(&self, login: &str) -> Option<String> {
         let cluster = self.cluster()?;
-        let home = match self.homes.get(login) {
-            Some(home) => home,
-            None => {
-                let home = match self.store.server_for(login).await {
-                    Ok(entry) => entry.map(|e| e.server),
-                    Err(e) => {
-                        tracing::warn!(error = %e, login, "dialing plan not read: registering here");
-                        return None;
-                    }
-                };
-                self.homes.put(login.to_string(), home.clone());
-                home
-            }
-        }?;
+        let home = self.home_of(login).await?;
         (home != cluster.name() && cluster.peer_named(&home).is_some()).then_some(home)
+    }
+
+    /// The address of `login`'s home node when that is another live node.
+    pub(crate) async fn home_peer(&self, login: &str) -> Option<std::net::SocketAddr> {
+        let cluster = self.cluster()?;
+        let home = self.home_of(login).await?;
+        if home == cluster.name() {
+            return None;
+        }
+        cluster.peer_named(&home)
+    }
+
+    /// The server the local dialing plan names for `login` (cluster mode).
+    async fn home_of(&self, login: &str) -> Option<String> {
+        self.cluster()?;
+        if let Some(home) = self.homes.get(login) {
+            return home;
+        }
+        let home = match self.store.server_for(login).await {
+            Ok(entry) => entry.map(|e| e.server),
+            Err(e) => {
+                tracing::warn!(error = %e, login, "dialing plan not read: no home node");
+                return None;
+            }
+        };
+        self.homes.put(login.to_string(), home.clone());
+        home
     }
 
     /// An account, from a short-lived cache: a call or message reads the

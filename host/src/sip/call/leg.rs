@@ -241,11 +241,14 @@ impl Call {
             self.release_charge().await;
         }
         let targets: Vec<Target> = match routed.decision {
-            RouteDecision::ToUser { login } if self.origin.forwarded => {
-                return self.ring_here(login, &from).await;
-            }
             RouteDecision::ToUser { login } => {
-                match self.answering_rule(&login).await {
+                // A forwarded call's answering rules were applied by the
+                // node that forwarded it.
+                let rule = match self.origin.forwarded {
+                    true => None,
+                    false => self.answering_rule(&login).await,
+                };
+                match rule {
                     Some(RuleAction::Reject) => {
                         self.callee = login;
                         return self.answer_now(603, "Decline");
@@ -262,10 +265,22 @@ impl Call {
                     Some(RuleAction::RingOnly) => self.rerouted = true,
                     Some(RuleAction::Ring) | None => {}
                 }
-                let located = self.server.locate(&login, false).await;
+                let located = self.server.locate(&login, self.origin.forwarded).await;
                 self.callee = login.clone();
-                let targets = self.targets_of(&login, located);
+                let mut targets = self.targets_of(&login, located);
                 let pushable = self.has_push_tokens(&login).await;
+                let mut at_home = false;
+                if targets.is_empty()
+                    && pushable
+                    && !self.origin.forwarded
+                    && let Some(home) = self.home_target(&login).await
+                {
+                    // Offline, with an app to wake, and at home on another
+                    // node: that node parks the call and pushes, so the
+                    // woken app, registering at home, picks it there.
+                    targets.push(home);
+                    at_home = true;
+                }
                 if targets.is_empty() && pushable {
                     // Offline, but an app can be woken: park the call for
                     // it until the no-answer timeout.
@@ -283,12 +298,16 @@ impl Call {
                     }
                     return self.answer_now(480, "Temporarily Unavailable");
                 }
-                if pushable && let Some(push) = self.server.push() {
+                if pushable
+                    && !at_home
+                    && let Some(push) = self.server.push()
+                {
                     self.park_at =
                         Some(Instant::now() + Duration::from_millis(push.config.park_after_ms));
                 }
                 ring_for = self.no_answer_of(&login).await;
-                callee_account = Some(login);
+                // The forwarding node records the call.
+                callee_account = (!self.origin.forwarded).then_some(login);
                 targets
             }
             RouteDecision::ToGateway { gateway, number } => {
@@ -334,9 +353,10 @@ impl Call {
                 return self.answer_now(code, &reason);
             }
         };
-        if let Some(plan) = self
-            .recording_plan(callee_account.as_deref(), gateways)
-            .await
+        if !self.origin.forwarded
+            && let Some(plan) = self
+                .recording_plan(callee_account.as_deref(), gateways)
+                .await
         {
             lock(&self.media).plan_recording(plan);
         }
@@ -381,26 +401,16 @@ impl Call {
         local.chain(remote).collect()
     }
 
-    /// A call another node forwarded: rings the callee's devices on this
-    /// node and nothing else. What an unanswered or refused call becomes
-    /// (voicemail, push) is the forwarding node's decision, as are the
-    /// record and the charge.
-    async fn ring_here(&mut self, login: String, from: &str) {
-        let located = self.server.locate(&login, true).await;
-        self.callee = login.clone();
-        let targets = self.targets_of(&login, located);
-        for target in targets {
-            self.fork(target, from).await;
-        }
-        if self.branches.is_empty() {
-            return self.answer_now(480, "Temporarily Unavailable");
-        }
-        // The forwarding node's own timer ends the call first; this one
-        // ends it here should that node be gone.
-        let ring_for = self.no_answer_of(&login).await;
-        if !ring_for.is_zero() {
-            self.no_answer_at = Some(Instant::now() + ring_for);
-        }
+    /// The B leg to `login`'s home node (the local dialing plan's), when
+    /// that is another live node of the cluster.
+    async fn home_target(&self, login: &str) -> Option<Target> {
+        let home = self.server.home_peer(login).await?;
+        Some(Target {
+            uri: format!("sip:{login}@{home}"),
+            to: format!("<sip:{login}@{}>", self.server.settings.domain),
+            flow: self.server.node_flow(home)?,
+            node: true,
+        })
     }
 
     /// Hands the caller over to an IVR service the switch answers itself.
