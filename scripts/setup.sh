@@ -24,8 +24,11 @@ say "$(cargo --version)"
 # decode the MP3 of voicemail e-mails in the tests; cmake to build the libopus
 # the `opus` crate bundles (the media engine's Opus); openssl (its s_client)
 # as the TLS tests' client and certificate maker; curl and sqlite3 for the
-# file-sharing test (an upload that waits for 100 Continue, the rows left).
-packages=(build-essential pkg-config cmake sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat mpg123 openssl curl sqlite3)
+# file-sharing test (an upload that waits for 100 Continue, the rows left);
+# haproxy and rsync for scripts/galera.sh's test cluster (HAProxy moves the
+# switch to a live Galera node when one dies; rsync copies a joining node's
+# data), which installs mariadb-server and galera-4 itself.
+packages=(build-essential pkg-config cmake sip-tester baresip-core python3-aiosmtpd iproute2 nftables coturn stun-client chromium chromium-driver python3-venv socat mpg123 openssl curl sqlite3 haproxy rsync)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: guest unit tests, host unit and black-box tests on SQLite,
 # a schemathesis run against the client API, the storage and routing tests
-# again on a real MariaDB server that it installs and starts, then a short
-# run of every fuzz target. Also the format and lint gates.
+# again on a real MariaDB server that it installs and starts, a database
+# failover on a Galera cluster (scripts/galera.sh), then a short run of every
+# fuzz target. Also the format and lint gates.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -46,6 +47,10 @@ cargo test -p softswitch --test routing_store
 # at a time: every node on a database is one cluster, so two tests' nodes
 # side by side would see each other as peers.
 cargo test -p softswitch --test cluster -- --include-ignored --test-threads=1
+# A switch node on a 3-node Galera cluster behind HAProxy, the database
+# node it uses killed mid-traffic (scripts/galera.sh makes the cluster on
+# ports 24300-24318 and removes it; about a minute).
+cargo test -p softswitch --test galera
 
 step "fuzzing: every cargo-fuzz target for 30 s, two at a time (scripts/fuzz.sh)"
 # Bounded: 2 minutes of runs (8 targets, 30 s each, two at a time) plus the
