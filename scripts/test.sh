@@ -50,7 +50,7 @@ cargo test -p softswitch --test cluster -- --include-ignored --test-threads=1
 # A switch node on a 3-node Galera cluster behind HAProxy, the database
 # node it uses killed mid-traffic (scripts/galera.sh makes the cluster on
 # ports 24300-24318 and removes it; about a minute).
-cargo test -p softswitch --test galera
+cargo test -p softswitch --test galera -- --include-ignored
 
 step "fuzzing: every cargo-fuzz target for 30 s, two at a time (scripts/fuzz.sh)"
 # Bounded: 2 minutes of runs (8 targets, 30 s each, two at a time) plus the
