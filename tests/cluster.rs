@@ -261,6 +261,21 @@ async fn a_node_forwarding_many_users_requests_is_not_limited_as_one_flooding_so
     assert_eq!(b.metric("softswitch_sip_flood_dropped_total").await, 0);
 }
 
+/// When (seconds into the day) each message a SIPp trace received that
+/// `matches` arrived, in order.
+fn received_at(trace: &str, matches: impl Fn(&str) -> bool) -> Vec<f64> {
+    trace
+        .split("----------------------------------------------- ")
+        .filter(|chunk| chunk.contains("message received") && matches(chunk))
+        .filter_map(|chunk| {
+            let time = chunk.split_whitespace().nth(1)?;
+            let mut parts = time.split(':').map(|p| p.parse::<f64>().ok());
+            let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+            Some(h * 3600.0 + m * 60.0 + s)
+        })
+        .collect()
+}
+
 /// `watcher` (with `password`) watches `presentity` from `node` in the
 /// background, expecting `n` NOTIFYs before it unsubscribes; the SIPp
 /// process and its trace.
@@ -340,6 +355,18 @@ async fn a_watcher_on_one_node_follows_a_user_whose_device_is_on_another() {
     );
     let n = notifies(&text);
     assert_eq!(n.len(), 5, "{n:#?}");
+    // From bob's 200 OK to his REGISTER (node B) to alice's NOTIFY saying
+    // he is online (node A): what crossing nodes adds (heartbeat 200 ms).
+    let registered = received_at(&device_trace, |m| {
+        m.contains("SIP/2.0 200 OK") && m.contains("CSeq: 2 REGISTER")
+    });
+    let notified = received_at(&text, |m| m.contains("NOTIFY sip:"));
+    if let (Some(registered), Some(notified)) = (registered.first(), notified.get(1)) {
+        eprintln!(
+            "presence crossed the nodes in {:.0} ms",
+            (notified - registered) * 1000.0
+        );
+    }
     let (offline, online) = (
         "<ss:reachability>offline</ss:reachability>",
         "<ss:reachability>online</ss:reachability>",
