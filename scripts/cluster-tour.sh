@@ -156,10 +156,23 @@ device() {
     pids+=($!)
 }
 
+# bindings_of LOGIN: how many live bindings the login has in the database.
+bindings_of() {
+    mariadb -N -e "SELECT COUNT(*) FROM \`$db\`.bindings WHERE login = '$1' AND expires_at > UNIX_TIMESTAMP()"
+}
+wait_bindings() { # wait_bindings LOGIN N
+    for _ in $(seq 1 100); do
+        (($(bindings_of "$1") >= $2)) && return 0
+        sleep 0.2
+    done
+    echo "$1 never had $2 binding(s); logs in $dir" >&2
+    exit 1
+}
+
 say "alice registers on node A, bob's phone on node B"
 oneshot 5060 "$scenarios/register_auth.xml" -inf "$dir/alice.csv"
 device 5070 bob "$scenarios/ooc_answer_message.xml"
-sleep 1
+wait_bindings bob 1
 echo "bindings (login, the node holding the device):"
 mariadb -N -e "SELECT login, node FROM \`$db\`.bindings ORDER BY login"
 
@@ -171,7 +184,7 @@ sw node-b message list --to bob
 
 say "alice calls bob: node A rings bob's phone through node B"
 device 5070 bob "$scenarios/call_uas.xml"
-sleep 1
+wait_bindings bob 2
 oneshot 5060 "$scenarios/call_uac.xml" -inf "$dir/alice.csv" -s bob -d 1000
 grep -q '^BYE sip:' "$dir/bob-device.log"
 sw node-a cdr list --login alice

@@ -431,6 +431,30 @@ async fn a_user_registering_away_from_home_is_sent_home_unless_home_is_down() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_device_that_moves_to_another_node_stops_counting_on_the_first() {
+    let (db, _dir) = shared_database();
+    let (a, b) = two_nodes(&db, "", "").await;
+    let bob = add_account(&a, "bob");
+    let users = a.users("bob-phone.csv", &bob, "bob-pw");
+    // The same phone (same address and port: the same Contact, so the same
+    // binding) registers at A, then at B.
+    let port = free_sip_port().to_string();
+    for node in [&a, &b] {
+        let (ok, trace) = sipp(
+            node,
+            &scenario("register_auth.xml"),
+            &["-inf", users.to_str().unwrap(), "-p", &port],
+        );
+        assert!(ok, "bob's phone registering:\n{trace}\n{}", node.log());
+        node.wait_registered(1).await;
+    }
+    // A hears of bob's device on B and forgets its copy of the binding.
+    a.wait_metric("softswitch_sip_registered_accounts", |v| v == 0)
+        .await;
+    b.wait_registered(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_s_users_get_their_messages_once_they_register_on_another() {
     let (db, _dir) = shared_database();
     let (a, mut b) = two_nodes(&db, "", "").await;

@@ -198,6 +198,31 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// Forgets `login`'s bindings in memory that the database (`rows`, its
+    /// live bindings) no longer gives this node: a device that registered
+    /// the same binding on another node of the cluster has moved there.
+    /// Returns what was forgotten.
+    pub fn forget_moved(&self, login: &str, rows: &[Binding]) -> Vec<Binding> {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let Some(list) = cache.get_mut(login) else {
+            return Vec::new();
+        };
+        let mut moved = Vec::new();
+        list.retain(|b| {
+            let here = rows
+                .iter()
+                .any(|r| r.binding_key == b.binding_key && r.node == self.node);
+            if !here {
+                moved.push(b.clone());
+            }
+            here
+        });
+        if list.is_empty() {
+            cache.remove(login);
+        }
+        moved
+    }
+
     /// Logins with at least one binding in memory.
     pub fn logins(&self) -> Vec<String> {
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());

@@ -177,7 +177,26 @@ impl Presence {
             }
         }
         *peers = live;
+        let now = crate::store::now_secs();
         for login in changed {
+            // Another node's devices of a user this node also holds: one
+            // of ours may have moved there (the same binding registered
+            // again), and must stop counting here.
+            if !this.registrar.bindings(&login, now).is_empty() {
+                match this.store.bindings_of(&login, now).await {
+                    Ok(rows) => {
+                        let moved = this.registrar.forget_moved(&login, &rows);
+                        if !moved.is_empty() {
+                            tracing::debug!(
+                                login,
+                                bindings = moved.len(),
+                                "device moved to another node"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, login, "bindings not read"),
+                }
+            }
             Self::document_changed(server, &login).await;
         }
         latest
