@@ -20,33 +20,6 @@ fn callee(switch: &Switch, login: &str, file: &std::path::Path) -> (Device, std:
     device_with(switch, login, &format!("{login}-pw"), "u1", 20_000, file)
 }
 
-/// `softswitch cdr list` lines for a login.
-fn cdrs(switch: &Switch, login: &str) -> Vec<String> {
-    switch
-        .site
-        .ok(&["cdr", "list", "--login", login])
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits until `login` has `n` call records; returns them newest first.
-async fn wait_cdrs(switch: &Switch, login: &str, n: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let lines = cdrs(switch, login);
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{login} has call records {lines:?}\n{}",
-            switch.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The newest call record of `login` (waited for) has caller, callee,
 /// gateway, disposition and code as `expected`.
 async fn first_cdr_is(switch: &Switch, login: &str, expected: [&str; 5]) {
@@ -81,23 +54,6 @@ fn carrier_passed(switch: &Switch, mut carrier: Device) -> String {
 /// disposition, status, seconds, end reason.
 fn columns(line: &str) -> Vec<&str> {
     line.split('\t').collect()
-}
-
-/// Waits (up to 5 s) until a SIPp trace file contains `needle`.
-async fn wait_trace(path: &std::path::Path, needle: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never showed {needle:?}:\n{text}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// No call, dialog or transaction left behind once the calls are over.

@@ -38,43 +38,6 @@ async fn two_nodes(db: &str, sip_extra: &str, extra_config: &str) -> (Switch, Sw
     (a, b)
 }
 
-fn add_account(node: &Switch, name: &str) -> String {
-    let login = format!("{name}-{}", rand_suffix());
-    node.site.ok(&[
-        "account",
-        "add",
-        &login,
-        "--password",
-        &format!("{name}-pw"),
-    ]);
-    login
-}
-
-/// `softswitch cdr list` lines of a login.
-fn cdrs(node: &Switch, login: &str) -> Vec<String> {
-    node.site
-        .ok(&["cdr", "list", "--login", login])
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-async fn wait_trace(path: &std::path::Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never showed {needle:?}:\n{text}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn users_registered_on_two_nodes_message_and_call_each_other() {
     let (db, _dir) = shared_database();
@@ -129,11 +92,7 @@ async fn users_registered_on_two_nodes_message_and_call_each_other() {
         assert!(!seen.contains("X-Softswitch"), "{seen}");
     }
     // One call record, written by alice's node.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cdrs(&a, &alice).is_empty() {
-        assert!(Instant::now() < deadline, "no call record:\n{}", a.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_cdrs(&a, &alice, 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let records = cdrs(&a, &alice);
     assert_eq!(records.len(), 1, "{records:?}");
@@ -211,12 +170,7 @@ async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relay
         node.wait_metric("softswitch_calls_active", |v| v == 0)
             .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cdrs(&a, &alice).is_empty() {
-        assert!(Instant::now() < deadline, "no call record:\n{}", a.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let records = cdrs(&a, &alice);
+    let records = wait_cdrs(&a, &alice, 1).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(records[0].contains("\tanswered\t200\t"), "{records:?}");
 }

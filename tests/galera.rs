@@ -202,18 +202,6 @@ fn traffic(
     })
 }
 
-fn add_account(node: &Switch, name: &str) -> String {
-    let login = format!("{name}-{}", rand_suffix());
-    node.site.ok(&[
-        "account",
-        "add",
-        &login,
-        "--password",
-        &format!("{name}-pw"),
-    ]);
-    login
-}
-
 /// True once each sender's last `SETTLED_RUN` MESSAGEs, all sent after
 /// `since`, were accepted.
 fn settled(log: &[Sent], since: Duration) -> bool {

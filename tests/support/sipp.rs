@@ -735,3 +735,62 @@ pub fn notifies(trace: &str) -> Vec<String> {
         .filter(|m| m.starts_with("NOTIFY "))
         .collect()
 }
+
+/// An account named `name` plus a suffix unique to this run (a MariaDB
+/// database is shared with other tests and earlier runs), with the
+/// password `<name>-pw`; its login.
+pub fn add_account(switch: &Switch, name: &str) -> String {
+    let login = format!("{name}-{}", rand_suffix());
+    switch.site.ok(&[
+        "account",
+        "add",
+        &login,
+        "--password",
+        &format!("{name}-pw"),
+    ]);
+    login
+}
+
+/// `softswitch cdr list` lines for a login, newest first.
+pub fn cdrs(switch: &Switch, login: &str) -> Vec<String> {
+    switch
+        .site
+        .ok(&["cdr", "list", "--login", login])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `login` has `n` call records; returns them newest first.
+pub async fn wait_cdrs(switch: &Switch, login: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lines = cdrs(switch, login);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{login} has call records {lines:?}\n{}",
+            switch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to 10 s) until a SIPp trace file contains `needle`; its text.
+pub async fn wait_trace(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never showed {needle:?}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

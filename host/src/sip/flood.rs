@@ -55,12 +55,26 @@ impl FloodGuard {
 
     /// Whether a message from `source` goes on to the parser.
     pub fn admits(&self, source: IpAddr, message: &[u8], now: Instant) -> bool {
+        self.admits_unless_trusted(source, message, now, || false)
+    }
+
+    /// Like [`FloodGuard::admits`], with `trusted` saying whether the sender
+    /// is exempt for what it is rather than where it is (another node of
+    /// the cluster). Asked only for a request that would be counted, so it
+    /// costs nothing for responses, keep-alives and exempt networks.
+    pub fn admits_unless_trusted(
+        &self,
+        source: IpAddr,
+        message: &[u8],
+        now: Instant,
+        trusted: impl FnOnce() -> bool,
+    ) -> bool {
         let Some(requests) = &self.requests else {
             return true;
         };
         let request =
             message.first().is_some_and(u8::is_ascii_alphabetic) && !message.starts_with(b"SIP/");
-        if !request || self.exempt.iter().any(|n| n.contains(&source)) {
+        if !request || self.exempt.iter().any(|n| n.contains(&source)) || trusted() {
             return true;
         }
         if requests.check(&source, now) {
@@ -108,11 +122,15 @@ mod tests {
     }
 
     #[test]
-    fn exempt_networks_and_a_zero_rate_are_never_limited() {
+    fn exempt_networks_trusted_senders_and_a_zero_rate_are_never_limited() {
         let guard = FloodGuard::new(10, 1, vec!["127.0.0.0/8".parse().unwrap()]);
         let now = Instant::now();
         assert!((0..100).all(|_| guard.admits(ip("127.0.0.1"), REGISTER, now)));
         assert!(!(0..100).all(|_| guard.admits(ip("198.51.100.1"), REGISTER, now)));
+        let trusted = FloodGuard::new(10, 1, vec![]);
+        let from = ip("198.51.100.2");
+        assert!((0..100).all(|_| trusted.admits_unless_trusted(from, REGISTER, now, || true)));
+        assert!(!(0..100).all(|_| trusted.admits_unless_trusted(from, REGISTER, now, || false)));
         let off = FloodGuard::new(0, 0, vec![]);
         assert!((0..100).all(|_| off.admits(ip("198.51.100.1"), REGISTER, now)));
     }

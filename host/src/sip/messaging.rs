@@ -38,13 +38,14 @@ pub async fn on_message(
     req: &rsip::Request,
     tag: &str,
 ) -> rsip::Response {
-    if server.forwarded(flow, req) == Forwarded::Yes
+    let forwarded = server.forwarded(flow, req);
+    if forwarded == Forwarded::Yes
         && let Some(id) =
             header_value(&req.headers, MESSAGE_ID_HEADER).and_then(|v| v.trim().parse::<i64>().ok())
     {
         return deliver_forwarded(server, req, tag, id).await;
     }
-    let caller = match server.identify_caller(flow, req, tag).await {
+    let caller = match server.identify_caller(flow, req, tag, forwarded).await {
         Ok(caller) => caller,
         Err(resp) => return resp,
     };
@@ -279,7 +280,7 @@ async fn deliver(
             rsip::Uri::try_from(format!("sip:{}@{}", binding.login, flow.remote).as_str())
                 .unwrap_or_default()
         });
-        Some((flow, build_message(domain, uri, &flow, stored)))
+        Some((flow, build_message(domain, uri, &flow, stored), false))
     });
     let remote = located.remote.into_iter().filter_map(|peer| {
         let flow = server.node_flow(peer)?;
@@ -290,26 +291,29 @@ async fn deliver(
             stored.id.to_string(),
         ));
         server.cluster()?.sign(&mut request);
-        Some((flow, request))
+        Some((flow, request, true))
     });
     let requests: Vec<_> = local.chain(remote).collect();
-    for (flow, request) in requests {
+    for (flow, request, node) in requests {
         let server = server.clone();
-        tracing::debug!(id = stored.id, remote = %flow.remote, "sending message to a device");
+        tracing::debug!(id = stored.id, remote = %flow.remote, node, "sending message to a device");
         attempts.spawn(async move {
             let outcome = server.request(flow, request).await;
             tracing::debug!(remote = %flow.remote, ?outcome, "device answered");
-            outcome
+            (outcome, node)
         });
     }
     let id = stored.id;
     let store = server.store.clone();
     let first_success = async move {
         while let Some(outcome) = attempts.join_next().await {
-            if let Ok(ClientOutcome::Response(resp)) = outcome
+            if let Ok((ClientOutcome::Response(resp), node)) = outcome
                 && (200..300).contains(&resp.status_code.code())
             {
-                if let Err(e) = store.set_message_status(id, MessageStatus::Delivered).await {
+                // A node that delivered it has marked it delivered already.
+                if !node
+                    && let Err(e) = store.set_message_status(id, MessageStatus::Delivered).await
+                {
                     tracing::error!(error = %e, id, "delivery not recorded");
                 }
                 // Other devices' attempts finish on their own; one 2xx is enough.

@@ -184,11 +184,6 @@ impl Registrar {
         })
     }
 
-    /// The `node` value this node writes into its bindings.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Live bindings of a login.
     pub fn bindings(&self, login: &str, now: i64) -> Vec<Binding> {
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());

@@ -425,10 +425,14 @@ impl SipServer {
     fn receive(self: Arc<Self>, flow: Flow, bytes: Vec<u8>) {
         // The other nodes of the cluster forward many users' requests from
         // one address: never limited per source.
-        let from_node = self
-            .cluster()
-            .is_some_and(|c| c.is_peer_address(flow.remote));
-        if !from_node && !self.flood.admits(flow.remote.ip(), &bytes, Instant::now()) {
+        let from_node = || {
+            self.cluster()
+                .is_some_and(|c| c.is_peer_address(flow.remote))
+        };
+        if !self
+            .flood
+            .admits_unless_trusted(flow.remote.ip(), &bytes, Instant::now(), from_node)
+        {
             return;
         }
         let parsed = match flow.proto {
@@ -896,7 +900,7 @@ impl SipServer {
                 &[],
             );
         }
-        if let Some(home) = self.home_elsewhere(&login).await
+        if let Some((home, _)) = self.home_node(&login).await
             && !super::registrar::removes_only(req)
         {
             tracing::debug!(login, home, "registration redirected to the home node");
@@ -1120,13 +1124,17 @@ impl SipServer {
     /// The caller of a request from a client (MESSAGE, INVITE): challenged
     /// with 407, and the authenticated login must be the From user (SPEC:
     /// nobody sends as someone else). The answer to send otherwise.
+    /// `forwarded` is [`SipServer::forwarded`] of the request, which its
+    /// handler also needs: a request another node signed is that node's
+    /// authenticated caller's, one with a bad signature gets 403.
     pub(crate) async fn identify_caller(
         &self,
         flow: &Flow,
         req: &rsip::Request,
         tag: &str,
+        forwarded: Forwarded,
     ) -> Result<Arc<Account>, rsip::Response> {
-        let login = match self.forwarded(flow, req) {
+        let login = match forwarded {
             // Another node authenticated the caller.
             Forwarded::Yes => {
                 user_of(header_value(&req.headers, "From").unwrap_or("")).unwrap_or_default()
@@ -1157,29 +1165,22 @@ impl SipServer {
         }
     }
 
-    /// In a cluster, the name of the live node that is `login`'s home by the
-    /// local dialing plan (longest prefix), when that is not this node.
-    /// `None` means register here: this is the home, the plan names no
-    /// node, or the home node is down (this node stands in until it is back).
-    async fn home_elsewhere(&self, login: &str) -> Option<String> {
-        let cluster = self.cluster()?;
-        let home = self.home_of(login).await?;
-        (home != cluster.name() && cluster.peer_named(&home).is_some()).then_some(home)
-    }
-
-    /// The address of `login`'s home node when that is another live node.
-    pub(crate) async fn home_peer(&self, login: &str) -> Option<std::net::SocketAddr> {
+    /// In a cluster, `login`'s home by the local dialing plan (longest
+    /// prefix) when that is another live node: its name and address. `None`
+    /// when this is the home, the plan names no node, or the home node is
+    /// down (this node stands in until it is back).
+    pub(crate) async fn home_node(&self, login: &str) -> Option<(String, std::net::SocketAddr)> {
         let cluster = self.cluster()?;
         let home = self.home_of(login).await?;
         if home == cluster.name() {
             return None;
         }
-        cluster.peer_named(&home)
+        let address = cluster.peer_named(&home)?;
+        Some((home, address))
     }
 
-    /// The server the local dialing plan names for `login` (cluster mode).
+    /// The server the local dialing plan names for `login`.
     async fn home_of(&self, login: &str) -> Option<String> {
-        self.cluster()?;
         if let Some(home) = self.homes.get(login) {
             return home;
         }

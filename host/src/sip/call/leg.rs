@@ -404,7 +404,7 @@ impl Call {
     /// The B leg to `login`'s home node (the local dialing plan's), when
     /// that is another live node of the cluster.
     async fn home_target(&self, login: &str) -> Option<Target> {
-        let home = self.server.home_peer(login).await?;
+        let (_, home) = self.server.home_node(login).await?;
         Some(Target {
             uri: format!("sip:{login}@{home}"),
             to: format!("<sip:{login}@{}>", self.server.settings.domain),

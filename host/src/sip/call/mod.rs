@@ -332,7 +332,8 @@ async fn pickup(
     let Some(replaces) = pickup::parse_replaces(replaces) else {
         return response_for(req, 400, "Bad Request - Replaces", Some(tag), &[]);
     };
-    let account = match server.identify_caller(flow, req, tag).await {
+    let forwarded = server.forwarded(flow, req);
+    let account = match server.identify_caller(flow, req, tag, forwarded).await {
         Ok(account) => account,
         Err(resp) => return resp,
     };
@@ -412,100 +413,50 @@ pub async fn on_invite(
             (origin, to_user(owner))
         }
         None => {
-            let account = match server.identify_caller(flow, req, tag).await {
+            let forwarded = server.forwarded(flow, req);
+            let account = match server.identify_caller(flow, req, tag, forwarded).await {
                 Ok(account) => account,
                 Err(resp) => return resp,
             };
             let login = account.login.clone();
             let display_name = display_name_of(from).or(account.display_name.clone());
-            if server.forwarded(flow, req) == Forwarded::Yes {
-                let origin = Origin {
-                    caller: login,
-                    display_name,
-                    gateway: None,
-                    route: None,
-                    forwarded: true,
+            let forwarded = forwarded == Forwarded::Yes;
+            // A call another node forwarded was routed there.
+            let (route, routed) = if forwarded {
+                (None, to_user(target))
+            } else {
+                let route = RouteRequest {
+                    kind: Kind::Call,
+                    caller_login: login.clone(),
+                    caller_display_name: display_name.clone(),
+                    authenticated: true,
+                    target,
+                    transport: match flow.proto {
+                        Proto::Udp => RouteTransport::Udp,
+                        Proto::Tcp => RouteTransport::Tcp,
+                        Proto::Tls => RouteTransport::Tls,
+                        // The routing world names no WebSocket (yet): a browser's
+                        // requests look like TCP or TLS ones to the guest.
+                        Proto::Ws => RouteTransport::Tcp,
+                        Proto::Wss => RouteTransport::Tls,
+                    },
+                    source_address: flow.remote.to_string(),
+                    dialplan_rule: account.dialplan_rule.clone(),
+                    reason: Reason::Initial,
                 };
-                let routed = to_user(target);
-                return ring(
-                    server,
-                    flow,
-                    req,
-                    tag,
-                    provisional,
-                    origin,
-                    routed,
-                    gateways,
-                )
-                .await;
-            }
-            let route = RouteRequest {
-                kind: Kind::Call,
-                caller_login: login.clone(),
-                caller_display_name: display_name.clone(),
-                authenticated: true,
-                target,
-                transport: match flow.proto {
-                    Proto::Udp => RouteTransport::Udp,
-                    Proto::Tcp => RouteTransport::Tcp,
-                    Proto::Tls => RouteTransport::Tls,
-                    // The routing world names no WebSocket (yet): a browser's
-                    // requests look like TCP or TLS ones to the guest.
-                    Proto::Ws => RouteTransport::Tcp,
-                    Proto::Wss => RouteTransport::Tls,
-                },
-                source_address: flow.remote.to_string(),
-                dialplan_rule: account.dialplan_rule.clone(),
-                reason: Reason::Initial,
+                let routed = server.router.route(&route).await;
+                (Some(route), routed)
             };
-            let routed = server.router.route(&route).await;
             let origin = Origin {
                 caller: login,
                 display_name,
                 gateway: None,
-                route: Some(route),
-                forwarded: false,
+                route,
+                forwarded,
             };
             (origin, routed)
         }
     };
-    ring(
-        server,
-        flow,
-        req,
-        tag,
-        provisional,
-        origin,
-        routed,
-        gateways,
-    )
-    .await
-}
-
-/// A call to a user decided without the routing guest: a DID's owner, a
-/// callee another node forwarded.
-fn to_user(login: String) -> Routed {
-    Routed {
-        decision: RouteDecision::ToUser { login },
-        caller_id: None,
-        guest: String::new(),
-        fallback: None,
-    }
-}
-
-/// Runs the call the INVITE asks for, to what routing decided; the answer
-/// for the caller.
-#[allow(clippy::too_many_arguments)]
-async fn ring(
-    server: &Arc<SipServer>,
-    flow: &Flow,
-    req: &rsip::Request,
-    tag: &str,
-    provisional: ProvisionalSink,
-    origin: Origin,
-    routed: Routed,
-    gateways: Arc<Vec<Gateway>>,
-) -> rsip::Response {
     let Some(a_key) = server_key(req) else {
         return response_for(req, 400, "Bad Request - Via branch", Some(tag), &[]);
     };
@@ -526,6 +477,17 @@ async fn ring(
     final_rx
         .await
         .unwrap_or_else(|_| response_for(req, 500, "Server Internal Error", Some(tag), &[]))
+}
+
+/// A call to a user decided without the routing guest: a DID's owner, a
+/// callee another node forwarded.
+fn to_user(login: String) -> Routed {
+    Routed {
+        decision: RouteDecision::ToUser { login },
+        caller_id: None,
+        guest: String::new(),
+        fallback: None,
+    }
 }
 
 /// Where a B leg goes.
