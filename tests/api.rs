@@ -3249,7 +3249,8 @@ async fn billing_tariffs_rates_vouchers_transfers_and_a_ledger_that_sums_to_the_
         .call(&alice, Method::GET, "/v1/rates?number=44207", None)
         .await;
     assert_eq!(body["rates"], json!([]), "no rate");
-    // carol's balance is in USD: a EUR tariff shows nothing (no FX).
+    // carol's balance is in USD: a EUR tariff shows nothing without an
+    // exchange rate.
     let (_, body) = api
         .call(&carol, Method::GET, "/v1/rates?country=PL", None)
         .await;
@@ -3257,6 +3258,62 @@ async fn billing_tariffs_rates_vouchers_transfers_and_a_ledger_that_sums_to_the_
         (body["currency"].as_str(), body["rates"].clone()),
         (Some("USD"), json!([]))
     );
+    // With one (admin API, live on this node at once): the rates in USD,
+    // rounded up to the micro unit (1 EUR = 1.10 USD).
+    let (s, body) = api
+        .admin_json(
+            Method::PUT,
+            "/exchange-rates/eur/USD",
+            Some(json!({"rate": "1.10"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["base"].as_str(),
+            body["quote"].as_str(),
+            body["rate"].as_str()
+        ),
+        (Some("EUR"), Some("USD"), Some("1.1"))
+    );
+    let (_, body) = api
+        .call(&carol, Method::GET, "/v1/rates?country=PL", None)
+        .await;
+    assert_eq!(body["currency"], "USD", "{body}");
+    assert_eq!(body["rates"][0]["currency"], "USD", "{body}");
+    assert_eq!(body["rates"][0]["price_per_minute_micro"], 13_530);
+    assert_eq!(body["rates"][1]["connection_fee"], "0.011");
+    let (s, body) = api.admin_json(Method::GET, "/exchange-rates", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body[0]["rate_nano"], 1_100_000_000, "{body}");
+    for (path, rate, code) in [
+        ("/exchange-rates/EUR/USD", json!("abc"), "invalid-rate"),
+        ("/exchange-rates/EUR/USD", json!("0"), "invalid-rate"),
+        ("/exchange-rates/EUR/XYZ", json!("1"), "unknown-currency"),
+        ("/exchange-rates/EUR/EUR", json!("1"), "invalid-request"),
+    ] {
+        let (s, body) = api
+            .admin_json(Method::PUT, path, Some(json!({ "rate": rate })))
+            .await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{path} {rate}: {body}"
+        );
+    }
+    // Deleted (either way round): nothing shown again.
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/exchange-rates/USD/EUR", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/exchange-rates/USD/EUR", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, body) = api
+        .call(&carol, Method::GET, "/v1/rates?country=PL", None)
+        .await;
+    assert_eq!(body["rates"], json!([]), "{body}");
     for (query, code) in [
         ("", "invalid-request"),
         ("?country=PL&number=48", "invalid-request"),

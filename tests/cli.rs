@@ -86,6 +86,132 @@ fn accounts_are_added_listed_shown_and_deleted() {
 }
 
 #[test]
+fn plans_numbers_for_sale_and_exchange_rates_are_managed() {
+    let site = Site::new("");
+    site.populate();
+
+    // The plan catalogue.
+    fn put<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "plan",
+            "put",
+            "gold",
+            "--price",
+            "5.00",
+            "--currency",
+            "eur",
+            "--minutes",
+            "100",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+    let out = site.ok(&put(&[
+        "--prefixes",
+        "48,49",
+        "--validity-days",
+        "30",
+        "--recurring",
+    ]));
+    assert_eq!(out.trim(), "plan gold created: 5.00 EUR, 100 min");
+    let out = site.ok(&put(&["--not-for-sale"]));
+    assert_eq!(out.trim(), "plan gold replaced: 5.00 EUR, 100 min");
+    assert!(site.ok(&["plan", "list"]).contains("\tonce\twithdrawn"));
+    site.ok(&put(&[
+        "--prefixes",
+        "48,49",
+        "--validity-days",
+        "30",
+        "--recurring",
+    ]));
+    let list = site.ok(&["plan", "list"]);
+    assert_eq!(
+        list.trim(),
+        "gold\t5.00 EUR\t100 min\t48,49\t30 days\trecurring\ton sale"
+    );
+    for (args, says) in [
+        (vec!["--minutes", "0"], "--minutes: 1 to"),
+        (vec!["--currency", "XYZ"], "not an ISO 4217"),
+        (vec!["--price", "0"], "must be positive"),
+    ] {
+        let mut bad = put(&[]);
+        for pair in args.chunks(2) {
+            let at = bad.iter().position(|a| *a == pair[0]).unwrap();
+            bad[at + 1] = pair[1];
+        }
+        let err = site.fails(&bad);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(
+        site.ok(&["plan", "del", "gold"]).trim(),
+        "plan gold deleted"
+    );
+    assert_eq!(site.ok(&["plan", "list"]), "");
+    site.fails(&["plan", "del", "nope"]);
+
+    // The numbers for sale.
+    let csv = site.path("pool.csv");
+    std::fs::write(
+        &csv,
+        "number,monthly_fee,currency,country,setup_fee\n+48 22 100 0001,1.99,PLN,PL,5\n",
+    )
+    .unwrap();
+    let out = site.ok(&["did-pool", "import", csv.to_str().unwrap()]);
+    assert_eq!(out.trim(), "1 numbers: 1 added, 0 updated");
+    let list = site.ok(&["did-pool", "list", "--country", "pl"]);
+    assert_eq!(list.trim(), "+48221000001\tPL\tPLN\t1.99\t5.00\tfree\t-");
+    assert_eq!(site.ok(&["did-pool", "list", "--country", "DE"]), "");
+    std::fs::write(&csv, "number,monthly_fee\n+48 22 100 0002,1.99\n").unwrap();
+    let err = site.fails(&["did-pool", "import", csv.to_str().unwrap()]);
+    assert!(err.contains("currency"), "{err}");
+    assert_eq!(
+        site.ok(&["did-pool", "del", "+48 22 100 0001"]).trim(),
+        "number +48221000001 removed from the pool"
+    );
+    site.fails(&["did-pool", "del", "48221000001"]);
+
+    // Exchange rates, and a top-up in another currency than the account's
+    // (alice's is EUR): 43.00 PLN at 4.30 is 10.00 EUR.
+    site.ok(&["account", "set", "alice", "--currency", "EUR"]);
+    let err = site.fails(&["balance", "topup", "alice", "43.00", "--currency", "PLN"]);
+    assert!(err.contains("no exchange rate"), "{err}");
+    assert_eq!(
+        site.ok(&["fx", "set", "eur", "PLN", "4.30"]).trim(),
+        "1 EUR = 4.3 PLN"
+    );
+    let list = site.ok(&["fx", "list"]);
+    assert!(list.starts_with("EUR\tPLN\t4.3\t"), "{list}");
+    for (args, says) in [
+        (["fx", "set", "EUR", "EUR", "1"], "two currencies"),
+        (["fx", "set", "EUR", "PLN", "abc"], "not a rate"),
+        (["fx", "set", "EUR", "PLN", "0"], "above 0"),
+        (["fx", "set", "EUR", "XYZ", "1"], "not an ISO 4217"),
+    ] {
+        let err = site.fails(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = site.ok(&[
+        "balance",
+        "topup",
+        "alice",
+        "43.00",
+        "--currency",
+        "PLN",
+        "--reference",
+        "pay-9",
+    ]);
+    assert!(out.starts_with("alice: +10.00 EUR"), "{out}");
+    let ledger = site.ok(&["balance", "ledger", "alice", "--limit", "1"]);
+    assert!(ledger.contains("pay-9 (from 43.00 PLN)"), "{ledger}");
+    assert_eq!(
+        site.ok(&["fx", "del", "PLN", "EUR"]).trim(),
+        "rate PLN/EUR deleted"
+    );
+    site.fails(&["fx", "del", "PLN", "EUR"]);
+    assert_eq!(site.ok(&["fx", "list"]), "");
+}
+
+#[test]
 fn gateways_and_the_local_dialplan_are_managed() {
     let site = Site::new("");
     site.populate();

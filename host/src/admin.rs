@@ -134,6 +134,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/tariffs/{name}/rates/{prefix}",
             axum::routing::delete(billing::remove_rate),
         )
+        .route("/exchange-rates", get(billing::exchange_rates))
+        .route(
+            "/exchange-rates/{base}/{quote}",
+            put(billing::set_exchange_rate).delete(billing::remove_exchange_rate),
+        )
         .route("/vouchers", post(billing::create_vouchers))
         .route("/vouchers/{batch}", get(billing::voucher_batch))
         .route("/plans", get(plans::list))
@@ -313,6 +318,8 @@ mod tests {
             ("/tariffs", &["get"]),
             ("/tariffs/{name}", &["get", "put", "post", "delete"]),
             ("/tariffs/{name}/rates/{prefix}", &["delete"]),
+            ("/exchange-rates", &["get"]),
+            ("/exchange-rates/{base}/{quote}", &["put", "delete"]),
             ("/vouchers", &["post"]),
             ("/vouchers/{batch}", &["get"]),
             ("/plans", &["get"]),

@@ -100,6 +100,15 @@ enum Command {
     /// Voucher (recharge PIN) batches.
     #[command(subcommand)]
     Voucher(billing_cli::VoucherCommand),
+    /// Exchange rates: list, set, delete.
+    #[command(subcommand)]
+    Fx(billing_cli::FxCommand),
+    /// The plan catalogue: list, create or replace, delete.
+    #[command(subcommand)]
+    Plan(billing_cli::PlanCommand),
+    /// The numbers for sale: import from CSV, list, remove.
+    #[command(subcommand, name = "did-pool")]
+    DidPool(billing_cli::DidPoolCommand),
 }
 
 #[derive(Subcommand)]
@@ -446,6 +455,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tariff(cmd) => billing_cli::tariff(app, cmd).await,
         Command::Balance(cmd) => billing_cli::balance(app, cmd).await,
         Command::Voucher(cmd) => billing_cli::voucher(app, cmd).await,
+        Command::Fx(cmd) => billing_cli::fx(app, cmd).await,
+        Command::Plan(cmd) => billing_cli::plan(app, cmd).await,
+        Command::DidPool(cmd) => billing_cli::did_pool(app, cmd).await,
         Command::Guest(GuestCommand::Check { file }) => {
             let plugins = app.plugins()?;
             let report = inspect::check(&plugins, &file).await?;

@@ -1,5 +1,5 @@
 //! Billing administration: tariffs (CSV import, listing, deletion),
-//! top-ups and the ledger of an account, voucher batches.
+//! top-ups and the ledger of an account, voucher batches, exchange rates.
 //!
 //! Tariff bodies are CSV files (see [`crate::billing::tariffs::parse_csv`]),
 //! up to [`TARIFF_MAX_BYTES`]; a change is live on this node at once and on
@@ -19,6 +19,7 @@ use crate::api::billing::{
     Balance, LedgerView, Page, balance_page, billing_error, invalid_amount, unknown_currency,
 };
 use crate::api::error::{ApiError, ApiJson, ApiQuery};
+use crate::billing::fx::{ExchangeRate, parse_rate};
 use crate::billing::money::{self, format_in, parse_payment};
 use crate::billing::tariffs::{RateView, parse_csv, validate_prefix};
 use crate::billing::{LedgerKind, Movement};
@@ -173,12 +174,19 @@ pub struct Topup {
     /// Why (a payment id, a note); kept in the ledger row.
     #[serde(default)]
     pub reference: Option<String>,
+    /// ISO 4217 code of `amount` (default: the account's). Another is
+    /// credited at the stored exchange rate (rounded down), or refused
+    /// with `currency-mismatch` without one.
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 /// `POST /accounts/{login}/topup` answer.
 #[derive(Serialize)]
 pub struct ToppedUp {
     pub login: String,
+    /// The account's currency: what was credited (`amount`) and the
+    /// balance are in it.
     pub currency: String,
     pub amount: String,
     pub amount_micro: i64,
@@ -207,7 +215,14 @@ pub async fn topup(
         .account_money(&login)
         .await?
         .ok_or_else(|| no_such_account(&login))?;
-    let amount = parse_payment(&req.amount, &money.currency).map_err(invalid_amount)?;
+    let paid_in = match &req.currency {
+        Some(code) => money::currency(code)
+            .ok_or_else(|| unknown_currency(code))?
+            .code
+            .to_owned(),
+        None => money.currency.clone(),
+    };
+    let amount = parse_payment(&req.amount, &paid_in).map_err(invalid_amount)?;
     let entry = state
         .store
         .credit(
@@ -218,16 +233,16 @@ pub async fn topup(
                 reference: req.reference.as_deref(),
                 actor: Some("admin"),
             },
-            Some(&money.currency),
+            Some(&paid_in),
         )
         .await
         .map_err(billing_error)?;
-    tracing::info!(action = "account.topup", %login, %peer, amount_micro = amount, balance_micro = entry.balance_after_micro, currency = %entry.currency, "admin action");
+    tracing::info!(action = "account.topup", %login, %peer, amount_micro = amount, paid_in = %paid_in, credited_micro = entry.amount_micro, balance_micro = entry.balance_after_micro, currency = %entry.currency, "admin action");
     let c = entry.currency.clone();
     Ok(Json(ToppedUp {
         login,
-        amount: format_in(amount, &c),
-        amount_micro: amount,
+        amount: format_in(entry.amount_micro, &c),
+        amount_micro: entry.amount_micro,
         balance: format_in(entry.balance_after_micro, &c),
         balance_micro: entry.balance_after_micro,
         entry: LedgerView::from(&entry),
@@ -316,4 +331,60 @@ pub async fn voucher_batch(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("voucher batch"))
+}
+
+/// `GET /exchange-rates`.
+pub async fn exchange_rates(
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<Vec<ExchangeRate>>, ApiError> {
+    Ok(Json(state.store.exchange_rates().await?))
+}
+
+/// `PUT /exchange-rates/{base}/{quote}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetExchangeRate {
+    /// What one `base` is worth in `quote`, a decimal such as `"1.0832"`
+    /// (at most 9 decimal places).
+    pub rate: String,
+}
+
+/// The ISO 4217 code `code` names, or 400 `unknown-currency`.
+fn iso_code(code: &str) -> Result<&'static str, ApiError> {
+    Ok(money::currency(code)
+        .ok_or_else(|| unknown_currency(code))?
+        .code)
+}
+
+/// `PUT /exchange-rates/{base}/{quote}`: sets the pair (replacing it in
+/// either direction); live on this node at once, on the others within
+/// `billing.tariff_poll_secs`.
+pub async fn set_exchange_rate(
+    State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((base, quote)): Path<(String, String)>,
+    ApiJson(req): ApiJson<SetExchangeRate>,
+) -> Result<Json<ExchangeRate>, ApiError> {
+    let (base, quote) = (iso_code(&base)?, iso_code(&quote)?);
+    let nano = parse_rate(&req.rate)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid-rate", m))?;
+    let set = state.store.set_exchange_rate(base, quote, nano).await?;
+    reload(&state).await;
+    tracing::info!(action = "exchange-rate.set", %base, %quote, rate = %set.rate, %peer, "admin action");
+    Ok(Json(set))
+}
+
+/// `DELETE /exchange-rates/{base}/{quote}` (either direction).
+pub async fn remove_exchange_rate(
+    State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((base, quote)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (base, quote) = (iso_code(&base)?, iso_code(&quote)?);
+    if !state.store.delete_exchange_rate(base, quote).await? {
+        return Err(ApiError::not_found("exchange rate"));
+    }
+    reload(&state).await;
+    tracing::info!(action = "exchange-rate.delete", %base, %quote, %peer, "admin action");
+    Ok(StatusCode::NO_CONTENT)
 }

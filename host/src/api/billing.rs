@@ -3,9 +3,10 @@
 //! decimal strings (`"12.50"`), with the integer micro amounts beside them
 //! in answers; see [`crate::billing`].
 //!
-//! Rates are shown only when the account's tariff is in the account's own
-//! currency: no exchange rates are kept, so a tariff in another currency
-//! lists nothing (and would not let a call through either).
+//! Rates are shown in the account's currency: a tariff in another one is
+//! converted at the operator's exchange rate ([`crate::billing::fx`]), as
+//! calls are charged; without a rate for the pair it lists nothing (and
+//! would not let a call through either).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::billing::money::{format_in, parse_payment};
-use crate::billing::tariffs::RateView;
+use crate::billing::tariffs::{RateView, TariffRate};
 use crate::billing::{BillingError, LedgerEntry, number_digits};
 use crate::store::billing::AccountMoney;
 
@@ -196,10 +197,14 @@ pub async fn rates(
     let login = state.authenticate(&headers)?;
     let money = my_money(&state, &login).await?;
     let tariffs = state.billing.tariffs().await?;
-    let tariff = tariffs
-        .tariff(&money.tariff)
-        // No exchange rates: a tariff in another currency shows nothing.
-        .filter(|t| t.currency() == Some(money.currency.as_str()));
+    let fx = state.billing.fx().await?;
+    let tariff = tariffs.tariff(&money.tariff);
+    // In the account's currency, as calls are charged; nothing without a
+    // rate for the tariff's currency.
+    let shown = |r: &TariffRate| {
+        fx.convert_rate(r, &money.currency)
+            .map(|r| RateView::from(&r))
+    };
     let rates = match (&q.country, &q.number) {
         (Some(country), None) => {
             if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -211,7 +216,7 @@ pub async fn rates(
                 .map(|t| {
                     t.by_country(country)
                         .into_iter()
-                        .map(RateView::from)
+                        .filter_map(shown)
                         .collect()
                 })
                 .unwrap_or_default()
@@ -226,7 +231,7 @@ pub async fn rates(
             })?;
             tariff
                 .and_then(|t| t.lookup(&digits))
-                .map(RateView::from)
+                .and_then(shown)
                 .into_iter()
                 .collect()
         }
@@ -276,13 +281,15 @@ pub async fn redeem(
         .redeem(&login, &req.pin)
         .await
         .map_err(billing_error)?;
-    tracing::info!(action = "voucher.redeem", %login, batch = %r.batch, amount_micro = r.value_micro, "billing");
-    let c = r.currency.as_str();
+    tracing::info!(action = "voucher.redeem", %login, batch = %r.batch, value_micro = r.value_micro, voucher_currency = %r.currency, credited_micro = r.entry.amount_micro, "billing");
+    // What was credited, in the account's currency (a voucher in another
+    // is converted).
+    let c = r.entry.currency.as_str();
     Ok(Json(Moved {
         to: None,
-        amount: format_in(r.value_micro, c),
-        amount_micro: r.value_micro,
-        currency: r.currency.clone(),
+        amount: format_in(r.entry.amount_micro, c),
+        amount_micro: r.entry.amount_micro,
+        currency: c.to_owned(),
         balance: format_in(r.entry.balance_after_micro, c),
         balance_micro: r.entry.balance_after_micro,
         ledger_id: r.entry.id,

@@ -42,7 +42,9 @@ pub struct Payment {
     pub login: String,
     /// Decimal string, such as `"10.00"`.
     pub amount: String,
-    /// ISO 4217; must be the account's.
+    /// ISO 4217: the amount's. Another than the account's is credited at
+    /// the operator's exchange rate (rounded down), or refused
+    /// (`currency-mismatch`) without one.
     pub currency: String,
 }
 
@@ -51,6 +53,7 @@ pub struct Payment {
 pub struct Credited {
     pub id: String,
     pub login: String,
+    /// What was credited, in the account's currency (`currency`).
     pub amount: String,
     pub amount_micro: i64,
     pub currency: String,
@@ -169,10 +172,10 @@ pub async fn webhook(
         Json(Credited {
             id: id.to_owned(),
             login: entry.login.clone(),
-            amount: format_in(entry.amount_micro, code),
+            amount: format_in(entry.amount_micro, &entry.currency),
             amount_micro: entry.amount_micro,
-            currency: code.to_owned(),
-            balance: format_in(entry.balance_after_micro, code),
+            balance: format_in(entry.balance_after_micro, &entry.currency),
+            currency: entry.currency.clone(),
             balance_micro: entry.balance_after_micro,
             ledger_id: entry.id,
             repeated,

@@ -1,5 +1,5 @@
-//! Plans in the client API (SPEC §10): the plans on sale in the account's
-//! currency and the account's own, buying one from the balance, ending
+//! Plans in the client API (SPEC §10): the plans on sale (priced in the
+//! account's currency, at the exchange rate for others) and the account's own, buying one from the balance, ending
 //! one. See [`crate::billing::plans`] for how calls use them.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use super::ApiState;
 use super::billing::billing_error;
 use super::error::{ApiError, path_id};
 use crate::billing::BillingError;
+use crate::billing::fx::Round;
 use crate::billing::money::format_in;
 use crate::billing::plans::{AccountPlan, Plan, validate_name};
 
@@ -115,7 +116,7 @@ pub struct Plans {
     pub balance_micro: i64,
     pub available: String,
     pub available_micro: i64,
-    /// On sale in the account's currency, by name.
+    /// On sale, by name, priced in the account's currency.
     pub for_sale: Vec<PlanView>,
     /// The account's own, newest first.
     pub mine: Vec<AccountPlanView>,
@@ -132,14 +133,23 @@ pub async fn list(
         .account_money(&login)
         .await?
         .ok_or_else(|| ApiError::not_found("account"))?;
+    // A plan in another currency shows its price in the account's, as
+    // buying it charges; without an exchange rate it is not offered.
+    let fx = state.billing.fx().await?;
     let for_sale = state
         .store
         .plans()
         .await?
-        .iter()
-        // No exchange rates: a plan in another currency cannot be bought.
-        .filter(|p| p.for_sale && p.currency == money.currency)
-        .map(PlanView::from)
+        .into_iter()
+        .filter(|p| p.for_sale)
+        .filter_map(|p| {
+            let price_micro = fx.convert(p.price_micro, &p.currency, &money.currency, Round::Up)?;
+            Some(PlanView::from(&Plan {
+                price_micro,
+                currency: money.currency.clone(),
+                ..p
+            }))
+        })
         .collect();
     let mine = state
         .store

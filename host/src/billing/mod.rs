@@ -31,6 +31,7 @@
 //! the answered seconds off the plan first.
 
 pub mod dids;
+pub mod fx;
 pub mod money;
 pub mod plans;
 pub mod rating;
@@ -49,6 +50,7 @@ pub use crate::store::billing::{
 };
 use crate::store::messages::OffnetSms;
 use crate::store::{Store, StoreError};
+use fx::FxTable;
 use tariffs::{TariffRate, TariffSet};
 
 /// `[billing]`: limits and timers of the money side.
@@ -129,8 +131,9 @@ pub enum Refusal {
     /// SMS price), or the number is not digits.
     #[error("no rate for this number")]
     NoRate,
-    /// The rate is in another currency than the account's balance.
-    #[error("the rate is in {rate}, the balance in {account}")]
+    /// The rate is in another currency than the account's balance, and no
+    /// exchange rate converts it.
+    #[error("the rate is in {rate}, the balance in {account}, and no exchange rate converts it")]
     CurrencyMismatch { account: String, rate: String },
     /// The money available does not pay the fee and the first increment
     /// (for an SMS: its price).
@@ -255,6 +258,9 @@ pub struct Billing {
     store: Store,
     config: BillingConfig,
     tariffs: ArcSwap<TariffSet>,
+    /// The exchange rates, reloaded with the tariffs (a change bumps the
+    /// same version).
+    fx: ArcSwap<FxTable>,
     /// One reload at a time.
     reload: tokio::sync::Mutex<()>,
     pin_key: hmac::Key,
@@ -276,6 +282,7 @@ impl Billing {
             store,
             config,
             tariffs: ArcSwap::from_pointee(TariffSet::unloaded()),
+            fx: ArcSwap::from_pointee(FxTable::default()),
             reload: tokio::sync::Mutex::new(()),
             pin_key,
         })
@@ -343,8 +350,11 @@ impl Billing {
         // Version first, rows second: a change in between is loaded now
         // and again at the next poll, never missed.
         let rows = self.store.all_tariff_rates().await?;
+        let fx = self.store.fx_table().await?;
         let set = TariffSet::build(version, rows);
         tracing::info!(version, rows = set.len(), "tariffs loaded");
+        // Rates first: whoever sees the new tariffs sees their rates.
+        self.fx.store(Arc::new(fx));
         self.tariffs.store(Arc::new(set));
         Ok(true)
     }
@@ -357,6 +367,12 @@ impl Billing {
         }
         self.refresh().await?;
         Ok(self.tariffs.load_full())
+    }
+
+    /// The exchange rates in memory (those loaded with the tariffs).
+    pub async fn fx(&self) -> Result<Arc<FxTable>, StoreError> {
+        self.tariffs().await?;
+        Ok(self.fx.load_full())
     }
 
     /// The row of `tariff` with the longest prefix of `number`.
@@ -402,12 +418,15 @@ impl Billing {
                 .cloned();
         }
         let rate = rate.ok_or(Refusal::NoRate)?;
-        if rate.currency != account.currency {
+        // A tariff in another currency prices in the account's at the
+        // stored rate (prices rounded up), so the call is authorised, cut
+        // and settled in the account's currency.
+        let Some(rate) = self.fx.load().convert_rate(&rate, &account.currency) else {
             return Err(Refusal::CurrencyMismatch {
                 account: account.currency,
                 rate: rate.currency,
             });
-        }
+        };
         Ok((account, plans, rate, digits))
     }
 

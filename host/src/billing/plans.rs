@@ -45,7 +45,8 @@ pub struct Plan {
     pub description: String,
     /// Per purchase and per renewal.
     pub price_micro: i64,
-    /// ISO 4217: only accounts of this currency buy it.
+    /// ISO 4217; accounts of another currency pay the price converted at
+    /// the exchange rate ([`super::fx`]), or cannot buy it without one.
     pub currency: String,
     /// Call seconds per period.
     pub seconds: u32,

@@ -11,10 +11,11 @@
 //! driving the balance below zero. `reserved_micro` is money set aside for
 //! calls in progress (see [`Store::reserve`]); it is not a ledger movement.
 //!
-//! Every transaction here writes before it reads: on SQLite a transaction
-//! that reads first and then writes fails with SQLITE_BUSY under
-//! concurrency instead of waiting for the lock (the money writer, which
-//! reads first, takes the lock at `BEGIN IMMEDIATE`). Reservations and
+//! Every transaction here writes before it reads, or takes the write lock
+//! when it begins ([`Store::begin_write`]: `BEGIN IMMEDIATE` on SQLite):
+//! on SQLite a transaction that reads first and then writes fails with
+//! SQLITE_BUSY under concurrency instead of waiting for the lock. Those
+//! that convert a currency read the account's currency and the rate first. Reservations and
 //! settlements, two per prepaid call, go through that writer
 //! ([`super::money_writer`]): concurrent ones share a transaction. Two-account transfers
 //! update the rows in login order, so two opposite transfers on MariaDB
@@ -25,8 +26,10 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::error::{Result as StoreResult, StoreError, unique_violation};
+use super::exchange_rates::{InAccountCurrency, in_account_currency};
 use super::messages::OffnetSms;
 use super::{Store, now};
+use crate::billing::fx::Round;
 use crate::billing::money::MAX_BALANCE_MICRO;
 use crate::billing::plans::{PlanHold, PlanUse};
 use crate::billing::rating::Rate;
@@ -43,9 +46,11 @@ pub enum BillingError {
     /// The balance less what calls in progress reserved is below the amount.
     #[error("insufficient funds: {available_micro} micro available")]
     InsufficientFunds { available_micro: i64 },
-    /// The money is in another currency than the account's (no exchange
-    /// rates are kept).
-    #[error("the account's currency is {account}, not {other}")]
+    /// The money is in another currency than the account's, and no
+    /// exchange rate converts it.
+    #[error(
+        "the account's currency is {account}, not {other}, and no exchange rate converts {other}"
+    )]
     CurrencyMismatch { account: String, other: String },
     /// The credit would take the balance past the largest one allowed.
     #[error("the balance would exceed its limit")]
@@ -307,41 +312,57 @@ async fn record(
 }
 
 /// Adds `m.amount_micro` to the balance on `conn` (a transaction the caller
-/// commits), with its ledger row. `currency`, when given, must be the
-/// account's.
+/// commits), with its ledger row. `currency`, when given, is the amount's:
+/// another than the account's is converted at the stored rate (rounded
+/// down, noted in the ledger row's reference), or refused without one.
 async fn credit_on(
     conn: &mut AnyConnection,
     m: &Movement<'_>,
     currency: Option<&str>,
 ) -> Result<LedgerEntry> {
     check_amount(m.amount_micro)?;
+    let converted = match currency {
+        Some(c) => in_account_currency(conn, m.login, m.amount_micro, c, Round::Down).await?,
+        None => InAccountCurrency {
+            micro: m.amount_micro,
+            from: None,
+        },
+    };
+    if converted.micro <= 0 {
+        return Err(BillingError::Invalid(format!(
+            "{} is worth nothing in the account's currency",
+            converted.from.as_deref().unwrap_or("the amount")
+        )));
+    }
     let done = sqlx::query(
         "UPDATE accounts SET balance_micro = balance_micro + ? \
-         WHERE login = ? AND balance_micro <= ? AND (? IS NULL OR currency = ?)",
+         WHERE login = ? AND balance_micro <= ?",
     )
-    .bind(m.amount_micro)
+    .bind(converted.micro)
     .bind(m.login)
-    .bind(MAX_BALANCE_MICRO - m.amount_micro)
-    .bind(currency)
-    .bind(currency)
+    .bind(MAX_BALANCE_MICRO.saturating_sub(converted.micro))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
-        let account: Option<String> =
-            sqlx::query_scalar("SELECT currency FROM accounts WHERE login = ?")
-                .bind(m.login)
-                .fetch_optional(&mut *conn)
-                .await?;
-        return Err(match (account, currency) {
-            (None, _) => BillingError::NoAccount(m.login.to_owned()),
-            (Some(account), Some(c)) if c != account => BillingError::CurrencyMismatch {
-                account,
-                other: c.to_owned(),
-            },
-            _ => BillingError::BalanceLimit,
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE login = ?")
+            .bind(m.login)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return Err(match exists {
+            None => BillingError::NoAccount(m.login.to_owned()),
+            Some(_) => BillingError::BalanceLimit,
         });
     }
-    record(conn, m.login, m.kind, m.amount_micro, m.reference, m.actor).await
+    let reference = converted.reference(m.reference);
+    record(
+        conn,
+        m.login,
+        m.kind,
+        converted.micro,
+        reference.as_deref(),
+        m.actor,
+    )
+    .await
 }
 
 /// Takes `m.amount_micro` from the balance on `conn` (a transaction the
@@ -411,7 +432,7 @@ fn check_amount(amount: i64) -> Result<()> {
 }
 
 /// Bumps the tariff version (in the transaction that changed a tariff).
-async fn bump_tariff_version(conn: &mut AnyConnection) -> StoreResult<()> {
+pub(super) async fn bump_tariff_version(conn: &mut AnyConnection) -> StoreResult<()> {
     sqlx::query("UPDATE tariff_version SET version = version + 1 WHERE id = 1")
         .execute(&mut *conn)
         .await?;
@@ -623,7 +644,7 @@ impl Store {
     /// Adds `m.amount_micro` to the balance, with its ledger row.
     /// `currency`, when given, must be the account's.
     pub async fn credit(&self, m: &Movement<'_>, currency: Option<&str>) -> Result<LedgerEntry> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let entry = credit_on(&mut tx, m, currency).await?;
         tx.commit().await?;
         Ok(entry)
@@ -639,7 +660,7 @@ impl Store {
         m: &Movement<'_>,
         currency: &str,
     ) -> Result<(LedgerEntry, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let entry = credit_on(&mut tx, m, Some(currency)).await?;
         let inserted = sqlx::query(
             "INSERT INTO payments (id, login, amount_micro, currency, ledger_id, created_at) \
@@ -701,9 +722,11 @@ impl Store {
         Ok((id, entry))
     }
 
-    /// Moves `amount_micro` from `from` to `to` (same currency, from what
-    /// `from` has available): a `transfer-out` and a `transfer-in` row in
-    /// one transaction. Returns (sender's row, recipient's row).
+    /// Moves `amount_micro` (in `from`'s currency, from what `from` has
+    /// available) to `to`: a `transfer-out` and a `transfer-in` row in one
+    /// transaction. Between accounts of different currencies the recipient
+    /// gets the amount at the stored rate (rounded down; `CurrencyMismatch`
+    /// without one). Returns (sender's row, recipient's row).
     pub async fn transfer(
         &self,
         from: &str,
@@ -716,15 +739,16 @@ impl Store {
             return Err(BillingError::SameAccount);
         }
         let sender = self.money_or_missing(from).await?;
-        let recipient = self.money_or_missing(to).await?;
-        if sender.currency != recipient.currency {
-            return Err(BillingError::CurrencyMismatch {
-                account: sender.currency,
-                other: recipient.currency,
-            });
+        self.money_or_missing(to).await?;
+        let mut tx = self.begin_write().await?;
+        let received =
+            in_account_currency(&mut tx, to, amount_micro, &sender.currency, Round::Down).await?;
+        if received.micro <= 0 {
+            return Err(BillingError::Invalid(format!(
+                "{} is worth nothing in {to}'s currency",
+                received.from.as_deref().unwrap_or("the amount")
+            )));
         }
-        let currency = sender.currency.as_str();
-        let mut tx = self.pool.begin().await?;
         // Rows in login order: opposite transfers lock them in the same
         // order and cannot deadlock.
         let mut done = true;
@@ -740,17 +764,16 @@ impl Store {
                 )
                 .bind(amount_micro)
                 .bind(from)
-                .bind(currency)
+                .bind(&sender.currency)
                 .bind(amount_micro)
             } else {
                 sqlx::query(
                     "UPDATE accounts SET balance_micro = balance_micro + ? \
-                     WHERE login = ? AND currency = ? AND balance_micro <= ?",
+                     WHERE login = ? AND balance_micro <= ?",
                 )
-                .bind(amount_micro)
+                .bind(received.micro)
                 .bind(to)
-                .bind(currency)
-                .bind(MAX_BALANCE_MICRO - amount_micro)
+                .bind(MAX_BALANCE_MICRO.saturating_sub(received.micro))
             };
             if q.execute(&mut *tx).await?.rows_affected() == 0 {
                 done = false;
@@ -759,16 +782,15 @@ impl Store {
         }
         if !done {
             drop(tx);
-            let sender = self.money_or_missing(from).await?;
-            let recipient = self.money_or_missing(to).await?;
-            return Err(if sender.currency != recipient.currency {
+            let now_sender = self.money_or_missing(from).await?;
+            return Err(if now_sender.currency != sender.currency {
                 BillingError::CurrencyMismatch {
-                    account: sender.currency,
-                    other: recipient.currency,
+                    account: now_sender.currency,
+                    other: sender.currency,
                 }
-            } else if sender.available_micro() < amount_micro {
+            } else if now_sender.available_micro() < amount_micro {
                 BillingError::InsufficientFunds {
-                    available_micro: sender.available_micro(),
+                    available_micro: now_sender.available_micro(),
                 }
             } else {
                 BillingError::BalanceLimit
@@ -787,8 +809,8 @@ impl Store {
             &mut tx,
             to,
             LedgerKind::TransferIn,
-            amount_micro,
-            Some(from),
+            received.micro,
+            received.reference(Some(from)).as_deref(),
             actor,
         )
         .await?;
@@ -1082,36 +1104,18 @@ impl Store {
         let batch: String = row.try_get("batch")?;
         let value: i64 = row.try_get("value_micro")?;
         let currency: String = row.try_get("currency")?;
-        let done = sqlx::query(
-            "UPDATE accounts SET balance_micro = balance_micro + ? \
-             WHERE login = ? AND currency = ? AND balance_micro <= ?",
-        )
-        .bind(value)
-        .bind(login)
-        .bind(&currency)
-        .bind(MAX_BALANCE_MICRO - value)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            // Rolled back: the voucher stays unredeemed.
-            drop(tx);
-            let account = self.money_or_missing(login).await?;
-            return Err(if account.currency != currency {
-                BillingError::CurrencyMismatch {
-                    account: account.currency,
-                    other: currency,
-                }
-            } else {
-                BillingError::BalanceLimit
-            });
-        }
-        let entry = record(
+        // A voucher in another currency is worth its value at the rate of
+        // the day; any error rolls back, and the voucher stays unredeemed.
+        let entry = credit_on(
             &mut tx,
-            login,
-            LedgerKind::Voucher,
-            value,
-            Some(&format!("voucher batch {batch}")),
-            Some(login),
+            &Movement {
+                login,
+                kind: LedgerKind::Voucher,
+                amount_micro: value,
+                reference: Some(&format!("voucher batch {batch}")),
+                actor: Some(login),
+            },
+            Some(&currency),
         )
         .await?;
         tx.commit().await?;
@@ -1780,5 +1784,165 @@ mod tests {
             billing.rate(&name, "4860").await.unwrap().unwrap().prefix,
             "486"
         );
+    }
+
+    /// Calls, messages, credits, vouchers, transfers, plans and numbers in
+    /// another currency than the account's convert at the operator's rate,
+    /// and are refused as before without one.
+    #[tokio::test]
+    async fn money_in_another_currency_converts_at_the_operators_rate() {
+        use crate::billing::fx::parse_rate;
+        use crate::billing::plans::Plan;
+        use crate::store::did_pool::NewPoolNumber;
+        use crate::store::testutil::unique_digits;
+
+        let store = test_store().await;
+        // GBP and PLN belong to this test alone: the MariaDB test database
+        // is shared, and the others expect no rate between their currencies.
+        let prefix = format!("44{}", unique_digits(6));
+        let name = tariff(&store, &format!("{prefix},PLN,0.50,0.10,1/1,0,0.25\n")).await;
+        let gbp = money_account(&store, "fx", &name, "GBP", 1_000_000).await;
+        let billing = billing(&store, 14_400);
+        let number = format!("{prefix}123");
+        assert!(
+            matches!(
+                billing.authorize(&gbp, &number).await,
+                Err(Refusal::CurrencyMismatch { .. })
+            ),
+            "no rate yet"
+        );
+        assert!(matches!(
+            store
+                .credit(&movement(&gbp, LedgerKind::Topup, 1_000_000), Some("PLN"))
+                .await,
+            Err(BillingError::CurrencyMismatch { .. })
+        ));
+
+        store
+            .set_exchange_rate("GBP", "PLN", parse_rate("5").unwrap())
+            .await
+            .unwrap();
+        billing.refresh().await.unwrap();
+
+        // A call: priced, cut and charged in GBP (0.50 PLN a minute = 0.10
+        // GBP, the 0.10 PLN fee = 0.02 GBP).
+        let auth = billing.authorize(&gbp, &number).await.unwrap();
+        assert_eq!(auth.rate.currency, "GBP");
+        assert_eq!(
+            (
+                auth.rate.rate.price_micro,
+                auth.rate.rate.connection_fee_micro
+            ),
+            (100_000, 20_000)
+        );
+        assert_eq!(auth.max_secs, 588, "0.98 after the fee pays 588 s");
+        let done = billing.settle(&auth, 60).await.unwrap();
+        assert_eq!(done.cost_micro, 120_000);
+        assert_eq!(done.entry.unwrap().currency, "GBP");
+        assert_eq!(checked_balance(&store, &gbp).await, 880_000);
+
+        // A top-up in PLN: 2.00 PLN = 0.40 GBP, the conversion noted.
+        let entry = store
+            .credit(
+                &Movement {
+                    reference: Some("pay-1"),
+                    ..movement(&gbp, LedgerKind::Topup, 2_000_000)
+                },
+                Some("PLN"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (entry.amount_micro, entry.currency.as_str()),
+            (400_000, "GBP")
+        );
+        assert_eq!(entry.reference.as_deref(), Some("pay-1 (from 2.00 PLN)"));
+        // No rate between GBP and USD: refused, nothing credited.
+        assert!(matches!(
+            store
+                .credit(&movement(&gbp, LedgerKind::Topup, 1_000_000), Some("USD"))
+                .await,
+            Err(BillingError::CurrencyMismatch { .. })
+        ));
+        assert_eq!(checked_balance(&store, &gbp).await, 1_280_000);
+
+        // A voucher of 5.00 PLN redeemed by the GBP account: 1.00 GBP.
+        let made = billing
+            .create_vouchers(1, 5_000_000, "PLN", None)
+            .await
+            .unwrap();
+        let redeemed = billing.redeem(&gbp, &made.pins[0]).await.unwrap();
+        assert_eq!(
+            (redeemed.value_micro, redeemed.currency.as_str()),
+            (5_000_000, "PLN")
+        );
+        assert_eq!(redeemed.entry.amount_micro, 1_000_000);
+        assert_eq!(checked_balance(&store, &gbp).await, 2_280_000);
+
+        // Transfers both ways: 1.00 GBP arrives as 5.00 PLN; 0.03 PLN as
+        // 0.006 GBP.
+        let pln = money_account(&store, "fx", &name, "PLN", 0).await;
+        let (out, into) = store.transfer(&gbp, &pln, 1_000_000, None).await.unwrap();
+        assert_eq!(
+            (out.amount_micro, into.amount_micro),
+            (-1_000_000, 5_000_000)
+        );
+        assert_eq!(into.reference, Some(format!("{gbp} (from 1.00 GBP)")));
+        let (_, into) = store.transfer(&pln, &gbp, 30_000, None).await.unwrap();
+        assert_eq!(into.amount_micro, 6_000);
+        assert_eq!(checked_balance(&store, &gbp).await, 1_286_000);
+        assert_eq!(checked_balance(&store, &pln).await, 4_970_000);
+
+        // A plan priced 2.50 PLN costs 0.50 GBP.
+        let plan = unique("fxplan");
+        store
+            .put_plan(&Plan {
+                name: plan.clone(),
+                description: String::new(),
+                price_micro: 2_500_000,
+                currency: "PLN".into(),
+                seconds: 600,
+                prefixes: vec![],
+                validity_days: 30,
+                recurring: false,
+                for_sale: true,
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let (_, entry) = store.buy_plan(&gbp, &plan).await.unwrap();
+        assert_eq!(entry.amount_micro, -500_000);
+        assert_eq!(
+            entry.reference,
+            Some(format!("plan {plan} (from 2.50 PLN)"))
+        );
+
+        // A number with fees in PLN (0.50 setup, 2.00 a month): 0.50 GBP.
+        let did = format!("48{}", unique_digits(9));
+        store
+            .import_did_pool(&[NewPoolNumber {
+                number: did.clone(),
+                country: Some("PL".into()),
+                description: "Warsaw".into(),
+                currency: "PLN".into(),
+                monthly_fee_micro: 2_000_000,
+                setup_fee_micro: 500_000,
+            }])
+            .await
+            .unwrap();
+        let ordered = store.order_did(&gbp, &did, now() + 86_400).await.unwrap();
+        assert_eq!(ordered.charged_micro, 500_000);
+        assert_eq!(
+            checked_balance(&store, &gbp).await,
+            1_286_000 - 500_000 - 500_000
+        );
+
+        // The rate deleted: refused again, on this node at its next reload.
+        assert!(store.delete_exchange_rate("PLN", "GBP").await.unwrap());
+        billing.refresh().await.unwrap();
+        assert!(matches!(
+            billing.authorize(&gbp, &number).await,
+            Err(Refusal::CurrencyMismatch { .. })
+        ));
     }
 }

@@ -24,7 +24,9 @@ use sqlx::any::AnyRow;
 
 use super::billing::{BillingError, LedgerEntry, LedgerKind, Movement, debit_on};
 use super::error::{Result as StoreResult, StoreError, is_foreign_key_violation, unique_violation};
+use super::exchange_rates::in_account_currency;
 use super::{Store, now, validate};
+use crate::billing::fx::Round;
 use crate::billing::money;
 use crate::billing::tariffs::{DESCRIPTION_MAX, PRICE_MAX_MICRO};
 
@@ -360,8 +362,9 @@ impl Store {
     /// the free row is claimed, its setup fee and first period debited
     /// with a `did` ledger row, and the number routed to the account.
     /// `Taken` when another account has it (of racing orders one wins),
-    /// `NotInPool`, and the money refusals of [`BillingError`] (the
-    /// number's currency must be the account's).
+    /// `NotInPool`, and the money refusals of [`BillingError`] (fees in
+    /// another currency are converted at the stored rate, or refused with
+    /// `CurrencyMismatch` without one).
     pub async fn order_did(
         &self,
         login: &str,
@@ -401,24 +404,11 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let did = pool_from_row(&row)?;
-        let account_currency: Option<String> =
-            sqlx::query_scalar("SELECT currency FROM accounts WHERE login = ?")
-                .bind(login)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match account_currency {
-            None => return Err(BillingError::NoAccount(login.to_owned()).into()),
-            Some(c) if c != did.currency => {
-                return Err(BillingError::CurrencyMismatch {
-                    account: c,
-                    other: did.currency,
-                }
-                .into());
-            }
-            Some(_) => {}
-        }
-        // Both bounded by PRICE_MAX_MICRO on import: no overflow.
-        let charged = did.setup_fee_micro + did.monthly_fee_micro;
+        // Both bounded by PRICE_MAX_MICRO on import: no overflow. A number
+        // priced in another currency costs its fees at the rate of the day.
+        let fees = did.setup_fee_micro + did.monthly_fee_micro;
+        let price = in_account_currency(&mut tx, login, fees, &did.currency, Round::Up).await?;
+        let charged = price.micro;
         let entry = if charged > 0 {
             Some(
                 debit_on(
@@ -427,7 +417,7 @@ impl Store {
                         login,
                         kind: LedgerKind::Did,
                         amount_micro: charged,
-                        reference: Some(number),
+                        reference: price.reference(Some(number)).as_deref(),
                         actor: Some(login),
                     },
                 )
@@ -556,31 +546,37 @@ impl Store {
             tx.commit().await?;
             return Ok(Renewal::Released);
         }
-        let row = sqlx::query(
-            "SELECT p.monthly_fee_micro, p.currency, a.currency AS account_currency \
-             FROM did_pool p JOIN accounts a ON a.login = p.login WHERE p.number = ?",
-        )
-        .bind(&due.number)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let paid = match row {
+        let row = sqlx::query("SELECT monthly_fee_micro, currency FROM did_pool WHERE number = ?")
+            .bind(&due.number)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let fee = match row {
             None => None,
             Some(row) => {
                 let fee: i64 = row.try_get("monthly_fee_micro")?;
                 let currency: String = row.try_get("currency")?;
-                let account_currency: String = row.try_get("account_currency")?;
-                if currency != account_currency {
-                    // Its currency changed since the order: no exchange
-                    // rates, so the fee cannot be taken from this balance.
-                    None
-                } else if fee == 0 {
+                match in_account_currency(&mut tx, &due.login, fee, &currency, Round::Up).await {
+                    Ok(fee) => Some(fee),
+                    // The account is gone, or its currency changed since
+                    // the order to one no rate converts: the fee cannot be
+                    // taken from this balance.
+                    Err(BillingError::NoAccount(_) | BillingError::CurrencyMismatch { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let paid = match fee {
+            None => None,
+            Some(fee) => {
+                if fee.micro == 0 {
                     Some(None)
                 } else {
+                    let reference = fee.reference(Some(&due.number));
                     let m = Movement {
                         login: &due.login,
                         kind: LedgerKind::Did,
-                        amount_micro: fee,
-                        reference: Some(&due.number),
+                        amount_micro: fee.micro,
+                        reference: reference.as_deref(),
                         actor: Some("system"),
                     };
                     match debit_on(&mut tx, &m).await {

@@ -20,6 +20,7 @@ pub mod contacts;
 pub mod dialplan;
 pub mod did_pool;
 pub mod error;
+pub mod exchange_rates;
 pub mod files;
 pub mod gateways;
 pub mod history;
@@ -213,6 +214,19 @@ impl Store {
         released?;
         conn.close().await?;
         Ok(())
+    }
+
+    /// A transaction that holds the database's write lock from its start
+    /// (`BEGIN IMMEDIATE` on SQLite; InnoDB locks rows as they are written),
+    /// for a transaction that must read before it writes: on SQLite one
+    /// that reads first fails with SQLITE_BUSY if another connection
+    /// commits meanwhile, instead of waiting for the lock.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::MySql => "BEGIN",
+        };
+        Ok(self.pool.begin_with(begin).await?)
     }
 
     /// The backend in use.

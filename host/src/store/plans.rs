@@ -15,7 +15,9 @@ use sqlx::{AnyConnection, Row};
 
 use super::billing::{BillingError, LedgerEntry, LedgerKind, Movement, debit_on};
 use super::error::{Result as StoreResult, StoreError, unique_violation};
+use super::exchange_rates::in_account_currency;
 use super::{Store, now};
+use crate::billing::fx::Round;
 use crate::billing::plans::{AccountPlan, Plan, join_prefixes, split_prefixes};
 
 type Result<T, E = BillingError> = std::result::Result<T, E>;
@@ -191,11 +193,12 @@ impl Store {
     // ---- plans bought ----
 
     /// Buys catalogue plan `name` for `login`: the price debited with a
-    /// `plan` ledger row and the plan granted, in one transaction.
-    /// `UnknownPlan` when it is not for sale, `CurrencyMismatch` when the
-    /// account has another currency, `InsufficientFunds`, and `PlanActive`
-    /// while the account holds an active plan of that name with seconds
-    /// left (so a repeated request does not buy twice).
+    /// `plan` ledger row and the plan granted, in one transaction. A plan
+    /// priced in another currency costs its converted price. `UnknownPlan`
+    /// when it is not for sale, `CurrencyMismatch` when no exchange rate
+    /// converts its currency, `InsufficientFunds`, and `PlanActive` while
+    /// the account holds an active plan of that name with seconds left (so
+    /// a repeated request does not buy twice).
     pub async fn buy_plan(&self, login: &str, name: &str) -> Result<(AccountPlan, LedgerEntry)> {
         let plan = self
             .plan(name)
@@ -208,7 +211,12 @@ impl Store {
         if holds(&mut *self.pool.acquire().await?, login, name, at).await? {
             return Err(BillingError::PlanActive(name.to_owned()));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
+        // A plan priced in another currency costs its price at the rate of
+        // the day (rounded up).
+        let price =
+            in_account_currency(&mut tx, login, plan.price_micro, &plan.currency, Round::Up)
+                .await?;
         // The debit first: it locks the account's row, which serialises two
         // purchases of one account, so the check below sees the other's.
         let entry = debit_on(
@@ -216,18 +224,12 @@ impl Store {
             &Movement {
                 login,
                 kind: LedgerKind::Plan,
-                amount_micro: plan.price_micro,
-                reference: Some(&format!("plan {name}")),
+                amount_micro: price.micro,
+                reference: price.reference(Some(&format!("plan {name}"))).as_deref(),
                 actor: Some(login),
             },
         )
         .await?;
-        if entry.currency != plan.currency {
-            return Err(BillingError::CurrencyMismatch {
-                account: entry.currency,
-                other: plan.currency,
-            });
-        }
         if holds(&mut tx, login, name, at).await? {
             return Err(BillingError::PlanActive(name.to_owned()));
         }
@@ -423,23 +425,21 @@ impl Store {
         if claimed.rows_affected() == 0 {
             return Ok(false);
         }
-        let entry = debit_on(
+        let price =
+            in_account_currency(&mut tx, &p.login, p.price_micro, &p.currency, Round::Up).await?;
+        debit_on(
             &mut tx,
             &Movement {
                 login: &p.login,
                 kind: LedgerKind::Plan,
-                amount_micro: p.price_micro,
-                reference: Some(&format!("plan {} renewal", p.plan)),
+                amount_micro: price.micro,
+                reference: price
+                    .reference(Some(&format!("plan {} renewal", p.plan)))
+                    .as_deref(),
                 actor: Some("system"),
             },
         )
         .await?;
-        if entry.currency != p.currency {
-            return Err(BillingError::CurrencyMismatch {
-                account: entry.currency,
-                other: p.currency.clone(),
-            });
-        }
         tx.commit().await?;
         Ok(true)
     }
