@@ -146,10 +146,11 @@ async fn users_registered_on_two_nodes_message_and_call_each_other() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relays() {
+/// alice (baresip on node A) calls bob (baresip on node B) with
+/// `cluster.media` set to `media`; the media packets each node relayed.
+async fn baresips_call_across_nodes(media: &str) -> [i64; 2] {
     let (db, _dir) = shared_database();
-    let (a, b) = two_nodes(&db, "", "").await;
+    let (a, b) = two_nodes(&db, "", &format!("media = \"{media}\"\n")).await;
     let alice = add_account(&a, "alice");
     let bob = add_account(&a, "bob");
     let _bob = Baresip::start_with(&b, &bob, "bob-pw", ";answermode=auto", &[]);
@@ -160,11 +161,17 @@ async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relay
         node.wait_metric("softswitch_calls_answered_total", |v| v >= 1)
             .await;
     }
-    // Audio crosses both nodes' relays (each anchors its own leg).
-    for node in [&a, &b] {
-        node.wait_metric("softswitch_media_packets_relayed_total", |v| v >= 200)
+    // Audio flows through node A's relay in either mode.
+    a.wait_metric("softswitch_media_packets_relayed_total", |v| v >= 200)
+        .await;
+    if media == "each" {
+        b.wait_metric("softswitch_media_packets_relayed_total", |v| v >= 200)
             .await;
     }
+    let relayed = [
+        a.metric("softswitch_media_packets_relayed_total").await,
+        b.metric("softswitch_media_packets_relayed_total").await,
+    ];
     alice_phone.quit();
     for node in [&a, &b] {
         node.wait_metric("softswitch_calls_active", |v| v == 0)
@@ -173,6 +180,21 @@ async fn two_baresips_on_two_nodes_call_each_other_with_media_through_both_relay
     let records = wait_cdrs(&a, &alice, 1).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(records[0].contains("\tanswered\t200\t"), "{records:?}");
+    relayed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_across_nodes_has_its_media_relayed_once_at_the_node_it_entered() {
+    let [a, b] = baresips_call_across_nodes("entry").await;
+    // Node B passed the SDP through: the phones' audio met at A alone.
+    assert!(a >= 200, "node A relayed {a}");
+    assert_eq!(b, 0, "node B relayed media too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_media_each_both_nodes_relay_their_own_leg() {
+    let [a, b] = baresips_call_across_nodes("each").await;
+    assert!(a >= 200 && b >= 200, "relayed: A {a}, B {b}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,6 +53,22 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node not seen for this long is dead.
     pub dead_after_ms: u64,
+    /// Where a call that crosses nodes has its media relayed.
+    pub media: ClusterMedia,
+}
+
+/// `cluster.media`: which nodes anchor the media of a call forwarded from
+/// one node to another (each node anchors the calls it alone handles).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMedia {
+    /// Only the node the call came in on: the callee's node passes the SDP
+    /// through, so the audio takes one relay hop.
+    #[default]
+    Entry,
+    /// Both nodes, each its own leg: two hops, and the callee's node sees
+    /// the media too.
+    Each,
 }
 
 impl Default for ClusterConfig {
@@ -65,6 +81,7 @@ impl Default for ClusterConfig {
             // Five missed heartbeats: a busy database does not declare a
             // live node dead, a killed one is given up within seconds.
             dead_after_ms: 5000,
+            media: ClusterMedia::Entry,
         }
     }
 }
@@ -106,6 +123,7 @@ pub struct Cluster {
     key: hmac::Key,
     heartbeat: Duration,
     dead_after: Duration,
+    media: ClusterMedia,
     /// Live nodes other than this one, by `node` id: address and name.
     peers: RwLock<HashMap<String, (SocketAddr, String)>>,
     /// A graceful stop removed this node's row: no heartbeat writes it again.
@@ -135,6 +153,7 @@ impl Cluster {
             key: hmac::Key::new(hmac::HMAC_SHA256, &secrets.derive("cluster-forward")),
             heartbeat: Duration::from_millis(config.heartbeat_ms.max(100)),
             dead_after: Duration::from_millis(config.dead_after_ms),
+            media: config.media,
             peers: RwLock::new(HashMap::new()),
             left: AtomicBool::new(false),
         })
@@ -181,6 +200,11 @@ impl Cluster {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// Which nodes anchor the media of a call that crosses nodes.
+    pub fn media(&self) -> ClusterMedia {
+        self.media
     }
 
     /// How often this node beats (and presence looks at the others' changes).

@@ -742,6 +742,10 @@ name = ""
 heartbeat_ms = 1000
 # A node not seen for this long is dead: nothing is forwarded to it, milliseconds.
 dead_after_ms = 5000
+# Where a call forwarded from one node to another has its media relayed: "entry" (only
+# the node the call came in on; the callee's node passes the SDP through: one relay
+# hop) or "each" (both nodes, each its own leg: two hops).
+media = "entry"
 
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder

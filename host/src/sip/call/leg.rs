@@ -153,7 +153,17 @@ impl Call {
         final_tx: oneshot::Sender<rsip::Response>,
     ) -> Option<Call> {
         let a_template = Dialog::uas(req, tag.to_owned(), *flow)?;
-        let server_media = server.calls.settings.media.clone();
+        // A call another node forwarded here is anchored there alone,
+        // unless `cluster.media` asks each node to relay its own leg.
+        let anchored_elsewhere = origin.forwarded
+            && server
+                .cluster()
+                .is_some_and(|c| c.media() == crate::cluster::ClusterMedia::Entry);
+        let server_media = if anchored_elsewhere {
+            None
+        } else {
+            server.calls.settings.media.clone()
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         Some(Call {
             server,
