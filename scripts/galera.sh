@@ -208,12 +208,36 @@ CREATE USER IF NOT EXISTS '$CHECK_USER'@'127.0.0.1';
 SQL
 }
 
+# HAProxy's health check of a node: a MariaDB login as $CHECK_USER that
+# passes only when the node is Synced (wsrep_local_state 4) and ready. A
+# node that answers but is joining, or desynced as a donor, gets no
+# switch: it would refuse or lag behind the others' writes.
+write_check_script() {
+    cat >"$GALERA_DIR/galera-check.sh" <<EOF
+#!/bin/sh
+# Written by scripts/galera.sh. HAProxy runs it as: ... ADDRESS PORT.
+status=\$(mariadb -h "\$3" -P "\$4" -u $CHECK_USER --connect-timeout=1 -N -B -e \\
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready')" 2>/dev/null) || exit 1
+echo "\$status" | grep -q '^wsrep_local_state[[:space:]]4\$' || exit 1
+echo "\$status" | grep -q '^wsrep_ready[[:space:]]ON\$' || exit 1
+EOF
+    chmod +x "$GALERA_DIR/galera-check.sh"
+}
+
 write_haproxy_config() {
     local i role
+    write_check_script
     cat >"$GALERA_DIR/haproxy.cfg" <<EOF
 # Written by scripts/galera.sh.
 global
     stats socket $GALERA_DIR/haproxy.sock mode 600 level admin
+    # The health check is a script (galera-check.sh): it asks each node
+    # whether it is in sync, which a login alone does not tell.
+    external-check
+    insecure-fork-wanted
+    # One thread: HAProxy 2.6 (Debian 12) aborts on a bug condition when an
+    # external check and a connection error meet on different threads.
+    nbthread 1
 
 defaults
     mode tcp
@@ -226,11 +250,14 @@ defaults
 
 listen galera
     bind 127.0.0.1:$HAPROXY_PORT
-    # A MariaDB login as $CHECK_USER (no password) every 500 ms; a node
-    # failing two checks is left (within about a second), one passing two
-    # is taken back. Sessions on a server marked down are cut, and sessions
-    # on a backup are cut when the first server is back: one writer.
-    option mysql-check user $CHECK_USER post-41
+    # galera-check.sh every 500 ms: a node not Synced, or not answering,
+    # fails it; a node failing two checks is left (within about a second),
+    # one passing two is taken back. Sessions on a server marked down are
+    # cut, and sessions on a backup are cut when the first server is back:
+    # one writer.
+    option external-check
+    external-check path "/usr/bin:/bin"
+    external-check command $GALERA_DIR/galera-check.sh
     # A connection the node refuses marks it down at once (no waiting for
     # the checks), so the retry goes to the next server.
     default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2 on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error mark-down
