@@ -374,9 +374,43 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
             "{vendor}: {out}"
         );
     }
+    // The push providers: their requests (a signed APNs token, a given FCM
+    // access token), refusals, and the services' answers.
+    for (service, count) in [("apns", 10), ("fcm", 9), ("webhook", 7)] {
+        let wasm = guest_wasm(&format!("push_{service}"));
+        let file = repo.join(format!("guests/push-providers/{service}/cases.toml"));
+        let out = site.ok(&[
+            "guest",
+            "test",
+            wasm.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
+            "{service}: {out}"
+        );
+    }
+    // A push guest that answers wrongly is caught: the webhook guest
+    // against the APNs cases.
+    let webhook = guest_wasm("push_webhook");
+    let apns_cases = repo.join("guests/push-providers/apns/cases.toml");
+    let args = [
+        "guest",
+        "test",
+        webhook.to_str().unwrap(),
+        apns_cases.to_str().unwrap(),
+    ];
+    let error = site.fails(&args);
+    assert!(error.ends_with("of 10 cases failed"), "{error}");
+    let report = String::from_utf8(site.run(&args).stdout).unwrap();
+    assert!(
+        report.contains("FAIL  an uninstalled app: expected \"token-invalid Unregistered\""),
+        "{report}"
+    );
+
     let sms = guest_wasm("sms_generic");
     let sms_cases = repo.join("guests/sms-providers/generic/cases.toml");
-    // Routing questions mean nothing to it; a push guest is not run yet.
+    // Routing questions mean nothing to it, nor SMS cases to a push guest.
     let line = site.fails(&[
         "guest",
         "test",
@@ -395,7 +429,7 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
         sms_cases.to_str().unwrap(),
     ]);
     assert!(
-        line.contains("runs routing and SMS provider guests so far"),
+        line.contains("has no [[pushes]] or [[push_responses]]"),
         "{line}"
     );
 

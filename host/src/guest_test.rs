@@ -59,9 +59,17 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
             );
         }
         cases::sms(&plugins, &args.file, &file).await?
+    } else if exports.iter().any(|e| e == "parse-response") {
+        if !file.has_push() {
+            bail!(
+                "{} has no [[pushes]] or [[push_responses]]",
+                args.cases.display()
+            );
+        }
+        cases::push(&plugins, &args.file, &file).await?
     } else {
         bail!(
-            "{} exports [{}]: `guest test` runs routing and SMS provider guests so far",
+            "{} exports [{}]: `guest test` runs routing, SMS provider and push provider guests so far",
             args.file.display(),
             exports.join(", ")
         );

@@ -15,6 +15,14 @@
 //! (a vendor answer in, `accepted ID`, `rejected REASON` or `retry-after
 //! SECS` expected) and `[[reports]]` (a delivery-report callback in,
 //! `delivered ID`, `failed ID`, `pending ID` or `not a report` expected).
+//!
+//! Push provider guests: `[[pushes]]` (a notification for a device in, the
+//! HTTP request expected out, or `refused REASON` for one the guest must
+//! refuse) and `[[push_responses]]` (a service's answer in, `delivered
+//! [ID]`, `token-invalid REASON`, `retry-after SECS` or `failed REASON`
+//! expected). `[push]` names the keys the guest may sign with (`sign_keys`:
+//! each gets a throwaway EC P-256 key, its name as `kid`) and the OAuth
+//! tokens the switch would have fetched (`oauth_tokens`, by key name).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,10 +32,13 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use wasmtime::component::Component;
 
+use super::push::{PushDevice, PushOutcome, PushProviderGuest, PushResponse};
 use super::routing::{Kind, Reason, RouteRequest, RoutingGuest, Transport, describe};
 use super::sms::{DeliveryState, HttpMessage, OutgoingSms, SendOutcome, SmsProviderGuest};
 use super::{GuestFailure, PluginError, Plugins};
 use crate::directory::{DirAccount, DirGateway, Directory, MemoryDirectory};
+use crate::push::keys::PushKeys;
+use crate::push::{Notification, NotificationKind};
 
 /// Why cases could not be run (a failing case is not an error: see
 /// [`Checked`]).
@@ -69,6 +80,94 @@ pub struct CaseFile {
     responses: Vec<ResponseCase>,
     #[serde(default)]
     reports: Vec<ReportCase>,
+    #[serde(default)]
+    push: PushSetup,
+    #[serde(default)]
+    pushes: Vec<PushCase>,
+    #[serde(default)]
+    push_responses: Vec<PushResponseCase>,
+}
+
+/// `[push]`: the credentials a push guest's cases run with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushSetup {
+    /// Key names `sign-jwt` may use (each a throwaway EC P-256 key).
+    #[serde(default)]
+    sign_keys: Vec<String>,
+    /// `oauth2-token`'s answers, by key name.
+    #[serde(default)]
+    oauth_tokens: BTreeMap<String, String>,
+}
+
+/// `format`: a notification for a device, and the request expected (the
+/// first, when the guest makes several) or the refusal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushCase {
+    name: Option<String>,
+    kind: NotificationKind,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    from_display_name: String,
+    from_book_name: Option<String>,
+    #[serde(default = "default_timestamp")]
+    timestamp: i64,
+    call_id: Option<String>,
+    #[serde(default)]
+    excerpt: String,
+    #[serde(default)]
+    badge: u32,
+    #[serde(default = "default_notification_id")]
+    id: String,
+    token: String,
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
+    sandbox: bool,
+    #[serde(default)]
+    voip: bool,
+    #[serde(default = "default_push_login")]
+    login: String,
+    /// `refused REASON` (the start of it is enough): the guest must refuse.
+    expect: Option<String>,
+    /// How many requests the guest makes (one by default).
+    expect_requests: Option<usize>,
+    expect_method: Option<String>,
+    expect_url: Option<String>,
+    #[serde(default)]
+    expect_headers: BTreeMap<String, String>,
+    /// Each header must start with this value (a signed token's scheme).
+    #[serde(default)]
+    expect_header_prefixes: BTreeMap<String, String>,
+    #[serde(default)]
+    expect_body_contains: Vec<String>,
+}
+
+fn default_timestamp() -> i64 {
+    1_700_000_000
+}
+
+fn default_notification_id() -> String {
+    "n-1".into()
+}
+
+fn default_push_login() -> String {
+    "bob".into()
+}
+
+/// `parse-response`: a push service's answer and the outcome expected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushResponseCase {
+    name: Option<String>,
+    status: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+    expect: String,
 }
 
 /// `build-send`: a message and the request expected.
@@ -197,6 +296,11 @@ impl CaseFile {
     pub fn has_sms(&self) -> bool {
         !(self.sends.is_empty() && self.responses.is_empty() && self.reports.is_empty())
     }
+
+    /// Has push provider cases.
+    pub fn has_push(&self) -> bool {
+        !(self.pushes.is_empty() && self.push_responses.is_empty())
+    }
 }
 
 /// One case's result: what the guest gave, and why that is wrong if it is.
@@ -283,7 +387,22 @@ pub async fn sms(
             reference: case.reference.clone(),
         };
         let checked = match guest.build_send(&sms, &[]).await {
-            Ok(request) => check_request(name, &request, case),
+            Ok(request) => check_request(
+                name,
+                (
+                    &request.method,
+                    &request.url,
+                    &request.headers,
+                    &request.body,
+                ),
+                &Expected {
+                    method: case.expect_method.as_deref(),
+                    url: case.expect_url.as_deref(),
+                    headers: &case.expect_headers,
+                    header_prefixes: None,
+                    body_contains: &case.expect_body_contains,
+                },
+            ),
             Err(failure) => Checked {
                 name,
                 got: fails(&failure),
@@ -340,43 +459,175 @@ pub async fn sms(
     Ok(results)
 }
 
-/// A request a guest built, against what the case expects of it.
-fn check_request(name: String, request: &HttpMessage, case: &SendCase) -> Checked {
-    let got = format!(
-        "{} {} ({} bytes)",
-        request.method,
-        request.url,
-        request.body.len()
-    );
-    let body = String::from_utf8_lossy(&request.body);
-    let mut wrong = Vec::new();
-    if let Some(method) = &case.expect_method
-        && *method != request.method
-    {
-        wrong.push(format!("method {:?}, not {method:?}", request.method));
-    }
-    if let Some(url) = &case.expect_url
-        && *url != request.url
-    {
-        wrong.push(format!("URL {:?}, not {url:?}", request.url));
-    }
-    for (header, value) in &case.expect_headers {
-        let found = request
-            .headers
+/// What a case expects of a request a guest built.
+struct Expected<'a> {
+    method: Option<&'a str>,
+    url: Option<&'a str>,
+    headers: &'a BTreeMap<String, String>,
+    header_prefixes: Option<&'a BTreeMap<String, String>>,
+    body_contains: &'a [String],
+}
+
+/// A request a guest built (method, URL, headers, body), against what the
+/// case expects of it.
+fn check_request(
+    name: String,
+    (method, url, headers, body): (&str, &str, &[(String, String)], &[u8]),
+    expected: &Expected<'_>,
+) -> Checked {
+    let got = format!("{method} {url} ({} bytes)", body.len());
+    let body = String::from_utf8_lossy(body);
+    let header = |name: &str| {
+        headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(header))
-            .map(|(_, v)| v.as_str());
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let mut wrong = Vec::new();
+    if let Some(want) = expected.method
+        && want != method
+    {
+        wrong.push(format!("method {method:?}, not {want:?}"));
+    }
+    if let Some(want) = expected.url
+        && want != url
+    {
+        wrong.push(format!("URL {url:?}, not {want:?}"));
+    }
+    for (name, value) in expected.headers {
+        let found = header(name);
         if found != Some(value.as_str()) {
-            wrong.push(format!("header {header} {found:?}, not {value:?}"));
+            wrong.push(format!("header {name} {found:?}, not {value:?}"));
         }
     }
-    for piece in &case.expect_body_contains {
+    for (name, prefix) in expected.header_prefixes.into_iter().flatten() {
+        let found = header(name);
+        if !found.is_some_and(|v| v.starts_with(prefix.as_str())) {
+            wrong.push(format!("header {name} {found:?}, not starting {prefix:?}"));
+        }
+    }
+    for piece in expected.body_contains {
         if !body.contains(piece.as_str()) {
             wrong.push(format!("no {piece:?} in the body {body:?}"));
         }
     }
     let failure = (!wrong.is_empty()).then(|| wrong.join("; "));
     Checked { name, got, failure }
+}
+
+/// Runs the push provider cases of `file` against the guest at `path`,
+/// with the config values and credentials of the file.
+pub async fn push(
+    plugins: &Plugins,
+    path: &Path,
+    file: &CaseFile,
+) -> Result<Vec<Checked>, CasesError> {
+    let keys = PushKeys::for_guest_test(&file.push.sign_keys, file.push.oauth_tokens.clone())
+        .map_err(|e| CasesError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let guest = PushProviderGuest::load(
+        plugins,
+        &guest_name(path),
+        path,
+        file.config.clone(),
+        Arc::new(keys),
+    )
+    .await?;
+    let mut results = Vec::new();
+    for case in &file.pushes {
+        let name = case
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} to {}", case.kind.as_str(), case.token));
+        let notification = Notification {
+            kind: case.kind,
+            from_login: case.from.clone(),
+            from_display_name: case.from_display_name.clone(),
+            from_book_name: case.from_book_name.clone(),
+            timestamp: case.timestamp,
+            call_id: case.call_id.clone(),
+            excerpt: case.excerpt.clone(),
+            badge: case.badge,
+            id: case.id.clone(),
+        };
+        let device = PushDevice {
+            token: case.token.clone(),
+            app: case.app.clone(),
+            sandbox: case.sandbox,
+            voip: case.voip,
+            login: case.login.clone(),
+        };
+        let checked = match guest.format(&notification, &device).await {
+            Ok(Ok(requests)) if case.expect.is_none() => {
+                let first = &requests[0];
+                let mut checked = check_request(
+                    name,
+                    (&first.method, &first.url, &first.headers, &first.body),
+                    &Expected {
+                        method: case.expect_method.as_deref(),
+                        url: case.expect_url.as_deref(),
+                        headers: &case.expect_headers,
+                        header_prefixes: Some(&case.expect_header_prefixes),
+                        body_contains: &case.expect_body_contains,
+                    },
+                );
+                let want = case.expect_requests.unwrap_or(1);
+                if requests.len() != want {
+                    let count = format!("{} requests, not {want}", requests.len());
+                    checked.failure = Some(match checked.failure {
+                        Some(other) => format!("{count}; {other}"),
+                        None => count,
+                    });
+                }
+                checked
+            }
+            Ok(Ok(requests)) => {
+                let got = format!(
+                    "{} {} (made a request)",
+                    requests[0].method, requests[0].url
+                );
+                Checked::against(name, got, case.expect.as_deref().unwrap_or_default())
+            }
+            Ok(Err(reason)) => {
+                let got = format!("refused {reason}");
+                let failure = match &case.expect {
+                    Some(want) if got.starts_with(want.trim()) => None,
+                    Some(want) => Some(format!("expected {want:?}, got {got:?}")),
+                    None => Some(format!("expected a request, got {got:?}")),
+                };
+                Checked { name, got, failure }
+            }
+            Err(failure) => Checked::against(
+                name,
+                fails(&failure),
+                case.expect.as_deref().unwrap_or("a request"),
+            ),
+        };
+        results.push(checked);
+    }
+    for case in &file.push_responses {
+        let name = case
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("answer {}", case.status));
+        let response = PushResponse {
+            status: case.status,
+            headers: case.headers.clone().into_iter().collect(),
+            body: case.body.clone().into_bytes(),
+        };
+        let got = match guest.parse_response(&response).await {
+            Ok(PushOutcome::Delivered { id: None }) => "delivered".to_owned(),
+            Ok(PushOutcome::Delivered { id: Some(id) }) => format!("delivered {id}"),
+            Ok(PushOutcome::TokenInvalid { reason }) => format!("token-invalid {reason}"),
+            Ok(PushOutcome::RetryAfter { secs }) => format!("retry-after {secs}"),
+            Ok(PushOutcome::Failed { reason }) => format!("failed {reason}"),
+            Err(failure) => fails(&failure),
+        };
+        results.push(Checked::against(name, got, &case.expect));
+    }
+    Ok(results)
 }
 
 /// A guest's name from its file name.

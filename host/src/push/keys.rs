@@ -114,6 +114,10 @@ pub struct PushKeys {
     client: reqwest::Client,
     /// Fetches of OAuth tokens, for the tests and `/metrics`.
     pub oauth_fetches: std::sync::atomic::AtomicU64,
+    /// OAuth tokens given outright, by key name: only `softswitch guest
+    /// test` ([`PushKeys::for_guest_test`]) has any, since it has no
+    /// network to fetch them; the switch's keys come from config only.
+    given_tokens: BTreeMap<String, String>,
 }
 
 fn parse_key(name: &str, pem: &[u8]) -> Result<Signer, KeyError> {
@@ -196,6 +200,47 @@ impl PushKeys {
             oauth: Default::default(),
             client,
             oauth_fetches: Default::default(),
+            given_tokens: BTreeMap::new(),
+        })
+    }
+
+    /// The keys of `softswitch guest test`: a throwaway EC P-256 key under
+    /// each name of `sign_keys` (its name as `kid`), so JWTs are really
+    /// signed, and the OAuth tokens of `tokens` handed out by key name as
+    /// the switch would have fetched them.
+    pub fn for_guest_test(
+        sign_keys: &[String],
+        tokens: BTreeMap<String, String>,
+    ) -> Result<Self, KeyError> {
+        let rng = SystemRandom::new();
+        let mut keys = BTreeMap::new();
+        for name in sign_keys {
+            let invalid = |message: &str| KeyError::Invalid {
+                name: name.clone(),
+                message: message.to_string(),
+            };
+            let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng)
+                .map_err(|_| invalid("cannot make a test key"))?;
+            let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
+                .map_err(|_| invalid("cannot read the test key"))?;
+            keys.insert(
+                name.clone(),
+                Key {
+                    signer: Signer::Es256(pair),
+                    kid: Some(name.clone()),
+                    account: None,
+                },
+            );
+        }
+        Ok(Self {
+            keys,
+            rng,
+            jwts: Default::default(),
+            oauth: Default::default(),
+            client: reqwest::Client::new(),
+            oauth_fetches: Default::default(),
+            given_tokens: tokens,
         })
     }
 
@@ -250,6 +295,9 @@ impl PushKeys {
     /// An OAuth 2.0 access token for `scope` from key `name`'s service
     /// account, fetched once and reused until shortly before it expires.
     pub async fn oauth2_token(&self, name: &str, scope: &str) -> Result<String, String> {
+        if let Some(token) = self.given_tokens.get(name) {
+            return Ok(token.clone());
+        }
         let key = self.key(name)?;
         let Some(account) = &key.account else {
             return Err(format!(
