@@ -359,10 +359,19 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
     );
     assert!(report.contains("5 cases, 2 passed, 3 failed"), "{report}");
 
-    // The SMS providers: their requests, the vendors' answers, the reports.
-    for (vendor, count) in [("generic", 10), ("vonage", 7), ("twilio", 7)] {
-        let wasm = guest_wasm(&format!("sms_{vendor}"));
-        let file = repo.join(format!("guests/sms-providers/{vendor}/cases.toml"));
+    // The SMS providers (their requests, the vendors' answers, the reports)
+    // and the push providers (their requests, with a signed APNs token and
+    // a given FCM access token; refusals; the services' answers).
+    for (kind, vendor, count) in [
+        ("sms", "generic", 10),
+        ("sms", "vonage", 7),
+        ("sms", "twilio", 7),
+        ("push", "apns", 10),
+        ("push", "fcm", 9),
+        ("push", "webhook", 7),
+    ] {
+        let wasm = guest_wasm(&format!("{kind}_{vendor}"));
+        let file = repo.join(format!("guests/{kind}-providers/{vendor}/cases.toml"));
         let out = site.ok(&[
             "guest",
             "test",
@@ -372,22 +381,6 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
         assert!(
             out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
             "{vendor}: {out}"
-        );
-    }
-    // The push providers: their requests (a signed APNs token, a given FCM
-    // access token), refusals, and the services' answers.
-    for (service, count) in [("apns", 10), ("fcm", 9), ("webhook", 7)] {
-        let wasm = guest_wasm(&format!("push_{service}"));
-        let file = repo.join(format!("guests/push-providers/{service}/cases.toml"));
-        let out = site.ok(&[
-            "guest",
-            "test",
-            wasm.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ]);
-        assert!(
-            out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
-            "{service}: {out}"
         );
     }
     // A push guest that answers wrongly is caught: the webhook guest

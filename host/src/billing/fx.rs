@@ -22,6 +22,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::money::unsigned_decimal;
 use super::tariffs::TariffRate;
 
 /// Billionths in one: a rate's precision.
@@ -114,21 +115,11 @@ fn scale(micro: i64, num: i128, den: i128, round: Round) -> Option<i64> {
 /// Parses a rate such as `"1.0832"` or `"0.000061"`: positive, at most 9
 /// decimal places, at most [`MAX_RATE_NANO`].
 pub fn parse_rate(text: &str) -> Result<i64, String> {
-    let s = text.trim();
     let bad = || format!("{text:?} is not a rate such as 1.0832 (a positive decimal)");
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() && frac.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || (s.contains('.') && frac.is_empty())
-    {
-        return Err(bad());
-    }
-    let frac = frac.trim_end_matches('0');
+    let (int, frac) = unsigned_decimal(text.trim()).ok_or_else(bad)?;
     if frac.len() > 9 {
         return Err(format!("{text:?} has more than 9 decimal places"));
     }
-    let int = int.trim_start_matches('0');
     if int.len() > 10 {
         return Err(format!("{text:?} is too large"));
     }

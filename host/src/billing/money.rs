@@ -36,19 +36,10 @@ pub fn parse_micro(text: &str, max_decimals: u32) -> Result<i64, AmountError> {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if int.is_empty() && frac.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || (digits.contains('.') && frac.is_empty())
-    {
-        return Err(syntax());
-    }
-    let frac = frac.trim_end_matches('0');
+    let (int, frac) = unsigned_decimal(digits).ok_or_else(syntax)?;
     if frac.len() > max_decimals.min(6) as usize {
         return Err(AmountError::Precision(text.to_owned(), max_decimals.min(6)));
     }
-    let int = int.trim_start_matches('0');
     if int.len() > 12 {
         return Err(AmountError::TooLarge(text.to_owned()));
     }
@@ -63,6 +54,18 @@ pub fn parse_micro(text: &str, max_decimals: u32) -> Result<i64, AmountError> {
     }
     let micro = whole * MICRO + fraction;
     Ok(if negative { -micro } else { micro })
+}
+
+/// The digits before and after the point of an unsigned decimal such as
+/// `"012.50"` (`("12", "5")`: leading zeros of the whole part and trailing
+/// zeros of the fraction dropped), or `None` when `digits` is not one.
+pub(crate) fn unsigned_decimal(digits: &str) -> Option<(&str, &str)> {
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let well_formed = !(int.is_empty() && frac.is_empty())
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.contains('.') && frac.is_empty());
+    well_formed.then(|| (int.trim_start_matches('0'), frac.trim_end_matches('0')))
 }
 
 /// `micro` as a decimal string with at least `min_decimals` and at most six
