@@ -421,11 +421,16 @@ impl Billing {
         // A tariff in another currency prices in the account's at the
         // stored rate (prices rounded up), so the call is authorised, cut
         // and settled in the account's currency.
-        let Some(rate) = self.fx.load().convert_rate(&rate, &account.currency) else {
-            return Err(Refusal::CurrencyMismatch {
-                account: account.currency,
-                rate: rate.currency,
-            });
+        let rate = if rate.currency == account.currency {
+            rate
+        } else {
+            let Some(converted) = self.fx.load().convert_rate(&rate, &account.currency) else {
+                return Err(Refusal::CurrencyMismatch {
+                    account: account.currency,
+                    rate: rate.currency,
+                });
+            };
+            converted
         };
         Ok((account, plans, rate, digits))
     }

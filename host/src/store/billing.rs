@@ -739,8 +739,8 @@ impl Store {
             return Err(BillingError::SameAccount);
         }
         let sender = self.money_or_missing(from).await?;
-        self.money_or_missing(to).await?;
         let mut tx = self.begin_write().await?;
+        // Also refuses a recipient that does not exist (`NoAccount`).
         let received =
             in_account_currency(&mut tx, to, amount_micro, &sender.currency, Round::Down).await?;
         if received.micro <= 0 {

@@ -79,6 +79,20 @@ pub(super) async fn in_account_currency(
     })
 }
 
+/// Deletes the rate between `a` and `b`, set either way; whether there was one.
+async fn delete_pair(conn: &mut AnyConnection, a: &str, b: &str) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "DELETE FROM exchange_rates WHERE (base = ? AND quote = ?) OR (base = ? AND quote = ?)",
+    )
+    .bind(a)
+    .bind(b)
+    .bind(b)
+    .bind(a)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 impl Store {
     /// Sets 1 `base` = `rate_nano` / 10^9 `quote`, replacing the pair in
     /// either direction; every node reloads it with the tariffs.
@@ -101,15 +115,7 @@ impl Store {
         }
         let updated_at = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM exchange_rates WHERE (base = ? AND quote = ?) OR (base = ? AND quote = ?)",
-        )
-        .bind(base)
-        .bind(quote)
-        .bind(quote)
-        .bind(base)
-        .execute(&mut *tx)
-        .await?;
+        delete_pair(&mut tx, base, quote).await?;
         sqlx::query(
             "INSERT INTO exchange_rates (base, quote, rate_nano, updated_at) VALUES (?, ?, ?, ?)",
         )
@@ -135,20 +141,12 @@ impl Store {
     pub async fn delete_exchange_rate(&self, a: &str, b: &str) -> StoreResult<bool> {
         let (a, b) = (iso(a)?, iso(b)?);
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM exchange_rates WHERE (base = ? AND quote = ?) OR (base = ? AND quote = ?)",
-        )
-        .bind(a)
-        .bind(b)
-        .bind(b)
-        .bind(a)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() > 0 {
+        let deleted = delete_pair(&mut tx, a, b).await?;
+        if deleted {
             bump_tariff_version(&mut tx).await?;
         }
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted)
     }
 
     /// Every rate, by pair.

@@ -75,6 +75,17 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The statement that begins a transaction holding the write lock from
+    /// its start (`BEGIN IMMEDIATE` on SQLite; InnoDB locks rows as they are
+    /// written): one that reads first on SQLite fails with SQLITE_BUSY if
+    /// another connection commits meanwhile, instead of waiting.
+    pub(crate) fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::MySql => "BEGIN",
+        }
+    }
+
     /// The backend a connection URL selects: `sqlite:` or `mysql://` /
     /// `mariadb://`.
     pub fn from_url(url: &str) -> Result<Self> {
@@ -216,17 +227,10 @@ impl Store {
         Ok(())
     }
 
-    /// A transaction that holds the database's write lock from its start
-    /// (`BEGIN IMMEDIATE` on SQLite; InnoDB locks rows as they are written),
-    /// for a transaction that must read before it writes: on SQLite one
-    /// that reads first fails with SQLITE_BUSY if another connection
-    /// commits meanwhile, instead of waiting for the lock.
+    /// A transaction that must read before it writes, begun with the write
+    /// lock ([`Backend::begin_write`]).
     pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let begin = match self.backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::MySql => "BEGIN",
-        };
-        Ok(self.pool.begin_with(begin).await?)
+        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
     }
 
     /// The backend in use.

@@ -164,10 +164,7 @@ async fn run_money_writer(
     // reservations before it deletes them, and a deferred transaction that
     // reads first fails (SQLITE_BUSY, no wait) if another connection
     // committed meanwhile.
-    let begin = match backend {
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        Backend::MySql => "BEGIN",
-    };
+    let begin = backend.begin_write();
     while let Some(batch) = super::next_batch(&mut queue, MONEY_BATCH).await {
         if batch.len() > 1
             && let Ok(outcomes) = apply_together(&pool, begin, &batch).await
