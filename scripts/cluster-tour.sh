@@ -12,7 +12,7 @@
 # (CLUSTER_TOUR_DB, default softswitch_tour) is emptied first. SOFTSWITCH_BIN
 # runs a given binary instead of building the release one. Files go to
 # CLUSTER_TOUR_DIR (default: a new temporary folder).
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 
@@ -111,6 +111,17 @@ stop() {
     wait 2>/dev/null || true
 }
 trap stop EXIT
+# A step that fails shows what the phones and the nodes saw: the tour runs in
+# CI, where the folder is gone by the time anyone looks.
+on_error() {
+    echo "[cluster-tour] failed at line $1; the last lines of each log:" >&2
+    for f in "$dir"/*.log "$dir"/*.out "$dir"/node-*/run.log; do
+        [[ -f $f ]] || continue
+        echo "--- $f" >&2
+        tail -n 40 "$f" >&2
+    done
+}
+trap 'on_error $LINENO' ERR
 for n in node-a node-b; do
     # Not through sw(): $! must be the switch itself, for stop() to reach it.
     SOFTSWITCH_CONFIG=$dir/$n/softswitch.toml SOFTSWITCH_DATA_DIR=$dir/$n/data \
@@ -145,14 +156,16 @@ oneshot() { # oneshot NODE_PORT SCENARIO ARGS...
     shift 2
     sipp "127.0.0.1:$port" -sf "$file" -key domain localhost -m 1 -l 1 -nostdin \
         -timeout 20 -timeout_error -trace_msg -message_file "$dir/sipp-$(basename "$file" .xml).log" "$@" \
-        >/dev/null 2>&1
+        >"$dir/sipp-$(basename "$file" .xml).out" 2>&1
 }
-# device PORT USER OOC_SCENARIO: a phone registered at the node, answering
-# what the switch sends it with the out-of-call scenario.
+# device PORT USER OOC_SCENARIO NAME: a phone registered at the node,
+# answering what the switch sends it with the out-of-call scenario; its trace
+# goes to $dir/NAME.log (one file per phone: two SIPp writing one file
+# overwrite each other's lines).
 device() {
     sipp "127.0.0.1:$1" -sf "$scenarios/register_and_hold.xml" -oocsf "$3" -inf "$dir/$2.csv" \
-        -key domain localhost -users 1 -m 50 -nostdin -trace_msg -message_file "$dir/$2-device.log" \
-        >/dev/null 2>&1 &
+        -key domain localhost -users 1 -m 50 -nostdin -trace_msg -message_file "$dir/$4.log" \
+        >"$dir/$4.out" 2>&1 &
     pids+=($!)
 }
 
@@ -171,22 +184,22 @@ wait_bindings() { # wait_bindings LOGIN N
 
 say "alice registers on node A, bob's phone on node B"
 oneshot 5060 "$scenarios/register_auth.xml" -inf "$dir/alice.csv"
-device 5070 bob "$scenarios/ooc_answer_message.xml"
+device 5070 bob "$scenarios/ooc_answer_message.xml" bob-messages
 wait_bindings bob 1
 echo "bindings (login, the node holding the device):"
 mariadb -N -e "SELECT login, node FROM \`$db\`.bindings ORDER BY login"
 
 say "alice (on A) sends bob a MESSAGE: A stores it, B delivers it to bob's phone"
 oneshot 5060 "$scenarios/uac_message_auth.xml" -inf "$dir/alice.csv" -s bob
-grep -q 'hello from sipp-bench message' "$dir/bob-device.log"
-echo "bob's phone got: $(grep -m1 'hello from sipp-bench message' "$dir/bob-device.log")"
+grep -q 'hello from sipp-bench message' "$dir/bob-messages.log"
+echo "bob's phone got: $(grep -m1 'hello from sipp-bench message' "$dir/bob-messages.log")"
 sw node-b message list --to bob
 
 say "alice calls bob: node A rings bob's phone through node B"
-device 5070 bob "$scenarios/call_uas.xml"
+device 5070 bob "$scenarios/call_uas.xml" bob-calls
 wait_bindings bob 2
 oneshot 5060 "$scenarios/call_uac.xml" -inf "$dir/alice.csv" -s bob -d 1000
-grep -q '^BYE sip:' "$dir/bob-device.log"
+grep -q '^BYE sip:' "$dir/bob-calls.log"
 sw node-a cdr list --login alice
 echo
 echo "one call record (node A's), answered"

@@ -57,3 +57,15 @@ else
     say "installing cargo-fuzz (cargo install)"
     cargo install --locked cargo-fuzz
 fi
+
+# Node.js and npm for the JavaScript guests (scripts/build-guests.sh installs
+# componentize-js from the npm registry); the machine's own Node.js 20 when
+# it has one, else Debian's.
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    say "node $(node --version) and npm $(npm --version) present"
+else
+    say "installing nodejs and npm (apt-get)"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm
+fi

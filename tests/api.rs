@@ -172,13 +172,24 @@ impl Api {
         sms_extra: &str,
         admin_extra: &str,
     ) -> Api {
+        Api::start_full(api_extra, provider, sms_extra, admin_extra, "").await
+    }
+
+    /// [`Api::start_with`] with more keys of the provider's table.
+    async fn start_full(
+        api_extra: &str,
+        provider: (&str, &str, &str, &str),
+        sms_extra: &str,
+        admin_extra: &str,
+        provider_extra: &str,
+    ) -> Api {
         let port = free_port();
         let admin = free_port();
         let (name, wasm, config, allowed) = provider;
         let extra = format!(
             "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n{admin_extra}\n\n[sms]\nprovider = \"{name}\"\n\
              poll_interval_ms = 100\nretry_base_secs = 1\ncallback_base_url = \"https://127.0.0.1:{port}\"\n{sms_extra}\n\
-             [sms.providers.{name}]\npath = \"{name}.wasm\"\nallowed_hosts = [{allowed}]\n\n\
+             [sms.providers.{name}]\npath = \"{name}.wasm\"\nallowed_hosts = [{allowed}]\n{provider_extra}\n\n\
              [sms.providers.{name}.config]\n{config}\n"
         );
         let sip = free_sip_port();
@@ -723,6 +734,199 @@ async fn vonage_guest_speaks_the_vonage_sms_api() {
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(bad.json::<Value>().await.unwrap()["code"], "bad-report");
+    let _ = vendor.port;
+}
+
+#[tokio::test]
+async fn a_python_guest_speaks_the_messagebird_sms_api() {
+    // guests/sms-providers/messagebird-py: CPython inside the component
+    // (componentize-py), loaded and called by the host like the Rust guests.
+    let mut vendor = StandIn::start(Arc::new(|r: &Received, _| {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/messages"));
+        (
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "id": "e8077d803532c0b5937c639b60216938", "direction": "mt", "type": "sms",
+                "recipients": { "totalCount": 1, "totalSentCount": 1,
+                    "items": [{ "recipient": 447700900002_u64, "status": "sent" }] }
+            })),
+        )
+            .into_response()
+    }))
+    .await;
+    let config = format!(
+        "access_key = \"live_4uRj2nGs\"\noriginator = \"Softswitch\"\nurl = \"{}/messages\"\n",
+        vendor.base
+    );
+    let api = Api::start(
+        "",
+        (
+            "messagebird",
+            "sms_messagebird_py",
+            &config,
+            "\"127.0.0.1\"",
+        ),
+        "",
+    )
+    .await;
+    start_and_take_code(&api, "+447700900002").await;
+    let sms = vendor.next().await;
+    assert_eq!(sms.headers["authorization"], "AccessKey live_4uRj2nGs");
+    assert_eq!(sms.headers["content-type"], "application/json");
+    let body: Value = serde_json::from_slice(&sms.body).unwrap();
+    assert_eq!(body["recipients"], json!(["447700900002"]));
+    assert_eq!(body["originator"], "Softswitch");
+    assert_eq!(body["datacoding"], "auto");
+    code_in(body["body"].as_str().unwrap());
+    assert!(body["reference"].as_str().unwrap().starts_with("sms-"));
+    let callback = body["reportUrl"].as_str().unwrap().to_owned();
+    assert_eq!(callback, format!("{}/v1/sms/reports/messagebird", api.base));
+    let query = "phone=%2B447700900002&udid=dev";
+    api.wait_delivery(query, "pending").await;
+    // MessageBird's status report: a GET with the fields in the query.
+    report(&api, || {
+        api.client.get(format!(
+            "{callback}?id=e8077d803532c0b5937c639b60216938&reference={}&recipient=447700900002\
+             &status=delivered&statusDatetime=2026-12-07T10%3A00%3A00%2B00%3A00",
+            body["reference"].as_str().unwrap()
+        ))
+    })
+    .await;
+    api.wait_delivery(query, "delivered").await;
+    let bad = api
+        .client
+        .get(format!("{callback}?status=delivered"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json::<Value>().await.unwrap()["code"], "bad-report");
+    let _ = vendor.port;
+}
+
+/// `wasm` with a custom section appended: another build (another SHA-256)
+/// that behaves the same.
+fn rebuilt(wasm: &[u8], note: &str) -> Vec<u8> {
+    let name = b"softswitch-test-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(note.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 size");
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test]
+async fn a_new_sms_provider_build_goes_into_service_only_past_its_canary() {
+    let mut vendor = StandIn::start(Arc::new(|_: &Received, _| {
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "message-count": "1",
+                "messages": [{ "message-id": "0A00000001", "status": "0" }] })),
+        )
+            .into_response()
+    }))
+    .await;
+    let config = format!(
+        "api_key = \"k\"\napi_secret = \"s\"\nfrom = \"Softswitch\"\nurl = \"{}/sms/json\"\n",
+        vendor.base
+    );
+    let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/sms-providers/vonage/cases.toml");
+    let api = Api::start_full(
+        "",
+        ("vonage", "sms_vonage", &config, "\"127.0.0.1\""),
+        "",
+        "",
+        &format!("cases = {:?}", cases.display().to_string()),
+    )
+    .await;
+    let admin = reqwest::Client::new();
+    let listed = |guests: Value| -> Value {
+        guests
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "sms.vonage")
+            .cloned()
+            .unwrap_or_else(|| panic!("no sms.vonage in {guests}"))
+    };
+    let guests = async || -> Value {
+        let r = api
+            .admin(&admin, Method::GET, "/guests")
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    };
+    let first = listed(guests().await);
+    assert_eq!(first["world"], "softswitch:sms-provider/provider@0.1.0");
+    start_and_take_code(&api, "+447700900011").await;
+    assert_eq!(vendor.next().await.form()["api_key"], "k");
+
+    // A build that fails the cases (Twilio's guest in Vonage's file) is
+    // refused, and the one in service keeps sending.
+    let file = api.site.path("vonage.wasm");
+    std::fs::copy(guest_wasm("sms_twilio"), &file).unwrap();
+    let r = api
+        .admin(&admin, Method::POST, "/guests/sms.vonage/reload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "guest-load-failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("failed its cases") && message.contains("vonage/cases.toml"),
+        "{message}"
+    );
+    assert_eq!(listed(guests().await)["sha256"], first["sha256"]);
+    // One that traps fails its smoke call, before any case runs.
+    std::fs::copy(guest_wasm("fixture_sms_trap"), &file).unwrap();
+    let r = api
+        .admin(&admin, Method::POST, "/guests/sms.vonage/reload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("failed its smoke call"), "{message}");
+    assert_eq!(listed(guests().await)["sha256"], first["sha256"]);
+    start_and_take_code(&api, "+447700900012").await;
+    assert_eq!(vendor.next().await.form()["api_key"], "k");
+
+    // A build that passes goes into service by the file watch alone.
+    let vonage = std::fs::read(guest_wasm("sms_vonage")).unwrap();
+    std::fs::write(&file, rebuilt(&vonage, "2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let swapped = loop {
+        let now = listed(guests().await);
+        if now["sha256"] != first["sha256"] {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "never swapped: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(swapped["loaded_at"].as_u64() >= first["loaded_at"].as_u64());
+    start_and_take_code(&api, "+447700900013").await;
+    assert_eq!(vendor.next().await.form()["to"], "447700900013");
+    let failed_loads = api
+        .admin(&admin, Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        failed_loads.contains(r#"softswitch_guest_loads_total{guest="vonage",outcome="failed"}"#),
+        "{failed_loads}"
+    );
     let _ = vendor.port;
 }
 

@@ -1329,6 +1329,78 @@ async fn routing_failures(switch: &Switch) -> i64 {
         .sum()
 }
 
+/// `GET path` on the admin endpoint, as JSON.
+async fn admin_json(switch: &Switch, path: &str) -> serde_json::Value {
+    let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}{path}", switch.admin))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A new routing guest that fails most of its first calls (it passed its
+/// smoke call: it fails only calls to boom…) is taken out of service by
+/// itself, and the router it replaced comes back; its history says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_router_failing_its_first_calls_is_rolled_back_to_the_one_before() {
+    let switch = switch("[guests.routing.config]\nwhen = \"boom\"\n").await;
+    let good = admin_json(&switch, "/guests").await[0]["sha256"].clone();
+    swap_router(&switch, "fixture_trap").await;
+    let bad = admin_json(&switch, "/guests").await[0]["sha256"].clone();
+    assert_ne!(good, bad);
+    // Five calls, one after the other: each traps and gets the fallback.
+    let faulty = alice_calls_at(
+        &switch,
+        &expect_failure(&switch, 500),
+        "boom1",
+        5,
+        5,
+        "faulty",
+    );
+    assert!(all_calls_ok(faulty).await, "{}", switch.log());
+    // The next calls find the default router back: boom1 is no user.
+    let after = alice_calls_at(
+        &switch,
+        &expect_failure(&switch, 404),
+        "boom1",
+        5,
+        3,
+        "after",
+    );
+    assert!(all_calls_ok(after).await, "{}", switch.log());
+    assert_eq!(admin_json(&switch, "/guests").await[0]["sha256"], good);
+    let history = admin_json(&switch, "/guests/routing/history").await;
+    let events: Vec<(&str, &serde_json::Value)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), &e["sha256"]))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("in-service", &good),
+            ("in-service", &bad),
+            ("rolled-back", &bad)
+        ],
+        "{history}"
+    );
+    let why = history[2]["detail"].as_str().unwrap();
+    assert!(why.contains("5 of its first 5 calls failed"), "{why}");
+    assert_eq!(
+        switch
+            .metric("softswitch_guest_loads_total{guest=\"routing\",outcome=\"rolled-back\"}")
+            .await,
+        1
+    );
+    assert!(switch.log().contains("guest version taken out of service"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn faulty_routing_guests_swapped_in_under_load_get_the_fallback_until_the_good_one_is_back() {
     // The fixtures fail only calls to boom…; the others go to the user they

@@ -321,8 +321,9 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
     let site = Site::new("");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cases = |guest: &str| repo.join(format!("guests/routing/{guest}/cases.toml"));
-    for guest in ["default", "blocklist"] {
-        let wasm = guest_wasm(&format!("routing_{guest}"));
+    // lcr-js: the JavaScript guest (componentize-js), tested like the Rust ones.
+    for guest in ["default", "blocklist", "lcr-js"] {
+        let wasm = guest_wasm(&format!("routing_{}", guest.replace('-', "_")));
         let out = site.ok(&[
             "guest",
             "test",
@@ -366,11 +367,13 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
         ("sms", "generic", 10),
         ("sms", "vonage", 7),
         ("sms", "twilio", 7),
+        // The Python guest (componentize-py), tested like the Rust ones.
+        ("sms", "messagebird-py", 11),
         ("push", "apns", 10),
         ("push", "fcm", 9),
         ("push", "webhook", 7),
     ] {
-        let wasm = guest_wasm(&format!("{kind}_{vendor}"));
+        let wasm = guest_wasm(&format!("{kind}_{}", vendor.replace('-', "_")));
         let file = repo.join(format!("guests/{kind}-providers/{vendor}/cases.toml"));
         let out = site.ok(&[
             "guest",
@@ -657,10 +660,13 @@ async fn guest_new_writes_projects_that_build_and_load() {
     let dir = |world: &str| work.path().join(world);
 
     // What it refuses, each with one clear error.
-    for lang in ["python", "js"] {
-        let line = site.fails(&["guest", "new", "routing", "demo", "--lang", lang]);
-        assert!(line.contains("not available yet"), "{line}");
-    }
+    let line = site.fails(&["guest", "new", "routing", "demo", "--lang", "python"]);
+    assert!(
+        line.contains("--lang python has a template for sms-provider guests only"),
+        "{line}"
+    );
+    let line = site.fails(&["guest", "new", "routing", "demo", "--lang", "js"]);
+    assert!(line.contains("--lang js has no template yet"), "{line}");
     let line = site.fails(&["guest", "new", "routing", "1demo"]);
     assert!(line.contains("must start with a letter"), "{line}");
     let line = site.fails(&["guest", "new", "routing", "de.mo"]);
@@ -900,6 +906,36 @@ fn the_billing_tour_charges_a_call_cuts_one_and_refuses_one() {
     );
     assert!(out.status.success(), "the tour failed:\n{shown}");
     assert!(shown.contains("tour done"), "{shown}");
+}
+
+/// The README's Python SMS provider tutorial, run exactly as written
+/// (`scripts/tutorial-sms.sh` extracts its steps): `guest new --lang
+/// python`, componentize-py, `guest test`, a running switch sending a code
+/// through the guest, a change the canary refuses, one it lets through.
+#[test]
+fn the_python_sms_tutorial_runs_as_written() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(repo.join("scripts/tutorial-sms.sh"))
+        .env("SOFTSWITCH_BIN", env!("CARGO_BIN_EXE_softswitch"))
+        .env("TUTORIAL_DIR", work.path())
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the tutorial failed:\n{shown}");
+    // What the newcomer sees at each step.
+    for seen in [
+        "6 cases, 6 passed, 0 failed",
+        "/send Bearer tutorial-key {\"to\": \"48600111222\", \"from\": \"Acme\", \"text\": \"Your verification code is",
+        "failed its cases: 1 of 6 cases in",
+        "\"message\": \"Your verification code is",
+    ] {
+        assert!(shown.contains(seen), "no {seen:?} in:\n{shown}");
+    }
 }
 
 /// `[guests.<name>] cases`: a hot reload runs the guest's cases against

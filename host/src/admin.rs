@@ -105,6 +105,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/guests", get(guests))
         .route("/guests/{name}/reload", post(reload))
+        .route("/guests/{name}/history", get(history))
         .route("/accounts", get(accounts::list).post(accounts::create))
         .route(
             "/accounts/{login}",
@@ -276,6 +277,18 @@ async fn guests(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     Json(state.registry.list())
 }
 
+async fn history(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
+    match state.registry.history(&name) {
+        Some(entries) => Json(entries).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-guest",
+            format!("no guest named {name:?}"),
+        )
+        .into_response(),
+    }
+}
+
 async fn reload(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
     tracing::info!(guest = %name, "admin: guest reload requested");
     match state.registry.reload(&name).await {
@@ -307,6 +320,7 @@ mod tests {
             ("/metrics", &["get"]),
             ("/guests", &["get"]),
             ("/guests/{name}/reload", &["post"]),
+            ("/guests/{name}/history", &["get"]),
             ("/accounts", &["get", "post"]),
             ("/accounts/{login}", &["get", "patch", "delete"]),
             ("/accounts/{login}/balance", &["put"]),

@@ -602,6 +602,9 @@ callback_base_url = ""
 # path = "guests/target/wasm32-wasip2/release/sms_vonage.wasm"
 # allowed_hosts = ["rest.nexmo.com"]
 # config = { api_key = "...", api_secret = "...", from = "Softswitch" }
+# cases = "guests/sms-providers/vonage/cases.toml"   # canary a new build must pass
+# A new build of a provider's file goes into service without a restart (file watch,
+# SIGHUP, or POST /guests/sms.<name>/reload on the admin endpoint).
 
 [push]
 # A call to a user whose apps hold push tokens is parked and pushed after the registered
@@ -633,6 +636,8 @@ ca_file = ""
 # path = "guests/target/wasm32-wasip2/release/push_apns.wasm"
 # allowed_hosts = ["api.push.apple.com", "api.sandbox.push.apple.com"]
 # config = { team_id = "TEAM123456", topic = "net.example.app" }
+# cases = "guests/push-providers/apns/cases.toml"   # canary a new build must pass
+# New builds go into service without a restart, like SMS providers' (admin name push.<name>).
 
 [email]
 # SMTP server for activation e-mails; empty host: no e-mail (username sign-up answers email-unavailable).
@@ -844,9 +849,10 @@ impl Config {
                 config.ivr.rebase(base);
                 config.push.rebase(base);
                 for provider in config.sms.providers.values_mut() {
-                    let p = Path::new(&provider.path);
-                    if p.is_relative() && !provider.path.is_empty() {
-                        provider.path = base.join(p).to_string_lossy().into_owned();
+                    for file in [&mut provider.path, &mut provider.cases] {
+                        if Path::new(file.as_str()).is_relative() && !file.is_empty() {
+                            *file = base.join(file.as_str()).to_string_lossy().into_owned();
+                        }
                     }
                 }
                 Ok(config)

@@ -19,7 +19,8 @@ pub struct NewArgs {
     world: World,
     /// Crate name: letters, digits, `-` and `_`, starting with a letter.
     name: String,
-    /// Language of the project (only Rust so far).
+    /// Language of the project: Rust for every world, Python for SMS
+    /// providers (componentize-py).
     #[arg(long, value_enum, default_value_t = Lang::Rust)]
     lang: Lang,
     /// Folder to create; default `./<name>`. An existing folder must be empty.
@@ -207,11 +208,52 @@ fn check_target(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The files of a Python project (SMS providers only, so far), relative to
+/// its folder.
+fn python_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let t = world.template();
+    if world != World::SmsProvider {
+        bail!(
+            "--lang python has a template for sms-provider guests only so far: use --lang rust for {}",
+            world_name(world)
+        );
+    }
+    let lib = name.replace('-', "_");
+    let fill = |text: &str| {
+        text.replace("{{world_id}}", t.world_id)
+            .replace("{{crate}}", name)
+            .replace("{{lib}}", &lib)
+    };
+    Ok(vec![
+        ("app.py".into(), fill(PY_SMS_APP)),
+        ("README.md".into(), fill(PY_SMS_README)),
+        ("cases.toml".into(), fill(PY_SMS_CASES)),
+        (".gitignore".into(), PY_GITIGNORE.to_string()),
+        (Path::new("wit").join(t.wit_file), t.wit.to_string()),
+    ])
+}
+
+const PY_SMS_APP: &str = include_str!("../templates/python/sms-provider/app.py");
+const PY_SMS_README: &str = include_str!("../templates/python/sms-provider/README.md");
+const PY_SMS_CASES: &str = include_str!("../templates/python/sms-provider/cases.toml");
+const PY_GITIGNORE: &str = include_str!("../templates/python/sms-provider/gitignore");
+
+fn world_name(world: World) -> String {
+    world
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
 /// Writes the project; returns its folder.
 pub fn create(world: World, name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    write_files(dir, name, files(world, name))
+}
+
+fn write_files(dir: &Path, name: &str, files: Vec<(PathBuf, String)>) -> anyhow::Result<PathBuf> {
     validate_name(name)?;
     check_target(dir)?;
-    for (rel, text) in files(world, name) {
+    for (rel, text) in files {
         let path = dir.join(&rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -224,29 +266,41 @@ pub fn create(world: World, name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// `softswitch guest new`.
 pub fn run(args: &NewArgs) -> anyhow::Result<()> {
-    match args.lang {
-        Lang::Rust => {}
-        Lang::Python | Lang::Js => bail!(
-            "--lang {} is not available yet: only Rust guest templates exist (use --lang rust)",
-            args.lang
-                .to_possible_value()
-                .map(|v| v.get_name().to_owned())
-                .unwrap_or_default()
-        ),
-    }
     validate_name(&args.name)?;
     let dir = args
         .dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&args.name));
-    let dir = create(args.world, &args.name, &dir)?;
     let t = args.world.template();
+    let lib = args.name.replace('-', "_");
+    match args.lang {
+        Lang::Rust => {}
+        Lang::Python => {
+            let dir = write_files(&dir, &args.name, python_files(args.world, &args.name)?)?;
+            println!(
+                "created {} guest {} in {} ({}, Python)",
+                world_name(args.world),
+                args.name,
+                dir.display(),
+                t.world_id
+            );
+            println!("build it with (README.md has the once-only install of componentize-py):");
+            println!(
+                "  cd {} && componentize-py -d wit -w provider componentize app -o {lib}.wasm",
+                dir.display()
+            );
+            println!("test it with:");
+            println!("  softswitch guest test {lib}.wasm cases.toml");
+            return Ok(());
+        }
+        Lang::Js => bail!(
+            "--lang js has no template yet: use --lang rust (every world) or --lang python (sms-provider)"
+        ),
+    }
+    let dir = create(args.world, &args.name, &dir)?;
     println!(
         "created {} guest {} in {} ({})",
-        args.world
-            .to_possible_value()
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default(),
+        world_name(args.world),
         args.name,
         dir.display(),
         t.world_id
@@ -257,9 +311,8 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         dir.display()
     );
     println!(
-        "component: {}/target/wasm32-wasip2/release/{}.wasm (README.md says how to load it)",
+        "component: {}/target/wasm32-wasip2/release/{lib}.wasm (README.md says how to load it)",
         dir.display(),
-        args.name.replace('-', "_")
     );
     Ok(())
 }
@@ -308,6 +361,15 @@ mod tests {
                 assert!(!text.contains("{{"), "{} of {world:?}", path.display());
             }
         }
+        for (path, text) in python_files(World::SmsProvider, "my-guest").unwrap() {
+            assert!(
+                !text.contains("{{"),
+                "{} of the Python template",
+                path.display()
+            );
+        }
+        let error = python_files(World::Routing, "my-guest").unwrap_err();
+        assert!(error.to_string().contains("sms-provider"), "{error}");
     }
 
     #[test]

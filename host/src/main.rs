@@ -495,6 +495,9 @@ async fn run(app: App) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start push")?;
+    for guest in push.reloadables() {
+        registry.adopt(guest);
+    }
     let _push_worker = softswitch::push::worker::spawn(push.clone());
     sip.attach_push(push.clone());
     let ivr = softswitch::ivr::Ivr::new(
@@ -543,13 +546,9 @@ async fn run(app: App) -> anyhow::Result<()> {
     }));
     sip.attach_ivr(ivr);
     let _stun = softswitch::stun::start(&app.config.stun, app.metrics.clone()).await?;
-    let _api = softswitch::api::start::start(
-        &app,
-        registry.plugins(),
-        Some(sip.clone()),
-        Some(push.clone()),
-    )
-    .await?;
+    let _api =
+        softswitch::api::start::start(&app, &registry, Some(sip.clone()), Some(push.clone()))
+            .await?;
     let (token, token_file) = app.admin_token()?;
     if let Some(path) = token_file {
         tracing::info!(path = %path.display(), "admin bearer token is in this file");

@@ -26,7 +26,7 @@ pub async fn report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(guest) = state.sms.providers.get(&provider) else {
+    let Some(guest) = state.sms.provider(&provider) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown-provider",

@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::{ApiParts, ApiState, listener::TlsListener};
 use crate::app::App;
 use crate::notify::email::{DEFAULT_ACTIVATION_TEMPLATE, DEFAULT_RESET_TEMPLATE, Mailer, Template};
-use crate::plugins::Plugins;
+use crate::plugins::registry::GuestRegistry;
 use crate::sip::server::SipServer;
 use crate::sms::{SmsService, worker};
 use crate::tls::{CertSource, ensure_cert, server_config};
@@ -31,13 +31,17 @@ impl Drop for ApiHandles {
 /// changes so presence watchers see the new last-update time.
 pub async fn start(
     app: &App,
-    plugins: &Plugins,
+    registry: &GuestRegistry,
     sip_server: Option<Arc<SipServer>>,
     push: Option<Arc<crate::push::PushService>>,
 ) -> anyhow::Result<ApiHandles> {
-    let sms = SmsService::load(&app.config.sms, plugins, app.store.clone())
+    let sms = SmsService::load(&app.config.sms, registry.plugins(), app.store.clone())
         .await
         .context("cannot start SMS")?;
+    // New builds of the provider guests go into service like routing ones.
+    for guest in sms.reloadables() {
+        registry.adopt(guest);
+    }
     let billing = app.billing();
     let mut tasks = vec![
         worker::spawn(sms.clone()),

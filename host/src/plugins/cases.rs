@@ -372,8 +372,20 @@ pub async fn sms(
     path: &Path,
     file: &CaseFile,
 ) -> Result<Vec<Checked>, CasesError> {
-    let guest =
-        SmsProviderGuest::load(plugins, &guest_name(path), path, file.config.clone()).await?;
+    let component = plugins.compile_file(path).await?;
+    sms_component(plugins, &guest_name(path), path, &component, file).await
+}
+
+/// Runs the SMS cases of `file` against `component` (the guest at `path`,
+/// named `name`), with the config values of the file.
+pub async fn sms_component(
+    plugins: &Plugins,
+    name: &str,
+    path: &Path,
+    component: &Component,
+    file: &CaseFile,
+) -> Result<Vec<Checked>, CasesError> {
+    let guest = SmsProviderGuest::link(plugins, name, path, component, file.config.clone())?;
     let mut results = Vec::new();
     for case in &file.sends {
         let name = case
@@ -522,19 +534,32 @@ pub async fn push(
     path: &Path,
     file: &CaseFile,
 ) -> Result<Vec<Checked>, CasesError> {
+    let component = plugins.compile_file(path).await?;
+    push_component(plugins, &guest_name(path), path, &component, file).await
+}
+
+/// Runs the push cases of `file` against `component` (the guest at `path`,
+/// named `name`), with the config values and keys of the file.
+pub async fn push_component(
+    plugins: &Plugins,
+    name: &str,
+    path: &Path,
+    component: &Component,
+    file: &CaseFile,
+) -> Result<Vec<Checked>, CasesError> {
     let keys = PushKeys::for_guest_test(&file.push.sign_keys, file.push.oauth_tokens.clone())
         .map_err(|e| CasesError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    let guest = PushProviderGuest::load(
+    let guest = PushProviderGuest::link(
         plugins,
-        &guest_name(path),
+        name,
         path,
+        component,
         file.config.clone(),
         Arc::new(keys),
-    )
-    .await?;
+    )?;
     let mut results = Vec::new();
     for case in &file.pushes {
         let name = case

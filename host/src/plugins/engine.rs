@@ -248,6 +248,15 @@ impl Plugins {
                 path: path.to_path_buf(),
                 source,
             })?;
+        self.compile_off_reactor(path, bytes).await
+    }
+
+    /// Compiles `bytes` (the component read from `path`) on a blocking thread.
+    pub(crate) async fn compile_off_reactor(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<Component, PluginError> {
         let compiler = self.clone();
         let owned = path.to_path_buf();
         tokio::task::spawn_blocking(move || compiler.compile(&owned, &bytes))

@@ -14,8 +14,10 @@
 
 pub mod cases;
 pub mod engine;
+pub mod hot;
 pub mod inspect;
 pub mod ivr;
+pub mod probation;
 pub mod push;
 pub mod registry;
 pub mod routing;

@@ -18,6 +18,7 @@ use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::Plugins;
+use super::probation::VersionHealth;
 use super::state::MemoryCap;
 use super::{FailureKind, GuestFailure, PluginError};
 use crate::push::keys::PushKeys;
@@ -152,6 +153,7 @@ pub struct PushProviderGuest {
     pre: ProviderPre<PushState>,
     config: Vec<(String, String)>,
     keys: Arc<PushKeys>,
+    health: VersionHealth,
 }
 
 fn wit_headers(h: &[(String, String)]) -> Vec<wit::Header> {
@@ -186,6 +188,18 @@ impl PushProviderGuest {
         keys: Arc<PushKeys>,
     ) -> Result<Self, PluginError> {
         let component: Component = plugins.compile_file(path).await?;
+        Self::link(plugins, name, path, &component, config, keys)
+    }
+
+    /// Links a compiled component; refuses one of another world.
+    pub fn link(
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+        config: BTreeMap<String, String>,
+        keys: Arc<PushKeys>,
+    ) -> Result<Self, PluginError> {
         let mut linker: Linker<PushState> = Linker::new(&plugins.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -196,15 +210,16 @@ impl PushProviderGuest {
             expected: WORLD,
             message: format!("{e:#}").replace('\n', " "),
         };
-        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let instance_pre = linker.instantiate_pre(component).map_err(wrong_world)?;
         let pre = ProviderPre::new(instance_pre).map_err(wrong_world)?;
-        tracing::info!(guest = name, world = WORLD, path = %path.display(), "push provider guest loaded");
+        tracing::debug!(guest = name, world = WORLD, path = %path.display(), "push provider guest linked");
         Ok(Self {
             name: name.into(),
             plugins: plugins.clone(),
             pre,
             config: config.into_iter().collect(),
             keys,
+            health: VersionHealth::default(),
         })
     }
 
@@ -213,7 +228,13 @@ impl PushProviderGuest {
         &self.name
     }
 
+    /// Calls and failures of this version, for its probation.
+    pub fn health(&self) -> &VersionHealth {
+        &self.health
+    }
+
     fn failure(&self, kind: FailureKind, detail: impl Into<String>) -> GuestFailure {
+        self.health.failed(kind);
         let failure = GuestFailure {
             guest: self.name.to_string(),
             world: WORLD,
@@ -233,6 +254,7 @@ impl PushProviderGuest {
         &self,
         f: impl AsyncFnOnce(&Provider, &mut Store<PushState>) -> wasmtime::Result<T>,
     ) -> Result<T, GuestFailure> {
+        self.health.call();
         // Held until the store below is dropped (declared before it).
         let _slot = self
             .plugins
@@ -311,6 +333,17 @@ impl PushProviderGuest {
                 .map_err(|e| self.failure(FailureKind::InvalidResult, e)),
             Err(e) => Ok(Err(error_text(e))),
         }
+    }
+
+    /// One call on a fresh instance, before a new version goes into service:
+    /// any answer will do, a trap or a timeout will not.
+    pub async fn smoke(&self) -> Result<(), GuestFailure> {
+        let empty = PushResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        self.parse_response(&empty).await.map(|_| ())
     }
 
     /// Interprets the service's answer to one request.

@@ -14,6 +14,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::engine::Plugins;
+use super::probation::VersionHealth;
 use super::state::GuestState;
 use super::{FailureKind, GuestFailure, PluginError};
 use crate::directory::{DirAccount, DirGateway, Directory};
@@ -385,6 +386,7 @@ pub struct RoutingGuest {
     config: Arc<BTreeMap<String, String>>,
     directory: Arc<dyn Directory>,
     warm: Mutex<Vec<Warm>>,
+    health: VersionHealth,
 }
 
 impl RoutingGuest {
@@ -414,10 +416,17 @@ impl RoutingGuest {
             config: Arc::new(config),
             directory,
             warm: Mutex::new(Vec::new()),
+            health: VersionHealth::default(),
         })
     }
 
+    /// Calls and failures of this version, for its probation.
+    pub fn health(&self) -> &VersionHealth {
+        &self.health
+    }
+
     fn failure(&self, kind: FailureKind, detail: impl Into<String>) -> GuestFailure {
+        self.health.failed(kind);
         GuestFailure {
             guest: self.name.to_string(),
             world: WORLD,
@@ -518,6 +527,7 @@ impl RoutingGuest {
         &self,
         request: &RouteRequest,
     ) -> Result<(RouteDecision, Option<CallerId>), GuestFailure> {
+        self.health.call();
         let raw = self.call(&to_wit_request(request)).await?;
         from_wit_result(raw).map_err(|why| self.failure(FailureKind::InvalidResult, why))
     }
@@ -538,6 +548,7 @@ impl RoutingGuest {
             config: self.config.clone(),
             directory: empty,
             warm: Mutex::new(Vec::new()),
+            health: VersionHealth::default(),
         };
         let request = RouteRequest {
             kind: Kind::Call,
@@ -567,7 +578,7 @@ pub struct Fallback {
 /// Routes through the current version of the configured routing guest.
 #[derive(Clone)]
 pub struct Router {
-    slot: Arc<super::registry::GuestSlot>,
+    slot: Arc<super::hot::HotSlot<super::hot::RoutingWorld>>,
     fallback: Fallback,
     metrics: crate::metrics::Metrics,
     // Resolved once: a label look-up per decision costs a hash and allocations.
@@ -577,12 +588,16 @@ pub struct Router {
 
 impl Router {
     pub(crate) fn new(
-        slot: Arc<super::registry::GuestSlot>,
+        slot: Arc<super::hot::HotSlot<super::hot::RoutingWorld>>,
         fallback: Fallback,
         metrics: crate::metrics::Metrics,
     ) -> Self {
-        let calls = metrics.guest_calls.with_label_values(&[slot.name(), WORLD]);
-        let seconds = metrics.decision_seconds.with_label_values(&[slot.name()]);
+        let calls = metrics
+            .guest_calls
+            .with_label_values(&[slot.guest_name(), WORLD]);
+        let seconds = metrics
+            .decision_seconds
+            .with_label_values(&[slot.guest_name()]);
         Self {
             slot,
             fallback,
@@ -595,19 +610,11 @@ impl Router {
     /// Decides where a request goes. Never fails: a failing guest yields the fallback.
     pub async fn route(&self, request: &RouteRequest) -> Routed {
         let started = Instant::now();
-        let name = self.slot.name();
+        let name = self.slot.guest_name();
         self.calls.inc();
         // Holding this Arc keeps the version alive until the decision is made,
         // even if a reload swaps in a new one meanwhile.
-        let outcome = match self.slot.current_routing() {
-            Some(guest) => guest.route(request).await,
-            None => Err(GuestFailure {
-                guest: name.to_string(),
-                world: WORLD,
-                kind: FailureKind::Unavailable,
-                detail: "no version loaded".into(),
-            }),
-        };
+        let outcome = self.slot.current().route(request).await;
         let routed = match outcome {
             Ok((decision, caller_id)) => {
                 tracing::debug!(guest = name, kind = ?request.kind, caller = %request.caller_login, target = %request.target, reason = ?request.reason, ?decision, ?caller_id, "routed");

@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::Plugins;
+use super::probation::VersionHealth;
 use super::state::MemoryCap;
 use super::{FailureKind, GuestFailure, PluginError};
 
@@ -108,6 +109,7 @@ pub struct SmsProviderGuest {
     plugins: Plugins,
     pre: ProviderPre<ProviderState>,
     config: Vec<(String, String)>,
+    health: VersionHealth,
 }
 
 fn header_pairs(h: Vec<wit::Header>) -> Vec<(String, String)> {
@@ -140,6 +142,17 @@ impl SmsProviderGuest {
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
         let component: Component = plugins.compile_file(path).await?;
+        Self::link(plugins, name, path, &component, config)
+    }
+
+    /// Links a compiled component; refuses one of another world.
+    pub fn link(
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+        config: BTreeMap<String, String>,
+    ) -> Result<Self, PluginError> {
         let mut linker: Linker<ProviderState> = Linker::new(&plugins.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -148,14 +161,15 @@ impl SmsProviderGuest {
             expected: WORLD,
             message: format!("{e:#}").replace('\n', " "),
         };
-        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let instance_pre = linker.instantiate_pre(component).map_err(wrong_world)?;
         let pre = ProviderPre::new(instance_pre).map_err(wrong_world)?;
-        tracing::info!(guest = name, world = WORLD, path = %path.display(), "SMS provider guest loaded");
+        tracing::debug!(guest = name, world = WORLD, path = %path.display(), "SMS provider guest linked");
         Ok(Self {
             name: name.into(),
             plugins: plugins.clone(),
             pre,
             config: config.into_iter().collect(),
+            health: VersionHealth::default(),
         })
     }
 
@@ -164,7 +178,23 @@ impl SmsProviderGuest {
         &self.name
     }
 
+    /// One call on a fresh instance, before a new version goes into service:
+    /// any answer will do, a trap or a timeout will not.
+    pub async fn smoke(&self) -> Result<(), GuestFailure> {
+        let empty = HttpMessage {
+            status: 200,
+            ..HttpMessage::default()
+        };
+        self.parse_send_response(&empty).await.map(|_| ())
+    }
+
+    /// Calls and failures of this version, for its probation.
+    pub fn health(&self) -> &VersionHealth {
+        &self.health
+    }
+
     fn failure(&self, kind: FailureKind, detail: impl Into<String>) -> GuestFailure {
+        self.health.failed(kind);
         GuestFailure {
             guest: self.name.to_string(),
             world: WORLD,
@@ -178,6 +208,7 @@ impl SmsProviderGuest {
         &self,
         f: impl AsyncFnOnce(&Provider, &mut Store<ProviderState>) -> wasmtime::Result<T>,
     ) -> Result<T, GuestFailure> {
+        self.health.call();
         // Held until the store below is dropped (declared before it).
         let _slot = match self.plugins.instance_slot(WORLD).await {
             Ok(slot) => slot,

@@ -20,12 +20,13 @@ pub mod rfc8599;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::plugins::Plugins;
+use crate::plugins::hot::{HotSlot, PushWorld, Reloadable};
 use crate::plugins::push::PushProviderGuest;
 use crate::store::Store;
 use crate::store::push::{PushToken, TokenKind};
@@ -98,6 +99,9 @@ pub struct PushProviderConfig {
     pub allowed_hosts: Vec<String>,
     /// Values passed to the guest (team id, topic, project id, endpoint).
     pub config: BTreeMap<String, String>,
+    /// A case file (`softswitch guest test`) every new version must pass
+    /// before it replaces the one in service; empty: none.
+    pub cases: String,
 }
 
 impl PushConfig {
@@ -114,6 +118,7 @@ impl PushConfig {
         }
         for p in self.providers.values_mut() {
             rebase(&mut p.path);
+            rebase(&mut p.cases);
         }
     }
 }
@@ -216,7 +221,7 @@ pub enum PushError {
 pub struct PushService {
     pub config: PushConfig,
     pub store: Store,
-    pub providers: BTreeMap<String, Arc<PushProviderGuest>>,
+    pub providers: BTreeMap<String, Arc<HotSlot<PushWorld>>>,
     pub keys: Arc<PushKeys>,
     /// Wakes the worker when something was queued.
     pub wake: tokio::sync::Notify,
@@ -267,19 +272,23 @@ impl PushService {
         let mut providers = BTreeMap::new();
         let mut limits = HashMap::new();
         for (name, p) in &config.providers {
-            let guest = PushProviderGuest::load(
+            let slot = HotSlot::load(
                 plugins,
+                format!("push.{name}"),
                 name,
                 Path::new(&p.path),
-                p.config.clone(),
-                keys.clone(),
+                (!p.cases.is_empty()).then(|| PathBuf::from(&p.cases)),
+                PushWorld {
+                    config: p.config.clone(),
+                    keys: keys.clone(),
+                },
             )
             .await
             .map_err(|source| PushError::Load {
                 name: name.clone(),
                 source,
             })?;
-            providers.insert(name.clone(), Arc::new(guest));
+            providers.insert(name.clone(), slot);
             limits.insert(
                 name.clone(),
                 Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
@@ -296,6 +305,19 @@ impl PushService {
             metrics,
             from_register: Default::default(),
         }))
+    }
+
+    /// The version of `provider` in service, kept by the caller for the
+    /// whole of one push.
+    pub fn provider(&self, provider: &str) -> Option<Arc<PushProviderGuest>> {
+        self.providers.get(provider).map(|slot| slot.current())
+    }
+
+    /// The provider guests, for hot reload (admin name `push.<provider>`).
+    pub fn reloadables(&self) -> impl Iterator<Item = Arc<dyn Reloadable>> + '_ {
+        self.providers
+            .values()
+            .map(|slot| slot.clone() as Arc<dyn Reloadable>)
     }
 
     /// Whether a provider of that name is configured.

@@ -181,7 +181,7 @@ async fn send_one(service: &PushService, p: &PushEntry) -> crate::store::Result<
         )
         .await;
     };
-    let Some(guest) = service.providers.get(&token.provider) else {
+    let Some(guest) = service.provider(&token.provider) else {
         return finish(
             service,
             p,

@@ -13,12 +13,13 @@
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::plugins::Plugins;
+use crate::plugins::hot::{HotSlot, Reloadable, SmsWorld};
 use crate::plugins::sms::SmsProviderGuest;
 use crate::store::Store;
 
@@ -79,6 +80,9 @@ pub struct SmsProviderConfig {
     pub allowed_hosts: Vec<String>,
     /// Values passed to the guest (credentials, sender, endpoint).
     pub config: BTreeMap<String, String>,
+    /// A case file (`softswitch guest test`) every new version must pass
+    /// before it replaces the one in service; empty: none.
+    pub cases: String,
 }
 
 /// Errors starting the SMS service.
@@ -103,7 +107,7 @@ pub enum SmsError {
 pub struct SmsService {
     pub config: SmsConfig,
     pub store: Store,
-    pub providers: BTreeMap<String, Arc<SmsProviderGuest>>,
+    pub providers: BTreeMap<String, Arc<HotSlot<SmsWorld>>>,
     /// Wakes the worker when something was queued.
     pub wake: tokio::sync::Notify,
     client: reqwest::Client,
@@ -122,14 +126,22 @@ impl SmsService {
         }
         let mut providers = BTreeMap::new();
         for (name, p) in &config.providers {
-            let path = Path::new(&p.path);
-            let guest = SmsProviderGuest::load(plugins, name, path, p.config.clone())
-                .await
-                .map_err(|source| SmsError::Load {
-                    name: name.clone(),
-                    source,
-                })?;
-            providers.insert(name.clone(), Arc::new(guest));
+            let slot = HotSlot::load(
+                plugins,
+                format!("sms.{name}"),
+                name,
+                Path::new(&p.path),
+                (!p.cases.is_empty()).then(|| PathBuf::from(&p.cases)),
+                SmsWorld {
+                    config: p.config.clone(),
+                },
+            )
+            .await
+            .map_err(|source| SmsError::Load {
+                name: name.clone(),
+                source,
+            })?;
+            providers.insert(name.clone(), slot);
         }
         crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
@@ -145,6 +157,19 @@ impl SmsService {
             wake: tokio::sync::Notify::new(),
             client,
         }))
+    }
+
+    /// The version of `provider` in service, kept by the caller for the
+    /// whole of one send or report.
+    pub fn provider(&self, provider: &str) -> Option<Arc<SmsProviderGuest>> {
+        self.providers.get(provider).map(|slot| slot.current())
+    }
+
+    /// The provider guests, for hot reload (admin name `sms.<provider>`).
+    pub fn reloadables(&self) -> impl Iterator<Item = Arc<dyn Reloadable>> + '_ {
+        self.providers
+            .values()
+            .map(|slot| slot.clone() as Arc<dyn Reloadable>)
     }
 
     /// Whether sign-up codes can be sent at all.

@@ -90,7 +90,7 @@ async fn fail(service: &SmsService, m: &SmsMessage, why: &str) -> crate::store::
 }
 
 async fn send_one(service: &SmsService, m: &SmsMessage, attempts: i64) -> crate::store::Result<()> {
-    let Some(guest) = service.providers.get(&m.provider) else {
+    let Some(guest) = service.provider(&m.provider) else {
         return fail(service, m, "provider not configured").await;
     };
     let sms = OutgoingSms {

@@ -1,0 +1,473 @@
+//! Hot swap, for the guests of every world but IVR (whose services load
+//! the file again when it changes, call by call): a reload compiles and
+//! links the new file, makes a smoke call, runs the guest's cases when its
+//! config names them (the canary), and only then swaps it in. Work in
+//! flight keeps the `Arc` of the version it started on. A new version that
+//! fails too many of its first calls is taken out of service and the one it
+//! replaced comes back ([`super::probation`]).
+//!
+//! At start-up a provider's first version is linked and checked against its
+//! cases but not smoke-called: there is no version in service to keep
+//! instead, and a provider that fails its calls fails only its messages
+//! (each is retried, then marked failed), not the switch. A routing guest
+//! is smoke-called at start too: without it no call can be routed.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use wasmtime::component::Component;
+
+use super::engine::{Plugins, sha256_hex};
+use super::probation::{History, HistoryEntry, VersionHealth};
+use super::push::{PushProviderGuest, WORLD as PUSH_WORLD};
+use super::registry::{FileStamp, GuestInfo, file_stamp, refuse_failed_cases, unix_now};
+use super::routing::{RoutingGuest, WORLD as ROUTING_WORLD};
+use super::sms::{SmsProviderGuest, WORLD as SMS_WORLD};
+use super::{PluginError, cases};
+use crate::directory::Directory;
+use crate::push::keys::PushKeys;
+
+/// A boxed future, for the object-safe [`Reloadable`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the registry needs of a guest of another world than routing: its
+/// admin view, a reload, and whether its file changed.
+pub trait Reloadable: Send + Sync {
+    fn name(&self) -> &str;
+    fn info(&self) -> GuestInfo;
+    fn reload(&self) -> BoxFuture<'_, Result<GuestInfo, PluginError>>;
+    /// The file differs (time or length) from the one last loaded.
+    fn changed(&self) -> bool;
+    /// Versions put in service, refused and rolled back, oldest first.
+    fn history(&self) -> Vec<HistoryEntry>;
+}
+
+/// The part of a world that [`HotSlot`] needs: how to make a guest of a
+/// compiled component, smoke-call it and run its cases.
+pub trait World: Send + Sync + 'static {
+    type Guest: Send + Sync + 'static;
+    const WORLD: &'static str;
+    /// Whether the first version is smoke-called too.
+    const SMOKE_AT_START: bool;
+    fn health(guest: &Self::Guest) -> &VersionHealth;
+    fn link(
+        &self,
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+    ) -> Result<Self::Guest, PluginError>;
+    fn smoke<'a>(
+        &'a self,
+        guest: &'a Self::Guest,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<(), PluginError>>;
+    fn cases<'a>(
+        &'a self,
+        plugins: &'a Plugins,
+        name: &'a str,
+        path: &'a Path,
+        component: &'a Component,
+        file: &'a cases::CaseFile,
+    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>>;
+}
+
+/// The routing world, with one guest's configuration values and the
+/// directory it looks users up in.
+pub struct RoutingWorld {
+    pub config: BTreeMap<String, String>,
+    pub directory: Arc<dyn Directory>,
+}
+
+impl World for RoutingWorld {
+    type Guest = RoutingGuest;
+    const WORLD: &'static str = ROUTING_WORLD;
+    const SMOKE_AT_START: bool = true;
+
+    fn health(guest: &RoutingGuest) -> &VersionHealth {
+        guest.health()
+    }
+
+    fn link(
+        &self,
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+    ) -> Result<RoutingGuest, PluginError> {
+        RoutingGuest::new(
+            plugins,
+            name,
+            path,
+            component,
+            self.config.clone(),
+            self.directory.clone(),
+        )
+    }
+
+    fn smoke<'a>(
+        &'a self,
+        guest: &'a RoutingGuest,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(async move {
+            guest.smoke().await.map_err(|failure| PluginError::Smoke {
+                path: path.to_path_buf(),
+                failure,
+            })
+        })
+    }
+
+    fn cases<'a>(
+        &'a self,
+        plugins: &'a Plugins,
+        name: &'a str,
+        path: &'a Path,
+        component: &'a Component,
+        file: &'a cases::CaseFile,
+    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>> {
+        Box::pin(cases::routing(plugins, name, path, component, file))
+    }
+}
+
+/// The SMS provider world, with one provider's configuration values.
+pub struct SmsWorld {
+    pub config: BTreeMap<String, String>,
+}
+
+impl World for SmsWorld {
+    type Guest = SmsProviderGuest;
+    const WORLD: &'static str = SMS_WORLD;
+    const SMOKE_AT_START: bool = false;
+
+    fn health(guest: &SmsProviderGuest) -> &VersionHealth {
+        guest.health()
+    }
+
+    fn link(
+        &self,
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+    ) -> Result<SmsProviderGuest, PluginError> {
+        SmsProviderGuest::link(plugins, name, path, component, self.config.clone())
+    }
+
+    fn smoke<'a>(
+        &'a self,
+        guest: &'a SmsProviderGuest,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(async move {
+            guest.smoke().await.map_err(|failure| PluginError::Smoke {
+                path: path.to_path_buf(),
+                failure,
+            })
+        })
+    }
+
+    fn cases<'a>(
+        &'a self,
+        plugins: &'a Plugins,
+        name: &'a str,
+        path: &'a Path,
+        component: &'a Component,
+        file: &'a cases::CaseFile,
+    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>> {
+        Box::pin(cases::sms_component(plugins, name, path, component, file))
+    }
+}
+
+/// The push provider world, with one provider's configuration values and
+/// the switch's keys.
+pub struct PushWorld {
+    pub config: BTreeMap<String, String>,
+    pub keys: Arc<PushKeys>,
+}
+
+impl World for PushWorld {
+    type Guest = PushProviderGuest;
+    const WORLD: &'static str = PUSH_WORLD;
+    const SMOKE_AT_START: bool = false;
+
+    fn health(guest: &PushProviderGuest) -> &VersionHealth {
+        guest.health()
+    }
+
+    fn link(
+        &self,
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+    ) -> Result<PushProviderGuest, PluginError> {
+        PushProviderGuest::link(
+            plugins,
+            name,
+            path,
+            component,
+            self.config.clone(),
+            self.keys.clone(),
+        )
+    }
+
+    fn smoke<'a>(
+        &'a self,
+        guest: &'a PushProviderGuest,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(async move {
+            guest.smoke().await.map_err(|failure| PluginError::Smoke {
+                path: path.to_path_buf(),
+                failure,
+            })
+        })
+    }
+
+    fn cases<'a>(
+        &'a self,
+        plugins: &'a Plugins,
+        name: &'a str,
+        path: &'a Path,
+        component: &'a Component,
+        file: &'a cases::CaseFile,
+    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>> {
+        Box::pin(cases::push_component(plugins, name, path, component, file))
+    }
+}
+
+struct Loaded<G> {
+    info: GuestInfo,
+    guest: Arc<G>,
+}
+
+/// One guest of world `W` and its current version.
+pub struct HotSlot<W: World> {
+    /// The name the admin endpoint knows it by (`sms.<provider>`).
+    name: String,
+    /// The name in logs and metrics (the provider's).
+    guest_name: String,
+    path: PathBuf,
+    cases: Option<PathBuf>,
+    world: W,
+    plugins: Plugins,
+    current: ArcSwap<Loaded<W::Guest>>,
+    /// The version `current` replaced, while `current` is on probation: it
+    /// comes back if `current` fails too many of its first calls.
+    previous: ArcSwapOption<Loaded<W::Guest>>,
+    history: History,
+    seen: Mutex<Option<FileStamp>>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl<W: World> HotSlot<W> {
+    /// Loads the first version; fails if it does not link or fails its
+    /// cases (at start-up an operator wants to hear about a bad file at once).
+    pub async fn load(
+        plugins: &Plugins,
+        name: String,
+        guest_name: &str,
+        path: &Path,
+        cases: Option<PathBuf>,
+        world: W,
+    ) -> Result<Arc<Self>, PluginError> {
+        let seen = file_stamp(path);
+        let first = load_version(
+            plugins,
+            &world,
+            guest_name,
+            path,
+            cases.as_deref(),
+            W::SMOKE_AT_START,
+        )
+        .await;
+        count_load(plugins, guest_name, first.is_ok());
+        let first = first?;
+        tracing::info!(guest = guest_name, world = W::WORLD, sha256 = %first.info.sha256, path = %path.display(), "guest in service");
+        let history = History::default();
+        history.push("in-service", &first.info.sha256, "");
+        Ok(Arc::new(Self {
+            name,
+            guest_name: guest_name.to_owned(),
+            path: path.to_path_buf(),
+            cases,
+            world,
+            plugins: plugins.clone(),
+            current: ArcSwap::from_pointee(first),
+            previous: ArcSwapOption::empty(),
+            history,
+            seen: Mutex::new(seen),
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The name in logs and metrics.
+    pub fn guest_name(&self) -> &str {
+        &self.guest_name
+    }
+
+    /// The version in service: a caller keeps it for the whole of its work.
+    /// A new version that failed too many of its first calls is taken out
+    /// of service here, and the one it replaced comes back.
+    pub fn current(&self) -> Arc<W::Guest> {
+        let current = self.current.load_full();
+        let Some(previous) = self.previous.load_full() else {
+            return current.guest.clone();
+        };
+        let health = W::health(&current.guest);
+        if let Some(why) = health.verdict() {
+            self.roll_back(&current, previous, &why)
+        } else {
+            if health.past_probation() {
+                self.previous.store(None);
+            }
+            current.guest.clone()
+        }
+    }
+
+    fn roll_back(
+        &self,
+        bad: &Arc<Loaded<W::Guest>>,
+        previous: Arc<Loaded<W::Guest>>,
+        why: &str,
+    ) -> Arc<W::Guest> {
+        let swapped = self.current.compare_and_swap(bad, previous.clone());
+        if Arc::ptr_eq(&swapped, bad) {
+            self.previous.store(None);
+            self.history.push("rolled-back", &bad.info.sha256, why);
+            self.plugins
+                .metrics
+                .guest_loads
+                .with_label_values(&[&self.guest_name, "rolled-back"])
+                .inc();
+            tracing::error!(guest = %self.guest_name, world = W::WORLD, bad_version = %bad.info.sha256, restored = %previous.info.sha256, reason = why, "guest version taken out of service; the previous one is back");
+        }
+        self.current.load().guest.clone()
+    }
+
+    async fn reload_now(&self) -> Result<GuestInfo, PluginError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = file_stamp(&self.path);
+        let result = load_version(
+            &self.plugins,
+            &self.world,
+            &self.guest_name,
+            &self.path,
+            self.cases.as_deref(),
+            true,
+        )
+        .await;
+        count_load(&self.plugins, &self.guest_name, result.is_ok());
+        match result {
+            Ok(version) => {
+                let info = version.info.clone();
+                let replaced = self.current.swap(Arc::new(version));
+                self.previous.store(Some(replaced));
+                self.history.push("in-service", &info.sha256, "");
+                tracing::info!(guest = %self.guest_name, world = W::WORLD, sha256 = %info.sha256, path = %info.path, "guest in service");
+                Ok(info)
+            }
+            Err(e) => {
+                let kept = self.current.load().info.sha256.clone();
+                let refused = sha256_of_file(&self.path).await;
+                self.history.push("refused", &refused, e.to_string());
+                tracing::error!(guest = %self.guest_name, error = %e, kept_version = %kept, "guest load failed; previous version stays in service");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn count_load(plugins: &Plugins, name: &str, ok: bool) {
+    plugins
+        .metrics
+        .guest_loads
+        .with_label_values(&[name, if ok { "ok" } else { "failed" }])
+        .inc();
+}
+
+async fn load_version<W: World>(
+    plugins: &Plugins,
+    world: &W,
+    name: &str,
+    path: &Path,
+    cases_path: Option<&Path>,
+    smoke: bool,
+) -> Result<Loaded<W::Guest>, PluginError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let sha256 = sha256_hex(&bytes);
+    let component = plugins.compile_off_reactor(path, bytes).await?;
+    let guest = world.link(plugins, name, path, &component)?;
+    if smoke {
+        world.smoke(&guest, path).await?;
+    }
+    if let Some(cases_path) = cases_path {
+        let refuse = |message: String| PluginError::Canary {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = cases::CaseFile::load(cases_path).map_err(|e| refuse(e.to_string()))?;
+        let checked = world
+            .cases(plugins, name, path, &component, &file)
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        refuse_failed_cases(path, cases_path, &checked)?;
+    }
+    Ok(Loaded {
+        info: GuestInfo {
+            name: name.to_owned(),
+            world: W::WORLD,
+            path: path.display().to_string(),
+            sha256,
+            loaded_at: unix_now(),
+        },
+        guest: Arc::new(guest),
+    })
+}
+
+impl<W: World> Reloadable for HotSlot<W> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn info(&self) -> GuestInfo {
+        let mut info = self.current.load().info.clone();
+        info.name.clone_from(&self.name);
+        info
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<GuestInfo, PluginError>> {
+        Box::pin(async move {
+            let mut info = self.reload_now().await?;
+            info.name.clone_from(&self.name);
+            Ok(info)
+        })
+    }
+
+    fn changed(&self) -> bool {
+        let stamp = file_stamp(&self.path);
+        stamp.is_some() && stamp != *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn history(&self) -> Vec<HistoryEntry> {
+        self.history.entries()
+    }
+}
+
+/// The SHA-256 of the file at `path`, or `unreadable`.
+pub(crate) async fn sha256_of_file(path: &Path) -> String {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => sha256_hex(&bytes),
+        Err(_) => "unreadable".into(),
+    }
+}
