@@ -20,64 +20,60 @@ cargo build --release --target "$target" --manifest-path guests/Cargo.toml
 
 out="guests/target/$target/release"
 
-# Python guests: a folder of guests/<kind>/ named *-py whose app.py is built
-# with componentize-py (from PyPI, pinned, in a venv under guests/target) into
-# <kind-prefix>_<name>_py.wasm, e.g. sms-providers/messagebird-py ->
-# sms_messagebird_py.wasm. The WIT folder is the kind's world.
+# Guests in other languages: a folder of guests/<kind>/ named *-py (app.py,
+# built with componentize-py from PyPI, pinned, in a venv under
+# guests/target) or *-js (app.js, built with componentize-js from the npm
+# registry, pinned, under guests/target) becomes
+# <kind-prefix>_<name>.wasm with `-` as `_`: sms-providers/messagebird-py ->
+# sms_messagebird_py.wasm, routing/lcr-js -> routing_lcr_js.wasm.
 componentize_py_version=0.25.1
 venv=guests/target/py-venv
-declare -A py_world=([sms-providers]="sms-provider provider sms" [routing]="routing router routing")
-for app in guests/*/*-py/app.py; do
-    [[ -e $app ]] || continue
-    folder=$(dirname "$app")
-    kind=$(basename "$(dirname "$folder")")
-    read -r wit world prefix <<<"${py_world[$kind]:?no world known for Python guests in guests/$kind}"
-    name=$(basename "$folder")
-    wasm="$out/${prefix}_${name//-/_}.wasm"
-    if [[ -f $wasm && -z $(find "$folder" "wit/$wit" -newer "$wasm" -type f -print -quit) ]]; then
-        echo "==> $wasm is up to date"
-        continue
-    fi
-    if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $componentize_py_version"; then
-        echo "==> installing componentize-py $componentize_py_version (pip, in $venv)"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
-    fi
-    echo "==> componentize-py: $folder -> $wasm"
-    mkdir -p "$out"
-    "$venv/bin/componentize-py" -d "wit/$wit" -w "$world" componentize app -p "$folder" -o "$wasm"
-done
-
-# JavaScript guests: a folder of guests/<kind>/ named *-js whose app.js is
-# built with componentize-js (from the npm registry, pinned, installed under
-# guests/target) into <kind-prefix>_<name>_js.wasm, e.g. routing/lcr-js ->
-# routing_lcr_js.wasm. The guests get no HTTP, fetch or stdio (the switch
-# grants none), so those WASI features are left out of the component.
 componentize_js_version=0.23.0
 js_tools=guests/target/js-tools
-declare -A js_world=([routing]="routing router routing" [sms-providers]="sms-provider provider sms")
-for app in guests/*/*-js/app.js; do
+componentize_js=$js_tools/node_modules/.bin/componentize-js
+# kind -> WIT folder, world, file prefix
+declare -A worlds=([sms-providers]="sms-provider provider sms" [routing]="routing router routing")
+
+ensure_componentize_py() {
+    "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $componentize_py_version" && return
+    echo "==> installing componentize-py $componentize_py_version (pip, in $venv)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
+}
+
+ensure_componentize_js() {
+    [[ $("$componentize_js" --version 2>/dev/null) == "$componentize_js_version" ]] && return
+    command -v npm >/dev/null || { echo "npm is missing (Node.js 20 or later): scripts/setup.sh installs it" >&2; exit 1; }
+    echo "==> installing componentize-js $componentize_js_version (npm, in $js_tools)"
+    mkdir -p "$js_tools"
+    npm install --prefix "$js_tools" --no-audit --no-fund --silent \
+        "@bytecodealliance/componentize-js@$componentize_js_version"
+}
+
+mkdir -p "$out"
+for app in guests/*/*-py/app.py guests/*/*-js/app.js; do
     [[ -e $app ]] || continue
     folder=$(dirname "$app")
     kind=$(basename "$(dirname "$folder")")
-    read -r wit world prefix <<<"${js_world[$kind]:?no world known for JavaScript guests in guests/$kind}"
+    read -r wit world prefix <<<"${worlds[$kind]:?no world known for guests in guests/$kind}"
     name=$(basename "$folder")
     wasm="$out/${prefix}_${name//-/_}.wasm"
     if [[ -f $wasm && -z $(find "$folder" "wit/$wit" -newer "$wasm" -type f -print -quit) ]]; then
         echo "==> $wasm is up to date"
         continue
     fi
-    componentize_js=$js_tools/node_modules/.bin/componentize-js
-    if [[ $("$componentize_js" --version 2>/dev/null) != "$componentize_js_version" ]]; then
-        command -v npm >/dev/null || { echo "npm is missing (Node.js 20 or later): scripts/setup.sh installs it" >&2; exit 1; }
-        echo "==> installing componentize-js $componentize_js_version (npm, in $js_tools)"
-        mkdir -p "$js_tools"
-        npm install --prefix "$js_tools" --no-audit --no-fund --silent \
-            "@bytecodealliance/componentize-js@$componentize_js_version"
-    fi
-    echo "==> componentize-js: $folder -> $wasm"
-    mkdir -p "$out"
-    "$componentize_js" "$app" --wit "wit/$wit" --world-name "$world" -d http fetch-event stdio -o "$wasm"
+    echo "==> $folder -> $wasm"
+    case $app in
+    *.py)
+        ensure_componentize_py
+        "$venv/bin/componentize-py" -d "wit/$wit" -w "$world" componentize app -p "$folder" -o "$wasm"
+        ;;
+    *.js)
+        ensure_componentize_js
+        # The switch grants guests no HTTP, fetch or stdio: left out.
+        "$componentize_js" "$app" --wit "wit/$wit" --world-name "$world" -d http fetch-event stdio -o "$wasm"
+        ;;
+    esac
 done
 
 echo "==> components in $out:"

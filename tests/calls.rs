@@ -1329,6 +1329,22 @@ async fn routing_failures(switch: &Switch) -> i64 {
         .sum()
 }
 
+/// The JavaScript least-cost router (componentize-js) loaded by the real
+/// switch in place of the Rust one: calls to a user ring the user, a number
+/// without a rate is refused the way its rules say.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_router_routes_the_switchs_calls() {
+    let switch = switch("[guests.routing.config]\nrates = \"carrier-x 4470=0.01\"\n").await;
+    swap_router(&switch, "routing_lcr_js").await;
+    let (_bob, _) = callee(&switch, "bob", &scenario("call_uas.xml"));
+    switch.wait_registered(1).await;
+    let (ok, trace) = call(&switch, &scenario("call_uac.xml"), "bob", 200);
+    assert!(ok, "caller failed:\n{trace}\n{}", switch.log());
+    let (ok, trace) = call(&switch, &expect_failure(&switch, 404), "15550001", 100);
+    assert!(ok, "no rate, no route:\n{trace}\n{}", switch.log());
+    assert_eq!(routing_failures(&switch).await, 0, "{}", switch.log());
+}
+
 /// `GET path` on the admin endpoint, as JSON.
 async fn admin_json(switch: &Switch, path: &str) -> serde_json::Value {
     let token = std::fs::read_to_string(switch.site.path("data/admin.token")).unwrap();

@@ -665,8 +665,11 @@ async fn guest_new_writes_projects_that_build_and_load() {
         line.contains("--lang python has a template for sms-provider guests only"),
         "{line}"
     );
-    let line = site.fails(&["guest", "new", "routing", "demo", "--lang", "js"]);
-    assert!(line.contains("--lang js has no template yet"), "{line}");
+    let line = site.fails(&["guest", "new", "ivr", "demo", "--lang", "js"]);
+    assert!(
+        line.contains("--lang js has a template for routing guests only"),
+        "{line}"
+    );
     let line = site.fails(&["guest", "new", "routing", "1demo"]);
     assert!(line.contains("must start with a letter"), "{line}");
     let line = site.fails(&["guest", "new", "routing", "de.mo"]);
@@ -906,6 +909,52 @@ fn the_billing_tour_charges_a_call_cuts_one_and_refuses_one() {
     );
     assert!(out.status.success(), "the tour failed:\n{shown}");
     assert!(shown.contains("tour done"), "{shown}");
+}
+
+/// `guest new routing --lang js`: the JavaScript project builds with its
+/// documented commands (`npm install`, `npm run build`: componentize-js
+/// from the npm registry) and passes the Rust routing template's cases.
+#[test]
+fn a_javascript_router_from_the_template_builds_and_passes_its_cases() {
+    let site = Site::new("");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("js-router");
+    let out = site.ok(&[
+        "guest",
+        "new",
+        "routing",
+        "js-router",
+        "--lang",
+        "js",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.contains("npm install && npm run build"), "{out}");
+    for args in [
+        &["install", "--no-audit", "--no-fund", "--silent"][..],
+        &["run", "build"],
+    ] {
+        let run = Command::new("npm")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("npm (scripts/setup.sh installs Node.js)");
+        assert!(
+            run.status.success(),
+            "npm {args:?}: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let wasm = dir.join("js_router.wasm");
+    let cases = dir.join("cases.toml");
+    let out = site.ok(&[
+        "guest",
+        "test",
+        wasm.to_str().unwrap(),
+        cases.to_str().unwrap(),
+    ]);
+    assert!(out.ends_with("6 cases, 6 passed, 0 failed\n"), "{out}");
 }
 
 /// The README's Python SMS provider tutorial, run exactly as written

@@ -20,7 +20,7 @@ pub struct NewArgs {
     /// Crate name: letters, digits, `-` and `_`, starting with a letter.
     name: String,
     /// Language of the project: Rust for every world, Python for SMS
-    /// providers (componentize-py).
+    /// providers (componentize-py), JavaScript for routing (componentize-js).
     #[arg(long, value_enum, default_value_t = Lang::Rust)]
     lang: Lang,
     /// Folder to create; default `./<name>`. An existing folder must be empty.
@@ -233,6 +233,38 @@ fn python_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String
     ])
 }
 
+/// The files of a JavaScript project (routing only, so far), relative to
+/// its folder. Its cases are the Rust routing template's: the two routers
+/// decide alike.
+fn js_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let t = world.template();
+    if world != World::Routing {
+        bail!(
+            "--lang js has a template for routing guests only so far: use --lang rust for {}",
+            world_name(world)
+        );
+    }
+    let lib = name.replace('-', "_");
+    let fill = |text: &str| {
+        text.replace("{{world_id}}", t.world_id)
+            .replace("{{crate}}", name)
+            .replace("{{lib}}", &lib)
+    };
+    Ok(vec![
+        ("app.js".into(), fill(JS_ROUTING_APP)),
+        ("package.json".into(), fill(JS_ROUTING_PACKAGE)),
+        ("README.md".into(), fill(JS_ROUTING_README)),
+        ("cases.toml".into(), t.cases.unwrap_or_default().to_string()),
+        (".gitignore".into(), JS_GITIGNORE.to_string()),
+        (Path::new("wit").join(t.wit_file), t.wit.to_string()),
+    ])
+}
+
+const JS_ROUTING_APP: &str = include_str!("../templates/js/routing/app.js");
+const JS_ROUTING_PACKAGE: &str = include_str!("../templates/js/routing/package.json");
+const JS_ROUTING_README: &str = include_str!("../templates/js/routing/README.md");
+const JS_GITIGNORE: &str = include_str!("../templates/js/routing/gitignore");
+
 const PY_SMS_APP: &str = include_str!("../templates/python/sms-provider/app.py");
 const PY_SMS_README: &str = include_str!("../templates/python/sms-provider/README.md");
 const PY_SMS_CASES: &str = include_str!("../templates/python/sms-provider/cases.toml");
@@ -293,9 +325,21 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             println!("  softswitch guest test {lib}.wasm cases.toml");
             return Ok(());
         }
-        Lang::Js => bail!(
-            "--lang js has no template yet: use --lang rust (every world) or --lang python (sms-provider)"
-        ),
+        Lang::Js => {
+            let dir = write_files(&dir, &args.name, js_files(args.world, &args.name)?)?;
+            println!(
+                "created {} guest {} in {} ({}, JavaScript)",
+                world_name(args.world),
+                args.name,
+                dir.display(),
+                t.world_id
+            );
+            println!("build it with:");
+            println!("  cd {} && npm install && npm run build", dir.display());
+            println!("test it with:");
+            println!("  softswitch guest test {lib}.wasm cases.toml");
+            return Ok(());
+        }
     }
     let dir = create(args.world, &args.name, &dir)?;
     println!(
@@ -370,6 +414,15 @@ mod tests {
         }
         let error = python_files(World::Routing, "my-guest").unwrap_err();
         assert!(error.to_string().contains("sms-provider"), "{error}");
+        for (path, text) in js_files(World::Routing, "my-guest").unwrap() {
+            assert!(
+                !text.contains("{{"),
+                "{} of the JavaScript template",
+                path.display()
+            );
+        }
+        let error = js_files(World::Ivr, "my-guest").unwrap_err();
+        assert!(error.to_string().contains("routing guests only"), "{error}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use softswitch::metrics::Metrics;
-use softswitch::plugins::cases::{self, CaseFile, Checked};
+use softswitch::plugins::cases::{self, CaseFile, CaseWorld, Checked};
 use softswitch::plugins::inspect;
 use softswitch::plugins::{Plugins, PluginsOptions};
 
@@ -40,7 +40,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let component = plugins.compile(&args.file, &bytes)?;
     let exports = inspect::export_names(&plugins, &component);
-    let results = if exports.iter().any(|e| e == "route") {
+    let world = if exports.iter().any(|e| e == "route") {
         // The switch's own check first: it links and makes the smoke call.
         inspect::check(&plugins, &args.file).await?;
         if !file.has_routing() {
@@ -49,8 +49,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
                 args.cases.display()
             );
         }
-        let name = cases::guest_name(&args.file);
-        cases::routing(&plugins, &name, &args.file, &component, &file).await?
+        CaseWorld::Routing
     } else if exports.iter().any(|e| e == "build-send") {
         if !file.has_sms() {
             bail!(
@@ -58,7 +57,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
                 args.cases.display()
             );
         }
-        cases::sms(&plugins, &args.file, &file).await?
+        CaseWorld::Sms
     } else if exports.iter().any(|e| e == "parse-response") {
         if !file.has_push() {
             bail!(
@@ -66,7 +65,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
                 args.cases.display()
             );
         }
-        cases::push(&plugins, &args.file, &file).await?
+        CaseWorld::Push
     } else {
         bail!(
             "{} exports [{}]: `guest test` runs routing, SMS provider and push provider guests so far",
@@ -74,6 +73,9 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
             exports.join(", ")
         );
     };
+    let name = cases::guest_name(&args.file);
+    let results =
+        cases::run_component(world, &plugins, &name, &args.file, &component, &file).await?;
     let mut failed = 0;
     for Checked { name, got, failure } in &results {
         match failure {

@@ -1,7 +1,8 @@
 //! Written cases for guests, and the runner that checks a guest against
 //! them with the switch's own host code and limits (no switch, database or
 //! network): `softswitch guest test`, and the canary a hot reload runs
-//! when a guest's config names its cases (`[guests.<name>] cases`).
+//! when a guest's config names its cases (`cases` in `[guests.<name>]`,
+//! `[sms.providers.<name>]` or `[push.providers.<name>]`).
 //!
 //! Routing guests: each `[[cases]]` entry is a routing question (caller,
 //! number dialled, kind, reason) and the decision expected, written the way
@@ -367,15 +368,6 @@ fn fails(failure: &GuestFailure) -> String {
 
 /// Runs the SMS provider cases of `file` against the guest at `path`,
 /// with the config values of the file.
-pub async fn sms(
-    plugins: &Plugins,
-    path: &Path,
-    file: &CaseFile,
-) -> Result<Vec<Checked>, CasesError> {
-    let component = plugins.compile_file(path).await?;
-    sms_component(plugins, &guest_name(path), path, &component, file).await
-}
-
 /// Runs the SMS cases of `file` against `component` (the guest at `path`,
 /// named `name`), with the config values of the file.
 pub async fn sms_component(
@@ -529,15 +521,6 @@ fn check_request(
 
 /// Runs the push provider cases of `file` against the guest at `path`,
 /// with the config values and credentials of the file.
-pub async fn push(
-    plugins: &Plugins,
-    path: &Path,
-    file: &CaseFile,
-) -> Result<Vec<Checked>, CasesError> {
-    let component = plugins.compile_file(path).await?;
-    push_component(plugins, &guest_name(path), path, &component, file).await
-}
-
 /// Runs the push cases of `file` against `component` (the guest at `path`,
 /// named `name`), with the config values and keys of the file.
 pub async fn push_component(
@@ -656,6 +639,31 @@ pub async fn push_component(
 }
 
 /// A guest's name from its file name.
+/// The worlds cases exist for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseWorld {
+    Routing,
+    Sms,
+    Push,
+}
+
+/// Runs the cases of `world` in `file` against `component` (the guest at
+/// `path`, named `name`).
+pub async fn run_component(
+    world: CaseWorld,
+    plugins: &Plugins,
+    name: &str,
+    path: &Path,
+    component: &Component,
+    file: &CaseFile,
+) -> Result<Vec<Checked>, CasesError> {
+    match world {
+        CaseWorld::Routing => routing(plugins, name, path, component, file).await,
+        CaseWorld::Sms => sms_component(plugins, name, path, component, file).await,
+        CaseWorld::Push => push_component(plugins, name, path, component, file).await,
+    }
+}
+
 pub fn guest_name(path: &Path) -> String {
     path.file_stem()
         .map_or_else(|| "guest".to_owned(), |s| s.to_string_lossy().into_owned())

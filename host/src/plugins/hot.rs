@@ -27,7 +27,7 @@ use super::push::{PushProviderGuest, WORLD as PUSH_WORLD};
 use super::registry::{FileStamp, GuestInfo, file_stamp, refuse_failed_cases, unix_now};
 use super::routing::{RoutingGuest, WORLD as ROUTING_WORLD};
 use super::sms::{SmsProviderGuest, WORLD as SMS_WORLD};
-use super::{PluginError, cases};
+use super::{GuestFailure, PluginError, cases};
 use crate::directory::Directory;
 use crate::push::keys::PushKeys;
 
@@ -47,13 +47,16 @@ pub trait Reloadable: Send + Sync {
 }
 
 /// The part of a world that [`HotSlot`] needs: how to make a guest of a
-/// compiled component, smoke-call it and run its cases.
+/// compiled component, smoke-call it and count its calls, and which cases
+/// it runs.
 pub trait World: Send + Sync + 'static {
     type Guest: Send + Sync + 'static;
     const WORLD: &'static str;
+    const CASES: cases::CaseWorld;
     /// Whether the first version is smoke-called too.
     const SMOKE_AT_START: bool;
     fn health(guest: &Self::Guest) -> &VersionHealth;
+    fn smoke(guest: &Self::Guest) -> BoxFuture<'_, Result<(), GuestFailure>>;
     fn link(
         &self,
         plugins: &Plugins,
@@ -61,19 +64,6 @@ pub trait World: Send + Sync + 'static {
         path: &Path,
         component: &Component,
     ) -> Result<Self::Guest, PluginError>;
-    fn smoke<'a>(
-        &'a self,
-        guest: &'a Self::Guest,
-        path: &'a Path,
-    ) -> BoxFuture<'a, Result<(), PluginError>>;
-    fn cases<'a>(
-        &'a self,
-        plugins: &'a Plugins,
-        name: &'a str,
-        path: &'a Path,
-        component: &'a Component,
-        file: &'a cases::CaseFile,
-    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>>;
 }
 
 /// The routing world, with one guest's configuration values and the
@@ -86,10 +76,15 @@ pub struct RoutingWorld {
 impl World for RoutingWorld {
     type Guest = RoutingGuest;
     const WORLD: &'static str = ROUTING_WORLD;
+    const CASES: cases::CaseWorld = cases::CaseWorld::Routing;
     const SMOKE_AT_START: bool = true;
 
     fn health(guest: &RoutingGuest) -> &VersionHealth {
         guest.health()
+    }
+
+    fn smoke(guest: &RoutingGuest) -> BoxFuture<'_, Result<(), GuestFailure>> {
+        Box::pin(guest.smoke())
     }
 
     fn link(
@@ -108,30 +103,6 @@ impl World for RoutingWorld {
             self.directory.clone(),
         )
     }
-
-    fn smoke<'a>(
-        &'a self,
-        guest: &'a RoutingGuest,
-        path: &'a Path,
-    ) -> BoxFuture<'a, Result<(), PluginError>> {
-        Box::pin(async move {
-            guest.smoke().await.map_err(|failure| PluginError::Smoke {
-                path: path.to_path_buf(),
-                failure,
-            })
-        })
-    }
-
-    fn cases<'a>(
-        &'a self,
-        plugins: &'a Plugins,
-        name: &'a str,
-        path: &'a Path,
-        component: &'a Component,
-        file: &'a cases::CaseFile,
-    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>> {
-        Box::pin(cases::routing(plugins, name, path, component, file))
-    }
 }
 
 /// The SMS provider world, with one provider's configuration values.
@@ -142,10 +113,15 @@ pub struct SmsWorld {
 impl World for SmsWorld {
     type Guest = SmsProviderGuest;
     const WORLD: &'static str = SMS_WORLD;
+    const CASES: cases::CaseWorld = cases::CaseWorld::Sms;
     const SMOKE_AT_START: bool = false;
 
     fn health(guest: &SmsProviderGuest) -> &VersionHealth {
         guest.health()
+    }
+
+    fn smoke(guest: &SmsProviderGuest) -> BoxFuture<'_, Result<(), GuestFailure>> {
+        Box::pin(guest.smoke())
     }
 
     fn link(
@@ -156,30 +132,6 @@ impl World for SmsWorld {
         component: &Component,
     ) -> Result<SmsProviderGuest, PluginError> {
         SmsProviderGuest::link(plugins, name, path, component, self.config.clone())
-    }
-
-    fn smoke<'a>(
-        &'a self,
-        guest: &'a SmsProviderGuest,
-        path: &'a Path,
-    ) -> BoxFuture<'a, Result<(), PluginError>> {
-        Box::pin(async move {
-            guest.smoke().await.map_err(|failure| PluginError::Smoke {
-                path: path.to_path_buf(),
-                failure,
-            })
-        })
-    }
-
-    fn cases<'a>(
-        &'a self,
-        plugins: &'a Plugins,
-        name: &'a str,
-        path: &'a Path,
-        component: &'a Component,
-        file: &'a cases::CaseFile,
-    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>> {
-        Box::pin(cases::sms_component(plugins, name, path, component, file))
     }
 }
 
@@ -193,10 +145,15 @@ pub struct PushWorld {
 impl World for PushWorld {
     type Guest = PushProviderGuest;
     const WORLD: &'static str = PUSH_WORLD;
+    const CASES: cases::CaseWorld = cases::CaseWorld::Push;
     const SMOKE_AT_START: bool = false;
 
     fn health(guest: &PushProviderGuest) -> &VersionHealth {
         guest.health()
+    }
+
+    fn smoke(guest: &PushProviderGuest) -> BoxFuture<'_, Result<(), GuestFailure>> {
+        Box::pin(guest.smoke())
     }
 
     fn link(
@@ -214,30 +171,6 @@ impl World for PushWorld {
             self.config.clone(),
             self.keys.clone(),
         )
-    }
-
-    fn smoke<'a>(
-        &'a self,
-        guest: &'a PushProviderGuest,
-        path: &'a Path,
-    ) -> BoxFuture<'a, Result<(), PluginError>> {
-        Box::pin(async move {
-            guest.smoke().await.map_err(|failure| PluginError::Smoke {
-                path: path.to_path_buf(),
-                failure,
-            })
-        })
-    }
-
-    fn cases<'a>(
-        &'a self,
-        plugins: &'a Plugins,
-        name: &'a str,
-        path: &'a Path,
-        component: &'a Component,
-        file: &'a cases::CaseFile,
-    ) -> BoxFuture<'a, Result<Vec<cases::Checked>, cases::CasesError>> {
-        Box::pin(cases::push_component(plugins, name, path, component, file))
     }
 }
 
@@ -367,7 +300,11 @@ impl<W: World> HotSlot<W> {
             Ok(version) => {
                 let info = version.info.clone();
                 let replaced = self.current.swap(Arc::new(version));
-                self.previous.store(Some(replaced));
+                // The version to go back to is the last one that made its
+                // probation: one replaced while still on probation is not.
+                if self.previous.load().is_none() {
+                    self.previous.store(Some(replaced));
+                }
                 self.history.push("in-service", &info.sha256, "");
                 tracing::info!(guest = %self.guest_name, world = W::WORLD, sha256 = %info.sha256, path = %info.path, "guest in service");
                 Ok(info)
@@ -409,7 +346,12 @@ async fn load_version<W: World>(
     let component = plugins.compile_off_reactor(path, bytes).await?;
     let guest = world.link(plugins, name, path, &component)?;
     if smoke {
-        world.smoke(&guest, path).await?;
+        W::smoke(&guest)
+            .await
+            .map_err(|failure| PluginError::Smoke {
+                path: path.to_path_buf(),
+                failure,
+            })?;
     }
     if let Some(cases_path) = cases_path {
         let refuse = |message: String| PluginError::Canary {
@@ -417,8 +359,7 @@ async fn load_version<W: World>(
             message,
         };
         let file = cases::CaseFile::load(cases_path).map_err(|e| refuse(e.to_string()))?;
-        let checked = world
-            .cases(plugins, name, path, &component, &file)
+        let checked = cases::run_component(W::CASES, plugins, name, path, &component, &file)
             .await
             .map_err(|e| refuse(e.to_string()))?;
         refuse_failed_cases(path, cases_path, &checked)?;
