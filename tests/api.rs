@@ -804,21 +804,6 @@ async fn a_python_guest_speaks_the_messagebird_sms_api() {
     let _ = vendor.port;
 }
 
-/// `wasm` with a custom section appended: another build (another SHA-256)
-/// that behaves the same.
-fn rebuilt(wasm: &[u8], note: &str) -> Vec<u8> {
-    let name = b"softswitch-test-build";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(note.as_bytes());
-    assert!(payload.len() < 128, "one-byte LEB128 size");
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section
-    out.push(payload.len() as u8);
-    out.extend_from_slice(&payload);
-    out
-}
-
 #[tokio::test]
 async fn a_new_sms_provider_build_goes_into_service_only_past_its_canary() {
     let mut vendor = StandIn::start(Arc::new(|_: &Received, _| {

@@ -253,6 +253,99 @@ allowed_hosts = ["*"]
     }
 }
 
+/// A push provider's new build goes into service through the admin
+/// endpoint only past its canary (its `cases`); one that fails them is
+/// refused and the history says so.
+#[tokio::test]
+async fn a_push_provider_build_goes_into_service_only_past_its_canary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spare.wasm");
+    std::fs::copy(support::guest_wasm("push_webhook"), &file).unwrap();
+    let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/push-providers/webhook/cases.toml");
+    let site = PushSite::start_with(&format!(
+        "[push.providers.spare]\npath = {:?}\nallowed_hosts = [\"*\"]\ncases = {:?}\n",
+        file.display().to_string(),
+        cases.display().to_string()
+    ))
+    .await;
+    let token = admin_token(&site.switch);
+    let admin = |method: reqwest::Method, path: &str| {
+        reqwest::Client::new()
+            .request(
+                method,
+                format!("http://127.0.0.1:{}{path}", site.switch.admin),
+            )
+            .bearer_auth(&token)
+    };
+    let spare = async || -> serde_json::Value {
+        let all: serde_json::Value = admin(reqwest::Method::GET, "/guests")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "push.spare")
+            .cloned()
+            .unwrap_or_else(|| panic!("no push.spare in {all}"))
+    };
+    let first = spare().await;
+    assert_eq!(first["world"], "softswitch:push-provider/provider@0.1.0");
+
+    // The APNs guest in the webhook's file fails the webhook's cases.
+    std::fs::copy(support::guest_wasm("push_apns"), &file).unwrap();
+    let r = admin(reqwest::Method::POST, "/guests/push.spare/reload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed its cases"),
+        "{body}"
+    );
+    assert_eq!(spare().await["sha256"], first["sha256"]);
+
+    // A new build of the webhook guest passes and goes into service.
+    let webhook = std::fs::read(support::guest_wasm("push_webhook")).unwrap();
+    std::fs::write(&file, support::rebuilt(&webhook, "2")).unwrap();
+    let r = admin(reqwest::Method::POST, "/guests/push.spare/reload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let now = spare().await;
+    assert_ne!(now["sha256"], first["sha256"]);
+    let history: serde_json::Value = admin(reqwest::Method::GET, "/guests/push.spare/history")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    // The watch may have seen the refused file as well as the admin call.
+    assert_eq!(events.first(), Some(&"in-service"), "{history}");
+    assert_eq!(events.last(), Some(&"in-service"), "{history}");
+    assert!(events.contains(&"refused"), "{history}");
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["sha256"],
+        now["sha256"]
+    );
+}
+
 fn admin_token(switch: &Switch) -> String {
     std::fs::read_to_string(switch.site.path("data/admin.token"))
         .unwrap()

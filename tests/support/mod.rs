@@ -15,6 +15,21 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_softswitch");
 
+/// `wasm` with a custom section appended: another build of a guest (another
+/// SHA-256) that behaves the same, for hot-swap tests.
+pub fn rebuilt(wasm: &[u8], note: &str) -> Vec<u8> {
+    let name = b"softswitch-test-build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(note.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 size");
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
 pub fn guest_wasm(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../guests/target/wasm32-wasip2/release")
