@@ -468,6 +468,84 @@ async fn guests(client: &reqwest::Client, base: &str, token: &str) -> serde_json
         .unwrap()
 }
 
+/// An IVR service's guest is in the registry as `ivr.<service>`: a file
+/// that is no IVR flow is refused on reload (the service keeps its
+/// version), another flow goes into service, and the history shows both.
+#[tokio::test]
+async fn an_ivr_services_guest_is_reloaded_through_the_admin_endpoint() {
+    let port = free_port();
+    let token = "test-admin-token-0123456789";
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
+    let site = Site::new(&format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n\n[ivr]\nprompts = {:?}\n[ivr.services.greeting]\npath = \"greeting.wasm\"\n",
+        prompts.display().to_string()
+    ));
+    std::fs::copy(guest_wasm("ivr_greeting"), site.path("greeting.wasm")).unwrap();
+    let mut running = Running::start(&site, port);
+    let client = reqwest::Client::new();
+    running.wait_ready(&client).await;
+    let base = running.base.clone();
+    let greeting = async || -> serde_json::Value {
+        let list = guests(&client, &base, token).await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "ivr.greeting")
+            .cloned()
+            .unwrap_or_else(|| panic!("no ivr.greeting in {list}"))
+    };
+    let reload = async || {
+        client
+            .post(format!("{base}/guests/ivr.greeting/reload"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = greeting().await;
+    assert_eq!(first["world"], "softswitch:ivr/scenario@0.1.0");
+
+    std::fs::copy(guest_wasm("routing_default"), site.path("greeting.wasm")).unwrap();
+    let refused = reload().await;
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not implement softswitch:ivr/scenario@0.1.0"),
+        "{body}"
+    );
+    assert_eq!(greeting().await["sha256"], first["sha256"]);
+
+    std::fs::copy(guest_wasm("ivr_code_readout"), site.path("greeting.wasm")).unwrap();
+    assert_eq!(reload().await.status(), 200);
+    let now = greeting().await;
+    assert_ne!(now["sha256"], first["sha256"]);
+    let history: serde_json::Value = client
+        .get(format!("{base}/guests/ivr.greeting/history"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"in-service"), "{history}");
+    assert!(events.contains(&"refused"), "{history}");
+    assert_eq!(events.last(), Some(&"in-service"), "{history}");
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["sha256"],
+        now["sha256"]
+    );
+}
+
 #[tokio::test]
 async fn the_admin_endpoint_reports_and_reloads_guests() {
     let port = free_port();

@@ -500,12 +500,9 @@ async fn run(app: App) -> anyhow::Result<()> {
     }
     let _push_worker = softswitch::push::worker::spawn(push.clone());
     sip.attach_push(push.clone());
-    let ivr = softswitch::ivr::Ivr::new(
-        app.config.ivr.clone(),
-        registry.plugins().clone(),
-        app.store.clone(),
-    )
-    .await;
+    let ivr =
+        softswitch::ivr::Ivr::new(app.config.ivr.clone(), registry.clone(), app.store.clone())
+            .await;
     let weak = Arc::downgrade(&sip);
     ivr.on_mailbox_change(Arc::new(move |login: &str| {
         if let Some(server) = weak.upgrade() {

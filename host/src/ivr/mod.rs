@@ -14,13 +14,14 @@ pub mod session;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::plugins::Plugins;
+use crate::plugins::hot::{HotSlot, IvrWorld};
 use crate::plugins::ivr::{IvrGuest, RunOutcome};
+use crate::plugins::registry::GuestRegistry;
 use crate::store::Store;
 use prompts::Prompts;
 use session::{CallFacts, Control, MailboxGrant, Session};
@@ -140,21 +141,16 @@ impl Drop for RunCount {
     }
 }
 
-/// A loaded guest and the file stamp it was loaded from.
-struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
-    guest: Arc<IvrGuest>,
-}
-
 /// The IVR services of the switch.
 pub struct Ivr {
     config: IvrConfig,
-    plugins: Plugins,
+    /// Where the services' guests are loaded and reloaded.
+    registry: Arc<GuestRegistry>,
     prompts: Arc<Prompts>,
     store: Store,
     /// By service: two services may run the same file with different
     /// configuration values (the compiled code is shared by the cache).
-    loaded: tokio::sync::Mutex<HashMap<String, Loaded>>,
+    loaded: tokio::sync::Mutex<HashMap<String, Arc<HotSlot<IvrWorld>>>>,
     on_mailbox_change: OnceLock<MailboxListener>,
     on_voicemail_left: OnceLock<VoicemailListener>,
     /// Woken when a run queued a voicemail e-mail.
@@ -162,19 +158,14 @@ pub struct Ivr {
     runs: Mutex<usize>,
 }
 
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 impl Ivr {
     /// The services of `config`; each guest is loaded now (a missing or bad
     /// file is logged and tried again at its first call).
-    pub async fn new(config: IvrConfig, plugins: Plugins, store: Store) -> Arc<Self> {
+    pub async fn new(config: IvrConfig, registry: Arc<GuestRegistry>, store: Store) -> Arc<Self> {
         let ivr = Arc::new(Self {
             prompts: Arc::new(Prompts::new(&config.prompts)),
             config,
-            plugins,
+            registry,
             store,
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             on_mailbox_change: OnceLock::new(),
@@ -222,66 +213,46 @@ impl Ivr {
         *self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The guest of `service`, loaded again when its file changed (one
-    /// `stat` per call: a swapped file serves the next call, calls in
-    /// progress finish on the version they started with).
+    /// The version of `service`'s guest in service; the first call loads
+    /// it when the start could not. New versions come through the guest
+    /// registry (file watch, SIGHUP, admin endpoint as `ivr.<service>`);
+    /// calls in progress finish on the version they started with.
     pub async fn guest(&self, service: &str) -> Result<Arc<IvrGuest>, IvrStartError> {
         let s = self
             .config
             .services
             .get(service)
             .ok_or_else(|| IvrStartError::UnknownService(service.into()))?;
-        let path = PathBuf::from(&s.path);
-        let stamp = file_stamp(&path);
         let mut loaded = self.loaded.lock().await;
-        if let Some(l) = loaded.get(service)
-            && (l.stamp == stamp || stamp.is_none())
-        {
-            return Ok(l.guest.clone());
+        if let Some(slot) = loaded.get(service) {
+            return Ok(slot.current());
         }
+        let path = PathBuf::from(&s.path);
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| service.to_owned());
-        let result = IvrGuest::load(
-            &self.plugins,
+        let slot = HotSlot::load(
+            self.registry.plugins(),
+            format!("ivr.{service}"),
             &name,
             &path,
-            s.config.clone(),
-            Duration::from_millis(self.config.step_budget_ms),
-        )
-        .await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        self.plugins
-            .metrics
-            .guest_loads
-            .with_label_values(&[&name, outcome])
-            .inc();
-        match result {
-            Ok(guest) => {
-                let guest = Arc::new(guest);
-                tracing::info!(service, guest = name, path = %path.display(), "IVR guest loaded");
-                loaded.insert(
-                    service.to_owned(),
-                    Loaded {
-                        stamp,
-                        guest: guest.clone(),
-                    },
-                );
-                Ok(guest)
-            }
-            Err(e) => match loaded.get(service) {
-                // A bad new file: the old version keeps serving.
-                Some(l) => {
-                    tracing::error!(service, error = %e, "IVR guest reload failed; previous version stays");
-                    Ok(l.guest.clone())
-                }
-                None => Err(IvrStartError::Unavailable {
-                    service: service.into(),
-                    detail: e.to_string(),
-                }),
+            None,
+            IvrWorld {
+                config: s.config.clone(),
+                step_budget: Duration::from_millis(self.config.step_budget_ms),
             },
-        }
+        )
+        .await
+        .map_err(|e| IvrStartError::Unavailable {
+            service: service.into(),
+            detail: e.to_string(),
+        })?;
+        tracing::info!(service, guest = name, path = %path.display(), "IVR guest loaded");
+        self.registry.adopt(slot.clone());
+        let guest = slot.current();
+        loaded.insert(service.to_owned(), slot);
+        Ok(guest)
     }
 
     /// The mailboxes a call grants: the caller's own, fully, when the switch

@@ -26,6 +26,7 @@ use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::{EPOCH_TICK, Plugins};
+use super::probation::VersionHealth;
 use super::state::MemoryCap;
 use super::{FailureKind, GuestFailure, PluginError};
 use crate::ivr::session::{
@@ -379,6 +380,7 @@ pub struct IvrGuest {
     pre: ScenarioPre<IvrState>,
     config: Arc<BTreeMap<String, String>>,
     step_budget: Duration,
+    health: VersionHealth,
 }
 
 impl IvrGuest {
@@ -391,6 +393,18 @@ impl IvrGuest {
         step_budget: Duration,
     ) -> Result<Self, PluginError> {
         let component: Component = plugins.compile_file(path).await?;
+        Self::link(plugins, name, path, &component, config, step_budget)
+    }
+
+    /// Links a compiled component; refuses one of another world.
+    pub fn link(
+        plugins: &Plugins,
+        name: &str,
+        path: &Path,
+        component: &Component,
+        config: BTreeMap<String, String>,
+        step_budget: Duration,
+    ) -> Result<Self, PluginError> {
         let mut linker: Linker<IvrState> = Linker::new(&plugins.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -401,7 +415,7 @@ impl IvrGuest {
             expected: WORLD,
             message: format!("{e:#}").replace('\n', " "),
         };
-        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let instance_pre = linker.instantiate_pre(component).map_err(wrong_world)?;
         let pre = ScenarioPre::new(instance_pre).map_err(wrong_world)?;
         Ok(Self {
             name: name.into(),
@@ -409,6 +423,7 @@ impl IvrGuest {
             pre,
             config: Arc::new(config),
             step_budget,
+            health: VersionHealth::default(),
         })
     }
 
@@ -416,7 +431,13 @@ impl IvrGuest {
         &self.name
     }
 
+    /// Calls (flows run) and failures of this version, for its probation.
+    pub fn health(&self) -> &VersionHealth {
+        &self.health
+    }
+
     fn failure(&self, kind: FailureKind, detail: impl Into<String>) -> GuestFailure {
+        self.health.failed(kind);
         let failure = GuestFailure {
             guest: self.name.to_string(),
             world: WORLD,
@@ -434,6 +455,7 @@ impl IvrGuest {
     /// Runs the flow on a fresh instance; the session comes back for the
     /// caller to close the media.
     pub async fn run(&self, session: Session) -> (RunOutcome, Session) {
+        self.health.call();
         // Held until the store below is dropped (declared before it). A flow
         // holds its slot for the whole call.
         let _slot = match self.plugins.instance_slot(WORLD).await {
