@@ -856,6 +856,7 @@ async fn guest_new_writes_projects_that_build_and_load() {
             cache_dir: Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-guest-cache"),
             memory_limit_bytes: 64 << 20,
             deadline: Duration::from_secs(2),
+            provider_deadline: Duration::from_secs(2),
             warm_instances: 0,
             max_instances: 16,
             instance_wait: Duration::from_secs(1),

@@ -44,6 +44,7 @@ fn plugins() -> Plugins {
             cache_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-guest-cache"),
             memory_limit_bytes: 64 << 20,
             deadline: Duration::from_millis(50),
+            provider_deadline: Duration::from_secs(1),
             warm_instances: 8,
             max_instances: 64,
             instance_wait: Duration::from_secs(1),

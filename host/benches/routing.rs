@@ -147,6 +147,7 @@ fn router(
             cache_dir: cache,
             memory_limit_bytes: 64 << 20,
             deadline: Duration::from_millis(50),
+            provider_deadline: Duration::from_secs(1),
             warm_instances,
             max_instances: 64,
             instance_wait: Duration::from_secs(1),

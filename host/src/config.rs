@@ -230,6 +230,11 @@ pub struct PluginsConfig {
     pub memory_limit_mib: u64,
     /// Wall-clock budget for one guest call, in milliseconds.
     pub deadline_ms: u64,
+    /// The same for SMS and push provider guests, whose calls are rare (one
+    /// or two per message) and get a fresh instance each: a guest carrying a
+    /// language runtime (CPython, a JavaScript engine) needs more than a
+    /// router's budget on a busy machine.
+    pub provider_deadline_ms: u64,
     /// Warm instances kept per guest for reuse.
     pub warm_instances: usize,
     /// Guest instances that may exist at once, every guest and world
@@ -253,6 +258,9 @@ impl Default for PluginsConfig {
             // A decision takes microseconds; 50 ms only ever cuts off a guest that is
             // stuck, and bounds how long a SIP transaction can wait on it.
             deadline_ms: 50,
+            // A Python provider's call costs ~2.5 ms of CPU; 1 s still stops
+            // a stuck one long before the vendor's own timeout.
+            provider_deadline_ms: 1000,
             // Enough for both cores plus callers waiting on the directory.
             warm_instances: 8,
             // A routing call holds its instance while its directory look-ups
@@ -517,6 +525,9 @@ cache_dir = ""
 memory_limit_mib = 64
 # Time budget of one guest call, ms; a guest past it is stopped and the fallback applies.
 deadline_ms = 50
+# The same for SMS and push provider guests (a fresh instance per call, one or two calls
+# per message; a Python or JavaScript guest needs more than a router), ms.
+provider_deadline_ms = 1000
 # Warm instances kept per guest for reuse.
 warm_instances = 8
 # Guest instances alive at once, all guests and worlds together (warm ones included):
@@ -962,6 +973,12 @@ impl Config {
         if self.plugins.deadline_ms == 0 {
             return Err(ConfigError::Invalid {
                 key: "plugins.deadline_ms",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.plugins.provider_deadline_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "plugins.provider_deadline_ms",
                 message: "must be at least 1".into(),
             });
         }

@@ -28,6 +28,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
             cache_dir: std::env::temp_dir().join("softswitch-guest-test-cache"),
             memory_limit_bytes: 64 << 20,
             deadline: std::time::Duration::from_millis(50),
+            provider_deadline: std::time::Duration::from_secs(1),
             warm_instances: 1,
             // One case at a time: a few slots are plenty, and reserve
             // little address space.

@@ -295,7 +295,10 @@ impl Running {
     }
 
     pub async fn wait_ready(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // A switch whose guests are not in the compiled-guest cache yet
+        // compiles them first: a 19 MB Python guest alone takes most of a
+        // minute when the tests beside it hold both cores.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if let Ok(r) = client.get(format!("{}/health", self.base)).send().await
                 && (r.status().is_success() || r.status() == reqwest::StatusCode::FORBIDDEN)

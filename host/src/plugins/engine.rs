@@ -29,6 +29,8 @@ pub struct PluginsOptions {
     pub memory_limit_bytes: usize,
     /// Deadline of one guest call.
     pub deadline: Duration,
+    /// Deadline of one call of an SMS or push provider guest.
+    pub provider_deadline: Duration,
     /// Warm instances kept per guest (0: a fresh instance for every call).
     pub warm_instances: usize,
     /// Instances alive at once, every guest and world together, warm ones
@@ -44,6 +46,7 @@ impl PluginsOptions {
             cache_dir: config.cache_dir(data_dir),
             memory_limit_bytes: (config.plugins.memory_limit_mib as usize) << 20,
             deadline: Duration::from_millis(config.plugins.deadline_ms),
+            provider_deadline: Duration::from_millis(config.plugins.provider_deadline_ms),
             warm_instances: config.plugins.warm_instances,
             max_instances: config.plugins.max_instances,
             instance_wait: Duration::from_millis(config.plugins.instance_wait_ms),
@@ -104,6 +107,10 @@ impl std::fmt::Display for NoSlot {
             self.waited.as_millis()
         )
     }
+}
+
+fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }
 
 impl Plugins {
@@ -207,7 +214,12 @@ impl Plugins {
 
     /// Epoch ticks for one call's deadline.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.options.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+        ticks(self.options.deadline)
+    }
+
+    /// Epoch ticks for one provider call's deadline.
+    pub(crate) fn provider_deadline_ticks(&self) -> u64 {
+        ticks(self.options.provider_deadline)
     }
 
     /// Compiles a component, or loads it from the cache when these exact bytes

@@ -270,7 +270,7 @@ impl PushProviderGuest {
             },
             keys: self.keys.clone(),
             running_since: Some(Instant::now()),
-            budget: self.plugins.options.deadline,
+            budget: self.plugins.options.provider_deadline,
             overran: false,
         };
         let mut store = Store::new(&self.plugins.engine, state);

@@ -232,7 +232,7 @@ impl SmsProviderGuest {
         };
         let mut store = Store::new(&self.plugins.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.plugins.deadline_ticks());
+        store.set_epoch_deadline(self.plugins.provider_deadline_ticks());
         store.epoch_deadline_trap();
         let result = match self.pre.instantiate_async(&mut store).await {
             Ok(bindings) => f(&bindings, &mut store).await,

@@ -43,6 +43,7 @@ pub fn plugins_with_slots(
             // the same reason: tests share two cores).
             memory_limit_bytes: 8 << 20,
             deadline: Duration::from_millis(200),
+            provider_deadline: Duration::from_millis(200),
             warm_instances: 4,
             max_instances,
             instance_wait,
