@@ -11,7 +11,10 @@
 # scripts/mariadb-test-db.sh, which it uses. The tour's database
 # (CLUSTER_TOUR_DB, default softswitch_tour) is emptied first. SOFTSWITCH_BIN
 # runs a given binary instead of building the release one. Files go to
-# CLUSTER_TOUR_DIR (default: a new temporary folder).
+# CLUSTER_TOUR_DIR (default: a new temporary folder). A_SIP, B_SIP (SIP;
+# TLS is the port after), A_ADMIN, B_ADMIN and A_MEDIA, B_MEDIA (the first
+# of 1,000 media ports) move the nodes off their usual ports (the tests do,
+# so that nothing else on the machine can be in the way).
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -19,6 +22,9 @@ repo=$PWD
 stay=0
 [[ ${1:-} == --stay ]] && stay=1
 db=${CLUSTER_TOUR_DB:-softswitch_tour}
+a_sip=${A_SIP:-5060} b_sip=${B_SIP:-5070}
+a_admin=${A_ADMIN:-8089} b_admin=${B_ADMIN:-8090}
+a_media=${A_MEDIA:-40000} b_media=${B_MEDIA:-41000}
 dir=${CLUSTER_TOUR_DIR:-$(mktemp -d /tmp/cluster-tour.XXXXXX)}
 mkdir -p "$dir"
 
@@ -90,8 +96,8 @@ path = "$release/ivr_voicemail_access.wasm"
 path = "$release/ivr_greeting.wasm"
 TOML
 }
-node node-a 5060 8089 40000
-node node-b 5070 8090 41000
+node node-a "$a_sip" "$a_admin" "$a_media"
+node node-b "$b_sip" "$b_admin" "$b_media"
 sw() { # sw NODE ARGS...: the CLI of a node
     local name=$1
     shift
@@ -114,7 +120,9 @@ trap stop EXIT
 # A step that fails shows what the phones and the nodes saw: the tour runs in
 # CI, where the folder is gone by the time anyone looks.
 on_error() {
-    echo "[cluster-tour] failed at line $1; the last lines of each log:" >&2
+    echo "[cluster-tour] failed at line $1; who listens on the nodes' ports:" >&2
+    ss -Hltnup 2>/dev/null | grep -E ":($a_sip|$b_sip|$a_admin|$b_admin) " >&2 || true
+    echo "[cluster-tour] the last lines of each log:" >&2
     for f in "$dir"/*.log "$dir"/*.out "$dir"/node-*/run.log; do
         [[ -f $f ]] || continue
         echo "--- $f" >&2
@@ -122,6 +130,12 @@ on_error() {
     done
 }
 trap 'on_error $LINENO' ERR
+fail() { # fail WHY: a step that did not come out as it should
+    echo "[cluster-tour] $*" >&2
+    trap - ERR
+    on_error "${BASH_LINENO[0]}"
+    exit 1
+}
 for n in node-a node-b; do
     # Not through sw(): $! must be the switch itself, for stop() to reach it.
     SOFTSWITCH_CONFIG=$dir/$n/softswitch.toml SOFTSWITCH_DATA_DIR=$dir/$n/data \
@@ -138,12 +152,12 @@ metric() { # metric ADMIN_PORT NODE NAME
 say "waiting for each node to see the other (softswitch_cluster_peers)"
 # A debug build compiles the guests slowly at its first start.
 for _ in $(seq 1 600); do
-    a=$(metric 8089 node-a cluster_peers || true)
-    b=$(metric 8090 node-b cluster_peers || true)
+    a=$(metric "$a_admin" node-a cluster_peers || true)
+    b=$(metric "$b_admin" node-b cluster_peers || true)
     [[ $a == 1 && $b == 1 ]] && break
     sleep 0.2
 done
-[[ $a == 1 && $b == 1 ]] || { echo "the nodes never saw each other; logs in $dir/node-*/run.log" >&2; exit 1; }
+[[ $a == 1 && $b == 1 ]] || fail "the nodes never saw each other (peers seen: node-a ${a:-none}, node-b ${b:-none})"
 echo "node-a sees 1 peer, node-b sees 1 peer"
 sw node-a node list
 
@@ -178,34 +192,38 @@ wait_bindings() { # wait_bindings LOGIN N
         (($(bindings_of "$1") >= $2)) && return 0
         sleep 0.2
     done
-    echo "$1 never had $2 binding(s); logs in $dir" >&2
-    exit 1
+    fail "$1 never had $2 binding(s)"
 }
 
 say "alice registers on node A, bob's phone on node B"
-oneshot 5060 "$scenarios/register_auth.xml" -inf "$dir/alice.csv"
-device 5070 bob "$scenarios/ooc_answer_message.xml" bob-messages
+oneshot "$a_sip" "$scenarios/register_auth.xml" -inf "$dir/alice.csv"
+device "$b_sip" bob "$scenarios/ooc_answer_message.xml" bob-messages
 wait_bindings bob 1
 echo "bindings (login, the node holding the device):"
 mariadb -N -e "SELECT login, node FROM \`$db\`.bindings ORDER BY login"
 
 say "alice (on A) sends bob a MESSAGE: A stores it, B delivers it to bob's phone"
-oneshot 5060 "$scenarios/uac_message_auth.xml" -inf "$dir/alice.csv" -s bob
+oneshot "$a_sip" "$scenarios/uac_message_auth.xml" -inf "$dir/alice.csv" -s bob
 grep -q 'hello from sipp-bench message' "$dir/bob-messages.log"
 echo "bob's phone got: $(grep -m1 'hello from sipp-bench message' "$dir/bob-messages.log")"
 sw node-b message list --to bob
 
 say "alice calls bob: node A rings bob's phone through node B"
-device 5070 bob "$scenarios/call_uas.xml" bob-calls
+device "$b_sip" bob "$scenarios/call_uas.xml" bob-calls
 wait_bindings bob 2
-oneshot 5060 "$scenarios/call_uac.xml" -inf "$dir/alice.csv" -s bob -d 1000
-grep -q '^BYE sip:' "$dir/bob-calls.log"
+oneshot "$a_sip" "$scenarios/call_uac.xml" -inf "$dir/alice.csv" -s bob -d 1000
+# The phone's SIPp writes its trace when it gets round to it.
+for _ in $(seq 1 50); do
+    grep -q '^BYE sip:' "$dir/bob-calls.log" && break
+    sleep 0.2
+done
+grep -q '^BYE sip:' "$dir/bob-calls.log" || fail "bob's phone never saw the BYE"
 sw node-a cdr list --login alice
 echo
 echo "one call record (node A's), answered"
 
 if ((stay)); then
-    say "both nodes keep running: A at 127.0.0.1:5060, B at 127.0.0.1:5070 (users alice/alice-pw, bob/bob-pw)"
+    say "both nodes keep running: A at 127.0.0.1:$a_sip, B at 127.0.0.1:$b_sip (users alice/alice-pw, bob/bob-pw)"
     echo "logs: $dir/node-a/run.log $dir/node-b/run.log; Ctrl-C stops them"
     wait "${pids[0]}" "${pids[1]}"
 fi

@@ -581,24 +581,50 @@ async fn while_the_database_is_unreachable_requests_get_503_and_service_resumes_
 #[ignore = "needs MariaDB and root: the MariaDB step of scripts/test.sh runs it (--include-ignored)"]
 fn the_cluster_tour_messages_and_calls_across_two_nodes() {
     let dir = tempfile::tempdir().unwrap();
+    // Free ports rather than the tour's usual ones: whatever else runs on
+    // the machine cannot be in the way. SIP's next port is the node's TLS.
+    // Nothing is bound yet when the ports are chosen: each must also stay
+    // clear of the ones chosen before it.
+    let mut taken: Vec<u16> = Vec::new();
+    let mut pick = |pair: bool| loop {
+        let port = support::sipp::free_sip_port();
+        let wanted = if pair {
+            vec![port, port + 1]
+        } else {
+            vec![port]
+        };
+        if wanted.iter().any(|p| taken.contains(p))
+            || (pair && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err())
+        {
+            continue;
+        }
+        taken.extend(wanted);
+        return port;
+    };
+    let (a_sip, b_sip) = (pick(true), pick(true));
+    let (a_admin, b_admin) = (pick(false), pick(false));
     let out = std::process::Command::new(
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster-tour.sh"),
     )
     .env("SOFTSWITCH_BIN", support::BIN)
     .env("CLUSTER_TOUR_DIR", dir.path())
+    .env("A_SIP", a_sip.to_string())
+    .env("B_SIP", b_sip.to_string())
+    .env("A_ADMIN", a_admin.to_string())
+    .env("B_ADMIN", b_admin.to_string())
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the tour failed:\n{stdout}\n{stderr}");
     for seen in [
-        "node-a sees 1 peer, node-b sees 1 peer",
-        "sip:127.0.0.1:5060\tnode-a\talive",
-        "sip:127.0.0.1:5070\tnode-b\talive",
-        "bob\tsip:127.0.0.1:5070",
-        "\tdelivered\talice -> bob\t",
-        "\talice\tbob\t-\tanswered\t200\t",
+        "node-a sees 1 peer, node-b sees 1 peer".to_string(),
+        format!("sip:127.0.0.1:{a_sip}\tnode-a\talive"),
+        format!("sip:127.0.0.1:{b_sip}\tnode-b\talive"),
+        format!("bob\tsip:127.0.0.1:{b_sip}"),
+        "\tdelivered\talice -> bob\t".to_string(),
+        "\talice\tbob\t-\tanswered\t200\t".to_string(),
     ] {
-        assert!(stdout.contains(seen), "no {seen:?} in:\n{stdout}");
+        assert!(stdout.contains(&seen), "no {seen:?} in:\n{stdout}");
     }
 }
