@@ -703,7 +703,8 @@ step_budget_ms = 1000
 max_run_secs = 1800
 
 # Services the routing guest can send calls to (to-service NAME), each an IVR guest
-# (world softswitch:ivr/scenario). A changed file serves the next call.
+# (world softswitch:ivr/scenario). A changed file goes into service by itself (the guest
+# file watch, SIGHUP, or POST /guests/ivr.<service>/reload on the admin endpoint).
 [ivr.services.code-readout]
 path = "guests/target/wasm32-wasip2/release/ivr_code_readout.wasm"
 [ivr.services.voicemail-deposit]
