@@ -208,56 +208,67 @@ fn check_target(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The files of a Python project (SMS providers only, so far), relative to
-/// its folder.
-fn python_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+/// The files of a project in another language than Rust: `files` (name,
+/// text with placeholders) filled in, the `.gitignore` and the world's WIT.
+/// Each language has a template for one world so far (`only`).
+fn other_language_files(
+    world: World,
+    name: &str,
+    (lang, only): (&str, World),
+    files: &[(&str, &str)],
+    gitignore: &str,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let t = world.template();
-    if world != World::SmsProvider {
+    if world != only {
         bail!(
-            "--lang python has a template for sms-provider guests only so far: use --lang rust for {}",
+            "--lang {lang} has a template for {} guests only so far: use --lang rust for {}",
+            world_name(only),
             world_name(world)
         );
     }
     let lib = name.replace('-', "_");
-    let fill = |text: &str| {
-        text.replace("{{world_id}}", t.world_id)
-            .replace("{{crate}}", name)
-            .replace("{{lib}}", &lib)
-    };
-    Ok(vec![
-        ("app.py".into(), fill(PY_SMS_APP)),
-        ("README.md".into(), fill(PY_SMS_README)),
-        ("cases.toml".into(), fill(PY_SMS_CASES)),
-        (".gitignore".into(), PY_GITIGNORE.to_string()),
-        (Path::new("wit").join(t.wit_file), t.wit.to_string()),
-    ])
+    let mut out: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|(file, text)| {
+            let text = text
+                .replace("{{world_id}}", t.world_id)
+                .replace("{{crate}}", name)
+                .replace("{{lib}}", &lib);
+            (PathBuf::from(file), text)
+        })
+        .collect();
+    out.push((".gitignore".into(), gitignore.to_string()));
+    out.push((Path::new("wit").join(t.wit_file), t.wit.to_string()));
+    Ok(out)
 }
 
-/// The files of a JavaScript project (routing only, so far), relative to
-/// its folder. Its cases are the Rust routing template's: the two routers
-/// decide alike.
+/// The files of a Python project (SMS providers only, so far).
+fn python_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let files = [
+        ("app.py", PY_SMS_APP),
+        ("README.md", PY_SMS_README),
+        ("cases.toml", PY_SMS_CASES),
+    ];
+    other_language_files(
+        world,
+        name,
+        ("python", World::SmsProvider),
+        &files,
+        PY_GITIGNORE,
+    )
+}
+
+/// The files of a JavaScript project (routing only, so far). Its cases are
+/// the Rust routing template's: the two routers decide alike.
 fn js_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let t = world.template();
-    if world != World::Routing {
-        bail!(
-            "--lang js has a template for routing guests only so far: use --lang rust for {}",
-            world_name(world)
-        );
-    }
-    let lib = name.replace('-', "_");
-    let fill = |text: &str| {
-        text.replace("{{world_id}}", t.world_id)
-            .replace("{{crate}}", name)
-            .replace("{{lib}}", &lib)
-    };
-    Ok(vec![
-        ("app.js".into(), fill(JS_ROUTING_APP)),
-        ("package.json".into(), fill(JS_ROUTING_PACKAGE)),
-        ("README.md".into(), fill(JS_ROUTING_README)),
-        ("cases.toml".into(), t.cases.unwrap_or_default().to_string()),
-        (".gitignore".into(), JS_GITIGNORE.to_string()),
-        (Path::new("wit").join(t.wit_file), t.wit.to_string()),
-    ])
+    let cases = World::Routing.template().cases.unwrap_or_default();
+    let files = [
+        ("app.js", JS_ROUTING_APP),
+        ("package.json", JS_ROUTING_PACKAGE),
+        ("README.md", JS_ROUTING_README),
+        ("cases.toml", cases),
+    ];
+    other_language_files(world, name, ("js", World::Routing), &files, JS_GITIGNORE)
 }
 
 const JS_ROUTING_APP: &str = include_str!("../templates/js/routing/app.js");
