@@ -489,15 +489,12 @@ async fn run(app: App) -> anyhow::Result<()> {
     let sip = softswitch::sip::start::start(&app, router, registrar).await?;
     let push = softswitch::push::PushService::load(
         &app.config.push,
-        registry.plugins(),
+        &registry,
         app.store.clone(),
         app.metrics.clone(),
     )
     .await
     .context("cannot start push")?;
-    for guest in push.reloadables() {
-        registry.adopt(guest);
-    }
     let _push_worker = softswitch::push::worker::spawn(push.clone());
     sip.attach_push(push.clone());
     let ivr =

@@ -35,13 +35,9 @@ pub async fn start(
     sip_server: Option<Arc<SipServer>>,
     push: Option<Arc<crate::push::PushService>>,
 ) -> anyhow::Result<ApiHandles> {
-    let sms = SmsService::load(&app.config.sms, registry.plugins(), app.store.clone())
+    let sms = SmsService::load(&app.config.sms, registry, app.store.clone())
         .await
         .context("cannot start SMS")?;
-    // New builds of the provider guests go into service like routing ones.
-    for guest in sms.reloadables() {
-        registry.adopt(guest);
-    }
     let billing = app.billing();
     let mut tasks = vec![
         worker::spawn(sms.clone()),

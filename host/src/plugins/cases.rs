@@ -370,7 +370,7 @@ fn fails(failure: &GuestFailure) -> String {
 /// with the config values of the file.
 /// Runs the SMS cases of `file` against `component` (the guest at `path`,
 /// named `name`), with the config values of the file.
-pub async fn sms_component(
+pub async fn sms(
     plugins: &Plugins,
     name: &str,
     path: &Path,
@@ -523,7 +523,7 @@ fn check_request(
 /// with the config values and credentials of the file.
 /// Runs the push cases of `file` against `component` (the guest at `path`,
 /// named `name`), with the config values and keys of the file.
-pub async fn push_component(
+pub async fn push(
     plugins: &Plugins,
     name: &str,
     path: &Path,
@@ -638,7 +638,6 @@ pub async fn push_component(
     Ok(results)
 }
 
-/// A guest's name from its file name.
 /// The worlds cases exist for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaseWorld {
@@ -659,11 +658,12 @@ pub async fn run_component(
 ) -> Result<Vec<Checked>, CasesError> {
     match world {
         CaseWorld::Routing => routing(plugins, name, path, component, file).await,
-        CaseWorld::Sms => sms_component(plugins, name, path, component, file).await,
-        CaseWorld::Push => push_component(plugins, name, path, component, file).await,
+        CaseWorld::Sms => sms(plugins, name, path, component, file).await,
+        CaseWorld::Push => push(plugins, name, path, component, file).await,
     }
 }
 
+/// A guest's name from its file name.
 pub fn guest_name(path: &Path) -> String {
     path.file_stem()
         .map_or_else(|| "guest".to_owned(), |s| s.to_string_lossy().into_owned())

@@ -251,17 +251,24 @@ impl<W: World> HotSlot<W> {
         world: W,
     ) -> Result<Arc<Self>, PluginError> {
         let seen = file_stamp(path);
-        let first = load_version(
-            plugins,
-            &world,
-            guest_name,
-            path,
-            cases.as_deref(),
-            W::SMOKE_AT_START,
-        )
-        .await;
+        let first = match read_file(path).await {
+            Ok(file) => {
+                load_version(
+                    plugins,
+                    &world,
+                    guest_name,
+                    path,
+                    file,
+                    cases.as_deref(),
+                    W::SMOKE_AT_START,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         count_load(plugins, guest_name, first.is_ok());
-        let first = first?;
+        let mut first = first?;
+        first.info.name.clone_from(&name);
         tracing::info!(guest = guest_name, world = W::WORLD, sha256 = %first.info.sha256, path = %path.display(), "guest in service");
         let history = History::default();
         history.push("in-service", &first.info.sha256, "");
@@ -289,29 +296,32 @@ impl<W: World> HotSlot<W> {
     /// A new version that failed too many of its first calls is taken out
     /// of service here, and the one it replaced comes back.
     pub fn current(&self) -> Arc<W::Guest> {
-        let current = self.current.load_full();
-        let Some(previous) = self.previous.load_full() else {
+        // Every routing decision comes here: guards, not Arc clones, until
+        // a version on probation has to go.
+        let current = self.current.load();
+        if self.previous.load().is_none() {
             return current.guest.clone();
-        };
+        }
         let health = W::health(&current.guest);
-        if let Some(why) = health.verdict() {
-            self.roll_back(&current, previous, &why)
-        } else {
-            if health.past_probation() {
-                self.previous.store(None);
+        match health.verdict() {
+            Some(why) => self.roll_back(&why),
+            None => {
+                if health.past_probation() {
+                    self.previous.store(None);
+                }
+                current.guest.clone()
             }
-            current.guest.clone()
         }
     }
 
-    fn roll_back(
-        &self,
-        bad: &Arc<Loaded<W::Guest>>,
-        previous: Arc<Loaded<W::Guest>>,
-        why: &str,
-    ) -> Arc<W::Guest> {
-        let swapped = self.current.compare_and_swap(bad, previous.clone());
-        if Arc::ptr_eq(&swapped, bad) {
+    fn roll_back(&self, why: &str) -> Arc<W::Guest> {
+        let bad = self.current.load_full();
+        let Some(previous) = self.previous.load_full() else {
+            // Another call rolled it back already.
+            return bad.guest.clone();
+        };
+        let swapped = self.current.compare_and_swap(&bad, previous.clone());
+        if Arc::ptr_eq(&swapped, &bad) {
             self.previous.store(None);
             self.history.push("rolled-back", &bad.info.sha256, why);
             self.plugins
@@ -327,18 +337,30 @@ impl<W: World> HotSlot<W> {
     async fn reload_now(&self) -> Result<GuestInfo, PluginError> {
         let _one_at_a_time = self.reloading.lock().await;
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = file_stamp(&self.path);
-        let result = load_version(
-            &self.plugins,
-            &self.world,
-            &self.guest_name,
-            &self.path,
-            self.cases.as_deref(),
-            true,
-        )
-        .await;
+        let file = read_file(&self.path).await;
+        // The history names a refused version too, when its file was read.
+        let sha256 = file
+            .as_ref()
+            .map_or_else(|_| "unreadable".to_owned(), |(_, sha)| sha.clone());
+        let result = match file {
+            Ok(file) => {
+                load_version(
+                    &self.plugins,
+                    &self.world,
+                    &self.guest_name,
+                    &self.path,
+                    file,
+                    self.cases.as_deref(),
+                    true,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         count_load(&self.plugins, &self.guest_name, result.is_ok());
         match result {
-            Ok(version) => {
+            Ok(mut version) => {
+                version.info.name.clone_from(&self.name);
                 let info = version.info.clone();
                 let replaced = self.current.swap(Arc::new(version));
                 // The version to go back to is the last one that made its
@@ -352,8 +374,7 @@ impl<W: World> HotSlot<W> {
             }
             Err(e) => {
                 let kept = self.current.load().info.sha256.clone();
-                let refused = sha256_of_file(&self.path).await;
-                self.history.push("refused", &refused, e.to_string());
+                self.history.push("refused", &sha256, e.to_string());
                 tracing::error!(guest = %self.guest_name, error = %e, kept_version = %kept, "guest load failed; previous version stays in service");
                 Err(e)
             }
@@ -369,14 +390,8 @@ fn count_load(plugins: &Plugins, name: &str, ok: bool) {
         .inc();
 }
 
-async fn load_version<W: World>(
-    plugins: &Plugins,
-    world: &W,
-    name: &str,
-    path: &Path,
-    cases_path: Option<&Path>,
-    smoke: bool,
-) -> Result<Loaded<W::Guest>, PluginError> {
+/// A guest file's bytes and their SHA-256.
+async fn read_file(path: &Path) -> Result<(Vec<u8>, String), PluginError> {
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|source| PluginError::Read {
@@ -384,6 +399,18 @@ async fn load_version<W: World>(
             source,
         })?;
     let sha256 = sha256_hex(&bytes);
+    Ok((bytes, sha256))
+}
+
+async fn load_version<W: World>(
+    plugins: &Plugins,
+    world: &W,
+    name: &str,
+    path: &Path,
+    (bytes, sha256): (Vec<u8>, String),
+    cases_path: Option<&Path>,
+    smoke: bool,
+) -> Result<Loaded<W::Guest>, PluginError> {
     let component = plugins.compile_off_reactor(path, bytes).await?;
     let guest = world.link(plugins, name, path, &component)?;
     if smoke {
@@ -413,6 +440,7 @@ async fn load_version<W: World>(
     }
     Ok(Loaded {
         info: GuestInfo {
+            // The slot replaces it with its admin name (`sms.<provider>` ...).
             name: name.to_owned(),
             world: W::WORLD,
             path: path.display().to_string(),
@@ -429,17 +457,11 @@ impl<W: World> Reloadable for HotSlot<W> {
     }
 
     fn info(&self) -> GuestInfo {
-        let mut info = self.current.load().info.clone();
-        info.name.clone_from(&self.name);
-        info
+        self.current.load().info.clone()
     }
 
     fn reload(&self) -> BoxFuture<'_, Result<GuestInfo, PluginError>> {
-        Box::pin(async move {
-            let mut info = self.reload_now().await?;
-            info.name.clone_from(&self.name);
-            Ok(info)
-        })
+        Box::pin(self.reload_now())
     }
 
     fn changed(&self) -> bool {
@@ -449,13 +471,5 @@ impl<W: World> Reloadable for HotSlot<W> {
 
     fn history(&self) -> Vec<HistoryEntry> {
         self.history.entries()
-    }
-}
-
-/// The SHA-256 of the file at `path`, or `unreadable`.
-pub(crate) async fn sha256_of_file(path: &Path) -> String {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => sha256_hex(&bytes),
-        Err(_) => "unreadable".into(),
     }
 }

@@ -94,6 +94,8 @@ impl GuestRegistry {
     ) -> Result<Self, PluginError> {
         let mut routing = BTreeMap::new();
         for (name, config) in guests {
+            // `[guests]` holds routing guests only; a new kind must say here
+            // which world it loads into.
             match config.world {
                 WorldKind::Routing => {}
             }

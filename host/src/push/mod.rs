@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::Plugins;
-use crate::plugins::hot::{HotSlot, PushWorld, Reloadable};
+use crate::plugins::hot::{HotSlot, PushWorld};
 use crate::plugins::push::PushProviderGuest;
+use crate::plugins::registry::GuestRegistry;
 use crate::store::Store;
 use crate::store::push::{PushToken, TokenKind};
 use keys::{KeyConfig, PushKeys};
@@ -259,10 +259,11 @@ fn http_client(config: &PushConfig) -> Result<reqwest::Client, PushError> {
 }
 
 impl PushService {
-    /// Loads the keys and every configured provider guest.
+    /// Loads the keys and every configured provider guest, and hands the
+    /// guests to `registry` for hot reload (admin name `push.<provider>`).
     pub async fn load(
         config: &PushConfig,
-        plugins: &Plugins,
+        registry: &GuestRegistry,
         store: Store,
         metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Self>, PushError> {
@@ -273,7 +274,7 @@ impl PushService {
         let mut limits = HashMap::new();
         for (name, p) in &config.providers {
             let slot = HotSlot::load(
-                plugins,
+                registry.plugins(),
                 format!("push.{name}"),
                 name,
                 Path::new(&p.path),
@@ -288,6 +289,7 @@ impl PushService {
                 name: name.clone(),
                 source,
             })?;
+            registry.adopt(slot.clone());
             providers.insert(name.clone(), slot);
             limits.insert(
                 name.clone(),
@@ -311,13 +313,6 @@ impl PushService {
     /// whole of one push.
     pub fn provider(&self, provider: &str) -> Option<Arc<PushProviderGuest>> {
         self.providers.get(provider).map(|slot| slot.current())
-    }
-
-    /// The provider guests, for hot reload (admin name `push.<provider>`).
-    pub fn reloadables(&self) -> impl Iterator<Item = Arc<dyn Reloadable>> + '_ {
-        self.providers
-            .values()
-            .map(|slot| slot.clone() as Arc<dyn Reloadable>)
     }
 
     /// Whether a provider of that name is configured.

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::Plugins;
-use crate::plugins::hot::{HotSlot, Reloadable, SmsWorld};
+use crate::plugins::hot::{HotSlot, SmsWorld};
+use crate::plugins::registry::GuestRegistry;
 use crate::plugins::sms::SmsProviderGuest;
 use crate::store::Store;
 
@@ -115,10 +115,11 @@ pub struct SmsService {
 
 impl SmsService {
     /// Loads every configured provider guest (paths as resolved by
-    /// `Config::load`).
+    /// `Config::load`) and hands them to `registry` for hot reload (admin
+    /// name `sms.<provider>`).
     pub async fn load(
         config: &SmsConfig,
-        plugins: &Plugins,
+        registry: &GuestRegistry,
         store: Store,
     ) -> Result<Arc<Self>, SmsError> {
         if !config.provider.is_empty() && !config.providers.contains_key(&config.provider) {
@@ -127,7 +128,7 @@ impl SmsService {
         let mut providers = BTreeMap::new();
         for (name, p) in &config.providers {
             let slot = HotSlot::load(
-                plugins,
+                registry.plugins(),
                 format!("sms.{name}"),
                 name,
                 Path::new(&p.path),
@@ -141,6 +142,7 @@ impl SmsService {
                 name: name.clone(),
                 source,
             })?;
+            registry.adopt(slot.clone());
             providers.insert(name.clone(), slot);
         }
         crate::tls::install_crypto_provider();
@@ -163,13 +165,6 @@ impl SmsService {
     /// whole of one send or report.
     pub fn provider(&self, provider: &str) -> Option<Arc<SmsProviderGuest>> {
         self.providers.get(provider).map(|slot| slot.current())
-    }
-
-    /// The provider guests, for hot reload (admin name `sms.<provider>`).
-    pub fn reloadables(&self) -> impl Iterator<Item = Arc<dyn Reloadable>> + '_ {
-        self.providers
-            .values()
-            .map(|slot| slot.clone() as Arc<dyn Reloadable>)
     }
 
     /// Whether sign-up codes can be sent at all.
