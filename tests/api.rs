@@ -830,15 +830,7 @@ async fn a_new_sms_provider_build_goes_into_service_only_past_its_canary() {
     )
     .await;
     let admin = reqwest::Client::new();
-    let listed = |guests: Value| -> Value {
-        guests
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["name"] == "sms.vonage")
-            .cloned()
-            .unwrap_or_else(|| panic!("no sms.vonage in {guests}"))
-    };
+    let listed = |guests: Value| guest_named(&guests, "sms.vonage");
     let guests = async || -> Value {
         let r = api
             .admin(&admin, Method::GET, "/guests")

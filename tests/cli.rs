@@ -486,13 +486,7 @@ async fn an_ivr_services_guest_is_reloaded_through_the_admin_endpoint() {
     running.wait_ready(&client).await;
     let base = running.base.clone();
     let greeting = async || -> serde_json::Value {
-        let list = guests(&client, &base, token).await;
-        list.as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["name"] == "ivr.greeting")
-            .cloned()
-            .unwrap_or_else(|| panic!("no ivr.greeting in {list}"))
+        guest_named(&guests(&client, &base, token).await, "ivr.greeting")
     };
     let reload = async || {
         client

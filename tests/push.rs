@@ -286,12 +286,7 @@ async fn a_push_provider_build_goes_into_service_only_past_its_canary() {
             .json()
             .await
             .unwrap();
-        all.as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["name"] == "push.spare")
-            .cloned()
-            .unwrap_or_else(|| panic!("no push.spare in {all}"))
+        support::guest_named(&all, "push.spare")
     };
     let first = spare().await;
     assert_eq!(first["world"], "softswitch:push-provider/provider@0.1.0");

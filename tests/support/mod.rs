@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_softswitch");
 
+/// The entry named `name` in the admin endpoint's `/guests` answer.
+pub fn guest_named(guests: &serde_json::Value, name: &str) -> serde_json::Value {
+    guests
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {guests}"))
+}
+
 /// `wasm` with a custom section appended: another build of a guest (another
 /// SHA-256) that behaves the same, for hot-swap tests.
 pub fn rebuilt(wasm: &[u8], note: &str) -> Vec<u8> {
