@@ -290,6 +290,7 @@ async fn two_softphones_behind_separate_nats_talk_through_the_relay() {
                 commands,
                 verbose: true,
                 codecs: &["g711"],
+                extra_config: "",
             },
         )
     };

@@ -466,7 +466,20 @@ async fn a_udp_phone_calls_a_browser_over_wss() {
             .contains(";transport=wss"),
         "the switch's Contact names the transport the browser reaches it by:\n{invite}"
     );
-    // Answer with SDP (the relay anchors the plain RTP offer).
+    // The phone's plain RTP reaches a browser as WebRTC: the switch's
+    // gateway offers DTLS-SRTP with ICE-lite from its own endpoint.
+    for line in [
+        " UDP/TLS/RTP/SAVPF 111 0 8 110 101\r\n",
+        "a=ice-lite\r\n",
+        "a=setup:actpass\r\n",
+        "a=rtcp-mux\r\n",
+        "a=fingerprint:sha-256 ",
+        " typ host\r\n",
+    ] {
+        assert!(invite.contains(line), "{line:?} not offered:\n{invite}");
+    }
+    // Answer with SDP (this client has no DTLS: signalling only; the
+    // Chromium tests carry the media).
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
     let copy = |name: &str| header_lines(&invite, name);

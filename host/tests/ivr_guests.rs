@@ -86,6 +86,7 @@ fn session(
             telephone_event: Some(101),
             remote: phone.local_addr().unwrap(),
             srtp: None,
+            webrtc: None,
         })
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();

@@ -529,6 +529,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<(), Error> {
                 telephone_event: Some(TELEPHONE_EVENT),
                 remote: phones,
                 srtp: None,
+                webrtc: None,
             })
         };
         for i in 0..n {

@@ -11,7 +11,8 @@
 //!   [`opus`] (libopus) and [`codec`] over them, [`resample`], [`dtmf`]
 //!   (RFC 4733 and in-band), [`tone`], the [`jitter`] buffer, [`silence`]
 //!   detection, [`wav`] files, the call [`recording`] mixer, [`srtp`]
-//!   (SRTP/SRTCP with SDES keys).
+//!   (SRTP/SRTCP with SDES keys, or DTLS-SRTP's), [`webrtc`] (ICE-lite and
+//!   DTLS for a browser's leg).
 #![forbid(unsafe_code)]
 
 pub mod codec;
@@ -31,6 +32,7 @@ pub mod srtp;
 pub mod stun;
 pub mod tone;
 pub mod wav;
+pub mod webrtc;
 
 pub use codec::Codec;
 pub use endpoint::{

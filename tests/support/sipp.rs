@@ -54,7 +54,15 @@ impl Switch {
     /// returns the switch and the API's base URL (self-signed certificate:
     /// see [`api_client`]).
     pub async fn start_with_api(sip_extra: &str, extra_config: &str) -> (Switch, String) {
-        let port = free_port();
+        Switch::start_with_api_on(free_port(), sip_extra, extra_config).await
+    }
+
+    /// Like [`Switch::start_with_api`], with the API on `port`.
+    pub async fn start_with_api_on(
+        port: u16,
+        sip_extra: &str,
+        extra_config: &str,
+    ) -> (Switch, String) {
         let api = format!("listen = [\"127.0.0.1:{port}\"]\n");
         let switch = Switch::start_full("127.0.0.1", sip_extra, &api, extra_config).await;
         let base = format!("https://127.0.0.1:{port}");
@@ -581,9 +589,10 @@ impl Baresip {
                  module_path /usr/lib/baresip/modules\n{modules}module account.so\nmodule contact.so\nmodule menu.so\n\
                  {codecs}module ausine.so\nmodule aubridge.so\n\
                  audio_player aubridge,bridge\naudio_source ausine,440\naudio_alert aubridge,bridge\n\
-                 ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n",
+                 ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 2\n{extra}",
                 cert.display(),
                 listen = o.listen,
+                extra = o.extra_config,
             ),
         )
         .unwrap();
@@ -638,6 +647,8 @@ pub struct BaresipOptions<'a> {
     pub verbose: bool,
     /// Audio codec modules, in the order offered (`g711`, `opus`).
     pub codecs: &'a [&'a str],
+    /// Lines added to the config file (e.g. `snd_path` for `sndfile`).
+    pub extra_config: &'a str,
 }
 
 impl Default for BaresipOptions<'_> {
@@ -651,6 +662,7 @@ impl Default for BaresipOptions<'_> {
             commands: &[],
             verbose: false,
             codecs: &["g711"],
+            extra_config: "",
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::rtp::{self, Header, Packet};
 use crate::silence::{DEFAULT_THRESHOLD, SilenceDetector};
 use crate::srtp::{SrtpContext, SrtpError};
 use crate::tone;
+use crate::webrtc::{Demux, WebRtcPeer, WebRtcTransport};
 
 /// Consecutive packets from a new SSRC before it replaces the old one: a
 /// stray packet cannot take the stream over, a peer that restarted its
@@ -214,6 +215,9 @@ pub(crate) enum Command {
     /// Whether packets go to the peer: not while it holds the call (its
     /// SDP says sendonly or inactive).
     SetSending(bool),
+    /// A WebRTC leg's browser answered our offer (its ICE ufrag, DTLS
+    /// fingerprint and role).
+    SetWebRtcPeer(WebRtcPeer),
 }
 
 struct PlayJob {
@@ -287,6 +291,9 @@ pub(crate) struct Core {
     sends_to_peer: bool,
     bridge_frame: [i16; FRAME_SAMPLES],
     srtp: Option<Srtp>,
+    /// A browser's leg: ICE-lite and DTLS on the port; SRTP once the
+    /// handshake gave keys (nothing is sent or heard before).
+    webrtc: Option<WebRtcTransport>,
 }
 
 impl Core {
@@ -334,14 +341,53 @@ impl Core {
                 incoming: SrtpContext::new(c.suite, &c.incoming),
                 plain: Vec::with_capacity(2048),
             }),
+            webrtc: config.webrtc.as_ref().map(WebRtcTransport::new),
             config,
             shared,
         }
     }
 
-    /// Where packets go: the peer's latest source, else its SDP address.
+    /// Where packets go: the peer's latest source, else (a browser) where
+    /// ICE found it, else its SDP address.
     pub(crate) fn destination(&self) -> SocketAddr {
-        self.latched.unwrap_or(self.config.remote)
+        self.latched
+            .or_else(|| self.webrtc.as_ref().and_then(WebRtcTransport::selected))
+            .unwrap_or(self.config.remote)
+    }
+
+    /// A WebRTC leg's timers (DTLS retransmissions, the client's first
+    /// flight): every tick.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Some(transport) = &mut self.webrtc {
+            transport.handle_timeout(now);
+            self.install_keys();
+        }
+    }
+
+    /// A STUN answer or DTLS record to send, and where.
+    pub(crate) fn poll_transmit(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        self.webrtc.as_mut()?.poll_transmit()
+    }
+
+    /// The keys a WebRTC handshake gave, once.
+    fn install_keys(&mut self) {
+        let Some(keys) = self.webrtc.as_mut().and_then(WebRtcTransport::take_keys) else {
+            return;
+        };
+        match (
+            SrtpContext::try_new(keys.suite, &keys.outgoing),
+            SrtpContext::try_new(keys.suite, &keys.incoming),
+        ) {
+            (Ok(outgoing), Ok(incoming)) => {
+                tracing::debug!(suite = %keys.suite, "WebRTC leg keyed");
+                self.srtp = Some(Srtp {
+                    outgoing,
+                    incoming,
+                    plain: Vec::with_capacity(2048),
+                });
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "DTLS-SRTP keys unusable"),
+        }
     }
 
     pub(crate) fn command(&mut self, command: Command) {
@@ -395,6 +441,12 @@ impl Core {
             Command::Bridge(link) => self.bridge = Some(link),
             Command::Unbridge => self.bridge = None,
             Command::SetSending(on) => self.sends_to_peer = on,
+            Command::SetWebRtcPeer(peer) => {
+                if let Some(transport) = &mut self.webrtc {
+                    transport.set_peer(peer, Instant::now());
+                    self.install_keys();
+                }
+            }
         }
     }
 
@@ -483,6 +535,10 @@ impl Core {
         self.hear_frame();
         if self.sends_to_peer {
             self.build_packet();
+            if self.webrtc.is_some() && self.srtp.is_none() {
+                // A browser's leg sends nothing in the clear.
+                self.packet.clear();
+            }
         } else {
             // On hold: the bridge's frame goes by unsent, and the clock
             // runs on, so the stream resumes with a timestamp gap and the
@@ -720,6 +776,22 @@ impl Core {
     /// stream is secure: it is checked and decrypted first).
     pub(crate) fn receive(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         bump(&self.shared.counters.packets_received);
+        if let Some(transport) = &mut self.webrtc {
+            match transport.receive(data, source, now) {
+                Demux::Media if self.srtp.is_none() => {
+                    // Before the handshake: nothing to authenticate it with.
+                    return bump(&self.shared.counters.dropped_unauthenticated);
+                }
+                Demux::Media => {}
+                Demux::Control { alive } => {
+                    if alive {
+                        self.shared.heard(now);
+                    }
+                    return self.install_keys();
+                }
+                Demux::Garbage => return bump(&self.shared.counters.dropped_malformed),
+            }
+        }
         if rtp::is_rtcp(data) {
             // RTCP multiplexed onto the RTP port: a live peer, no media.
             return self.receive_rtcp(data, now);
@@ -874,6 +946,7 @@ mod tests {
             telephone_event,
             remote: "192.0.2.1:4000".parse().unwrap(),
             srtp: None,
+            webrtc: None,
         };
         Core::new(
             config,
@@ -943,6 +1016,7 @@ mod tests {
             telephone_event: Some(101),
             remote: "192.0.2.1:4000".parse().unwrap(),
             srtp: None,
+            webrtc: None,
         };
         let mut c = Core::new(config, Arc::new(Shared::new(Instant::now())), 1, 7, 1000);
         let mut decoder = ::opus::Decoder::new(48000, ::opus::Channels::Mono).unwrap();

@@ -32,6 +32,7 @@ use self::engine::{Command, Core, Shared};
 use crate::codec::{Codec, FRAME_DURATION};
 use crate::relay::{Pair, Relay, RelayError, lock};
 use crate::srtp::SrtpConfig;
+use crate::webrtc::{WebRtcConfig, WebRtcPeer};
 
 /// A stall longer than this is not caught up with a burst of packets.
 const CATCH_UP_AT_MOST: Duration = Duration::from_millis(60);
@@ -56,6 +57,10 @@ pub struct EndpointConfig {
     /// with our key, every packet heard must authenticate under the
     /// peer's (RTCP too). `None`: plain RTP.
     pub srtp: Option<SrtpConfig>,
+    /// A browser's leg (`UDP/TLS/RTP/SAVPF`): ICE-lite and DTLS-SRTP on
+    /// the RTP port, RTCP multiplexed; `srtp` is then `None` (the keys come
+    /// from the handshake).
+    pub webrtc: Option<WebRtcConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -368,6 +373,16 @@ impl Endpoint {
         Ok(())
     }
 
+    /// The browser of a WebRTC leg the switch offered answered: its ICE
+    /// ufrag, certificate fingerprint and our DTLS role.
+    pub async fn set_webrtc_peer(&self, peer: WebRtcPeer) -> Result<(), EndpointError> {
+        self.send(Command::SetWebRtcPeer(peer.clone())).await?;
+        if let Some(webrtc) = &mut lock(&self.inner.config).webrtc {
+            webrtc.peer = Some(peer);
+        }
+        Ok(())
+    }
+
     /// Whether packets go to the peer: off while it holds the call (its
     /// SDP says sendonly or inactive), on again when it resumes.
     pub async fn set_sending(&self, on: bool) -> Result<(), EndpointError> {
@@ -568,6 +583,8 @@ async fn run(
             biased;
             _ = closed.wait_for(|c| *c) => break,
             deadline = ticks.tick() => {
+                core.handle_timeout(std::time::Instant::now());
+                send_control(&mut core, &rtp);
                 let late = Instant::now().saturating_duration_since(deadline);
                 if late > CATCH_UP_AT_MOST {
                     let missed = late.as_micros() / FRAME_DURATION.as_micros();
@@ -589,7 +606,10 @@ async fn run(
                 };
             }
             received = rtp.recv_from(&mut buf) => match received {
-                Ok((n, source)) => core.receive(&buf[..n], source, std::time::Instant::now()),
+                Ok((n, source)) => {
+                    core.receive(&buf[..n], source, std::time::Instant::now());
+                    send_control(&mut core, &rtp);
+                }
                 // ICMP errors of earlier sends surface here on some systems.
                 Err(e) => tracing::trace!(error = %e, "endpoint receive error"),
             },
@@ -603,6 +623,15 @@ async fn run(
         }
     }
     core.close();
+}
+
+/// A WebRTC leg's STUN answers and DTLS records, sent from the RTP port.
+fn send_control(core: &mut Core, rtp: &UdpSocket) {
+    while let Some((datagram, to)) = core.poll_transmit() {
+        if let Err(e) = rtp.try_send_to(&datagram, to) {
+            tracing::trace!(error = %e, %to, "WebRTC control datagram not sent");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ fn config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfig {
         telephone_event,
         remote,
         srtp: None,
+        webrtc: None,
     }
 }
 
@@ -615,6 +616,7 @@ async fn an_opus_phone_is_recorded_and_hears_the_prompt_as_opus() {
             telephone_event: Some(TE),
             remote: phone.addr(),
             srtp: None,
+            webrtc: None,
         })
         .unwrap();
     phone.endpoint = endpoint.local_addr();
@@ -723,6 +725,7 @@ fn opus_config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfi
         telephone_event,
         remote,
         srtp: None,
+        webrtc: None,
     }
 }
 
@@ -733,6 +736,7 @@ fn pcma_config(remote: SocketAddr, telephone_event: Option<u8>) -> EndpointConfi
         telephone_event,
         remote,
         srtp: None,
+        webrtc: None,
     }
 }
 
@@ -1227,4 +1231,158 @@ async fn an_srtp_phone_is_recorded_and_hears_the_prompt_encrypted() {
     assert_eq!(stats.dropped_replayed, 1);
     assert_eq!(stats.dropped_unauthenticated, 2, "{stats:?}");
     assert_eq!(stats.rtcp_received, 2);
+}
+
+/// A browser's leg: nothing goes out before ICE and DTLS; then the audio
+/// is SRTP with the handshake's keys, both ways. The "browser" is the
+/// crate's own transport in the client role (the Chromium tests of the
+/// switch play the real one).
+#[tokio::test]
+async fn a_browser_leg_is_silent_until_ice_and_dtls_then_talks_srtp() {
+    use crate::srtp::SrtpContext;
+    use crate::stun::{Attribute, Message, TransactionId};
+    use crate::webrtc::{
+        DtlsIdentity, DtlsRole, WebRtcConfig, WebRtcPeer, WebRtcTransport, parse_fingerprint,
+    };
+    let relay = relay(42480, 42499);
+    let fingerprint =
+        |id: &DtlsIdentity| parse_fingerprint(&format!("sha-256 {}", id.fingerprint())).unwrap();
+    let (switch_id, browser_id) = (
+        Arc::new(DtlsIdentity::generate().unwrap()),
+        Arc::new(DtlsIdentity::generate().unwrap()),
+    );
+    let mut phone = Phone::new().await;
+    let browser_config = WebRtcConfig::new(browser_id.clone(), None);
+    let switch_config = WebRtcConfig::new(
+        switch_id.clone(),
+        Some(WebRtcPeer {
+            ice_ufrag: browser_config.local.ufrag.clone(),
+            fingerprint: fingerprint(&browser_id),
+            role: DtlsRole::Server,
+        }),
+    );
+    let endpoint = relay
+        .open_endpoint(EndpointConfig {
+            webrtc: Some(switch_config.clone()),
+            ..config(phone.addr(), None)
+        })
+        .unwrap();
+    phone.endpoint = endpoint.local_addr();
+    // Nothing in the clear while ICE has not run.
+    assert!(phone.listen(200).await.is_empty());
+
+    let mut browser = WebRtcTransport::new(&browser_config);
+    browser.set_peer(
+        WebRtcPeer {
+            ice_ufrag: switch_config.local.ufrag.clone(),
+            fingerprint: fingerprint(&switch_id),
+            role: DtlsRole::Client,
+        },
+        std::time::Instant::now(),
+    );
+    // The browser's nominating check, answered with its address.
+    let check = Message::binding_request(TransactionId(rand::random()))
+        .with(Attribute::Username(format!(
+            "{}:{}",
+            switch_config.local.ufrag, browser_config.local.ufrag
+        )))
+        .with(Attribute::IceControlling(1))
+        .with(Attribute::UseCandidate)
+        .encode(Some(switch_config.local.pwd.as_bytes()), true)
+        .unwrap();
+    phone.raw(&check).await;
+    let (answer, _) = phone
+        .listen(300)
+        .await
+        .into_iter()
+        .next()
+        .expect("no ICE answer");
+    let answer = Message::decode(&answer).unwrap();
+    assert_eq!(answer.xor_mapped_address(), Some(phone.addr()));
+    // The browser learns the switch's address as the pair ICE chose.
+    let reverse = Message::binding_request(TransactionId(rand::random()))
+        .with(Attribute::Username(format!(
+            "{}:x",
+            browser_config.local.ufrag
+        )))
+        .encode(Some(browser_config.local.pwd.as_bytes()), true)
+        .unwrap();
+    browser.receive(&reverse, phone.endpoint, std::time::Instant::now());
+    while browser.poll_transmit().is_some() {}
+
+    // The handshake, over the sockets.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let keys = loop {
+        assert!(Instant::now() < deadline, "no DTLS handshake");
+        browser.handle_timeout(std::time::Instant::now());
+        while let Some((datagram, to)) = browser.poll_transmit() {
+            assert_eq!(to, phone.endpoint);
+            phone.raw(&datagram).await;
+        }
+        for (datagram, from) in phone.listen(30).await {
+            if datagram.first().is_some_and(|b| (20..=63).contains(b)) {
+                browser.receive(&datagram, from, std::time::Instant::now());
+            }
+        }
+        if let Some(keys) = browser.take_keys() {
+            break keys;
+        }
+    };
+    let mut says = SrtpContext::try_new(keys.suite, &keys.outgoing).unwrap();
+    let mut hears = SrtpContext::try_new(keys.suite, &keys.incoming).unwrap();
+
+    // The browser talks SRTP: the endpoint records the audio.
+    let said: Vec<u8> = (0..10 * 160).map(|i| 0x10 + (i % 0x60) as u8).collect();
+    let options = RecordOptions {
+        max: Duration::from_millis(400),
+        silence_timeout: None,
+        finish_keys: String::new(),
+    };
+    let (recording, ()) = tokio::join!(endpoint.record(options), async {
+        let mut pace = tokio::time::interval(FRAME_DURATION);
+        for frame in said.chunks(160) {
+            pace.tick().await;
+            let mut packet = Vec::new();
+            Header {
+                marker: false,
+                payload_type: 0,
+                sequence: phone.seq,
+                timestamp: phone.ts,
+                ssrc: phone.ssrc,
+            }
+            .build(frame, &mut packet)
+            .unwrap();
+            phone.seq = phone.seq.wrapping_add(1);
+            phone.ts = phone.ts.wrapping_add(160);
+            says.protect_rtp(&mut packet).unwrap();
+            phone.raw(&packet).await;
+        }
+    });
+    let expected: Vec<i16> = said.iter().map(|&b| ulaw_decode(b)).collect();
+    let heard: Vec<i16> = recording
+        .samples
+        .iter()
+        .copied()
+        .filter(|&s| s != 0)
+        .collect();
+    assert_eq!(heard, expected);
+
+    // And hears the prompt, SRTP under the switch's key.
+    let samples = prompt(480);
+    let (outcome, datagrams) = tokio::join!(endpoint.play(samples.clone(), ""), phone.listen(300));
+    assert_eq!(outcome, PlayOutcome::Finished);
+    let mut played = Vec::new();
+    for (datagram, _) in &datagrams {
+        if datagram.first().is_some_and(|b| (128..=191).contains(b)) {
+            let mut plain = datagram.clone();
+            let n = hears.unprotect_rtp(&mut plain).unwrap();
+            let payload = &plain[crate::rtp::HEADER_LEN..n];
+            if payload != Codec::Pcmu.silence() {
+                played.extend_from_slice(payload);
+            }
+        }
+    }
+    let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
+    assert_eq!(played, expected);
+    assert_eq!(endpoint.stats().dropped_unauthenticated, 0);
 }

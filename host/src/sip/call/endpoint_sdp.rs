@@ -10,13 +10,18 @@
 //! Audio is `RTP/AVP`, or `RTP/SAVP` keyed by SDP security descriptions
 //! (SDES, RFC 4568): the first `a=crypto` line whose suite and key the
 //! endpoint can use is taken, and the answer echoes its tag with a fresh
-//! key of ours. `RTP/SAVPF` (feedback) and DTLS-SRTP (`UDP/TLS/RTP/SAVP`)
-//! are not spoken.
+//! key of ours. A browser's `UDP/TLS/RTP/SAVPF` (or `SAVP`) is answered
+//! as a WebRTC leg ([`super::webrtc_sdp`]): ICE-lite and DTLS-SRTP, the
+//! keys from the handshake. Plain `RTP/SAVPF` (SDES with feedback) is not
+//! spoken.
 
 use std::net::IpAddr;
 
 use media::codec::Codec;
 use media::srtp::{CryptoAttribute, MasterKey, SrtpConfig};
+use media::webrtc::WebRtcConfig;
+
+use super::webrtc_sdp::{self, BrowserSdp};
 
 /// What the switch will use of an offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +39,14 @@ pub struct AudioOffer {
     /// For an `RTP/SAVP` offer: the suite chosen, the caller's key (what
     /// it sends with) and a fresh key of ours, which the answer carries.
     pub srtp: Option<SrtpConfig>,
+    /// A browser's leg: our ICE credentials and certificate, and its side
+    /// (ufrag, fingerprint, our DTLS role).
+    pub webrtc: Option<WebRtcConfig>,
     /// The tag of the `a=crypto` line chosen, echoed in the answer.
     crypto_tag: u32,
+    /// A browser's `a=mid` per m-line and BUNDLE group, echoed.
+    mids: Vec<Option<String>>,
+    bundle: bool,
     /// Every m-line as offered: (media, transport, formats), for the answer.
     lines: Vec<(String, String, String)>,
 }
@@ -53,6 +64,10 @@ pub enum OfferError {
     Crypto,
     #[error("no codec in common (Opus, PCMU or PCMA)")]
     Codec,
+    /// DTLS-SRTP audio without ICE credentials or a SHA-256 fingerprint
+    /// (or no certificate of ours to answer with).
+    #[error("WebRTC audio without ICE credentials or a SHA-256 fingerprint")]
+    WebRtc,
 }
 
 /// Reads an offer. Offers without SDP (late offer) are refused. For a
@@ -140,6 +155,7 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
         .filter(|(_, ((media, _, _), port))| media == "audio" && **port != 0)
         .find_map(|(i, ((_, proto, _), _))| match proto.as_str() {
             "RTP/AVP" => Some((i, None)),
+            p if webrtc_sdp::is_webrtc_proto(p) => Some((i, None)),
             "RTP/SAVP" => {
                 let crypto = usable_crypto(i);
                 secure_refused |= crypto.is_none();
@@ -199,6 +215,15 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
         .copied()
         .ok_or(OfferError::Codec)?;
     let telephone_event = events_for(codec);
+    let (webrtc, mids, bundle) = if webrtc_sdp::is_webrtc_proto(&lines[index].1) {
+        let browser = BrowserSdp::parse(text);
+        let peer = browser.peer(index).ok_or(OfferError::WebRtc)?;
+        let identity = webrtc_sdp::identity().ok_or(OfferError::WebRtc)?;
+        let config = WebRtcConfig::new(identity, Some(peer));
+        (Some(config), browser.mids, browser.bundle)
+    } else {
+        (None, Vec::new(), false)
+    };
     let crypto_tag = crypto.as_ref().map_or(0, |c| c.tag);
     let srtp = crypto.map(|c| SrtpConfig {
         suite: c.suite,
@@ -213,7 +238,10 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
         payload_type,
         telephone_event,
         srtp,
+        webrtc,
         crypto_tag,
+        mids,
+        bundle,
         lines,
     })
 }
@@ -248,13 +276,25 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
     let mut sdp = format!(
         "v=0\r\no=softswitch {session_id} 1 IN {ip} {addr}\r\ns=softswitch\r\nc=IN {ip} {addr}\r\nt=0 0\r\n"
     );
+    let mid = |i: usize| offer.mids.get(i).cloned().flatten();
+    if offer.webrtc.is_some() {
+        if let Some(audio) = mid(offer.index).filter(|_| offer.bundle) {
+            sdp.push_str(&format!("a=group:BUNDLE {audio}\r\n"));
+        }
+        sdp.push_str("a=ice-lite\r\n");
+    }
     for (i, (media, proto, formats)) in offer.lines.iter().enumerate() {
         if i != offer.index {
             sdp.push_str(&format!("m={media} 0 {proto} {formats}\r\n"));
+            if let Some(mid) = mid(i) {
+                sdp.push_str(&format!("a=mid:{mid}\r\n"));
+            }
             continue;
         }
         let pt = offer.payload_type;
-        let proto = if offer.srtp.is_some() {
+        let proto = if offer.webrtc.is_some() {
+            proto.as_str()
+        } else if offer.srtp.is_some() {
             "RTP/SAVP"
         } else {
             "RTP/AVP"
@@ -262,6 +302,9 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
         match offer.telephone_event {
             Some(te) => sdp.push_str(&format!("m=audio {port} {proto} {pt} {te}\r\n")),
             None => sdp.push_str(&format!("m=audio {port} {proto} {pt}\r\n")),
+        }
+        if let Some(mid) = mid(i) {
+            sdp.push_str(&format!("a=mid:{mid}\r\n"));
         }
         sdp.push_str(&format!(
             "a=rtpmap:{pt} {}\r\n",
@@ -283,6 +326,14 @@ pub fn answer(offer: &AudioOffer, addr: IpAddr, port: u16, session_id: u64) -> V
                 key: srtp.outgoing.clone(),
             };
             sdp.push_str(&format!("a=crypto:{crypto}\r\n"));
+        }
+        if let Some(webrtc) = &offer.webrtc {
+            let role = webrtc
+                .peer
+                .as_ref()
+                .map_or(media::webrtc::DtlsRole::Server, |p| p.role);
+            let setup = webrtc_sdp::setup_of(role);
+            webrtc_sdp::media_attributes(&mut sdp, webrtc, addr, port, setup);
         }
         sdp.push_str("a=ptime:20\r\na=sendrecv\r\n");
     }
@@ -570,15 +621,15 @@ mod tests {
                 format!("m=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY} UNENCRYPTED_SRTP\r\n"),
                 OfferError::Crypto,
             ),
-            // Feedback profile and DTLS-SRTP are not spoken, with or
-            // without a crypto line.
+            // The SDES feedback profile is not spoken, with or without a
+            // crypto line; DTLS-SRTP needs ICE and a SHA-256 fingerprint.
             (
                 format!("m=audio 5004 RTP/SAVPF 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n"),
                 OfferError::Audio,
             ),
             (
                 "m=audio 5004 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n".into(),
-                OfferError::Audio,
+                OfferError::WebRtc,
             ),
             (
                 format!("m=audio 0 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {KEY}\r\n"),

@@ -370,6 +370,7 @@ impl Call {
         {
             lock(&self.media).plan_recording(plan);
         }
+        lock(&self.media).callee_browsers(browsers_among(&targets));
         let before = self.branches.len();
         for target in targets {
             self.fork(target, &from).await;
@@ -1066,6 +1067,7 @@ impl Call {
                 continue;
             }
             tracing::info!(callee = self.callee, remote = %flow.remote, "a device registered while the call is parked: it rings too");
+            lock(&self.media).callee_browsers(Some(is_browser(&flow)));
             self.fork(
                 Target {
                     uri: b.contact.clone(),
@@ -1677,6 +1679,20 @@ impl Call {
 
 /// RFC 3261 §16.7 in short: a 6xx ends the search, then busy, then the other
 /// client errors, then server errors, then the rest.
+/// A device on a WebSocket flow: a browser, which speaks only WebRTC.
+fn is_browser(flow: &Flow) -> bool {
+    matches!(flow.proto, Proto::Ws | Proto::Wss)
+}
+
+/// Whether every target is a browser of this node; `None` when another
+/// node's devices are among them (that node decides for its own).
+fn browsers_among(targets: &[Target]) -> Option<bool> {
+    if targets.iter().any(|t| t.node) {
+        return None;
+    }
+    Some(!targets.is_empty() && targets.iter().all(|t| is_browser(&t.flow)))
+}
+
 fn rank(code: u16) -> (u8, u16) {
     match code {
         600..=699 => (0, code),

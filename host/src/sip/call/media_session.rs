@@ -1,8 +1,15 @@
 //! A call's media on the relay: the streams opened for its m-lines and the
-//! SDP rewriting that points each side at them; or, when an OFFNET call's
-//! caller offers no G.711 (a phone speaking only Opus) or insists on SRTP,
-//! two media endpoints bridged by the media engine, which transcodes (and
-//! decrypts the phone's side).
+//! SDP rewriting that points each side at them; or two media endpoints
+//! bridged by the media engine, which transcodes (and decrypts either
+//! side), when the two sides cannot talk directly:
+//!
+//! - an OFFNET call whose caller offers no G.711 (a phone speaking only
+//!   Opus) or insists on SRTP;
+//! - a browser (WebRTC: ICE, DTLS-SRTP) calling a phone or a carrier, or a
+//!   phone calling a user whose every device is a browser: the browser's
+//!   side is terminated as a WebRTC leg (the WebRTC gateway). Browser to
+//!   browser, the media stays end to end (DTLS-SRTP through the relay's
+//!   candidate).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +22,7 @@ use media::{Side, Stream};
 use super::MediaSettings;
 use super::endpoint_sdp;
 use super::recording::{self, BRIDGE_TAP_QUEUE, RecordedCall, Recorder, RecordingPlan, Tap};
+use super::webrtc_sdp;
 use crate::sip::sdp::{self, RelayPorts, Rewrite};
 use crate::store::Store;
 
@@ -60,6 +68,10 @@ pub(super) struct CallMedia {
     /// Either side's SDP was SRTP, and the SDES keys of each (A, B).
     secure: bool,
     cryptos: [Vec<media::srtp::CryptoAttribute>; 2],
+    /// Whether every device the call rings is a browser (over WebSocket):
+    /// `None` while unknown (another node's devices), which leaves a
+    /// browser's media end to end.
+    callee_browsers: Option<bool>,
 }
 
 impl CallMedia {
@@ -75,6 +87,7 @@ impl CallMedia {
             codecs: Vec::new(),
             secure: false,
             cryptos: Default::default(),
+            callee_browsers: None,
         }))
     }
 
@@ -87,6 +100,14 @@ impl CallMedia {
             return;
         }
         self.recording = Some(plan);
+    }
+
+    /// What the call rings: browsers only, or not. The first word stands
+    /// (the media is decided with the first offer across).
+    pub(super) fn callee_browsers(&mut self, browsers: Option<bool>) {
+        if self.callee_browsers.is_none() {
+            self.callee_browsers = browsers;
+        }
     }
 
     /// The call was answered: recording starts, if planned.
@@ -161,14 +182,23 @@ impl CallMedia {
         }
         if self.transcoding.is_none()
             && self.how.is_none()
-            && offnet
             && from == Side::A
             && let Ok(offer) = endpoint_sdp::audio_offer(body)
+        {
+            let browsers = if offnet {
+                Some(false)
+            } else {
+                self.callee_browsers
+            };
+            // A browser and a device that is not one cannot talk directly.
+            let gateway = browsers.is_some_and(|b| b != offer.webrtc.is_some());
             // A carrier speaks neither Opus nor SRTP (SPEC §9): a phone
             // that insists on either is terminated here.
-            && (offer.srtp.is_some() || !endpoint_sdp::offers_g711(&offer))
-        {
-            self.start_transcoding(&settings, offer);
+            let carrier_cannot =
+                offnet && (offer.srtp.is_some() || !endpoint_sdp::offers_g711(&offer));
+            if gateway || carrier_cannot {
+                self.start_transcoding(&settings, offer, browsers == Some(true));
+            }
         }
         if let Some(t) = &mut self.transcoding {
             return t.rewrite(body, from);
@@ -233,8 +263,14 @@ impl CallMedia {
         sdp::rewrite(body, how, settings.advertised, &ports)
     }
 
-    /// Opens the two endpoints of a transcoded call and bridges them.
-    fn start_transcoding(&mut self, settings: &MediaSettings, offer: endpoint_sdp::AudioOffer) {
+    /// Opens the two endpoints of a transcoded call and bridges them; the
+    /// callee's side speaks WebRTC when it is `browsers`, else G.711.
+    fn start_transcoding(
+        &mut self,
+        settings: &MediaSettings,
+        offer: endpoint_sdp::AudioOffer,
+        browsers: bool,
+    ) {
         let caller_remote = SocketAddr::new(
             offer.addr.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             offer.port,
@@ -245,14 +281,33 @@ impl CallMedia {
             telephone_event: offer.telephone_event,
             remote: caller_remote,
             srtp: offer.srtp.clone(),
+            webrtc: offer.webrtc.clone(),
         });
-        let carrier = settings.relay.open_endpoint(media::EndpointConfig {
-            codec: Codec::Pcma,
-            payload_type: 8,
-            telephone_event: Some(101),
-            // Until the carrier answers: nothing is sent to 0.0.0.0.
-            remote: SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9),
-            srtp: None,
+        let browser = match browsers.then(webrtc_sdp::identity) {
+            Some(Some(identity)) => Some(media::webrtc::WebRtcConfig::new(identity, None)),
+            Some(None) => return,
+            None => None,
+        };
+        // Until the callee answers: nothing is sent to 0.0.0.0 (and a
+        // browser gets nothing before its handshake).
+        let nowhere = SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9);
+        let carrier = settings.relay.open_endpoint(match &browser {
+            Some(webrtc) => media::EndpointConfig {
+                codec: Codec::OPUS,
+                payload_type: 111,
+                telephone_event: Some(110),
+                remote: nowhere,
+                srtp: None,
+                webrtc: Some(webrtc.clone()),
+            },
+            None => media::EndpointConfig {
+                codec: Codec::Pcma,
+                payload_type: 8,
+                telephone_event: Some(101),
+                remote: nowhere,
+                srtp: None,
+                webrtc: None,
+            },
         });
         let (caller, carrier) = match (caller, carrier) {
             (Ok(a), Ok(b)) => (Arc::new(a), Arc::new(b)),
@@ -263,8 +318,12 @@ impl CallMedia {
             }
         };
         let session: u64 = rand::random::<u32>().into();
-        let to_carrier =
-            endpoint_sdp::g711_offer(settings.advertised, carrier.local_port(), session);
+        let to_carrier = match &browser {
+            Some(webrtc) => {
+                webrtc_sdp::offer(settings.advertised, carrier.local_port(), session, webrtc)
+            }
+            None => endpoint_sdp::g711_offer(settings.advertised, carrier.local_port(), session),
+        };
         let to_caller =
             endpoint_sdp::answer(&offer, settings.advertised, caller.local_port(), session);
         let (a, b) = (caller.clone(), carrier.clone());
@@ -287,7 +346,9 @@ impl CallMedia {
         tracing::info!(
             codec = %offer.codec,
             srtp = offer.srtp.is_some(),
-            "caller offers no G.711, or SRTP: the call is transcoded"
+            caller_browser = offer.webrtc.is_some(),
+            callee_browser = browsers,
+            "the two sides share no codec or transport: the call is bridged"
         );
         self.transcoding = Some(Transcoding {
             caller,
@@ -397,18 +458,26 @@ impl Transcoding {
                 }
             }
             Side::B => {
+                let browser = self.carrier.config().webrtc.is_some();
+                // What we offered: G.711 to a phone or carrier; Opus or
+                // G.711 over DTLS-SRTP to a browser.
                 if let Ok(answer) = endpoint_sdp::audio_offer(body)
-                    && matches!(answer.codec, Codec::Pcmu | Codec::Pcma)
+                    && (browser || matches!(answer.codec, Codec::Pcmu | Codec::Pcma))
+                    && browser == answer.webrtc.is_some()
                 {
                     let carrier = self.carrier.clone();
                     let remote = answer
                         .addr
                         .filter(|ip| !ip.is_unspecified())
                         .map(|ip| SocketAddr::new(ip, answer.port));
+                    let peer = answer.webrtc.and_then(|w| w.peer);
                     tokio::spawn(async move {
                         let _ = carrier
                             .set_codec(answer.codec, answer.payload_type, answer.telephone_event)
                             .await;
+                        if let Some(peer) = peer {
+                            let _ = carrier.set_webrtc_peer(peer).await;
+                        }
                         if let Some(remote) = remote {
                             let _ = carrier.set_remote(remote).await;
                         }

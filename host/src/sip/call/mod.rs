@@ -15,6 +15,7 @@ pub mod pickup;
 mod recording;
 pub mod relay;
 mod service;
+mod webrtc_sdp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -75,6 +75,7 @@ pub async fn call_out(
         // Until the answer says where: nothing is sent to 0.0.0.0.
         remote: std::net::SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9),
         srtp: None,
+        webrtc: None,
     }) {
         Ok(e) => e,
         Err(e) => return Outcome::NotPlaced(e.to_string()),

@@ -105,6 +105,7 @@ impl ServiceCall {
             // RTP/SAVP: the caller's key for what it sends, ours (in the
             // answer below) for what the endpoint sends.
             srtp: s.offer.srtp.clone(),
+            webrtc: s.offer.webrtc.clone(),
         }) {
             Ok(e) => e,
             Err(e) => {
