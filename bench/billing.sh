@@ -89,6 +89,7 @@ config() {  # $1 = true|false (prepaid_calls)
 udp = ["127.0.0.1:$PORT"]
 tcp = []
 tls = []
+wss = []
 domain = "127.0.0.1"
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"

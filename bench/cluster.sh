@@ -67,6 +67,7 @@ url = "$url"
 udp = ["127.0.0.1:$sip"]
 tcp = []
 tls = []
+wss = []
 domain = "127.0.0.1"
 [admin]
 listen = "127.0.0.1:$admin"

@@ -92,6 +92,7 @@ cat > "$WORK/softswitch.toml" <<TOML
 udp = ["127.0.0.1:$PORT"]
 tcp = []
 tls = []
+wss = []
 domain = "127.0.0.1"
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"

@@ -53,6 +53,7 @@ start_switch() { # $1 = sip.overload_lag_ms
 udp = ["127.0.0.1:$PORT"]
 tcp = []
 tls = []
+wss = []
 domain = "127.0.0.1"
 overload_lag_ms = $1
 [admin]

@@ -29,6 +29,7 @@ cat > "$WORK/softswitch.toml" <<TOML
 udp = ["127.0.0.1:$PORT"]
 tcp = ["127.0.0.1:$PORT"]
 tls = []
+wss = []
 [admin]
 listen = "127.0.0.1:0"
 [presence]

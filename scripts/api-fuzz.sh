@@ -60,6 +60,7 @@ cache_dir = "$tmp/cache"
 udp = ["127.0.0.1:$sip"]
 tcp = ["127.0.0.1:$sip"]
 tls = ["127.0.0.1:0"]
+wss = []
 
 [api]
 listen = ["127.0.0.1:$api"]

@@ -42,6 +42,7 @@ data_dir = "$WORK/data"
 udp = ["127.0.0.1:$SIP_PORT"]
 tcp = ["127.0.0.1:$SIP_PORT"]
 tls = ["127.0.0.1:$TLS_PORT"]
+wss = []
 [api]
 listen = ["127.0.0.1:$API_PORT"]
 [admin]

@@ -57,6 +57,7 @@ url = "$url"
 udp = ["127.0.0.1:$sip"]
 tcp = ["127.0.0.1:$sip"]
 tls = ["127.0.0.1:$((sip + 1))"]
+wss = []
 
 [admin]
 listen = "127.0.0.1:$admin"

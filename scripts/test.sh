@@ -12,13 +12,15 @@ step() { printf '\n==> %s\n' "$*"; }
 step "the repository stands alone (nothing refers to a folder beside the clone)"
 # The conformance data and the benchmark kit live in tests/data and
 # bench/anchors; a user's clone has nothing beside it.
-if grep -rnI --exclude-dir=target --exclude-dir=.git -e '\.\./shared' . ; then
+if grep -rnI --exclude-dir=target --exclude-dir=.git --exclude-dir=node_modules --exclude-dir=dist -e '\.\./shared' . ; then
     echo "the lines above refer to a folder beside the clone: copy what they need into the repository" >&2
     exit 1
 fi
 
 ./scripts/setup.sh
 ./scripts/build-guests.sh
+# The portal the browser tests (tests/portal.rs) load.
+./scripts/build-portal.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use support::browser::{ChromeDriver, page_text};
 use support::smtp::SmtpSink;
 use support::*;
 
@@ -1901,116 +1902,6 @@ async fn avatars_are_resized_kept_across_restarts_and_friends_are_found() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-}
-
-/// chromedriver (Debian package chromium-driver) on a free loopback port,
-/// killed on drop; each browser gets a fresh profile under a temp dir.
-struct ChromeDriver {
-    child: std::process::Child,
-    port: u16,
-    profile: tempfile::TempDir,
-}
-
-/// The Chromium binary itself (Debian's /usr/bin/chromium is a wrapper
-/// script that adds flags of its own from /etc/chromium.d).
-const CHROMIUM: &str = "/usr/lib/chromium/chromium";
-
-impl ChromeDriver {
-    async fn start() -> ChromeDriver {
-        assert!(
-            std::path::Path::new(CHROMIUM).is_file(),
-            "{CHROMIUM} is missing: the Chromium tests need the Debian package chromium (scripts/setup.sh installs it)"
-        );
-        let port = free_port();
-        let profile = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .arg(format!(
-                "--log-path={}",
-                profile.path().join("chromedriver.log").display()
-            ))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver is missing: the Chromium tests need the Debian package chromium-driver (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "chromedriver never listened");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ChromeDriver {
-            child,
-            port,
-            profile,
-        }
-    }
-
-    /// A headless Chromium session that accepts the switch's self-signed
-    /// certificate and talks to nothing but the pages it is sent to.
-    async fn browser(&self) -> fantoccini::Client {
-        let user_data = self.profile.path().join("user-data");
-        let mut caps = serde_json::Map::new();
-        caps.insert("acceptInsecureCerts".into(), json!(true));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--ignore-certificate-errors",
-                    format!("--user-data-dir={}", user_data.display()),
-                ],
-            }),
-        );
-        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "Chromium did not start through chromedriver: {e}; chromedriver log: {}",
-                    std::fs::read_to_string(self.profile.path().join("chromedriver.log"))
-                        .unwrap_or_default()
-                )
-            })
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The text of the page's body. Right after a form is submitted the next
-/// page may still be loading (its body not there yet, or gone under the
-/// element just found: seen on a loaded machine), so it tries again for
-/// up to 10 s.
-async fn page_text(browser: &fantoccini::Client) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let last = match browser.find(fantoccini::Locator::Css("body")).await {
-            Ok(body) => match body.text().await {
-                Ok(text) => return text,
-                Err(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        assert!(Instant::now() < deadline, "no page body: {last}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

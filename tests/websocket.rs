@@ -4,11 +4,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -225,16 +223,7 @@ async fn open(
         .await
         .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
     let stream: Box<dyn AsyncReadWrite> = if tls {
-        let cert = std::fs::read(switch.site.path("data/tls/self-signed-cert.pem")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&cert) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        softswitch::tls::install_crypto_provider();
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = support::trusting_connector(&switch.site);
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         Box::new(
             connector

@@ -76,6 +76,8 @@ pub struct Config {
     pub billing: crate::billing::BillingConfig,
     /// Several nodes on one database.
     pub cluster: crate::cluster::ClusterConfig,
+    /// The self-care portal served on the client API's listeners.
+    pub portal: crate::portal::PortalConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -123,7 +125,8 @@ pub struct SipConfig {
     pub tls: Vec<SocketAddr>,
     /// SIP over WebSocket listeners (RFC 7118, what browsers use): plain
     /// `ws` (behind a TLS-terminating proxy, or for tests) and `wss` (TLS
-    /// with the same certificate as `tls`). None by default.
+    /// with the same certificate as `tls`). `wss` on loopback by default,
+    /// so the portal's communicator registers out of the box.
     pub ws: Vec<SocketAddr>,
     pub wss: Vec<SocketAddr>,
     /// Origins (e.g. `https://portal.example.net`) whose pages may open
@@ -177,7 +180,9 @@ impl Default for SipConfig {
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             tls: vec![SocketAddr::from(([127, 0, 0, 1], 5061))],
             ws: Vec::new(),
-            wss: Vec::new(),
+            // Near the other SIP ports, but not 5060 or 5061: browsers
+            // refuse to open connections to those ("unsafe" ports).
+            wss: vec![SocketAddr::from(([127, 0, 0, 1], 5063))],
             ws_origins: Vec::new(),
             // A browser holds one connection per tab; an office behind one
             // NAT address a few hundred.
@@ -499,6 +504,16 @@ overload_lag_ms = 30
 flood_rate = 500
 flood_burst = 1000
 flood_exempt = ["127.0.0.1/32", "::1/128"]
+# SIP over WebSocket (RFC 7118), what browsers and the portal's communicator speak: ws is plain
+# (behind a TLS-terminating proxy), wss uses the TLS certificate above. Browsers refuse a few
+# ports (5060 and 5061 among them), so WebSocket listeners need others.
+ws = []
+wss = ["127.0.0.1:5063"]
+# Origins (scheme://host[:port]) whose pages may open WebSocket connections, e.g. the portal's
+# ["https://sip.example.net:8443"]; empty allows any page (and clients sending no Origin).
+ws_origins = []
+# Open WebSocket connections one source address may hold.
+ws_max_per_address = 500
 
 [presence]
 # User part of buddy-list URIs (sip:<user>@<domain>); {login} is the list owner.
@@ -764,6 +779,15 @@ dead_after_ms = 5000
 # hop) or "each" (both nodes, each its own leg: two hops).
 media = "entry"
 
+[portal]
+# The self-care portal and web communicator, served on the api.listen addresses at /portal/
+# (https://127.0.0.1:8443/portal/). The folder scripts/build-portal.sh builds; relative paths
+# start at the config file's folder (the current folder when there is none). Empty: no portal.
+dir = "portal/dist"
+# WebSocket URL the communicator registers over (a proxy, another host name); empty means
+# wss://<the page's host>:<port of the first sip.wss listener>.
+wss_url = ""
+
 [guests.routing]
 # The default dialplan (SPEC 6). Relative paths start at the config file's folder
 # (the current folder when there is no config file).
@@ -810,6 +834,7 @@ impl Default for Config {
             ivr: crate::ivr::IvrConfig::default(),
             billing: crate::billing::BillingConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            portal: crate::portal::PortalConfig::default(),
         }
     }
 }
@@ -860,6 +885,7 @@ impl Config {
                 }
                 config.ivr.rebase(base);
                 config.push.rebase(base);
+                config.portal.rebase(base);
                 for provider in config.sms.providers.values_mut() {
                     for file in [&mut provider.path, &mut provider.cases] {
                         if Path::new(file.as_str()).is_relative() && !file.is_empty() {

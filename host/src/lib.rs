@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod plugins;
+pub mod portal;
 pub mod push;
 pub mod queue_wait;
 pub mod ratelimit;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod browser;
 pub mod netns;
 pub mod push;
 pub mod sipp;
@@ -121,6 +122,16 @@ impl Site {
     }
 
     fn build(sip_section: &str, api_section: &str, extra_config: &str) -> Site {
+        // The default WSS listener's port is fixed: tests running side by
+        // side would compete for it, so a site has none unless the test
+        // configures one.
+        // First in the section: a test's sip text may go on with tables of
+        // its own.
+        let sip_section = if sip_section.contains("wss =") {
+            sip_section.to_string()
+        } else {
+            format!("wss = []\n{sip_section}")
+        };
         let dir = tempfile::tempdir().unwrap();
         let guest = dir.path().join("router.wasm");
         std::fs::copy(guest_wasm("routing_default"), &guest).unwrap();
@@ -373,4 +384,21 @@ pub async fn api_token(
         .as_str()
         .unwrap_or_else(|| panic!("{r}"))
         .to_owned()
+}
+
+/// A TLS client trusting only the self-signed certificate `site`'s switch
+/// generated (SIP TLS, WSS and the client API share it), for
+/// `127.0.0.1`.
+pub fn trusting_connector(site: &Site) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let cert = std::fs::read(site.path("data/tls/self-signed-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&cert) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    softswitch::tls::install_crypto_provider();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }

@@ -176,6 +176,8 @@ pub struct ApiState {
     pub on_user_joined: Option<UserJoined>,
     /// Tariffs, balances, vouchers, transfers.
     pub billing: Arc<crate::billing::Billing>,
+    /// The self-care portal served beside the API (`/portal/`), if any.
+    pub portal: Option<Arc<crate::portal::Portal>>,
     by_address: RateLimiter<IpAddr>,
     by_identity: RateLimiter<String>,
 }
@@ -214,6 +216,7 @@ pub struct ApiParts {
     pub call_out: Option<CallOut>,
     pub on_user_joined: Option<UserJoined>,
     pub billing: Arc<crate::billing::Billing>,
+    pub portal: Option<Arc<crate::portal::Portal>>,
 }
 
 impl ApiState {
@@ -247,6 +250,7 @@ impl ApiState {
             call_out: parts.call_out,
             on_user_joined: parts.on_user_joined,
             billing: parts.billing,
+            portal: parts.portal,
             // One per core of the machines this runs on: a burst of uploads
             // queues instead of multiplying the decode memory.
             avatar_decoders: tokio::sync::Semaphore::new(
@@ -361,8 +365,18 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-/// The API router (without the listener).
+/// The API router (without the listener), with the portal's routes
+/// (`/portal/`) when it is configured.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let portal = state.portal.clone();
+    let api = api_router(state);
+    match portal {
+        Some(portal) => api.merge(crate::portal::router(portal)),
+        None => api,
+    }
+}
+
+fn api_router(state: Arc<ApiState>) -> Router {
     let max_body = state.config.max_body_bytes;
     let max_avatar = state.config.avatar_max_bytes;
     Router::new()

@@ -87,6 +87,11 @@ pub async fn start(
             template: app.config.account_template.clone(),
             sip_domain: sip.domain.clone(),
             billing,
+            portal: Some(Arc::new(crate::portal::Portal::new(
+                &app.config.portal,
+                &sip.wss,
+                &sip.domain,
+            ))),
             mailer,
             activation_template,
             reset_template,

@@ -10,8 +10,9 @@
 
 use crate::store::push::{NewPushToken, TokenKind};
 
-/// `%XX` escapes of a URI parameter value, decoded; `None` when malformed.
-fn unescape(v: &str) -> Option<String> {
+/// `%XX` escapes of a URI parameter value, decoded once; `None` when
+/// malformed or not UTF-8. Also what the portal decodes request paths with.
+pub(crate) fn unescape(v: &str) -> Option<String> {
     let bytes = v.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
