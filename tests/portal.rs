@@ -55,11 +55,16 @@ struct PortalSwitch {
 
 impl PortalSwitch {
     async fn start(dir: &Path) -> PortalSwitch {
+        PortalSwitch::start_with(dir, "").await
+    }
+
+    /// With `extra` configuration (tables of its own).
+    async fn start_with(dir: &Path, extra: &str) -> PortalSwitch {
         let (api, wss) = (browser_port(), browser_port());
         let (switch, base) = Switch::start_with_api_on(
             api,
             &format!("wss = [\"127.0.0.1:{wss}\"]\nws_origins = [\"https://127.0.0.1:{api}\"]\n"),
-            &format!("\n[portal]\ndir = \"{}\"\n", dir.display()),
+            &format!("\n[portal]\ndir = \"{}\"\n{extra}", dir.display()),
         )
         .await;
         PortalSwitch { switch, base, wss }
@@ -987,9 +992,12 @@ fn wav_rms(wav: &[u8]) -> f64 {
     (samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64).sqrt()
 }
 
+/// With `browser_codec = "opus"` the gateway transcodes: Opus over
+/// DTLS-SRTP to the browser, G.711 to baresip.
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_calls_a_baresip_phone_through_the_webrtc_gateway() {
-    let portal = PortalSwitch::start(&portal_dist()).await;
+    let portal =
+        PortalSwitch::start_with(&portal_dist(), "\n[media]\nbrowser_codec = \"opus\"\n").await;
     portal.user("ann", "Ann");
     let switch = &portal.switch;
     // carol: baresip over TLS with plain G.711, answering by itself, its
@@ -1039,6 +1047,14 @@ async fn chromium_calls_a_baresip_phone_through_the_webrtc_gateway() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     println!("ann calling carol (baresip): {stats}");
+    let log = switch.log();
+    assert!(
+        log.lines().any(|l| l.contains("call is bridged")
+            && l.contains("codec=opus")
+            && l.contains("caller_browser=true")),
+        "the browser's side is not Opus:\n{}",
+        tail(&log, 40)
+    );
     screenshot(&ann, "communicator-to-baresip").await;
     click(&ann, "hangup-button").await;
     wait_text(&ann, "call-status", 10, |s| s == "ended", switch).await;
@@ -1121,6 +1137,13 @@ async fn a_baresip_phone_calls_chromium_through_the_gateway_and_they_chat() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     println!("carol (baresip) calling ann: {stats}");
+    let log = switch.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("call is bridged") && l.contains("callee_browser=true")),
+        "the call did not go through the gateway:\n{}",
+        tail(&log, 40)
+    );
     screenshot(&ann, "communicator-from-baresip").await;
 
     // Chat both ways, the call still up.

@@ -331,6 +331,21 @@ pub struct MediaConfig {
     /// to forward (`net.ipv4.ip_forward=1`, or its IPv6 counterpart).
     /// Without them the relay carries everything, with a warning.
     pub kernel_forwarding: bool,
+    /// What the WebRTC gateway speaks with a browser it bridges to a phone
+    /// or carrier: `g711` (the browser's PCMU or PCMA: nothing to
+    /// transcode toward G.711 devices, a fraction of the CPU) or `opus`
+    /// (its loss concealment and FEC suit lossy networks better, for an
+    /// Opus transcode per call).
+    pub browser_codec: BrowserCodec,
+}
+
+/// See [`MediaConfig::browser_codec`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrowserCodec {
+    #[default]
+    G711,
+    Opus,
 }
 
 impl Default for MediaConfig {
@@ -343,6 +358,7 @@ impl Default for MediaConfig {
             port_max: 29999,
             silence_secs: 60,
             kernel_forwarding: false,
+            browser_codec: BrowserCodec::G711,
         }
     }
 }

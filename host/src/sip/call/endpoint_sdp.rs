@@ -47,6 +47,9 @@ pub struct AudioOffer {
     /// A browser's `a=mid` per m-line and BUNDLE group, echoed.
     mids: Vec<Option<String>>,
     bundle: bool,
+    /// Every usable codec of the audio line, in the offer's order, with
+    /// its payload type and telephone-event payload type.
+    alternatives: Vec<(Codec, u8, Option<u8>)>,
     /// Every m-line as offered: (media, transport, formats), for the answer.
     lines: Vec<(String, String, String)>,
 }
@@ -242,8 +245,29 @@ pub fn audio_offer(body: &[u8]) -> Result<AudioOffer, OfferError> {
         crypto_tag,
         mids,
         bundle,
+        alternatives: codecs
+            .iter()
+            .map(|&(c, pt)| (c, pt, events_for(c)))
+            .collect(),
         lines,
     })
+}
+
+impl AudioOffer {
+    /// Takes the offer's G.711 (the first law it lists, with its events)
+    /// over what was chosen, if it has one: a browser's leg the gateway
+    /// bridges to G.711 then needs no transcoding.
+    pub fn prefer_g711(&mut self) {
+        if let Some(&(codec, pt, te)) = self
+            .alternatives
+            .iter()
+            .find(|(c, _, _)| matches!(c, Codec::Pcmu | Codec::Pcma))
+        {
+            self.codec = codec;
+            self.payload_type = pt;
+            self.telephone_event = te;
+        }
+    }
 }
 
 /// Whether an offer has G.711 audio, the codecs every carrier speaks.

@@ -426,13 +426,25 @@ impl Call {
 
     /// Hands the caller over to an IVR service the switch answers itself.
     async fn hand_to_service(&mut self, name: String, args: Vec<String>) {
-        let offer = match endpoint_sdp::audio_offer(&self.invite.body) {
+        let mut offer = match endpoint_sdp::audio_offer(&self.invite.body) {
             Ok(offer) => offer,
             Err(e) => {
                 tracing::info!(service = name, error = %e, "offer refused by the IVR endpoint");
                 return self.answer_now(488, "Not Acceptable Here");
             }
         };
+        // A browser's leg speaks what the operator chose for browsers (the
+        // services' prompts are 8 kHz: Opus buys nothing but its cost).
+        let browser_codec = self
+            .server
+            .calls
+            .settings
+            .media
+            .as_ref()
+            .map(|m| m.browser_codec);
+        if offer.webrtc.is_some() && browser_codec == Some(crate::config::BrowserCodec::G711) {
+            offer.prefer_g711();
+        }
         let Some(final_tx) = self.final_tx.take() else {
             return;
         };

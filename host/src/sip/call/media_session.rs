@@ -23,6 +23,7 @@ use super::MediaSettings;
 use super::endpoint_sdp;
 use super::recording::{self, BRIDGE_TAP_QUEUE, RecordedCall, Recorder, RecordingPlan, Tap};
 use super::webrtc_sdp;
+use crate::config::BrowserCodec;
 use crate::sip::sdp::{self, RelayPorts, Rewrite};
 use crate::store::Store;
 
@@ -183,7 +184,7 @@ impl CallMedia {
         if self.transcoding.is_none()
             && self.how.is_none()
             && from == Side::A
-            && let Ok(offer) = endpoint_sdp::audio_offer(body)
+            && let Ok(mut offer) = endpoint_sdp::audio_offer(body)
         {
             let browsers = if offnet {
                 Some(false)
@@ -197,6 +198,9 @@ impl CallMedia {
             let carrier_cannot =
                 offnet && (offer.srtp.is_some() || !endpoint_sdp::offers_g711(&offer));
             if gateway || carrier_cannot {
+                if offer.webrtc.is_some() && settings.browser_codec == BrowserCodec::G711 {
+                    offer.prefer_g711();
+                }
                 self.start_transcoding(&settings, offer, browsers == Some(true));
             }
         }
@@ -291,11 +295,17 @@ impl CallMedia {
         // Until the callee answers: nothing is sent to 0.0.0.0 (and a
         // browser gets nothing before its handshake).
         let nowhere = SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9);
+        // The answer may pick another of the codecs offered: the endpoint
+        // follows it.
+        let (codec, payload_type, telephone_event) = match settings.browser_codec {
+            BrowserCodec::G711 => (Codec::Pcmu, 0, Some(101)),
+            BrowserCodec::Opus => (Codec::OPUS, 111, Some(110)),
+        };
         let carrier = settings.relay.open_endpoint(match &browser {
             Some(webrtc) => media::EndpointConfig {
-                codec: Codec::OPUS,
-                payload_type: 111,
-                telephone_event: Some(110),
+                codec,
+                payload_type,
+                telephone_event,
                 remote: nowhere,
                 srtp: None,
                 webrtc: Some(webrtc.clone()),
@@ -319,9 +329,13 @@ impl CallMedia {
         };
         let session: u64 = rand::random::<u32>().into();
         let to_carrier = match &browser {
-            Some(webrtc) => {
-                webrtc_sdp::offer(settings.advertised, carrier.local_port(), session, webrtc)
-            }
+            Some(webrtc) => webrtc_sdp::offer(
+                settings.advertised,
+                carrier.local_port(),
+                session,
+                webrtc,
+                settings.browser_codec,
+            ),
             None => endpoint_sdp::g711_offer(settings.advertised, carrier.local_port(), session),
         };
         let to_caller =

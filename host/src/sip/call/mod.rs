@@ -110,6 +110,8 @@ pub struct MediaSettings {
     pub advertised: IpAddr,
     /// Silence after which an answered call is hung up; zero never.
     pub silence: Duration,
+    /// What the WebRTC gateway speaks with browsers.
+    pub browser_codec: crate::config::BrowserCodec,
 }
 
 impl CallSettings {
@@ -123,6 +125,7 @@ impl CallSettings {
             }),
             advertised: m.advertised.unwrap_or(m.bind),
             silence: Duration::from_secs(m.silence_secs),
+            browser_codec: m.browser_codec,
         });
         Self {
             no_answer: Duration::from_secs(c.no_answer_secs),

@@ -12,6 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use media::webrtc::{DtlsIdentity, DtlsRole, WebRtcConfig, WebRtcPeer, parse_fingerprint};
 
+use crate::config::BrowserCodec;
+
 /// Whether an m-line's protocol is DTLS-SRTP's (what browsers offer).
 pub fn is_webrtc_proto(proto: &str) -> bool {
     matches!(proto, "UDP/TLS/RTP/SAVPF" | "UDP/TLS/RTP/SAVP")
@@ -133,17 +135,30 @@ pub fn setup_of(role: DtlsRole) -> &'static str {
     }
 }
 
-/// The switch's offer to a browser: Opus first, G.711 after, events on
-/// either clock, over DTLS-SRTP with ICE-lite.
-pub fn offer(addr: IpAddr, port: u16, session_id: u64, config: &WebRtcConfig) -> Vec<u8> {
+/// The switch's offer to a browser over DTLS-SRTP with ICE-lite: G.711
+/// (and its events) only, or Opus first then G.711 (events on either
+/// clock), as `codec` says.
+pub fn offer(
+    addr: IpAddr,
+    port: u16,
+    session_id: u64,
+    config: &WebRtcConfig,
+    codec: BrowserCodec,
+) -> Vec<u8> {
     let ip = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    let (formats, opus) = match codec {
+        BrowserCodec::G711 => ("0 8 101", ""),
+        BrowserCodec::Opus => (
+            "111 0 8 110 101",
+            "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+             a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n",
+        ),
+    };
     let mut sdp = format!(
         "v=0\r\no=softswitch {session_id} 1 IN {ip} {addr}\r\ns=softswitch\r\nc=IN {ip} {addr}\r\nt=0 0\r\n\
          a=group:BUNDLE 0\r\na=ice-lite\r\n\
-         m=audio {port} UDP/TLS/RTP/SAVPF 111 0 8 110 101\r\na=mid:0\r\n\
-         a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+         m=audio {port} UDP/TLS/RTP/SAVPF {formats}\r\na=mid:0\r\n{opus}\
          a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-         a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
     );
     media_attributes(&mut sdp, config, addr, port, "actpass");
@@ -221,6 +236,13 @@ mod tests {
             assert!(sdp.contains(line), "{line:?} not in {sdp}");
         }
         assert!(!sdp.contains("a=crypto"));
+        // With G.711 preferred, the browser's PCMU and its 8 kHz events.
+        let mut g711 = offer.clone();
+        g711.prefer_g711();
+        assert_eq!(
+            (g711.codec, g711.payload_type, g711.telephone_event),
+            (media::Codec::Pcmu, 0, Some(126))
+        );
         // No fingerprint: refused (488), not answered without DTLS.
         let bare = CHROME_OFFER.replace("a=fingerprint:sha-256", "a=x-fingerprint:sha-256");
         assert!(audio_offer(bare.as_bytes()).is_err());
@@ -230,8 +252,12 @@ mod tests {
     fn our_offer_is_ice_lite_dtls_with_one_host_candidate() {
         let config = WebRtcConfig::new(identity().unwrap(), None);
         let addr: IpAddr = "192.0.2.1".parse().unwrap();
-        let sdp = String::from_utf8(offer(addr, 40000, 7, &config)).unwrap();
+        let g711 = String::from_utf8(offer(addr, 40000, 7, &config, BrowserCodec::G711)).unwrap();
+        assert!(g711.contains("m=audio 40000 UDP/TLS/RTP/SAVPF 0 8 101\r\n"));
+        assert!(!g711.contains("opus"));
+        let sdp = String::from_utf8(offer(addr, 40000, 7, &config, BrowserCodec::Opus)).unwrap();
         assert!(sdp.contains("m=audio 40000 UDP/TLS/RTP/SAVPF 111 0 8 110 101\r\n"));
+        assert!(sdp.contains("a=rtpmap:111 opus/48000/2\r\n"));
         assert!(sdp.contains("a=ice-lite\r\n"));
         assert!(sdp.contains(&format!("a=ice-ufrag:{}\r\n", config.local.ufrag)));
         assert!(sdp.contains("a=setup:actpass\r\n"));
