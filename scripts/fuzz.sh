@@ -55,7 +55,7 @@ seed() {
     cp fuzz/seeds/"$t"/* "$dir"/ 2>/dev/null || true
     case $t in
         sip_datagram | sip_stream) cp tests/data/rfc4475/msgs/*.dat "$dir"/ ;;
-        stun | rtp_rtcp) cp tests/data/rfc5769/*.bin "$dir"/ ;;
+        stun | rtp_rtcp | webrtc_leg) cp tests/data/rfc5769/*.bin "$dir"/ ;;
     esac
 }
 

@@ -10,16 +10,19 @@
 //! Properties: nothing panics; a parsed packet's parts add up to the
 //! datagram; a header written back and parsed again is the same header;
 //! STUN, RTP and multiplexed RTCP are never confused; SRTP protect then
-//! unprotect gives the packet back, and unprotecting garbage fails cleanly.
+//! unprotect gives the packet back, and unprotecting garbage fails cleanly,
+//! under every suite (AES-CM with HMAC-SHA1, AES-GCM).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use media::rtp::{self, HEADER_LEN, Packet};
-use media::srtp::{MASTER_KEY_LEN, MASTER_SALT_LEN, MasterKey, SrtpContext, Suite};
+use media::srtp::{MasterKey, SrtpContext, Suite};
 use media::stun::is_stun;
 
 fn contexts(suite: Suite) -> (SrtpContext, SrtpContext) {
-    let master = MasterKey::new([0x2b; MASTER_KEY_LEN], [0x5a; MASTER_SALT_LEN]);
+    let key = &[0x2b; 32][..suite.master_key_len()];
+    let master = MasterKey::from_parts(key, &[0x5a; 14][..suite.master_salt_len()])
+        .expect("the suite's own lengths");
     (
         SrtpContext::new(suite, &master),
         SrtpContext::new(suite, &master),
@@ -66,11 +69,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let suite = if data.len() % 2 == 0 {
-        Suite::AesCm128HmacSha1_80
-    } else {
-        Suite::AesCm128HmacSha1_32
-    };
+    // SDES's AES-CM suites and DTLS-SRTP's AES-GCM ones (RFC 7714).
+    let suite = Suite::ALL[data.len() % Suite::ALL.len()];
     // Garbage to unprotect: refused, never a panic.
     let (_, mut rx) = contexts(suite);
     let _ = rx.unprotect_rtp(&mut data.to_vec());
