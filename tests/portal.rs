@@ -992,78 +992,78 @@ fn wav_rms(wav: &[u8]) -> f64 {
     (samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64).sqrt()
 }
 
-/// With `browser_codec = "opus"` the gateway transcodes: Opus over
-/// DTLS-SRTP to the browser, G.711 to baresip.
-#[tokio::test(flavor = "multi_thread")]
-async fn chromium_calls_a_baresip_phone_through_the_webrtc_gateway() {
-    let portal =
-        PortalSwitch::start_with(&portal_dist(), "\n[media]\nbrowser_codec = \"opus\"\n").await;
-    portal.user("ann", "Ann");
-    let switch = &portal.switch;
-    // carol: baresip over TLS with plain G.711, answering by itself, its
-    // microphone a 440 Hz sine; sndfile writes what it hears to a WAV.
-    let heard = switch.site.path("carol-heard");
+/// A baresip `login` over TLS with plain G.711 (its microphone a 440 Hz
+/// sine), whose decoded audio `sndfile` writes as WAV files into the
+/// folder returned; `contact` becomes its current contact (`/message`).
+fn baresip_recording(
+    switch: &Switch,
+    login: &str,
+    account_params: &str,
+    contact: Option<&str>,
+    commands: &[&str],
+) -> (Baresip, PathBuf) {
+    let dir = switch.site.path(&format!("baresip-{login}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(contact) = contact {
+        std::fs::write(dir.join("contacts"), format!("<{contact}>\n")).unwrap();
+        std::fs::write(dir.join("current_contact"), contact).unwrap();
+    }
+    let heard = switch.site.path(&format!("{login}-heard"));
     std::fs::create_dir_all(&heard).unwrap();
     let extra = format!("snd_path {}\n", heard.display());
-    let _carol = Baresip::start_opts(
+    let phone = Baresip::start_opts(
         switch,
-        "carol",
-        "carol-pw",
+        login,
+        &format!("{login}-pw"),
         &BaresipOptions {
-            account_params: ";answermode=auto",
+            account_params,
             modules: &["sndfile"],
             extra_config: &extra,
+            commands,
             ..BaresipOptions::default()
         },
     );
-    switch.wait_registered(1).await;
-    let driver = ChromeDriver::start().await;
-    let ann = driver.browser_with(MEDIA_FLAGS).await;
-    sign_in(&ann, &portal, "ann").await;
-    switch.wait_registered(2).await;
+    (phone, heard)
+}
 
-    fill(&ann, "call-target", "carol").await;
-    click(&ann, "call-button").await;
-    wait_text(&ann, "call-status", 20, |s| s == "in-call", switch).await;
-    let flowing = |s: &Value| {
-        s["packetsReceived"].as_u64().unwrap_or(0) >= 100
-            && s["packetsSent"].as_u64().unwrap_or(0) >= 100
-    };
+/// Waits (30 s at most) until the browser's call carries audio both ways:
+/// 100 packets sent and received, and sound heard.
+async fn wait_audio_both_ways(browser: &Client, switch: &Switch) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut loudest = 0f64;
-    let stats = loop {
-        let s = media_stats(&ann).await;
+    loop {
+        let s = media_stats(browser).await;
         loudest = loudest.max(s["audioLevel"].as_f64().unwrap_or(0.0));
-        if flowing(&s) && loudest > 0.01 {
-            break s;
+        let flowing = s["packetsReceived"].as_u64().unwrap_or(0) >= 100
+            && s["packetsSent"].as_u64().unwrap_or(0) >= 100;
+        if flowing && loudest > 0.01 {
+            return s;
         }
-        if Instant::now() > deadline {
-            panic!(
-                "no audio both ways between the browser and baresip within 30 s (loudest {loudest})\nann: {}\nswitch log (tail):\n{}",
-                page_state(&ann).await,
-                tail(&switch.log(), 60)
-            );
-        }
+        assert!(
+            Instant::now() < deadline,
+            "no audio both ways within 30 s (loudest {loudest})\nbrowser: {}\nswitch log (tail):\n{}",
+            page_state(browser).await,
+            tail(&switch.log(), 60)
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    println!("ann calling carol (baresip): {stats}");
+    }
+}
+
+/// The switch logged a call bridged by the gateway, with every one of `marks`.
+fn assert_bridged(switch: &Switch, marks: &[&str]) {
     let log = switch.log();
     assert!(
-        log.lines().any(|l| l.contains("call is bridged")
-            && l.contains("codec=opus")
-            && l.contains("caller_browser=true")),
-        "the browser's side is not Opus:\n{}",
+        log.lines()
+            .any(|l| l.contains("call is bridged") && marks.iter().all(|m| l.contains(m))),
+        "no bridged call with {marks:?}:\n{}",
         tail(&log, 40)
     );
-    screenshot(&ann, "communicator-to-baresip").await;
-    click(&ann, "hangup-button").await;
-    wait_text(&ann, "call-status", 10, |s| s == "ended", switch).await;
-    let records = wait_cdrs(switch, "ann", 1).await;
-    assert!(records[0].contains("carol"), "{records:?}");
+}
 
-    // What baresip heard: the browser's fake microphone, not silence.
+/// What baresip heard (the WAV `sndfile` wrote into `heard`) is not silence.
+async fn assert_baresip_heard_sound(heard: &Path) {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let dumps: Vec<PathBuf> = std::fs::read_dir(&heard)
+    let dumps: Vec<PathBuf> = std::fs::read_dir(heard)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -1078,6 +1078,37 @@ async fn chromium_calls_a_baresip_phone_through_the_webrtc_gateway() {
         "baresip heard silence (RMS {rms}) in {}",
         decoded.display()
     );
+}
+
+/// With `browser_codec = "opus"` the gateway transcodes: Opus over
+/// DTLS-SRTP to the browser, G.711 to baresip.
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_calls_a_baresip_phone_through_the_webrtc_gateway() {
+    let portal =
+        PortalSwitch::start_with(&portal_dist(), "\n[media]\nbrowser_codec = \"opus\"\n").await;
+    portal.user("ann", "Ann");
+    let switch = &portal.switch;
+    // carol answers by herself.
+    let (_carol, heard) = baresip_recording(switch, "carol", ";answermode=auto", None, &[]);
+    switch.wait_registered(1).await;
+    let driver = ChromeDriver::start().await;
+    let ann = driver.browser_with(MEDIA_FLAGS).await;
+    sign_in(&ann, &portal, "ann").await;
+    switch.wait_registered(2).await;
+
+    fill(&ann, "call-target", "carol").await;
+    click(&ann, "call-button").await;
+    wait_text(&ann, "call-status", 20, |s| s == "in-call", switch).await;
+    let stats = wait_audio_both_ways(&ann, switch).await;
+    println!("ann calling carol (baresip): {stats}");
+    assert_bridged(switch, &["codec=opus", "caller_browser=true"]);
+    screenshot(&ann, "communicator-to-baresip").await;
+    click(&ann, "hangup-button").await;
+    wait_text(&ann, "call-status", 10, |s| s == "ended", switch).await;
+    let records = wait_cdrs(switch, "ann", 1).await;
+    assert!(records[0].contains("carol"), "{records:?}");
+    // What baresip heard: the browser's fake microphone, not silence.
+    assert_baresip_heard_sound(&heard).await;
     ann.close().await.unwrap();
 }
 
@@ -1097,53 +1128,19 @@ async fn a_baresip_phone_calls_chromium_through_the_gateway_and_they_chat() {
 
     // carol's baresip: ann is its current contact (for /message); it
     // dials her as soon as it is up.
-    let dir = switch.site.path("baresip-carol");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("contacts"), "\"Ann\" <sip:ann@localhost>\n").unwrap();
-    std::fs::write(dir.join("current_contact"), "sip:ann@localhost").unwrap();
-    let heard = switch.site.path("carol-heard");
-    std::fs::create_dir_all(&heard).unwrap();
-    let extra = format!("snd_path {}\n", heard.display());
-    let carol = Baresip::start_opts(
+    let (carol, heard) = baresip_recording(
         switch,
         "carol",
-        "carol-pw",
-        &BaresipOptions {
-            modules: &["sndfile"],
-            extra_config: &extra,
-            commands: &["/dial ann", "/message hello from carol"],
-            ..BaresipOptions::default()
-        },
+        "",
+        Some("sip:ann@localhost"),
+        &["/dial ann", "/message hello from carol"],
     );
     wait_text(&ann, "call-status", 20, |s| s == "ringing", switch).await;
     click(&ann, "answer-button").await;
     wait_text(&ann, "call-status", 20, |s| s == "in-call", switch).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut loudest = 0f64;
-    let stats = loop {
-        let s = media_stats(&ann).await;
-        loudest = loudest.max(s["audioLevel"].as_f64().unwrap_or(0.0));
-        let flowing = s["packetsReceived"].as_u64().unwrap_or(0) >= 100
-            && s["packetsSent"].as_u64().unwrap_or(0) >= 100;
-        if flowing && loudest > 0.01 {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no audio both ways between baresip and the browser within 30 s (loudest {loudest})\nann: {}\nswitch log (tail):\n{}",
-            page_state(&ann).await,
-            tail(&switch.log(), 60)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let stats = wait_audio_both_ways(&ann, switch).await;
     println!("carol (baresip) calling ann: {stats}");
-    let log = switch.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("call is bridged") && l.contains("callee_browser=true")),
-        "the call did not go through the gateway:\n{}",
-        tail(&log, 40)
-    );
+    assert_bridged(switch, &["callee_browser=true"]);
     screenshot(&ann, "communicator-from-baresip").await;
 
     // Chat both ways, the call still up.
@@ -1170,15 +1167,7 @@ async fn a_baresip_phone_calls_chromium_through_the_gateway_and_they_chat() {
     wait_text(&ann, "call-status", 10, |s| s == "ended", switch).await;
     let records = wait_cdrs(switch, "carol", 1).await;
     assert!(records[0].contains("ann"), "{records:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let decoded = std::fs::read_dir(&heard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().contains("dec"))
-        .expect("baresip wrote no decoded audio");
-    let rms = wav_rms(&std::fs::read(&decoded).unwrap());
-    println!("baresip heard RMS {rms:.0}");
-    assert!(rms > 100.0, "baresip heard silence (RMS {rms})");
+    assert_baresip_heard_sound(&heard).await;
     carol.quit();
     ann.close().await.unwrap();
 }
