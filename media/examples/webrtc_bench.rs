@@ -5,9 +5,9 @@
 //! plain G.711.
 //!
 //! ```text
-//! webrtc_bench webrtc|g711|opus --calls N [--warmup S] [--duration S] [--drain S] [--ramp S]
-//!                     [--workers W] [--port-min P] [--port-max P] [--goal N] [--loss-bound PCT]
-//!                     [--setup-timeout S] [--clip S] [--opus-fmtp F] [--label L]
+//! webrtc_bench webrtc|webrtc-opus|opus|g711 --calls N [--warmup S] [--duration S] [--drain S]
+//!                     [--ramp S] [--workers W] [--port-min P] [--port-max P] [--goal N]
+//!                     [--loss-bound PCT] [--setup-timeout S] [--clip S] [--opus-fmtp F] [--label L]
 //! ```
 //!
 //! One process per kind: the switch's media side on a tokio runtime of
@@ -17,38 +17,45 @@
 //! thread, which opens the calls and drives the browsers' handshakes
 //! before anything is measured.
 //!
-//! - `webrtc`: call i is endpoint W, a browser's leg (`Codec::OPUS`,
-//!   payload type 111, telephone-event 110, `EndpointConfig::webrtc` with
-//!   the switch's one `DtlsIdentity` and the browser's SDP: its ufrag, its
-//!   certificate's fingerprint, the switch DTLS server), bridged
-//!   (`Endpoint::bridge`) to endpoint G, a phone's leg (PCMA, payload type
-//!   8, telephone-event 101, plain RTP), both from one `Relay` on
-//!   loopback. The calls are opened evenly over `--ramp` seconds (their
-//!   20 ms ticks at random phases, as calls arriving). For each, the
-//!   fake browser (a `WebRtcTransport` of its own in the client role,
-//!   with one browser certificate for all) sends W a nominating ICE check
-//!   (sent again every 500 ms until answered, as ICE does), then runs the
-//!   DTLS handshake with W over the socket; once its keys are out it sends
-//!   W an SRTP-protected Opus packet every 20 ms, and a consent check
-//!   (RFC 7675) every 5 s. What it sends is a few seconds of a voice-like
-//!   tone (gliding pitch with harmonics, tremolo, noise) encoded once
-//!   before the run with `media::opus` as a browser would after our SDP
-//!   (48 kHz in, `maxplaybackrate=8000`: narrowband, 16 kbit/s) and
-//!   replayed; each packet is protected as it is sent. The fake phone sends
-//!   G an A-law packet of the same tone every 20 ms from the moment G is
-//!   open. Both receive and follow every packet of their endpoint (the
-//!   browser unprotects W's).
-//! - `g711`: the baseline, the same N calls with W a plain PCMA endpoint
-//!   (no WebRTC, no Opus): the "browser" is a second A-law phone.
+//! Call i is endpoint W, facing a browser (or a phone standing in for one),
+//! bridged (`Endpoint::bridge`) to endpoint G, a phone's leg (PCMA,
+//! payload type 8, telephone-event 101, plain RTP), both from one `Relay`
+//! on loopback. The kinds differ in W only:
+//!
+//! - `webrtc`: what the switch does by default (`[media] browser_codec =
+//!   "g711"`): W speaks the browser's PCMU (`Codec::Pcmu`, payload type 0,
+//!   telephone-event 101) over `EndpointConfig::webrtc` with the switch's
+//!   one `DtlsIdentity` and the browser's SDP (its ufrag, its
+//!   certificate's fingerprint, the switch DTLS server): ICE-lite +
+//!   DTLS-SRTP, and no Opus. The calls are opened evenly over `--ramp`
+//!   seconds (their 20 ms ticks at random phases, as calls arriving). For
+//!   each, the fake browser (a `WebRtcTransport` of its own in the client
+//!   role, with one browser certificate for all) sends W a nominating ICE
+//!   check (sent again every 500 ms until answered, as ICE does), then
+//!   runs the DTLS handshake with W over the socket; once its keys are out
+//!   it sends W an SRTP-protected packet every 20 ms, and a consent check
+//!   (RFC 7675) every 5 s, and it unprotects and follows every packet of
+//!   W. What it sends is a few seconds of a voice-like tone (gliding pitch
+//!   with harmonics, tremolo, noise) encoded once before the run and
+//!   replayed, each packet protected as it is sent: here in µ-law. The
+//!   fake phone sends G an A-law packet of the same tone every 20 ms from
+//!   the moment G is open, and follows G's packets.
+//! - `webrtc-opus`: `browser_codec = "opus"`: the same browser path with
+//!   W speaking Opus (`Codec::OPUS`, payload type 111, telephone-event
+//!   110), an Opus transcode per call. The browser's Opus is encoded with
+//!   `media::opus` as a browser would after our SDP (48 kHz in,
+//!   `maxplaybackrate=8000`: narrowband, 16 kbit/s).
 //! - `opus`: W an Opus endpoint on plain RTP (no ICE, DTLS or SRTP), the
 //!   "browser" an Opus phone sending the same packets in the clear: what
 //!   the transcoding costs without the WebRTC transport.
+//! - `g711`: the baseline, W a plain PCMA endpoint (no WebRTC, no Opus):
+//!   the "browser" is a second A-law phone.
 //!
 //! Nothing is measured until every call is up (or `--setup-timeout`
 //! passed): then `--warmup`, then the window of `--duration` seconds.
 //!
 //! Measured, per direction: `p2b` (phone → G → bridge → W → browser: what
-//! the browser hears, SRTP Opus) and `b2p` (browser → W → bridge → G →
+//! the browser hears, SRTP PCMU or Opus) and `b2p` (browser → W → bridge → G →
 //! phone: what the phone hears, A-law):
 //!
 //! - loss: packets due by RTP timestamp (a stream of W or G that stalls
@@ -60,7 +67,7 @@
 //!   own 20 ms grid (placed by the stream's earliest packet in the
 //!   window), by the kernel's arrival stamps (`SO_TIMESTAMPNS`), as in
 //!   `ivr_bench`; jitter |gap − 20 ms| p99; packets that carry sound (Opus
-//!   over 10 bytes, A-law with a sample over 64): the bridge carries the
+//!   over 10 bytes, G.711 with a sample over 64): the bridge carries the
 //!   tone both ways;
 //! - SRTP at the browser: authentication failures, replays, packets of W
 //!   before its keys reached the receiver; at W: `dropped_unauthenticated`
@@ -68,7 +75,7 @@
 //! - the endpoints' counters over the window (`Endpoint::stats()`): the
 //!   bridge's underruns and drops per direction, jitter-buffer late drops,
 //!   all other drops;
-//! - the handshakes (webrtc): per call, from its first ICE check to the
+//! - the handshakes (the WebRTC kinds): per call, from its first ICE check to the
 //!   browser holding its SRTP keys (and the ICE and DTLS parts of it),
 //!   p50/p90/p99/max, the calls that did not come up, and how long the
 //!   setup of all N took;
@@ -87,8 +94,10 @@
 //!
 //! It prints one line of `key=value` pairs on stdout and a summary on
 //! stderr. Exit status: 0; 1 on an error; 2 on bad usage; 3 when the check
-//! fails: a `webrtc` run at N ≥ `--goal` (200) with loss ≥ `--loss-bound`
-//! (0.1 %) in either direction or a call that did not come up.
+//! fails: a `webrtc` run (the switch's default configuration; the other
+//! kinds are not checked) at N ≥ `--goal` (200) with loss ≥
+//! `--loss-bound` (0.1 %) in either direction or a call that did not come
+//! up.
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -120,7 +129,12 @@ const OPUS_PT: u8 = 111;
 /// The browser's telephone-event (Chrome's usual one beside Opus).
 const OPUS_EVENT_PT: u8 = 110;
 const PCMA_PT: u8 = 8;
-const PCMA_EVENT_PT: u8 = 101;
+/// The browser's PCMU (RFC 3551's static payload type), as the switch
+/// answers it by default.
+const PCMU_PT: u8 = 0;
+/// telephone-event beside G.711 (the phone's, and the switch's toward a
+/// browser speaking PCMU).
+const G711_EVENT_PT: u8 = 101;
 /// An Opus payload over this many bytes carries sound (libopus's silence
 /// is a few bytes).
 const OPUS_SILENCE_MAX: usize = 10;
@@ -139,11 +153,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 fn main() {
     let mut args = env::args().skip(1);
     let mode = args.next().unwrap_or_default();
-    let kind = match mode.as_str() {
-        "webrtc" => Kind::WebRtc,
-        "g711" => Kind::G711,
-        "opus" => Kind::Opus,
-        _ => usage("the kind is webrtc, g711 or opus"),
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == mode) else {
+        usage("the kind is webrtc, webrtc-opus, opus or g711")
     };
     let opts = match Opts::parse(args) {
         Ok(o) => o,
@@ -161,7 +172,7 @@ fn main() {
 
 fn usage(why: &str) -> ! {
     eprintln!("webrtc_bench: {why}");
-    eprintln!("usage: webrtc_bench webrtc|g711|opus --calls N [options]");
+    eprintln!("usage: webrtc_bench webrtc|webrtc-opus|opus|g711 --calls N [options]");
     eprintln!(
         "  --warmup S (5) --duration S (60) --drain S (1) --ramp S (2: the calls open evenly over it)\n  \
          --workers W (2) --port-min P (50000) --port-max P (55999) --goal N (200)\n  \
@@ -172,21 +183,137 @@ fn usage(why: &str) -> ! {
     process::exit(2);
 }
 
+/// What W is: its transport and the codec its far end (the browser, or a
+/// phone standing in for one) speaks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// What the switch does by default (`[media] browser_codec = "g711"`):
+    /// W a WebRTC endpoint speaking the browser's PCMU over ICE-lite +
+    /// DTLS-SRTP; no transcoding against the A-law phone beyond G.711's.
     WebRtc,
-    G711,
+    /// `browser_codec = "opus"`: W a WebRTC endpoint speaking Opus, an
+    /// Opus transcode per call.
+    WebRtcOpus,
     /// W an Opus endpoint on plain RTP: the transcoding without ICE,
     /// DTLS and SRTP.
     Opus,
+    /// The baseline: W a plain PCMA endpoint.
+    G711,
 }
 
 impl Kind {
+    const ALL: [Kind; 4] = [Kind::WebRtc, Kind::WebRtcOpus, Kind::Opus, Kind::G711];
+
     fn name(self) -> &'static str {
         match self {
             Kind::WebRtc => "webrtc",
-            Kind::G711 => "g711",
+            Kind::WebRtcOpus => "webrtc-opus",
             Kind::Opus => "opus",
+            Kind::G711 => "g711",
+        }
+    }
+
+    /// W is a WebRTC endpoint (ICE-lite + DTLS-SRTP): its far end is a
+    /// fake browser.
+    fn webrtc(self) -> bool {
+        matches!(self, Kind::WebRtc | Kind::WebRtcOpus)
+    }
+
+    /// The codec between W and its far end.
+    fn browser(self) -> Leg {
+        match self {
+            Kind::WebRtc => Leg::Pcmu,
+            Kind::WebRtcOpus | Kind::Opus => Leg::Opus,
+            Kind::G711 => Leg::Pcma,
+        }
+    }
+
+    /// The goal is checked on the switch's default configuration only.
+    fn checked(self) -> bool {
+        self == Kind::WebRtc
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::WebRtc => {
+                "browser leg: ICE-lite + DTLS-SRTP, PCMU (the default browser_codec = \"g711\"); \
+                 phone leg: A-law"
+            }
+            Kind::WebRtcOpus => {
+                "browser leg: ICE-lite + DTLS-SRTP, Opus (browser_codec = \"opus\"); phone leg: A-law"
+            }
+            Kind::Opus => "an Opus phone's leg and an A-law one, plain RTP",
+            Kind::G711 => "both legs A-law, plain RTP",
+        }
+    }
+
+    /// Who is at W's far end.
+    fn far_end(self) -> &'static str {
+        match self {
+            Kind::WebRtc | Kind::WebRtcOpus => "browser",
+            Kind::Opus => "Opus phone",
+            Kind::G711 => "second phone",
+        }
+    }
+}
+
+/// The codec of one fake party's stream: the phone's is always A-law, the
+/// browser's (W's far end) depends on the kind.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Leg {
+    Pcma = 0,
+    Pcmu = 1,
+    Opus = 2,
+}
+
+impl Leg {
+    const ALL: [Leg; 3] = [Leg::Pcma, Leg::Pcmu, Leg::Opus];
+
+    fn name(self) -> &'static str {
+        match self {
+            Leg::Pcma => "pcma",
+            Leg::Pcmu => "pcmu",
+            Leg::Opus => "opus",
+        }
+    }
+
+    fn payload_type(self) -> u8 {
+        match self {
+            Leg::Pcma => PCMA_PT,
+            Leg::Pcmu => PCMU_PT,
+            Leg::Opus => OPUS_PT,
+        }
+    }
+
+    fn telephone_event(self) -> u8 {
+        match self {
+            Leg::Pcma | Leg::Pcmu => G711_EVENT_PT,
+            Leg::Opus => OPUS_EVENT_PT,
+        }
+    }
+
+    /// RTP timestamp step per 20 ms packet.
+    fn step(self) -> u32 {
+        match self {
+            Leg::Pcma | Leg::Pcmu => FRAME_SAMPLES as u32,
+            Leg::Opus => 960,
+        }
+    }
+
+    /// The G.711 decoding of a payload byte (None: Opus).
+    fn law(self) -> Option<fn(u8) -> i16> {
+        match self {
+            Leg::Pcma => Some(media::g711::alaw_decode),
+            Leg::Pcmu => Some(media::g711::ulaw_decode),
+            Leg::Opus => None,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Leg::Pcma => "A-law",
+            Leg::Pcmu => "PCMU",
+            Leg::Opus => "Opus",
         }
     }
 }
@@ -289,12 +416,12 @@ fn voice(rate: u32, samples: usize) -> Vec<i16> {
 
 /// `length` of [`voice`], one payload per 20 ms frame, encoded once.
 /// Opus as a browser sends it after our SDP: 48 kHz in, the peer's
-/// `maxplaybackrate=8000` capping it to narrowband (16 kbit/s); A-law by
-/// the codec's own encoder.
-fn clip(opus: bool, length: Duration) -> Result<Vec<Vec<u8>>, Error> {
+/// `maxplaybackrate=8000` capping it to narrowband (16 kbit/s); A-law and
+/// µ-law by the codec's own encoder.
+fn clip(leg: Leg, length: Duration) -> Result<Vec<Vec<u8>>, Error> {
     let frames = (length.as_secs_f64() / FRAME_DURATION.as_secs_f64()).round() as usize;
     let mut payloads = Vec::with_capacity(frames);
-    if opus {
+    if leg == Leg::Opus {
         let ours = OpusParams::from_fmtp(&media::opus::local_fmtp(8000));
         let mut encoder = OpusEncoder::new(OpusConfig::new(48000, ours))?;
         for frame in voice(48000, frames * 960).chunks_exact(960) {
@@ -303,7 +430,12 @@ fn clip(opus: bool, length: Duration) -> Result<Vec<Vec<u8>>, Error> {
             payloads.push(p);
         }
     } else {
-        let mut encoder = Codec::Pcma.encoder();
+        let codec = if leg == Leg::Pcmu {
+            Codec::Pcmu
+        } else {
+            Codec::Pcma
+        };
+        let mut encoder = codec.encoder();
         for frame in voice(8000, frames * FRAME_SAMPLES).chunks_exact(FRAME_SAMPLES) {
             let mut p = Vec::with_capacity(FRAME_SAMPLES);
             encoder.encode(frame, &mut p)?;
@@ -319,7 +451,7 @@ fn clip(opus: bool, length: Duration) -> Result<Vec<Vec<u8>>, Error> {
 
 // ---------------------------------------------------------------- the run
 
-/// A call: W (the browser's leg, or in `g711` a second phone's) bridged
+/// A call: W (the browser's leg, or a phone's standing in for one) bridged
 /// to G (the phone's). Stream 2i of the generator is W's (what the
 /// browser hears: direction p2b), 2i + 1 is G's (b2p).
 struct Call {
@@ -359,10 +491,14 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
         )
         .into());
     }
-    let webrtc = kind == Kind::WebRtc;
-    // W speaks Opus (to the browser, or in `opus` to an Opus phone).
-    let opus_w = kind != Kind::G711;
-    let clips = vec![clip(false, opts.clip)?, clip(true, opts.clip)?];
+    let webrtc = kind.webrtc();
+    // What W and its far end speak; the phone and G speak A-law.
+    let leg = kind.browser();
+    // Indexed by `Leg`.
+    let clips = Leg::ALL
+        .into_iter()
+        .map(|l| clip(l, opts.clip))
+        .collect::<Result<Vec<_>, _>>()?;
     let (switch_id, browser_id) = (
         Arc::new(DtlsIdentity::generate()?),
         Arc::new(DtlsIdentity::generate()?),
@@ -372,10 +508,11 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
             .ok_or("our own fingerprint does not parse")
     };
     let (switch_fp, browser_fp) = (fingerprint(&switch_id)?, fingerprint(&browser_id)?);
-    let opus = if opts.opus_fmtp.is_empty() {
-        Codec::OPUS
-    } else {
-        Codec::OPUS.with_fmtp(&opts.opus_fmtp)
+    let w_codec = match leg {
+        Leg::Pcma => Codec::Pcma,
+        Leg::Pcmu => Codec::Pcmu,
+        Leg::Opus if opts.opus_fmtp.is_empty() => Codec::OPUS,
+        Leg::Opus => Codec::OPUS.with_fmtp(&opts.opus_fmtp),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -416,12 +553,13 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
     let receiver = {
         let tracks = (0..2 * n)
             .map(|j| {
-                let opus_out = opus_w && j.is_multiple_of(2);
+                let w_stream = j.is_multiple_of(2);
+                let l = if w_stream { leg } else { Leg::Pcma };
                 Track {
                     dir: j % 2,
-                    step: if opus_out { 960 } else { 160 },
-                    law: (!opus_out).then_some(media::g711::alaw_decode as fn(u8) -> i16),
-                    webrtc: webrtc && j.is_multiple_of(2),
+                    step: l.step(),
+                    law: l.law(),
+                    webrtc: webrtc && w_stream,
                     ..Track::default()
                 }
             })
@@ -471,7 +609,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
                 &relay,
                 &rt,
                 here,
-                opus,
+                w_codec,
                 &switch_id,
                 &browser_id,
                 &switch_fp,
@@ -482,7 +620,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
             activate_tx.send(Activate {
                 flow: 2 * i + 1,
                 port: call.g.local_port(),
-                opus: false,
+                leg: Leg::Pcma,
                 srtp: None,
                 consent: None,
             })?;
@@ -493,7 +631,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
                 None => activate_tx.send(Activate {
                     flow: 2 * i,
                     port: call.w.local_port(),
-                    opus: opus_w,
+                    leg,
                     srtp: None,
                     consent: None,
                 })?,
@@ -544,7 +682,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
                 activate_tx.send(Activate {
                     flow: 2 * i,
                     port: call.w.local_port(),
-                    opus: true,
+                    leg,
                     srtp: Some(SrtpContext::try_new(keys.suite, &keys.outgoing)?),
                     consent: Some(b.consent_check()?),
                 })?;
@@ -622,8 +760,9 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
     Ok(report.print())
 }
 
-/// Opens call `i`: W and G on the relay, bridged; for WebRTC, the fake
-/// browser with its first check ready.
+/// Opens call `i`: W (speaking `w_codec`, a WebRTC endpoint in the
+/// WebRTC kinds) and G on the relay, bridged; for WebRTC, the fake browser
+/// with its first check ready.
 #[allow(clippy::too_many_arguments)]
 fn open_call(
     i: usize,
@@ -631,7 +770,7 @@ fn open_call(
     relay: &Relay,
     rt: &tokio::runtime::Runtime,
     here: SocketAddr,
-    opus: Codec,
+    w_codec: Codec,
     switch_id: &Arc<DtlsIdentity>,
     browser_id: &Arc<DtlsIdentity>,
     switch_fp: &[u8],
@@ -640,72 +779,73 @@ fn open_call(
     let phone = EndpointConfig {
         codec: Codec::Pcma,
         payload_type: PCMA_PT,
-        telephone_event: Some(PCMA_EVENT_PT),
+        telephone_event: Some(G711_EVENT_PT),
         remote: here,
         srtp: None,
         webrtc: None,
     };
     let g = relay.open_endpoint(phone.clone())?;
-    let (w, browser) = match kind {
-        Kind::G711 => (relay.open_endpoint(phone)?, None),
-        Kind::Opus => {
-            let w = relay.open_endpoint(EndpointConfig {
-                codec: opus,
-                payload_type: OPUS_PT,
-                telephone_event: Some(OPUS_EVENT_PT),
-                ..phone
-            })?;
-            (w, None)
-        }
-        Kind::WebRtc => {
-            // The browser's offer gave its ufrag and fingerprint; the
-            // switch answers a=setup:passive (DTLS server).
-            let browser_config = WebRtcConfig::new(browser_id.clone(), None);
-            let switch_config = WebRtcConfig::new(
-                switch_id.clone(),
-                Some(WebRtcPeer {
-                    ice_ufrag: browser_config.local.ufrag.clone(),
-                    fingerprint: browser_fp.to_vec(),
-                    role: DtlsRole::Server,
-                }),
-            );
-            let w = relay.open_endpoint(EndpointConfig {
-                codec: opus,
-                payload_type: OPUS_PT,
-                telephone_event: Some(OPUS_EVENT_PT),
-                remote: here,
-                srtp: None,
-                webrtc: Some(switch_config.clone()),
-            })?;
-            let mut transport = WebRtcTransport::new(&browser_config);
-            transport.set_peer(
-                WebRtcPeer {
-                    ice_ufrag: switch_config.local.ufrag.clone(),
-                    fingerprint: switch_fp.to_vec(),
-                    role: DtlsRole::Client,
-                },
-                Instant::now(),
-            );
-            let switch = switch_config.local.clone();
-            let local = browser_config.local.clone();
-            let check = ice_check(&switch, &local, true, i as u64)?;
-            let now = Instant::now();
-            let browser = Browser {
-                transport,
-                local,
-                switch,
-                w: w.local_addr(),
-                check,
-                started: now,
-                last_check: now,
-                ice_at: None,
-                keyed: false,
-            };
-            (w, Some(browser))
-        }
+    let leg = kind.browser();
+    let w_config = EndpointConfig {
+        codec: w_codec,
+        payload_type: leg.payload_type(),
+        telephone_event: Some(leg.telephone_event()),
+        ..phone
+    };
+    if !kind.webrtc() {
+        let w = relay.open_endpoint(w_config)?;
+        rt.block_on(w.bridge(&g))?;
+        return Ok(Call {
+            w,
+            g,
+            browser: None,
+        });
+    }
+    // The browser's offer gave its ufrag and fingerprint; the switch
+    // answers a=setup:passive (DTLS server).
+    let browser_config = WebRtcConfig::new(browser_id.clone(), None);
+    let switch_config = WebRtcConfig::new(
+        switch_id.clone(),
+        Some(WebRtcPeer {
+            ice_ufrag: browser_config.local.ufrag.clone(),
+            fingerprint: browser_fp.to_vec(),
+            role: DtlsRole::Server,
+        }),
+    );
+    let w = relay.open_endpoint(EndpointConfig {
+        webrtc: Some(switch_config.clone()),
+        ..w_config
+    })?;
+    let mut transport = WebRtcTransport::new(&browser_config);
+    transport.set_peer(
+        WebRtcPeer {
+            ice_ufrag: switch_config.local.ufrag.clone(),
+            fingerprint: switch_fp.to_vec(),
+            role: DtlsRole::Client,
+        },
+        Instant::now(),
+    );
+    let switch = switch_config.local.clone();
+    let local = browser_config.local.clone();
+    let check = ice_check(&switch, &local, true, i as u64)?;
+    let now = Instant::now();
+    let browser = Browser {
+        transport,
+        local,
+        switch,
+        w: w.local_addr(),
+        check,
+        started: now,
+        last_check: now,
+        ice_at: None,
+        keyed: false,
     };
     rt.block_on(w.bridge(&g))?;
-    Ok(Call { w, g, browser })
+    Ok(Call {
+        w,
+        g,
+        browser: Some(browser),
+    })
 }
 
 /// A browser's connectivity check to W: USERNAME `W's ufrag:ours`, under
@@ -944,20 +1084,22 @@ impl Report<'_> {
         let rt_per_call = per_call(self.cpu.rt_pct);
         let proc_per_call = per_call(self.cpu.process_pct);
         let gen_pct = self.cpu.send_pct + self.cpu.recv_pct;
-        let webrtc = self.kind == Kind::WebRtc;
+        let webrtc = self.kind.webrtc();
         let worst_loss = dirs.iter().map(Tally::loss_pct).fold(0.0, f64::max);
         let loss_ok = worst_loss < self.opts.loss_bound;
         let holds = loss_ok && self.failed == 0;
-        let checked = webrtc && self.n >= self.opts.goal;
+        let checked = self.kind.checked() && self.n >= self.opts.goal;
         let s = &self.stats;
         let mut line = format!(
-            "label={} kind={} calls={} workers={} duration_s={} warmup_s={} ramp_s={} \
+            "label={} kind={} transport={} browser_codec={} calls={} workers={} duration_s={} warmup_s={} ramp_s={} \
              keyed={} setup_failed={} setup_failed_dtls={} setup_s={:.2} \
              handshake_p50_ms={:.1} handshake_p90_ms={:.1} handshake_p99_ms={:.1} \
              handshake_max_ms={:.1} ice_p50_ms={:.1} ice_p99_ms={:.1} dtls_p50_ms={:.1} \
              dtls_p99_ms={:.1}",
             self.label,
             self.kind.name(),
+            if webrtc { "webrtc" } else { "rtp" },
+            self.kind.browser().name(),
             self.n,
             self.opts.workers,
             secs,
@@ -1060,11 +1202,7 @@ impl Report<'_> {
             "{} x {} calls ({}, {} workers, {:.0} s held after {:.0} s warm-up):",
             self.n,
             self.label,
-            match self.kind {
-                Kind::WebRtc => "browser leg: ICE-lite + DTLS-SRTP, Opus; phone leg: A-law",
-                Kind::G711 => "both legs A-law, plain RTP",
-                Kind::Opus => "an Opus phone's leg and an A-law one, plain RTP",
-            },
+            self.kind.describe(),
             self.opts.workers,
             secs,
             self.opts.warmup.as_secs_f64()
@@ -1092,13 +1230,15 @@ impl Report<'_> {
         }
         for (d, t) in dirs.iter().enumerate() {
             let h = &g.dirs[d];
-            let what = match (d, self.kind) {
-                (0, Kind::WebRtc) => "browser hears (phone -> G -> W, SRTP Opus)",
-                (0, Kind::G711) => "second phone hears (phone -> G -> W, A-law)",
-                (0, Kind::Opus) => "Opus phone hears (phone -> G -> W, Opus)",
-                (_, Kind::WebRtc) => "phone hears (browser -> W -> G, A-law)",
-                (_, Kind::G711) => "phone hears (second phone -> W -> G, A-law)",
-                (_, Kind::Opus) => "phone hears (Opus phone -> W -> G, A-law)",
+            let far = self.kind.far_end();
+            let what = if d == 0 {
+                format!(
+                    "{far} hears (phone -> G -> W, {}{})",
+                    if webrtc { "SRTP " } else { "" },
+                    self.kind.browser().describe()
+                )
+            } else {
+                format!("phone hears ({far} -> W -> G, A-law)")
             };
             summary.push_str(&format!(
                 "\n  {what}: {} of {} due, loss {:.3} % ({} by sequence, worst stream {:.2} %, \
@@ -1224,8 +1364,8 @@ const RCVBUF: usize = 64 << 20;
 struct Activate {
     flow: usize,
     port: u16,
-    /// Opus (else A-law).
-    opus: bool,
+    /// What it sends.
+    leg: Leg,
     srtp: Option<SrtpContext>,
     consent: Option<Vec<u8>>,
 }
@@ -1238,7 +1378,7 @@ struct Flow {
     ssrc: u32,
     seq0: u16,
     ts0: u32,
-    opus: bool,
+    leg: Leg,
     srtp: Option<SrtpContext>,
     consent: Option<Vec<u8>>,
 }
@@ -1266,9 +1406,10 @@ fn write_header(p: &mut [u8], pt: u8, seq: u16, ts: u32, ssrc: u32) {
 /// Paces every active flow at one packet per 20 ms, flow j at offset j/F
 /// of the period (F flows), by deadlines from one start (no drift: a late
 /// wake-up sends what came due meanwhile): packets in `sendmmsg` calls of
-/// up to `SEND_CHUNK`. Flow 2i is call i's browser (SRTP Opus in
-/// `webrtc`, from `clips[1]`; else A-law), 2i + 1 its phone (A-law,
-/// `clips[0]`). Flows start when told (`activate`) and run until `stop`.
+/// up to `SEND_CHUNK`. Flow 2i is call i's browser (the kind's codec,
+/// SRTP-protected in the WebRTC kinds), 2i + 1 its phone (A-law); each
+/// replays `clips[leg]`. Flows start when told (`activate`) and run until
+/// `stop`.
 fn send(
     socket: StdUdpSocket,
     flows_n: usize,
@@ -1330,7 +1471,7 @@ fn send(
                 ssrc: rand::random(),
                 seq0: rand::random(),
                 ts0: rand::random(),
-                opus: a.opus,
+                leg: a.leg,
                 srtp: a.srtp,
                 consent: a.consent,
             });
@@ -1349,11 +1490,7 @@ fn send(
                 continue;
             };
             let r = round - f.round0;
-            let (clip, pt, step) = if f.opus {
-                (&clips[1], OPUS_PT, 960u32)
-            } else {
-                (&clips[0], PCMA_PT, 160u32)
-            };
+            let (clip, pt, step) = (&clips[f.leg as usize], f.leg.payload_type(), f.leg.step());
             let payload = &clip[(r as usize + j) % clip.len()];
             scratch.clear();
             scratch.resize(12, 0);
