@@ -19,39 +19,11 @@ use media::Codec;
 use media::codec::{Decoder, Encoder, FRAME_SAMPLES};
 use media::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusRate};
 
-/// Something like voice for the encoder to work on: a few harmonics of a
-/// gliding pitch, a formant-ish tremolo and some noise, at about -12 dBFS.
-fn signal(rate: u32, samples: usize) -> Vec<i16> {
-    let mut seed = 0x2545_F491u32;
-    (0..samples)
-        .map(|i| {
-            let t = i as f64 / f64::from(rate);
-            let pitch = 140.0 + 40.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin();
-            let phase = 2.0 * std::f64::consts::PI * pitch * t;
-            let voiced: f64 = (1..=8)
-                .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
-                .sum();
-            let envelope = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let noise = f64::from(seed as i32) / f64::from(i32::MAX);
-            (6000.0 * envelope * voiced + 600.0 * noise) as i16
-        })
-        .collect()
-}
+#[path = "support/mod.rs"]
+mod support;
 
-/// CPU time of the calling thread, ns.
-#[allow(unsafe_code)]
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a live timespec the call writes.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use support::cpu::thread_cpu_ns;
+use support::voice::voice;
 
 fn per_frame(frames: usize, f: impl FnMut(usize)) -> f64 {
     let mut f = f;
@@ -67,7 +39,7 @@ fn per_frame(frames: usize, f: impl FnMut(usize)) -> f64 {
 }
 
 fn libopus_at_48k(frames: usize, complexity: i32, bitrate: i32) {
-    let pcm = signal(48000, frames * 960);
+    let pcm = voice(48000, frames * 960);
     let mut encoder =
         opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     encoder.set_complexity(complexity).unwrap();
@@ -103,7 +75,7 @@ fn libopus_at_48k(frames: usize, complexity: i32, bitrate: i32) {
 }
 
 fn endpoint_path(frames: usize, rate: OpusRate) {
-    let pcm = signal(8000, frames * FRAME_SAMPLES);
+    let pcm = voice(8000, frames * FRAME_SAMPLES);
     let config = OpusConfig::default().with_opus_rate(rate);
     let mut encoder = OpusEncoder::new(config).unwrap();
     let mut decoder = OpusDecoder::new(config).unwrap();
@@ -131,7 +103,7 @@ fn transcode_parts(frames: usize) {
     let mut phone =
         opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
     phone.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
-    let pcm48 = signal(48000, frames * 960);
+    let pcm48 = voice(48000, frames * 960);
     let mut buf = [0u8; 1500];
     let stream: Vec<Vec<u8>> = pcm48
         .chunks_exact(960)
@@ -152,7 +124,7 @@ fn transcode_parts(frames: usize) {
          (endpoint decoder): {decode:>7.0} ns per 20 ms frame",
         stream.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 * 50.0 / frames as f64 / 1000.0
     );
-    let pcm8 = signal(8000, frames * FRAME_SAMPLES);
+    let pcm8 = voice(8000, frames * FRAME_SAMPLES);
     for complexity in [10u8, 8, 5, 3, 0] {
         let config = OpusConfig {
             complexity,

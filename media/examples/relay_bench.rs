@@ -59,18 +59,24 @@
 //! on the machine during the window (in % of one core) and the kernel's UDP
 //! receive buffer drops (machine-wide).
 
-use std::collections::HashMap;
-use std::ffi::{c_int, c_uint, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use std::{env, fs, io, mem, process, thread};
+use std::{env, fs, io, process, thread};
 
 use hdrhistogram::Histogram;
 use media::{Relay, RelayConfig, Side, Stream};
 use tokio::net::UdpSocket;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cpu::{machine_busy, udp_rcvbuf_errors};
+use support::net::{
+    Datagram, RECV_BATCH, RecvSlot, SEND_CHUNK, generator_socket, localhost, recv_mmsg, send_all,
+    sleep_until,
+};
 
 const PACKET: usize = 172;
 const PTIME: Duration = Duration::from_millis(20);
@@ -282,10 +288,6 @@ fn unpack(w: u64) -> Option<SocketAddr> {
 
 /// The sender wakes this often and sends the packets whose slot has come.
 const TICK: Duration = Duration::from_micros(250);
-/// Packets per `sendmmsg` (one clock reading each).
-const SEND_CHUNK: usize = 8;
-/// Datagrams per `recvmmsg`.
-const RECV_BATCH: usize = 64;
 /// Receive buffer per datagram: longer than a packet, so that a longer
 /// datagram shows (its length is not `PACKET`).
 const RECV_BUF: usize = 256;
@@ -310,7 +312,8 @@ struct Flow {
 
 fn load(opts: &Opts) -> Result<(), Error> {
     let ports = read_ports(&opts.ports_file, opts.streams)?;
-    let sockets = [generator_socket()?, generator_socket()?];
+    let socket = || generator_socket("relay_bench load", RCVBUF);
+    let sockets = [socket()?, socket()?];
     // Port 0 (the `direct` server): straight to the other generator socket.
     let own = [
         sockets[A].local_addr()?.port(),
@@ -440,26 +443,6 @@ fn load(opts: &Opts) -> Result<(), Error> {
     Ok(())
 }
 
-/// An unconnected UDP socket on 127.0.0.1 with a large receive buffer.
-fn generator_socket() -> Result<StdUdpSocket, Error> {
-    let s = StdUdpSocket::bind((LOCALHOST, 0))?;
-    if let Err(e) = set_rcvbuf(&s, RCVBUF) {
-        eprintln!("relay_bench load: receive buffer of {RCVBUF} bytes not set: {e}");
-    }
-    Ok(s)
-}
-
-fn localhost(port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: Ipv4Addr::LOCALHOST.to_bits().to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
 fn read_ports(path: &str, streams: usize) -> Result<Vec<(u16, u16)>, Error> {
     let text = fs::read_to_string(path)?;
     let ports: Vec<(u16, u16)> = text
@@ -504,13 +487,6 @@ fn read_packet(p: &[u8]) -> Option<(u32, u32, u64)> {
     let seq = u32::from_le_bytes(p[16..20].try_into().ok()?);
     let sent = u64::from_le_bytes(p[20..28].try_into().ok()?);
     (flow != PRIMING).then_some((flow, seq, sent))
-}
-
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        thread::sleep(t - now);
-    }
 }
 
 struct Sent {
@@ -560,22 +536,12 @@ impl Batch {
                 sent.late += 1;
             }
         }
-        let mut done = 0;
-        while done < n {
-            match send_mmsg(socket, &self.packets[done..n], &self.to[done..n]) {
-                Ok(k) if k > 0 => {
-                    if now >= window_ns.0 && now < window_ns.1 {
-                        sent.in_window += k as u64;
-                    }
-                    done += k;
-                }
-                // The first packet left failed: skip it.
-                _ => {
-                    sent.errors += 1;
-                    done += 1;
-                }
-            }
+        let lens = [PACKET; SEND_CHUNK];
+        let (k, errors) = send_all(socket, &self.packets[..n], &lens[..n], &self.to[..n]);
+        if now >= window_ns.0 && now < window_ns.1 {
+            sent.in_window += k as u64;
         }
+        sent.errors += errors as u64;
     }
 }
 
@@ -657,10 +623,10 @@ fn receive(
 ) -> Result<Received, Error> {
     socket.set_read_timeout(Some(RECV_TIMEOUT))?;
     let mut got = Received::new()?;
-    let mut bufs = vec![[0u8; RECV_BUF]; RECV_BATCH];
-    let mut lens = [0usize; RECV_BATCH];
+    let mut slots = vec![RecvSlot::<RECV_BUF>::new(); RECV_BATCH];
+    let mut out = [Datagram::default(); RECV_BATCH];
     loop {
-        let n = match recv_mmsg(&socket, &mut bufs, &mut lens) {
+        let n = match recv_mmsg(&socket, &mut slots, &mut out) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e.into()),
@@ -670,8 +636,8 @@ fn receive(
             break;
         }
         let now = now.duration_since(base).as_nanos() as u64;
-        for (buf, &len) in bufs.iter().zip(&lens[..n]) {
-            let Some((_flow, _seq, sent)) = read_packet(&buf[..len.min(RECV_BUF)]) else {
+        for (slot, d) in slots.iter().zip(&out[..n]) {
+            let Some((_flow, _seq, sent)) = read_packet(&slot.buf[..d.len.min(RECV_BUF)]) else {
                 continue;
             };
             if sent >= window_ns.0 && sent < window_ns.1 {
@@ -682,122 +648,6 @@ fn receive(
         }
     }
     Ok(got)
-}
-
-// ---------------------------------------------------------------- Linux FFI
-
-/// Sends `packets[i]` to `to[i]` (up to `SEND_CHUNK` of them) with one
-/// `sendmmsg(2)` call. Returns how many were sent: the kernel stops at the
-/// first that fails (and fails the call only if that is the first).
-#[allow(unsafe_code)]
-fn send_mmsg(
-    socket: &StdUdpSocket,
-    packets: &[[u8; PACKET]],
-    to: &[libc::sockaddr_in],
-) -> io::Result<usize> {
-    let n = packets.len().min(to.len()).min(SEND_CHUNK);
-    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
-    // bytes are valid (null pointers, zero lengths).
-    let mut iov: [libc::iovec; SEND_CHUNK] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { mem::zeroed() };
-    for (v, p) in iov.iter_mut().zip(&packets[..n]) {
-        // The kernel only reads through it (sendmmsg does not write the data).
-        v.iov_base = p.as_ptr() as *mut c_void;
-        v.iov_len = PACKET;
-    }
-    let iov_ptr = iov.as_mut_ptr();
-    for (i, (m, addr)) in msgs.iter_mut().zip(&to[..n]).enumerate() {
-        m.msg_hdr.msg_name = addr as *const libc::sockaddr_in as *mut c_void;
-        m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        m.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: the first n entries of msgs point to n live iovecs, packets
-    // and addresses of the sizes given, all borrowed for the whole call;
-    // the kernel writes only msgs[..n].msg_len.
-    let r = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as c_uint, 0) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
-}
-
-/// Receives up to `bufs.len()` (at most `RECV_BATCH`) datagrams with one
-/// `recvmmsg(2)` call: blocks until one is queued (`MSG_WAITFORONE`), then
-/// takes whatever else is queued without waiting. Datagram i lands in
-/// `bufs[i]` (truncated to `RECV_BUF`), its length in `lens[i]`. Returns how
-/// many; 0 when the socket's `SO_RCVTIMEO` passed with nothing to read.
-#[allow(unsafe_code)]
-fn recv_mmsg(
-    socket: &StdUdpSocket,
-    bufs: &mut [[u8; RECV_BUF]],
-    lens: &mut [usize; RECV_BATCH],
-) -> io::Result<usize> {
-    let n = bufs.len().min(RECV_BATCH);
-    // SAFETY: as in send_mmsg, all-zero iovecs and mmsghdrs are valid.
-    let mut iov: [libc::iovec; RECV_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { mem::zeroed() };
-    for (v, b) in iov.iter_mut().zip(bufs[..n].iter_mut()) {
-        v.iov_base = b.as_mut_ptr() as *mut c_void;
-        v.iov_len = RECV_BUF;
-    }
-    let iov_ptr = iov.as_mut_ptr();
-    for (i, m) in msgs[..n].iter_mut().enumerate() {
-        // No source address wanted (msg_name stays null).
-        m.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: the first n entries of msgs point to n live, exclusively
-    // borrowed buffers of RECV_BUF bytes each; no timeout pointer (the
-    // socket's SO_RCVTIMEO bounds the wait).
-    let r = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            n as c_uint,
-            libc::MSG_WAITFORONE as _,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(0),
-            _ => Err(e),
-        };
-    }
-    let r = r as usize;
-    for (len, m) in lens.iter_mut().zip(&msgs[..r]) {
-        *len = m.msg_len as usize;
-    }
-    Ok(r)
-}
-
-/// Sets the socket's receive buffer to `bytes`: `SO_RCVBUFFORCE` (needs
-/// CAP_NET_ADMIN, ignores `net.core.rmem_max`), else `SO_RCVBUF` (capped at
-/// `rmem_max`).
-#[allow(unsafe_code)]
-fn set_rcvbuf(socket: &StdUdpSocket, bytes: usize) -> io::Result<()> {
-    let value = c_int::try_from(bytes).unwrap_or(c_int::MAX);
-    let set = |option: c_int| {
-        // SAFETY: passes a pointer to a live c_int and its size.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&value as *const c_int).cast::<c_void>(),
-                mem::size_of::<c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
 }
 
 /// CPU jiffies (USER_HZ, 100/s on Linux) of the server, this process and the
@@ -833,19 +683,7 @@ impl Usage {
                 .collect();
             f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
         };
-        let busy = fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().next()?.to_owned();
-                let f: Vec<u64> = line
-                    .split_whitespace()
-                    .skip(1)
-                    .map(|x| x.parse().unwrap_or(0))
-                    .collect();
-                // user nice system idle iowait irq softirq steal
-                Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
-            })
-            .unwrap_or(0);
+        let (busy, _steal) = machine_busy();
         Usage {
             at,
             server: server.map_or(0, |p| proc_cpu(format!("/proc/{p}/stat"))),
@@ -868,21 +706,4 @@ impl Usage {
             rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
         }
     }
-}
-
-fn udp_rcvbuf_errors() -> u64 {
-    let Ok(s) = fs::read_to_string("/proc/net/snmp") else {
-        return 0;
-    };
-    let udp: Vec<&str> = s.lines().filter(|l| l.starts_with("Udp:")).collect();
-    let [names, values] = udp[..] else {
-        return 0;
-    };
-    let m: HashMap<&str, &str> = names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .collect();
-    m.get("RcvbufErrors")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }

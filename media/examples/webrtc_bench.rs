@@ -99,14 +99,12 @@
 //! `--loss-bound` (0.1 %) in either direction or a call that did not come
 //! up.
 
-use std::ffi::{c_int, c_uint, c_void};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use std::{env, fs, io, mem, process, thread};
+use std::{env, io, mem, process, thread};
 
 use hdrhistogram::Histogram;
 use media::codec::{Encoder as _, FRAME_DURATION, FRAME_SAMPLES};
@@ -117,6 +115,16 @@ use media::webrtc::{
     DtlsIdentity, DtlsRole, WebRtcConfig, WebRtcPeer, WebRtcTransport, parse_fingerprint,
 };
 use media::{Codec, Endpoint, EndpointConfig, EndpointStats, IceCredentials, Relay, RelayConfig};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cpu::{CpuShare, Usage};
+use support::net::{
+    Datagram, RECV_BATCH, RecvSlot, SEND_CHUNK, generator_socket, localhost, recv_mmsg, send_all,
+    set_timestamping, sleep_until,
+};
+use support::voice::voice;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Largest packet the generator sends (an A-law packet with an SRTP tag is
@@ -391,29 +399,6 @@ impl Opts {
 
 // ---------------------------------------------------------------- audio
 
-/// Something like voice: a few harmonics of a gliding pitch, a
-/// formant-ish tremolo and some noise, at about -12 dBFS (as
-/// `examples/ivr_bench.rs`).
-fn voice(rate: u32, samples: usize) -> Vec<i16> {
-    let mut seed = 0x2545_F491u32;
-    (0..samples)
-        .map(|i| {
-            let t = i as f64 / f64::from(rate);
-            let pitch = 140.0 + 40.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin();
-            let phase = 2.0 * std::f64::consts::PI * pitch * t;
-            let voiced: f64 = (1..=8)
-                .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
-                .sum();
-            let envelope = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let noise = f64::from(seed as i32) / f64::from(i32::MAX);
-            (6000.0 * envelope * voiced + 600.0 * noise) as i16
-        })
-        .collect()
-}
-
 /// `length` of [`voice`], one payload per 20 ms frame, encoded once.
 /// Opus as a browser sends it after our SDP: 48 kHz in, the peer's
 /// `maxplaybackrate=8000` capping it to narrowband (16 kbit/s); A-law and
@@ -530,10 +515,7 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
 
     // The generator's one socket: every browser and every phone. The
     // receiver tells them apart by the endpoint a packet comes from.
-    let socket = StdUdpSocket::bind((LOCALHOST, 0))?;
-    if let Err(e) = set_rcvbuf(&socket, RCVBUF) {
-        eprintln!("webrtc_bench: receive buffer of {RCVBUF} bytes not set: {e}");
-    }
+    let socket = generator_socket("webrtc_bench", RCVBUF)?;
     set_timestamping(&socket)?;
     let here = socket.local_addr()?;
 
@@ -724,10 +706,10 @@ fn run(kind: Kind, opts: &Opts) -> Result<bool, Error> {
     let probe = rt.spawn(runtime_probe(window));
 
     sleep_until(window.0);
-    let before = Usage::sample();
+    let before = Usage::sample("wrtc-rt");
     let stats_before = endpoint_counters(&calls);
     sleep_until(window.1);
-    let after = Usage::sample();
+    let after = Usage::sample("wrtc-rt");
     let stats_after = endpoint_counters(&calls);
 
     let sent = sender.join().map_err(|_| "sender panicked")??;
@@ -1346,10 +1328,6 @@ async fn runtime_probe(window: (Instant, Instant)) -> Result<Histogram<u64>, Err
 /// The sender wakes at the next packet's slot, or this long after the last
 /// wake-up if that is later.
 const TICK: Duration = Duration::from_micros(250);
-/// Packets per `sendmmsg`.
-const SEND_CHUNK: usize = 8;
-/// Datagrams per `recvmmsg`.
-const RECV_BATCH: usize = 64;
 /// How often a receiver with nothing to read checks whether it is done.
 const RECV_TIMEOUT: Duration = Duration::from_millis(50);
 /// The generator runs on this long past the window, so that its threads are
@@ -1447,19 +1425,9 @@ fn send(
             sent.lag.saturating_record(now.saturating_sub(slot).max(1));
         }
         sent.late += slots.iter().filter(|&&s| now > s + 2_000_000).count() as u64;
-        let mut done = 0;
-        while done < packets.len() {
-            match send_mmsg(&socket, &packets[done..], &lens[done..], &dest[done..]) {
-                Ok(k) if k > 0 => {
-                    sent.total += k as u64;
-                    done += k;
-                }
-                _ => {
-                    sent.errors += 1;
-                    done += 1;
-                }
-            }
-        }
+        let (total, errors) = send_all(&socket, packets, lens, dest);
+        sent.total += total as u64;
+        sent.errors += errors as u64;
     };
     let mut k = 0u64;
     loop {
@@ -1639,7 +1607,7 @@ fn receive(
         unstamped: 0,
     };
     let period = FRAME_DURATION.as_nanos() as i64;
-    let mut slots = vec![RecvSlot::new(); RECV_BATCH];
+    let mut slots = vec![RecvSlot::<RECV_MAX>::new(); RECV_BATCH];
     let mut out = [Datagram::default(); RECV_BATCH];
     let mut window_ns = (u64::MAX, u64::MAX);
     let drain_ns = drain.as_nanos() as u64;
@@ -1782,333 +1750,4 @@ fn receive(
         }
     }
     Ok(got)
-}
-
-// ---------------------------------------------------------------- Linux FFI
-
-/// Sends `packets[i][..lens[i]]` to `to[i]` (up to `SEND_CHUNK` of them)
-/// with one `sendmmsg(2)` call. Returns how many were sent.
-#[allow(unsafe_code)]
-fn send_mmsg(
-    socket: &StdUdpSocket,
-    packets: &[[u8; SEND_MAX]],
-    lens: &[usize],
-    to: &[libc::sockaddr_in],
-) -> io::Result<usize> {
-    let n = packets.len().min(lens.len()).min(to.len()).min(SEND_CHUNK);
-    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
-    // bytes are valid (null pointers, zero lengths).
-    let mut iov: [libc::iovec; SEND_CHUNK] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { mem::zeroed() };
-    for ((v, p), &len) in iov.iter_mut().zip(&packets[..n]).zip(lens) {
-        // The kernel only reads through it.
-        v.iov_base = p.as_ptr() as *mut c_void;
-        v.iov_len = len.min(SEND_MAX);
-    }
-    let iov_ptr = iov.as_mut_ptr();
-    for (i, (m, addr)) in msgs.iter_mut().zip(&to[..n]).enumerate() {
-        m.msg_hdr.msg_name = addr as *const libc::sockaddr_in as *mut c_void;
-        m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        m.msg_hdr.msg_iov = iov_ptr.wrapping_add(i);
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: the first n entries of msgs point to n live iovecs, packets
-    // and addresses of the sizes given, all borrowed for the whole call;
-    // the kernel writes only msgs[..n].msg_len.
-    let r = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as c_uint, 0) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
-}
-
-/// Where one datagram lands: its bytes, source address and control
-/// messages (the kernel's receive stamp).
-#[derive(Clone)]
-struct RecvSlot {
-    buf: [u8; RECV_MAX],
-    name: libc::sockaddr_in,
-    /// Room for a `SCM_TIMESTAMPNS` message (aligned for `cmsghdr`).
-    control: [u64; 8],
-}
-
-impl RecvSlot {
-    fn new() -> RecvSlot {
-        RecvSlot {
-            buf: [0; RECV_MAX],
-            name: localhost(0),
-            control: [0; 8],
-        }
-    }
-}
-
-#[derive(Default, Clone, Copy)]
-struct Datagram {
-    len: usize,
-    /// Source port.
-    port: u16,
-    /// Kernel receive stamp, CLOCK_REALTIME nanoseconds; 0 if none.
-    kernel_ns: u64,
-}
-
-/// Receives up to `RECV_BATCH` datagrams with one `recvmmsg(2)` call:
-/// blocks until one is queued (`MSG_WAITFORONE`), then takes what else is
-/// queued. Returns how many; 0 when `SO_RCVTIMEO` passed with nothing.
-#[allow(unsafe_code)]
-fn recv_mmsg(
-    socket: &StdUdpSocket,
-    slots: &mut [RecvSlot],
-    out: &mut [Datagram; RECV_BATCH],
-) -> io::Result<usize> {
-    let n = slots.len().min(RECV_BATCH);
-    // SAFETY: as in send_mmsg, all-zero iovecs and mmsghdrs are valid.
-    let mut iov: [libc::iovec; RECV_BATCH] = unsafe { mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { mem::zeroed() };
-    let iov_ptr = iov.as_mut_ptr();
-    for (i, (m, s)) in msgs.iter_mut().zip(slots[..n].iter_mut()).enumerate() {
-        // SAFETY: i < n <= RECV_BATCH, inside iov.
-        let v = unsafe { &mut *iov_ptr.add(i) };
-        v.iov_base = s.buf.as_mut_ptr() as *mut c_void;
-        v.iov_len = RECV_MAX;
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-        m.msg_hdr.msg_name = (&mut s.name as *mut libc::sockaddr_in).cast::<c_void>();
-        m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        m.msg_hdr.msg_control = s.control.as_mut_ptr().cast::<c_void>();
-        m.msg_hdr.msg_controllen = mem::size_of_val(&s.control) as _;
-    }
-    // SAFETY: the first n entries of msgs point to n live, exclusively
-    // borrowed buffers, addresses and control buffers of the sizes given;
-    // no timeout pointer (the socket's SO_RCVTIMEO bounds the wait).
-    let r = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            n as c_uint,
-            libc::MSG_WAITFORONE as _,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(0),
-            _ => Err(e),
-        };
-    }
-    let r = r as usize;
-    for ((d, m), s) in out.iter_mut().zip(&msgs[..r]).zip(slots.iter()) {
-        d.len = m.msg_len as usize;
-        d.port = u16::from_be(s.name.sin_port);
-        d.kernel_ns = 0;
-        let hdr = &m.msg_hdr;
-        // SAFETY: the kernel filled msg_control up to msg_controllen with
-        // well-formed cmsghdrs; the CMSG_* helpers stay inside that length,
-        // and the stamp is read unaligned.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(hdr);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                    d.kernel_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-                }
-                c = libc::CMSG_NXTHDR(hdr, c);
-            }
-        }
-    }
-    Ok(r)
-}
-
-/// Asks the kernel to stamp each datagram's arrival (`SO_TIMESTAMPNS`).
-fn set_timestamping(socket: &StdUdpSocket) -> io::Result<()> {
-    setsockopt_int(socket, libc::SO_TIMESTAMPNS, 1)
-}
-
-/// Sets the socket's receive buffer: `SO_RCVBUFFORCE` (needs
-/// CAP_NET_ADMIN), else `SO_RCVBUF` (capped at `rmem_max`).
-fn set_rcvbuf(socket: &StdUdpSocket, bytes: usize) -> io::Result<()> {
-    let value = c_int::try_from(bytes).unwrap_or(c_int::MAX);
-    setsockopt_int(socket, libc::SO_RCVBUFFORCE, value)
-        .or_else(|_| setsockopt_int(socket, libc::SO_RCVBUF, value))
-}
-
-#[allow(unsafe_code)]
-fn setsockopt_int(socket: &StdUdpSocket, option: c_int, value: c_int) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const c_int).cast::<c_void>(),
-            mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn localhost(port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: Ipv4Addr::LOCALHOST.to_bits().to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        thread::sleep(t - now);
-    }
-}
-
-// ---------------------------------------------------------------- CPU
-
-/// CPU time of the process (`getrusage`, user + system) and of its
-/// threads by role (ns, from each thread's `schedstat`: its run time),
-/// busy jiffies (USER_HZ, 100/s) of the whole machine, and the kernel's
-/// UDP receive-buffer drop counter.
-struct Usage {
-    at: Instant,
-    process: u64,
-    rt: u64,
-    send: u64,
-    recv: u64,
-    main: u64,
-    busy: u64,
-    steal: u64,
-    rcvbuf_errors: u64,
-}
-
-/// Over the window, % of one core.
-struct CpuShare {
-    process_pct: f64,
-    rt_pct: f64,
-    send_pct: f64,
-    recv_pct: f64,
-    main_pct: f64,
-    other_pct: f64,
-    steal_pct: f64,
-    rcvbuf_errors: u64,
-}
-
-impl Usage {
-    fn sample() -> Usage {
-        let at = Instant::now();
-        let (busy, steal) = machine_busy();
-        let mut u = Usage {
-            at,
-            process: process_cpu_ns(),
-            rt: 0,
-            send: 0,
-            recv: 0,
-            main: 0,
-            busy,
-            steal,
-            rcvbuf_errors: udp_rcvbuf_errors(),
-        };
-        let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-            return u;
-        };
-        for task in tasks.flatten() {
-            let (Ok(name), Ok(sched)) = (
-                fs::read_to_string(task.path().join("comm")),
-                fs::read_to_string(task.path().join("schedstat")),
-            ) else {
-                continue;
-            };
-            let ns: u64 = sched
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            match name.trim_end() {
-                n if n.starts_with("wrtc-rt") => u.rt += ns,
-                "gen-send" => u.send += ns,
-                "gen-recv" => u.recv += ns,
-                _ => u.main += ns,
-            }
-        }
-        u
-    }
-
-    fn minus(&self, before: &Usage) -> CpuShare {
-        let secs = self.at.duration_since(before.at).as_secs_f64();
-        let pct = |ns: u64| ns as f64 / 1e9 / secs * 100.0;
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        let threads = d(self.rt, before.rt)
-            + d(self.send, before.send)
-            + d(self.recv, before.recv)
-            + d(self.main, before.main);
-        // Jiffies to nanoseconds.
-        let busy = d(self.busy, before.busy) * 10_000_000;
-        CpuShare {
-            process_pct: pct(d(self.process, before.process)),
-            rt_pct: pct(d(self.rt, before.rt)),
-            send_pct: pct(d(self.send, before.send)),
-            recv_pct: pct(d(self.recv, before.recv)),
-            main_pct: pct(d(self.main, before.main)),
-            other_pct: pct(busy.saturating_sub(threads)),
-            steal_pct: pct(d(self.steal, before.steal) * 10_000_000),
-            rcvbuf_errors: d(self.rcvbuf_errors, before.rcvbuf_errors),
-        }
-    }
-}
-
-/// User + system CPU time of the whole process, ns.
-#[allow(unsafe_code)]
-fn process_cpu_ns() -> u64 {
-    // SAFETY: rusage is a plain C struct for which all-zero bytes are
-    // valid; getrusage writes it.
-    let mut usage: libc::rusage = unsafe { mem::zeroed() };
-    // SAFETY: a live rusage for the call to fill.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0;
-    }
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-    ns(usage.ru_utime) + ns(usage.ru_stime)
-}
-
-/// Busy jiffies of the whole machine (all but idle and iowait), and the
-/// part of them the hypervisor stole.
-fn machine_busy() -> (u64, u64) {
-    fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            let f: Vec<u64> = s
-                .lines()
-                .next()?
-                .split_whitespace()
-                .skip(1)
-                .map(|x| x.parse().unwrap_or(0))
-                .collect();
-            // user nice system idle iowait irq softirq steal
-            let busy = f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?;
-            Some((busy, f.get(7).copied().unwrap_or(0)))
-        })
-        .unwrap_or((0, 0))
-}
-
-fn udp_rcvbuf_errors() -> u64 {
-    let Ok(s) = fs::read_to_string("/proc/net/snmp") else {
-        return 0;
-    };
-    let udp: Vec<&str> = s.lines().filter(|l| l.starts_with("Udp:")).collect();
-    let [names, values] = udp[..] else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(k, _)| *k == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
