@@ -1141,6 +1141,21 @@ async fn a_baresip_phone_calls_chromium_through_the_gateway_and_they_chat() {
     let stats = wait_audio_both_ways(&ann, switch).await;
     println!("carol (baresip) calling ann: {stats}");
     assert_bridged(switch, &["callee_browser=true"]);
+    // The gateway's RTCP reports reach the browser, which takes its round
+    // trip time from them (they come every 5 s or so).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = media_stats(&ann).await;
+        if s["remoteReports"].as_u64().unwrap_or(0) >= 1 {
+            println!("round trip the browser measured: {} s", s["roundTripTime"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no RTCP report from the gateway reached the browser in 15 s: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     screenshot(&ann, "communicator-from-baresip").await;
 
     // Chat both ways, the call still up.

@@ -26,6 +26,7 @@ pub mod ports;
 pub mod recording;
 pub mod relay;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod silence;
 pub mod srtp;

@@ -16,6 +16,7 @@ use crate::codec::{Codec, Decoder, Encoder, FRAME_DURATION, FRAME_SAMPLES};
 use crate::dtmf::{DtmfReceiver, DtmfSender, InbandDetector};
 use crate::jitter::{JitterBuffer, JitterConfig, Playout, Pushed};
 use crate::relay::lock;
+use crate::rtcp;
 use crate::rtp::{self, Header, Packet};
 use crate::silence::{DEFAULT_THRESHOLD, SilenceDetector};
 use crate::srtp::{SrtpContext, SrtpError};
@@ -104,6 +105,7 @@ pub(crate) struct Counters {
     pub(crate) bridge_frames_sent: AtomicU64,
     pub(crate) bridge_dropped: AtomicU64,
     pub(crate) bridge_underruns: AtomicU64,
+    pub(crate) rtcp_sent: AtomicU64,
     last_heard_us: AtomicU64,
 }
 
@@ -294,6 +296,44 @@ pub(crate) struct Core {
     /// A browser's leg: ICE-lite and DTLS on the port; SRTP once the
     /// handshake gave keys (nothing is sent or heard before).
     webrtc: Option<WebRtcTransport>,
+    /// RTCP reports, which a browser's leg sends (browsers read round
+    /// trip, loss and jitter from them).
+    reports: Option<Reports>,
+}
+
+/// The RTCP a browser's leg sends: a compound SR + SDES every 5 s or so
+/// (RFC 3550 §6.2: randomised between half and one and a half times),
+/// over SRTCP on the RTP port.
+struct Reports {
+    heard: Option<rtcp::Reception>,
+    sent: rtcp::Sent,
+    /// The middle of the peer's last SR timestamp, and when it came.
+    last_sr: Option<(u32, Instant)>,
+    /// Ticks to the next report.
+    due_in: u32,
+    cname: String,
+    out: VecDeque<(Vec<u8>, SocketAddr)>,
+}
+
+/// Ticks between reports: 5 s on average.
+const REPORT_TICKS: u32 = 250;
+
+impl Reports {
+    fn new() -> Reports {
+        Reports {
+            heard: None,
+            sent: rtcp::Sent::default(),
+            last_sr: None,
+            // The first one sooner (§6.2: half the minimum at start).
+            due_in: next_report(REPORT_TICKS / 2),
+            cname: format!("softswitch-{:08x}", rand::random::<u32>()),
+            out: VecDeque::new(),
+        }
+    }
+}
+
+fn next_report(mean: u32) -> u32 {
+    mean / 2 + rand::random::<u32>() % mean.max(1)
 }
 
 impl Core {
@@ -342,6 +382,7 @@ impl Core {
                 plain: Vec::with_capacity(2048),
             }),
             webrtc: config.webrtc.as_ref().map(WebRtcTransport::new),
+            reports: config.webrtc.is_some().then(Reports::new),
             config,
             shared,
         }
@@ -364,9 +405,50 @@ impl Core {
         }
     }
 
-    /// A STUN answer or DTLS record to send, and where.
+    /// A STUN answer, DTLS record or RTCP report to send, and where.
     pub(crate) fn poll_transmit(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
-        self.webrtc.as_mut()?.poll_transmit()
+        self.webrtc
+            .as_mut()?
+            .poll_transmit()
+            .or_else(|| self.reports.as_mut()?.out.pop_front())
+    }
+
+    /// Counts what was sent for the reports, and builds one when due (a
+    /// keyed leg only: SRTCP).
+    fn report(&mut self) {
+        let (Some(reports), Some(srtp)) = (&mut self.reports, &mut self.srtp) else {
+            return;
+        };
+        if !self.packet.is_empty() {
+            reports.sent.packets = reports.sent.packets.wrapping_add(1);
+            reports.sent.octets = reports.sent.octets.wrapping_add(self.payload.len() as u32);
+            reports.sent.timestamp = self.timestamp;
+        }
+        reports.due_in = reports.due_in.saturating_sub(1);
+        if reports.due_in > 0 {
+            return;
+        }
+        reports.due_in = next_report(REPORT_TICKS);
+        let destination = self
+            .latched
+            .or_else(|| self.webrtc.as_ref().and_then(WebRtcTransport::selected));
+        let Some(destination) = destination else {
+            return;
+        };
+        let mut packet = Vec::with_capacity(96);
+        rtcp::compound(
+            self.ssrc,
+            reports.sent,
+            reports.heard.as_mut(),
+            reports.last_sr,
+            &reports.cname,
+            Instant::now(),
+            &mut packet,
+        );
+        if srtp.outgoing.protect_rtcp(&mut packet).is_ok() {
+            reports.out.push_back((packet, destination));
+            bump(&self.shared.counters.rtcp_sent);
+        }
     }
 
     /// The keys a WebRTC handshake gave, once.
@@ -539,6 +621,7 @@ impl Core {
                 // A browser's leg sends nothing in the clear.
                 self.packet.clear();
             }
+            self.report();
         } else {
             // On hold: the bridge's frame goes by unsent, and the clock
             // runs on, so the stream resumes with a timestamp gap and the
@@ -838,6 +921,14 @@ impl Core {
         // stranger's packets cannot divert where audio goes.
         self.latched = Some(source);
         self.shared.heard(now);
+        if audio && let Some(reports) = &mut self.reports {
+            let clock = self.config.codec.clock_rate();
+            let heard = match &mut reports.heard {
+                Some(heard) if heard.ssrc() == h.ssrc => heard,
+                other => other.insert(rtcp::Reception::new(h.ssrc, h.sequence, clock, now)),
+            };
+            heard.record(h.sequence, h.timestamp, now);
+        }
         if audio {
             let pushed = self
                 .jitter
@@ -862,10 +953,15 @@ impl Core {
     pub(crate) fn receive_rtcp(&mut self, data: &[u8], now: Instant) {
         let counters = &self.shared.counters;
         bump(&counters.rtcp_received);
-        if let Some(srtp) = &mut self.srtp
-            && !srtp.unprotect(data, true, counters)
-        {
-            return;
+        if let Some(srtp) = &mut self.srtp {
+            if !srtp.unprotect(data, true, counters) {
+                return;
+            }
+            if let Some(reports) = &mut self.reports
+                && let Some(lsr) = rtcp::sender_report_lsr(&srtp.plain)
+            {
+                reports.last_sr = Some((lsr, now));
+            }
         }
         self.shared.heard(now);
     }

@@ -157,6 +157,8 @@ pub struct EndpointStats {
     /// from the other endpoint (not counted while a play or a key press
     /// has the floor).
     pub bridge_underruns: u64,
+    /// RTCP reports sent (a browser's leg: SR and SDES over SRTCP).
+    pub rtcp_sent: u64,
     /// Time since the last packet of the stream or RTCP (since opening if
     /// none): how long the peer has been silent.
     pub idle: Duration,
@@ -211,6 +213,7 @@ impl Inner {
             bridge_frames_sent: get(&c.bridge_frames_sent),
             bridge_dropped: get(&c.bridge_dropped),
             bridge_underruns: get(&c.bridge_underruns),
+            rtcp_sent: get(&c.rtcp_sent),
             idle: self.shared.idle(std::time::Instant::now()),
         }
     }

@@ -1373,7 +1373,9 @@ async fn a_browser_leg_is_silent_until_ice_and_dtls_then_talks_srtp() {
     assert_eq!(outcome, PlayOutcome::Finished);
     let mut played = Vec::new();
     for (datagram, _) in &datagrams {
-        if datagram.first().is_some_and(|b| (128..=191).contains(b)) {
+        if datagram.first().is_some_and(|b| (128..=191).contains(b))
+            && !crate::rtp::is_rtcp(datagram)
+        {
             let mut plain = datagram.clone();
             let n = hears.unprotect_rtp(&mut plain).unwrap();
             let payload = &plain[crate::rtp::HEADER_LEN..n];
@@ -1385,4 +1387,31 @@ async fn a_browser_leg_is_silent_until_ice_and_dtls_then_talks_srtp() {
     let expected: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
     assert_eq!(played, expected);
     assert_eq!(endpoint.stats().dropped_unauthenticated, 0);
+
+    // RTCP: an SRTCP sender report whose block reports the browser's
+    // stream (its 10 packets, none lost), then SDES.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        assert!(Instant::now() < deadline, "no RTCP report within 10 s");
+        let found = phone
+            .listen(200)
+            .await
+            .into_iter()
+            .find(|(d, _)| crate::rtp::is_rtcp(d));
+        if let Some((mut report, _)) = found {
+            let n = hears
+                .unprotect_rtcp(&mut report)
+                .expect("not SRTCP under the switch's key");
+            report.truncate(n);
+            break report;
+        }
+    };
+    assert_eq!((report[0], report[1]), (0x81, 200), "{report:?}");
+    let block = &report[28..52];
+    assert_eq!(&block[0..4], &phone.ssrc.to_be_bytes());
+    assert_eq!(&block[4..8], &[0, 0, 0, 0], "nothing lost");
+    let highest = u32::from_be_bytes(block[8..12].try_into().unwrap());
+    assert_eq!(highest as u16, phone.seq.wrapping_sub(1));
+    assert_eq!(report[53], 202, "SDES follows");
+    assert!(endpoint.stats().rtcp_sent >= 1);
 }

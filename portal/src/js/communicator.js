@@ -315,7 +315,9 @@ export class Communicator {
   /**
    * Audio RTP counters of the call under way, from getStats():
    * {packetsSent, packetsReceived, bytesReceived, audioLevel, iceState,
-   * localCandidate, remoteCandidate}. Zeros when there is no call.
+   * localCandidate, remoteCandidate, remoteReports, roundTripTime}: the
+   * last two from the peer's RTCP receiver reports on what we send
+   * (remote-inbound-rtp). Zeros when there is no call.
    */
   async mediaStats() {
     const out = {
@@ -326,6 +328,8 @@ export class Communicator {
       iceState: this.connection?.iceConnectionState ?? 'none',
       localCandidate: null,
       remoteCandidate: null,
+      remoteReports: 0,
+      roundTripTime: null,
     };
     const pc = this.session ? this.connection : null;
     if (!pc || pc.signalingState === 'closed') return out;
@@ -339,6 +343,10 @@ export class Communicator {
         out.packetsReceived += s.packetsReceived || 0;
         out.bytesReceived += s.bytesReceived || 0;
         out.audioLevel = Math.max(out.audioLevel, s.audioLevel || 0);
+      }
+      if (s.type === 'remote-inbound-rtp' && s.kind === 'audio') {
+        out.remoteReports += s.roundTripTimeMeasurements || 0;
+        if (s.roundTripTime !== undefined) out.roundTripTime = s.roundTripTime;
       }
       if (s.type === 'transport' && s.selectedCandidatePairId) {
         const pair = byId.get(s.selectedCandidatePairId);
