@@ -1186,3 +1186,94 @@ async fn a_baresip_phone_calls_chromium_through_the_gateway_and_they_chat() {
     carol.quit();
     ann.close().await.unwrap();
 }
+
+/// Waits (10 s at most) until `file` (a baresip log) holds `text`.
+async fn wait_in_file(file: &Path, text: &str, switch: &Switch) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never in {}:\n{}\nswitch log (tail):\n{}",
+            file.display(),
+            std::fs::read_to_string(file).unwrap_or_default(),
+            tail(&switch.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A user signed in on the portal with a softphone registered too: a call
+/// from a phone rings both, each in what it speaks (the browser WebRTC
+/// from the gateway, the softphone the caller's RTP through the relay); the
+/// browser answers, talks, and the softphone stops ringing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_rings_a_users_browser_and_softphone_together_and_the_browser_takes_it() {
+    let portal = PortalSwitch::start(&portal_dist()).await;
+    portal.user("ann", "Ann");
+    let switch = &portal.switch;
+    let driver = ChromeDriver::start().await;
+    let ann = driver.browser_with(MEDIA_FLAGS).await;
+    sign_in(&ann, &portal, "ann").await;
+    // ann's softphone: rings, never answers by itself.
+    let ann_phone = Baresip::start(switch, "ann", "ann-sip-pw");
+    let phone_log = switch.site.path("baresip-ann/stdout.log");
+    wait_in_file(&phone_log, "200 OK", switch).await;
+
+    let (carol, heard) = baresip_recording(switch, "carol", "", None, &["/dial ann"]);
+    wait_text(&ann, "call-status", 20, |s| s == "ringing", switch).await;
+    // The softphone rings too: its INVITE went through.
+    wait_in_file(&phone_log, "Incoming call", switch).await;
+    click(&ann, "answer-button").await;
+    wait_text(&ann, "call-status", 20, |s| s == "in-call", switch).await;
+    let stats = wait_audio_both_ways(&ann, switch).await;
+    println!("carol calling ann's browser and softphone, the browser took it: {stats}");
+    assert_bridged(switch, &["callee_browser=true"]);
+    click(&ann, "hangup-button").await;
+    wait_text(&ann, "call-status", 10, |s| s == "ended", switch).await;
+    let records = wait_cdrs(switch, "carol", 1).await;
+    assert!(records[0].contains("ann"), "{records:?}");
+    assert_baresip_heard_sound(&heard).await;
+    carol.quit();
+    ann_phone.quit();
+    ann.close().await.unwrap();
+}
+
+/// The same ringing, the softphone answering first: the browser stops
+/// ringing, caller and softphone talk through the relay, and once they
+/// hang up no relay port is left bound (the browsers' unused gateway
+/// included).
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_softphone_answers_first_the_browser_stops_ringing() {
+    let portal = PortalSwitch::start(&portal_dist()).await;
+    portal.user("ann", "Ann");
+    let switch = &portal.switch;
+    let driver = ChromeDriver::start().await;
+    let ann = driver.browser_with(MEDIA_FLAGS).await;
+    sign_in(&ann, &portal, "ann").await;
+    // ann's softphone answers after a second's ringing.
+    let ann_phone = Baresip::start_with(switch, "ann", "ann-sip-pw", ";answermode=auto", &[]);
+    let phone_log = switch.site.path("baresip-ann/stdout.log");
+    wait_in_file(&phone_log, "200 OK", switch).await;
+
+    let (carol, heard) = baresip_recording(switch, "carol", "", None, &["/dial ann"]);
+    wait_in_file(&phone_log, "Call established", switch).await;
+    // The browser rang, or was about to: it is not in the call.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = text(&ann, "call-status").await;
+    assert!(
+        status != "in-call" && status != "ringing",
+        "the browser: {status}"
+    );
+    carol.quit();
+    let records = wait_cdrs(switch, "carol", 1).await;
+    assert!(records[0].contains("ann"), "{records:?}");
+    assert_baresip_heard_sound(&heard).await;
+    switch
+        .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
+        .await;
+    ann_phone.quit();
+    ann.close().await.unwrap();
+}

@@ -458,7 +458,8 @@ async fn a_udp_phone_calls_a_browser_over_wss() {
     // The phone's plain RTP reaches a browser as WebRTC: the switch's
     // gateway offers DTLS-SRTP with ICE-lite from its own endpoint.
     for line in [
-        " UDP/TLS/RTP/SAVPF 111 0 8 110 101\r\n",
+        // G.711 (the default browser_codec), events at 8 kHz.
+        " UDP/TLS/RTP/SAVPF 0 8 101\r\n",
         "a=ice-lite\r\n",
         "a=setup:actpass\r\n",
         "a=rtcp-mux\r\n",

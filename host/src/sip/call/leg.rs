@@ -122,8 +122,13 @@ pub(super) struct Call {
     /// `max_end` is the charge's limit, not the configured maximum.
     cut_for_credit: bool,
     awaiting: Vec<AwaitAck>,
-    /// The call's streams on the relay and its SDP rewriting.
+    /// The call's streams on the relay and its SDP rewriting (once
+    /// answered, the winning branch's).
     media: SharedMedia,
+    /// While a call rings a user's browsers and other devices at once: the
+    /// browsers' media (the other devices keep `media`), each side of the
+    /// WebRTC gateway its own. The winner's becomes `media`.
+    browser_media: Option<SharedMedia>,
     /// When the relay is next looked at for silence.
     silence_check_at: Option<Instant>,
     /// The caller was handed to an IVR service, which owns its dialog,
@@ -196,6 +201,7 @@ impl Call {
             cut_for_credit: false,
             awaiting: Vec::new(),
             media: CallMedia::shared(server_media),
+            browser_media: None,
             silence_check_at: None,
             handed_over: false,
             park_at: None,
@@ -370,7 +376,16 @@ impl Call {
         {
             lock(&self.media).plan_recording(plan);
         }
-        lock(&self.media).callee_browsers(browsers_among(&targets));
+        let browsers = browsers_among(&targets);
+        if browsers == Some(false) && targets.iter().any(|t| is_browser(&t.flow)) {
+            // Browsers and other devices ring together: each kind gets
+            // what it speaks (the browsers WebRTC, the others the caller's
+            // media or its G.711), from a media session of its own.
+            let browser_media = lock(&self.media).sibling();
+            lock(&browser_media).callee_browsers(Some(true));
+            self.browser_media = Some(browser_media);
+        }
+        lock(&self.media).callee_browsers(browsers);
         let before = self.branches.len();
         for target in targets {
             self.fork(target, &from).await;
@@ -505,10 +520,27 @@ impl Call {
 
     /// A body sent by `from` as the other side gets it.
     fn sdp(&self, body: &[u8], from: Side) -> Vec<u8> {
+        self.sdp_in(&self.media, body, from)
+    }
+
+    /// The same, across the media of the branch toward `flow`.
+    fn sdp_toward(&self, flow: &Flow, body: &[u8], from: Side) -> Vec<u8> {
+        self.sdp_in(self.media_toward(flow), body, from)
+    }
+
+    fn sdp_in(&self, media: &SharedMedia, body: &[u8], from: Side) -> Vec<u8> {
         if body.is_empty() {
             return Vec::new();
         }
-        lock(&self.media).rewrite(body, from, self.gateway.is_some())
+        lock(media).rewrite(body, from, self.gateway.is_some())
+    }
+
+    /// The media session of the branch toward `flow`.
+    fn media_toward(&self, flow: &Flow) -> &SharedMedia {
+        match &self.browser_media {
+            Some(browsers) if is_browser(flow) => browsers,
+            _ => &self.media,
+        }
     }
 
     /// How long `login`'s devices ring: its own no-answer timeout, else the
@@ -648,7 +680,7 @@ impl Call {
             uri,
             version: rsip::Version::V2,
             headers: hs.into(),
-            body: self.sdp(&self.invite.body, Side::A),
+            body: self.sdp_toward(&flow, &self.invite.body, Side::A),
         };
         if target.node {
             let Some(cluster) = self.server.cluster() else {
@@ -860,7 +892,7 @@ impl Call {
         if self.final_tx.is_none() {
             return;
         }
-        let body = self.sdp(&resp.body, Side::B);
+        let body = self.sdp_toward(&self.branches[index].b.flow, &resp.body, Side::B);
         let branch = &self.branches[index];
         let out = response_across(
             &self.invite,
@@ -902,7 +934,7 @@ impl Call {
         }
         let contact = contact_for(&self.a_flow);
         let a_tag = self.branches[index].a.local_tag.clone();
-        let body = self.sdp(&resp.body, Side::B);
+        let body = self.sdp_toward(&self.branches[index].b.flow, &resp.body, Side::B);
         self.mark_answered(index, session_expires(&resp.headers));
         let out = response_across(&self.invite, &resp, Some(&a_tag), &contact, body);
         let now = Instant::now();
@@ -927,6 +959,14 @@ impl Call {
     /// crossed, so the recorder knows the codecs).
     fn mark_answered(&mut self, index: usize, session_expires: Option<u64>) {
         self.winner = Some(index);
+        // The winner's media is the call's; the other kind's goes.
+        if let Some(mut browsers) = self.browser_media.take() {
+            if is_browser(&self.branches[index].b.flow) {
+                std::mem::swap(&mut self.media, &mut browsers);
+                lock(&self.media).won();
+            }
+            lock(&browsers).close();
+        }
         self.answered_at = Some(unix_ms());
         self.server.calls.answered.fetch_add(1, Ordering::Relaxed);
         lock(&self.media).start_recording(
@@ -1394,9 +1434,9 @@ impl Call {
         }
         let a_cseq = self.a_cseq;
         let from = if from_b { Side::B } else { Side::A };
-        let body = self.sdp(&req.body, from);
+        let media = self.media_toward(&self.branches[index].b.flow).clone();
+        let body = self.sdp_in(&media, &req.body, from);
         let offnet = self.gateway.is_some();
-        let media = self.media.clone();
         let branch = &mut self.branches[index];
         let (this, other) = if from_b {
             (&mut branch.b, &mut branch.a)

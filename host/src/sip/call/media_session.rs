@@ -37,6 +37,8 @@ struct Transcoding {
     carrier: Arc<media::Endpoint>,
     /// The caller's offer, answered with the caller endpoint's port.
     caller_offer: endpoint_sdp::AudioOffer,
+    /// Where the caller receives, from its offer.
+    caller_remote: SocketAddr,
     /// What the caller gets (the answer) and the carrier gets (the offer).
     to_caller: Vec<u8>,
     to_carrier: Vec<u8>,
@@ -73,6 +75,10 @@ pub(super) struct CallMedia {
     /// `None` while unknown (another node's devices), which leaves a
     /// browser's media end to end.
     callee_browsers: Option<bool>,
+    /// A sibling session (the browsers' side of a call that rings other
+    /// devices too): its caller endpoint sends nothing until its branch
+    /// has won, lest the caller hear its silence beside the winner's audio.
+    quiet_until_won: bool,
 }
 
 impl CallMedia {
@@ -89,6 +95,7 @@ impl CallMedia {
             secure: false,
             cryptos: Default::default(),
             callee_browsers: None,
+            quiet_until_won: false,
         }))
     }
 
@@ -101,6 +108,33 @@ impl CallMedia {
             return;
         }
         self.recording = Some(plan);
+    }
+
+    /// A media session of its own for other branches of the same call.
+    pub(super) fn sibling(&self) -> SharedMedia {
+        let sibling = CallMedia::shared(self.settings.clone());
+        {
+            let mut media = sibling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            media.quiet_until_won = true;
+            if let Some(plan) = &self.recording {
+                media.plan_recording(plan.clone());
+            }
+        }
+        sibling
+    }
+
+    /// This session's branch answered: a quiet caller endpoint starts
+    /// sending to the caller.
+    pub(super) fn won(&mut self) {
+        if !std::mem::take(&mut self.quiet_until_won) {
+            return;
+        }
+        if let Some(t) = &self.transcoding {
+            let (caller, remote) = (t.caller.clone(), t.caller_remote);
+            tokio::spawn(async move { caller.set_remote(remote).await });
+        }
     }
 
     /// What the call rings: browsers only, or not. The first word stands
@@ -279,11 +313,18 @@ impl CallMedia {
             offer.addr.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             offer.port,
         );
+        // Until the callee answers: nothing is sent to 0.0.0.0 (and a
+        // browser gets nothing before its handshake).
+        let nowhere = SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9);
         let caller = settings.relay.open_endpoint(media::EndpointConfig {
             codec: offer.codec,
             payload_type: offer.payload_type,
             telephone_event: offer.telephone_event,
-            remote: caller_remote,
+            remote: if self.quiet_until_won {
+                nowhere
+            } else {
+                caller_remote
+            },
             srtp: offer.srtp.clone(),
             webrtc: offer.webrtc.clone(),
         });
@@ -292,9 +333,6 @@ impl CallMedia {
             Some(None) => return,
             None => None,
         };
-        // Until the callee answers: nothing is sent to 0.0.0.0 (and a
-        // browser gets nothing before its handshake).
-        let nowhere = SocketAddr::new(std::net::IpAddr::from([0, 0, 0, 0]), 9);
         // The answer may pick another of the codecs offered: the endpoint
         // follows it.
         let (codec, payload_type, telephone_event) = match settings.browser_codec {
@@ -368,6 +406,7 @@ impl CallMedia {
             caller,
             carrier,
             caller_offer: offer,
+            caller_remote,
             to_caller,
             to_carrier,
             tap,
