@@ -1729,8 +1729,6 @@ impl Call {
     }
 }
 
-/// RFC 3261 §16.7 in short: a 6xx ends the search, then busy, then the other
-/// client errors, then server errors, then the rest.
 /// A device on a WebSocket flow: a browser, which speaks only WebRTC.
 fn is_browser(flow: &Flow) -> bool {
     matches!(flow.proto, Proto::Ws | Proto::Wss)
@@ -1745,6 +1743,8 @@ fn browsers_among(targets: &[Target]) -> Option<bool> {
     Some(!targets.is_empty() && targets.iter().all(|t| is_browser(&t.flow)))
 }
 
+/// RFC 3261 §16.7 in short: a 6xx ends the search, then busy, then the other
+/// client errors, then server errors, then the rest.
 fn rank(code: u16) -> (u8, u16) {
     match code {
         600..=699 => (0, code),
