@@ -992,6 +992,17 @@ fn wav_rms(wav: &[u8]) -> f64 {
     (samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64).sqrt()
 }
 
+/// A portal switch (with `extra` configuration), and ann signed in on it
+/// in a Chromium with fake audio devices (keep the driver alive).
+async fn ann_signed_in(extra: &str) -> (PortalSwitch, ChromeDriver, Client) {
+    let portal = PortalSwitch::start_with(&portal_dist(), extra).await;
+    portal.user("ann", "Ann");
+    let driver = ChromeDriver::start().await;
+    let ann = driver.browser_with(MEDIA_FLAGS).await;
+    sign_in(&ann, &portal, "ann").await;
+    (portal, driver, ann)
+}
+
 /// A baresip `login` over TLS with plain G.711 (its microphone a 440 Hz
 /// sine), whose decoded audio `sndfile` writes as WAV files into the
 /// folder returned; `contact` becomes its current contact (`/message`).
@@ -1118,12 +1129,8 @@ async fn chromium_calls_a_baresip_phone_through_the_webrtc_gateway() {
 /// baresip's MESSAGE shows in the page, the page's reaches baresip.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_baresip_phone_calls_chromium_through_the_gateway_and_they_chat() {
-    let portal = PortalSwitch::start(&portal_dist()).await;
-    portal.user("ann", "Ann");
+    let (portal, _driver, ann) = ann_signed_in("").await;
     let switch = &portal.switch;
-    let driver = ChromeDriver::start().await;
-    let ann = driver.browser_with(MEDIA_FLAGS).await;
-    sign_in(&ann, &portal, "ann").await;
     switch.wait_registered(1).await;
 
     // carol's baresip: ann is its current contact (for /message); it
@@ -1211,12 +1218,8 @@ async fn wait_in_file(file: &Path, text: &str, switch: &Switch) {
 /// browser answers, talks, and the softphone stops ringing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_rings_a_users_browser_and_softphone_together_and_the_browser_takes_it() {
-    let portal = PortalSwitch::start(&portal_dist()).await;
-    portal.user("ann", "Ann");
+    let (portal, _driver, ann) = ann_signed_in("").await;
     let switch = &portal.switch;
-    let driver = ChromeDriver::start().await;
-    let ann = driver.browser_with(MEDIA_FLAGS).await;
-    sign_in(&ann, &portal, "ann").await;
     // ann's softphone: rings, never answers by itself.
     let ann_phone = Baresip::start(switch, "ann", "ann-sip-pw");
     let phone_log = switch.site.path("baresip-ann/stdout.log");
@@ -1247,12 +1250,8 @@ async fn a_call_rings_a_users_browser_and_softphone_together_and_the_browser_tak
 /// included).
 #[tokio::test(flavor = "multi_thread")]
 async fn when_the_softphone_answers_first_the_browser_stops_ringing() {
-    let portal = PortalSwitch::start(&portal_dist()).await;
-    portal.user("ann", "Ann");
+    let (portal, _driver, ann) = ann_signed_in("").await;
     let switch = &portal.switch;
-    let driver = ChromeDriver::start().await;
-    let ann = driver.browser_with(MEDIA_FLAGS).await;
-    sign_in(&ann, &portal, "ann").await;
     // ann's softphone answers after a second's ringing.
     let ann_phone = Baresip::start_with(switch, "ann", "ann-sip-pw", ";answermode=auto", &[]);
     let phone_log = switch.site.path("baresip-ann/stdout.log");

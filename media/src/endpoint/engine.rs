@@ -429,6 +429,7 @@ impl Core {
             return;
         }
         reports.due_in = next_report(REPORT_TICKS);
+        // Keyed, ICE has found the browser: where the audio goes.
         let destination = self
             .latched
             .or_else(|| self.webrtc.as_ref().and_then(WebRtcTransport::selected));
