@@ -1270,6 +1270,13 @@ async fn when_the_softphone_answers_first_the_browser_stops_ringing() {
     let records = wait_cdrs(switch, "carol", 1).await;
     assert!(records[0].contains("ann"), "{records:?}");
     assert_baresip_heard_sound(&heard).await;
+    // Only the winner's media reached the caller: the browsers' side kept
+    // quiet (a second sender would have shown as an SSRC change).
+    let carol_log = std::fs::read_to_string(switch.site.path("baresip-carol/stdout.log")).unwrap();
+    assert!(
+        !carol_log.contains("SSRC changed"),
+        "the caller heard two senders:\n{carol_log}"
+    );
     switch
         .wait_metric("softswitch_media_ports_in_use", |v| v == 0)
         .await;

@@ -239,7 +239,7 @@ impl CallMedia {
             }
         }
         if let Some(t) = &mut self.transcoding {
-            return t.rewrite(body, from);
+            return t.rewrite(body, from, self.quiet_until_won);
         }
         let Some(summary) = (!self.closed).then(|| sdp::inspect(body)).flatten() else {
             return body.to_vec();
@@ -464,7 +464,8 @@ impl Transcoding {
     /// holds the call (sendonly, inactive) gets no packets from its
     /// endpoint, and the other side is told the same direction (so its
     /// answer is the complement the holder expects).
-    fn rewrite(&mut self, body: &[u8], from: Side) -> Vec<u8> {
+    /// A `quiet` caller endpoint only notes where the caller receives.
+    fn rewrite(&mut self, body: &[u8], from: Side, quiet: bool) -> Vec<u8> {
         let (this, other) = match from {
             Side::A => (0, 1),
             Side::B => (1, 0),
@@ -488,7 +489,7 @@ impl Transcoding {
             *told = (direction, told.1 + 1);
         }
         let (direction, version) = *told;
-        self.follow(body, from);
+        self.follow(body, from, quiet);
         let ours = match from {
             Side::A => &self.to_carrier,
             Side::B => &self.to_caller,
@@ -496,18 +497,21 @@ impl Transcoding {
         endpoint_sdp::with_direction(ours, direction, version)
     }
 
-    /// Tells the endpoints what `from`'s body says: the caller's address,
-    /// the carrier's address and chosen law.
-    fn follow(&self, body: &[u8], from: Side) {
+    /// Tells the endpoints what `from`'s body says: the caller's address
+    /// (a `quiet` caller endpoint is told once its branch wins), the
+    /// carrier's address and chosen law.
+    fn follow(&mut self, body: &[u8], from: Side, quiet: bool) {
         match from {
             Side::A => {
                 if let Ok(offer) = endpoint_sdp::audio_offer(body)
                     && offer.codec == self.caller_offer.codec
                     && let Some(ip) = offer.addr.filter(|ip| !ip.is_unspecified())
                 {
-                    let caller = self.caller.clone();
-                    let remote = SocketAddr::new(ip, offer.port);
-                    tokio::spawn(async move { caller.set_remote(remote).await });
+                    self.caller_remote = SocketAddr::new(ip, offer.port);
+                    if !quiet {
+                        let (caller, remote) = (self.caller.clone(), self.caller_remote);
+                        tokio::spawn(async move { caller.set_remote(remote).await });
+                    }
                 }
             }
             Side::B => {
