@@ -16,12 +16,19 @@ pub struct TestArgs {
     file: PathBuf,
     /// The cases (TOML; see the README, "Plugins").
     cases: PathBuf,
+    /// IVR guests: the prompts folder (one folder per language), instead of
+    /// the case file's `[ivr] prompts` or `./prompts`.
+    #[arg(long, value_name = "DIR")]
+    prompts: Option<PathBuf>,
 }
 
 /// Runs the cases; prints one line per case and a summary. Fails when a
 /// case does (or the files cannot be used).
 pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
-    let file = CaseFile::load(&args.cases)?;
+    let mut file = CaseFile::load(&args.cases)?;
+    if let Some(dir) = &args.prompts {
+        file.use_prompts(dir);
+    }
     // The switch's default limits ([plugins] memory_limit_mib, deadline_ms).
     let plugins = Plugins::new(
         PluginsOptions {
@@ -67,9 +74,14 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
             );
         }
         CaseWorld::Push
+    } else if exports.iter().any(|e| e == "run") {
+        if !file.has_ivr() {
+            bail!("{} has no [[calls]]", args.cases.display());
+        }
+        CaseWorld::Ivr
     } else {
         bail!(
-            "{} exports [{}]: `guest test` runs routing, SMS provider and push provider guests so far",
+            "{} exports [{}]: `guest test` runs routing, SMS provider, push provider and IVR guests",
             args.file.display(),
             exports.join(", ")
         );

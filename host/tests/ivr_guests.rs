@@ -92,7 +92,7 @@ fn session(
     let (tx, rx) = mpsc::unbounded_channel();
     let session = Session::new(
         facts,
-        endpoint,
+        softswitch::ivr::line::Line::Media(endpoint),
         tx,
         rig.prompts.clone(),
         rig.store.clone(),

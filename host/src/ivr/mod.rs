@@ -8,6 +8,7 @@
 //! [`session::Control`]; the SIP side closes the endpoint when the caller
 //! hangs up, which ends every blocking import with `hung-up`.
 
+pub mod line;
 pub mod prompts;
 pub mod session;
 
@@ -51,6 +52,10 @@ pub struct IvrServiceConfig {
     pub path: String,
     /// Values the guest reads through its `config.get` import.
     pub config: BTreeMap<String, String>,
+    /// The guest's own cases (`softswitch guest test`), relative like
+    /// `path`: a new version is put in service only if it passes them
+    /// (the canary).
+    pub cases: Option<String>,
 }
 
 const GUESTS: &str = "guests/target/wasm32-wasip2/release";
@@ -60,6 +65,7 @@ impl Default for IvrConfig {
         let service = |file: &str| IvrServiceConfig {
             path: format!("{GUESTS}/{file}"),
             config: BTreeMap::new(),
+            cases: None,
         };
         let services = [
             ("code-readout", "ivr_code_readout.wasm"),
@@ -85,6 +91,11 @@ impl Default for IvrConfig {
 }
 
 impl IvrConfig {
+    /// CPU a guest may use between two imports.
+    pub fn step_budget(&self) -> Duration {
+        Duration::from_millis(self.step_budget_ms)
+    }
+
     /// Makes relative paths relative to `base` (the config file's folder).
     pub fn rebase(&mut self, base: &Path) {
         let rebase = |p: &mut String| {
@@ -95,6 +106,9 @@ impl IvrConfig {
         rebase(&mut self.prompts);
         for s in self.services.values_mut() {
             rebase(&mut s.path);
+            if let Some(cases) = &mut s.cases {
+                rebase(cases);
+            }
         }
     }
 }
@@ -124,6 +138,27 @@ pub struct VoicemailLeft {
 
 /// Told of each voice message left (push notifications).
 pub type VoicemailListener = Arc<dyn Fn(VoicemailLeft) + Send + Sync>;
+
+/// The mailboxes a call grants ([`Ivr::grants`]), with `store`'s accounts.
+pub async fn grants(store: &Store, facts: &CallFacts) -> Vec<MailboxGrant> {
+    let mut grants = Vec::new();
+    if !facts.caller_login.is_empty() {
+        grants.push(MailboxGrant {
+            owner: facts.caller_login.clone(),
+            full: true,
+        });
+    }
+    if let Some(owner) = facts.args.first()
+        && owner != &facts.caller_login
+        && matches!(store.account_by_login(owner).await, Ok(Some(_)))
+    {
+        grants.push(MailboxGrant {
+            owner: owner.clone(),
+            full: false,
+        });
+    }
+    grants
+}
 
 /// One run in [`Ivr::runs`] for as long as it lives.
 struct RunCount(Arc<Ivr>);
@@ -237,10 +272,11 @@ impl Ivr {
             format!("ivr.{service}"),
             &name,
             &path,
-            None,
+            s.cases.as_ref().map(PathBuf::from),
             IvrWorld {
                 config: s.config.clone(),
-                step_budget: Duration::from_millis(self.config.step_budget_ms),
+                step_budget: self.config.step_budget(),
+                prompts: self.prompts.dir().to_path_buf(),
             },
         )
         .await
@@ -260,23 +296,7 @@ impl Ivr {
     /// service's first argument, for deposits and its greeting (the router
     /// is the operator's, so it decides whose box a call may fill).
     pub async fn grants(&self, facts: &CallFacts) -> Vec<MailboxGrant> {
-        let mut grants = Vec::new();
-        if !facts.caller_login.is_empty() {
-            grants.push(MailboxGrant {
-                owner: facts.caller_login.clone(),
-                full: true,
-            });
-        }
-        if let Some(owner) = facts.args.first()
-            && owner != &facts.caller_login
-            && matches!(self.store.account_by_login(owner).await, Ok(Some(_)))
-        {
-            grants.push(MailboxGrant {
-                owner: owner.clone(),
-                full: false,
-            });
-        }
-        grants
+        grants(&self.store, facts).await
     }
 
     /// Runs `guest` on the call in its own task. When the run is over (or
@@ -306,7 +326,7 @@ impl Ivr {
         };
         let session = Session::new(
             facts,
-            endpoint,
+            line::Line::Media(endpoint),
             control.clone(),
             self.prompts.clone(),
             self.store.clone(),

@@ -1,5 +1,6 @@
 //! One IVR run's side of the call: the media endpoint the guest's imports
-//! drive, the recordings made so far, and the mailboxes the call grants.
+//! drive (or a scripted caller, [`super::line`]), the recordings made so
+//! far, and the mailboxes the call grants.
 //!
 //! Every method returns when the media is done, or at once with
 //! [`IvrError::HungUp`] once the call is over (the endpoint closed).
@@ -8,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use media::endpoint::{Endpoint, PlayOutcome, RecordEnd as MediaRecordEnd, RecordOptions};
+use media::endpoint::{PlayOutcome, RecordEnd as MediaRecordEnd, RecordOptions};
 use tokio::sync::{mpsc, oneshot};
 
+use super::line::Line;
 use super::prompts::{PromptError, Prompts, number_prompts};
 use crate::store::Store;
 use crate::store::mailbox::NewVoicemail;
@@ -84,6 +86,17 @@ pub enum GatherEnd {
     Timeout,
 }
 
+impl GatherEnd {
+    /// As WIT spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatherEnd::MaxDigits => "max-digits",
+            GatherEnd::FinishKey => "finish-key",
+            GatherEnd::Timeout => "timeout",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatherOptions {
     pub prompt: Vec<Audio>,
@@ -100,6 +113,18 @@ pub enum RecordEnd {
     Silence,
     FinishKey,
     HungUp,
+}
+
+impl RecordEnd {
+    /// As WIT spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordEnd::MaxDuration => "max-duration",
+            RecordEnd::Silence => "silence",
+            RecordEnd::FinishKey => "finish-key",
+            RecordEnd::HungUp => "hung-up",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +194,7 @@ const SAMPLE_RATE: u32 = 8000;
 /// The run's state behind the imports.
 pub struct Session {
     pub facts: CallFacts,
-    endpoint: Endpoint,
+    line: Line,
     control: mpsc::UnboundedSender<Control>,
     prompts: Arc<Prompts>,
     store: Store,
@@ -188,6 +213,20 @@ fn encode_wav(samples: &[i16]) -> Result<Vec<u8>, IvrError> {
     media::wav::write(samples).map_err(|e| IvrError::Other(format!("cannot encode audio: {e}")))
 }
 
+fn audio_text(a: &Audio) -> String {
+    match a {
+        Audio::Prompt(p) => p.clone(),
+        Audio::Recording(id) => format!("recording:{id}"),
+        Audio::Beep => "beep".into(),
+        Audio::Silence(ms) => format!("silence:{ms}"),
+    }
+}
+
+/// Audio items as a transcript writes them (`vm-intro beep silence:500`).
+fn items_text(items: &[Audio]) -> String {
+    items.iter().map(audio_text).collect::<Vec<_>>().join(" ")
+}
+
 fn samples_ms(n: usize) -> u32 {
     (n as u64 * 1000 / u64::from(SAMPLE_RATE)) as u32
 }
@@ -196,7 +235,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         facts: CallFacts,
-        endpoint: Endpoint,
+        line: Line,
         control: mpsc::UnboundedSender<Control>,
         prompts: Arc<Prompts>,
         store: Store,
@@ -206,7 +245,7 @@ impl Session {
     ) -> Self {
         Self {
             facts,
-            endpoint,
+            line,
             control,
             prompts,
             store,
@@ -221,7 +260,19 @@ impl Session {
     }
 
     fn gone(&self) -> bool {
-        self.ended || self.endpoint.closed()
+        self.ended || self.line.closed()
+    }
+
+    /// A line of a scripted call's transcript, while the call lasts.
+    pub fn note(&mut self, line: impl FnOnce() -> String) {
+        if !self.gone() {
+            self.line.note(line);
+        }
+    }
+
+    /// What a scripted call's run did, one line a step.
+    pub fn transcript(&self) -> &[String] {
+        self.line.transcript()
     }
 
     fn live(&self) -> Result<(), IvrError> {
@@ -243,10 +294,12 @@ impl Session {
             return Err(IvrError::HungUp);
         }
         self.answered = true;
+        self.line.note(|| "answer".into());
         Ok(())
     }
 
     pub fn hangup(&mut self, cause: u16) {
+        self.note(|| format!("hangup {cause}"));
         if !self.ended {
             self.ended = true;
             let cause = if (400..=699).contains(&cause) || cause == 200 {
@@ -281,7 +334,7 @@ impl Session {
         interrupt: &str,
     ) -> Result<Option<char>, IvrError> {
         self.answer().await?;
-        match self.endpoint.play(samples, interrupt).await {
+        match self.line.play(samples, interrupt).await {
             PlayOutcome::Finished => Ok(None),
             PlayOutcome::Interrupted(k) => Ok(Some(k)),
             PlayOutcome::Closed => {
@@ -292,6 +345,19 @@ impl Session {
     }
 
     pub async fn play(
+        &mut self,
+        items: &[Audio],
+        loops: u32,
+        interrupt: &str,
+    ) -> Result<Option<char>, IvrError> {
+        self.note(|| match loops {
+            0 | 1 => format!("play {}", items_text(items)),
+            n => format!("play {} x{n}", items_text(items)),
+        });
+        self.play_items(items, loops, interrupt).await
+    }
+
+    async fn play_items(
         &mut self,
         items: &[Audio],
         loops: u32,
@@ -324,7 +390,8 @@ impl Session {
             .filter(char::is_ascii_digit)
             .map(|d| Audio::Prompt(format!("digit-{d}")))
             .collect();
-        self.play(&items, 1, interrupt).await
+        self.note(|| format!("say-digits {digits}"));
+        self.play_items(&items, 1, interrupt).await
     }
 
     pub async fn say_number(&mut self, n: u32, interrupt: &str) -> Result<Option<char>, IvrError> {
@@ -332,7 +399,8 @@ impl Session {
             return Err(IvrError::Invalid(format!("{n} is above 999999")));
         }
         let items: Vec<Audio> = number_prompts(n).into_iter().map(Audio::Prompt).collect();
-        self.play(&items, 1, interrupt).await
+        self.note(|| format!("say-number {n}"));
+        self.play_items(&items, 1, interrupt).await
     }
 
     pub async fn gather(&mut self, o: &GatherOptions) -> Result<(String, GatherEnd), IvrError> {
@@ -348,14 +416,21 @@ impl Session {
         if o.timeout.is_zero() || o.timeout > MAX_WAIT || o.inter_digit_timeout > MAX_WAIT {
             return Err(IvrError::Invalid("timeouts must be 1 ms to 120 s".into()));
         }
+        self.note(|| format!("gather {}", items_text(&o.prompt)));
+        let (digits, end) = self.gather_digits(o).await?;
+        self.note(|| format!("  digits {digits:?} ({})", end.as_str()));
+        Ok((digits, end))
+    }
+
+    async fn gather_digits(&mut self, o: &GatherOptions) -> Result<(String, GatherEnd), IvrError> {
         let mut digits = String::new();
-        let first = self.play(&o.prompt, 1, "0123456789*#ABCD").await?;
+        let first = self.play_items(&o.prompt, 1, "0123456789*#ABCD").await?;
         let mut wait = o.timeout;
         let mut pending = first;
         loop {
             let key = match pending.take() {
                 Some(k) => Some(k),
-                None => self.endpoint.next_digit(wait).await,
+                None => self.line.next_digit(wait).await,
             };
             let Some(key) = key else {
                 self.live()?;
@@ -383,6 +458,7 @@ impl Session {
             ));
         }
         self.answer().await?;
+        self.note(|| format!("record max={}s beep={}", r.max_seconds, r.beep));
         if r.beep {
             self.play_samples(media::tone::beep().into(), "").await?;
         }
@@ -390,7 +466,7 @@ impl Session {
             room as u64 * 1000 / u64::from(SAMPLE_RATE),
         ));
         let recording = self
-            .endpoint
+            .line
             .record(RecordOptions {
                 max,
                 silence_timeout: r.silence_timeout,
@@ -411,6 +487,8 @@ impl Session {
         let duration_ms = samples_ms(recording.samples.len());
         self.recorded_samples += recording.samples.len();
         self.recordings.insert(id, recording.samples.into());
+        self.line
+            .note(|| format!("  recording:{id} {duration_ms}ms {}", end.as_str()));
         Ok(Recorded {
             id,
             duration_ms,
@@ -419,6 +497,7 @@ impl Session {
     }
 
     pub async fn pause(&mut self, ms: u32) -> Result<(), IvrError> {
+        self.note(|| format!("pause {ms}"));
         let samples = self.samples_of(&Audio::Silence(ms))?;
         self.play_samples(samples, "").await.map(|_| ())
     }
@@ -477,6 +556,7 @@ impl Session {
         interrupt: &str,
     ) -> Result<Option<char>, IvrError> {
         Self::full(grant)?;
+        self.note(|| format!("play voicemail:{id}"));
         let wav = self
             .store
             .voicemail_audio(&grant.owner, Self::message_id(id)?)
@@ -488,8 +568,9 @@ impl Session {
         self.play_samples(samples.into(), interrupt).await
     }
 
-    pub async fn mark_heard(&self, grant: &MailboxGrant, id: u64) -> Result<(), IvrError> {
+    pub async fn mark_heard(&mut self, grant: &MailboxGrant, id: u64) -> Result<(), IvrError> {
         Self::full(grant)?;
+        self.note(|| format!("heard {id}"));
         let done = self
             .store
             .set_voicemail_heard(&grant.owner, Self::message_id(id)?, true)
@@ -502,8 +583,9 @@ impl Session {
         Ok(())
     }
 
-    pub async fn delete(&self, grant: &MailboxGrant, id: u64) -> Result<(), IvrError> {
+    pub async fn delete(&mut self, grant: &MailboxGrant, id: u64) -> Result<(), IvrError> {
         Self::full(grant)?;
+        self.note(|| format!("delete {id}"));
         let done = self
             .store
             .delete_voicemail(&grant.owner, Self::message_id(id)?)
@@ -525,8 +607,11 @@ impl Session {
 
     /// Works after a hang-up too: what the caller said before hanging up
     /// is a message.
-    pub async fn deposit(&self, grant: &MailboxGrant, recording: u64) -> Result<u64, IvrError> {
+    pub async fn deposit(&mut self, grant: &MailboxGrant, recording: u64) -> Result<u64, IvrError> {
         let samples = self.recording(recording)?;
+        // After a hang-up too: the deposit is what the run is for.
+        self.line
+            .note(|| format!("deposit recording:{recording} into {}", grant.owner));
         let wav = encode_wav(&samples)?;
         // Voicemail to e-mail: when the owner turned it on and has an address.
         let email_to = match self.store.voicemail_settings(&grant.owner).await {
@@ -589,6 +674,10 @@ impl Session {
                     None
                 }
             });
+        self.note(|| match own {
+            Some(_) => format!("play greeting of {}", grant.owner),
+            None => "play greeting vm-greeting-default".into(),
+        });
         let samples: Arc<[i16]> = match own {
             Some(s) => s.into(),
             None => self
@@ -630,11 +719,12 @@ impl Session {
     }
 
     pub async fn save_greeting(
-        &self,
+        &mut self,
         grant: &MailboxGrant,
         recording: u64,
     ) -> Result<(), IvrError> {
         Self::full(grant)?;
+        self.note(|| format!("save-greeting recording:{recording}"));
         let samples = self.recording(recording)?;
         self.store
             .set_greeting(
@@ -646,8 +736,9 @@ impl Session {
             .map_err(storage)
     }
 
-    pub async fn clear_greeting(&self, grant: &MailboxGrant) -> Result<(), IvrError> {
+    pub async fn clear_greeting(&mut self, grant: &MailboxGrant) -> Result<(), IvrError> {
         Self::full(grant)?;
+        self.note(|| "clear-greeting".into());
         self.store
             .clear_greeting(&grant.owner)
             .await
@@ -657,6 +748,6 @@ impl Session {
 
     /// Closes the media (the run is over); the SIP side ends the call.
     pub fn finish(&mut self) {
-        self.endpoint.close();
+        self.line.close();
     }
 }

@@ -24,6 +24,16 @@
 //! expected). `[push]` names the keys the guest may sign with (`sign_keys`:
 //! each gets a throwaway EC P-256 key, its name as `kid`) and the OAuth
 //! tokens the switch would have fetched (`oauth_tokens`, by key name).
+//!
+//! IVR guests: each `[[calls]]` entry is a call to a service (its facts:
+//! service, arguments, caller) with the caller's side as a script (`press
+//! 1#`, `wait`, `speak 3000`, `hang up`, see [`crate::ivr::line`]); the
+//! run's transcript (what it played, gathered, recorded, stored) is
+//! compared line by line with `expect`, and how the run ended with
+//! `expect_outcome` (`completed` by default). Mailboxes live in an
+//! in-memory SQLite database made for each call from `[[accounts]]` and
+//! `[[voicemails]]`; prompts come from the switch's prompt folder (`[ivr]
+//! prompts`, relative to the case file, or `guest test --prompts`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -33,13 +43,22 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use wasmtime::component::Component;
 
+use super::ivr::{IvrGuest, RunOutcome};
 use super::push::{PushDevice, PushOutcome, PushProviderGuest, PushResponse};
 use super::routing::{Kind, Reason, RouteRequest, RoutingGuest, Transport, describe};
 use super::sms::{DeliveryState, HttpMessage, OutgoingSms, SendOutcome, SmsProviderGuest};
 use super::{GuestFailure, PluginError, Plugins};
 use crate::directory::{DirAccount, DirGateway, Directory, MemoryDirectory};
+use crate::ivr::IvrConfig;
+use crate::ivr::line::{Line, ScriptedLine, parse_script};
+use crate::ivr::prompts::{FALLBACK_LANGUAGE, Prompts};
+use crate::ivr::session::{CallFacts, Control, Hooks, Session};
 use crate::push::keys::PushKeys;
 use crate::push::{Notification, NotificationKind};
+use crate::secrets::Secrets;
+use crate::store::Store;
+use crate::store::accounts::{AccountTemplate, NewAccount};
+use crate::store::mailbox::NewVoicemail;
 
 /// Why cases could not be run (a failing case is not an error: see
 /// [`Checked`]).
@@ -58,6 +77,10 @@ pub enum CasesError {
         name: String,
         message: String,
     },
+    #[error(
+        "no prompts folder at {0} (it needs {FALLBACK_LANGUAGE}/): name one with [ivr] prompts or --prompts"
+    )]
+    NoPrompts(PathBuf),
     #[error(transparent)]
     Plugin(#[from] PluginError),
 }
@@ -87,6 +110,79 @@ pub struct CaseFile {
     pushes: Vec<PushCase>,
     #[serde(default)]
     push_responses: Vec<PushResponseCase>,
+    #[serde(default)]
+    ivr: IvrSetup,
+    #[serde(default)]
+    voicemails: Vec<VoicemailEntry>,
+    #[serde(default)]
+    calls: Vec<CallCase>,
+    /// The folder of the case file (relative paths in it start there).
+    #[serde(skip)]
+    base: PathBuf,
+    /// The prompts folder the runner was told to use.
+    #[serde(skip)]
+    prompts_override: Option<PathBuf>,
+}
+
+/// `[ivr]`: what an IVR guest's calls run with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IvrSetup {
+    /// The prompts folder, relative to the case file (default: `prompts`
+    /// in the current folder).
+    prompts: Option<PathBuf>,
+    /// The calls' language when a call names none (default `en`).
+    language: Option<String>,
+}
+
+/// A message already in a mailbox when a call starts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoicemailEntry {
+    owner: String,
+    #[serde(default = "default_voicemail_caller")]
+    caller: String,
+    caller_name: Option<String>,
+    #[serde(default = "default_voicemail_ms")]
+    duration_ms: u32,
+    #[serde(default)]
+    heard: bool,
+}
+
+fn default_voicemail_caller() -> String {
+    "48600111222".into()
+}
+
+fn default_voicemail_ms() -> u32 {
+    2000
+}
+
+/// A call to an IVR service and the run expected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallCase {
+    name: Option<String>,
+    /// The service the routing guest named (`voicemail-deposit` ...).
+    service: String,
+    #[serde(default)]
+    args: Vec<String>,
+    /// The caller's login when the switch authenticated it (its own
+    /// mailbox is granted); empty for a caller from outside.
+    #[serde(default)]
+    caller: String,
+    /// The number or name presented (default: the caller's login).
+    caller_id: Option<String>,
+    caller_display_name: Option<String>,
+    #[serde(default)]
+    callee: String,
+    language: Option<String>,
+    /// The caller's side, one step a line.
+    #[serde(default)]
+    script: Vec<String>,
+    /// The transcript, line by line.
+    expect: Vec<String>,
+    /// `completed` (default), `error TEXT` or `guest fails`.
+    expect_outcome: Option<String>,
 }
 
 /// `[push]`: the credentials a push guest's cases run with.
@@ -282,10 +378,31 @@ impl CaseFile {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| CasesError::Parse {
+        let mut file: Self = toml::from_str(&text).map_err(|e| CasesError::Parse {
             path: path.to_path_buf(),
             message: e.message().to_owned(),
-        })
+        })?;
+        file.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(file)
+    }
+
+    /// IVR calls run with the prompts of `dir` (the switch's own, or
+    /// `guest test --prompts`) whatever the file says.
+    pub fn use_prompts(&mut self, dir: impl Into<PathBuf>) {
+        self.prompts_override = Some(dir.into());
+    }
+
+    /// Has IVR calls.
+    pub fn has_ivr(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    fn prompts_dir(&self) -> PathBuf {
+        match (&self.prompts_override, &self.ivr.prompts) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dir)) => self.base.join(dir),
+            (None, None) => PathBuf::from("prompts"),
+        }
     }
 
     /// Has routing questions.
@@ -638,12 +755,194 @@ pub async fn push(
     Ok(results)
 }
 
+/// Runs the IVR calls of `file` against `component` (the guest at
+/// `path`, named `name`): each on a scripted caller, with mailboxes in a
+/// database of its own.
+pub async fn ivr(
+    plugins: &Plugins,
+    name: &str,
+    path: &Path,
+    component: &Component,
+    file: &CaseFile,
+) -> Result<Vec<Checked>, CasesError> {
+    let prompts_dir = file.prompts_dir();
+    if !prompts_dir.join(FALLBACK_LANGUAGE).is_dir() {
+        return Err(CasesError::NoPrompts(prompts_dir));
+    }
+    let prompts = Arc::new(Prompts::new(prompts_dir));
+    let guest = IvrGuest::link(
+        plugins,
+        name,
+        path,
+        component,
+        file.config.clone(),
+        IvrConfig::default().step_budget(),
+    )?;
+    let mut results = Vec::new();
+    for (index, case) in file.calls.iter().enumerate() {
+        let name = case
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} call {}", case.service, index + 1));
+        let fail = |message: String| CasesError::Case {
+            index: index + 1,
+            name: name.clone(),
+            message,
+        };
+        let steps = parse_script(&case.script).map_err(|e| fail(e.to_string()))?;
+        let store = ivr_store(file).await.map_err(fail)?;
+        let facts = CallFacts {
+            service: case.service.clone(),
+            args: case.args.clone(),
+            caller_login: case.caller.clone(),
+            caller_id: case
+                .caller_id
+                .clone()
+                .unwrap_or_else(|| case.caller.clone()),
+            caller_display_name: case.caller_display_name.clone(),
+            callee: case.callee.clone(),
+            language: case
+                .language
+                .clone()
+                .or_else(|| file.ivr.language.clone())
+                .unwrap_or_else(|| FALLBACK_LANGUAGE.into()),
+            call_id: format!("case-{}", index + 1),
+        };
+        let grants = crate::ivr::grants(&store, &facts).await;
+        let (control, mut asked) = tokio::sync::mpsc::unbounded_channel();
+        // The SIP side of a scripted call: answering always works.
+        tokio::spawn(async move {
+            while let Some(c) = asked.recv().await {
+                if let Control::Answer(ok) = c {
+                    let _ = ok.send(true);
+                }
+            }
+        });
+        let session = Session::new(
+            facts,
+            Line::Scripted(ScriptedLine::new(steps)),
+            control,
+            prompts.clone(),
+            store.clone(),
+            grants,
+            false,
+            Hooks::default(),
+        );
+        let (got, transcript) = match tokio::time::timeout(CALL_LIMIT, guest.run(session)).await {
+            Ok((outcome, session)) => {
+                let got = match outcome {
+                    RunOutcome::Completed => "completed".to_owned(),
+                    RunOutcome::GuestError(e) => format!("error {e}"),
+                    RunOutcome::Failed(f) => fails(&f),
+                };
+                (got, session.transcript().to_vec())
+            }
+            Err(_) => (
+                format!("guest fails: still running after {CALL_LIMIT:?}"),
+                Vec::new(),
+            ),
+        };
+        store.close().await;
+        let mut checked = Checked::against(
+            name,
+            got,
+            case.expect_outcome.as_deref().unwrap_or("completed"),
+        );
+        if let Some(diff) = transcript_difference(&case.expect, &transcript) {
+            checked.failure = Some(match checked.failure {
+                Some(outcome) => format!("{outcome}; {diff}"),
+                None => diff,
+            });
+        }
+        checked.got = format!("{} ({} lines)", checked.got, transcript.len());
+        results.push(checked);
+    }
+    Ok(results)
+}
+
+/// Longest a scripted call may take (its time is not simulated: a run
+/// that takes this long is stuck).
+const CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An in-memory database with the file's accounts and voicemails.
+async fn ivr_store(file: &CaseFile) -> Result<Store, String> {
+    let secrets = Arc::new(Secrets::generate().map_err(|e| e.to_string())?);
+    let store = Store::open("sqlite::memory:", secrets)
+        .await
+        .map_err(|e| e.to_string())?;
+    for a in &file.accounts {
+        store
+            .add_account(&NewAccount {
+                login: a.login.clone(),
+                sip_password: "case-password".into(),
+                access_password: None,
+                phone: a.phone.clone(),
+                username: a.username.clone(),
+                display_name: a.display_name.clone(),
+                email: None,
+                template: AccountTemplate::default(),
+            })
+            .await
+            .map_err(|e| format!("account {}: {e}", a.login))?;
+    }
+    for v in &file.voicemails {
+        let samples = media::tone::sine(
+            440.0,
+            6000,
+            std::time::Duration::from_millis(v.duration_ms.into()),
+        );
+        let wav = media::wav::write(&samples).map_err(|e| e.to_string())?;
+        let id = store
+            .deposit_voicemail(&NewVoicemail {
+                login: &v.owner,
+                caller: &v.caller,
+                caller_name: v.caller_name.as_deref(),
+                duration_ms: v.duration_ms.into(),
+                wav: &wav,
+                email_to: None,
+            })
+            .await
+            .map_err(|e| format!("voicemail for {}: {e}", v.owner))?;
+        if v.heard {
+            store
+                .set_voicemail_heard(&v.owner, id, true)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(store)
+}
+
+/// Where a transcript departs from the one expected, if it does.
+fn transcript_difference(expected: &[String], got: &[String]) -> Option<String> {
+    let at = expected
+        .iter()
+        .map(|l| l.trim())
+        .zip(got.iter().map(|l| l.trim()))
+        .position(|(e, g)| e != g)
+        .or((expected.len() != got.len()).then(|| expected.len().min(got.len())))?;
+    let line = |lines: &[String]| {
+        lines
+            .get(at)
+            .map_or_else(|| "(nothing)".to_owned(), |l| format!("{:?}", l.trim()))
+    };
+    let whole: Vec<String> = got.iter().map(|l| format!("\n        {l}")).collect();
+    Some(format!(
+        "transcript line {}: expected {}, got {}; the run's transcript:{}",
+        at + 1,
+        line(expected),
+        line(got),
+        whole.concat()
+    ))
+}
+
 /// The worlds cases exist for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaseWorld {
     Routing,
     Sms,
     Push,
+    Ivr,
 }
 
 /// Runs the cases of `world` in `file` against `component` (the guest at
@@ -660,6 +959,7 @@ pub async fn run_component(
         CaseWorld::Routing => routing(plugins, name, path, component, file).await,
         CaseWorld::Sms => sms(plugins, name, path, component, file).await,
         CaseWorld::Push => push(plugins, name, path, component, file).await,
+        CaseWorld::Ivr => ivr(plugins, name, path, component, file).await,
     }
 }
 

@@ -53,10 +53,12 @@ pub trait Reloadable: Send + Sync {
 pub trait World: Send + Sync + 'static {
     type Guest: Send + Sync + 'static;
     const WORLD: &'static str;
-    /// The cases its guests can be checked against; `None`: none yet.
-    const CASES: Option<cases::CaseWorld>;
+    /// The cases its guests are checked against.
+    const CASES: cases::CaseWorld;
     /// Whether the first version is smoke-called too.
     const SMOKE_AT_START: bool;
+    /// Sets what this world's cases run with that the file cannot say.
+    fn prepare_cases(&self, _file: &mut cases::CaseFile) {}
     fn health(guest: &Self::Guest) -> &VersionHealth;
     fn smoke(guest: &Self::Guest) -> BoxFuture<'_, Result<(), GuestFailure>>;
     fn link(
@@ -78,7 +80,7 @@ pub struct RoutingWorld {
 impl World for RoutingWorld {
     type Guest = RoutingGuest;
     const WORLD: &'static str = ROUTING_WORLD;
-    const CASES: Option<cases::CaseWorld> = Some(cases::CaseWorld::Routing);
+    const CASES: cases::CaseWorld = cases::CaseWorld::Routing;
     const SMOKE_AT_START: bool = true;
 
     fn health(guest: &RoutingGuest) -> &VersionHealth {
@@ -115,7 +117,7 @@ pub struct SmsWorld {
 impl World for SmsWorld {
     type Guest = SmsProviderGuest;
     const WORLD: &'static str = SMS_WORLD;
-    const CASES: Option<cases::CaseWorld> = Some(cases::CaseWorld::Sms);
+    const CASES: cases::CaseWorld = cases::CaseWorld::Sms;
     const SMOKE_AT_START: bool = false;
 
     fn health(guest: &SmsProviderGuest) -> &VersionHealth {
@@ -147,7 +149,7 @@ pub struct PushWorld {
 impl World for PushWorld {
     type Guest = PushProviderGuest;
     const WORLD: &'static str = PUSH_WORLD;
-    const CASES: Option<cases::CaseWorld> = Some(cases::CaseWorld::Push);
+    const CASES: cases::CaseWorld = cases::CaseWorld::Push;
     const SMOKE_AT_START: bool = false;
 
     fn health(guest: &PushProviderGuest) -> &VersionHealth {
@@ -180,13 +182,19 @@ impl World for PushWorld {
 pub struct IvrWorld {
     pub config: BTreeMap<String, String>,
     pub step_budget: std::time::Duration,
+    /// The switch's prompts, which the canary's calls play.
+    pub prompts: PathBuf,
 }
 
 impl World for IvrWorld {
     type Guest = IvrGuest;
     const WORLD: &'static str = IVR_WORLD;
-    const CASES: Option<cases::CaseWorld> = None;
+    const CASES: cases::CaseWorld = cases::CaseWorld::Ivr;
     const SMOKE_AT_START: bool = false;
+
+    fn prepare_cases(&self, file: &mut cases::CaseFile) {
+        file.use_prompts(&self.prompts);
+    }
 
     fn health(guest: &IvrGuest) -> &VersionHealth {
         guest.health()
@@ -426,14 +434,9 @@ async fn load_version<W: World>(
             path: path.to_path_buf(),
             message,
         };
-        let Some(world) = W::CASES else {
-            return Err(refuse(format!(
-                "cases are not run for {} guests yet",
-                W::WORLD
-            )));
-        };
-        let file = cases::CaseFile::load(cases_path).map_err(|e| refuse(e.to_string()))?;
-        let checked = cases::run_component(world, plugins, name, path, &component, &file)
+        let mut file = cases::CaseFile::load(cases_path).map_err(|e| refuse(e.to_string()))?;
+        world.prepare_cases(&mut file);
+        let checked = cases::run_component(W::CASES, plugins, name, path, &component, &file)
             .await
             .map_err(|e| refuse(e.to_string()))?;
         refuse_failed_cases(path, cases_path, &checked)?;

@@ -36,7 +36,7 @@ use crate::ivr::session::{
 mod bindings {
     wasmtime::component::bindgen!({
         world: "scenario",
-        path: "../wit/ivr",
+        path: "../wit/ivr/0.1.0",
         imports: { default: async | trappable },
         exports: { default: async },
         with: { "softswitch:ivr/voicemail.mailbox": crate::ivr::session::MailboxGrant },
@@ -80,6 +80,17 @@ impl WasiView for IvrState {
 }
 
 impl IvrState {
+    /// An import's result for the guest; a scripted call's transcript
+    /// notes the errors (a hang-up shows already).
+    fn reply<T>(&mut self, r: Result<T, IvrError>) -> WitResult<T> {
+        if let Err(e) = &r
+            && *e != IvrError::HungUp
+        {
+            self.session.note(|| format!("  {e}"));
+        }
+        Ok(r.map_err(wit_error))
+    }
+
     /// Runs an import: the time in it is not the guest's.
     async fn host<T>(&mut self, f: impl AsyncFnOnce(&mut Session) -> T) -> T {
         self.running_since = None;
@@ -122,10 +133,6 @@ fn host_error(e: wit::IvrError) -> IvrError {
 
 type WitResult<T> = wasmtime::Result<Result<T, wit::IvrError>>;
 
-fn answer<T>(r: Result<T, IvrError>) -> WitResult<T> {
-    Ok(r.map_err(wit_error))
-}
-
 fn audio(a: wit::Audio) -> Audio {
     match a {
         wit::Audio::Prompt(p) => Audio::Prompt(p),
@@ -143,7 +150,8 @@ impl wit::Host for IvrState {}
 
 impl wit_call::Host for IvrState {
     async fn answer(&mut self) -> WitResult<()> {
-        answer(self.host(async |s| s.answer().await).await)
+        let r = self.host(async |s| s.answer().await).await;
+        self.reply(r)
     }
 
     async fn hangup(&mut self, cause: u16) -> wasmtime::Result<()> {
@@ -161,7 +169,7 @@ impl wit_call::Host for IvrState {
         let r = self
             .host(async |s| s.play(&items, loops, &interrupt_keys).await)
             .await;
-        answer(r.map(key))
+        self.reply(r.map(key))
     }
 
     async fn say_digits(
@@ -172,14 +180,14 @@ impl wit_call::Host for IvrState {
         let r = self
             .host(async |s| s.say_digits(&digits, &interrupt_keys).await)
             .await;
-        answer(r.map(key))
+        self.reply(r.map(key))
     }
 
     async fn say_number(&mut self, n: u32, interrupt_keys: String) -> WitResult<Option<String>> {
         let r = self
             .host(async |s| s.say_number(n, &interrupt_keys).await)
             .await;
-        answer(r.map(key))
+        self.reply(r.map(key))
     }
 
     async fn gather(&mut self, o: wit::GatherOptions) -> WitResult<wit::Gathered> {
@@ -192,7 +200,7 @@ impl wit_call::Host for IvrState {
             inter_digit_timeout: Duration::from_millis(o.inter_digit_timeout_ms.into()),
         };
         let r = self.host(async |s| s.gather(&options).await).await;
-        answer(r.map(|(digits, end)| wit::Gathered {
+        self.reply(r.map(|(digits, end)| wit::Gathered {
             digits,
             end: match end {
                 GatherEnd::MaxDigits => wit::GatherEnd::MaxDigits,
@@ -212,7 +220,7 @@ impl wit_call::Host for IvrState {
             beep: o.beep,
         };
         let r = self.host(async |s| s.record(&request).await).await;
-        answer(r.map(|rec| wit::Recording {
+        self.reply(r.map(|rec| wit::Recording {
             id: rec.id,
             duration_ms: rec.duration_ms,
             end: match rec.end {
@@ -225,7 +233,8 @@ impl wit_call::Host for IvrState {
     }
 
     async fn pause(&mut self, ms: u32) -> WitResult<()> {
-        answer(self.host(async |s| s.pause(ms).await).await)
+        let r = self.host(async |s| s.pause(ms).await).await;
+        self.reply(r)
     }
 }
 
@@ -241,7 +250,7 @@ impl wit_vm::HostMailbox for IvrState {
     async fn open(&mut self, login: String) -> WitResult<Resource<MailboxGrant>> {
         match self.session.open_mailbox(&login) {
             Ok(grant) => Ok(Ok(self.table.push(grant)?)),
-            Err(e) => answer(Err(e)),
+            Err(e) => self.reply(Err(e)),
         }
     }
 
@@ -252,7 +261,7 @@ impl wit_vm::HostMailbox for IvrState {
     async fn list(&mut self, mailbox: Resource<MailboxGrant>) -> WitResult<Vec<wit::Voicemail>> {
         let grant = self.grant(&mailbox)?;
         let r = self.host(async |s| s.list(&grant).await).await;
-        answer(r.map(|list| {
+        self.reply(r.map(|list| {
             list.into_iter()
                 .map(|m| wit::Voicemail {
                     id: m.id,
@@ -276,25 +285,27 @@ impl wit_vm::HostMailbox for IvrState {
         let r = self
             .host(async |s| s.play_message(&grant, id, &interrupt_keys).await)
             .await;
-        answer(r.map(key))
+        self.reply(r.map(key))
     }
 
     async fn mark_heard(&mut self, mailbox: Resource<MailboxGrant>, id: u64) -> WitResult<()> {
         let grant = self.grant(&mailbox)?;
-        answer(self.host(async |s| s.mark_heard(&grant, id).await).await)
+        let r = self.host(async |s| s.mark_heard(&grant, id).await).await;
+        self.reply(r)
     }
 
     async fn delete(&mut self, mailbox: Resource<MailboxGrant>, id: u64) -> WitResult<()> {
         let grant = self.grant(&mailbox)?;
-        answer(self.host(async |s| s.delete(&grant, id).await).await)
+        let r = self.host(async |s| s.delete(&grant, id).await).await;
+        self.reply(r)
     }
 
     async fn deposit(&mut self, mailbox: Resource<MailboxGrant>, recording: u64) -> WitResult<u64> {
         let grant = self.grant(&mailbox)?;
-        answer(
-            self.host(async |s| s.deposit(&grant, recording).await)
-                .await,
-        )
+        let r = self
+            .host(async |s| s.deposit(&grant, recording).await)
+            .await;
+        self.reply(r)
     }
 
     async fn play_greeting(
@@ -306,7 +317,7 @@ impl wit_vm::HostMailbox for IvrState {
         let r = self
             .host(async |s| s.play_greeting(&grant, &interrupt_keys).await)
             .await;
-        answer(r.map(key))
+        self.reply(r.map(key))
     }
 
     async fn save_greeting(
@@ -315,15 +326,16 @@ impl wit_vm::HostMailbox for IvrState {
         recording: u64,
     ) -> WitResult<()> {
         let grant = self.grant(&mailbox)?;
-        answer(
-            self.host(async |s| s.save_greeting(&grant, recording).await)
-                .await,
-        )
+        let r = self
+            .host(async |s| s.save_greeting(&grant, recording).await)
+            .await;
+        self.reply(r)
     }
 
     async fn clear_greeting(&mut self, mailbox: Resource<MailboxGrant>) -> WitResult<()> {
         let grant = self.grant(&mailbox)?;
-        answer(self.host(async |s| s.clear_greeting(&grant).await).await)
+        let r = self.host(async |s| s.clear_greeting(&grant).await).await;
+        self.reply(r)
     }
 
     async fn drop(&mut self, mailbox: Resource<MailboxGrant>) -> wasmtime::Result<()> {
@@ -343,6 +355,7 @@ impl wit_log::Host for IvrState {
             }
             message.truncate(cut);
         }
+        self.session.note(|| format!("log {message}"));
         let guest = &*self.guest;
         let call_id = &self.session.facts.call_id;
         match level {
