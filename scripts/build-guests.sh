@@ -31,8 +31,9 @@ venv=guests/target/py-venv
 componentize_js_version=0.23.0
 js_tools=guests/target/js-tools
 componentize_js=$js_tools/node_modules/.bin/componentize-js
-# kind -> WIT folder, world, file prefix
-declare -A worlds=([sms-providers]="sms-provider provider sms" [routing]="routing router routing")
+# kind -> WIT folder (wit/<world>/<version>: the version these guests are
+# written for, not necessarily the newest the switch serves), world, file prefix
+declare -A worlds=([sms-providers]="sms-provider/0.1.0 provider sms" [routing]="routing/0.1.0 router routing")
 
 ensure_componentize_py() {
     "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $componentize_py_version" && return

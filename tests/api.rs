@@ -450,6 +450,9 @@ async fn phone_sign_up_follows_every_rule_of_spec_3() {
     assert_eq!(sms.headers["authorization"], "Bearer test-key");
     let sent: Value = serde_json::from_slice(&sms.body).unwrap();
     assert_eq!(sent["to"], "48600100200");
+    // The generic guest is built for WIT 0.2.0: the switch told it the
+    // text's coding.
+    assert_eq!(sent["encoding"], "gsm7");
     let code = code_in(sent["text"].as_str().unwrap());
     assert!(
         sent["text"]
@@ -709,6 +712,14 @@ async fn vonage_guest_speaks_the_vonage_sms_api() {
     assert_eq!(form["type"], "unicode");
     code_in(&form["text"]);
     assert!(form["client-ref"].starts_with("sms-"));
+    // Vonage's guest is built for WIT 0.1.0: the switch serves it through
+    // the shim (it never sees 0.2.0's `encoding`), and says so.
+    let log = api.running.log();
+    assert!(
+        log.contains("served through its shim")
+            && log.contains("world=\"softswitch:sms-provider/provider@0.1.0\""),
+        "{log}"
+    );
     assert_eq!(
         form["callback"],
         format!("{}/v1/sms/reports/vonage", api.base)
@@ -736,6 +747,34 @@ async fn vonage_guest_speaks_the_vonage_sms_api() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(bad.json::<Value>().await.unwrap()["code"], "bad-report");
     let _ = vendor.port;
+}
+
+/// `softswitch:sms-provider@0.2.0` added `message.encoding`: the switch
+/// works it out from the text and a guest built for 0.2.0 (the generic
+/// one) passes it on to the vendor, here for a text outside the GSM
+/// alphabet. The 0.1.0 guests (Vonage, Twilio, MessageBird) keep sending
+/// through the shim in their own tests.
+#[tokio::test]
+async fn a_guest_built_for_wit_0_2_gets_the_coding_of_the_text() {
+    let mut vendor = StandIn::start(generic_answer()).await;
+    let api = Api::generic("code_sms_text = \"Twój kod: [CODE]\"", &vendor).await;
+    start_and_take_code(&api, "+48600100300").await;
+    let sms = vendor.next().await;
+    let sent: Value = serde_json::from_slice(&sms.body).unwrap();
+    assert!(
+        sent["text"].as_str().unwrap().starts_with("Twój kod: "),
+        "{sent}"
+    );
+    assert_eq!(sent["encoding"], "ucs2", "{sent}");
+    let log = api.running.log();
+    assert!(
+        log.contains("SMS provider guest linked")
+            && log.contains("world=\"softswitch:sms-provider/provider@0.2.0\"")
+            && !log.contains("served through its shim"),
+        "{log}"
+    );
+    api.wait_delivery("phone=%2B48600100300&udid=dev", "pending")
+        .await;
 }
 
 #[tokio::test]
@@ -841,6 +880,7 @@ async fn a_new_sms_provider_build_goes_into_service_only_past_its_canary() {
         r.json().await.unwrap()
     };
     let first = listed(guests().await);
+    // The version of the WIT the guest in service was built for.
     assert_eq!(first["world"], "softswitch:sms-provider/provider@0.1.0");
     start_and_take_code(&api, "+447700900011").await;
     assert_eq!(vendor.next().await.form()["api_key"], "k");

@@ -285,6 +285,47 @@ fn route_answers_through_the_wasm_guest() {
     assert!(line.contains("mallory"), "{line}");
 }
 
+/// `[guests.routing] capabilities`: a guest that imports an interface it
+/// is not granted is refused at load; one granted fewer look-ups than it
+/// makes fails its smoke call when the first call needs them, else the call
+/// that makes one gets the fallback.
+#[test]
+fn a_routing_guests_capabilities_bound_its_imports_and_look_ups() {
+    let site = Site::new("capabilities = { directory = [\"accounts\"] }\n");
+    site.populate();
+    // Accounts are granted: users are found.
+    assert_eq!(
+        site.ok(&["route", "--from", "alice", "--to", "48600333444"])
+            .trim(),
+        "to-user 48600333444"
+    );
+    // Gateways are not: an OFFNET call gets the fallback.
+    assert_eq!(
+        site.ok(&["route", "--from", "alice", "--to", "int4860012345"])
+            .trim(),
+        "reject 500 Routing Unavailable [fallback: guest routing failed: denied]"
+    );
+
+    let site = Site::new("capabilities = { directory = [\"gateways\"] }\n");
+    site.populate();
+    let line = site.fails(&["route", "--from", "alice", "--to", "bob"]);
+    assert!(
+        line.contains("failed its smoke call")
+            && line.contains("directory look-up not granted: accounts"),
+        "{line}"
+    );
+
+    let site = Site::new("capabilities = { imports = [\"log\", \"config\"] }\n");
+    site.populate();
+    let line = site.fails(&["route", "--from", "alice", "--to", "bob"]);
+    assert!(
+        line.contains(
+            "imports softswitch:routing/directory@0.1.0, which its capabilities do not grant (imports = [log, config])"
+        ),
+        "{line}"
+    );
+}
+
 #[test]
 fn guest_check_names_the_world_or_the_reason() {
     let site = Site::new("");
@@ -306,6 +347,20 @@ fn guest_check_names_the_world_or_the_reason() {
         wrong.contains("softswitch:routing/router@0.1.0") && wrong.contains("hello"),
         "{wrong}"
     );
+    // SMS providers: the version of the WIT each was built for.
+    for (guest, version) in [
+        ("sms_generic", "0.2.0"),
+        ("sms_vonage", "0.1.0"),
+        ("sms_messagebird_py", "0.1.0"),
+    ] {
+        let ok = site.ok(&["guest", "check", guest_wasm(guest).to_str().unwrap()]);
+        assert!(
+            ok.contains(&format!(
+                "implements softswitch:sms-provider/provider@{version}"
+            )),
+            "{guest}: {ok}"
+        );
+    }
     let missing = site.fails(&["guest", "check", "/nonexistent.wasm"]);
     assert!(missing.contains("/nonexistent.wasm"), "{missing}");
     std::fs::write(site.path("junk.wasm"), "junk").unwrap();
@@ -364,7 +419,9 @@ fn guest_test_runs_a_routing_guest_against_its_cases() {
     // and the push providers (their requests, with a signed APNs token and
     // a given FCM access token; refusals; the services' answers).
     for (kind, vendor, count) in [
-        ("sms", "generic", 10),
+        // generic is built for WIT 0.2.0 (its cases check the text's
+        // coding arrives), the others for 0.1.0 (served through the shim).
+        ("sms", "generic", 12),
         ("sms", "vonage", 7),
         ("sms", "twilio", 7),
         // The Python guest (componentize-py), tested like the Rust ones.
@@ -538,6 +595,167 @@ async fn an_ivr_services_guest_is_reloaded_through_the_admin_endpoint() {
         history.as_array().unwrap().last().unwrap()["sha256"],
         now["sha256"]
     );
+}
+
+/// `guest test` on IVR guests: each shipped flow passes its own calls on
+/// a scripted caller; another flow against them fails with the line where
+/// its transcript departs; a bad script step and a missing prompts folder
+/// are clear errors.
+#[test]
+fn guest_test_runs_ivr_guests_on_a_scripted_caller() {
+    let site = Site::new("");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cases = |flow: &str| repo.join(format!("guests/ivr/{flow}/cases.toml"));
+    let wasm = |flow: &str| guest_wasm(&format!("ivr_{}", flow.replace('-', "_")));
+    for (flow, count) in [
+        ("voicemail-deposit", 6),
+        ("voicemail-access", 7),
+        ("greeting", 3),
+        ("code-readout", 3),
+    ] {
+        let out = site.ok(&[
+            "guest",
+            "test",
+            wasm(flow).to_str().unwrap(),
+            cases(flow).to_str().unwrap(),
+        ]);
+        assert!(
+            out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
+            "{flow}: {out}"
+        );
+    }
+
+    // The greeting flow is no deposit: it records the caller's own box.
+    let greeting = wasm("greeting");
+    let deposit_cases = cases("voicemail-deposit");
+    let args = [
+        "guest",
+        "test",
+        greeting.to_str().unwrap(),
+        deposit_cases.to_str().unwrap(),
+    ];
+    assert_eq!(site.fails(&args), "error: 6 of 6 cases failed");
+    let report = String::from_utf8(site.run(&args).stdout).unwrap();
+    assert!(
+        report.contains(
+            "FAIL  a message ended with #: transcript line 2: expected \"play greeting vm-greeting-default\", got \"play vm-record-greeting\""
+        ),
+        "{report}"
+    );
+
+    std::fs::write(
+        site.path("bad.toml"),
+        format!(
+            "[ivr]\nprompts = {:?}\n[[calls]]\nservice = \"greeting\"\nscript = [\"shout 3\"]\nexpect = []\n",
+            repo.join("prompts").display().to_string()
+        ),
+    )
+    .unwrap();
+    let error = site.fails(&[
+        "guest",
+        "test",
+        greeting.to_str().unwrap(),
+        site.path("bad.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("script step \"shout 3\": unknown step"),
+        "{error}"
+    );
+    // `mailboxes = "caller"`: a deposit into someone else's box is refused.
+    let deposit = std::fs::read_to_string(cases("voicemail-deposit"))
+        .unwrap()
+        .replace(
+            "../../../prompts",
+            &repo.join("prompts").display().to_string(),
+        );
+    let first = &deposit[..deposit.find("\n[[calls]]\nname = \"a key skips").unwrap()];
+    std::fs::write(
+        site.path("caller-only.toml"),
+        first.replace("[ivr]\n", "[ivr]\nmailboxes = \"caller\"\n"),
+    )
+    .unwrap();
+    let (deposit_wasm, caller_only) = (wasm("voicemail-deposit"), site.path("caller-only.toml"));
+    let args = [
+        "guest",
+        "test",
+        deposit_wasm.to_str().unwrap(),
+        caller_only.to_str().unwrap(),
+    ];
+    let report = String::from_utf8(site.run(&args).stdout).unwrap();
+    assert!(
+        report.contains(
+            "FAIL  a message ended with #: expected \"completed\", got \"error forbidden: mailbox \\\"bob\\\"\""
+        ),
+        "{report}"
+    );
+
+    let error = site.fails(&[
+        "guest",
+        "test",
+        greeting.to_str().unwrap(),
+        cases("greeting").to_str().unwrap(),
+        "--prompts",
+        site.path("nowhere").to_str().unwrap(),
+    ]);
+    assert!(error.contains("no prompts folder at"), "{error}");
+}
+
+/// An IVR service whose config names its cases: a new version goes into
+/// service only if it passes them (the canary); one that does not is
+/// refused and the version in service stays.
+#[tokio::test]
+async fn an_ivr_guest_is_swapped_only_past_its_canary() {
+    let port = free_port();
+    let token = "test-admin-token-0123456789";
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let site = Site::new(&format!(
+        "\n[admin]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n\n[ivr]\nprompts = {:?}\n[ivr.services.greeting]\npath = \"greeting.wasm\"\ncases = {:?}\n",
+        repo.join("prompts").display().to_string(),
+        repo.join("guests/ivr/greeting/cases.toml")
+            .display()
+            .to_string(),
+    ));
+    let greeting_wasm = std::fs::read(guest_wasm("ivr_greeting")).unwrap();
+    std::fs::write(site.path("greeting.wasm"), &greeting_wasm).unwrap();
+    let mut running = Running::start(&site, port);
+    let client = reqwest::Client::new();
+    running.wait_ready(&client).await;
+    let base = running.base.clone();
+    let greeting = async || -> serde_json::Value {
+        guest_named(&guests(&client, &base, token).await, "ivr.greeting")
+    };
+    let reload = async || -> (u16, serde_json::Value) {
+        let r = client
+            .post(format!("{base}/guests/ivr.greeting/reload"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    };
+    let first = greeting().await;
+    assert_eq!(first["world"], "softswitch:ivr/scenario@0.1.0");
+
+    // Another flow links fine but fails the greeting's calls: refused.
+    std::fs::copy(
+        guest_wasm("ivr_voicemail_deposit"),
+        site.path("greeting.wasm"),
+    )
+    .unwrap();
+    let (status, body) = reload().await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("failed its cases") && message.contains("greeting/cases.toml"),
+        "{message}"
+    );
+    assert_eq!(greeting().await["sha256"], first["sha256"]);
+
+    // A new build of the greeting passes them: in service.
+    std::fs::write(site.path("greeting.wasm"), rebuilt(&greeting_wasm, "2")).unwrap();
+    let (status, body) = reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(greeting().await["sha256"], first["sha256"]);
 }
 
 #[tokio::test]
@@ -782,9 +1000,15 @@ async fn guest_new_writes_projects_that_build_and_load() {
         for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore"] {
             assert!(dir(world).join(file).is_file(), "{world}: no {file}");
         }
+        // The newest version of the world's WIT (wit/<world>/<version>/).
+        let version = if world == "sms-provider" {
+            "0.2.0"
+        } else {
+            "0.1.0"
+        };
         let wit = std::fs::read_to_string(dir(world).join(format!("wit/{world}.wit"))).unwrap();
-        let repo_wit =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../wit/{world}/{world}.wit"));
+        let repo_wit = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../wit/{world}/{version}/{world}.wit"));
         assert_eq!(wit, std::fs::read_to_string(repo_wit).unwrap());
         let manifest = std::fs::read_to_string(dir(world).join("Cargo.toml")).unwrap();
         assert!(
@@ -865,6 +1089,16 @@ async fn guest_new_writes_projects_that_build_and_load() {
             .collect()
     };
 
+    // The SMS template is written for the newest WIT, and uses what it added.
+    let ok = site.ok(&[
+        "guest",
+        "check",
+        template_wasm("demo_sms_provider").to_str().unwrap(),
+    ]);
+    assert!(
+        ok.contains("implements softswitch:sms-provider/provider@0.2.0"),
+        "{ok}"
+    );
     let sms = SmsProviderGuest::load(
         &plugins,
         "demo",
@@ -873,6 +1107,7 @@ async fn guest_new_writes_projects_that_build_and_load() {
     )
     .await
     .unwrap();
+    assert_eq!(sms.world(), "softswitch:sms-provider/provider@0.2.0");
     let request = sms
         .build_send(
             &OutgoingSms {
@@ -888,6 +1123,7 @@ async fn guest_new_writes_projects_that_build_and_load() {
     assert_eq!(request.url, "https://sms.example/v1/send");
     let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body["to"], "+48600111222");
+    assert_eq!(body["unicode"], false);
 
     let keys = Arc::new(PushKeys::load(&BTreeMap::new(), reqwest::Client::new()).unwrap());
     let push = PushProviderGuest::load(

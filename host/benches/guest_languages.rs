@@ -88,6 +88,7 @@ fn router(rt: &tokio::runtime::Runtime, file: &str, config: &[(&str, &str)]) -> 
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             cases: String::new(),
+            capabilities: Default::default(),
         },
     );
     let registry = rt

@@ -163,6 +163,7 @@ fn router(
             world: WorldKind::Routing,
             config: BTreeMap::new(),
             cases: String::new(),
+            capabilities: Default::default(),
         },
     );
     let dir: Arc<dyn Directory> = dir;

@@ -407,6 +407,8 @@ pub struct GuestConfig {
     /// before it replaces the one in service; empty: none. Relative to the
     /// config file's folder, like `path`.
     pub cases: String,
+    /// What it may import and look up (`[guests.<name>.capabilities]`).
+    pub capabilities: crate::plugins::capabilities::Capabilities,
 }
 
 /// The annotated default configuration printed by `softswitch config default`.
@@ -736,6 +738,10 @@ max_run_secs = 1800
 # Services the routing guest can send calls to (to-service NAME), each an IVR guest
 # (world softswitch:ivr/scenario). A changed file goes into service by itself (the guest
 # file watch, SIGHUP, or POST /guests/ivr.<service>/reload on the admin endpoint).
+# Each may name its cases (`cases = "guests/ivr/greeting/cases.toml"`: the canary a new
+# version must pass) and capabilities: the interfaces it may import and the mailboxes a
+# run may open (`capabilities = { mailboxes = "caller" }`: "call", the default, grants
+# the caller's own and the deposit's box; "caller" the caller's own; "none" none).
 [ivr.services.code-readout]
 path = "guests/target/wasm32-wasip2/release/ivr_code_readout.wasm"
 [ivr.services.voicemail-deposit]
@@ -812,6 +818,9 @@ world = "routing"
 # Cases (`softswitch guest test`) a new version must pass before a hot reload
 # puts it in service (its canary); empty: none.
 cases = ""
+# What it may import (a version importing more is refused) and which directory
+# look-ups it may make (others fail its call: the fallback applies); unset: all.
+# capabilities = { imports = ["directory", "log", "config"], directory = ["accounts", "registrations", "gateways"] }
 
 [guests.routing.config]
 # Values the guest reads with config.get(key); the default router reads none.
@@ -828,6 +837,7 @@ impl Default for Config {
                 world: WorldKind::Routing,
                 config: BTreeMap::new(),
                 cases: String::new(),
+                capabilities: Default::default(),
             },
         );
         Config {

@@ -37,8 +37,13 @@ pub struct DirGateway {
 /// Why a look-up could not be answered. The guest call is then abandoned and
 /// the routing fallback applies: a guest must never decide on missing data.
 #[derive(Debug, thiserror::Error)]
-#[error("directory unavailable: {0}")]
-pub struct DirectoryError(pub String);
+pub enum DirectoryError {
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+    /// The guest's capabilities do not grant this kind of look-up.
+    #[error("directory look-up not granted: {0} (capabilities.directory)")]
+    Denied(&'static str),
+}
 
 /// Result of a look-up.
 pub type DirResult<T> = Result<T, DirectoryError>;
@@ -59,6 +64,11 @@ pub trait Directory: Send + Sync + 'static {
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>>;
     fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>>;
     fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>>;
+
+    /// An empty directory with the same grants (the smoke call's).
+    fn empty(&self) -> Arc<dyn Directory> {
+        Arc::new(MemoryDirectory::default())
+    }
 }
 
 /// The directory backed by the database.
@@ -139,7 +149,7 @@ impl<V: Clone> TtlCache<V> {
 }
 
 fn db_err(e: impl std::fmt::Display) -> DirectoryError {
-    DirectoryError(e.to_string())
+    DirectoryError::Unavailable(e.to_string())
 }
 
 fn to_dir_account(a: crate::store::accounts::Account) -> DirAccount {

@@ -1,7 +1,8 @@
 //! `softswitch guest new`: a standalone Cargo project for one guest world.
 //!
 //! Everything the project needs is compiled into the binary (the templates
-//! under `host/templates/` and the worlds' WIT from `wit/`), so an installed
+//! under `host/templates/` and the worlds' WIT from `wit/<world>/<version>/`,
+//! the newest version of each), so an installed
 //! `softswitch` writes the same project as one run from the repository. The
 //! project depends on nothing in this repository: `wit-bindgen` (the version
 //! the repository's guests use) and, for the provider worlds, `serde_json`.
@@ -64,16 +65,16 @@ impl World {
             World::Routing => Template {
                 world_id: "softswitch:routing/router@0.1.0",
                 wit_file: "routing.wit",
-                wit: include_str!("../../wit/routing/routing.wit"),
+                wit: include_str!("../../wit/routing/0.1.0/routing.wit"),
                 cargo_toml: include_str!("../templates/routing/Cargo.toml"),
                 lib_rs: include_str!("../templates/routing/src/lib.rs"),
                 readme: include_str!("../templates/routing/README.md"),
                 cases: Some(include_str!("../templates/routing/cases.toml")),
             },
             World::SmsProvider => Template {
-                world_id: "softswitch:sms-provider/provider@0.1.0",
+                world_id: "softswitch:sms-provider/provider@0.2.0",
                 wit_file: "sms-provider.wit",
-                wit: include_str!("../../wit/sms-provider/sms-provider.wit"),
+                wit: include_str!("../../wit/sms-provider/0.2.0/sms-provider.wit"),
                 cargo_toml: include_str!("../templates/sms-provider/Cargo.toml"),
                 lib_rs: include_str!("../templates/sms-provider/src/lib.rs"),
                 readme: include_str!("../templates/sms-provider/README.md"),
@@ -82,7 +83,7 @@ impl World {
             World::Ivr => Template {
                 world_id: "softswitch:ivr/scenario@0.1.0",
                 wit_file: "ivr.wit",
-                wit: include_str!("../../wit/ivr/ivr.wit"),
+                wit: include_str!("../../wit/ivr/0.1.0/ivr.wit"),
                 cargo_toml: include_str!("../templates/ivr/Cargo.toml"),
                 lib_rs: include_str!("../templates/ivr/src/lib.rs"),
                 readme: include_str!("../templates/ivr/README.md"),
@@ -91,7 +92,7 @@ impl World {
             World::PushProvider => Template {
                 world_id: "softswitch:push-provider/provider@0.1.0",
                 wit_file: "push-provider.wit",
-                wit: include_str!("../../wit/push-provider/push-provider.wit"),
+                wit: include_str!("../../wit/push-provider/0.1.0/push-provider.wit"),
                 cargo_toml: include_str!("../templates/push-provider/Cargo.toml"),
                 lib_rs: include_str!("../templates/push-provider/src/lib.rs"),
                 readme: include_str!("../templates/push-provider/README.md"),
@@ -100,7 +101,8 @@ impl World {
         }
     }
 
-    /// The folder of `wit/` in the repository holding this world.
+    /// The folder of `wit/` in the repository holding this world's
+    /// versions (`wit/<world>/<version>/`).
     #[cfg(test)]
     fn wit_dir(self) -> &'static str {
         match self {
@@ -383,12 +385,26 @@ mod tests {
         World::PushProvider,
     ];
 
+    /// `0.2.0` → (0, 2, 0), for ordering the version folders.
+    fn version(name: &str) -> (u32, u32, u32) {
+        let mut parts = name.split('.').map(|p| p.parse::<u32>().unwrap());
+        let mut next = || parts.next().unwrap();
+        (next(), next(), next())
+    }
+
+    /// A new project gets the newest version of its world: the one the
+    /// host speaks natively.
     #[test]
-    fn embedded_wit_is_the_repositorys() {
+    fn embedded_wit_is_the_repositorys_newest() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
         for world in WORLDS {
             let t = world.template();
-            let dir = root.join(world.wit_dir());
+            let newest = std::fs::read_dir(root.join(world.wit_dir()))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .max_by_key(|v| version(v))
+                .unwrap();
+            let dir = root.join(world.wit_dir()).join(&newest);
             let on_disk: Vec<_> = std::fs::read_dir(&dir)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -404,6 +420,7 @@ mod tests {
             assert_eq!(t.wit, file, "embedded {} differs from the file", t.wit_file);
             let (package, rest) = t.world_id.split_once('/').unwrap();
             let (world_name, version) = rest.split_once('@').unwrap();
+            assert_eq!(version, newest, "{world:?}");
             assert!(t.wit.contains(&format!("package {package}@{version};")));
             assert!(t.wit.contains(&format!("world {world_name} {{")));
         }

@@ -50,7 +50,8 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
     let exports = inspect::export_names(&plugins, &component);
     let world = if exports.iter().any(|e| e == "route") {
         // The switch's own check first: it links and makes the smoke call.
-        inspect::check(&plugins, &args.file).await?;
+        let report = inspect::check(&plugins, &args.file).await?;
+        println!("{}: {}", args.file.display(), report.world);
         if !file.has_routing() {
             bail!(
                 "{} has no [[cases]] (routing questions)",
@@ -59,6 +60,10 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<()> {
         }
         CaseWorld::Routing
     } else if exports.iter().any(|e| e == "build-send") {
+        // Names the WIT version the guest targets (0.1.0 guests are served
+        // through the shim).
+        let report = inspect::check(&plugins, &args.file).await?;
+        println!("{}: {}", args.file.display(), report.world);
         if !file.has_sms() {
             bail!(
                 "{} has no [[sends]], [[responses]] or [[reports]]",

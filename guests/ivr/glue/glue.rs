@@ -26,7 +26,7 @@ use softswitch_ivr_flows::Call;
 
 wit_bindgen::generate!({
     world: "scenario",
-    path: "../../../wit/ivr",
+    path: "../../../wit/ivr/0.1.0",
 });
 
 use softswitch::ivr::{call as wit_call, config as wit_config, log as wit_log, types, voicemail};

@@ -25,7 +25,7 @@ use softswitch_dialplan as dp;
 
 wit_bindgen::generate!({
     world: "router",
-    path: "../../../wit/routing",
+    path: "../../../wit/routing/0.1.0",
 });
 
 use softswitch::routing::{config as wit_config, directory, log as wit_log, types};

@@ -2,7 +2,7 @@
 // softswitch:routing/router@0.1.0, built into a component with
 // componentize-js (scripts/build-guests.sh does it):
 //
-//   componentize-js --wit wit/routing --world-name router \
+//   componentize-js --wit wit/routing/0.1.0 --world-name router \
 //       --out routing_lcr_js.wasm guests/routing/lcr-js/app.js
 //
 // A target that names a user (login, phone or username) goes to that user.

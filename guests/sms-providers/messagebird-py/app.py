@@ -1,9 +1,12 @@
 """SMS provider guest for the MessageBird (Bird) SMS API, in Python.
 
 Built into a component of the world `softswitch:sms-provider/provider@0.1.0`
-with componentize-py (`scripts/build-guests.sh` does it):
+with componentize-py (`scripts/build-guests.sh` does it). It stays on 0.1.0
+on purpose: the switch serves it through its 0.1.0 shim, which shows an old
+guest keeps working (README, "Versions of the WIT"); `datacoding: auto` lets
+MessageBird pick the coding that 0.2.0's `encoding` would give.
 
-    componentize-py -d wit/sms-provider -w provider componentize app \
+    componentize-py -d wit/sms-provider/0.1.0 -w provider componentize app \
         -p guests/sms-providers/messagebird-py -o sms_messagebird_py.wasm
 
 Send: `POST https://rest.messagebird.com/messages` with

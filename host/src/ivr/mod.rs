@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::plugins::capabilities::Capabilities;
 use crate::plugins::hot::{HotSlot, IvrWorld};
 use crate::plugins::ivr::{IvrGuest, RunOutcome};
 use crate::plugins::registry::GuestRegistry;
@@ -56,6 +57,9 @@ pub struct IvrServiceConfig {
     /// `path`: a new version is put in service only if it passes them
     /// (the canary).
     pub cases: Option<String>,
+    /// What it may import, and which mailboxes a run may open
+    /// (`mailboxes = "call"`, `"caller"` or `"none"`).
+    pub capabilities: Capabilities,
 }
 
 const GUESTS: &str = "guests/target/wasm32-wasip2/release";
@@ -66,6 +70,7 @@ impl Default for IvrConfig {
             path: format!("{GUESTS}/{file}"),
             config: BTreeMap::new(),
             cases: None,
+            capabilities: Capabilities::default(),
         };
         let services = [
             ("code-readout", "ivr_code_readout.wasm"),
@@ -277,6 +282,7 @@ impl Ivr {
                 config: s.config.clone(),
                 step_budget: self.config.step_budget(),
                 prompts: self.prompts.dir().to_path_buf(),
+                capabilities: s.capabilities.clone(),
             },
         )
         .await
@@ -296,7 +302,13 @@ impl Ivr {
     /// service's first argument, for deposits and its greeting (the router
     /// is the operator's, so it decides whose box a call may fill).
     pub async fn grants(&self, facts: &CallFacts) -> Vec<MailboxGrant> {
-        grants(&self.store, facts).await
+        let scope = self
+            .config
+            .services
+            .get(&facts.service)
+            .map(|s| s.capabilities.mailboxes)
+            .unwrap_or_default();
+        scope.filter(grants(&self.store, facts).await)
     }
 
     /// Runs `guest` on the call in its own task. When the run is over (or

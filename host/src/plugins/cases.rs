@@ -43,6 +43,7 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use wasmtime::component::Component;
 
+use super::capabilities::MailboxScope;
 use super::ivr::{IvrGuest, RunOutcome};
 use super::push::{PushDevice, PushOutcome, PushProviderGuest, PushResponse};
 use super::routing::{Kind, Reason, RouteRequest, RoutingGuest, Transport, describe};
@@ -122,6 +123,9 @@ pub struct CaseFile {
     /// The prompts folder the runner was told to use.
     #[serde(skip)]
     prompts_override: Option<PathBuf>,
+    /// The mailboxes the guest's capabilities leave it (the canary's).
+    #[serde(skip)]
+    mailboxes_override: Option<MailboxScope>,
 }
 
 /// `[ivr]`: what an IVR guest's calls run with.
@@ -133,6 +137,8 @@ struct IvrSetup {
     prompts: Option<PathBuf>,
     /// The calls' language when a call names none (default `en`).
     language: Option<String>,
+    /// The guest's `capabilities.mailboxes` (default `call`).
+    mailboxes: Option<MailboxScope>,
 }
 
 /// A message already in a mailbox when a call starts.
@@ -390,6 +396,12 @@ impl CaseFile {
     /// `guest test --prompts`) whatever the file says.
     pub fn use_prompts(&mut self, dir: impl Into<PathBuf>) {
         self.prompts_override = Some(dir.into());
+    }
+
+    /// IVR calls open only the mailboxes `scope` leaves (the guest's
+    /// capabilities in the switch) whatever the file says.
+    pub fn use_mailboxes(&mut self, scope: MailboxScope) {
+        self.mailboxes_override = Some(scope);
     }
 
     /// Has IVR calls.
@@ -808,7 +820,11 @@ pub async fn ivr(
                 .unwrap_or_else(|| FALLBACK_LANGUAGE.into()),
             call_id: format!("case-{}", index + 1),
         };
-        let grants = crate::ivr::grants(&store, &facts).await;
+        let scope = file
+            .mailboxes_override
+            .or(file.ivr.mailboxes)
+            .unwrap_or_default();
+        let grants = scope.filter(crate::ivr::grants(&store, &facts).await);
         let (control, mut asked) = tokio::sync::mpsc::unbounded_channel();
         // The SIP side of a scripted call: answering always works.
         tokio::spawn(async move {

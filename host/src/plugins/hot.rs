@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use wasmtime::component::Component;
 
+use super::capabilities::Capabilities;
 use super::engine::{Plugins, sha256_hex};
 use super::ivr::{IvrGuest, WORLD as IVR_WORLD};
 use super::probation::{History, HistoryEntry, VersionHealth};
@@ -53,12 +54,21 @@ pub trait Reloadable: Send + Sync {
 pub trait World: Send + Sync + 'static {
     type Guest: Send + Sync + 'static;
     const WORLD: &'static str;
+    /// The world at the version `guest` was built for; a world served at
+    /// several versions (SMS providers) names the guest's own.
+    fn world_of(_guest: &Self::Guest) -> &'static str {
+        Self::WORLD
+    }
     /// The cases its guests are checked against.
     const CASES: cases::CaseWorld;
     /// Whether the first version is smoke-called too.
     const SMOKE_AT_START: bool;
     /// Sets what this world's cases run with that the file cannot say.
     fn prepare_cases(&self, _file: &mut cases::CaseFile) {}
+    /// What the guest is granted (`None`: all its world offers).
+    fn capabilities(&self) -> Option<&Capabilities> {
+        None
+    }
     fn health(guest: &Self::Guest) -> &VersionHealth;
     fn smoke(guest: &Self::Guest) -> BoxFuture<'_, Result<(), GuestFailure>>;
     fn link(
@@ -74,7 +84,9 @@ pub trait World: Send + Sync + 'static {
 /// directory it looks users up in.
 pub struct RoutingWorld {
     pub config: BTreeMap<String, String>,
+    /// Already scoped to the look-ups the guest is granted.
     pub directory: Arc<dyn Directory>,
+    pub capabilities: Capabilities,
 }
 
 impl World for RoutingWorld {
@@ -82,6 +94,10 @@ impl World for RoutingWorld {
     const WORLD: &'static str = ROUTING_WORLD;
     const CASES: cases::CaseWorld = cases::CaseWorld::Routing;
     const SMOKE_AT_START: bool = true;
+
+    fn capabilities(&self) -> Option<&Capabilities> {
+        Some(&self.capabilities)
+    }
 
     fn health(guest: &RoutingGuest) -> &VersionHealth {
         guest.health()
@@ -112,6 +128,7 @@ impl World for RoutingWorld {
 /// The SMS provider world, with one provider's configuration values.
 pub struct SmsWorld {
     pub config: BTreeMap<String, String>,
+    pub capabilities: Capabilities,
 }
 
 impl World for SmsWorld {
@@ -119,6 +136,14 @@ impl World for SmsWorld {
     const WORLD: &'static str = SMS_WORLD;
     const CASES: cases::CaseWorld = cases::CaseWorld::Sms;
     const SMOKE_AT_START: bool = false;
+
+    fn capabilities(&self) -> Option<&Capabilities> {
+        Some(&self.capabilities)
+    }
+
+    fn world_of(guest: &SmsProviderGuest) -> &'static str {
+        guest.world()
+    }
 
     fn health(guest: &SmsProviderGuest) -> &VersionHealth {
         guest.health()
@@ -144,6 +169,7 @@ impl World for SmsWorld {
 pub struct PushWorld {
     pub config: BTreeMap<String, String>,
     pub keys: Arc<PushKeys>,
+    pub capabilities: Capabilities,
 }
 
 impl World for PushWorld {
@@ -151,6 +177,10 @@ impl World for PushWorld {
     const WORLD: &'static str = PUSH_WORLD;
     const CASES: cases::CaseWorld = cases::CaseWorld::Push;
     const SMOKE_AT_START: bool = false;
+
+    fn capabilities(&self) -> Option<&Capabilities> {
+        Some(&self.capabilities)
+    }
 
     fn health(guest: &PushProviderGuest) -> &VersionHealth {
         guest.health()
@@ -184,6 +214,7 @@ pub struct IvrWorld {
     pub step_budget: std::time::Duration,
     /// The switch's prompts, which the canary's calls play.
     pub prompts: PathBuf,
+    pub capabilities: Capabilities,
 }
 
 impl World for IvrWorld {
@@ -194,6 +225,11 @@ impl World for IvrWorld {
 
     fn prepare_cases(&self, file: &mut cases::CaseFile) {
         file.use_prompts(&self.prompts);
+        file.use_mailboxes(self.capabilities.mailboxes);
+    }
+
+    fn capabilities(&self) -> Option<&Capabilities> {
+        Some(&self.capabilities)
     }
 
     fn health(guest: &IvrGuest) -> &VersionHealth {
@@ -277,7 +313,7 @@ impl<W: World> HotSlot<W> {
         count_load(plugins, guest_name, first.is_ok());
         let mut first = first?;
         first.info.name.clone_from(&name);
-        tracing::info!(guest = guest_name, world = W::WORLD, sha256 = %first.info.sha256, path = %path.display(), "guest in service");
+        tracing::info!(guest = guest_name, world = first.info.world, sha256 = %first.info.sha256, path = %path.display(), "guest in service");
         let history = History::default();
         history.push("in-service", &first.info.sha256, "");
         Ok(Arc::new(Self {
@@ -377,7 +413,7 @@ impl<W: World> HotSlot<W> {
                     self.previous.store(Some(replaced));
                 }
                 self.history.push("in-service", &info.sha256, "");
-                tracing::info!(guest = %self.guest_name, world = W::WORLD, sha256 = %info.sha256, path = %info.path, "guest in service");
+                tracing::info!(guest = %self.guest_name, world = info.world, sha256 = %info.sha256, path = %info.path, "guest in service");
                 Ok(info)
             }
             Err(e) => {
@@ -420,6 +456,9 @@ async fn load_version<W: World>(
     smoke: bool,
 ) -> Result<Loaded<W::Guest>, PluginError> {
     let component = plugins.compile_off_reactor(path, bytes).await?;
+    if let Some(capabilities) = world.capabilities() {
+        capabilities.check_imports(plugins, path, W::WORLD, &component)?;
+    }
     let guest = world.link(plugins, name, path, &component)?;
     if smoke {
         W::smoke(&guest)
@@ -445,7 +484,7 @@ async fn load_version<W: World>(
         info: GuestInfo {
             // The slot replaces it with its admin name (`sms.<provider>` ...).
             name: name.to_owned(),
-            world: W::WORLD,
+            world: W::world_of(&guest),
             path: path.display().to_string(),
             sha256,
             loaded_at: unix_now(),

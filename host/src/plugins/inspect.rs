@@ -1,4 +1,8 @@
 //! `softswitch guest check`: which world a component implements, or why it is refused.
+//!
+//! A component that exports `build-send` is checked as an SMS provider (the
+//! report names the version it was built for, `...@0.1.0` or `...@0.2.0`);
+//! any other as a router.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +12,7 @@ use serde::Serialize;
 use super::PluginError;
 use super::engine::{Plugins, sha256_hex};
 use super::routing::{RoutingGuest, WORLD as ROUTING_WORLD};
+use super::sms::SmsProviderGuest;
 use crate::directory::MemoryDirectory;
 
 /// What a check found.
@@ -50,15 +55,7 @@ pub async fn check(plugins: &Plugins, path: &Path) -> Result<CheckReport, Plugin
         .map(|(n, _)| n.to_string())
         .collect();
 
-    let guest = RoutingGuest::new(
-        plugins,
-        "check",
-        path,
-        &component,
-        Default::default(),
-        Arc::new(MemoryDirectory::default()),
-    )
-    .map_err(|e| match e {
+    let with_exports = |e| match e {
         PluginError::WrongWorld {
             path,
             expected,
@@ -69,14 +66,32 @@ pub async fn check(plugins: &Plugins, path: &Path) -> Result<CheckReport, Plugin
             message: format!("{message} (the component exports [{}])", exports.join(", ")),
         },
         other => other,
-    })?;
-    guest.smoke().await.map_err(|failure| PluginError::Smoke {
+    };
+    let smoke_failed = |failure| PluginError::Smoke {
         path: path.to_path_buf(),
         failure,
-    })?;
+    };
+    let world = if exports.iter().any(|e| e == "build-send") {
+        let guest = SmsProviderGuest::link(plugins, "check", path, &component, Default::default())
+            .map_err(with_exports)?;
+        guest.smoke().await.map_err(smoke_failed)?;
+        guest.world()
+    } else {
+        let guest = RoutingGuest::new(
+            plugins,
+            "check",
+            path,
+            &component,
+            Default::default(),
+            Arc::new(MemoryDirectory::default()),
+        )
+        .map_err(with_exports)?;
+        guest.smoke().await.map_err(smoke_failed)?;
+        ROUTING_WORLD
+    };
     Ok(CheckReport {
         path: path.display().to_string(),
-        world: ROUTING_WORLD,
+        world,
         sha256,
         imports,
         exports,

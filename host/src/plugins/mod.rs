@@ -12,6 +12,7 @@
 //! `softswitch_guest_failures_total{kind=...}`, its instance is discarded
 //! (never reused), and the extension point's fallback answers instead.
 
+pub mod capabilities;
 pub mod cases;
 pub mod engine;
 pub mod hot;
@@ -45,6 +46,8 @@ pub enum FailureKind {
     Instantiate,
     /// A directory look-up the guest made failed (database down).
     Directory,
+    /// The guest asked for a look-up its capabilities do not grant.
+    Denied,
     /// No version of the guest is loaded.
     Unavailable,
     /// Every instance slot stayed in use for `plugins.instance_wait_ms`:
@@ -62,6 +65,7 @@ impl FailureKind {
             FailureKind::InvalidResult => "invalid-result",
             FailureKind::Instantiate => "instantiate",
             FailureKind::Directory => "directory",
+            FailureKind::Denied => "denied",
             FailureKind::Unavailable => "unavailable",
             FailureKind::Overloaded => "overloaded",
         }
@@ -113,6 +117,12 @@ pub enum PluginError {
     /// The component loaded but failed the cases its config names.
     #[error("{path} failed its cases: {message}")]
     Canary { path: PathBuf, message: String },
+    #[error("{path} imports {import}, which its capabilities do not grant (imports = [{granted}])")]
+    NotGranted {
+        path: PathBuf,
+        import: String,
+        granted: String,
+    },
     /// No guest by that name is configured.
     #[error("no guest named {0:?} is configured")]
     UnknownGuest(String),

@@ -44,6 +44,7 @@ impl VersionHealth {
                 | FailureKind::Memory
                 | FailureKind::InvalidResult
                 | FailureKind::Instantiate
+                | FailureKind::Denied
         ) {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }

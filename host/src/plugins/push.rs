@@ -30,7 +30,7 @@ use crate::push::{Notification, NotificationKind};
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "provider",
-        path: "../wit/push-provider",
+        path: "../wit/push-provider/0.1.0",
         imports: { default: async | trappable },
         exports: { default: async },
     });

@@ -107,7 +107,8 @@ impl GuestRegistry {
                 (!config.cases.is_empty()).then(|| PathBuf::from(&config.cases)),
                 RoutingWorld {
                     config: config.config.clone(),
-                    directory: directory.clone(),
+                    directory: config.capabilities.scope(directory.clone()),
+                    capabilities: config.capabilities.clone(),
                 },
             )
             .await?;

@@ -25,7 +25,7 @@ use crate::directory::{DirAccount, DirGateway, Directory};
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "router",
-        path: "../wit/routing",
+        path: "../wit/routing/0.1.0",
         imports: { default: async | trappable },
         exports: { default: async },
     });
@@ -504,13 +504,14 @@ impl RoutingGuest {
     }
 
     fn classify(&self, e: wasmtime::Error, store: &Store<GuestState>) -> GuestFailure {
+        use crate::directory::DirectoryError;
         let kind = if store.data().limits.hit {
             FailureKind::Memory
-        } else if e
-            .downcast_ref::<crate::directory::DirectoryError>()
-            .is_some()
-        {
-            FailureKind::Directory
+        } else if let Some(d) = e.downcast_ref::<DirectoryError>() {
+            match d {
+                DirectoryError::Denied(_) => FailureKind::Denied,
+                DirectoryError::Unavailable(_) => FailureKind::Directory,
+            }
         } else if matches!(
             e.downcast_ref::<wasmtime::Trap>(),
             Some(wasmtime::Trap::Interrupt)
@@ -540,7 +541,7 @@ impl RoutingGuest {
     /// A fixed request the guest must answer without failing before it is put in
     /// service. Its directory is empty, so the answer does not depend on data.
     pub(crate) async fn smoke(&self) -> Result<(), GuestFailure> {
-        let empty: Arc<dyn Directory> = Arc::new(crate::directory::MemoryDirectory::default());
+        let empty = self.directory.empty();
         let probe = Self {
             name: self.name.clone(),
             plugins: self.plugins.clone(),

@@ -102,6 +102,9 @@ pub struct PushProviderConfig {
     /// A case file (`softswitch guest test`) every new version must pass
     /// before it replaces the one in service; empty: none.
     pub cases: String,
+    /// The interfaces of its world it may import (`capabilities = {
+    /// imports = [...] }`); the hosts it may reach are `allowed_hosts`.
+    pub capabilities: crate::plugins::capabilities::Capabilities,
 }
 
 impl PushConfig {
@@ -282,6 +285,7 @@ impl PushService {
                 PushWorld {
                     config: p.config.clone(),
                     keys: keys.clone(),
+                    capabilities: p.capabilities.clone(),
                 },
             )
             .await

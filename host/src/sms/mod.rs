@@ -10,6 +10,7 @@
 //! exponential back-off up to `max_attempts`, then the row fails with the
 //! reason; nothing a guest does can stop the worker.
 
+pub mod encoding;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,9 @@ pub struct SmsProviderConfig {
     /// A case file (`softswitch guest test`) every new version must pass
     /// before it replaces the one in service; empty: none.
     pub cases: String,
+    /// The interfaces of its world it may import (`capabilities = {
+    /// imports = [...] }`); the hosts it may reach are `allowed_hosts`.
+    pub capabilities: crate::plugins::capabilities::Capabilities,
 }
 
 /// Errors starting the SMS service.
@@ -135,6 +139,7 @@ impl SmsService {
                 (!p.cases.is_empty()).then(|| PathBuf::from(&p.cases)),
                 SmsWorld {
                     config: p.config.clone(),
+                    capabilities: p.capabilities.clone(),
                 },
             )
             .await

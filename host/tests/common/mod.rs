@@ -104,6 +104,7 @@ pub fn guest(path: PathBuf, config: &[(&str, &str)]) -> GuestConfig {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         cases: String::new(),
+        capabilities: Default::default(),
     }
 }
 

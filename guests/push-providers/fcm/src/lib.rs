@@ -60,7 +60,7 @@ use softswitch_guest_rt as _;
 #[path = "../../common/common.rs"]
 mod common;
 
-wit_bindgen::generate!({ world: "provider", path: "../../../wit/push-provider" });
+wit_bindgen::generate!({ world: "provider", path: "../../../wit/push-provider/0.1.0" });
 
 // `notification`, `device`, `http-request`, ... are in scope through the
 // world's `use`.

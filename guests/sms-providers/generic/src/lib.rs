@@ -8,12 +8,19 @@
 //! | `method` | `POST` | HTTP method |
 //! | `header.<Name>` | | extra request headers (e.g. `header.Authorization`) |
 //! | `field.to`, `field.sender`, `field.text`, `field.reference` | `to`, `from`, `text`, `reference` | JSON body field names |
+//! | `field.encoding` | `encoding` | JSON body field for the text's coding; empty: left out |
+//! | `encoding.gsm7`, `encoding.ucs2` | `gsm7`, `ucs2` | the values sent in it (e.g. `text` and `unicode`) |
 //! | `response.id` | `id` | dotted path of the message id in the JSON answer |
 //! | `report.id`, `report.status` | `id`, `status` | fields of a delivery report (JSON, form or query) |
 //! | `report.delivered`, `report.failed` | `delivered`, `failed,undelivered,rejected,expired` | status values, comma separated; others are pending |
 //!
 //! A 2xx answer with an id is accepted; 429 and 5xx are retried (after
 //! `Retry-After`, else 30 s); other answers are rejected with the body's text.
+//!
+//! Built for `softswitch:sms-provider/provider@0.2.0`: the message carries
+//! the coding its text needs (GSM 7-bit or UCS-2), worked out by the
+//! switch, and the request passes it on so the vendor neither garbles a
+//! text nor bills a GSM one as Unicode (twice the parts).
 #![cfg_attr(target_arch = "wasm32", no_std)]
 #![allow(
     clippy::too_many_arguments,
@@ -31,10 +38,10 @@ use softswitch_guest_rt as _;
 #[path = "../../common/common.rs"]
 mod common;
 
-wit_bindgen::generate!({ world: "provider", path: "../../../wit/sms-provider" });
+wit_bindgen::generate!({ world: "provider", path: "../../../wit/sms-provider/0.2.0" });
 
 // `message`, `http-request`, ... are in scope through the world's `use`.
-use softswitch::sms_provider::types::{DeliveryState, Header};
+use softswitch::sms_provider::types::{DeliveryState, Encoding, Header};
 
 type Config = Vec<(String, String)>;
 
@@ -62,6 +69,19 @@ fn build_send(message: Message, config: Config) -> Result<HttpRequest, Error> {
     put("field.sender", "from", message.sender);
     put("field.text", "text", message.text);
     put("field.reference", "reference", message.reference);
+    // Unlike the other fields (an empty value means the default), an empty
+    // `field.encoding` leaves it out: not every vendor takes one.
+    let field = config
+        .iter()
+        .find(|(k, _)| k == "field.encoding")
+        .map_or("encoding", |(_, v)| v.as_str());
+    if !field.is_empty() {
+        let value = match message.encoding {
+            Encoding::Gsm7 => key(&config, "encoding.gsm7", "gsm7"),
+            Encoding::Ucs2 => key(&config, "encoding.ucs2", "ucs2"),
+        };
+        body.insert(field.to_string(), value.into());
+    }
     let mut headers = alloc::vec![Header {
         name: "Content-Type".into(),
         value: "application/json".into(),
@@ -189,6 +209,7 @@ mod tests {
                 sender: "Switch".into(),
                 text: "Your code: 1234".into(),
                 reference: "r1".into(),
+                encoding: Encoding::Gsm7,
             },
             cfg(&[
                 ("url", "https://sms.example/send"),
@@ -201,6 +222,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(body["msisdn"], "48600100200");
         assert_eq!(body["text"], "Your code: 1234");
+        assert_eq!(body["encoding"], "gsm7");
         assert!(
             req.headers
                 .iter()
@@ -208,11 +230,37 @@ mod tests {
         );
         assert!(matches!(
             build_send(
-                Message { to: String::new(), sender: String::new(), text: String::new(), reference: String::new() },
+                Message { to: String::new(), sender: String::new(), text: String::new(), reference: String::new(), encoding: Encoding::Gsm7 },
                 cfg(&[])
             ),
             Err(Error::Config(k)) if k == "url"
         ));
+    }
+
+    #[test]
+    fn the_encoding_is_passed_on_under_the_configured_name_and_values() {
+        let message = |encoding| Message {
+            to: "48600100200".into(),
+            sender: String::new(),
+            text: "Twój kod: 1234".into(),
+            reference: "r1".into(),
+            encoding,
+        };
+        let body = |encoding, config: &[(&str, &str)]| -> serde_json::Value {
+            let mut c = cfg(&[("url", "https://sms.example/send")]);
+            c.extend(cfg(config));
+            serde_json::from_slice(&build_send(message(encoding), c).unwrap().body).unwrap()
+        };
+        assert_eq!(body(Encoding::Ucs2, &[])["encoding"], "ucs2");
+        let named = [
+            ("field.encoding", "coding"),
+            ("encoding.gsm7", "text"),
+            ("encoding.ucs2", "unicode"),
+        ];
+        assert_eq!(body(Encoding::Ucs2, &named)["coding"], "unicode");
+        assert_eq!(body(Encoding::Gsm7, &named)["coding"], "text");
+        let left_out = body(Encoding::Gsm7, &[("field.encoding", "")]);
+        assert!(left_out.get("encoding").is_none() && left_out.get("").is_none());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use softswitch_guest_rt as _;
 #[path = "../../common/common.rs"]
 mod common;
 
-wit_bindgen::generate!({ world: "provider", path: "../../../wit/sms-provider" });
+wit_bindgen::generate!({ world: "provider", path: "../../../wit/sms-provider/0.1.0" });
 
 // `message`, `http-request`, ... are in scope through the world's `use`.
 use softswitch::sms_provider::types::{DeliveryState, Header};

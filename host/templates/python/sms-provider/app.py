@@ -8,8 +8,11 @@ This template speaks a simple JSON API; change the three methods to your
 vendor's:
 
 - send: `POST <url>` with `Authorization: Bearer <api_key>` and a body
-  `{"to", "from", "text", "reference"}` (plus `"callback"` when the switch
-  has a public URL for reports);
+  `{"to", "from", "text", "reference", "unicode"}` (plus `"callback"` when
+  the switch has a public URL for reports); `unicode` comes from the
+  message's `encoding`, which the switch works out from the text (GSM
+  7-bit or UCS-2: a text sent as Unicode when it need not be costs twice
+  the parts);
 - answer: `2xx {"id": ...}` is accepted, 429 and 5xx are retried after
   `Retry-After` (else 30 s), anything else is refused;
 - report: a POST of `{"id", "status"}` with status `delivered`, `failed` or
@@ -26,6 +29,7 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports.types import (
     DeliveryState,
+    Encoding,
     Error_Config,
     Error_Invalid,
     Header,
@@ -74,6 +78,7 @@ class WitWorld(wit_world.WitWorld):
             "from": message.sender or required(config, "from"),
             "text": message.text,
             "reference": message.reference,
+            "unicode": message.encoding == Encoding.UCS2,
         }
         callback = config_value(config, "callback_url")
         if callback:

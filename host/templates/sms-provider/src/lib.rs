@@ -1,5 +1,5 @@
 //! `{{crate}}`: an SMS provider guest for softswitch (world
-//! `softswitch:sms-provider/provider@0.1.0`, in `wit/`).
+//! `{{world_id}}`, in `wit/`).
 //!
 //! A provider guest only translates: the switch asks it for the HTTP request
 //! that sends one SMS, performs the request itself (only to the hosts the
@@ -14,8 +14,12 @@
 //! Content-Type: application/json
 //!
 //! {"to": "+48600111222", "from": "Softswitch", "text": "...", "reference": "...",
-//!  "callback_url": "..."}
+//!  "unicode": false, "callback_url": "..."}
 //! ```
+//!
+//! `unicode` comes from the message's `encoding`, which the switch works
+//! out from the text (GSM 7-bit or UCS-2): most vendors ask for it, and a
+//! text sent as Unicode when it need not be costs twice the parts.
 //!
 //! answered with `2xx {"id": "<message id>"}`; 429 and 5xx are retried after
 //! `Retry-After` (else 30 s), anything else is refused for good. Delivery
@@ -38,7 +42,7 @@ wit_bindgen::generate!({ world: "provider", path: "wit" });
 
 // `Message`, `HttpRequest`, `HttpResponse`, `SendResult`, `Report` and
 // `Error` are in scope through the world's `use`.
-use softswitch::sms_provider::types::{DeliveryState, Header};
+use softswitch::sms_provider::types::{DeliveryState, Encoding, Header};
 
 /// The configuration values as the switch passes them.
 pub type Config = Vec<(String, String)>;
@@ -82,6 +86,7 @@ pub fn build_send(message: Message, config: &Config) -> Result<HttpRequest, Erro
         "from": sender,
         "text": message.text,
         "reference": message.reference,
+        "unicode": matches!(message.encoding, Encoding::Ucs2),
     });
     if let Some(callback) = value(config, "callback_url") {
         body["callback_url"] = callback.into();
@@ -184,6 +189,7 @@ mod tests {
             sender: sender.into(),
             text: "Your code is 1234".into(),
             reference: "r-1".into(),
+            encoding: Encoding::Gsm7,
         }
     }
 
@@ -222,6 +228,7 @@ mod tests {
         assert_eq!(body["to"], "+48600111222");
         assert_eq!(body["from"], "Softswitch");
         assert_eq!(body["text"], "Your code is 1234");
+        assert_eq!(body["unicode"], false);
         assert_eq!(
             body["callback_url"],
             "https://switch.example/v1/sms/reports/demo"
@@ -229,6 +236,14 @@ mod tests {
         let req = build_send(message("Shop"), &cfg).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(body["from"], "Shop");
+        let polish = Message {
+            text: "Twój kod: 1234".into(),
+            encoding: Encoding::Ucs2,
+            ..message("")
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&build_send(polish, &cfg).unwrap().body).unwrap();
+        assert_eq!(body["unicode"], true);
     }
 
     #[test]
