@@ -48,6 +48,40 @@ pub enum DirectoryError {
 /// Result of a look-up.
 pub type DirResult<T> = Result<T, DirectoryError>;
 
+/// One look-up, as a key. A routing guest runs without waiting: what it
+/// asks that the directory cannot answer at once ([`Directory::peek`]) is
+/// fetched afterwards and the decision is made again with the answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    AccountByLogin(String),
+    AccountByPhone(String),
+    AccountByUsername(String),
+    Registered(String),
+    GatewayFor(String),
+}
+
+/// The answer to a [`Lookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Account(Option<DirAccount>),
+    Registered(bool),
+    Gateway(Option<DirGateway>),
+}
+
+impl Lookup {
+    /// What the guest is told while the real answer is being fetched (the
+    /// decision made with it is thrown away).
+    pub fn placeholder(&self) -> Answer {
+        match self {
+            Lookup::AccountByLogin(_)
+            | Lookup::AccountByPhone(_)
+            | Lookup::AccountByUsername(_) => Answer::Account(None),
+            Lookup::Registered(_) => Answer::Registered(false),
+            Lookup::GatewayFor(_) => Answer::Gateway(None),
+        }
+    }
+}
+
 /// The look-ups granted to routing guests.
 pub trait Directory: Send + Sync + 'static {
     fn account_by_login<'a>(
@@ -68,6 +102,25 @@ pub trait Directory: Send + Sync + 'static {
     /// An empty directory with the same grants (the smoke call's).
     fn empty(&self) -> Arc<dyn Directory> {
         Arc::new(MemoryDirectory::default())
+    }
+
+    /// The answer when it is at hand (memory, a fresh cache entry) without
+    /// waiting; `None`: it must be [fetched](Directory::fetch).
+    fn peek(&self, _lookup: &Lookup) -> Option<DirResult<Answer>> {
+        None
+    }
+
+    /// The answer, waiting for it as needed.
+    fn fetch<'a>(&'a self, lookup: &'a Lookup) -> BoxFuture<'a, DirResult<Answer>> {
+        Box::pin(async move {
+            Ok(match lookup {
+                Lookup::AccountByLogin(k) => Answer::Account(self.account_by_login(k).await?),
+                Lookup::AccountByPhone(k) => Answer::Account(self.account_by_phone(k).await?),
+                Lookup::AccountByUsername(k) => Answer::Account(self.account_by_username(k).await?),
+                Lookup::Registered(k) => Answer::Registered(self.is_registered(k).await?),
+                Lookup::GatewayFor(k) => Answer::Gateway(self.gateway_for(k).await?),
+            })
+        })
     }
 }
 
@@ -198,6 +251,19 @@ impl Directory for StoreDirectory {
             }
         })
     }
+    fn peek(&self, lookup: &Lookup) -> Option<DirResult<Answer>> {
+        let account = |key: String| self.accounts.get(&key).map(|a| Ok(Answer::Account(a)));
+        match lookup {
+            Lookup::AccountByLogin(k) => account(format!("l:{k}")),
+            Lookup::AccountByPhone(k) => account(format!("p:{k}")),
+            Lookup::AccountByUsername(k) => account(format!("u:{k}")),
+            Lookup::Registered(k) => self.registrar.as_ref().map(|registrar| {
+                let now = crate::store::now_secs();
+                Ok(Answer::Registered(!registrar.bindings(k, now).is_empty()))
+            }),
+            Lookup::GatewayFor(k) => self.gateways.get(k).map(|g| Ok(Answer::Gateway(g))),
+        }
+    }
     fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>> {
         Box::pin(async move {
             if let Some(hit) = self.gateways.get(number) {
@@ -249,40 +315,70 @@ impl MemoryDirectory {
     fn find(&self, pred: impl Fn(&DirAccount) -> bool) -> Option<DirAccount> {
         self.accounts.iter().find(|a| pred(a)).cloned()
     }
+
+    fn answer(&self, lookup: &Lookup) -> Answer {
+        match lookup {
+            Lookup::AccountByLogin(k) => {
+                Answer::Account(self.by_login.get(k).map(|&i| self.accounts[i].clone()))
+            }
+            Lookup::AccountByPhone(k) => {
+                Answer::Account(self.find(|a| a.phone.as_deref() == Some(k)))
+            }
+            Lookup::AccountByUsername(k) => {
+                Answer::Account(self.find(|a| a.username.as_deref() == Some(k)))
+            }
+            Lookup::Registered(k) => Answer::Registered(self.registered.contains(k)),
+            Lookup::GatewayFor(k) => Answer::Gateway(
+                self.gateways
+                    .iter()
+                    .filter(|g| k.starts_with(&g.prefix))
+                    .max_by_key(|g| g.prefix.len())
+                    .cloned(),
+            ),
+        }
+    }
+}
+
+impl MemoryDirectory {
+    fn account(&self, lookup: Lookup) -> BoxFuture<'_, DirResult<Option<DirAccount>>> {
+        let found = match self.answer(&lookup) {
+            Answer::Account(a) => a,
+            _ => None,
+        };
+        Box::pin(std::future::ready(Ok(found)))
+    }
 }
 
 impl Directory for MemoryDirectory {
+    fn peek(&self, lookup: &Lookup) -> Option<DirResult<Answer>> {
+        Some(Ok(self.answer(lookup)))
+    }
     fn account_by_login<'a>(
         &'a self,
         login: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        let found = self.by_login.get(login).map(|&i| self.accounts[i].clone());
-        Box::pin(std::future::ready(Ok(found)))
+        self.account(Lookup::AccountByLogin(login.into()))
     }
     fn account_by_phone<'a>(
         &'a self,
         phone: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        let found = self.find(|a| a.phone.as_deref() == Some(phone));
-        Box::pin(std::future::ready(Ok(found)))
+        self.account(Lookup::AccountByPhone(phone.into()))
     }
     fn account_by_username<'a>(
         &'a self,
         username: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        let found = self.find(|a| a.username.as_deref() == Some(username));
-        Box::pin(std::future::ready(Ok(found)))
+        self.account(Lookup::AccountByUsername(username.into()))
     }
     fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>> {
         Box::pin(std::future::ready(Ok(self.registered.contains(login))))
     }
     fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>> {
-        let found = self
-            .gateways
-            .iter()
-            .filter(|g| number.starts_with(&g.prefix))
-            .max_by_key(|g| g.prefix.len())
-            .cloned();
+        let found = match self.answer(&Lookup::GatewayFor(number.into())) {
+            Answer::Gateway(g) => g,
+            _ => None,
+        };
         Box::pin(std::future::ready(Ok(found)))
     }
 }

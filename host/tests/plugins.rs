@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use softswitch::config::{Config, GuestConfig};
-use softswitch::directory::{BoxFuture, DirAccount, DirGateway, DirResult, Directory};
+use softswitch::directory::{
+    Answer, BoxFuture, DirAccount, DirGateway, DirResult, Directory, Lookup,
+};
 use softswitch::metrics::Metrics;
 use softswitch::plugins::routing::{CallerId, Kind, Reason, RouteDecision, RouteRequest, Router};
 use softswitch::plugins::{FailureKind, GuestRegistry, PluginError};
@@ -490,27 +492,81 @@ async fn time_spent_waiting_for_the_directory_does_not_count_against_the_deadlin
     assert_eq!(routed.decision, user("48600333444"));
 }
 
-/// A registry of the default router over a directory whose every answer
-/// takes `delay`, on an instance pool of `slots`.
-async fn slow_router(
-    slots: u32,
-    instance_wait: Duration,
-    delay: Duration,
-) -> (GuestRegistry, Metrics) {
-    let slow: Arc<dyn Directory> = Arc::new(SlowDirectory {
+/// A directory whose gateways are at hand but whose accounts must be
+/// fetched (a cold account cache), counting the fetches.
+struct ColdAccounts {
+    inner: Arc<dyn Directory>,
+    fetches: std::sync::Mutex<Vec<Lookup>>,
+}
+
+impl Directory for ColdAccounts {
+    fn account_by_login<'a>(
+        &'a self,
+        login: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+        self.inner.account_by_login(login)
+    }
+    fn account_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+        self.inner.account_by_phone(phone)
+    }
+    fn account_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
+        self.inner.account_by_username(username)
+    }
+    fn is_registered<'a>(&'a self, login: &'a str) -> BoxFuture<'a, DirResult<bool>> {
+        self.inner.is_registered(login)
+    }
+    fn gateway_for<'a>(&'a self, number: &'a str) -> BoxFuture<'a, DirResult<Option<DirGateway>>> {
+        self.inner.gateway_for(number)
+    }
+    fn peek(&self, lookup: &Lookup) -> Option<DirResult<Answer>> {
+        match lookup {
+            Lookup::GatewayFor(_) => self.inner.peek(lookup),
+            _ => None,
+        }
+    }
+    fn fetch<'a>(&'a self, lookup: &'a Lookup) -> BoxFuture<'a, DirResult<Answer>> {
+        self.fetches.lock().unwrap().push(lookup.clone());
+        self.inner.fetch(lookup)
+    }
+}
+
+/// A look-up that misses is fetched and the decision made again with its
+/// answer: the caller's phone number becomes the caller ID, which the first
+/// try could not know.
+#[tokio::test]
+async fn a_decision_whose_look_ups_miss_is_made_again_with_the_answers() {
+    let cold = Arc::new(ColdAccounts {
         inner: directory(),
-        delay,
+        fetches: Default::default(),
     });
     let metrics = Metrics::new();
     let map = BTreeMap::from([(
         "routing".to_string(),
         guest(guest_wasm(DEFAULT_ROUTER), &[]),
     )]);
-    let plugins = plugins_with_slots(&cache_dir(), &metrics, slots, instance_wait);
-    let registry = GuestRegistry::load(plugins, &map, slow)
+    let registry = GuestRegistry::load(plugins(&cache_dir(), &metrics), &map, cold.clone())
         .await
         .expect("loads");
-    (registry, metrics)
+    let routed = router(&registry, "routing")
+        .route(&call("alice", "int4860012345"))
+        .await;
+    assert_eq!(routed.fallback, None, "{routed:?}");
+    assert_eq!(routed.decision, gateway("carrier-pl-mobile", "4860012345"));
+    assert_eq!(
+        routed.caller_id.and_then(|c| c.user).as_deref(),
+        Some("48600111222")
+    );
+    assert_eq!(
+        *cold.fetches.lock().unwrap(),
+        vec![Lookup::AccountByLogin("alice".into())],
+        "only the miss is fetched, once"
+    );
 }
 
 /// The value of the metric line starting with `prefix` (0 when absent).
@@ -523,30 +579,44 @@ fn metric(metrics: &Metrics, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The looping fixture on a pool of `slots` instance slots: each call to
+/// `boom` holds its instance for the whole deadline (200 ms).
+async fn spinning_router(slots: u32, instance_wait: Duration) -> (GuestRegistry, Metrics) {
+    let metrics = Metrics::new();
+    let map = BTreeMap::from([(
+        "looping".to_string(),
+        guest(guest_wasm("fixture_loop"), &[("when", "boom")]),
+    )]);
+    let plugins = plugins_with_slots(&cache_dir(), &metrics, slots, instance_wait);
+    let registry = GuestRegistry::load(plugins, &map, directory())
+        .await
+        .expect("loads");
+    (registry, metrics)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_calls_in_flight_than_instance_slots_wait_for_one_and_all_succeed() {
-    // Each call holds its instance across directory look-ups of 20 ms, so
-    // 200 at once need 25 times the 8 slots: the pooling allocator used to
-    // refuse the 9th ("maximum concurrent limit"), the fallback answering.
-    let (registry, metrics) =
-        slow_router(8, Duration::from_secs(30), Duration::from_millis(20)).await;
-    let router = router(&registry, "routing");
-    let calls: Vec<_> = (0..200)
+async fn more_calls_in_flight_than_instance_slots_wait_for_one() {
+    // Each call holds its instance for 200 ms, so 24 at once need three
+    // times the 8 slots: the pooling allocator used to refuse the 9th
+    // ("maximum concurrent limit"), the fallback answering "overloaded".
+    let (registry, metrics) = spinning_router(8, Duration::from_secs(30)).await;
+    let router = router(&registry, "looping");
+    let calls: Vec<_> = (0..24)
         .map(|_| {
             let router = router.clone();
-            tokio::spawn(async move { router.route(&call("alice", "48600333444")).await })
+            tokio::spawn(async move { router.route(&call("alice", "boom")).await })
         })
         .collect();
     for call in calls {
         let routed = call.await.unwrap();
-        assert_eq!(routed.fallback, None, "{routed:?}");
-        assert_eq!(routed.decision, user("48600333444"));
+        // The guest's own end, not a refused slot.
+        assert_eq!(routed.fallback, Some("timeout"), "{routed:?}");
     }
     let waits = metric(
         &metrics,
         "softswitch_guest_instance_waits_total{world=\"softswitch:routing/router@0.1.0\"}",
     );
-    assert!(waits >= 100.0, "only {waits} calls waited for a slot");
+    assert!(waits >= 8.0, "only {waits} calls waited for a slot");
     // Only the warm instances (4) are left holding slots.
     let alive = metric(&metrics, "softswitch_guest_instances ");
     assert!(alive <= 4.0, "{alive} instances alive after the calls");
@@ -555,30 +625,29 @@ async fn more_calls_in_flight_than_instance_slots_wait_for_one_and_all_succeed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_waits_too_long_for_a_slot_gets_the_fallback() {
-    // One slot, held 300 ms by each call (the look-ups), waited for 50 ms at most.
-    let (registry, metrics) =
-        slow_router(1, Duration::from_millis(50), Duration::from_millis(300)).await;
-    let router = router(&registry, "routing");
+    // One slot, held 200 ms by each call, waited for 50 ms at most.
+    let (registry, metrics) = spinning_router(1, Duration::from_millis(50)).await;
+    let router = router(&registry, "looping");
     let calls: Vec<_> = (0..4)
         .map(|_| {
             let router = router.clone();
-            tokio::spawn(async move { router.route(&call("alice", "48600333444")).await })
+            tokio::spawn(async move { router.route(&call("alice", "boom")).await })
         })
         .collect();
     let mut kinds = Vec::new();
     for call in calls {
         kinds.push(call.await.unwrap().fallback);
     }
-    assert!(kinds.contains(&None), "{kinds:?}");
+    assert!(kinds.contains(&Some("timeout")), "{kinds:?}");
     assert!(kinds.contains(&Some("overloaded")), "{kinds:?}");
     assert!(
         metric(
             &metrics,
-            "softswitch_guest_failures_total{guest=\"routing\",kind=\"overloaded\""
+            "softswitch_guest_failures_total{guest=\"looping\",kind=\"overloaded\""
         ) >= 1.0
     );
     // The slot is free again afterwards: the next call succeeds.
-    let routed = router.route(&call("alice", "48600333444")).await;
+    let routed = router.route(&call("alice", "carolina")).await;
     assert_eq!(routed.fallback, None, "{routed:?}");
 }
 

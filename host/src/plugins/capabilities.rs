@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::Component;
 
 use super::{PluginError, Plugins};
-use crate::directory::{BoxFuture, DirAccount, DirGateway, DirResult, Directory, DirectoryError};
+use crate::directory::{
+    Answer, BoxFuture, DirAccount, DirGateway, DirResult, Directory, DirectoryError, Lookup,
+};
 use crate::ivr::session::MailboxGrant;
 
 /// A guest's capabilities; the default grants what its world offers.
@@ -188,6 +190,30 @@ impl Directory for ScopedDirectory {
             granted: self.granted.clone(),
         })
     }
+
+    fn peek(&self, lookup: &Lookup) -> Option<DirResult<Answer>> {
+        if let Err(denied) = self.allows(kind_of(lookup)) {
+            return Some(Err(denied));
+        }
+        self.inner.peek(lookup)
+    }
+
+    fn fetch<'a>(&'a self, lookup: &'a Lookup) -> BoxFuture<'a, DirResult<Answer>> {
+        Box::pin(async move {
+            self.allows(kind_of(lookup))?;
+            self.inner.fetch(lookup).await
+        })
+    }
+}
+
+fn kind_of(lookup: &Lookup) -> DirectoryLookup {
+    match lookup {
+        Lookup::AccountByLogin(_) | Lookup::AccountByPhone(_) | Lookup::AccountByUsername(_) => {
+            DirectoryLookup::Accounts
+        }
+        Lookup::Registered(_) => DirectoryLookup::Registrations,
+        Lookup::GatewayFor(_) => DirectoryLookup::Gateways,
+    }
 }
 
 #[cfg(test)]
@@ -240,6 +266,14 @@ mod tests {
         assert!(matches!(
             scoped.is_registered("alice").await,
             Err(DirectoryError::Denied("registrations"))
+        ));
+        assert!(matches!(
+            scoped.peek(&Lookup::AccountByLogin("alice".into())),
+            Some(Err(DirectoryError::Denied("accounts")))
+        ));
+        assert!(matches!(
+            scoped.peek(&Lookup::GatewayFor("4860".into())),
+            Some(Ok(Answer::Gateway(Some(_))))
         ));
         // The smoke call's empty directory keeps the scope.
         assert!(scoped.empty().account_by_login("x").await.is_err());

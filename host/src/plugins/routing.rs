@@ -17,7 +17,7 @@ use super::engine::Plugins;
 use super::probation::VersionHealth;
 use super::state::GuestState;
 use super::{FailureKind, GuestFailure, PluginError};
-use crate::directory::{DirAccount, DirGateway, Directory};
+use crate::directory::{Answer, DirAccount, DirGateway, Directory, Lookup};
 
 // Public (hidden) only so the fuzz targets can build the values a guest
 // returns; nothing else should name the generated types.
@@ -26,7 +26,10 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         world: "router",
         path: "../wit/routing/0.1.0",
-        imports: { default: async | trappable },
+        // The imports never wait (see `RoutingGuest::call`), so a decision
+        // can run on the caller's thread; the export is also called async,
+        // on a fiber, for a guest too slow for that.
+        imports: { default: trappable },
         exports: { default: async },
     });
 }
@@ -64,61 +67,60 @@ fn to_wit_gateway(g: DirGateway) -> wit_dir::Gateway {
 }
 
 impl GuestState {
-    /// Runs a directory look-up, recording how long it waited.
-    async fn timed<T>(&mut self, lookup: impl std::future::Future<Output = T>) -> T {
-        let started = std::time::Instant::now();
-        let out = lookup.await;
-        self.host_wait.record(started.elapsed());
-        out
+    /// A look-up answered without waiting: fetched earlier for this
+    /// decision, or at hand in the directory. Anything else is a miss: the
+    /// guest gets a placeholder and this try's decision will not stand.
+    fn look_up(&mut self, lookup: Lookup) -> wasmtime::Result<Answer> {
+        if let Some((_, answer)) = self.fetched.iter().find(|(l, _)| *l == lookup) {
+            return Ok(answer.clone());
+        }
+        match self.directory.peek(&lookup) {
+            Some(answer) => Ok(answer?),
+            None => {
+                let placeholder = lookup.placeholder();
+                self.misses.push(lookup);
+                Ok(placeholder)
+            }
+        }
+    }
+
+    fn account(&mut self, lookup: Lookup) -> wasmtime::Result<Option<wit_dir::Account>> {
+        Ok(match self.look_up(lookup)? {
+            Answer::Account(a) => a.map(to_wit_account),
+            _ => None,
+        })
     }
 }
 
 impl wit_dir::Host for GuestState {
-    async fn account_by_login(
-        &mut self,
-        login: String,
-    ) -> wasmtime::Result<Option<wit_dir::Account>> {
-        let directory = self.directory.clone();
-        Ok(self
-            .timed(directory.account_by_login(&login))
-            .await?
-            .map(to_wit_account))
+    fn account_by_login(&mut self, login: String) -> wasmtime::Result<Option<wit_dir::Account>> {
+        self.account(Lookup::AccountByLogin(login))
     }
-    async fn account_by_phone(
-        &mut self,
-        phone: String,
-    ) -> wasmtime::Result<Option<wit_dir::Account>> {
-        let directory = self.directory.clone();
-        Ok(self
-            .timed(directory.account_by_phone(&phone))
-            .await?
-            .map(to_wit_account))
+    fn account_by_phone(&mut self, phone: String) -> wasmtime::Result<Option<wit_dir::Account>> {
+        self.account(Lookup::AccountByPhone(phone))
     }
-    async fn account_by_username(
+    fn account_by_username(
         &mut self,
         username: String,
     ) -> wasmtime::Result<Option<wit_dir::Account>> {
-        let directory = self.directory.clone();
-        Ok(self
-            .timed(directory.account_by_username(&username))
-            .await?
-            .map(to_wit_account))
+        self.account(Lookup::AccountByUsername(username))
     }
-    async fn is_registered(&mut self, login: String) -> wasmtime::Result<bool> {
-        let directory = self.directory.clone();
-        Ok(self.timed(directory.is_registered(&login)).await?)
+    fn is_registered(&mut self, login: String) -> wasmtime::Result<bool> {
+        Ok(matches!(
+            self.look_up(Lookup::Registered(login))?,
+            Answer::Registered(true)
+        ))
     }
-    async fn gateway_for(&mut self, number: String) -> wasmtime::Result<Option<wit_dir::Gateway>> {
-        let directory = self.directory.clone();
-        Ok(self
-            .timed(directory.gateway_for(&number))
-            .await?
-            .map(to_wit_gateway))
+    fn gateway_for(&mut self, number: String) -> wasmtime::Result<Option<wit_dir::Gateway>> {
+        Ok(match self.look_up(Lookup::GatewayFor(number))? {
+            Answer::Gateway(g) => g.map(to_wit_gateway),
+            _ => None,
+        })
     }
 }
 
 impl wit_log::Host for GuestState {
-    async fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
         // Guests are untrusted: cap what one line may put in the host's log.
         let mut message = message;
         if message.len() > 1024 {
@@ -128,20 +130,23 @@ impl wit_log::Host for GuestState {
             }
             message.truncate(end);
         }
-        let guest = &*self.guest;
-        match level {
-            wit_log::Level::Trace => tracing::trace!(guest, "{message}"),
-            wit_log::Level::Debug => tracing::debug!(guest, "{message}"),
-            wit_log::Level::Info => tracing::info!(guest, "{message}"),
-            wit_log::Level::Warn => tracing::warn!(guest, "{message}"),
-            wit_log::Level::Error => tracing::error!(guest, "{message}"),
+        // Held until the try stands: a try made again must not log twice.
+        let level = match level {
+            wit_log::Level::Trace => tracing::Level::TRACE,
+            wit_log::Level::Debug => tracing::Level::DEBUG,
+            wit_log::Level::Info => tracing::Level::INFO,
+            wit_log::Level::Warn => tracing::Level::WARN,
+            wit_log::Level::Error => tracing::Level::ERROR,
+        };
+        if self.logs.len() < MAX_LOG_LINES {
+            self.logs.push((level, message));
         }
         Ok(())
     }
 }
 
 impl wit_config::Host for GuestState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.config.get(&key).cloned())
     }
 }
@@ -279,6 +284,23 @@ fn to_wit_request(r: &RouteRequest) -> wit::RouteRequest {
             Reason::Declined => wit::Reason::Declined,
             Reason::Unavailable => wit::Reason::Unavailable,
         },
+    }
+}
+
+/// Tries of one decision: each may find look-ups missing and fetch them
+/// (the caller, then the callee or the gateway, ...).
+const MAX_TRIES: usize = 5;
+
+/// Log lines one decision may write.
+const MAX_LOG_LINES: usize = 32;
+
+fn log_line(guest: &str, level: tracing::Level, message: &str) {
+    match level {
+        tracing::Level::TRACE => tracing::trace!(guest, "{message}"),
+        tracing::Level::DEBUG => tracing::debug!(guest, "{message}"),
+        tracing::Level::INFO => tracing::info!(guest, "{message}"),
+        tracing::Level::WARN => tracing::warn!(guest, "{message}"),
+        tracing::Level::ERROR => tracing::error!(guest, "{message}"),
     }
 }
 
@@ -442,7 +464,6 @@ impl RoutingGuest {
             .await
             .map_err(|e| self.failure(FailureKind::Overloaded, e.to_string()))?;
         let state = GuestState::new(
-            self.name.clone(),
             self.config.clone(),
             self.directory.clone(),
             self.plugins.options.memory_limit_bytes,
@@ -482,25 +503,92 @@ impl RoutingGuest {
         }
     }
 
-    /// One guest call under the limits; the raw, unvalidated result.
+    /// One routing decision under the limits; the raw, unvalidated result.
+    ///
+    /// The guest runs on the caller's thread, without a fiber, and its
+    /// directory look-ups never wait: what is not at hand (a cache miss)
+    /// gets a placeholder and is noted. When a try missed something, its
+    /// decision is thrown away with its instance (which may have kept the
+    /// placeholder), the look-ups are fetched, and the decision is made again
+    /// with the answers, at most [`MAX_TRIES`] times. A guest still running
+    /// at the end of its first slice is stopped and called again on a fiber,
+    /// where it yields to the runtime between slices.
     async fn call(&self, request: &wit::RouteRequest) -> Result<wit::RouteResult, GuestFailure> {
-        let mut warm = match self.take_warm() {
-            Some(w) => w,
-            None => self.instantiate().await?,
-        };
-        warm.store.data_mut().limits.hit = false;
-        warm.store.data_mut().host_wait = Default::default();
-        let (budget, slice) = super::state::Budget::new(self.plugins.deadline_ticks());
-        warm.store.data_mut().budget = budget;
-        warm.store.set_epoch_deadline(slice);
-        match warm.bindings.call_route(&mut warm.store, request).await {
-            Ok(result) => {
-                self.give_back(warm);
-                Ok(result)
+        let mut fetched = Vec::new();
+        for _ in 0..MAX_TRIES {
+            let mut warm = match self.take_warm() {
+                Some(w) => w,
+                None => self.instantiate().await?,
+            };
+            let slice = self.prepare(&mut warm.store, std::mem::take(&mut fetched), true);
+            warm.store.set_epoch_deadline(slice);
+            let mut outcome = warm
+                .bindings
+                .func_route()
+                .call(&mut warm.store, (request,))
+                .map(|(result,)| result);
+            if outcome.is_err() && warm.store.data().left_thread {
+                let fetched = std::mem::take(&mut warm.store.data_mut().fetched);
+                // Its slot first: the new instance may need it.
+                drop(warm);
+                warm = self.instantiate().await?;
+                let slice = self.prepare(&mut warm.store, fetched, false);
+                warm.store.set_epoch_deadline(slice);
+                outcome = warm.bindings.call_route(&mut warm.store, request).await;
             }
-            // The instance is dropped here: after a trap its state is undefined.
-            Err(e) => Err(self.classify(e, &warm.store)),
+            let state = warm.store.data_mut();
+            if state.misses.is_empty() || outcome.is_err() {
+                for (level, message) in state.logs.drain(..) {
+                    log_line(&self.name, level, &message);
+                }
+            }
+            let result = match outcome {
+                Ok(result) => result,
+                // The instance is dropped here: after a trap its state is undefined.
+                Err(e) => return Err(self.classify(e, &warm.store)),
+            };
+            if state.misses.is_empty() {
+                self.give_back(warm);
+                return Ok(result);
+            }
+            let misses = std::mem::take(&mut state.misses);
+            fetched = std::mem::take(&mut state.fetched);
+            // Its slot is free while the database answers.
+            drop(warm);
+            for lookup in misses {
+                let answer = self.directory.fetch(&lookup).await.map_err(|e| {
+                    let kind = match e {
+                        crate::directory::DirectoryError::Denied(_) => FailureKind::Denied,
+                        crate::directory::DirectoryError::Unavailable(_) => FailureKind::Directory,
+                    };
+                    self.failure(kind, e.to_string())
+                })?;
+                fetched.push((lookup, answer));
+            }
         }
+        Err(self.failure(
+            FailureKind::Directory,
+            format!("still missing look-ups after {MAX_TRIES} tries"),
+        ))
+    }
+
+    /// Readies a warm instance's state for a try; the first slice.
+    fn prepare(
+        &self,
+        store: &mut Store<GuestState>,
+        fetched: Vec<(Lookup, Answer)>,
+        on_thread: bool,
+    ) -> u64 {
+        let (budget, slice) = super::state::Budget::new(self.plugins.deadline_ticks());
+        let state = store.data_mut();
+        state.limits.hit = false;
+        state.budget = budget;
+        state.fetched = fetched;
+        state.misses.clear();
+        state.logs.clear();
+        state.on_thread = on_thread;
+        state.left_thread = false;
+        slice
     }
 
     fn classify(&self, e: wasmtime::Error, store: &Store<GuestState>) -> GuestFailure {

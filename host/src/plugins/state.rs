@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::directory::Directory;
+use crate::directory::{Answer, Directory, Lookup};
 
 /// Enforces the memory cap and remembers that it was hit, so a guest that
 /// aborts after a failed allocation is reported as "memory", not "trap".
@@ -43,36 +42,6 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Time one guest call spent waiting in host imports (a directory look-up
-/// that went to the database). The deadline is for the guest's own work, so
-/// this time is handed back to it, up to [`HostWait::MAX`] per call: a slow
-/// database must not turn into "the guest timed out" under load.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HostWait {
-    /// Waited, not yet handed back.
-    unclaimed: Duration,
-    /// Handed back so far in this call.
-    granted: Duration,
-}
-
-impl HostWait {
-    /// Most waiting handed back in one call.
-    pub const MAX: Duration = Duration::from_secs(1);
-
-    pub fn record(&mut self, waited: Duration) {
-        self.unclaimed += waited;
-    }
-
-    /// Extra epoch ticks of `tick` each for the waiting not yet handed back
-    /// (0 when there is none, or the per-call cap is used up).
-    pub fn claim(&mut self, tick: Duration) -> u64 {
-        let grant = self.unclaimed.min(Self::MAX.saturating_sub(self.granted));
-        self.unclaimed = Duration::ZERO;
-        self.granted += grant;
-        (grant.as_micros() / tick.as_micros().max(1)) as u64
-    }
-}
-
 /// Epoch ticks a guest runs before it yields its thread. A call runs on one
 /// of the runtime's worker threads (two on a two-core machine): a guest
 /// spinning to its 50 ms deadline in one go would hold every request queued
@@ -101,10 +70,8 @@ impl Budget {
         )
     }
 
-    /// The slice ended, `extra` ticks handed back: the next slice, or `None`
-    /// when the budget is spent.
-    pub fn next_slice(&mut self, extra: u64) -> Option<u64> {
-        self.left += extra;
+    /// The slice ended: the next slice, or `None` when the budget is spent.
+    pub fn next_slice(&mut self) -> Option<u64> {
         if self.left == 0 {
             return None;
         }
@@ -115,16 +82,21 @@ impl Budget {
 }
 
 /// The epoch-deadline callback of every guest store, at the end of each
-/// slice: the budget gets back the time spent in host imports, and the guest
-/// yields to the runtime and goes on with the next slice (wasmtime sets its
-/// deadline when it resumes, so time spent waiting to be resumed is not
-/// counted); with the budget spent it is interrupted (a timeout).
+/// slice. A call made on the caller's thread ([`GuestState::on_thread`])
+/// cannot yield: it is interrupted and its owner makes it again on a fiber.
+/// Otherwise the guest yields to the runtime and goes on with the next slice
+/// (wasmtime sets its deadline when it resumes, so time spent waiting to be
+/// resumed is not counted); with the budget spent it is interrupted (a
+/// timeout).
 pub(crate) fn on_deadline(
     mut ctx: StoreContextMut<'_, GuestState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let data = ctx.data_mut();
-    let extra = data.host_wait.claim(super::engine::EPOCH_TICK);
-    match data.budget.next_slice(extra) {
+    if data.on_thread {
+        data.left_thread = true;
+        return Err(wasmtime::Trap::Interrupt.into());
+    }
+    match data.budget.next_slice() {
         None => Err(wasmtime::Trap::Interrupt.into()),
         // tokio's own yield, as wasmtime recommends: the task goes behind the
         // others and behind the timer and I/O drivers, which a plain wake would
@@ -153,16 +125,25 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub limits: MemoryCap,
-    pub guest: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub directory: Arc<dyn Directory>,
-    pub host_wait: HostWait,
+    /// Answers fetched for this decision after an earlier try missed them.
+    pub fetched: Vec<(Lookup, Answer)>,
+    /// Look-ups this try could not answer without waiting: its decision is
+    /// thrown away, they are fetched, and the decision is made again.
+    pub misses: Vec<Lookup>,
+    /// The guest's log lines of this try, written once the try stands.
+    pub logs: Vec<(tracing::Level, String)>,
     pub budget: Budget,
+    /// The call runs on the caller's thread, not on a fiber: it may not
+    /// yield, and is interrupted at the end of its first slice.
+    pub on_thread: bool,
+    /// It was, for that reason.
+    pub left_thread: bool,
 }
 
 impl GuestState {
     pub fn new(
-        guest: Arc<str>,
         config: Arc<BTreeMap<String, String>>,
         directory: Arc<dyn Directory>,
         max_memory_bytes: usize,
@@ -174,11 +155,14 @@ impl GuestState {
                 max_bytes: max_memory_bytes,
                 hit: false,
             },
-            guest,
             config,
             directory,
-            host_wait: HostWait::default(),
+            fetched: Vec::new(),
+            misses: Vec::new(),
+            logs: Vec::new(),
             budget: Budget::default(),
+            on_thread: false,
+            left_thread: false,
         }
     }
 }
@@ -197,30 +181,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_budget_is_handed_out_in_slices_plus_what_is_handed_back() {
+    fn a_budget_is_handed_out_in_slices() {
         let (mut b, first) = Budget::new(5);
         assert_eq!(first, 2);
-        assert_eq!(b.next_slice(0), Some(2));
-        assert_eq!(b.next_slice(0), Some(1));
-        assert_eq!(b.next_slice(0), None, "5 ticks spent");
+        assert_eq!(b.next_slice(), Some(2));
+        assert_eq!(b.next_slice(), Some(1));
+        assert_eq!(b.next_slice(), None, "5 ticks spent");
         let (mut b, first) = Budget::new(1);
         assert_eq!(first, 1);
-        assert_eq!(b.next_slice(3), Some(2), "3 ticks of host wait handed back");
-        assert_eq!(b.next_slice(0), Some(1));
-        assert_eq!(b.next_slice(0), None);
-    }
-
-    #[test]
-    fn host_waits_are_handed_back_once_and_capped() {
-        let tick = Duration::from_millis(1);
-        let mut w = HostWait::default();
-        assert_eq!(w.claim(tick), 0, "no waiting, no extension");
-        w.record(Duration::from_millis(30));
-        assert_eq!(w.claim(tick), 30);
-        assert_eq!(w.claim(tick), 0, "the same wait is not handed back twice");
-        w.record(Duration::from_secs(5));
-        assert_eq!(w.claim(tick), 970, "at most HostWait::MAX per call");
-        w.record(Duration::from_millis(10));
-        assert_eq!(w.claim(tick), 0);
+        assert_eq!(b.next_slice(), None);
     }
 }
