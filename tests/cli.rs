@@ -950,16 +950,6 @@ async fn guest_new_writes_projects_that_build_and_load() {
     let dir = |world: &str| work.path().join(world);
 
     // What it refuses, each with one clear error.
-    let line = site.fails(&["guest", "new", "routing", "demo", "--lang", "python"]);
-    assert!(
-        line.contains("--lang python has a template for sms-provider guests only"),
-        "{line}"
-    );
-    let line = site.fails(&["guest", "new", "ivr", "demo", "--lang", "js"]);
-    assert!(
-        line.contains("--lang js has a template for routing guests only"),
-        "{line}"
-    );
     let line = site.fails(&["guest", "new", "routing", "1demo"]);
     assert!(line.contains("must start with a letter"), "{line}");
     let line = site.fails(&["guest", "new", "routing", "de.mo"]);
@@ -1220,50 +1210,182 @@ fn the_billing_tour_charges_a_call_cuts_one_and_refuses_one() {
     assert!(shown.contains("tour done"), "{shown}");
 }
 
-/// `guest new routing --lang js`: the JavaScript project builds with its
-/// documented commands (`npm install`, `npm run build`: componentize-js
-/// from the npm registry) and passes the Rust routing template's cases.
-#[test]
-fn a_javascript_router_from_the_template_builds_and_passes_its_cases() {
-    let site = Site::new("");
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("js-router");
+/// Runs `program args` in `dir`; panics with its output when it fails.
+fn run_in(dir: &Path, program: &str, args: &[&str]) {
+    let run = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        run.status.success(),
+        "{program} {args:?} in {}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// `guest new <world> NAME --lang LANG` in `work`, then `build` in the
+/// project; checks that the component passes the project's cases (IVR
+/// ones with the repository's prompts, as its README says) and returns
+/// its size.
+fn template_passes_its_cases(
+    site: &Site,
+    work: &Path,
+    lang: &str,
+    (world, count): (&str, usize),
+    build: impl FnOnce(&Path),
+) -> u64 {
+    let name = format!("{lang}-{world}");
+    let dir = work.join(&name);
     let out = site.ok(&[
         "guest",
         "new",
-        "routing",
-        "js-router",
+        world,
+        &name,
         "--lang",
-        "js",
+        lang,
         "--dir",
         dir.to_str().unwrap(),
     ]);
-    assert!(out.contains("npm install && npm run build"), "{out}");
-    for args in [
-        &["install", "--no-audit", "--no-fund", "--silent"][..],
-        &["run", "build"],
-    ] {
-        let run = Command::new("npm")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("npm (scripts/setup.sh installs Node.js)");
-        assert!(
-            run.status.success(),
-            "npm {args:?}: {}{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        );
+    for file in ["README.md", "cases.toml", ".gitignore"] {
+        assert!(dir.join(file).is_file(), "{world}: no {file}");
     }
-    let wasm = dir.join("js_router.wasm");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let lib = name.replace('-', "_");
+    let mut test = format!("softswitch guest test {lib}.wasm cases.toml");
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
+    if world == "ivr" {
+        test.push_str(" --prompts");
+    }
+    assert!(readme.contains(&test), "{world}: {readme}");
+    assert!(out.contains(&test), "{world}: {out}");
+    build(&dir);
+    let wasm = dir.join(format!("{lib}.wasm"));
     let cases = dir.join("cases.toml");
-    let out = site.ok(&[
+    let mut args = vec![
         "guest",
         "test",
         wasm.to_str().unwrap(),
         cases.to_str().unwrap(),
-    ]);
-    assert!(out.ends_with("6 cases, 6 passed, 0 failed\n"), "{out}");
+    ];
+    if world == "ivr" {
+        args.extend(["--prompts", prompts.to_str().unwrap()]);
+    }
+    let out = site.ok(&args);
+    assert!(
+        out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
+        "{lang} {world}: {out}"
+    );
+    std::fs::metadata(&wasm).unwrap().len()
+}
+
+/// `guest new <world> --lang js`, every world: each JavaScript project
+/// builds with its documented command (`npm run build`: componentize-js,
+/// the version its `package.json` pins, from the npm registry) and passes
+/// its cases. Instead of an `npm install` of their own, the projects'
+/// `node_modules` is a link to the one `scripts/build-guests.sh` installs
+/// (guests/target/js-tools, made here the same way when it is missing): one
+/// install of the same pinned tool.
+#[test]
+fn javascript_templates_build_and_pass_their_cases() {
+    let site = Site::new("");
+    let work = tempfile::tempdir().unwrap();
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/target/js-tools");
+    let mut checked_tools = false;
+    // Each world with the cases its `cases.toml` holds.
+    let worlds = [
+        ("sms-provider", 9),
+        ("ivr", 3),
+        ("push-provider", 7),
+        ("routing", 6),
+    ];
+    for world in worlds {
+        let size = template_passes_its_cases(&site, work.path(), "js", world, |dir| {
+            let package: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("package.json")).unwrap()).unwrap();
+            let tool = "@bytecodealliance/componentize-js";
+            let version = package["devDependencies"][tool]
+                .as_str()
+                .unwrap_or_else(|| panic!("{package} does not pin {tool}"));
+            assert!(
+                version.starts_with(|c: char| c.is_ascii_digit()),
+                "{tool} {version} is not pinned"
+            );
+            if !checked_tools {
+                let componentize = tools.join("node_modules/.bin/componentize-js");
+                let has = Command::new(&componentize).arg("--version").output();
+                if !has.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == version) {
+                    std::fs::create_dir_all(&tools).unwrap();
+                    let prefix = tools.to_str().unwrap();
+                    let pin = format!("{tool}@{version}");
+                    let install = ["install", "--prefix", prefix, "--no-audit", "--no-fund"];
+                    run_in(&tools, "npm", &[&install[..], &["--silent", &pin]].concat());
+                }
+                checked_tools = true;
+            }
+            std::os::unix::fs::symlink(tools.join("node_modules"), dir.join("node_modules"))
+                .unwrap();
+            run_in(dir, "npm", &["run", "build"]);
+        });
+        assert!(size > 1_000_000, "{world:?}: {size} bytes");
+    }
+}
+
+/// `guest new <world> --lang python`, every world: each Python project
+/// builds with the command its README documents (componentize-py, the
+/// version the README pins, from PyPI) and passes its cases. The projects'
+/// `.venv` is a link to the one `scripts/build-guests.sh` installs
+/// (guests/target/py-venv, made here the same way when it is missing): one
+/// install of the same pinned tool.
+#[test]
+fn python_templates_build_and_pass_their_cases() {
+    let site = Site::new("");
+    let work = tempfile::tempdir().unwrap();
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/target/py-venv");
+    let mut checked_venv = false;
+    // Each world with the cases its `cases.toml` holds.
+    let worlds = [
+        ("sms-provider", 6),
+        ("ivr", 3),
+        ("push-provider", 7),
+        ("routing", 6),
+    ];
+    for world in worlds {
+        let size = template_passes_its_cases(&site, work.path(), "python", world, |dir| {
+            let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+            let line = |start: &str| {
+                readme
+                    .lines()
+                    .find(|l| l.starts_with(start))
+                    .unwrap_or_else(|| panic!("no `{start}` line in {readme}"))
+                    .to_owned()
+            };
+            let install = line("python3 -m venv .venv");
+            let version = install
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("componentize-py=="))
+                .unwrap_or_else(|| panic!("no pinned version in {install:?}"));
+            if !checked_venv {
+                let componentize = venv.join("bin/componentize-py");
+                let has = Command::new(&componentize).arg("--version").output();
+                let wanted = format!("componentize-py {version}");
+                if !has.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == wanted) {
+                    let parent = venv.parent().unwrap();
+                    std::fs::create_dir_all(parent).unwrap();
+                    run_in(parent, "python3", &["-m", "venv", venv.to_str().unwrap()]);
+                    let pip = venv.join("bin/pip");
+                    let pin = format!("componentize-py=={version}");
+                    run_in(parent, pip.to_str().unwrap(), &["install", "-q", &pin]);
+                }
+                checked_venv = true;
+            }
+            std::os::unix::fs::symlink(&venv, dir.join(".venv")).unwrap();
+            run_in(dir, "sh", &["-c", &line(".venv/bin/componentize-py ")]);
+        });
+        assert!(size > 1_000_000, "{world:?}: {size} bytes");
+    }
 }
 
 /// The README's Python SMS provider tutorial, run exactly as written

@@ -6,6 +6,11 @@
 //! `softswitch` writes the same project as one run from the repository. The
 //! project depends on nothing in this repository: `wit-bindgen` (the version
 //! the repository's guests use) and, for the provider worlds, `serde_json`.
+//!
+//! `--lang python` and `--lang js` write a Python (componentize-py) or
+//! JavaScript (componentize-js) project instead, for every world: the app,
+//! the world's WIT, a README with the one build command, and a `cases.toml`
+//! for `softswitch guest test`.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +25,8 @@ pub struct NewArgs {
     world: World,
     /// Crate name: letters, digits, `-` and `_`, starting with a letter.
     name: String,
-    /// Language of the project: Rust for every world, Python for SMS
-    /// providers (componentize-py), JavaScript for routing (componentize-js).
+    /// Language of the project, for every world: Rust (cargo), Python
+    /// (componentize-py) or JavaScript (componentize-js).
     #[arg(long, value_enum, default_value_t = Lang::Rust)]
     lang: Lang,
     /// Folder to create; default `./<name>`. An existing folder must be empty.
@@ -212,22 +217,13 @@ fn check_target(dir: &Path) -> anyhow::Result<()> {
 
 /// The files of a project in another language than Rust: `files` (name,
 /// text with placeholders) filled in, the `.gitignore` and the world's WIT.
-/// Each language has a template for one world so far (`only`).
 fn other_language_files(
     world: World,
     name: &str,
-    (lang, only): (&str, World),
     files: &[(&str, &str)],
     gitignore: &str,
-) -> anyhow::Result<Vec<(PathBuf, String)>> {
+) -> Vec<(PathBuf, String)> {
     let t = world.template();
-    if world != only {
-        bail!(
-            "--lang {lang} has a template for {} guests only so far: use --lang rust for {}",
-            world_name(only),
-            world_name(world)
-        );
-    }
     let lib = name.replace('-', "_");
     let mut out: Vec<(PathBuf, String)> = files
         .iter()
@@ -241,47 +237,94 @@ fn other_language_files(
         .collect();
     out.push((".gitignore".into(), gitignore.to_string()));
     out.push((Path::new("wit").join(t.wit_file), t.wit.to_string()));
-    Ok(out)
+    out
 }
 
-/// The files of a Python project (SMS providers only, so far).
-fn python_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let files = [
-        ("app.py", PY_SMS_APP),
-        ("README.md", PY_SMS_README),
-        ("cases.toml", PY_SMS_CASES),
-    ];
-    other_language_files(
-        world,
-        name,
-        ("python", World::SmsProvider),
-        &files,
-        PY_GITIGNORE,
-    )
+/// The routing template's cases: the Python and JavaScript routers decide
+/// like the Rust one.
+fn routing_cases() -> &'static str {
+    World::Routing.template().cases.unwrap_or_default()
 }
 
-/// The files of a JavaScript project (routing only, so far). Its cases are
-/// the Rust routing template's: the two routers decide alike.
-fn js_files(world: World, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let cases = World::Routing.template().cases.unwrap_or_default();
+/// The files of a Python project: `app.py` (componentize-py), its cases,
+/// a README.
+fn python_files(world: World, name: &str) -> Vec<(PathBuf, String)> {
+    let (app, readme, cases) = match world {
+        World::Routing => (PY_ROUTING_APP, PY_ROUTING_README, routing_cases()),
+        World::SmsProvider => (PY_SMS_APP, PY_SMS_README, PY_SMS_CASES),
+        World::Ivr => (PY_IVR_APP, PY_IVR_README, IVR_CASES),
+        World::PushProvider => (PY_PUSH_APP, PY_PUSH_README, PUSH_CASES),
+    };
     let files = [
-        ("app.js", JS_ROUTING_APP),
-        ("package.json", JS_ROUTING_PACKAGE),
-        ("README.md", JS_ROUTING_README),
+        ("app.py", app),
+        ("README.md", readme),
         ("cases.toml", cases),
     ];
-    other_language_files(world, name, ("js", World::Routing), &files, JS_GITIGNORE)
+    other_language_files(world, name, &files, PY_GITIGNORE)
+}
+
+/// The files of a JavaScript project: `app.js`, a `package.json` pinning
+/// componentize-js, its cases, a README.
+fn js_files(world: World, name: &str) -> Vec<(PathBuf, String)> {
+    let (app, package, readme, cases) = match world {
+        World::Routing => (
+            JS_ROUTING_APP,
+            JS_ROUTING_PACKAGE,
+            JS_ROUTING_README,
+            routing_cases(),
+        ),
+        World::SmsProvider => (JS_SMS_APP, JS_SMS_PACKAGE, JS_SMS_README, JS_SMS_CASES),
+        World::Ivr => (JS_IVR_APP, JS_IVR_PACKAGE, JS_IVR_README, IVR_CASES),
+        World::PushProvider => (JS_PUSH_APP, JS_PUSH_PACKAGE, JS_PUSH_README, PUSH_CASES),
+    };
+    let files = [
+        ("app.js", app),
+        ("package.json", package),
+        ("README.md", readme),
+        ("cases.toml", cases),
+    ];
+    other_language_files(world, name, &files, JS_GITIGNORE)
 }
 
 const JS_ROUTING_APP: &str = include_str!("../templates/js/routing/app.js");
 const JS_ROUTING_PACKAGE: &str = include_str!("../templates/js/routing/package.json");
 const JS_ROUTING_README: &str = include_str!("../templates/js/routing/README.md");
+const JS_SMS_APP: &str = include_str!("../templates/js/sms-provider/app.js");
+const JS_SMS_PACKAGE: &str = include_str!("../templates/js/sms-provider/package.json");
+const JS_SMS_README: &str = include_str!("../templates/js/sms-provider/README.md");
+const JS_SMS_CASES: &str = include_str!("../templates/js/sms-provider/cases.toml");
+const JS_IVR_APP: &str = include_str!("../templates/js/ivr/app.js");
+const JS_IVR_PACKAGE: &str = include_str!("../templates/js/ivr/package.json");
+const JS_IVR_README: &str = include_str!("../templates/js/ivr/README.md");
+const JS_PUSH_APP: &str = include_str!("../templates/js/push-provider/app.js");
+const JS_PUSH_PACKAGE: &str = include_str!("../templates/js/push-provider/package.json");
+const JS_PUSH_README: &str = include_str!("../templates/js/push-provider/README.md");
 const JS_GITIGNORE: &str = include_str!("../templates/js/routing/gitignore");
 
+const PY_ROUTING_APP: &str = include_str!("../templates/python/routing/app.py");
+const PY_ROUTING_README: &str = include_str!("../templates/python/routing/README.md");
 const PY_SMS_APP: &str = include_str!("../templates/python/sms-provider/app.py");
 const PY_SMS_README: &str = include_str!("../templates/python/sms-provider/README.md");
 const PY_SMS_CASES: &str = include_str!("../templates/python/sms-provider/cases.toml");
+const PY_IVR_APP: &str = include_str!("../templates/python/ivr/app.py");
+const PY_IVR_README: &str = include_str!("../templates/python/ivr/README.md");
+const PY_PUSH_APP: &str = include_str!("../templates/python/push-provider/app.py");
+const PY_PUSH_README: &str = include_str!("../templates/python/push-provider/README.md");
 const PY_GITIGNORE: &str = include_str!("../templates/python/sms-provider/gitignore");
+
+/// The IVR and push provider cases, shared by the Python and JavaScript
+/// templates (the two flows, and the two webhooks, behave alike).
+const IVR_CASES: &str = include_str!("../templates/python/ivr/cases.toml");
+const PUSH_CASES: &str = include_str!("../templates/python/push-provider/cases.toml");
+
+/// The name of the world inside its WIT package (`router`, `provider`,
+/// `scenario`): what componentize-py's `-w` takes.
+fn wit_world_name(world_id: &str) -> &str {
+    world_id
+        .split_once('/')
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map_or(world_id, |(name, _)| name)
+}
 
 fn world_name(world: World) -> String {
     world
@@ -318,10 +361,15 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(&args.name));
     let t = args.world.template();
     let lib = args.name.replace('-', "_");
+    // An IVR guest's cases play the switch's prompts.
+    let prompts = match args.world {
+        World::Ivr => " --prompts <the switch's prompts folder>",
+        _ => "",
+    };
     match args.lang {
         Lang::Rust => {}
         Lang::Python => {
-            let dir = write_files(&dir, &args.name, python_files(args.world, &args.name)?)?;
+            let dir = write_files(&dir, &args.name, python_files(args.world, &args.name))?;
             println!(
                 "created {} guest {} in {} ({}, Python)",
                 world_name(args.world),
@@ -331,15 +379,16 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             );
             println!("build it with (README.md has the once-only install of componentize-py):");
             println!(
-                "  cd {} && componentize-py -d wit -w provider componentize app -o {lib}.wasm",
-                dir.display()
+                "  cd {} && componentize-py -d wit -w {} componentize app -o {lib}.wasm",
+                dir.display(),
+                wit_world_name(t.world_id)
             );
             println!("test it with:");
-            println!("  softswitch guest test {lib}.wasm cases.toml");
+            println!("  softswitch guest test {lib}.wasm cases.toml{prompts}");
             return Ok(());
         }
         Lang::Js => {
-            let dir = write_files(&dir, &args.name, js_files(args.world, &args.name)?)?;
+            let dir = write_files(&dir, &args.name, js_files(args.world, &args.name))?;
             println!(
                 "created {} guest {} in {} ({}, JavaScript)",
                 world_name(args.world),
@@ -350,7 +399,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
             println!("build it with:");
             println!("  cd {} && npm install && npm run build", dir.display());
             println!("test it with:");
-            println!("  softswitch guest test {lib}.wasm cases.toml");
+            println!("  softswitch guest test {lib}.wasm cases.toml{prompts}");
             return Ok(());
         }
     }
@@ -433,24 +482,62 @@ mod tests {
                 assert!(!text.contains("{{"), "{} of {world:?}", path.display());
             }
         }
-        for (path, text) in python_files(World::SmsProvider, "my-guest").unwrap() {
-            assert!(
-                !text.contains("{{"),
-                "{} of the Python template",
-                path.display()
-            );
+        for world in WORLDS {
+            for (lang, files) in [
+                ("Python", python_files(world, "my-guest")),
+                ("JavaScript", js_files(world, "my-guest")),
+            ] {
+                for (path, text) in files {
+                    assert!(
+                        !text.contains("{{"),
+                        "{} of the {lang} template of {world:?}",
+                        path.display()
+                    );
+                }
+            }
         }
-        let error = python_files(World::Routing, "my-guest").unwrap_err();
-        assert!(error.to_string().contains("sms-provider"), "{error}");
-        for (path, text) in js_files(World::Routing, "my-guest").unwrap() {
+    }
+
+    /// Each Python and JavaScript project builds the world of its WIT
+    /// (componentize-py's `-w`, componentize-js's `--world-name`) and
+    /// carries cases for `softswitch guest test`.
+    #[test]
+    fn other_languages_build_the_right_world() {
+        for world in WORLDS {
+            let wit_world = wit_world_name(world.template().world_id);
+            let py = python_files(world, "g");
+            let js = js_files(world, "g");
+            let file = |files: &[(PathBuf, String)], name: &str| {
+                files
+                    .iter()
+                    .find(|(path, _)| path == Path::new(name))
+                    .map(|(_, text)| text.clone())
+                    .unwrap_or_else(|| panic!("no {name} for {world:?}"))
+            };
             assert!(
-                !text.contains("{{"),
-                "{} of the JavaScript template",
-                path.display()
+                file(&py, "README.md").contains(&format!(
+                    ".venv/bin/componentize-py -d wit -w {wit_world} componentize app -o g.wasm"
+                )),
+                "{world:?}"
             );
+            assert!(
+                file(&js, "package.json").contains(&format!(
+                    "--world-name {wit_world} -d http fetch-event stdio"
+                )),
+                "{world:?}"
+            );
+            for files in [&py, &js] {
+                let cases = file(files, "cases.toml");
+                assert!(cases.contains("expect"), "{world:?}");
+                let readme = file(files, "README.md");
+                assert!(readme.contains("softswitch guest test g.wasm cases.toml"));
+                assert_eq!(
+                    readme.contains("--prompts"),
+                    world == World::Ivr,
+                    "{world:?}: IVR cases need the switch's prompts"
+                );
+            }
         }
-        let error = js_files(World::Ivr, "my-guest").unwrap_err();
-        assert!(error.to_string().contains("routing guests only"), "{error}");
     }
 
     #[test]

@@ -409,6 +409,11 @@ pub struct RoutingGuest {
     directory: Arc<dyn Directory>,
     warm: Mutex<Vec<Warm>>,
     health: VersionHealth,
+    /// Its decisions run on the calling thread: it imports nothing but the
+    /// world's own (synchronous) interfaces. A guest that imports WASI (Rust
+    /// with std, Python, JavaScript) needs its asynchronous host functions,
+    /// so it always runs on a fiber.
+    on_thread: bool,
 }
 
 impl RoutingGuest {
@@ -431,6 +436,10 @@ impl RoutingGuest {
             .instantiate_pre(component)
             .map_err(wrong_world)?;
         let pre = RouterPre::new(instance_pre).map_err(wrong_world)?;
+        let on_thread = !component
+            .component_type()
+            .imports(&plugins.engine)
+            .any(|(name, _)| name.starts_with("wasi:"));
         Ok(Self {
             name: name.into(),
             plugins: plugins.clone(),
@@ -439,6 +448,7 @@ impl RoutingGuest {
             directory,
             warm: Mutex::new(Vec::new()),
             health: VersionHealth::default(),
+            on_thread,
         })
     }
 
@@ -505,7 +515,8 @@ impl RoutingGuest {
 
     /// One routing decision under the limits; the raw, unvalidated result.
     ///
-    /// The guest runs on the caller's thread, without a fiber, and its
+    /// The guest runs on the caller's thread, without a fiber (when it
+    /// imports no WASI: see [`RoutingGuest::on_thread`]), and its
     /// directory look-ups never wait: what is not at hand (a cache miss)
     /// gets a placeholder and is noted. When a try missed something, its
     /// decision is thrown away with its instance (which may have kept the
@@ -520,13 +531,17 @@ impl RoutingGuest {
                 Some(w) => w,
                 None => self.instantiate().await?,
             };
-            let slice = self.prepare(&mut warm.store, std::mem::take(&mut fetched), true);
+            let answers = std::mem::take(&mut fetched);
+            let slice = self.prepare(&mut warm.store, answers, self.on_thread);
             warm.store.set_epoch_deadline(slice);
-            let mut outcome = warm
-                .bindings
-                .func_route()
-                .call(&mut warm.store, (request,))
-                .map(|(result,)| result);
+            let mut outcome = if self.on_thread {
+                warm.bindings
+                    .func_route()
+                    .call(&mut warm.store, (request,))
+                    .map(|(result,)| result)
+            } else {
+                warm.bindings.call_route(&mut warm.store, request).await
+            };
             if outcome.is_err() && warm.store.data().left_thread {
                 let fetched = std::mem::take(&mut warm.store.data_mut().fetched);
                 // Its slot first: the new instance may need it.
@@ -638,6 +653,7 @@ impl RoutingGuest {
             directory: empty,
             warm: Mutex::new(Vec::new()),
             health: VersionHealth::default(),
+            on_thread: self.on_thread,
         };
         let request = RouteRequest {
             kind: Kind::Call,
