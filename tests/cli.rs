@@ -1033,6 +1033,27 @@ async fn guest_new_writes_projects_that_build_and_load() {
         cases.to_str().unwrap(),
     ]);
     assert!(out.ends_with("6 cases, 6 passed, 0 failed\n"), "{out}");
+    // So do the other worlds' (the ones their Python and JavaScript twins
+    // share); the IVR flow's play the repository's prompts.
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
+    for (world, count) in [("sms-provider", 9), ("ivr", 3), ("push-provider", 7)] {
+        let wasm = template_wasm(&format!("demo_{}", world.replace('-', "_")));
+        let cases = dir(world).join("cases.toml");
+        let mut args = vec![
+            "guest",
+            "test",
+            wasm.to_str().unwrap(),
+            cases.to_str().unwrap(),
+        ];
+        if world == "ivr" {
+            args.extend(["--prompts", prompts.to_str().unwrap()]);
+        }
+        let out = site.ok(&args);
+        assert!(
+            out.ends_with(&format!("{count} cases, {count} passed, 0 failed\n")),
+            "{world}: {out}"
+        );
+    }
     std::fs::copy(&routing, site.path("router.wasm")).unwrap();
     site.populate();
     let r = site.route("alice", "4860123456", &[]);

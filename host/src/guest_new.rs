@@ -57,8 +57,9 @@ struct Template {
     cargo_toml: &'static str,
     lib_rs: &'static str,
     readme: &'static str,
-    /// Cases for `softswitch guest test`, for the worlds it runs.
-    cases: Option<&'static str>,
+    /// Cases for `softswitch guest test` (the Python and JavaScript
+    /// projects of the world share them).
+    cases: &'static str,
 }
 
 const README_BUILD: &str = include_str!("../templates/README-build.md");
@@ -74,7 +75,7 @@ impl World {
                 cargo_toml: include_str!("../templates/routing/Cargo.toml"),
                 lib_rs: include_str!("../templates/routing/src/lib.rs"),
                 readme: include_str!("../templates/routing/README.md"),
-                cases: Some(include_str!("../templates/routing/cases.toml")),
+                cases: include_str!("../templates/routing/cases.toml"),
             },
             World::SmsProvider => Template {
                 world_id: "softswitch:sms-provider/provider@0.2.0",
@@ -83,7 +84,7 @@ impl World {
                 cargo_toml: include_str!("../templates/sms-provider/Cargo.toml"),
                 lib_rs: include_str!("../templates/sms-provider/src/lib.rs"),
                 readme: include_str!("../templates/sms-provider/README.md"),
-                cases: None,
+                cases: JS_SMS_CASES,
             },
             World::Ivr => Template {
                 world_id: "softswitch:ivr/scenario@0.1.0",
@@ -92,7 +93,7 @@ impl World {
                 cargo_toml: include_str!("../templates/ivr/Cargo.toml"),
                 lib_rs: include_str!("../templates/ivr/src/lib.rs"),
                 readme: include_str!("../templates/ivr/README.md"),
-                cases: None,
+                cases: IVR_CASES,
             },
             World::PushProvider => Template {
                 world_id: "softswitch:push-provider/provider@0.1.0",
@@ -101,7 +102,7 @@ impl World {
                 cargo_toml: include_str!("../templates/push-provider/Cargo.toml"),
                 lib_rs: include_str!("../templates/push-provider/src/lib.rs"),
                 readme: include_str!("../templates/push-provider/README.md"),
-                cases: None,
+                cases: PUSH_CASES,
             },
         }
     }
@@ -185,17 +186,14 @@ fn files(world: World, name: &str) -> Vec<(PathBuf, String)> {
             .replace("{{crate}}", name)
             .replace("{{lib}}", &lib)
     };
-    let mut files = vec![
+    vec![
         ("Cargo.toml".into(), fill(t.cargo_toml)),
         ("src/lib.rs".into(), fill(t.lib_rs)),
         ("README.md".into(), fill(t.readme)),
         (".gitignore".into(), GITIGNORE.to_string()),
         (Path::new("wit").join(t.wit_file), t.wit.to_string()),
-    ];
-    if let Some(cases) = t.cases {
-        files.push(("cases.toml".into(), cases.to_string()));
-    }
-    files
+        ("cases.toml".into(), fill(t.cases)),
+    ]
 }
 
 /// Refuses a folder that exists and holds anything, or is not a folder.
@@ -243,7 +241,7 @@ fn other_language_files(
 /// The routing template's cases: the Python and JavaScript routers decide
 /// like the Rust one.
 fn routing_cases() -> &'static str {
-    World::Routing.template().cases.unwrap_or_default()
+    World::Routing.template().cases
 }
 
 /// The files of a Python project: `app.py` (componentize-py), its cases,
