@@ -4262,6 +4262,45 @@ async fn dids_are_imported_listed_ordered_from_the_balance_and_released() {
         .admin_json(Method::DELETE, "/did-pool/48225550100", None)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // With a EUR/USD rate, the USD number is listed for a EUR account with
+    // its fees converted, and an order by country takes it at that price.
+    api.site.ok(&["fx", "set", "EUR", "USD", "1.25"]);
+    let (s, body) = api
+        .call(&bob, Method::GET, "/v1/dids/available?country=US", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["dids"][0]["number"], "12125550100", "{body}");
+    assert_eq!(body["dids"][0]["currency"], "USD");
+    assert_eq!(
+        body["dids"][0]["in_your_currency"],
+        json!({"currency": "EUR", "monthly_fee": "0.80", "monthly_fee_micro": 800_000,
+               "setup_fee": "0.00", "setup_fee_micro": 0}),
+        "{body}"
+    );
+    let (_, body) = api
+        .call(&bob, Method::GET, "/v1/dids/available?country=PL", None)
+        .await;
+    assert!(
+        body["dids"][0].get("in_your_currency").is_none(),
+        "priced in EUR already: {body}"
+    );
+    let (s, body) = api
+        .call(
+            &bob,
+            Method::POST,
+            "/v1/dids",
+            Some(json!({"country": "US"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["did"]["number"], "12125550100");
+    assert_eq!(
+        (body["charged"].as_str(), body["balance"].as_str()),
+        (Some("0.80"), Some("0.20"))
+    );
+    let (sum, balance) = ledger_sum_and_balance(&api, "bob").await;
+    assert_eq!((sum, balance), (200_000, 200_000));
 }
 
 /// The payment page's webhook: a signed payment is credited once, however

@@ -14,6 +14,7 @@ use super::ApiState;
 use super::billing::billing_error;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::billing::dids::DidChoice;
+use crate::billing::fx::{FxTable, Round};
 use crate::billing::money::format_in;
 use crate::billing::number_digits;
 use crate::store::did_pool::{DidError, PoolNumber};
@@ -37,7 +38,7 @@ pub fn did_error(e: DidError) -> ApiError {
         DidError::NoneFree => ApiError::new(
             StatusCode::NOT_FOUND,
             "no-free-number",
-            "no free number of this country in your currency",
+            "no free number of this country that your currency can pay (its own, or one with an exchange rate to it)",
         ),
         DidError::Held(n) => ApiError::new(
             StatusCode::CONFLICT,
@@ -70,6 +71,42 @@ pub struct DidView {
     /// Unix seconds: the next period is charged then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paid_until: Option<i64>,
+    /// A number priced in another currency than the caller's: its fees in
+    /// the caller's, at today's rate (the order converts at its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_your_currency: Option<Converted>,
+}
+
+/// Fees converted into the caller's currency.
+#[derive(Debug, Serialize)]
+pub struct Converted {
+    pub currency: String,
+    pub monthly_fee: String,
+    pub monthly_fee_micro: i64,
+    pub setup_fee: String,
+    pub setup_fee_micro: i64,
+}
+
+impl DidView {
+    /// With its fees in `to` too, when it is priced in another currency.
+    fn for_account(d: &PoolNumber, fx: &FxTable, to: &str) -> Self {
+        let mut view = DidView::from(d);
+        if d.currency != to {
+            let convert = |micro| fx.convert(micro, &d.currency, to, Round::Up);
+            if let (Some(monthly), Some(setup)) =
+                (convert(d.monthly_fee_micro), convert(d.setup_fee_micro))
+            {
+                view.in_your_currency = Some(Converted {
+                    currency: to.to_owned(),
+                    monthly_fee: format_in(monthly, to),
+                    monthly_fee_micro: monthly,
+                    setup_fee: format_in(setup, to),
+                    setup_fee_micro: setup,
+                });
+            }
+        }
+        view
+    }
 }
 
 impl From<&PoolNumber> for DidView {
@@ -86,6 +123,7 @@ impl From<&PoolNumber> for DidView {
             setup_fee_micro: d.setup_fee_micro,
             ordered_at: d.login.as_ref().and(d.ordered_at),
             paid_until: d.login.as_ref().and(d.paid_until),
+            in_your_currency: None,
         }
     }
 }
@@ -144,8 +182,9 @@ pub struct AvailableQuery {
     pub limit: Option<i64>,
 }
 
-/// `GET /v1/dids/available?country=PL&limit=`: free numbers priced in the
-/// caller's currency (no exchange rates: others cannot be ordered).
+/// `GET /v1/dids/available?country=PL&limit=`: free numbers the caller can
+/// pay: priced in its currency, or in one with an exchange rate to it (then
+/// with the fees converted too).
 pub async fn available(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -158,14 +197,18 @@ pub async fn available(
     }
     let country = q.country.as_deref().map(country_code).transpose()?;
     let currency = my_currency(&state, &login).await?;
+    let fx = state.store.fx_table().await?;
     let dids = state
         .store
-        .free_dids(&currency, country.as_deref(), limit)
+        .free_dids(&fx.convertible_to(&currency), country.as_deref(), limit)
         .await?;
     Ok(Json(Dids {
-        currency,
         period_days: state.billing.config().did_period_days.max(1),
-        dids: dids.iter().map(DidView::from).collect(),
+        dids: dids
+            .iter()
+            .map(|d| DidView::for_account(d, &fx, &currency))
+            .collect(),
+        currency,
     }))
 }
 
@@ -183,7 +226,7 @@ pub struct OrderRequest {
 #[derive(Debug, Serialize)]
 pub struct Ordered {
     pub did: DidView,
-    /// Setup fee and the first period.
+    /// Setup fee and the first period, in the caller's currency.
     pub charged: String,
     pub charged_micro: i64,
     /// The caller's balance after it.
@@ -225,15 +268,16 @@ pub async fn order(
         .await
         .map_err(did_error)?;
     tracing::info!(action = "did.order", %login, number = %ordered.did.number, charged_micro = ordered.charged_micro, "billing");
-    let balance_micro = match &ordered.entry {
-        Some(e) => e.balance_after_micro,
-        None => state
-            .store
-            .account_money(&login)
-            .await?
-            .map_or(0, |m| m.balance_micro),
+    // The charge and the balance are in the account's currency, whatever
+    // the number's.
+    let money = state.store.account_money(&login).await?;
+    let balance_micro = match (&ordered.entry, &money) {
+        (Some(e), _) => e.balance_after_micro,
+        (None, money) => money.as_ref().map_or(0, |m| m.balance_micro),
     };
-    let c = ordered.did.currency.as_str();
+    let c = money
+        .as_ref()
+        .map_or(ordered.did.currency.as_str(), |m| m.currency.as_str());
     Ok((
         StatusCode::CREATED,
         Json(Ordered {

@@ -21,12 +21,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::fx::Round;
 use super::money::{self, parse_micro};
 use super::tariffs::CsvTable;
 use super::{Billing, number_digits};
 use crate::store::StoreError;
 use crate::store::billing::BillingError;
-use crate::store::did_pool::{DidError, NewPoolNumber, OrderedDid, Renewal};
+use crate::store::did_pool::{DidError, NewPoolNumber, OrderedDid, PoolNumber, Renewal};
 
 /// The columns of a pool CSV file.
 pub const CSV_HEADER: &str = "number,country,description,monthly_fee,setup_fee,currency";
@@ -87,8 +88,9 @@ pub fn parse_pool_csv(text: &str) -> Result<Vec<NewPoolNumber>, String> {
 pub enum DidChoice<'a> {
     /// This one (E.164 digits).
     Number(&'a str),
-    /// Any free one of this country (ISO 3166 alpha-2, upper case) in the
-    /// account's currency, the cheapest first.
+    /// Any free one of this country (ISO 3166 alpha-2, upper case) the
+    /// account can pay (its currency, or one with an exchange rate to it),
+    /// the cheapest in the account's currency first.
     Country(&'a str),
 }
 
@@ -129,11 +131,24 @@ impl Billing {
             .account_money(login)
             .await?
             .ok_or_else(|| BillingError::NoAccount(login.to_owned()))?;
+        let fx = self.store.fx_table().await?;
+        let currencies = fx.convertible_to(&account.currency);
+        // What the order would charge; the order itself converts again, at
+        // the rate of its transaction.
+        let price = |d: &PoolNumber| {
+            fx.convert(
+                d.setup_fee_micro + d.monthly_fee_micro,
+                &d.currency,
+                &account.currency,
+                Round::Up,
+            )
+            .unwrap_or(i64::MAX)
+        };
         // Others may take the candidates first: a few rounds.
         for _ in 0..3 {
             let mut candidates = self
                 .store
-                .free_dids(&account.currency, Some(country), CANDIDATES)
+                .free_dids(&currencies, Some(country), CANDIDATES)
                 .await?;
             if candidates.is_empty() {
                 break;
@@ -141,7 +156,7 @@ impl Billing {
             // Random among equals, so concurrent orders rarely collide.
             let start = rand::random_range(0..candidates.len());
             candidates.rotate_left(start);
-            candidates.sort_by_key(|d| d.setup_fee_micro + d.monthly_fee_micro);
+            candidates.sort_by_key(price);
             for d in candidates {
                 match self.store.order_did(login, &d.number, paid_until).await {
                     Err(DidError::Taken(_) | DidError::NotInPool(_)) => continue,

@@ -82,6 +82,24 @@ impl FxTable {
         scale(micro, NANO, i128::from(nano), round)
     }
 
+    /// The currencies an amount converts to `to` from: `to` itself and
+    /// every currency with a rate to or from it, sorted.
+    pub fn convertible_to(&self, to: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .pairs
+            .keys()
+            .filter_map(|(a, b)| match (a == to, b == to) {
+                (true, false) => Some(b.clone()),
+                (false, true) => Some(a.clone()),
+                _ => None,
+            })
+            .chain(std::iter::once(to.to_owned()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A tariff row with its prices in `to` (rounded up: the account never
     /// pays less than the tariff's price); `None` without a rate.
     pub fn convert_rate(&self, row: &TariffRate, to: &str) -> Option<TariffRate> {
@@ -169,6 +187,14 @@ mod tests {
                 parse_rate("151.25").unwrap(),
             ),
         ])
+    }
+
+    #[test]
+    fn a_currency_is_payable_from_those_with_a_rate_either_way() {
+        let t = table();
+        assert_eq!(t.convertible_to("USD"), ["EUR", "JPY", "USD"]);
+        assert_eq!(t.convertible_to("EUR"), ["EUR", "USD"], "no chaining");
+        assert_eq!(t.convertible_to("PLN"), ["PLN"]);
     }
 
     #[test]

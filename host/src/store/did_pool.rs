@@ -324,26 +324,35 @@ impl Store {
         row.as_ref().map(pool_from_row).transpose()
     }
 
-    /// Up to `limit` free numbers priced in `currency` (of `country`, when
-    /// given), by number. Numbers routed outside the pool are not offered.
+    /// Up to `limit` free numbers priced in one of `currencies` (of
+    /// `country`, when given), by number. Numbers routed outside the pool
+    /// are not offered.
     pub async fn free_dids(
         &self,
-        currency: &str,
+        currencies: &[String],
         country: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<PoolNumber>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {POOL_COLUMNS} FROM did_pool WHERE login IS NULL AND currency = ? \
+        if currencies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; currencies.len()].join(", ");
+        let sql = format!(
+            "SELECT {POOL_COLUMNS} FROM did_pool WHERE login IS NULL AND currency IN ({marks}) \
              AND (? IS NULL OR country = ?) \
              AND NOT EXISTS (SELECT 1 FROM dids WHERE dids.number = did_pool.number) \
              ORDER BY number LIMIT ?"
-        ))
-        .bind(currency)
-        .bind(country)
-        .bind(country)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let mut query = sqlx::query(&sql);
+        for c in currencies {
+            query = query.bind(c);
+        }
+        let rows = query
+            .bind(country)
+            .bind(country)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(pool_from_row).collect()
     }
 
@@ -641,7 +650,10 @@ mod tests {
         assert_eq!((imported.added, imported.updated), (0, 1));
 
         let login = money_account(&store, "did", "default", "EUR", 10_000_000).await;
-        let free = store.free_dids("EUR", Some("PL"), 1000).await.unwrap();
+        let free = store
+            .free_dids(&["EUR".into()], Some("PL"), 1000)
+            .await
+            .unwrap();
         assert!(free.iter().any(|d| d.number == a.number));
         assert!(!free.iter().any(|d| d.number == b.number), "USD");
 
@@ -671,7 +683,7 @@ mod tests {
         assert_eq!(mine[0].paid_until, Some(paid_until));
         assert!(
             !store
-                .free_dids("EUR", Some("PL"), 1000)
+                .free_dids(&["EUR".into()], Some("PL"), 1000)
                 .await
                 .unwrap()
                 .iter()
@@ -734,7 +746,7 @@ mod tests {
         store.add_did(&c.number, &login).await.unwrap();
         assert!(
             !store
-                .free_dids("EUR", None, 100_000)
+                .free_dids(&["EUR".into()], None, 100_000)
                 .await
                 .unwrap()
                 .iter()
