@@ -78,7 +78,9 @@ impl GuestState {
             Some(answer) => Ok(answer?),
             None => {
                 let placeholder = lookup.placeholder();
-                self.misses.push(lookup);
+                if !self.misses.contains(&lookup) {
+                    self.misses.push(lookup);
+                }
                 Ok(placeholder)
             }
         }
