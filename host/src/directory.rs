@@ -165,6 +165,11 @@ impl StoreDirectory {
     }
 }
 
+/// Keys of the account cache: a prefix per look-up, then its argument.
+const BY_LOGIN: &str = "l:";
+const BY_PHONE: &str = "p:";
+const BY_USERNAME: &str = "u:";
+
 /// How long a directory answer is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Entries kept per cache; it is cleared when full and refills on demand.
@@ -220,20 +225,26 @@ impl Directory for StoreDirectory {
         &'a self,
         login: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        Box::pin(self.account(format!("l:{login}"), self.store.account_by_login(login)))
+        Box::pin(self.account(
+            format!("{BY_LOGIN}{login}"),
+            self.store.account_by_login(login),
+        ))
     }
     fn account_by_phone<'a>(
         &'a self,
         phone: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
-        Box::pin(self.account(format!("p:{phone}"), self.store.account_by_phone(phone)))
+        Box::pin(self.account(
+            format!("{BY_PHONE}{phone}"),
+            self.store.account_by_phone(phone),
+        ))
     }
     fn account_by_username<'a>(
         &'a self,
         username: &'a str,
     ) -> BoxFuture<'a, DirResult<Option<DirAccount>>> {
         Box::pin(self.account(
-            format!("u:{username}"),
+            format!("{BY_USERNAME}{username}"),
             self.store.account_by_username(username),
         ))
     }
@@ -254,9 +265,9 @@ impl Directory for StoreDirectory {
     fn peek(&self, lookup: &Lookup) -> Option<DirResult<Answer>> {
         let account = |key: String| self.accounts.get(&key).map(|a| Ok(Answer::Account(a)));
         match lookup {
-            Lookup::AccountByLogin(k) => account(format!("l:{k}")),
-            Lookup::AccountByPhone(k) => account(format!("p:{k}")),
-            Lookup::AccountByUsername(k) => account(format!("u:{k}")),
+            Lookup::AccountByLogin(k) => account(format!("{BY_LOGIN}{k}")),
+            Lookup::AccountByPhone(k) => account(format!("{BY_PHONE}{k}")),
+            Lookup::AccountByUsername(k) => account(format!("{BY_USERNAME}{k}")),
             Lookup::Registered(k) => self.registrar.as_ref().map(|registrar| {
                 let now = crate::store::now_secs();
                 Ok(Answer::Registered(!registrar.bindings(k, now).is_empty()))

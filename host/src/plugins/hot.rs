@@ -65,10 +65,8 @@ pub trait World: Send + Sync + 'static {
     const SMOKE_AT_START: bool;
     /// Sets what this world's cases run with that the file cannot say.
     fn prepare_cases(&self, _file: &mut cases::CaseFile) {}
-    /// What the guest is granted (`None`: all its world offers).
-    fn capabilities(&self) -> Option<&Capabilities> {
-        None
-    }
+    /// What the guest is granted.
+    fn capabilities(&self) -> &Capabilities;
     fn health(guest: &Self::Guest) -> &VersionHealth;
     fn smoke(guest: &Self::Guest) -> BoxFuture<'_, Result<(), GuestFailure>>;
     fn link(
@@ -95,8 +93,8 @@ impl World for RoutingWorld {
     const CASES: cases::CaseWorld = cases::CaseWorld::Routing;
     const SMOKE_AT_START: bool = true;
 
-    fn capabilities(&self) -> Option<&Capabilities> {
-        Some(&self.capabilities)
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn health(guest: &RoutingGuest) -> &VersionHealth {
@@ -137,8 +135,8 @@ impl World for SmsWorld {
     const CASES: cases::CaseWorld = cases::CaseWorld::Sms;
     const SMOKE_AT_START: bool = false;
 
-    fn capabilities(&self) -> Option<&Capabilities> {
-        Some(&self.capabilities)
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn world_of(guest: &SmsProviderGuest) -> &'static str {
@@ -178,8 +176,8 @@ impl World for PushWorld {
     const CASES: cases::CaseWorld = cases::CaseWorld::Push;
     const SMOKE_AT_START: bool = false;
 
-    fn capabilities(&self) -> Option<&Capabilities> {
-        Some(&self.capabilities)
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn health(guest: &PushProviderGuest) -> &VersionHealth {
@@ -228,8 +226,8 @@ impl World for IvrWorld {
         file.use_mailboxes(self.capabilities.mailboxes);
     }
 
-    fn capabilities(&self) -> Option<&Capabilities> {
-        Some(&self.capabilities)
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn health(guest: &IvrGuest) -> &VersionHealth {
@@ -456,9 +454,9 @@ async fn load_version<W: World>(
     smoke: bool,
 ) -> Result<Loaded<W::Guest>, PluginError> {
     let component = plugins.compile_off_reactor(path, bytes).await?;
-    if let Some(capabilities) = world.capabilities() {
-        capabilities.check_imports(plugins, path, W::WORLD, &component)?;
-    }
+    world
+        .capabilities()
+        .check_imports(plugins, path, W::WORLD, &component)?;
     let guest = world.link(plugins, name, path, &component)?;
     if smoke {
         W::smoke(&guest)

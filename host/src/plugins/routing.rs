@@ -17,7 +17,7 @@ use super::engine::Plugins;
 use super::probation::VersionHealth;
 use super::state::GuestState;
 use super::{FailureKind, GuestFailure, PluginError};
-use crate::directory::{Answer, DirAccount, DirGateway, Directory, Lookup};
+use crate::directory::{Answer, DirAccount, DirGateway, Directory, DirectoryError, Lookup};
 
 // Public (hidden) only so the fuzz targets can build the values a guest
 // returns; nothing else should name the generated types.
@@ -296,6 +296,14 @@ const MAX_TRIES: usize = 5;
 /// Log lines one decision may write.
 const MAX_LOG_LINES: usize = 32;
 
+/// How a failed look-up fails the decision.
+fn directory_failure(e: &DirectoryError) -> FailureKind {
+    match e {
+        DirectoryError::Denied(_) => FailureKind::Denied,
+        DirectoryError::Unavailable(_) => FailureKind::Directory,
+    }
+}
+
 fn log_line(guest: &str, level: tracing::Level, message: &str) {
     match level {
         tracing::Level::TRACE => tracing::trace!(guest, "{message}"),
@@ -573,13 +581,11 @@ impl RoutingGuest {
             // Its slot is free while the database answers.
             drop(warm);
             for lookup in misses {
-                let answer = self.directory.fetch(&lookup).await.map_err(|e| {
-                    let kind = match e {
-                        crate::directory::DirectoryError::Denied(_) => FailureKind::Denied,
-                        crate::directory::DirectoryError::Unavailable(_) => FailureKind::Directory,
-                    };
-                    self.failure(kind, e.to_string())
-                })?;
+                let answer = self
+                    .directory
+                    .fetch(&lookup)
+                    .await
+                    .map_err(|e| self.failure(directory_failure(&e), e.to_string()))?;
                 fetched.push((lookup, answer));
             }
         }
@@ -609,14 +615,10 @@ impl RoutingGuest {
     }
 
     fn classify(&self, e: wasmtime::Error, store: &Store<GuestState>) -> GuestFailure {
-        use crate::directory::DirectoryError;
         let kind = if store.data().limits.hit {
             FailureKind::Memory
         } else if let Some(d) = e.downcast_ref::<DirectoryError>() {
-            match d {
-                DirectoryError::Denied(_) => FailureKind::Denied,
-                DirectoryError::Unavailable(_) => FailureKind::Directory,
-            }
+            directory_failure(d)
         } else if matches!(
             e.downcast_ref::<wasmtime::Trap>(),
             Some(wasmtime::Trap::Interrupt)
