@@ -326,6 +326,33 @@ fn a_routing_guests_capabilities_bound_its_imports_and_look_ups() {
     );
 }
 
+/// A guest reads its own configuration values only: the blocklist router
+/// does not see `blocked-callers` set for another guest, and does see it
+/// when the value is its own.
+#[test]
+fn a_guest_cannot_read_another_guests_config_keys() {
+    let other = format!(
+        "[guests.other-router]\npath = \"{}\"\nworld = \"routing\"\n\
+         [guests.other-router.config]\nblocked-callers = \"alice\"\n\
+         [sms]\nprovider = \"local\"\n[sms.providers.local]\npath = \"{}\"\n\
+         allowed_hosts = [\"127.0.0.1\"]\n\
+         config = {{ url = \"http://127.0.0.1:9/send\", blocked-callers = \"alice\" }}\n",
+        guest_wasm("routing_blocklist").display(),
+        guest_wasm("sms_generic").display(),
+    );
+    let route = |site: &Site| {
+        replace_router(site, &guest_wasm("routing_blocklist"));
+        site.populate();
+        site.ok(&["route", "--from", "alice", "--to", "48600333444"])
+    };
+    let site = Site::new(&format!("world = \"routing\"\n{other}"));
+    assert_eq!(route(&site).trim(), "to-user 48600333444");
+
+    let own = "world = \"routing\"\n[guests.routing.config]\nblocked-callers = \"alice\"\n";
+    let site = Site::new(&format!("{own}{other}"));
+    assert_eq!(route(&site).trim(), "reject 403 Blocked");
+}
+
 #[test]
 fn guest_check_names_the_world_or_the_reason() {
     let site = Site::new("");

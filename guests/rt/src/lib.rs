@@ -1,4 +1,4 @@
-//! The little a guest needs once it drops std: an allocator, a panic handler,
+//! The little a guest needs once it drops std: an allocator (see `arena`), a panic handler,
 //! the canonical ABI's `cabi_realloc` and the C string functions.
 //!
 //! Why drop std: on wasm32-wasip2, std's panic and allocation-failure paths
@@ -17,15 +17,20 @@
 //!
 //! Natively (unit tests, clippy) it is empty and the guest keeps std.
 #![no_std]
-// Only `cabi_realloc` below needs it.
+// Only the allocator and `cabi_realloc` below need it.
 #![deny(unsafe_code)]
 
 #[cfg(target_arch = "wasm32")]
 extern crate alloc;
 
+// Natively only its unit tests use it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[allow(unsafe_code)]
+mod arena;
+
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOC: arena::Arena<dlmalloc::GlobalDlmalloc> = arena::Arena::new(dlmalloc::GlobalDlmalloc);
 
 // std normally brings wasi-libc, whose string functions (`memcmp` and
 // friends, which rustc emits calls to) import nothing; without std the
