@@ -70,9 +70,12 @@ unsafe impl<S: GlobalAlloc> GlobalAlloc for Arena<S> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: no other borrow of the state is alive.
         let state = unsafe { self.state() };
-        let start = (self.base() + state.next).next_multiple_of(layout.align());
-        let end = start + layout.size();
-        if end <= self.base() + SIZE {
+        let end = (self.base() + state.next)
+            .checked_next_multiple_of(layout.align())
+            .and_then(|start| Some((start, start.checked_add(layout.size())?)));
+        if let Some((start, end)) = end
+            && end <= self.base() + SIZE
+        {
             state.next = end - self.base();
             state.live += 1;
             return start as *mut u8;
@@ -104,7 +107,7 @@ unsafe impl<S: GlobalAlloc> GlobalAlloc for Arena<S> {
             let state = unsafe { self.state() };
             let at = ptr as usize - self.base();
             // The newest block grows or shrinks where it is.
-            if at + layout.size() == state.next && at + new_size <= SIZE {
+            if at + layout.size() == state.next && new_size <= SIZE - at {
                 state.next = at + new_size;
                 return ptr;
             }
@@ -168,6 +171,10 @@ mod tests {
             assert!(arena.owns(small));
             arena.dealloc(small, layout(32));
             arena.dealloc(kept, layout(SIZE - 64));
+            // A size no memory holds goes to the spill allocator, which
+            // refuses it (on wasm32 the arena's sums are checked for it).
+            let huge = Layout::from_size_align(isize::MAX as usize - 64, 8).unwrap();
+            assert!(arena.alloc(huge).is_null());
         }
     }
 
