@@ -70,12 +70,11 @@ unsafe impl<S: GlobalAlloc> GlobalAlloc for Arena<S> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: no other borrow of the state is alive.
         let state = unsafe { self.state() };
-        let end = (self.base() + state.next)
+        let fits = (self.base() + state.next)
             .checked_next_multiple_of(layout.align())
-            .and_then(|start| Some((start, start.checked_add(layout.size())?)));
-        if let Some((start, end)) = end
-            && end <= self.base() + SIZE
-        {
+            .and_then(|start| Some((start, start.checked_add(layout.size())?)))
+            .filter(|&(_, end)| end <= self.base() + SIZE);
+        if let Some((start, end)) = fits {
             state.next = end - self.base();
             state.live += 1;
             return start as *mut u8;
